@@ -1,0 +1,45 @@
+# CellBank Network — the two commands are `make run` and `make test`; everything else is a step of theirs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PROTO_SRC := $(shell find protos/cellbank -name '*.proto')
+PROTO_STAMP := protos/.generated
+
+.PHONY: setup protos run test lint bench clean infra-up
+
+setup: $(STAMP) $(PROTO_STAMP)
+
+$(STAMP): requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --disable-pip-version-check -q -r requirements.txt
+	$(PY) -c "import site, pathlib; pathlib.Path(site.getsitepackages()[0], 'cellbank.pth').write_text('$(CURDIR)\n$(CURDIR)/protos\n')"
+	touch $(STAMP)
+
+protos: $(STAMP)
+	$(PY) -m deploy.protos
+	touch $(PROTO_STAMP)
+
+$(PROTO_STAMP): $(STAMP) $(PROTO_SRC)
+	$(PY) -m deploy.protos
+	touch $(PROTO_STAMP)
+
+run: setup
+	$(PY) -m deploy.run
+
+test: setup
+	$(PY) -m pytest
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy shared services deploy tests
+
+bench: setup
+	$(PY) -m tests.bench
+
+clean:
+	rm -rf $(VENV) .cellbank .pytest_cache .mypy_cache .ruff_cache .hypothesis $(PROTO_STAMP)
+	find protos -name '*_pb2*.py*' -delete
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

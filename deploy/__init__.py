@@ -1,0 +1,1 @@
+"""Local infrastructure (Kafka from Maven jars, PostgreSQL from a wheel) and deployment tooling."""

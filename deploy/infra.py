@@ -1,0 +1,100 @@
+"""The one entry point to the network's infrastructure: Kafka, PostgreSQL, topics, databases.
+
+Used by `make run`, by the tests' session fixture and by developers
+(`python -m deploy.infra up`). With CELLBANK_KAFKA_BOOTSTRAP / CELLBANK_DATABASE_URL set,
+nothing is started for that part and the given server is used.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from deploy.local_kafka import LocalKafka
+from deploy.local_postgres import LocalPostgres
+from deploy.processes import REPO_ROOT, run_async
+from shared.db import database_name, ensure_database
+from shared.kafka_admin import ensure_topics
+from shared.topics import SERVICES
+
+DEFAULT_SITES = ("LON", "MAN", "EDI")
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoints:
+    kafka_bootstrap: str
+    database_url: str  # server URL; each service uses its own database on it
+
+
+class Infrastructure:
+    """Starts what is not given, stops what it started (in reverse order)."""
+
+    def __init__(
+        self,
+        root: Path = REPO_ROOT / ".cellbank" / "run",
+        *,
+        kafka_port: int | None = None,
+        postgres_port: int | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        env = os.environ if env is None else env
+        self.external_kafka = env.get("CELLBANK_KAFKA_BOOTSTRAP", "").strip() or None
+        self.external_db = env.get("CELLBANK_DATABASE_URL", "").strip() or None
+        self.replication_factor = int(env.get("CELLBANK_TOPIC_REPLICATION_FACTOR", "1"))
+        self.partitions = int(env.get("CELLBANK_TOPIC_PARTITIONS", "3"))
+        self.kafka = None if self.external_kafka else LocalKafka(root / "kafka", port=kafka_port)
+        self.postgres = (
+            None if self.external_db else LocalPostgres(root / "pgdata", port=postgres_port)
+        )
+        root.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def endpoints(self) -> Endpoints:
+        kafka = self.external_kafka or (self.kafka.bootstrap if self.kafka else "")
+        db = self.external_db or (self.postgres.url if self.postgres else "")
+        return Endpoints(kafka, db)
+
+    def start(self) -> Endpoints:
+        try:
+            if self.postgres is not None:
+                self.postgres.start()
+            if self.kafka is not None:
+                self.kafka.start()
+            run_async(self._provision)
+        except BaseException:
+            self.stop()
+            raise
+        return self.endpoints
+
+    async def _provision(self) -> None:
+        created = await ensure_topics(
+            self.endpoints.kafka_bootstrap,
+            partitions=self.partitions,
+            replication_factor=self.replication_factor,
+        )
+        if created:
+            print(f"[cellbank] created topics: {', '.join(created)}", flush=True)
+
+    def stop(self) -> None:
+        if self.kafka is not None:
+            self.kafka.stop()
+        if self.postgres is not None:
+            self.postgres.stop()
+
+    def __enter__(self) -> Endpoints:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+async def ensure_site_databases(
+    server_url: str, sites: Iterable[str] = DEFAULT_SITES, services: Iterable[str] = SERVICES
+) -> list[str]:
+    """One database per site and service; returns their names."""
+    names = [database_name(site, service) for site in sites for service in services]
+    for name in names:
+        await ensure_database(server_url, name)
+    return names

@@ -1,0 +1,206 @@
+"""A single-node Apache Kafka 4 broker in KRaft mode, run from Maven Central jars."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+from deploy.processes import (
+    CACHE_DIR,
+    REPO_ROOT,
+    InfraError,
+    free_port,
+    log_tail,
+    port_is_open,
+    run_async,
+    stop_process,
+    wait_until,
+)
+
+POM = REPO_ROOT / "deploy" / "kafka" / "pom.xml"
+
+SERVER_PROPERTIES = """\
+process.roles=broker,controller
+node.id=1
+controller.quorum.bootstrap.servers=127.0.0.1:{controller_port}
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs={log_dir}
+num.partitions=3
+auto.create.topics.enable=false
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=10
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+"""
+
+LOG4J2 = """\
+status = error
+appender.file.type = File
+appender.file.name = FILE
+appender.file.fileName = {log_file}
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.file.ref = FILE
+logger.kafka.name = kafka
+logger.kafka.level = INFO
+logger.apache.name = org.apache
+logger.apache.level = WARN
+"""
+
+
+def kafka_libs(cache_dir: Path = CACHE_DIR) -> Path:
+    """The broker's jars, fetched once with Maven into the git-ignored cache."""
+    libs = cache_dir / "kafka-libs" / _pom_version()
+    if (libs / ".complete").exists():
+        return libs
+    if shutil.which("mvn") is None:
+        raise InfraError("Maven (mvn) is required to fetch the Kafka broker jars; install it")
+    print(f"[cellbank] fetching Apache Kafka jars with Maven into {libs} (once)", flush=True)
+    libs.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(
+        [
+            "mvn",
+            "-q",
+            "-B",
+            "-f",
+            str(POM),
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={libs}",
+            "-DincludeScope=runtime",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise InfraError(f"mvn could not fetch the Kafka jars:\n{result.stdout}\n{result.stderr}")
+    (libs / ".complete").touch()
+    return libs
+
+
+def _pom_version() -> str:
+    text = POM.read_text()
+    start = text.index("<kafka.version>") + len("<kafka.version>")
+    return text[start : text.index("</kafka.version>")]
+
+
+class LocalKafka:
+    """Owns one broker process: format storage once, start, readiness, stop, restart."""
+
+    def __init__(self, data_dir: Path, *, port: int | None = None, heap_mb: int = 768) -> None:
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.controller_port = free_port()
+        self.heap_mb = heap_mb
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_file = data_dir / "server.log"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _configure(self, libs: Path) -> Path:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        props = self.data_dir / "server.properties"
+        props.write_text(
+            SERVER_PROPERTIES.format(
+                port=self.port,
+                controller_port=self.controller_port,
+                log_dir=self.data_dir / "log",
+            )
+        )
+        (self.data_dir / "log4j2.properties").write_text(LOG4J2.format(log_file=self.log_file))
+        if not (self.data_dir / "log" / "meta.properties").exists():
+            self._format_storage(libs, props)
+        return props
+
+    def _java_cmd(self, libs: Path, main: str, *args: str) -> list[str]:
+        java = shutil.which("java")
+        if java is None:
+            raise InfraError("Java 17+ is required to run the Kafka broker; install it")
+        return [
+            java, f"-Xms{self.heap_mb // 2}m", f"-Xmx{self.heap_mb}m",
+            "-XX:+UseG1GC", "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.properties'}",
+            "-cp", f"{libs}/*", main, *args,
+        ]  # fmt: skip
+
+    def _format_storage(self, libs: Path, props: Path) -> None:
+        cmd = self._java_cmd(
+            libs, "kafka.tools.StorageTool", "format", "--standalone",
+            "-t", _cluster_id(), "-c", str(props),
+        )  # fmt: skip
+        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise InfraError(f"formatting Kafka storage failed:\n{result.stdout}\n{result.stderr}")
+
+    def start(self, timeout: float = 90.0) -> None:
+        """Start the broker and return once a metadata request succeeds."""
+        libs = kafka_libs()
+        props = self._configure(libs)
+        print(f"[cellbank] starting Kafka broker on {self.bootstrap}", flush=True)
+        with open(self.data_dir / "stdout.log", "ab") as out:  # the child keeps its own copy
+            self.proc = subprocess.Popen(
+                self._java_cmd(libs, "kafka.Kafka", str(props)),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        try:
+            wait_until(self._ready, timeout=timeout, what=f"Kafka broker on {self.bootstrap}")
+        except InfraError as exc:
+            self.stop()
+            raise InfraError(f"{exc}\n--- broker log ---\n{log_tail(self.log_file)}") from None
+
+    def _ready(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise InfraError(
+                f"Kafka broker exited with {self.proc.returncode}\n{log_tail(self.log_file)}"
+            )
+        return port_is_open("127.0.0.1", self.port) and run_async(
+            lambda: metadata_ready(self.bootstrap)
+        )
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Controlled shutdown (SIGTERM); SIGKILL after timeout."""
+        if self.proc is not None:
+            stop_process(self.proc, timeout=timeout, name="Kafka broker")
+            self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+async def metadata_ready(bootstrap: str) -> bool:
+    """True when the broker answers a metadata request with itself as a live broker."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.errors import KafkaError
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+    try:
+        await asyncio.wait_for(admin.start(), 5)
+        cluster = await asyncio.wait_for(admin.describe_cluster(), 5)
+        return bool(cluster.get("brokers"))
+    except (KafkaError, OSError, TimeoutError):
+        return False
+    finally:
+        await admin.close()
+
+
+def _cluster_id() -> str:
+    # Kafka cluster ids are 16 random bytes, URL-safe base64 without padding.
+    import base64
+
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")

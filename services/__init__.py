@@ -1,0 +1,1 @@
+"""The bounded-context services: donor_intake, manufacturing, storage, matching, delivery."""

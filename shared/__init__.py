@@ -1,0 +1,1 @@
+"""CellBank common library: event store, outbox relay, projections, gRPC/Kafka/DB plumbing."""

@@ -1,0 +1,80 @@
+"""The one mapping between StoredEvent and the cellbank.common.v1.EventEnvelope protobuf."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from cellbank.common.v1 import envelope_pb2
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from shared.events import StoredEvent
+
+
+def _ts(value: datetime) -> Timestamp:
+    ts = Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+def _dt(ts: Timestamp) -> datetime:
+    return ts.ToDatetime(tzinfo=UTC)
+
+
+def to_envelope(event: StoredEvent) -> envelope_pb2.EventEnvelope:
+    return envelope_pb2.EventEnvelope(
+        event_id=event.event_id,
+        event_type=event.event_type,
+        schema_version=event.schema_version,
+        aggregate_type=event.aggregate_type,
+        aggregate_id=event.aggregate_id,
+        aggregate_version=event.aggregate_version,
+        site_id=event.site_id,
+        occurred_at=_ts(event.occurred_at),
+        recorded_at=_ts(event.recorded_at),
+        actor=event.actor,
+        reason=event.reason,
+        correlation_id=event.correlation_id,
+        causation_id=event.causation_id,
+        payload=event.payload,
+        prev_hash=event.prev_hash,
+        hash=event.hash,
+        position=event.position,
+    )
+
+
+def from_envelope(env: envelope_pb2.EventEnvelope) -> StoredEvent:
+    return StoredEvent(
+        position=env.position,
+        event_id=env.event_id,
+        event_type=env.event_type,
+        schema_version=env.schema_version,
+        aggregate_type=env.aggregate_type,
+        aggregate_id=env.aggregate_id,
+        aggregate_version=env.aggregate_version,
+        site_id=env.site_id,
+        occurred_at=_dt(env.occurred_at),
+        recorded_at=_dt(env.recorded_at),
+        actor=env.actor,
+        reason=env.reason,
+        correlation_id=env.correlation_id,
+        causation_id=env.causation_id,
+        payload=env.payload,
+        prev_hash=env.prev_hash,
+        hash=env.hash,
+    )
+
+
+def encode(event: StoredEvent) -> bytes:
+    return to_envelope(event).SerializeToString(deterministic=True)
+
+
+def decode(data: bytes) -> StoredEvent:
+    """Parse envelope bytes; raises ValueError on anything that is not a valid envelope."""
+    env = envelope_pb2.EventEnvelope()
+    try:
+        env.ParseFromString(data)
+    except Exception as exc:  # protobuf raises DecodeError, a bare Exception subclass
+        raise ValueError(f"not an EventEnvelope: {exc}") from exc
+    if not env.event_id or not env.aggregate_id or not env.event_type:
+        raise ValueError("EventEnvelope lacks event_id, aggregate_id or event_type")
+    return from_envelope(env)

@@ -1,0 +1,204 @@
+"""gRPC server bootstrap: auth, error → status mapping, health, reflection, graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from shared import metrics
+from shared.auth import Principal, TokenAuthenticator, current_principal
+from shared.errors import (
+    CellBankError,
+    ConcurrencyConflict,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    PreconditionFailed,
+    Unauthenticated,
+)
+
+log = logging.getLogger(__name__)
+
+STATUS_OF: tuple[tuple[type[CellBankError], grpc.StatusCode], ...] = (
+    (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
+    (NotFound, grpc.StatusCode.NOT_FOUND),
+    (PreconditionFailed, grpc.StatusCode.FAILED_PRECONDITION),
+    (ConcurrencyConflict, grpc.StatusCode.ABORTED),
+    (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+    (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
+)
+
+OPEN_SERVICES = frozenset(
+    {health.SERVICE_NAME, reflection.SERVICE_NAME, "grpc.reflection.v1.ServerReflection"}
+)
+
+
+def status_for(error: CellBankError) -> grpc.StatusCode:
+    """The gRPC status a domain error maps to (ARCHITECTURE.md, APIs)."""
+    for kind, code in STATUS_OF:
+        if isinstance(error, kind):
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceBinding:
+    """A servicer, the generated add_…_to_server function, and its full service name."""
+
+    name: str
+    servicer: object
+    register: Callable[[Any, Any], None]
+
+
+class GuardInterceptor(grpc.aio.ServerInterceptor):
+    """Authenticates every call (health and reflection stay open) and maps domain errors."""
+
+    def __init__(self, authenticator: TokenAuthenticator) -> None:
+        self.authenticator = authenticator
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Any],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        service = details.method.split("/")[1] if details.method.count("/") == 2 else ""
+        if handler is None or service in OPEN_SERVICES:
+            return handler
+        try:
+            principal: Principal | CellBankError = self.authenticator.authenticate(
+                details.invocation_metadata
+            )
+        except Unauthenticated as exc:
+            principal = exc
+        return _guarded(handler, details.method, principal)
+
+
+def _guarded(
+    handler: grpc.RpcMethodHandler, method: str, principal: Principal | CellBankError
+) -> grpc.RpcMethodHandler:
+    async def enter(context: grpc.aio.ServicerContext) -> None:
+        if isinstance(principal, CellBankError):
+            metrics.GRPC_REQUESTS.labels(method, "UNAUTHENTICATED").inc()
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(principal))
+        current_principal.set(principal)  # type: ignore[arg-type]
+
+    async def fail(context: grpc.aio.ServicerContext, exc: CellBankError) -> None:
+        code = status_for(exc)
+        metrics.GRPC_REQUESTS.labels(method, code.name).inc()
+        await context.abort(code, str(exc))
+
+    if handler.unary_unary or handler.stream_unary:
+        inner = handler.unary_unary or handler.stream_unary
+
+        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            await enter(context)
+            started = time.perf_counter()
+            try:
+                response = await inner(request, context)
+            except CellBankError as exc:
+                await fail(context, exc)
+            metrics.GRPC_LATENCY.labels(method).observe(time.perf_counter() - started)
+            metrics.GRPC_REQUESTS.labels(method, "OK").inc()
+            return response
+
+        make = (
+            grpc.unary_unary_rpc_method_handler
+            if handler.unary_unary
+            else grpc.stream_unary_rpc_method_handler
+        )
+        return make(unary, handler.request_deserializer, handler.response_serializer)
+
+    inner_stream = handler.unary_stream or handler.stream_stream
+
+    async def streaming(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        await enter(context)
+        try:
+            async for item in inner_stream(request, context):
+                yield item
+        except CellBankError as exc:
+            await fail(context, exc)
+        metrics.GRPC_REQUESTS.labels(method, "OK").inc()
+
+    make_stream = (
+        grpc.unary_stream_rpc_method_handler
+        if handler.unary_stream
+        else grpc.stream_stream_rpc_method_handler
+    )
+    return make_stream(streaming, handler.request_deserializer, handler.response_serializer)
+
+
+@dataclass
+class RunningServer:
+    server: grpc.aio.Server
+    port: int
+    health: health.aio.HealthServicer
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Report NOT_SERVING, let in-flight calls finish for `grace` seconds, then stop."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+
+
+async def start_server(
+    bindings: Sequence[ServiceBinding],
+    *,
+    authenticator: TokenAuthenticator,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    credentials: grpc.ServerCredentials | None = None,
+) -> RunningServer:
+    """Build, bind and start a grpc.aio server with health checking and reflection."""
+    server = grpc.aio.server(interceptors=[GuardInterceptor(authenticator)])
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for binding in bindings:
+        binding.register(binding.servicer, server)
+    reflection.enable_server_reflection(
+        [b.name for b in bindings] + [health.SERVICE_NAME, reflection.SERVICE_NAME], server
+    )
+    address = f"{host}:{port}"
+    bound = (
+        server.add_secure_port(address, credentials)
+        if credentials is not None
+        else server.add_insecure_port(address)
+    )
+    await server.start()
+    for name in ["", *(b.name for b in bindings)]:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("gRPC server started", extra={"address": f"{host}:{bound}"})
+    return RunningServer(server, bound, health_servicer)
+
+
+def server_credentials(
+    cert_file: str, key_file: str, client_ca_file: str = ""
+) -> grpc.ServerCredentials:
+    """TLS, or mTLS when a client CA is given."""
+    with open(cert_file, "rb") as c, open(key_file, "rb") as k:
+        pair = [(k.read(), c.read())]
+    if client_ca_file:
+        with open(client_ca_file, "rb") as ca:
+            return grpc.ssl_server_credentials(pair, ca.read(), require_client_auth=True)
+    return grpc.ssl_server_credentials(pair)
+
+
+async def wait_for_termination_signal() -> None:
+    """Return on SIGTERM or SIGINT (graceful stop is the caller's next step)."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)

@@ -1,0 +1,51 @@
+"""OperatorService: the store's head, the relay's progress and the audit-chain check."""
+
+from __future__ import annotations
+
+import grpc
+from cellbank.operator.v1 import operator_service_pb2 as pb
+from cellbank.operator.v1 import operator_service_pb2_grpc as pb_grpc
+
+from shared.auth import current_principal, require
+from shared.grpc_server import ServiceBinding
+from shared.postgres_eventstore import PostgresEventStore
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["OperatorService"].full_name
+
+
+class OperatorServicer(pb_grpc.OperatorServiceServicer):
+    def __init__(self, store: PostgresEventStore, *, service: str, relay_name: str) -> None:
+        self.store = store
+        self.service = service
+        self.relay_name = relay_name
+
+    async def GetStoreStatus(
+        self, request: pb.GetStoreStatusRequest, context: grpc.aio.ServicerContext
+    ) -> pb.StoreStatus:
+        require(current_principal.get(), "operator", "service")
+        published = await self.store.pool.fetchval(
+            "SELECT position FROM relay_checkpoints WHERE relay_name = $1", self.relay_name
+        )
+        return pb.StoreStatus(
+            site_id=self.store.site_id,
+            service=self.service,
+            head_position=await self.store.head_position(),
+            published_position=published or 0,
+            event_count=await self.store.count(),
+        )
+
+    async def VerifyAuditChain(
+        self, request: pb.VerifyAuditChainRequest, context: grpc.aio.ServicerContext
+    ) -> pb.AuditChainReport:
+        require(current_principal.get(), "operator")
+        report = await self.store.verify_chain(request.from_position)
+        return pb.AuditChainReport(
+            intact=report.intact,
+            events_checked=report.events_checked,
+            broken_at_position=report.broken_at_position or 0,
+            problem=report.problem,
+        )
+
+
+def operator_binding(servicer: OperatorServicer) -> ServiceBinding:
+    return ServiceBinding(SERVICE_NAME, servicer, pb_grpc.add_OperatorServiceServicer_to_server)

@@ -1,0 +1,47 @@
+"""Runs one service's outbox relay as a process: `python -m shared.relay_main`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+from shared.db import create_pool, database_name, migrate, with_database
+from shared.logs import configure_logging
+from shared.metrics import serve_metrics
+from shared.outbox_relay import OutboxRelay
+from shared.postgres_eventstore import PostgresEventStore
+from shared.settings import Settings
+from shared.topics import SERVICE_TOPICS
+
+
+async def main() -> None:
+    settings = Settings.from_env()
+    configure_logging(settings.log_level, site=settings.site_id, service=settings.service)
+    dbname = os.environ.get("CELLBANK_DATABASE_NAME") or database_name(
+        settings.site_id, settings.service
+    )
+    topic = os.environ.get("CELLBANK_RELAY_TOPIC") or SERVICE_TOPICS[settings.service]
+    if settings.metrics_port:
+        serve_metrics(settings.metrics_port)
+    pool = await create_pool(with_database(settings.database_url, dbname), max_size=4)
+    try:
+        await migrate(pool)
+        store = PostgresEventStore(pool, settings.site_id)
+        relay = OutboxRelay(
+            store,
+            topic=topic,
+            bootstrap=settings.kafka_bootstrap,
+            name=f"{settings.site_id}.{settings.service}.relay",
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await relay.run(stop)
+    finally:
+        await pool.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

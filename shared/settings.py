@@ -1,0 +1,74 @@
+"""Configuration from environment variables, read once at start into a frozen object."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from shared.errors import InvalidArgument
+
+_SITE = re.compile(r"^[A-Z]{3}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything a process of the network needs to know about where it runs."""
+
+    site_id: str
+    service: str
+    kafka_bootstrap: str
+    database_url: str
+    grpc_port: int = 0
+    metrics_port: int = 0
+    tokens: Mapping[str, str] = field(default_factory=dict)
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, *, service: str = "") -> Settings:
+        """Read CELLBANK_* variables; a missing or malformed one names itself in the error."""
+        env = os.environ if env is None else env
+        site = env.get("CELLBANK_SITE_ID", "")
+        if not _SITE.match(site):
+            raise InvalidArgument("CELLBANK_SITE_ID", "must be three upper-case letters, e.g. LON")
+        return cls(
+            site_id=site,
+            service=service or env.get("CELLBANK_SERVICE", ""),
+            kafka_bootstrap=_required(env, "CELLBANK_KAFKA_BOOTSTRAP"),
+            database_url=_required(env, "CELLBANK_DATABASE_URL"),
+            grpc_port=_port(env, "CELLBANK_GRPC_PORT"),
+            metrics_port=_port(env, "CELLBANK_METRICS_PORT"),
+            tokens=parse_tokens(env.get("CELLBANK_TOKENS", "")),
+            log_level=env.get("CELLBANK_LOG_LEVEL", "INFO").upper(),
+        )
+
+
+def _required(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name, "").strip()
+    if not value:
+        raise InvalidArgument(name, "is required")
+    return value
+
+
+def _port(env: Mapping[str, str], name: str) -> int:
+    raw = env.get(name, "0")
+    if not raw.isdigit() or not 0 <= int(raw) <= 65535:
+        raise InvalidArgument(name, "must be a port number 0-65535 (0 = pick a free one)")
+    return int(raw)
+
+
+def parse_tokens(raw: str) -> dict[str, str]:
+    """`token=kind:name,token2=kind:name` → {token: "kind:name"} (bearer token → principal)."""
+    tokens: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        token, sep, principal = item.partition("=")
+        kind, colon, name = principal.partition(":")
+        if not sep or not colon or not token or not name:
+            raise InvalidArgument("CELLBANK_TOKENS", f"entry {item!r} must be token=kind:name")
+        if kind not in ("hospital", "operator", "service"):
+            raise InvalidArgument(
+                "CELLBANK_TOKENS", f"kind {kind!r} must be hospital, operator or service"
+            )
+        tokens[token] = principal
+    return tokens

@@ -1,0 +1,90 @@
+"""pytest plugin: one real Kafka broker and PostgreSQL server per test session, per-test DBs."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import asyncpg
+import pytest
+
+from deploy.infra import Endpoints, Infrastructure
+from deploy.local_kafka import LocalKafka
+from deploy.processes import REPO_ROOT
+from shared.db import create_pool, drop_database, ensure_database, migrate, with_database
+from shared.kafka_admin import ensure_topics
+from shared.topics import TopicSpec
+
+
+@pytest.fixture(scope="session")
+def infra() -> Iterator[Infrastructure]:
+    """The session's infrastructure (started unless CELLBANK_* point at existing servers)."""
+    root = REPO_ROOT / ".cellbank" / f"test-{uuid.uuid4().hex[:8]}"
+    infrastructure = Infrastructure(root)
+    infrastructure.start()
+    try:
+        yield infrastructure
+    finally:
+        infrastructure.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def endpoints(infra: Infrastructure) -> Endpoints:
+    return infra.endpoints
+
+
+@pytest.fixture(scope="session")
+def controllable_kafka(
+    infra: Infrastructure, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalKafka]:
+    """A broker the test may stop and restart: the session's own, or (when the session uses an
+    external cluster) a private local one, so the fault tests never depend on where Kafka is."""
+    if infra.kafka is not None:
+        yield infra.kafka
+        return
+    broker = LocalKafka(tmp_path_factory.mktemp("kafka-private"))
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+async def database(endpoints: Endpoints) -> AsyncIterator[str]:
+    """A fresh, migrated database for one test; its URL. Dropped afterwards."""
+    name = f"cellbank_t_{uuid.uuid4().hex[:12]}"
+    await ensure_database(endpoints.database_url, name)
+    url = with_database(endpoints.database_url, name)
+    pool = await create_pool(url, max_size=2)
+    try:
+        await migrate(pool)
+    finally:
+        await pool.close()
+    try:
+        yield url
+    finally:
+        await drop_database(endpoints.database_url, name)
+
+
+@pytest.fixture
+async def pool(database: str) -> AsyncIterator[asyncpg.Pool]:
+    p = await create_pool(database, max_size=20)
+    try:
+        yield p
+    finally:
+        await p.close()
+
+
+async def make_topic(bootstrap: str, partitions: int = 3) -> str:
+    """A fresh topic with a unique name, so tests never see each other's records."""
+    name = f"test.{uuid.uuid4().hex[:12]}.events"
+    await ensure_topics(bootstrap, [TopicSpec(name, -1, "test")], partitions=partitions)
+    return name
+
+
+@pytest.fixture
+async def topic(endpoints: Endpoints) -> str:
+    return await make_topic(endpoints.kafka_bootstrap)

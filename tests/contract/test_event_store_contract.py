@@ -1,0 +1,119 @@
+"""One contract, every EventStore adapter: in-memory and PostgreSQL."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import asyncpg
+import pytest
+
+from shared.errors import ConcurrencyConflict, InvalidArgument
+from shared.eventstore import EventStore, InMemoryEventStore
+from shared.hashchain import GENESIS
+from shared.postgres_eventstore import PostgresEventStore
+from tests.factories import aggregate_id, new_event
+
+
+@pytest.fixture(params=["in_memory", "postgres"])
+def store(request: pytest.FixtureRequest) -> EventStore:
+    if request.param == "in_memory":
+        return InMemoryEventStore("LON")
+    pool: asyncpg.Pool = request.getfixturevalue("pool")
+    return PostgresEventStore(pool, "LON")
+
+
+async def test_append_assigns_contiguous_versions_and_increasing_positions(store: EventStore):
+    agg = aggregate_id()
+    first = await store.append(agg, 0, [new_event(1), new_event(2)])
+    second = await store.append(agg, 2, [new_event(3)])
+    events = await store.load(agg)
+    assert [e.aggregate_version for e in events] == [1, 2, 3]
+    positions = [e.position for e in (*first.events, *second.events)]
+    assert positions == sorted(positions) and len(set(positions)) == 3
+    assert all(e.site_id == "LON" and e.actor == "operator:alice" for e in events)
+
+
+async def test_stale_expected_version_raises_conflict_and_writes_nothing(store: EventStore):
+    agg = aggregate_id()
+    await store.append(agg, 0, [new_event(1)])
+    head = await store.head_position()
+    with pytest.raises(ConcurrencyConflict) as err:
+        await store.append(agg, 0, [new_event(2), new_event(3)])
+    assert (err.value.expected, err.value.actual) == (0, 1)
+    assert await store.head_position() == head
+    assert [e.aggregate_version for e in await store.load(agg)] == [1]
+
+
+async def test_expected_version_ahead_of_stream_is_a_conflict(store: EventStore):
+    with pytest.raises(ConcurrencyConflict):
+        await store.append(aggregate_id(), 3, [new_event(1)])
+
+
+async def test_reappending_same_event_ids_is_a_noop(store: EventStore):
+    agg = aggregate_id()
+    batch = [new_event(1), new_event(2)]
+    first = await store.append(agg, 0, batch)
+    again = await store.append(agg, 0, batch)
+    assert again.duplicate and not first.duplicate
+    assert [e.event_id for e in again.events] == [e.event_id for e in first.events]
+    assert len(await store.load(agg)) == 2
+
+
+async def test_event_id_reused_for_another_aggregate_is_refused(store: EventStore):
+    event = new_event(1)
+    await store.append(aggregate_id(), 0, [event])
+    with pytest.raises(InvalidArgument, match="event_id"):
+        await store.append(aggregate_id(), 0, [event])
+
+
+@pytest.mark.parametrize(
+    ("agg", "version", "events", "field"),
+    [
+        ("", 0, [new_event()], "aggregate_id"),
+        ("a", -1, [new_event()], "expected_version"),
+        ("a", 0, [], "events"),
+        ("a", 0, [replace(new_event(), actor="")], "actor"),
+        ("a", 0, [replace(new_event(), event_id="not-a-uuid")], "event_id"),
+    ],
+)
+async def test_bad_append_names_the_field_and_writes_nothing(store: EventStore, agg, version, events, field):
+    with pytest.raises(InvalidArgument) as err:
+        await store.append(agg, version, events)
+    assert err.value.field.startswith(field)
+    assert await store.head_position() == 0
+
+
+async def test_load_up_to_version(store: EventStore):
+    agg = aggregate_id()
+    await store.append(agg, 0, [new_event(i) for i in range(5)])
+    assert [e.aggregate_version for e in await store.load(agg, up_to_version=3)] == [1, 2, 3]
+    assert await store.load(aggregate_id()) == []
+
+
+async def test_read_all_pages_in_position_order(store: EventStore):
+    aggs = [aggregate_id() for _ in range(3)]
+    for round_ in range(3):
+        for agg in aggs:
+            await store.append(agg, round_, [new_event(round_)])
+    page1 = await store.read_all(0, limit=4)
+    page2 = await store.read_all(page1[-1].position, limit=100)
+    positions = [e.position for e in page1 + page2]
+    assert positions == sorted(positions) and len(positions) == 9
+
+
+async def test_stored_events_survive_a_round_trip_exactly(store: EventStore):
+    agg = aggregate_id()
+    appended = (await store.append(agg, 0, [new_event(1, payload=b"\x00\xffbinary")])).events
+    assert tuple(await store.load(agg)) == appended
+
+
+async def test_hash_chain_links_every_event_and_verifies(store: EventStore):
+    for _ in range(3):
+        await store.append(aggregate_id(), 0, [new_event(1), new_event(2)])
+    events = await store.read_all(0)
+    assert events[0].prev_hash == GENESIS
+    assert all(b.prev_hash == a.hash for a, b in zip(events, events[1:], strict=False))
+    report = await store.verify_chain()
+    assert report.intact and report.events_checked == 6
+    partial = await store.verify_chain(from_position=events[2].position)
+    assert partial.intact and partial.events_checked == 3
