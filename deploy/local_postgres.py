@@ -10,6 +10,7 @@ import signal
 import stat
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from deploy.processes import InfraError, free_port, log_tail, port_is_open, stop_process, wait_until
 
@@ -64,9 +65,16 @@ class LocalPostgres:
                 "--no-sync",
             )
 
+    def _identity(self) -> dict[str, Any]:
+        # User, group and supplementary groups all switch: a child left in root's group would
+        # be refused by any 0701 parent folder (group bits win over "other" bits).
+        if self._user is None:
+            return {}
+        return {"user": self._user, "group": pwd.getpwnam(self._user).pw_gid, "extra_groups": []}
+
     def _run(self, *cmd: str | Path) -> None:
         result = subprocess.run(
-            [str(c) for c in cmd], capture_output=True, text=True, check=False, user=self._user
+            [str(c) for c in cmd], capture_output=True, text=True, check=False, **self._identity()
         )
         if result.returncode != 0:
             raise InfraError(f"{Path(cmd[0]).name} failed:\n{result.stdout}\n{result.stderr}")
@@ -98,7 +106,7 @@ class LocalPostgres:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                user=self._user,
+                **self._identity(),
             )
         try:
             wait_until(self._ready, timeout=timeout, what=f"PostgreSQL on port {self.port}")

@@ -10,7 +10,9 @@ from shared.events import NewEvent
 T0 = datetime(2026, 11, 26, 9, 30, tzinfo=UTC)
 
 
-def new_event(n: int = 0, *, event_type: str = "cellbank.test.v1.Thing", payload: bytes | None = None) -> NewEvent:
+def new_event(
+    n: int = 0, *, event_type: str = "cellbank.test.v1.Thing", payload: bytes | None = None
+) -> NewEvent:
     return NewEvent(
         event_type=event_type,
         aggregate_type="thing",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from itertools import pairwise
 
 import asyncpg
 import pytest
@@ -76,7 +77,9 @@ async def test_event_id_reused_for_another_aggregate_is_refused(store: EventStor
         ("a", 0, [replace(new_event(), event_id="not-a-uuid")], "event_id"),
     ],
 )
-async def test_bad_append_names_the_field_and_writes_nothing(store: EventStore, agg, version, events, field):
+async def test_bad_append_names_the_field_and_writes_nothing(
+    store: EventStore, agg, version, events, field
+):
     with pytest.raises(InvalidArgument) as err:
         await store.append(agg, version, events)
     assert err.value.field.startswith(field)
@@ -112,7 +115,7 @@ async def test_hash_chain_links_every_event_and_verifies(store: EventStore):
         await store.append(aggregate_id(), 0, [new_event(1), new_event(2)])
     events = await store.read_all(0)
     assert events[0].prev_hash == GENESIS
-    assert all(b.prev_hash == a.hash for a, b in zip(events, events[1:], strict=False))
+    assert all(b.prev_hash == a.hash for a, b in pairwise(events))
     report = await store.verify_chain()
     assert report.intact and report.events_checked == 6
     partial = await store.verify_chain(from_position=events[2].position)

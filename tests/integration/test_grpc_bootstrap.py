@@ -1,0 +1,94 @@
+"""gRPC bootstrap: health, reflection, bearer-token auth, domain error → status mapping."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import asyncpg
+import grpc
+import pytest
+from cellbank.operator.v1 import operator_service_pb2 as pb
+from cellbank.operator.v1 import operator_service_pb2_grpc as pb_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from shared.auth import TokenAuthenticator
+from shared.grpc_server import RunningServer, start_server
+from shared.operator_servicer import SERVICE_NAME, OperatorServicer, operator_binding
+from shared.postgres_eventstore import PostgresEventStore
+from tests.factories import aggregate_id, new_event
+
+TOKENS = {"op-token": "operator:alice", "hosp-token": "hospital:H1"}
+
+
+@pytest.fixture
+async def server(pool: asyncpg.Pool) -> AsyncIterator[RunningServer]:
+    store = PostgresEventStore(pool, "LON")
+    await store.append(aggregate_id(), 0, [new_event(1), new_event(2)])
+    servicer = OperatorServicer(store, service="storage", relay_name="LON.storage.relay")
+    running = await start_server(
+        [operator_binding(servicer)], authenticator=TokenAuthenticator(TOKENS)
+    )
+    try:
+        yield running
+    finally:
+        await running.stop(grace=1)
+
+
+@pytest.fixture
+async def channel(server: RunningServer) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+        yield ch
+
+
+def bearer(token: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {token}"),)
+
+
+async def test_health_reports_serving_without_credentials(channel: grpc.aio.Channel):
+    stub = health_pb2_grpc.HealthStub(channel)
+    for service in ("", SERVICE_NAME):
+        reply = await stub.Check(health_pb2.HealthCheckRequest(service=service))
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_reflection_lists_the_services(channel: grpc.aio.Channel):
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    request = reflection_pb2.ServerReflectionRequest(list_services="")
+    names = set()
+    async for reply in stub.ServerReflectionInfo(iter([request])):
+        names |= {s.name for s in reply.list_services_response.service}
+    assert {SERVICE_NAME, "grpc.health.v1.Health"} <= names
+
+
+@pytest.mark.parametrize("metadata", [(), bearer("wrong"), (("authorization", "Basic abc"),)])
+async def test_call_without_a_valid_token_is_unauthenticated(channel: grpc.aio.Channel, metadata):
+    stub = pb_grpc.OperatorServiceStub(channel)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.GetStoreStatus(pb.GetStoreStatusRequest(), metadata=metadata)
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_authenticated_operator_reads_the_store_status(channel: grpc.aio.Channel):
+    stub = pb_grpc.OperatorServiceStub(channel)
+    status = await stub.GetStoreStatus(pb.GetStoreStatusRequest(), metadata=bearer("op-token"))
+    assert (status.site_id, status.service, status.event_count) == ("LON", "storage", 2)
+    assert status.head_position >= 2 and status.published_position == 0
+    report = await stub.VerifyAuditChain(pb.VerifyAuditChainRequest(), metadata=bearer("op-token"))
+    assert report.intact and report.events_checked == 2
+
+
+async def test_wrong_principal_kind_is_permission_denied(channel: grpc.aio.Channel):
+    stub = pb_grpc.OperatorServiceStub(channel)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.VerifyAuditChain(pb.VerifyAuditChainRequest(), metadata=bearer("hosp-token"))
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "hospital:H1" in (err.value.details() or "")
+
+
+async def test_graceful_stop_reports_not_serving(server: RunningServer, channel: grpc.aio.Channel):
+    await server.health.enter_graceful_shutdown()
+    reply = await health_pb2_grpc.HealthStub(channel).Check(
+        health_pb2.HealthCheckRequest(service="")
+    )
+    assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING

@@ -1,0 +1,86 @@
+"""The project's own infrastructure: a real broker and server, explicit topics, databases."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import psutil
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import KafkaError
+
+from deploy.infra import Endpoints, Infrastructure, ensure_site_databases
+from shared.db import drop_database, with_database
+from shared.topics import TOPICS
+
+
+def test_session_runs_a_real_kafka_broker_and_postgres(infra: Infrastructure):
+    if infra.kafka is not None:
+        assert infra.kafka.proc is not None
+        cmdline = " ".join(psutil.Process(infra.kafka.proc.pid).cmdline())
+        assert "kafka.Kafka" in cmdline and "java" in cmdline
+    if infra.postgres is not None:
+        assert infra.postgres.proc is not None
+        assert psutil.Process(infra.postgres.proc.pid).name() == "postgres"
+
+
+async def test_every_topic_exists_with_its_retention(endpoints: Endpoints):
+    admin = AIOKafkaAdminClient(bootstrap_servers=endpoints.kafka_bootstrap)
+    await admin.start()
+    try:
+        assert {t.name for t in TOPICS} <= set(await admin.list_topics())
+        resources = [ConfigResource(ConfigResourceType.TOPIC, t.name) for t in TOPICS]
+        responses = await admin.describe_configs(resources)
+        configs = {
+            name: {entry[0]: entry[1] for entry in entries}
+            for response in responses
+            for _code, _msg, _type, name, entries in response.resources
+        }
+    finally:
+        await admin.close()
+    for spec in TOPICS:
+        assert configs[spec.name]["retention.ms"] == str(spec.retention_ms), spec.name
+        assert configs[spec.name]["cleanup.policy"] == "delete"
+
+
+async def test_topics_are_never_auto_created(endpoints: Endpoints):
+    producer = AIOKafkaProducer(
+        bootstrap_servers=endpoints.kafka_bootstrap, request_timeout_ms=3000
+    )
+    await producer.start()
+    try:
+        with pytest.raises((KafkaError, asyncio.TimeoutError)):
+            await asyncio.wait_for(producer.send_and_wait("cellbank.nonexistent.v1", b"x"), 5)
+    finally:
+        await producer.stop()
+
+
+async def test_one_database_per_site_and_service(endpoints: Endpoints):
+    names = await ensure_site_databases(
+        endpoints.database_url, sites=("ZZA",), services=("storage", "matching")
+    )
+    try:
+        assert names == ["cellbank_zza_storage", "cellbank_zza_matching"]
+        await ensure_site_databases(
+            endpoints.database_url, sites=("ZZA",), services=("storage",)
+        )  # idempotent
+        for name in names:
+            conn = await asyncpg.connect(with_database(endpoints.database_url, name))
+            assert await conn.fetchval("SELECT current_database()") == name
+            await conn.close()
+    finally:
+        for name in names:
+            await drop_database(endpoints.database_url, name)
+
+
+def test_existing_servers_from_environment_start_nothing(tmp_path):
+    env = {
+        "CELLBANK_KAFKA_BOOTSTRAP": "kafka.example:9092",
+        "CELLBANK_DATABASE_URL": "postgresql://u@db.example/postgres",
+    }
+    infra = Infrastructure(tmp_path, env=env)
+    assert infra.kafka is None and infra.postgres is None
+    assert infra.endpoints == Endpoints("kafka.example:9092", "postgresql://u@db.example/postgres")

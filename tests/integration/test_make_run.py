@@ -1,0 +1,42 @@
+"""`make run` starts the infrastructure, reports it, and stops everything on Ctrl-C."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+
+import psutil
+
+from deploy.processes import REPO_ROOT, free_port
+
+
+def test_make_run_starts_and_stops_cleanly_on_ctrl_c(tmp_path):
+    cmd = [
+        sys.executable, "-m", "deploy.run", "--root", str(tmp_path / "run"), "--sites", "LON",
+        "--kafka-port", str(free_port()), "--postgres-port", str(free_port()),
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # ends when the process closes stdout; bounded by its own timeouts
+            lines.append(line)
+            if "press Ctrl-C" in line:
+                break
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert any("kafka.Kafka" in " ".join(c.cmdline()) for c in children), "".join(lines)
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=60)
+        lines.append(rest)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    output = "".join(lines)
+    assert proc.returncode == 0, output
+    assert "databases  5 (LON x" in output
+    assert "nothing left running" in output
+    assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]

@@ -1,0 +1,114 @@
+"""PostgreSQL event store: commit-ordered positions under racing writers, tamper evidence."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import pytest
+
+from shared.errors import ConcurrencyConflict
+from shared.postgres_eventstore import PostgresEventStore
+from tests.factories import aggregate_id, new_event
+
+
+async def test_racing_writers_never_show_a_tailing_reader_a_gap_it_later_fills(pool: asyncpg.Pool):
+    store = PostgresEventStore(pool, "LON")
+    writers, appends_each = 8, 40
+    done = asyncio.Event()
+    seen: list[int] = []
+
+    async def writer(w: int) -> None:
+        agg = aggregate_id(f"w{w}")
+        for n in range(appends_each):
+            await store.append(agg, 2 * n, [new_event(n), new_event(n)])
+
+    async def tail() -> None:
+        position = 0
+        while True:
+            finished = done.is_set()  # read before the batch, so the last batch is complete
+            batch = await store.read_all(position, limit=50)
+            for event in batch:
+                # positions only grow: a reader never sees N+1 and later finds N
+                assert event.position > position
+                seen.append(event.position)
+                position = event.position
+            if finished and not batch:
+                return
+            await asyncio.sleep(0)
+
+    reader = asyncio.create_task(tail())
+    try:
+        await asyncio.gather(*(writer(w) for w in range(writers)))
+    finally:
+        done.set()
+        await asyncio.wait_for(reader, 30)
+    committed = [
+        r["position"] for r in await pool.fetch("SELECT position FROM events ORDER BY position")
+    ]
+    assert seen == committed  # missed nothing, in order
+    assert len(committed) == writers * appends_each * 2
+
+
+async def test_concurrent_appends_to_one_aggregate_let_exactly_one_win(pool: asyncpg.Pool):
+    store = PostgresEventStore(pool, "LON")
+    agg = aggregate_id()
+    results = await asyncio.gather(
+        *(store.append(agg, 0, [new_event(i)]) for i in range(6)), return_exceptions=True
+    )
+    winners = [r for r in results if not isinstance(r, BaseException)]
+    assert len(winners) == 1
+    assert all(isinstance(r, ConcurrencyConflict) for r in results if r not in winners)
+    assert len(await store.load(agg)) == 1
+
+
+async def test_stored_events_cannot_be_updated_or_deleted(pool: asyncpg.Pool):
+    store = PostgresEventStore(pool, "LON")
+    await store.append(aggregate_id(), 0, [new_event()])
+    with pytest.raises(asyncpg.RaiseError, match="append-only"):
+        await pool.execute("UPDATE events SET reason = 'edited'")
+    with pytest.raises(asyncpg.RaiseError, match="append-only"):
+        await pool.execute("DELETE FROM events")
+
+
+async def test_altering_a_stored_event_is_detected_by_the_chain(pool: asyncpg.Pool):
+    store = PostgresEventStore(pool, "LON")
+    for _ in range(4):
+        await store.append(aggregate_id(), 0, [new_event(1), new_event(2)])
+    assert (await store.verify_chain()).intact
+    victim = (await store.read_all(0))[4]
+    # An attacker with superuser rights gets past the append-only trigger.
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("ALTER TABLE events DISABLE TRIGGER events_append_only")
+        await conn.execute(
+            "UPDATE events SET actor = 'operator:mallory' WHERE position = $1", victim.position
+        )
+        await conn.execute("ALTER TABLE events ENABLE TRIGGER events_append_only")
+    report = await store.verify_chain()
+    assert not report.intact
+    assert report.broken_at_position == victim.position
+    assert report.events_checked == 4
+    assert "hash" in report.problem
+
+
+async def test_deleting_an_event_breaks_the_next_link(pool: asyncpg.Pool):
+    store = PostgresEventStore(pool, "LON")
+    await store.append(aggregate_id(), 0, [new_event(i) for i in range(3)])
+    events = await store.read_all(0)
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("ALTER TABLE events DISABLE TRIGGER events_append_only")
+        await conn.execute("DELETE FROM events WHERE position = $1", events[1].position)
+        await conn.execute("ALTER TABLE events ENABLE TRIGGER events_append_only")
+    report = await store.verify_chain()
+    assert not report.intact and report.broken_at_position == events[2].position
+    assert "prev_hash" in report.problem
+
+
+async def test_in_memory_store_detects_tampering_too():
+    from shared.eventstore import InMemoryEventStore
+
+    store = InMemoryEventStore("LON")
+    await store.append(aggregate_id(), 0, [new_event(i) for i in range(3)])
+    store.tamper(2, payload=b"forged")
+    report = await store.verify_chain()
+    assert not report.intact and report.broken_at_position == 2

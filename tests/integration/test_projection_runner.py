@@ -1,0 +1,240 @@
+"""Projection runner: one transaction for rows and checkpoint, dedupe, poison and parking."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from deploy.infra import Endpoints
+from shared.envelope_codec import encode
+from shared.events import StoredEvent
+from shared.eventstore import InMemoryEventStore
+from shared.projections import ProjectionRunner, wait_caught_up
+from shared.topics import DEADLETTER
+from tests.factories import aggregate_id, new_event
+from tests.integration.thing_projection import (
+    ThingProjection,
+    create_schema,
+    expected_digest,
+    projected_digest,
+)
+
+
+async def publish(
+    bootstrap: str, topic: str, events: list[StoredEvent], *, raw: list[tuple[str, bytes]] = ()
+) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        for e in events:
+            await producer.send_and_wait(topic, encode(e), key=e.aggregate_id.encode())
+        for key, value in raw:
+            await producer.send_and_wait(topic, value, key=key.encode())
+    finally:
+        await producer.stop()
+
+
+async def stored_events(*streams: tuple[str, list[bytes]]) -> list[StoredEvent]:
+    """Events as a real store seals them (positions, hashes), one stream per aggregate."""
+    store = InMemoryEventStore("LON")
+    for agg, payloads in streams:
+        for version, payload in enumerate(payloads):
+            await store.append(agg, version, [new_event(version, payload=payload)])
+    return await store.read_all(0, limit=10_000)
+
+
+@asynccontextmanager
+async def running(runner: ProjectionRunner) -> AsyncIterator[ProjectionRunner]:
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    try:
+        yield runner
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+def runner_for(
+    pool: asyncpg.Pool, endpoints: Endpoints, projection: ThingProjection
+) -> ProjectionRunner:
+    group = f"LON.test.{projection.topics[0]}"
+    return ProjectionRunner(pool, projection, bootstrap=endpoints.kafka_bootstrap, group_id=group)
+
+
+async def caught_up(pool: asyncpg.Pool, endpoints: Endpoints, projection: ThingProjection) -> None:
+    await wait_caught_up(
+        pool,
+        projection.name,
+        bootstrap=endpoints.kafka_bootstrap,
+        topics=projection.topics,
+        timeout=60,
+    )
+
+
+async def test_redelivered_events_are_applied_once(
+    endpoints: Endpoints, pool: asyncpg.Pool, topic: str
+):
+    await create_schema(pool)
+    events = await stored_events(*((aggregate_id(), [b"x", b"y", b"z"]) for _ in range(5)))
+    await publish(endpoints.kafka_bootstrap, topic, events)
+    await publish(endpoints.kafka_bootstrap, topic, events)  # the relay may publish twice
+    projection = ThingProjection([topic])
+    async with running(runner_for(pool, endpoints, projection)):
+        await caught_up(pool, endpoints, projection)
+    assert await pool.fetchval("SELECT count(*) FROM thing_rows") == 15
+    assert await projected_digest(pool) == expected_digest(events)
+
+
+async def test_restarted_runner_resumes_from_its_database_checkpoint(
+    endpoints: Endpoints, pool: asyncpg.Pool, topic: str
+):
+    await create_schema(pool)
+    first = await stored_events((aggregate_id(), [b"a", b"b"]))
+    projection = ThingProjection([topic])
+    await publish(endpoints.kafka_bootstrap, topic, first)
+    async with running(runner_for(pool, endpoints, projection)):
+        await caught_up(pool, endpoints, projection)
+    second = await stored_events((aggregate_id(), [b"c"]))
+    await publish(endpoints.kafka_bootstrap, topic, second)
+    # Checkpoints live only in the database (the Kafka commit is informational): wipe the
+    # dedupe table so a re-read from offset 0 would show up as duplicate rows.
+    await pool.execute("DELETE FROM processed_events")
+    async with running(runner_for(pool, endpoints, projection)):
+        await caught_up(pool, endpoints, projection)
+    assert await pool.fetchval("SELECT count(*) FROM thing_rows") == 3
+
+
+async def test_poison_record_is_dead_lettered_and_parks_only_its_aggregate(
+    endpoints: Endpoints, pool: asyncpg.Pool, topic: str
+):
+    await create_schema(pool)
+    sick, healthy = aggregate_id("sick"), aggregate_id("ok")
+    events = await stored_events(
+        (sick, [b"fine", b"POISON", b"after"]), (healthy, [b"1", b"2", b"3"])
+    )
+    projection = ThingProjection([topic], poison_payload=b"POISON")
+    runner = runner_for(pool, endpoints, projection)
+    garbage_key = aggregate_id("garbage")
+    await publish(
+        endpoints.kafka_bootstrap, topic, events, raw=[(garbage_key, b"\xff\x00not an envelope")]
+    )
+    async with running(runner):
+        await caught_up(pool, endpoints, projection)
+        rows = await pool.fetch(
+            "SELECT aggregate_id, version FROM thing_rows ORDER BY aggregate_id, version"
+        )
+        assert [
+            (r["aggregate_id"], r["version"]) for r in rows if r["aggregate_id"] == healthy
+        ] == [
+            (healthy, 1),
+            (healthy, 2),
+            (healthy, 3),
+        ]
+        assert [r["version"] for r in rows if r["aggregate_id"] == sick] == [
+            1
+        ]  # v3 waits behind v2
+        assert runner.parked_aggregates() == {sick, garbage_key}
+        parked = await pool.fetch(
+            "SELECT is_poison, error FROM parked_records WHERE aggregate_id = $1 ORDER BY seq", sick
+        )
+        assert [p["is_poison"] for p in parked] == [True, False]
+        assert "cannot project" in parked[0]["error"]
+
+        letters = await read_deadletters(endpoints.kafka_bootstrap, {sick, garbage_key})
+        assert set(letters) == {sick, garbage_key}
+        assert "cannot project" in letters[sick]["error"]
+        assert letters[sick]["original_topic"] == topic
+        assert "undecodable" in letters[garbage_key]["error"]
+
+        # Still parked while the cause persists; nothing applied.
+        assert not await runner.resolve(sick)
+        # The cause is fixed (e.g. a corrected projection is deployed): the aggregate resumes.
+        projection.poison_payload = None
+        assert await runner.resolve(sick)
+        assert runner.parked_aggregates() == {garbage_key}
+        # Later events of the resolved aggregate flow straight through again.
+        more = await stored_events((sick, [b"fine", b"POISON", b"after", b"later"]))
+        await publish(endpoints.kafka_bootstrap, topic, [more[-1]])
+        await caught_up(pool, endpoints, projection)
+    versions = [
+        r["version"]
+        for r in await pool.fetch(
+            "SELECT version FROM thing_rows WHERE aggregate_id = $1 ORDER BY version", sick
+        )
+    ]
+    assert versions == [1, 2, 3, 4]
+    assert (
+        await pool.fetchval("SELECT count(*) FROM parked_records WHERE aggregate_id = $1", sick)
+        == 0
+    )
+
+
+async def test_skipping_a_poison_record_releases_the_rest(
+    endpoints: Endpoints, pool: asyncpg.Pool, topic: str
+):
+    await create_schema(pool)
+    agg = aggregate_id()
+    events = await stored_events((agg, [b"ok", b"POISON"]))
+    projection = ThingProjection([topic], poison_payload=b"POISON")
+    runner = runner_for(pool, endpoints, projection)
+    await publish(endpoints.kafka_bootstrap, topic, events)
+    async with running(runner):
+        await caught_up(pool, endpoints, projection)
+        assert runner.parked_aggregates() == {agg}
+        assert await runner.resolve(agg, skip_poison=True)
+    assert runner.parked_aggregates() == frozenset()
+    assert await pool.fetchval("SELECT count(*) FROM thing_rows WHERE aggregate_id = $1", agg) == 1
+
+
+async def test_replay_into_an_empty_database_gives_the_same_digest(
+    endpoints: Endpoints, pool: asyncpg.Pool, topic: str, database: str
+):
+    from shared.db import create_pool, drop_database, ensure_database, migrate, with_database
+
+    await create_schema(pool)
+    events = await stored_events(*((aggregate_id(), [b"p", b"q"]) for _ in range(20)))
+    await publish(endpoints.kafka_bootstrap, topic, events)
+    projection = ThingProjection([topic])
+    async with running(runner_for(pool, endpoints, projection)):
+        await caught_up(pool, endpoints, projection)
+    live = await projected_digest(pool)
+
+    rebuilt_name = f"{database.rsplit('/', 1)[1]}_replay"
+    await ensure_database(endpoints.database_url, rebuilt_name)
+    replay_pool = await create_pool(with_database(endpoints.database_url, rebuilt_name))
+    try:
+        await migrate(replay_pool)
+        await create_schema(replay_pool)
+        replay = ThingProjection([topic], name="things_replay")
+        async with running(runner_for(replay_pool, endpoints, replay)):
+            await caught_up(replay_pool, endpoints, replay)
+        assert await projected_digest(replay_pool) == live == expected_digest(events)
+    finally:
+        await replay_pool.close()
+        await drop_database(endpoints.database_url, rebuilt_name)
+
+
+async def read_deadletters(
+    bootstrap: str, keys: set[str], timeout: float = 30.0
+) -> dict[str, dict[str, str]]:
+    """Dead letters for the given keys, with their headers (the topic is shared by all tests)."""
+    consumer = AIOKafkaConsumer(
+        DEADLETTER, bootstrap_servers=bootstrap, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    found: dict[str, dict[str, str]] = {}
+    try:
+        async with asyncio.timeout(timeout):
+            while set(found) != keys:
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    for r in records:
+                        key = (r.key or b"").decode()
+                        if key in keys:
+                            found[key] = {k: v.decode() for k, v in r.headers}
+    finally:
+        await consumer.stop()
+    return found

@@ -1,0 +1,120 @@
+"""Pure units of the common library: ids, envelope codec, settings, tokens, hash chain."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shared.auth import Principal, TokenAuthenticator, require
+from shared.envelope_codec import decode, encode
+from shared.errors import ConcurrencyConflict, InvalidArgument, PermissionDenied, Unauthenticated
+from shared.eventstore import InMemoryEventStore
+from shared.hashchain import GENESIS, verify_chain
+from shared.ids import uuid7
+from shared.settings import Settings, parse_tokens
+from tests.factories import new_event
+
+ENV = {
+    "CELLBANK_SITE_ID": "LON",
+    "CELLBANK_KAFKA_BOOTSTRAP": "127.0.0.1:9092",
+    "CELLBANK_DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/postgres",
+}
+
+
+def test_uuid7_has_version_7_and_sorts_by_time():
+    a, b = uuid7(1_700_000_000_000), uuid7(1_700_000_000_001)
+    assert a.version == 7 and a.variant == uuid.RFC_4122
+    assert str(a) < str(b)
+    with pytest.raises(ValueError):
+        uuid7(-1)
+
+
+async def test_envelope_round_trips_every_field():
+    store = InMemoryEventStore("MAN")
+    (event,) = (await store.append("agg-1", 0, [new_event(1, payload=b"\x00\x01")])).events
+    assert decode(encode(event)) == event
+
+
+@pytest.mark.parametrize("data", [b"\xff\xfe garbage", b""])
+def test_garbage_is_not_an_envelope(data):
+    with pytest.raises(ValueError):
+        decode(data)
+
+
+def test_settings_read_from_environment():
+    s = Settings.from_env(
+        {**ENV, "CELLBANK_GRPC_PORT": "50051", "CELLBANK_TOKENS": "t1=operator:alice"},
+        service="storage",
+    )
+    assert (s.site_id, s.service, s.grpc_port, dict(s.tokens)) == (
+        "LON",
+        "storage",
+        50051,
+        {"t1": "operator:alice"},
+    )
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ({"CELLBANK_SITE_ID": "london"}, "CELLBANK_SITE_ID"),
+        ({"CELLBANK_KAFKA_BOOTSTRAP": ""}, "CELLBANK_KAFKA_BOOTSTRAP"),
+        ({"CELLBANK_DATABASE_URL": " "}, "CELLBANK_DATABASE_URL"),
+        ({"CELLBANK_GRPC_PORT": "70000"}, "CELLBANK_GRPC_PORT"),
+        ({"CELLBANK_TOKENS": "t1=admin:bob"}, "CELLBANK_TOKENS"),
+        ({"CELLBANK_TOKENS": "t1"}, "CELLBANK_TOKENS"),
+    ],
+)
+def test_bad_settings_name_the_variable(override, field):
+    with pytest.raises(InvalidArgument) as err:
+        Settings.from_env({**ENV, **override})
+    assert err.value.field == field
+
+
+def test_bearer_tokens_map_to_principals():
+    auth = TokenAuthenticator(parse_tokens("abc=hospital:H1, def=operator:alice"))
+    assert auth.authenticate([("authorization", "Bearer abc")]) == Principal("hospital", "H1")
+    assert auth.authenticate([("Authorization", b"bearer def")]) == Principal("operator", "alice")
+    for metadata in ([], [("authorization", "Bearer nope")], [("authorization", "abc")]):
+        with pytest.raises(Unauthenticated):
+            auth.authenticate(metadata)
+
+
+def test_require_checks_the_principal_kind():
+    assert require(Principal("operator", "a"), "operator") == Principal("operator", "a")
+    with pytest.raises(PermissionDenied):
+        require(Principal("hospital", "H1"), "operator")
+    with pytest.raises(Unauthenticated):
+        require(None, "operator")
+
+
+async def test_chain_of_an_empty_store_is_intact():
+    report = verify_chain([], GENESIS)
+    assert report.intact and report.events_checked == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(1, 3), st.booleans()), max_size=25))
+async def test_any_sequence_of_appends_keeps_versions_contiguous_and_chain_intact(commands):
+    """Commands: (aggregate, batch size, stale?) — stale ones must conflict and write nothing."""
+    store = InMemoryEventStore("EDI", clock=lambda: datetime(2026, 1, 1, tzinfo=UTC))
+    versions = dict.fromkeys(range(4), 0)
+    for agg, size, stale in commands:
+        expected = versions[agg] + 1 if stale else versions[agg]
+        batch = [new_event(i) for i in range(size)]
+        if stale:
+            with pytest.raises(ConcurrencyConflict):
+                await store.append(f"a{agg}", expected, batch)
+        else:
+            await store.append(f"a{agg}", expected, batch)
+            versions[agg] += size
+    for agg, version in versions.items():
+        assert [e.aggregate_version for e in await store.load(f"a{agg}")] == list(
+            range(1, version + 1)
+        )
+    assert await store.head_position() == sum(versions.values())
+    assert (await store.verify_chain()).intact
