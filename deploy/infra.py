@@ -1,7 +1,7 @@
 """The one entry point to the network's infrastructure: Kafka, PostgreSQL, topics, databases.
 
-Used by `make run`, by the tests' session fixture and by developers
-(`python -m deploy.infra up`). With CELLBANK_KAFKA_BOOTSTRAP / CELLBANK_DATABASE_URL set,
+Used by `make run` (deploy/run.py), by the tests' session fixture (shared/testing/plugin.py) and
+by bench and developer tools. With CELLBANK_KAFKA_BOOTSTRAP / CELLBANK_DATABASE_URL set,
 nothing is started for that part and the given server is used.
 """
 
