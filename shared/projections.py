@@ -27,8 +27,11 @@ log = logging.getLogger(__name__)
 class Projection(Protocol):
     """A read model: apply one event inside the runner's transaction (no commit of its own)."""
 
-    name: str
-    topics: Sequence[str]
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def topics(self) -> Sequence[str]: ...
 
     async def apply(self, conn: asyncpg.Connection, event: StoredEvent) -> None: ...
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 import asyncpg
@@ -25,7 +25,7 @@ from tests.integration.thing_projection import (
 
 
 async def publish(
-    bootstrap: str, topic: str, events: list[StoredEvent], *, raw: list[tuple[str, bytes]] = ()
+    bootstrap: str, topic: str, events: list[StoredEvent], *, raw: Sequence[tuple[str, bytes]] = ()
 ) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
     await producer.start()
