@@ -7,6 +7,7 @@ from dataclasses import fields, replace
 
 import asyncpg
 
+from shared import metrics
 from shared.errors import ConcurrencyConflict, InvalidArgument
 from shared.events import NewEvent, StoredEvent
 from shared.eventstore import AppendResult, Clock, seal, utc_now, validate_append
@@ -57,11 +58,13 @@ class PostgresEventStore:
         pool: asyncpg.Pool,
         site_id: str,
         *,
+        service: str = "",
         clock: Clock = utc_now,
         lock_timeout_ms: int = 5000,
     ) -> None:
         self.pool = pool
         self.site_id = site_id
+        self.service = service
         self._clock = clock
         self._lock_sql = _LOCK.format(timeout_ms=int(lock_timeout_ms))
 
@@ -76,6 +79,7 @@ class PostgresEventStore:
             if state["known_ids"]:
                 return await self._replayed_append(conn, aggregate_id, ids, state["known_ids"])
             if state["version"] != expected_version:
+                metrics.APPEND_CONFLICTS.labels(self.site_id, self.service).inc()
                 raise ConcurrencyConflict(aggregate_id, expected_version, state["version"])
             prev = state["last_hash"] or GENESIS
             now = self._clock()
@@ -94,6 +98,7 @@ class PostgresEventStore:
                 prev = event.hash
             columns = list(zip(*(_insert_row(e) for e in sealed), strict=True))
             positions = [r["position"] for r in await conn.fetch(_INSERT, *columns)]
+        metrics.EVENTS_APPENDED.labels(self.site_id, self.service).inc(len(sealed))
         stored = (replace(e, position=p) for e, p in zip(sealed, positions, strict=True))
         return AppendResult(tuple(stored))
 

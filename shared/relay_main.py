@@ -27,7 +27,7 @@ async def main() -> None:
     pool = await create_pool(with_database(settings.database_url, dbname), max_size=4)
     try:
         await migrate(pool)
-        store = PostgresEventStore(pool, settings.site_id)
+        store = PostgresEventStore(pool, settings.site_id, service=settings.service)
         relay = OutboxRelay(
             store,
             topic=topic,

@@ -24,6 +24,11 @@ class Settings:
     metrics_port: int = 0
     tokens: Mapping[str, str] = field(default_factory=dict)
     log_level: str = "INFO"
+    grpc_host: str = "127.0.0.1"
+    # TLS for gRPC when both are set; mTLS when a client CA is set too.
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_client_ca_file: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, service: str = "") -> Settings:
@@ -41,7 +46,23 @@ class Settings:
             metrics_port=_port(env, "CELLBANK_METRICS_PORT"),
             tokens=parse_tokens(env.get("CELLBANK_TOKENS", "")),
             log_level=env.get("CELLBANK_LOG_LEVEL", "INFO").upper(),
+            grpc_host=env.get("CELLBANK_GRPC_HOST", "127.0.0.1"),
+            **_tls(env),
         )
+
+
+def _tls(env: Mapping[str, str]) -> dict[str, str]:
+    cert, key = env.get("CELLBANK_TLS_CERT", ""), env.get("CELLBANK_TLS_KEY", "")
+    ca = env.get("CELLBANK_TLS_CLIENT_CA", "")
+    if bool(cert) != bool(key):
+        raise InvalidArgument(
+            "CELLBANK_TLS_CERT", "CELLBANK_TLS_CERT and CELLBANK_TLS_KEY go together"
+        )
+    if ca and not cert:
+        raise InvalidArgument(
+            "CELLBANK_TLS_CLIENT_CA", "mTLS needs CELLBANK_TLS_CERT and CELLBANK_TLS_KEY"
+        )
+    return {"tls_cert_file": cert, "tls_key_file": key, "tls_client_ca_file": ca}
 
 
 def _required(env: Mapping[str, str], name: str) -> str:

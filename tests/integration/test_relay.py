@@ -174,8 +174,9 @@ async def test_relay_and_projection_ride_out_a_broker_restart(
         await write_stream(store, aggregates=6, appends=20)
         await eventually(relay.stored_position, until=lambda p: p > 0, what="first publish")
         await asyncio.to_thread(controllable_kafka.stop)
-        # Appends keep succeeding while Kafka is down: the outbox holds them.
+        # Appends keep succeeding while Kafka is down: the outbox holds them, unpublished.
         await write_stream(store, aggregates=6, appends=20)
+        assert await relay.stored_position() < await store.head_position()
         await asyncio.to_thread(controllable_kafka.start)
         head = await store.head_position()
         await eventually(

@@ -67,6 +67,8 @@ def test_settings_read_from_environment():
         ({"CELLBANK_GRPC_PORT": "70000"}, "CELLBANK_GRPC_PORT"),
         ({"CELLBANK_TOKENS": "t1=admin:bob"}, "CELLBANK_TOKENS"),
         ({"CELLBANK_TOKENS": "t1"}, "CELLBANK_TOKENS"),
+        ({"CELLBANK_TLS_CERT": "/c.pem"}, "CELLBANK_TLS_CERT"),
+        ({"CELLBANK_TLS_CLIENT_CA": "/ca.pem"}, "CELLBANK_TLS_CLIENT_CA"),
     ],
 )
 def test_bad_settings_name_the_variable(override, field):
