@@ -82,7 +82,19 @@ def validate_append(aggregate_id: str, expected_version: int, events: Sequence[N
             raise InvalidArgument("event_id", f"{event_id!r} must be in canonical lower-case form")
     if len(set(ids)) != len(ids):
         raise InvalidArgument("events.event_id", "must be unique within one append")
+    if "\x00" in aggregate_id:
+        raise InvalidArgument("aggregate_id", "must not contain NUL characters")
     for e in events:
+        for name in (
+            "event_type",
+            "aggregate_type",
+            "actor",
+            "reason",
+            "correlation_id",
+            "causation_id",
+        ):
+            if "\x00" in getattr(e, name):
+                raise InvalidArgument(name, "must not contain NUL characters")
         if not e.event_type:
             raise InvalidArgument("event_type", "must not be empty")
         if not e.actor:

@@ -66,6 +66,8 @@ class OutboxRelay:
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Publish until stop is set (or the task is cancelled); survives broker outages."""
         stop = stop or asyncio.Event()
+        if self.pool.get_max_size() < 2:
+            raise ValueError("the relay needs a pool of >= 2 connections (one LISTENs, one reads)")
         listener = await self.pool.acquire()
         await listener.add_listener(EVENTS_CHANNEL, self._notified)
         backoff = 0.2

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import Sequence
-from dataclasses import fields, replace
+from dataclasses import dataclass, field, fields, replace
+from datetime import datetime
 
 import asyncpg
 
@@ -22,16 +25,22 @@ _COLUMNS = ", ".join(
 
 # EXCLUSIVE mode blocks other appenders (ROW EXCLUSIVE) but not readers (ACCESS SHARE), so
 # positions are taken and committed one transaction at a time: a tailer never sees N+1 before N.
+# plan_cache_mode: asyncpg's cached statements would otherwise switch to a generic plan that,
+# on a young (never analysed) table, scans every event for the event_id = ANY(...) check.
 _LOCK = (
     "SET LOCAL lock_timeout = '{timeout_ms}ms';"
+    " SET LOCAL plan_cache_mode = force_custom_plan;"
     " LOCK TABLE events IN EXCLUSIVE MODE;"
     f" NOTIFY {EVENTS_CHANNEL}"
 )
 
+# The state a group of appends is decided against, in one round trip.
 _STATE = """
 SELECT
-  (SELECT coalesce(max(aggregate_version), 0) FROM events WHERE aggregate_id = $1) AS version,
   (SELECT hash FROM events ORDER BY position DESC LIMIT 1) AS last_hash,
+  (SELECT json_object_agg(aggregate_id, v) FROM (
+      SELECT aggregate_id, max(aggregate_version) AS v FROM events
+      WHERE aggregate_id = ANY($1::text[]) GROUP BY aggregate_id) heads) AS versions,
   (SELECT array_agg(event_id::text) FROM events WHERE event_id = ANY($2::uuid[])) AS known_ids
 """
 
@@ -42,7 +51,7 @@ INSERT INTO events (event_id, aggregate_id, aggregate_version, aggregate_type, e
 SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::int[],
     $7::text[], $8::timestamptz[], $9::timestamptz[], $10::text[], $11::text[], $12::text[],
     $13::text[], $14::bytea[], $15::bytea[], $16::bytea[])
-RETURNING position
+RETURNING event_id::text, position
 """
 
 
@@ -67,54 +76,107 @@ class PostgresEventStore:
         self.service = service
         self._clock = clock
         self._lock_sql = _LOCK.format(timeout_ms=int(lock_timeout_ms))
+        self._queue: list[_Request] = []
+        self._committer = asyncio.Lock()
 
     async def append(
         self, aggregate_id: str, expected_version: int, events: Sequence[NewEvent]
     ) -> AppendResult:
         validate_append(aggregate_id, expected_version, events)
-        ids = [e.event_id for e in events]
+        request = _Request(aggregate_id, expected_version, events, _future())
+        self._queue.append(request)
+        # Group commit: appends that arrive while a transaction runs are written together in
+        # the next one, decided in arrival order exactly as if they ran one by one. The table
+        # lock serialises transactions; this lets one commit (one WAL flush) carry many appends.
+        async with self._committer:
+            if not request.result.done():
+                group, self._queue = self._queue, []
+                # Shielded: a cancelled caller must not leave the others' outcomes unknown.
+                await asyncio.shield(self._commit_group(group))
+        return request.result.result()
+
+    async def _commit_group(self, group: list[_Request]) -> None:
+        try:
+            outcomes = await self._write_group(group)
+        except Exception as exc:
+            # Isolate the failure: one request must not sink the others written with it.
+            outcomes = [exc] if len(group) == 1 else [await self._write_alone(r) for r in group]
+        for request, outcome in zip(group, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                request.result.set_exception(outcome)
+            else:
+                request.result.set_result(outcome)
+
+    async def _write_alone(self, request: _Request) -> AppendResult | Exception:
+        try:
+            return (await self._write_group([request]))[0]
+        except Exception as exc:
+            return exc
+
+    async def _write_group(self, group: list[_Request]) -> list[AppendResult | Exception]:
+        ids = [e.event_id for r in group for e in r.events]
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(self._lock_sql)
-            state = await conn.fetchrow(_STATE, aggregate_id, ids)
-            if state["known_ids"]:
-                return await self._replayed_append(conn, aggregate_id, ids, state["known_ids"])
-            if state["version"] != expected_version:
-                metrics.APPEND_CONFLICTS.labels(self.site_id, self.service).inc()
-                raise ConcurrencyConflict(aggregate_id, expected_version, state["version"])
-            prev = state["last_hash"] or GENESIS
-            now = self._clock()
-            sealed = []
-            for offset, new in enumerate(events, start=1):
-                event = seal(
-                    new,
-                    position=0,
-                    aggregate_id=aggregate_id,
-                    version=expected_version + offset,
-                    site_id=self.site_id,
-                    recorded_at=now,
-                    prev_hash=prev,
-                )
-                sealed.append(event)
-                prev = event.hash
-            columns = list(zip(*(_insert_row(e) for e in sealed), strict=True))
-            positions = [r["position"] for r in await conn.fetch(_INSERT, *columns)]
-        metrics.EVENTS_APPENDED.labels(self.site_id, self.service).inc(len(sealed))
-        stored = (replace(e, position=p) for e, p in zip(sealed, positions, strict=True))
-        return AppendResult(tuple(stored))
-
-    async def _replayed_append(
-        self, conn: asyncpg.Connection, aggregate_id: str, ids: list[str], known: list[str]
-    ) -> AppendResult:
-        rows = await conn.fetch(
-            f"SELECT {_COLUMNS} FROM events WHERE event_id = ANY($1::uuid[]) ORDER BY position",
-            ids,
-        )
-        stored = tuple(row_to_event(r) for r in rows)
-        if len(known) != len(ids) or any(e.aggregate_id != aggregate_id for e in stored):
-            raise InvalidArgument(
-                "events.event_id", "already used by a different append; event ids are never reused"
+            row = await conn.fetchrow(_STATE, list({r.aggregate_id for r in group}), ids)
+            state = _GroupState(
+                versions=json.loads(row["versions"] or "{}"),
+                stored=await self._stored_by_id(conn, row["known_ids"] or []),
+                prev_hash=row["last_hash"] or GENESIS,
+                recorded_at=self._clock(),
             )
-        return AppendResult(stored, duplicate=True)
+            decided = [self._decide(request, state) for request in group]
+            if state.new:
+                columns = list(zip(*(_insert_row(e) for e in state.new.values()), strict=True))
+                for r in await conn.fetch(_INSERT, *columns):
+                    event = state.new[r["event_id"]]
+                    state.stored[event.event_id] = replace(event, position=r["position"])
+        metrics.EVENTS_APPENDED.labels(self.site_id, self.service).inc(len(state.new))
+        return [
+            d
+            if isinstance(d, Exception)
+            else AppendResult(tuple(state.stored[i] for i in d[0]), d[1])
+            for d in decided
+        ]
+
+    def _decide(self, request: _Request, state: _GroupState) -> tuple[list[str], bool] | Exception:
+        """One request against the state so far: (its event ids, duplicate?) or the refusal."""
+        ids = [e.event_id for e in request.events]
+        seen = [state.stored.get(i) or state.new.get(i) for i in ids]
+        if any(seen):
+            if not all(seen) or any(e.aggregate_id != request.aggregate_id for e in seen if e):
+                return InvalidArgument(
+                    "events.event_id",
+                    "already used by a different append; event ids are never reused",
+                )
+            return ids, True  # an idempotent replay: answered with the stored events
+        current = state.versions.get(request.aggregate_id, 0)
+        if current != request.expected_version:
+            metrics.APPEND_CONFLICTS.labels(self.site_id, self.service).inc()
+            return ConcurrencyConflict(request.aggregate_id, request.expected_version, current)
+        for offset, new in enumerate(request.events, start=1):
+            event = seal(
+                new,
+                position=0,
+                aggregate_id=request.aggregate_id,
+                version=current + offset,
+                site_id=self.site_id,
+                recorded_at=state.recorded_at,
+                prev_hash=state.prev_hash,
+            )
+            state.new[event.event_id] = event
+            state.prev_hash = event.hash
+        state.versions[request.aggregate_id] = current + len(ids)
+        return ids, False
+
+    async def _stored_by_id(
+        self, conn: asyncpg.Connection, ids: list[str]
+    ) -> dict[str, StoredEvent]:
+        if not ids:
+            return {}
+        rows = await conn.fetch(
+            f"SELECT {_COLUMNS} FROM events WHERE event_id = ANY($1::uuid[])", ids
+        )
+        return {e.event_id: e for e in map(row_to_event, rows)}
 
     async def load(self, aggregate_id: str, up_to_version: int | None = None) -> list[StoredEvent]:
         rows = await self.pool.fetch(
@@ -151,6 +213,29 @@ class PostgresEventStore:
             checked += report.events_checked
             prev, position = batch[-1].hash, batch[-1].position
         return ChainReport(True, checked)
+
+
+@dataclass(slots=True)
+class _Request:
+    aggregate_id: str
+    expected_version: int
+    events: Sequence[NewEvent]
+    result: asyncio.Future[AppendResult]
+
+
+def _future() -> asyncio.Future[AppendResult]:
+    return asyncio.get_running_loop().create_future()
+
+
+@dataclass(slots=True)
+class _GroupState:
+    """What one group transaction has seen and decided so far."""
+
+    versions: dict[str, int]
+    stored: dict[str, StoredEvent]
+    prev_hash: bytes
+    recorded_at: datetime
+    new: dict[str, StoredEvent] = field(default_factory=dict)  # sealed, in append order
 
 
 def _insert_row(e: StoredEvent) -> tuple[object, ...]:

@@ -8,7 +8,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord
@@ -34,6 +34,19 @@ class Projection(Protocol):
     def topics(self) -> Sequence[str]: ...
 
     async def apply(self, conn: asyncpg.Connection, event: StoredEvent) -> None: ...
+
+
+@runtime_checkable
+class BatchProjection(Projection, Protocol):
+    """A projection that can also apply many events at once (e.g. one executemany).
+
+    Must be equivalent to calling apply for each event in order; the runner uses it on the
+    fast path and falls back to apply, one savepoint per record, when a batch fails.
+    """
+
+    async def apply_batch(
+        self, conn: asyncpg.Connection, events: Sequence[StoredEvent]
+    ) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +162,7 @@ class ProjectionRunner:
                 )
             }
             applied: list[str] = []
+            batch: list[StoredEvent] = []  # fast path: applied together after the loop
             duplicates = 0
             for record in records:
                 key = _key(record)
@@ -164,15 +178,14 @@ class ProjectionRunner:
                 if event.event_id in seen:
                     duplicates += 1
                     continue
+                if not careful:
+                    seen.add(event.event_id)
+                    batch.append(event)
+                    continue
                 try:
-                    if careful:
-                        async with conn.transaction():
-                            await self.projection.apply(conn, event)
-                    else:
+                    async with conn.transaction():
                         await self.projection.apply(conn, event)
                 except Exception as exc:
-                    if not careful:
-                        raise _RetryCarefully from exc
                     await self._deadletter(
                         conn, _Poison(record, key, f"{type(exc).__name__}: {exc}")
                     )
@@ -180,6 +193,12 @@ class ProjectionRunner:
                     continue
                 seen.add(event.event_id)
                 applied.append(event.event_id)
+            if batch:
+                try:
+                    await self._apply_fast(conn, batch)
+                except Exception as exc:
+                    raise _RetryCarefully from exc
+                applied.extend(e.event_id for e in batch)
             await conn.execute(
                 "INSERT INTO processed_events (projection, event_id)"
                 " SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING",
@@ -198,6 +217,13 @@ class ProjectionRunner:
         self._parked |= parked_now
         metrics.PROJECTION_APPLIED.labels(self.name).inc(len(applied))
         metrics.PROJECTION_DUPLICATES.labels(self.name).inc(duplicates)
+
+    async def _apply_fast(self, conn: asyncpg.Connection, events: list[StoredEvent]) -> None:
+        if isinstance(self.projection, BatchProjection):
+            await self.projection.apply_batch(conn, events)
+            return
+        for event in events:
+            await self.projection.apply(conn, event)
 
     async def _park(
         self,

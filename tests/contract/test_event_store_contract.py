@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from itertools import pairwise
 
@@ -75,6 +76,7 @@ async def test_event_id_reused_for_another_aggregate_is_refused(store: EventStor
         ("a", 0, [], "events"),
         ("a", 0, [replace(new_event(), actor="")], "actor"),
         ("a", 0, [replace(new_event(), event_id="not-a-uuid")], "event_id"),
+        ("a", 0, [replace(new_event(), reason="bad\x00reason")], "reason"),
     ],
 )
 async def test_bad_append_names_the_field_and_writes_nothing(
@@ -120,3 +122,20 @@ async def test_hash_chain_links_every_event_and_verifies(store: EventStore):
     assert report.intact and report.events_checked == 6
     partial = await store.verify_chain(from_position=events[2].position)
     assert partial.intact and partial.events_checked == 3
+
+
+async def test_concurrent_appends_are_decided_as_if_one_by_one(store: EventStore):
+    """Many appends in flight at once (grouped into one commit where the adapter can)."""
+    aggs = [aggregate_id() for _ in range(5)]
+    replay = [new_event(0)]
+    calls = [store.append(agg, 0, [new_event(1), new_event(2)]) for agg in aggs]
+    calls += [store.append(aggs[0], 0, [new_event(3)])]  # stale by the time it is decided
+    calls += [store.append(aggs[1], 2, replay), store.append(aggs[1], 2, replay)]
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    assert all(not isinstance(r, BaseException) for r in results[:5])
+    assert isinstance(results[5], ConcurrencyConflict)
+    first, again = results[6], results[7]
+    assert not first.duplicate and again.duplicate and first.events == again.events
+    assert [e.aggregate_version for e in await store.load(aggs[1])] == [1, 2, 3]
+    assert (await store.verify_chain()).intact
+    assert await store.head_position() >= 11

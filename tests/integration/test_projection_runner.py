@@ -17,6 +17,7 @@ from shared.projections import ProjectionRunner, wait_caught_up
 from shared.topics import DEADLETTER
 from tests.factories import aggregate_id, new_event
 from tests.integration.thing_projection import (
+    BatchThingProjection,
     ThingProjection,
     create_schema,
     expected_digest,
@@ -238,3 +239,20 @@ async def read_deadletters(
     finally:
         await consumer.stop()
     return found
+
+
+async def test_batch_projection_falls_back_to_one_record_at_a_time_around_poison(
+    endpoints: Endpoints, pool: asyncpg.Pool, topic: str
+):
+    await create_schema(pool)
+    sick, healthy = aggregate_id("sick"), aggregate_id("ok")
+    events = await stored_events((healthy, [b"1", b"2"]), (sick, [b"POISON", b"after"]))
+    projection = BatchThingProjection([topic], poison_payload=b"POISON")
+    runner = runner_for(pool, endpoints, projection)
+    await publish(endpoints.kafka_bootstrap, topic, events)
+    async with running(runner):
+        await caught_up(pool, endpoints, projection)
+    assert projection.batch_calls >= 1
+    assert runner.parked_aggregates() == {sick}
+    rows = await pool.fetch("SELECT aggregate_id, version FROM thing_rows ORDER BY version")
+    assert [(r["aggregate_id"], r["version"]) for r in rows] == [(healthy, 1), (healthy, 2)]

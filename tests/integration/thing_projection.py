@@ -65,3 +65,16 @@ def expected_digest(events: Sequence[StoredEvent]) -> str:
 
 async def projected_digest(pool: asyncpg.Pool) -> str:
     return await table_digest(pool, DIGEST_QUERY)
+
+
+class BatchThingProjection(ThingProjection):
+    """The same read model with the runner's batch hook (BatchProjection)."""
+
+    def __init__(self, topics: Sequence[str], *, poison_payload: bytes | None = None) -> None:
+        super().__init__(topics, poison_payload=poison_payload)
+        self.batch_calls = 0
+
+    async def apply_batch(self, conn: asyncpg.Connection, events: Sequence[StoredEvent]) -> None:
+        self.batch_calls += 1
+        for event in events:
+            await self.apply(conn, event)
