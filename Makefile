@@ -11,9 +11,9 @@ PROTO_STAMP := protos/.generated
 
 setup: $(STAMP) $(PROTO_STAMP)
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt deploy/constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --disable-pip-version-check -q -r requirements.txt
+	$(VENV)/bin/pip install --disable-pip-version-check -q -r requirements.txt -c deploy/constraints.txt
 	$(PY) -c "import site, pathlib; pathlib.Path(site.getsitepackages()[0], 'cellbank.pth').write_text('$(CURDIR)\n$(CURDIR)/protos\n')"
 	touch $(STAMP)
 

@@ -78,10 +78,12 @@ class Infrastructure:
             print(f"[cellbank] created topics: {', '.join(created)}", flush=True)
 
     def stop(self) -> None:
-        if self.kafka is not None:
-            self.kafka.stop()
-        if self.postgres is not None:
-            self.postgres.stop()
+        try:
+            if self.kafka is not None:
+                self.kafka.stop()
+        finally:
+            if self.postgres is not None:
+                self.postgres.stop()
 
     def __enter__(self) -> Endpoints:
         return self.start()

@@ -21,6 +21,8 @@ from deploy.processes import (
 )
 
 POM = REPO_ROOT / "deploy" / "kafka" / "pom.xml"
+DEPENDENCY_PLUGIN = "3.8.1"  # pinned: the fetch must not change with Maven's newest plugin
+MAVEN_TIMEOUT_S = 900
 
 SERVER_PROPERTIES = """\
 process.roles=broker,controller
@@ -68,21 +70,17 @@ def kafka_libs(cache_dir: Path = CACHE_DIR) -> Path:
         raise InfraError("Maven (mvn) is required to fetch the Kafka broker jars; install it")
     print(f"[cellbank] fetching Apache Kafka jars with Maven into {libs} (once)", flush=True)
     libs.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run(
-        [
-            "mvn",
-            "-q",
-            "-B",
-            "-f",
-            str(POM),
-            "dependency:copy-dependencies",
-            f"-DoutputDirectory={libs}",
-            "-DincludeScope=runtime",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    cmd = [
+        "mvn", "-q", "-B", "-f", str(POM),
+        f"org.apache.maven.plugins:maven-dependency-plugin:{DEPENDENCY_PLUGIN}:copy-dependencies",
+        f"-DoutputDirectory={libs}", "-DincludeScope=runtime",
+    ]  # fmt: skip
+    try:
+        result = subprocess.run(
+            cmd, capture_output=True, text=True, check=False, timeout=MAVEN_TIMEOUT_S
+        )
+    except subprocess.TimeoutExpired:
+        raise InfraError(f"mvn did not fetch the Kafka jars within {MAVEN_TIMEOUT_S}s") from None
     if result.returncode != 0:
         raise InfraError(f"mvn could not fetch the Kafka jars:\n{result.stdout}\n{result.stderr}")
     (libs / ".complete").touch()

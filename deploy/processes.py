@@ -88,3 +88,41 @@ def run_async(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
         return asyncio.run(factory())
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         return pool.submit(lambda: asyncio.run(factory())).result()
+
+
+OWNER_FILE = "owner.pid"
+
+
+def claim(root: Path) -> None:
+    """Record this process as the owner of a data folder (see reap_abandoned)."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / OWNER_FILE).write_text(str(os.getpid()))
+
+
+def reap_abandoned(parent: Path, pattern: str, *, remove: bool = True) -> list[Path]:
+    """Stop servers left by owners that died without cleaning up (e.g. a SIGKILLed test run),
+    and remove their folders (unless remove=False: data worth keeping). Folders whose owner
+    still runs are left alone."""
+    import shutil
+
+    import psutil
+
+    reaped = []
+    for folder in parent.glob(pattern):
+        owner_file = folder / OWNER_FILE
+        try:
+            owner = int(owner_file.read_text())
+        except (OSError, ValueError):
+            continue
+        if psutil.pid_exists(owner):
+            continue
+        for proc in psutil.process_iter(["pid", "cmdline"]):
+            if any(str(folder) in part for part in proc.info["cmdline"] or ()):
+                print(
+                    f"[cellbank] stopping server abandoned in {folder} (pid {proc.pid})", flush=True
+                )
+                proc.kill()
+        if remove:
+            shutil.rmtree(folder, ignore_errors=True)
+        reaped.append(folder)
+    return reaped

@@ -11,7 +11,14 @@ import threading
 from pathlib import Path
 
 from deploy.infra import DEFAULT_SITES, Infrastructure, ensure_site_databases
-from deploy.processes import REPO_ROOT, InfraError, port_is_open, run_async
+from deploy.processes import (
+    REPO_ROOT,
+    InfraError,
+    claim,
+    port_is_open,
+    reap_abandoned,
+    run_async,
+)
 from shared.db import create_pool, database_name, migrate, with_database
 from shared.topics import SERVICES
 
@@ -51,6 +58,8 @@ async def provision(server_url: str, sites: list[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     sites = [s.strip().upper() for s in args.sites.split(",") if s.strip()]
+    reap_abandoned(args.root.parent, args.root.name, remove=False)  # a previous run killed hard
+    claim(args.root)
     infra = Infrastructure(args.root, kafka_port=args.kafka_port, postgres_port=args.postgres_port)
     for server, port in (
         ("Kafka", infra.kafka and args.kafka_port),
@@ -63,11 +72,14 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 2
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    # While starting, Ctrl-C or SIGTERM interrupts (KeyboardInterrupt) and the finally below
+    # stops whatever had started; once up, they just end the wait.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         endpoints = infra.start()
         databases = run_async(lambda: provision(endpoints.database_url, sites))
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
         print(
             "\n[cellbank] the network's infrastructure is up:\n"
             f"  Kafka      {endpoints.kafka_bootstrap}   (topics: cellbank.*.v1)\n"
@@ -87,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     except InfraError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("[cellbank] interrupted while starting; stopping…", flush=True)
+        return 130
     finally:
         infra.stop()
     print("[cellbank] stopped; nothing left running.", flush=True)

@@ -46,3 +46,7 @@ class Unauthenticated(CellBankError):
 
 class PermissionDenied(CellBankError):
     """The principal is known but may not do this."""
+
+
+class StoreBusy(CellBankError):
+    """The event store could not take its append lock in time; retry the command."""

@@ -124,7 +124,7 @@ def seal(
         aggregate_version=version,
         site_id=site_id,
         occurred_at=new.occurred_at.astimezone(UTC),
-        recorded_at=recorded_at,
+        recorded_at=recorded_at.astimezone(UTC),
         actor=new.actor,
         reason=new.reason,
         correlation_id=new.correlation_id,

@@ -23,6 +23,7 @@ from shared.errors import (
     NotFound,
     PermissionDenied,
     PreconditionFailed,
+    StoreBusy,
     Unauthenticated,
 )
 
@@ -35,6 +36,7 @@ STATUS_OF: tuple[tuple[type[CellBankError], grpc.StatusCode], ...] = (
     (ConcurrencyConflict, grpc.StatusCode.ABORTED),
     (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
     (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
+    (StoreBusy, grpc.StatusCode.UNAVAILABLE),
 )
 
 OPEN_SERVICES = frozenset(

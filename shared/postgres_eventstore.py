@@ -11,7 +11,7 @@ from datetime import datetime
 import asyncpg
 
 from shared import metrics
-from shared.errors import ConcurrencyConflict, InvalidArgument
+from shared.errors import ConcurrencyConflict, InvalidArgument, StoreBusy
 from shared.events import NewEvent, StoredEvent
 from shared.eventstore import AppendResult, Clock, seal, utc_now, validate_append
 from shared.hashchain import GENESIS, ChainReport, verify_chain
@@ -75,7 +75,8 @@ class PostgresEventStore:
         self.site_id = site_id
         self.service = service
         self._clock = clock
-        self._lock_sql = _LOCK.format(timeout_ms=int(lock_timeout_ms))
+        self._lock_timeout_ms = int(lock_timeout_ms)
+        self._lock_sql = _LOCK.format(timeout_ms=self._lock_timeout_ms)
         self._queue: list[_Request] = []
         self._committer = asyncio.Lock()
 
@@ -98,6 +99,9 @@ class PostgresEventStore:
     async def _commit_group(self, group: list[_Request]) -> None:
         try:
             outcomes = await self._write_group(group)
+        except asyncpg.LockNotAvailableError:
+            busy = StoreBusy(f"event store lock not acquired within {self._lock_timeout_ms} ms")
+            outcomes = [busy for _ in group]
         except Exception as exc:
             # Isolate the failure: one request must not sink the others written with it.
             outcomes = [exc] if len(group) == 1 else [await self._write_alone(r) for r in group]

@@ -7,19 +7,19 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord
 from aiokafka.structs import TopicPartition
 
 from shared import metrics
+from shared.db import TRANSIENT_DB_ERRORS
 from shared.envelope_codec import decode
 from shared.events import StoredEvent
 from shared.kafka_admin import end_offsets
 from shared.kafka_clients import reliable_producer
-from shared.topics import DEADLETTER
+from shared.parking import ParkingLot, Poison, mark_processed
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +49,6 @@ class BatchProjection(Projection, Protocol):
     ) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class _Poison:
-    record: ConsumerRecord
-    aggregate_id: str
-    error: str
-
-
 class _RetryCarefully(Exception):
     """The fast path hit a failing record: redo the batch with a savepoint per record."""
 
@@ -66,6 +59,7 @@ class ProjectionRunner:
     Guarantees: rows and checkpoint commit together; redelivered events (same event_id) are
     skipped; a record that cannot be decoded or applied goes to the dead-letter topic and its
     aggregate is parked (later records of it wait in parked_records) while others flow on.
+    A failure of the database itself is not poison: the batch is retried after a pause.
     """
 
     def __init__(
@@ -83,40 +77,59 @@ class ProjectionRunner:
         self.group_id = group_id
         self.max_records = max_records
         self.name = projection.name
-        self._parked: set[str] = set()
+        self.parking = ParkingLot(pool, projection.name, group_id)
         self._lock = asyncio.Lock()
         self._consumer: AIOKafkaConsumer | None = None
-        self._dlq = reliable_producer(bootstrap)
+        self._dlq: AIOKafkaProducer | None = None
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Consume until stop is set or the task is cancelled."""
         stop = stop or asyncio.Event()
-        await self._load_parked()
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
-            group_id=self.group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_poll_records=self.max_records,
-        )
-        consumer.subscribe(list(self.projection.topics), listener=_SeekToCheckpoint(self))
-        self._consumer = consumer
-        await self._dlq.start()
-        await consumer.start()
-        try:
+        await self.parking.load()
+        async with contextlib.AsyncExitStack() as stack:
+            self._dlq = reliable_producer(self.bootstrap)
+            await self._dlq.start()
+            stack.push_async_callback(self._dlq.stop)
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=self.bootstrap,
+                group_id=self.group_id,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                max_poll_records=self.max_records,
+            )
+            consumer.subscribe(list(self.projection.topics), listener=_SeekToCheckpoint(self))
+            self._consumer = consumer
+            await consumer.start()
+            stack.push_async_callback(consumer.stop)
+            backoff = 0.2
             while not stop.is_set():
                 batches = await consumer.getmany(timeout_ms=200, max_records=self.max_records)
-                for tp, records in batches.items():
-                    if records:
-                        async with self._lock:
-                            await self._process(tp, records)
-                        with contextlib.suppress(Exception):
-                            # Kafka's copy is informational (lag tools); the database rules.
-                            await consumer.commit({tp: records[-1].offset + 1})
-        finally:
-            self._consumer = None
-            await consumer.stop()
-            await self._dlq.stop()
+                try:
+                    await self._process_all(consumer, batches)
+                    backoff = 0.2
+                except TRANSIENT_DB_ERRORS as exc:
+                    log.warning(
+                        "database unavailable; retrying from the stored checkpoints",
+                        extra={"projection": self.name, "error": repr(exc), "backoff_s": backoff},
+                    )
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    with contextlib.suppress(*TRANSIENT_DB_ERRORS):
+                        await self._seek_to_checkpoints(consumer, consumer.assignment())
+        self._consumer = None
+
+    async def _process_all(
+        self, consumer: AIOKafkaConsumer, batches: dict[TopicPartition, list[ConsumerRecord]]
+    ) -> None:
+        for tp, records in batches.items():
+            async with self._lock:
+                if not records or tp not in consumer.assignment():
+                    continue  # revoked meanwhile: its new owner resumes from the checkpoint
+                await self._process(tp, records)
+            with contextlib.suppress(Exception):
+                # Kafka's copy is informational (lag tools); the database rules.
+                await consumer.commit({tp: records[-1].offset + 1})
 
     async def checkpoints(self) -> dict[TopicPartition, int]:
         rows = await self.pool.fetch(
@@ -125,11 +138,30 @@ class ProjectionRunner:
         )
         return {TopicPartition(r["topic"], r["partition"]): r["offset"] for r in rows}
 
-    async def _load_parked(self) -> None:
-        rows = await self.pool.fetch(
-            "SELECT DISTINCT aggregate_id FROM parked_records WHERE projection = $1", self.name
-        )
-        self._parked = {r["aggregate_id"] for r in rows}
+    async def _seek_to_checkpoints(
+        self, consumer: AIOKafkaConsumer, partitions: Sequence[TopicPartition] | set[TopicPartition]
+    ) -> None:
+        stored = await self.checkpoints()
+        for tp in partitions:
+            if tp in stored:
+                consumer.seek(tp, stored[tp] + 1)
+            else:
+                await consumer.seek_to_beginning(tp)
+
+    def parked_aggregates(self) -> frozenset[str]:
+        return frozenset(self.parking.aggregates)
+
+    async def resolve(self, aggregate_id: str, *, skip_poison: bool = False) -> bool:
+        """Re-apply an aggregate's parked records in order once the cause is fixed.
+
+        skip_poison drops the poison record(s) (they stay in the dead-letter topic) and applies
+        the rest. All or nothing: True when the aggregate flows again, False if a record failed
+        again (then it stays parked and nothing was applied).
+        """
+        async with self._lock:
+            return await self.parking.resolve(
+                self.projection, aggregate_id, skip_poison=skip_poison
+            )
 
     async def _process(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
         decoded, poison = _decode_all(records)
@@ -145,78 +177,91 @@ class ProjectionRunner:
         tp: TopicPartition,
         records: list[ConsumerRecord],
         decoded: dict[int, StoredEvent],
-        poison: dict[int, _Poison],
+        poison: dict[int, Poison],
         *,
         careful: bool,
     ) -> None:
-        parked_now: set[str] = set()
+        assert self._dlq is not None
+        parked = set(self.parking.aggregates)
         async with self.pool.acquire() as conn, conn.transaction():
-            ids = [e.event_id for e in decoded.values()]
-            seen = {
-                r["event_id"]
-                for r in await conn.fetch(
-                    "SELECT event_id FROM processed_events"
-                    " WHERE projection = $1 AND event_id = ANY($2::text[])",
-                    self.name,
-                    ids,
-                )
-            }
+            # Offsets at or below the checkpoint were handled already (a rebalance or a retry
+            # can deliver them again); the row lock serialises two owners of one partition.
+            done_upto = await conn.fetchval(
+                'SELECT "offset" FROM projection_checkpoints'
+                " WHERE projection = $1 AND topic = $2 AND partition = $3 FOR UPDATE",
+                self.name,
+                tp.topic,
+                tp.partition,
+            )
+            records = [r for r in records if done_upto is None or r.offset > done_upto]
+            if not records:
+                return
+            seen = await self._already_processed(conn, [e.event_id for e in decoded.values()])
             applied: list[str] = []
             batch: list[StoredEvent] = []  # fast path: applied together after the loop
             duplicates = 0
             for record in records:
                 key = _key(record)
                 bad = poison.get(record.offset)
-                if key in self._parked or key in parked_now:
-                    await self._park(conn, record, key, is_poison=False, error="")
-                    continue
-                if bad is not None:
-                    await self._deadletter(conn, bad)
-                    parked_now.add(key)
+                if bad is not None:  # dead-lettered even when its aggregate is parked already
+                    await self.parking.deadletter(conn, self._dlq, bad)
+                    parked.add(key)
                     continue
                 event = decoded[record.offset]
-                if event.event_id in seen:
+                if event.event_id in seen:  # applied before: a redelivered copy
                     duplicates += 1
                     continue
+                if key in parked:
+                    await self.parking.park(conn, record, key)
+                    continue
+                seen.add(event.event_id)
                 if not careful:
-                    seen.add(event.event_id)
                     batch.append(event)
                     continue
                 try:
                     async with conn.transaction():
                         await self.projection.apply(conn, event)
+                except TRANSIENT_DB_ERRORS:
+                    raise
                 except Exception as exc:
-                    await self._deadletter(
-                        conn, _Poison(record, key, f"{type(exc).__name__}: {exc}")
+                    await self.parking.deadletter(
+                        conn, self._dlq, Poison(record, key, f"{type(exc).__name__}: {exc}")
                     )
-                    parked_now.add(key)
+                    parked.add(key)
                     continue
-                seen.add(event.event_id)
                 applied.append(event.event_id)
             if batch:
                 try:
                     await self._apply_fast(conn, batch)
+                except TRANSIENT_DB_ERRORS:
+                    raise
                 except Exception as exc:
                     raise _RetryCarefully from exc
                 applied.extend(e.event_id for e in batch)
-            await conn.execute(
-                "INSERT INTO processed_events (projection, event_id)"
-                " SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING",
-                self.name,
-                applied,
-            )
+            await mark_processed(conn, self.name, applied)
+            # Never moves backwards (a stale owner after a rebalance cannot rewind it).
             await conn.execute(
                 'INSERT INTO projection_checkpoints (projection, topic, partition, "offset")'
                 " VALUES ($1, $2, $3, $4) ON CONFLICT (projection, topic, partition)"
-                ' DO UPDATE SET "offset" = excluded."offset"',
+                ' DO UPDATE SET "offset" = excluded."offset"'
+                ' WHERE projection_checkpoints."offset" < excluded."offset"',
                 self.name,
                 tp.topic,
                 tp.partition,
                 records[-1].offset,
             )
-        self._parked |= parked_now
+        self.parking.aggregates |= parked
         metrics.PROJECTION_APPLIED.labels(self.name).inc(len(applied))
         metrics.PROJECTION_DUPLICATES.labels(self.name).inc(duplicates)
+
+    async def _already_processed(self, conn: asyncpg.Connection, ids: list[str]) -> set[str]:
+        rows = await conn.fetch(
+            "SELECT event_id FROM processed_events"
+            " WHERE projection = $1 AND event_id = ANY($2::text[])",
+            self.name,
+            ids,
+        )
+        return {r["event_id"] for r in rows}
 
     async def _apply_fast(self, conn: asyncpg.Connection, events: list[StoredEvent]) -> None:
         if isinstance(self.projection, BatchProjection):
@@ -225,144 +270,20 @@ class ProjectionRunner:
         for event in events:
             await self.projection.apply(conn, event)
 
-    async def _park(
-        self,
-        conn: asyncpg.Connection,
-        record: ConsumerRecord,
-        key: str,
-        *,
-        is_poison: bool,
-        error: str,
-    ) -> None:
-        await conn.execute(
-            "INSERT INTO parked_records"
-            ' (projection, aggregate_id, topic, partition, "offset", value, is_poison, error)'
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
-            self.name,
-            key,
-            record.topic,
-            record.partition,
-            record.offset,
-            record.value or b"",
-            is_poison,
-            error,
-        )
-        metrics.PROJECTION_PARKED.labels(self.name).inc()
-
-    async def _deadletter(self, conn: asyncpg.Connection, bad: _Poison) -> None:
-        # Sent before the transaction commits: a crash can duplicate a dead letter, never lose one.
-        record = bad.record
-        await self._park(conn, record, bad.aggregate_id, is_poison=True, error=bad.error)
-        await self._dlq.send_and_wait(
-            DEADLETTER,
-            value=record.value,
-            key=record.key,
-            headers=[
-                ("error", bad.error.encode()),
-                ("projection", self.name.encode()),
-                ("consumer_group", self.group_id.encode()),
-                ("original_topic", record.topic.encode()),
-                ("original_partition", str(record.partition).encode()),
-                ("original_offset", str(record.offset).encode()),
-            ],
-        )
-        metrics.DEADLETTERED.labels(self.name).inc()
-        log.error(
-            "poison record dead-lettered; aggregate parked",
-            extra={
-                "projection": self.name,
-                "aggregate_id": bad.aggregate_id,
-                "topic": record.topic,
-                "partition": record.partition,
-                "offset": record.offset,
-                "error": bad.error,
-            },
-        )
-
-    def parked_aggregates(self) -> frozenset[str]:
-        return frozenset(self._parked)
-
-    async def resolve(self, aggregate_id: str, *, skip_poison: bool = False) -> bool:
-        """Re-apply an aggregate's parked records in order once the cause is fixed.
-
-        skip_poison drops the poison record itself (it stays in the dead-letter topic) and
-        applies the rest. Returns True when the aggregate flows again, False if it failed again
-        (then it stays parked, nothing applied).
-        """
-        async with self._lock, self.pool.acquire() as conn:
-            rows = await conn.fetch(
-                "SELECT seq, value, is_poison FROM parked_records"
-                " WHERE projection = $1 AND aggregate_id = $2 ORDER BY seq",
-                self.name,
-                aggregate_id,
-            )
-            try:
-                async with conn.transaction():
-                    applied = []
-                    for row in rows:
-                        if row["is_poison"] and skip_poison:
-                            continue
-                        event = decode(row["value"])
-                        done = await conn.fetchval(
-                            "SELECT 1 FROM processed_events WHERE projection = $1 AND event_id = $2",
-                            self.name,
-                            event.event_id,
-                        )
-                        if not done:
-                            await self.projection.apply(conn, event)
-                            applied.append(event.event_id)
-                    await conn.execute(
-                        "INSERT INTO processed_events (projection, event_id)"
-                        " SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING",
-                        self.name,
-                        applied,
-                    )
-                    await conn.execute(
-                        "DELETE FROM parked_records WHERE projection = $1 AND aggregate_id = $2",
-                        self.name,
-                        aggregate_id,
-                    )
-            except Exception as exc:
-                log.error(
-                    "parked aggregate failed again; still parked",
-                    extra={
-                        "projection": self.name,
-                        "aggregate_id": aggregate_id,
-                        "error": repr(exc),
-                    },
-                )
-                return False
-            self._parked.discard(aggregate_id)
-            log.info(
-                "parked aggregate resolved",
-                extra={
-                    "projection": self.name,
-                    "aggregate_id": aggregate_id,
-                    "skipped_poison": skip_poison,
-                },
-            )
-            return True
-
 
 class _SeekToCheckpoint(ConsumerRebalanceListener):
-    """On assignment, resume each partition right after the offset stored in the database."""
+    """Revocation waits for the batch in flight; assignment resumes after the DB checkpoint."""
 
     def __init__(self, runner: ProjectionRunner) -> None:
         self.runner = runner
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        return None
+        async with self.runner._lock:
+            return None
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        consumer = self.runner._consumer
-        if consumer is None:
-            return
-        stored = await self.runner.checkpoints()
-        for tp in assigned:
-            if tp in stored:
-                consumer.seek(tp, stored[tp] + 1)
-            else:
-                await consumer.seek_to_beginning(tp)
+        if self.runner._consumer is not None:
+            await self.runner._seek_to_checkpoints(self.runner._consumer, assigned)
 
 
 def _key(record: ConsumerRecord) -> str:
@@ -371,9 +292,9 @@ def _key(record: ConsumerRecord) -> str:
 
 def _decode_all(
     records: list[ConsumerRecord],
-) -> tuple[dict[int, StoredEvent], dict[int, _Poison]]:
+) -> tuple[dict[int, StoredEvent], dict[int, Poison]]:
     decoded: dict[int, StoredEvent] = {}
-    poison: dict[int, _Poison] = {}
+    poison: dict[int, Poison] = {}
     for record in records:
         try:
             event = decode(record.value or b"")
@@ -383,7 +304,7 @@ def _decode_all(
                 )
             decoded[record.offset] = event
         except ValueError as exc:
-            poison[record.offset] = _Poison(record, _key(record), f"undecodable: {exc}")
+            poison[record.offset] = Poison(record, _key(record), f"undecodable: {exc}")
     return decoded, poison
 
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 
-from shared.db import create_pool, database_name, migrate, with_database
+from shared.db import create_pool, database_name, ensure_database, migrate, with_database
+from shared.errors import InvalidArgument
 from shared.logs import configure_logging
 from shared.metrics import serve_metrics
 from shared.outbox_relay import OutboxRelay
@@ -18,12 +18,13 @@ from shared.topics import SERVICE_TOPICS
 async def main() -> None:
     settings = Settings.from_env()
     configure_logging(settings.log_level, site=settings.site_id, service=settings.service)
-    dbname = os.environ.get("CELLBANK_DATABASE_NAME") or database_name(
-        settings.site_id, settings.service
-    )
-    topic = os.environ.get("CELLBANK_RELAY_TOPIC") or SERVICE_TOPICS[settings.service]
+    topic = settings.relay_topic or SERVICE_TOPICS.get(settings.service)
+    if topic is None:
+        raise InvalidArgument("CELLBANK_SERVICE", f"must be one of {', '.join(SERVICE_TOPICS)}")
+    dbname = settings.database_name or database_name(settings.site_id, settings.service)
     if settings.metrics_port:
         serve_metrics(settings.metrics_port)
+    await ensure_database(settings.database_url, dbname)
     pool = await create_pool(with_database(settings.database_url, dbname), max_size=4)
     try:
         await migrate(pool)

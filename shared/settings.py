@@ -25,6 +25,9 @@ class Settings:
     tokens: Mapping[str, str] = field(default_factory=dict)
     log_level: str = "INFO"
     grpc_host: str = "127.0.0.1"
+    # Overrides of the derived database (cellbank_<site>_<service>) and the service's topic.
+    database_name: str = ""
+    relay_topic: str = ""
     # TLS for gRPC when both are set; mTLS when a client CA is set too.
     tls_cert_file: str = ""
     tls_key_file: str = ""
@@ -47,6 +50,8 @@ class Settings:
             tokens=parse_tokens(env.get("CELLBANK_TOKENS", "")),
             log_level=env.get("CELLBANK_LOG_LEVEL", "INFO").upper(),
             grpc_host=env.get("CELLBANK_GRPC_HOST", "127.0.0.1"),
+            database_name=env.get("CELLBANK_DATABASE_NAME", ""),
+            relay_topic=env.get("CELLBANK_RELAY_TOPIC", ""),
             **_tls(env),
         )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -11,16 +12,24 @@ import pytest
 
 from deploy.infra import Endpoints, Infrastructure
 from deploy.local_kafka import LocalKafka
-from deploy.processes import REPO_ROOT
+from deploy.processes import REPO_ROOT, claim, reap_abandoned
 from shared.db import create_pool, drop_database, ensure_database, migrate, with_database
 from shared.kafka_admin import ensure_topics
 from shared.topics import TopicSpec
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # SIGTERM (a CI timeout, a killed terminal) unwinds like Ctrl-C, so session fixtures
+    # still stop the servers they started.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
 @pytest.fixture(scope="session")
 def infra() -> Iterator[Infrastructure]:
     """The session's infrastructure (started unless CELLBANK_* point at existing servers)."""
+    reap_abandoned(REPO_ROOT / ".cellbank", "test-*")
     root = REPO_ROOT / ".cellbank" / f"test-{uuid.uuid4().hex[:8]}"
+    claim(root)
     infrastructure = Infrastructure(root)
     infrastructure.start()
     try:
@@ -45,8 +54,8 @@ def controllable_kafka(
         yield infra.kafka
         return
     broker = LocalKafka(tmp_path_factory.mktemp("kafka-private"))
-    broker.start()
     try:
+        broker.start()
         yield broker
     finally:
         broker.stop()

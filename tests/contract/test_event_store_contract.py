@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 
 from shared.errors import ConcurrencyConflict, InvalidArgument
-from shared.eventstore import EventStore, InMemoryEventStore
+from shared.eventstore import AppendResult, EventStore, InMemoryEventStore
 from shared.hashchain import GENESIS
 from shared.postgres_eventstore import PostgresEventStore
 from tests.factories import aggregate_id, new_event
@@ -135,6 +135,7 @@ async def test_concurrent_appends_are_decided_as_if_one_by_one(store: EventStore
     assert all(not isinstance(r, BaseException) for r in results[:5])
     assert isinstance(results[5], ConcurrencyConflict)
     first, again = results[6], results[7]
+    assert isinstance(first, AppendResult) and isinstance(again, AppendResult)
     assert not first.duplicate and again.duplicate and first.events == again.events
     assert [e.aggregate_version for e in await store.load(aggs[1])] == [1, 2, 3]
     assert (await store.verify_chain()).intact

@@ -33,7 +33,9 @@ def test_make_run_starts_and_stops_cleanly_on_ctrl_c(tmp_path):
         lines.append(rest)
     finally:
         if proc.poll() is None:
-            proc.kill()
+            parent = psutil.Process(proc.pid)
+            for child in [*parent.children(recursive=True), parent]:  # servers have own sessions
+                child.kill()
             proc.wait()
     output = "".join(lines)
     assert proc.returncode == 0, output

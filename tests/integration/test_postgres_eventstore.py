@@ -112,3 +112,16 @@ async def test_in_memory_store_detects_tampering_too():
     store.tamper(2, payload=b"forged")
     report = await store.verify_chain()
     assert not report.intact and report.broken_at_position == 2
+
+
+async def test_append_that_cannot_take_the_lock_in_time_is_store_busy_and_writes_nothing(
+    pool: asyncpg.Pool,
+):
+    from shared.errors import StoreBusy
+
+    store = PostgresEventStore(pool, "LON", lock_timeout_ms=100)
+    async with pool.acquire() as holder, holder.transaction():
+        await holder.execute("LOCK TABLE events IN EXCLUSIVE MODE")
+        with pytest.raises(StoreBusy):
+            await store.append(aggregate_id(), 0, [new_event()])
+    assert await store.head_position() == 0

@@ -36,13 +36,21 @@ RELAY_NAME = "LON.donor_intake.relay"
 
 
 async def write_stream(
-    store: PostgresEventStore, aggregates: int, appends: int, *, pause: float = 0.0
+    store: PostgresEventStore,
+    aggregates: int,
+    appends: int,
+    *,
+    pause: float = 0.0,
+    until: asyncio.Event | None = None,
 ) -> None:
-    """Writers appending small batches over time, so faults land mid-stream."""
+    """Writers appending small batches over time, so faults land mid-stream. With `until`,
+    they keep going (up to `appends` each) until it is set."""
 
     async def one(a: int) -> None:
         agg = aggregate_id(f"a{a}")
         for n in range(appends):
+            if until is not None and until.is_set():
+                return
             await store.append(agg, 2 * n, [new_event(n), new_event(n)])
             await asyncio.sleep(pause)
 
@@ -124,24 +132,29 @@ async def test_relay_killed_mid_stream_resumes_and_loses_nothing(
     endpoints: Endpoints, database: str, pool: asyncpg.Pool, topic: str
 ):
     store = PostgresEventStore(pool, "LON")
-    writing = asyncio.create_task(write_stream(store, aggregates=10, appends=60, pause=0.005))
+    enough = asyncio.Event()
+    writing = asyncio.create_task(
+        write_stream(store, aggregates=10, appends=500, pause=0.005, until=enough)
+    )
     proc = relay_process(endpoints, database, topic)
     try:
-        # Kill it hard once it has published part of the stream and writers are still going.
+        # Kill it hard once it has published part of the stream, with writers still going.
         await eventually(
             lambda: relay_position(pool),
             until=lambda p: p >= 200,
             what="relay progress",
             timeout=60,
         )
-        assert not writing.done()
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
         killed_at = await relay_position(pool)
+        await eventually(
+            store.head_position, until=lambda h: h > killed_at + 200, what="more appends"
+        )
+        enough.set()
         await writing
         proc = relay_process(endpoints, database, topic)
         head = await store.head_position()
-        assert killed_at < head
         await eventually(
             lambda: relay_position(pool),
             until=lambda p: p == head,
@@ -149,9 +162,14 @@ async def test_relay_killed_mid_stream_resumes_and_loses_nothing(
             timeout=60,
         )
     finally:
+        enough.set()
         writing.cancel()
         proc.terminate()
-        proc.wait(20)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
     assert proc.returncode == 0  # SIGTERM is a clean stop
 
     stored = await store.read_all(0, limit=100_000)

@@ -11,6 +11,7 @@ from shared.errors import (
     NotFound,
     PermissionDenied,
     PreconditionFailed,
+    StoreBusy,
     Unauthenticated,
 )
 from shared.grpc_server import status_for
@@ -25,6 +26,7 @@ from shared.grpc_server import status_for
         (ConcurrencyConflict("U1", 3, 4), grpc.StatusCode.ABORTED),
         (Unauthenticated("no token"), grpc.StatusCode.UNAUTHENTICATED),
         (PermissionDenied("hospital"), grpc.StatusCode.PERMISSION_DENIED),
+        (StoreBusy("lock"), grpc.StatusCode.UNAVAILABLE),
     ],
 )
 def test_domain_errors_map_to_their_status(error, code):
