@@ -23,6 +23,8 @@ from shared.parking import ParkingLot, Poison, mark_processed
 
 log = logging.getLogger(__name__)
 
+KAFKA_COMMIT_INTERVAL_S = 1.0
+
 
 class Projection(Protocol):
     """A read model: apply one event inside the runner's transaction (no commit of its own)."""
@@ -81,6 +83,8 @@ class ProjectionRunner:
         self._lock = asyncio.Lock()
         self._consumer: AIOKafkaConsumer | None = None
         self._dlq: AIOKafkaProducer | None = None
+        self._uncommitted: dict[TopicPartition, int] = {}
+        self._committed_at = 0.0
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Consume until stop is set or the task is cancelled."""
@@ -127,9 +131,14 @@ class ProjectionRunner:
                 if not records or tp not in consumer.assignment():
                     continue  # revoked meanwhile: its new owner resumes from the checkpoint
                 await self._process(tp, records)
+            self._uncommitted[tp] = records[-1].offset + 1
+        if self._uncommitted and time.monotonic() - self._committed_at > KAFKA_COMMIT_INTERVAL_S:
+            # Kafka's copy is informational (lag tools), so at most once a second; the
+            # database checkpoint is the one the runner resumes from.
+            offsets = {tp: o for tp, o in self._uncommitted.items() if tp in consumer.assignment()}
+            self._uncommitted, self._committed_at = {}, time.monotonic()
             with contextlib.suppress(Exception):
-                # Kafka's copy is informational (lag tools); the database rules.
-                await consumer.commit({tp: records[-1].offset + 1})
+                await consumer.commit(offsets)
 
     async def checkpoints(self) -> dict[TopicPartition, int]:
         rows = await self.pool.fetch(
