@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from shared.errors import InvalidArgument
 
 _SITE = re.compile(r"^[A-Z]{3}$")
+# qa: quality-assurance staff, the only ones whose e-signature releases a batch.
+PRINCIPAL_KINDS = ("hospital", "operator", "qa", "service")
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +30,7 @@ class Settings:
     # Overrides of the derived database (cellbank_<site>_<service>) and the service's topic.
     database_name: str = ""
     relay_topic: str = ""
+    facility_id: str = ""  # ISBT 128 FIN of the site (donor intake assigns DINs from it)
     # TLS for gRPC when both are set; mTLS when a client CA is set too.
     tls_cert_file: str = ""
     tls_key_file: str = ""
@@ -52,6 +55,7 @@ class Settings:
             grpc_host=env.get("CELLBANK_GRPC_HOST", "127.0.0.1"),
             database_name=env.get("CELLBANK_DATABASE_NAME", ""),
             relay_topic=env.get("CELLBANK_RELAY_TOPIC", ""),
+            facility_id=env.get("CELLBANK_FACILITY_ID", ""),
             **_tls(env),
         )
 

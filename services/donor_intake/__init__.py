@@ -1,0 +1,1 @@
+"""donor_intake: donors, consent, screening, eligibility, typing, collections and DINs."""

@@ -1,0 +1,1 @@
+"""Pure donor-intake domain: no I/O, no clock, no protobuf."""

@@ -1,0 +1,1 @@
+"""Shared kernel of the bank services: identifiers and nomenclatures every context speaks."""

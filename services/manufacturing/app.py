@@ -1,0 +1,71 @@
+"""Manufacturing command handling: look up what the domain needs, then load → decide → append."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from services.kernel.isbt128 import validate_din
+from services.manufacturing.adapters.codec import BATCH
+from services.manufacturing.domain import batch
+from services.manufacturing.domain.model import Batch, ReleaseBatch, StartBatch
+from services.manufacturing.domain.product_types import ProductType
+from services.manufacturing.read_model import ManufacturingReadModel
+from shared.commands import Meta, Outcome, execute, load
+from shared.errors import NotFound
+from shared.eventstore import EventStore
+
+
+def batch_id_for(din: str) -> str:
+    """One batch per collection: the id derives from the DIN, so a second start is refused."""
+    return f"batch-{din}"
+
+
+class Manufacturing:
+    """The manufacturing application service of one site."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        read_model: ManufacturingReadModel,
+        product_types: Mapping[str, ProductType],
+    ) -> None:
+        self.store = store
+        self.read_model = read_model
+        self.product_types = product_types
+
+    async def start_batch(
+        self, din: str, product_type: str, operator: str, meta: Meta
+    ) -> Outcome[Batch]:
+        validate_din(din)
+        donor_id = await self.read_model.collection_donor(din)
+        command = StartBatch(batch_id_for(din), din, donor_id, product_type, operator)
+        return await self.handle(command.batch_id, command, meta, expected_version=None)
+
+    async def release(
+        self, batch_id: str, command: ReleaseBatch, meta: Meta, expected_version: int | None
+    ) -> Outcome[Batch]:
+        """The donor's current eligibility comes from the donor read model at release time."""
+        state, _ = await load(self.store, BATCH, batch_id)
+        if not state.batch_id:
+            raise NotFound(f"batch {batch_id} not started")
+        eligibility = await self.read_model.donor_eligibility(state.donor_id)
+        decided = ReleaseBatch(
+            signature=command.signature,
+            signer_role=command.signer_role,
+            donor_eligibility=eligibility,
+            units=command.units,
+            urgent_physician_request=command.urgent_physician_request,
+        )
+        return await self.handle(batch_id, decided, meta, expected_version)
+
+    async def handle(
+        self, batch_id: str, command: batch.Command, meta: Meta, expected_version: int | None
+    ) -> Outcome[Batch]:
+        return await execute(
+            self.store,
+            BATCH,
+            batch_id,
+            lambda s: batch.decide(s, command, self.product_types),
+            meta,
+            expected_version=expected_version,
+        )

@@ -1,0 +1,1 @@
+"""Pure manufacturing domain: no I/O, no clock, no protobuf."""

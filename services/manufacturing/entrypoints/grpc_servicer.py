@@ -1,0 +1,156 @@
+"""ManufacturingService over gRPC: translate requests into commands; the domain decides."""
+
+from __future__ import annotations
+
+import grpc
+from cellbank.manufacturing.v1 import manufacturing_service_pb2 as pb
+from cellbank.manufacturing.v1 import manufacturing_service_pb2_grpc as pb_grpc
+
+from services.manufacturing.app import Manufacturing
+from services.manufacturing.domain import model
+from services.manufacturing.read_model import ManufacturingReadModel, unit_view
+from shared.auth import require
+from shared.commands import Outcome
+from shared.grpc_requests import (
+    Clock,
+    caller,
+    expected_version,
+    meta,
+    parse_date,
+    parse_enum,
+    required,
+    timestamp,
+)
+from shared.grpc_server import ServiceBinding
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ManufacturingService"].full_name
+
+
+def _reply(outcome: Outcome[model.Batch]) -> pb.BatchReply:
+    return pb.BatchReply(
+        batch_id=outcome.state.batch_id, version=outcome.version, status=outcome.state.status.value
+    )
+
+
+class ManufacturingServicer(pb_grpc.ManufacturingServiceServicer):
+    def __init__(
+        self, app: Manufacturing, read_model: ManufacturingReadModel, clock: Clock
+    ) -> None:
+        self.app = app
+        self.read_model = read_model
+        self.clock = clock
+
+    async def StartBatch(
+        self, request: pb.StartBatchRequest, context: grpc.aio.ServicerContext
+    ) -> pb.BatchReply:
+        principal = require(caller(), "operator")
+        outcome = await self.app.start_batch(
+            required(request.din, "din"),
+            required(request.product_type, "product_type"),
+            principal.name,  # a person: the two-person rule compares people, not roles
+            meta(request.reason, self.clock),
+        )
+        return _reply(outcome)
+
+    async def RecordProcessStep(
+        self, request: pb.RecordProcessStepRequest, context: grpc.aio.ServicerContext
+    ) -> pb.BatchReply:
+        principal = require(caller(), "operator")
+        command = model.RecordProcessStep(
+            step=parse_enum(model.Step, request.step, "step"),
+            day=request.day,
+            performed_by=principal.name,
+            performed_at=timestamp(request, "performed_at"),
+            viable_cells=request.viable_cells,
+            viability_pct=request.viability_pct,
+        )
+        return await self._handle(request, command)
+
+    async def RecordQcResult(
+        self, request: pb.RecordQcResultRequest, context: grpc.aio.ServicerContext
+    ) -> pb.BatchReply:
+        require(caller(), "operator", "qa")
+        command = model.RecordQcResult(
+            test=required(request.test, "test"),
+            value=request.value if request.HasField("value") else None,
+            text=request.text,
+            tested_at=timestamp(request, "tested_at"),
+        )
+        return await self._handle(request, command)
+
+    async def ReleaseBatch(
+        self, request: pb.ReleaseBatchRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ReleaseBatchReply:
+        principal = caller()  # the domain checks the signing role and the two-person rule
+        command_meta = meta(request.reason, self.clock)
+        command = model.ReleaseBatch(
+            signature=model.Signature(principal.name, command_meta.at, request.signature_meaning),
+            signer_role=principal.kind,
+            donor_eligibility="",
+            units=tuple(
+                model.UnitSpec(u.viable_nk_cells, u.cd3_cells, u.volume_ml) for u in request.units
+            ),
+            urgent_physician_request=request.urgent_physician_request,
+        )
+        outcome = await self.app.release(
+            required(request.batch_id, "batch_id"), command, command_meta, expected_version(request)
+        )
+        units = [
+            unit_view({**_unit_row(u), "batch_id": outcome.state.batch_id})
+            for u in outcome.state.units
+        ]
+        return pb.ReleaseBatchReply(
+            batch_id=outcome.state.batch_id, version=outcome.version, units=units
+        )
+
+    async def RecordSterilityResult(
+        self, request: pb.RecordSterilityResultRequest, context: grpc.aio.ServicerContext
+    ) -> pb.BatchReply:
+        require(caller(), "operator", "qa")
+        command = model.RecordSterilityResult(
+            request.positive, parse_date(request.specimen_date, "specimen_date")
+        )
+        return await self._handle(request, command)
+
+    async def GetBatch(
+        self, request: pb.GetBatchRequest, context: grpc.aio.ServicerContext
+    ) -> pb.BatchView:
+        require(caller(), "operator", "qa", "service")
+        return await self.read_model.batch(required(request.batch_id, "batch_id"))
+
+    async def ListUnits(
+        self, request: pb.ListUnitsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListUnitsReply:
+        require(caller(), "operator", "qa", "service")
+        return pb.ListUnitsReply(units=await self.read_model.units(request.din))
+
+    async def _handle(self, request: object, command: object) -> pb.BatchReply:
+        outcome = await self.app.handle(
+            required(request.batch_id, "batch_id"),  # type: ignore[attr-defined]
+            command,  # type: ignore[arg-type]
+            meta(request.reason, self.clock),  # type: ignore[attr-defined]
+            expected_version(request),  # type: ignore[arg-type]
+        )
+        return _reply(outcome)
+
+
+def _unit_row(unit: model.UnitRecord) -> dict[str, object]:
+    return {
+        "unit_id": unit.unit_id,
+        "din": unit.din,
+        "product_code": unit.product_code,
+        "division": unit.division,
+        "viable_nk_cells": unit.viable_nk_cells,
+        "cd3_cells": unit.cd3_cells,
+        "volume_ml": unit.volume_ml,
+        "expires_on": unit.expires_on,
+        "status": unit.status,
+        "segregated": unit.segregated,
+        "labels": unit.labels,
+    }
+
+
+def manufacturing_binding(servicer: ManufacturingServicer) -> ServiceBinding:
+    return ServiceBinding(
+        SERVICE_NAME, servicer, pb_grpc.add_ManufacturingServiceServicer_to_server
+    )

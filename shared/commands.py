@@ -1,0 +1,128 @@
+"""Command handling plumbing: load an aggregate, decide, append; no domain rules here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from google.protobuf.message import Message
+
+from shared.errors import ConcurrencyConflict, InvalidArgument
+from shared.events import NewEvent, StoredEvent
+from shared.eventstore import EventStore
+from shared.proto_mapping import from_proto, to_proto
+
+S = TypeVar("S")
+
+
+@dataclass(frozen=True, slots=True)
+class Meta:
+    """Who, when, why of a command: every event it causes records them."""
+
+    actor: str
+    reason: str
+    at: datetime
+    correlation_id: str = ""
+    causation_id: str = ""
+
+
+class ProtoEventCodec:
+    """Domain event dataclasses ⇄ (event_type, payload) through their protobuf messages."""
+
+    def __init__(self, messages: Mapping[type, type[Message]], schema_version: int = 1) -> None:
+        self._by_class = dict(messages)
+        self._by_name = {m.DESCRIPTOR.full_name: (c, m) for c, m in messages.items()}
+        self.schema_version = schema_version
+
+    def encode(self, event: object) -> tuple[str, bytes]:
+        message_cls = self._by_class[type(event)]
+        return message_cls.DESCRIPTOR.full_name, to_proto(event, message_cls).SerializeToString()
+
+    def decode(self, event_type: str, payload: bytes) -> Any:
+        try:
+            cls, message_cls = self._by_name[event_type]
+        except KeyError:
+            raise ValueError(f"unknown event type {event_type!r}") from None
+        message = message_cls()
+        message.ParseFromString(payload)
+        return from_proto(message, cls)
+
+    def event_types(self) -> list[str]:
+        return sorted(self._by_name)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome(Generic[S]):
+    """The aggregate after the command, its version, and what was appended."""
+
+    state: S
+    version: int
+    events: tuple[StoredEvent, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Aggregate(Generic[S]):
+    """How to rebuild one kind of aggregate from its events."""
+
+    aggregate_type: str
+    initial: S
+    evolve: Callable[[S, Any], S]
+    codec: ProtoEventCodec
+
+    def fold(self, events: Sequence[StoredEvent]) -> S:
+        state = self.initial
+        for event in events:
+            state = self.evolve(state, self.codec.decode(event.event_type, event.payload))
+        return state
+
+
+async def load(store: EventStore, kind: Aggregate[S], aggregate_id: str) -> tuple[S, int]:
+    """The aggregate's current state and version (0 = never written)."""
+    events = await store.load(aggregate_id)
+    return kind.fold(events), len(events)
+
+
+async def execute(
+    store: EventStore,
+    kind: Aggregate[S],
+    aggregate_id: str,
+    decide: Callable[[S], Sequence[object]],
+    meta: Meta,
+    *,
+    expected_version: int | None = None,
+) -> Outcome[S]:
+    """Load → decide → append with optimistic concurrency. A refusal raises and writes nothing.
+
+    expected_version is the version the caller last saw (ABORTED if the aggregate moved on);
+    None means "whatever is current" — the append is still checked against concurrent writers.
+    """
+    if expected_version is not None and expected_version < 0:
+        raise InvalidArgument("expected_version", "must be >= 0")
+    state, version = await load(store, kind, aggregate_id)
+    if expected_version is not None and expected_version != version:
+        raise ConcurrencyConflict(aggregate_id, expected_version, version)
+    decided = list(decide(state))
+    if not decided:
+        return Outcome(state, version, ())
+    for event in decided:
+        state = kind.evolve(state, event)
+    new = []
+    for event in decided:
+        event_type, payload = kind.codec.encode(event)
+        new.append(
+            NewEvent(
+                event_type=event_type,
+                aggregate_type=kind.aggregate_type,
+                payload=payload,
+                occurred_at=meta.at,
+                actor=meta.actor,
+                reason=meta.reason,
+                schema_version=kind.codec.schema_version,
+                correlation_id=meta.correlation_id,
+                causation_id=meta.causation_id,
+            )
+        )
+    result = await store.append(aggregate_id, version, new)
+    return Outcome(state, version + len(result.events), result.events)

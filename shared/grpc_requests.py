@@ -1,0 +1,68 @@
+"""Translating request fields into domain values, with errors that name the field."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from datetime import UTC, date, datetime
+from typing import Any, TypeVar
+
+from google.protobuf.message import Message
+
+from shared.auth import Principal, current_principal
+from shared.commands import Meta
+from shared.errors import InvalidArgument, Unauthenticated
+
+E = TypeVar("E", bound=enum.Enum)
+Clock = Callable[[], datetime]
+
+
+def caller() -> Principal:
+    principal = current_principal.get()
+    if principal is None:
+        raise Unauthenticated("no authenticated principal")
+    return principal
+
+
+def meta(reason: str, clock: Clock) -> Meta:
+    """Who (the authenticated caller), when (server UTC) and why (required) of a command."""
+    if not reason.strip():
+        raise InvalidArgument("reason", "every change records why; reason must not be empty")
+    return Meta(actor=str(caller()), reason=reason.strip(), at=clock())
+
+
+def expected_version(request: Message) -> int | None:
+    """The optional expected_version field every command request carries."""
+    if not request.HasField("expected_version"):
+        return None
+    value: Any = getattr(request, "expected_version")  # noqa: B009 - any request message
+    return int(value)
+
+
+def parse_date(value: str, field: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise InvalidArgument(field, f"{value!r} is not a date (YYYY-MM-DD)") from None
+
+
+def timestamp(request: Message, field: str) -> datetime:
+    if not request.HasField(field):
+        raise InvalidArgument(field, "is required")
+    value: Any = getattr(request, field)
+    moment: datetime = value.ToDatetime(tzinfo=UTC)
+    return moment
+
+
+def parse_enum(kind: type[E], value: str, field: str) -> E:
+    try:
+        return kind(value)
+    except ValueError:
+        allowed = ", ".join(str(m.value) for m in kind)
+        raise InvalidArgument(field, f"{value!r} is not one of {allowed}") from None
+
+
+def required(value: str, field: str) -> str:
+    if not value.strip():
+        raise InvalidArgument(field, "is required")
+    return value.strip()

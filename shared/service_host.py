@@ -1,0 +1,161 @@
+"""Runs one bank service at one site: event store, outbox relay, projections, gRPC, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+
+from shared.auth import TokenAuthenticator
+from shared.db import (
+    SHARED_MIGRATIONS,
+    create_pool,
+    database_name,
+    ensure_database,
+    migrate,
+    migration_files,
+    with_database,
+)
+from shared.eventstore import Clock, utc_now
+from shared.grpc_server import (
+    RunningServer,
+    ServiceBinding,
+    server_credentials,
+    start_server,
+    wait_for_termination_signal,
+)
+from shared.metrics import serve_metrics
+from shared.operator_servicer import OperatorServicer, operator_binding
+from shared.outbox_relay import OutboxRelay
+from shared.postgres_eventstore import PostgresEventStore
+from shared.projections import Projection, ProjectionRunner
+from shared.settings import Settings
+from shared.topics import SERVICE_TOPICS
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceContext:
+    """What a service's composition root gets to build its servicers and projections."""
+
+    settings: Settings
+    pool: asyncpg.Pool
+    store: PostgresEventStore
+    clock: Clock
+
+
+@dataclass(frozen=True, slots=True)
+class Components:
+    bindings: Sequence[ServiceBinding]
+    projections: Sequence[Projection] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSpec:
+    name: str  # donor_intake, manufacturing, …
+    migrations: Path  # the service's numbered SQL (read models)
+    build: Callable[[ServiceContext], Components]
+
+
+@dataclass
+class ServiceHost:
+    spec: ServiceSpec
+    settings: Settings
+    clock: Clock = utc_now
+    pool: asyncpg.Pool | None = None
+    server: RunningServer | None = None
+    runners: list[ProjectionRunner] = field(default_factory=list)
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return self.server.port
+
+    async def start(self) -> None:
+        s, name = self.settings, self.spec.name
+        dbname = s.database_name or database_name(s.site_id, name)
+        await ensure_database(s.database_url, dbname)
+        self.pool = await create_pool(
+            with_database(s.database_url, dbname), min_size=2, max_size=12
+        )
+        await migrate(self.pool, migration_files(SHARED_MIGRATIONS, self.spec.migrations))
+        store = PostgresEventStore(self.pool, s.site_id, service=name, clock=self.clock)
+        components = self.spec.build(ServiceContext(s, self.pool, store, self.clock))
+        relay_name = f"{s.site_id}.{name}.relay"
+        relay = OutboxRelay(
+            store,
+            topic=s.relay_topic or SERVICE_TOPICS[name],
+            bootstrap=s.kafka_bootstrap,
+            name=relay_name,
+        )
+        self._tasks.append(asyncio.create_task(relay.run(self._stop), name=relay_name))
+        for projection in components.projections:
+            group = f"{s.site_id}.{name}.{projection.name}"
+            runner = ProjectionRunner(
+                self.pool, projection, bootstrap=s.kafka_bootstrap, group_id=group
+            )
+            self.runners.append(runner)
+            self._tasks.append(asyncio.create_task(runner.run(self._stop), name=group))
+        operator = OperatorServicer(store, service=name, relay_name=relay_name)
+        credentials = (
+            server_credentials(s.tls_cert_file, s.tls_key_file, s.tls_client_ca_file)
+            if s.tls_cert_file
+            else None
+        )
+        self.server = await start_server(
+            [*components.bindings, operator_binding(operator)],
+            authenticator=TokenAuthenticator(s.tokens),
+            host=s.grpc_host,
+            port=s.grpc_port,
+            credentials=credentials,
+        )
+        if s.metrics_port:
+            serve_metrics(s.metrics_port)
+        log.info(
+            "service started", extra={"service": name, "site": s.site_id, "grpc_port": self.port}
+        )
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop taking calls (health NOT_SERVING, in-flight calls finish), then the workers."""
+        if self.server is not None:
+            await self.server.stop(grace)
+        self._stop.set()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(task, 15)
+        if self.pool is not None:
+            await self.pool.close()
+
+    def failed(self) -> BaseException | None:
+        """The error of a worker that died (relay or projection), if any."""
+        for task in self._tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                return task.exception()
+        return None
+
+
+async def serve(spec: ServiceSpec, build_settings: Callable[[], Settings] | None = None) -> None:
+    """A service process: start, run until SIGTERM/SIGINT, stop gracefully."""
+    settings = (build_settings or (lambda: Settings.from_env(service=spec.name)))()
+    host = ServiceHost(spec, settings)
+    await host.start()
+    try:
+        await wait_for_termination_signal()
+    finally:
+        await host.stop()
+
+
+def run(spec: ServiceSpec) -> None:
+    from shared.logs import configure_logging
+
+    settings = Settings.from_env(service=spec.name)
+    configure_logging(settings.log_level, site=settings.site_id, service=spec.name)
+    asyncio.run(serve(spec, lambda: settings))

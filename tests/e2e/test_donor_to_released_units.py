@@ -1,0 +1,207 @@
+"""From a consenting donor to released, labelled NK units — driven over gRPC like a bank would."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import grpc
+import pytest
+from cellbank.donor.v1 import donor_service_pb2 as dpb
+from cellbank.manufacturing.v1 import manufacturing_service_pb2 as mpb
+
+from deploy.infra import Endpoints
+from services.kernel.isbt128 import din_check_character
+from tests.e2e.bank_site import HLA, PASSING_QC, BankSite, auth, bank_site, now, projected
+
+
+@pytest.fixture
+async def site(endpoints: Endpoints):
+    async with bank_site(endpoints) as running:
+        yield running
+
+
+async def test_donor_is_screened_collected_manufactured_and_released_into_units(site: BankSite):
+    today = now().date()
+    donor_id = await site.eligible_donor(today)
+    collection = await site.collect(donor_id, now())
+    din = collection.din
+    assert len(din) == 13 and collection.check_character == din_check_character(din)
+    checked = await site.donors.ValidateDin(
+        dpb.ValidateDinRequest(din=f"{din}{collection.check_character}"), metadata=auth("op-bob")
+    )
+    assert checked.din == din and checked.type3_flag == collection.type3_flag
+
+    view = await projected(
+        lambda: site.donors.GetDonor(
+            dpb.GetDonorRequest(donor_id=donor_id), metadata=auth("op-bob")
+        ),
+        until=lambda v: din in v.dins,
+        what="donor read model",
+    )
+    assert (view.eligibility, view.consent, view.cmv) == ("ELIGIBLE", "GIVEN", "POSITIVE")
+    assert [a for h in view.hla if h.locus == "A" for a in h.alleles] == ["A*02:01", "A*24:02"]
+
+    batch_id = await site.start_batch(din)
+    await site.process(batch_id, now())
+    await site.qc(batch_id, now(), PASSING_QC)
+    released = await site.release(batch_id)
+
+    assert [u.product_code for u in released.units] == ["S1001-01", "S1001-02"]
+    for unit in released.units:
+        assert unit.din == din and unit.status == "RELEASED" and not unit.segregated
+        assert unit.unit_id == f"{din}-{unit.product_code}"
+        assert unit.expires_on == (today + timedelta(days=5 * 365)).isoformat()
+        assert not unit.labels
+    units = await projected(
+        lambda: site.manufacturing.ListUnits(
+            mpb.ListUnitsRequest(din=din), metadata=auth("op-bob")
+        ),
+        until=lambda r: len(r.units) == 2,
+        what="units read model",
+    )
+    assert {u.batch_id for u in units.units} == {batch_id}
+    batch = await site.manufacturing.GetBatch(
+        mpb.GetBatchRequest(batch_id=batch_id), metadata=auth("op-bob")
+    )
+    assert batch.status == "RELEASED" and batch.released_by == "quinn"
+    assert all(q.passed for q in batch.qc) and len(batch.qc) == len(PASSING_QC)
+
+
+async def _batch_ready_for_release(site: BankSite, qc=PASSING_QC) -> tuple[str, str]:
+    donor_id = await site.eligible_donor(now().date())
+    din = (await site.collect(donor_id, now())).din
+    batch_id = await site.start_batch(din)
+    await site.process(batch_id, now())
+    await site.qc(batch_id, now(), qc)
+    return donor_id, batch_id
+
+
+async def _refused(call, code: grpc.StatusCode) -> str:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await call
+    assert err.value.code() == code, err.value.details()
+    return err.value.details() or ""
+
+
+async def test_release_with_failed_qc_is_refused_naming_the_test_and_persists_nothing(
+    site: BankSite,
+):
+    failing = [(t, 60.0 if t == "viability" else v, x) for t, v, x in PASSING_QC]
+    _, batch_id = await _batch_ready_for_release(site, failing)
+    before = await site.event_counts()
+    details = await _refused(site.release(batch_id), grpc.StatusCode.FAILED_PRECONDITION)
+    assert "QC viability: 60 does not meet ≥ 70 %" in details
+    assert await site.event_counts() == before
+
+
+async def test_operator_who_ran_the_batch_cannot_sign_its_release(site: BankSite):
+    _, batch_id = await _batch_ready_for_release(site)
+    before = await site.event_counts()
+    details = await _refused(
+        site.release(batch_id, token="qa-alice"), grpc.StatusCode.FAILED_PRECONDITION
+    )
+    assert "two-person rule" in details
+    details = await _refused(
+        site.release(batch_id, token="op-bob"), grpc.StatusCode.FAILED_PRECONDITION
+    )
+    assert "signing role" in details
+    assert await site.event_counts() == before
+
+
+async def test_donor_found_positive_before_release_blocks_it(site: BankSite):
+    donor_id, batch_id = await _batch_ready_for_release(site)
+    reply = await site.donors.RecordScreeningResult(
+        dpb.RecordScreeningResultRequest(
+            donor_id=donor_id, reason="look-back test", marker="HBsAg", result="POSITIVE",
+            specimen_date=now().date().isoformat(),
+        ),
+        metadata=auth("op-alice"),
+    )  # fmt: skip
+    assert reply.eligibility == "INELIGIBLE"
+    # Manufacturing learns it through Kafka; once it has, the release is refused.
+    # (A release that raced ahead is caught by lookback/recall: PositiveResultAfterCollection.)
+    await site.manufacturing_caught_up()
+    before = await site.event_counts()
+    details = await _refused(site.release(batch_id), grpc.StatusCode.FAILED_PRECONDITION)
+    assert "donor eligibility: donor is INELIGIBLE" in details
+    assert await site.event_counts() == before
+
+
+async def test_ineligible_donor_cannot_be_collected_and_nothing_is_written(site: BankSite):
+    op = auth("op-alice")
+    donor = await site.donors.RegisterDonor(
+        dpb.RegisterDonorRequest(donor_ref="DR-NEW-0001", reason="walk-in"), metadata=op
+    )
+    await site.donors.GiveConsent(
+        dpb.GiveConsentRequest(
+            donor_id=donor.donor_id, reason="signed", consent_form="NK-CONSENT-v3"
+        ),
+        metadata=op,
+    )
+    before = await site.event_counts()
+    details = await _refused(
+        site.collect(donor.donor_id, now()), grpc.StatusCode.FAILED_PRECONDITION
+    )
+    assert "donor not eligible for collection" in details and "anti-HIV-1/2: no result" in details
+    assert await site.event_counts() == before  # not even a DIN was taken
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "field"),
+    [
+        ({"hla": [dpb.HlaLocus(locus="A", alleles=["A*2:01", "A*01:01"])]}, "hla.A"),
+        ({"abo": "Z"}, "abo"),
+        ({"kir_genes": ["KIR9XX9"]}, "kir"),
+    ],
+)
+async def test_malformed_typing_is_invalid_argument_naming_the_field(
+    site: BankSite, request_fields, field
+):
+    op = auth("op-alice")
+    donor = await site.donors.RegisterDonor(
+        dpb.RegisterDonorRequest(donor_ref="DR-TYPE-0001", reason="walk-in"), metadata=op
+    )
+    base = {
+        "donor_id": donor.donor_id,
+        "reason": "typing",
+        "hla": [dpb.HlaLocus(locus=k, alleles=v) for k, v in HLA.items()],
+        "abo": "O",
+        "rh": "NEG",
+        "cmv": "NEGATIVE",
+    }
+    if "hla" in request_fields:
+        base["hla"] = [h for h in base["hla"] if h.locus != "A"] + request_fields.pop("hla")
+    before = await site.event_counts()
+    details = await _refused(
+        site.donors.RecordTyping(
+            dpb.RecordTypingRequest(**{**base, **request_fields}), metadata=op
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    assert details.startswith(f"{field}:")
+    assert await site.event_counts() == before
+
+
+async def test_negative_cell_count_and_bad_din_are_invalid_arguments(site: BankSite):
+    donor_id = await site.eligible_donor(now().date())
+    request = dpb.RecordCollectionRequest(
+        donor_id=donor_id,
+        reason="apheresis",
+        volume_ml=250,
+        total_nucleated_cells=1e10,
+        nk_cells=-5,
+        cd3_cells=0,
+    )
+    request.collected_at.FromDatetime(now())
+    details = await _refused(
+        site.donors.RecordCollection(request, metadata=auth("op-alice")),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    assert details.startswith("nk_cells:")
+    details = await _refused(
+        site.donors.ValidateDin(
+            dpb.ValidateDinRequest(din="G123417654321B"), metadata=auth("op-alice")
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    assert details.startswith("din:") and "check" in details
