@@ -137,8 +137,8 @@ class LocalKafka:
     def _format_storage(self, libs: Path, props: Path) -> None:
         cmd = self._java_cmd(
             libs, "kafka.tools.StorageTool", "format", "--standalone",
-            "-t", _cluster_id(), "-c", str(props),
-        )  # fmt: skip
+            f"--cluster-id={_cluster_id()}", "-c", str(props),
+        )  # fmt: skip  (--cluster-id=…: a random id may start with "-")
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise InfraError(f"formatting Kafka storage failed:\n{result.stdout}\n{result.stderr}")

@@ -9,9 +9,10 @@ import pytest
 from cellbank.donor.v1 import donor_service_pb2 as dpb
 from cellbank.manufacturing.v1 import manufacturing_service_pb2 as mpb
 
+from deploy.demo import HLA, PASSING_QC, auth, now
 from deploy.infra import Endpoints
 from services.kernel.isbt128 import din_check_character
-from tests.e2e.bank_site import HLA, PASSING_QC, BankSite, auth, bank_site, now, projected
+from tests.e2e.bank_site import BankSite, bank_site, projected
 
 
 @pytest.fixture

@@ -84,3 +84,12 @@ def test_existing_servers_from_environment_start_nothing(tmp_path):
     infra = Infrastructure(tmp_path, env=env)
     assert infra.kafka is None and infra.postgres is None
     assert infra.endpoints == Endpoints("kafka.example:9092", "postgresql://u@db.example/postgres")
+
+
+def test_storage_formats_when_the_random_cluster_id_starts_with_a_dash(tmp_path, monkeypatch):
+    import deploy.local_kafka as local_kafka
+
+    monkeypatch.setattr(local_kafka, "_cluster_id", lambda: "-" + "A" * 21)  # 1 in 64 ids does
+    broker = local_kafka.LocalKafka(tmp_path / "kafka")
+    broker._configure(local_kafka.kafka_libs())
+    assert (tmp_path / "kafka" / "log" / "meta.properties").exists()

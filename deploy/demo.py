@@ -1,0 +1,227 @@
+"""The demo flow a bank runs, over gRPC: used by `make run` to seed data and by the e2e tests."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+import grpc
+from cellbank.donor.v1 import donor_service_pb2 as dpb
+from cellbank.donor.v1 import donor_service_pb2_grpc as dpb_grpc
+from cellbank.manufacturing.v1 import manufacturing_service_pb2 as mpb
+from cellbank.manufacturing.v1 import manufacturing_service_pb2_grpc as mpb_grpc
+from cellbank.operator.v1 import operator_service_pb2 as opb
+from cellbank.operator.v1 import operator_service_pb2_grpc as opb_grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from services.donor_intake.domain.eligibility import DEFAULT_MARKERS
+from shared.testing.waits import eventually
+
+TOKENS = {
+    "op-alice": "operator:alice",
+    "op-bob": "operator:bob",
+    "qa-quinn": "qa:quinn",
+    "qa-alice": "qa:alice",  # alice also holds a QA role: the two-person rule must still stop her
+    "hosp-h1": "hospital:H1",
+}
+HLA = {
+    "A": ["A*02:01", "A*24:02"],
+    "B": ["B*07:02", "B*44:02"],
+    "C": ["C*07:02", "C*05:01"],
+    "DRB1": ["DRB1*15:01", "DRB1*04:01"],
+    "DQB1": ["DQB1*06:02", "DQB1*03:02"],
+}
+PASSING_QC: list[tuple[str, float | None, str]] = [
+    ("viability", 92.0, ""),
+    ("purity_cd56_cd3neg", 95.0, ""),
+    ("cd3_content", 1.2e5, ""),
+    ("endotoxin", 0.5, ""),
+    ("mycoplasma_pcr", None, "negative"),
+    ("gram_stain", None, "no organisms"),
+    ("preliminary_culture", None, "no growth"),
+    ("potency_k562_lysis", 45.0, ""),
+    ("identity_hla_ab", None, "confirmed"),
+]
+
+
+def auth(token: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {token}"),)
+
+
+def ts(moment: datetime) -> Timestamp:
+    out = Timestamp()
+    out.FromDatetime(moment)
+    return out
+
+
+def random_fin() -> str:
+    """A fresh ISBT 128 facility id, so DINs of different tests never collide on the topics."""
+    first = "ABCDEFGHJKLMNPQRSTUVWXYZ"
+    middle = first + "0123456789"
+    return (
+        random.choice(first) + "".join(random.choices(middle, k=2)) + f"{random.randrange(100):02d}"
+    )
+
+
+@dataclass
+class BankClient:
+    """gRPC clients of one site's donor_intake and manufacturing, and the steps of the flow."""
+
+    donors: dpb_grpc.DonorIntakeServiceStub
+    manufacturing: mpb_grpc.ManufacturingServiceStub
+    donor_ops: opb_grpc.OperatorServiceStub
+    manufacturing_ops: opb_grpc.OperatorServiceStub
+
+    @classmethod
+    def over(
+        cls, donor_channel: grpc.aio.Channel, manufacturing_channel: grpc.aio.Channel
+    ) -> BankClient:
+        return cls(
+            dpb_grpc.DonorIntakeServiceStub(donor_channel),
+            mpb_grpc.ManufacturingServiceStub(manufacturing_channel),
+            opb_grpc.OperatorServiceStub(donor_channel),
+            opb_grpc.OperatorServiceStub(manufacturing_channel),
+        )
+
+    async def event_counts(self) -> tuple[int, int]:
+        request = opb.GetStoreStatusRequest()
+        d = await self.donor_ops.GetStoreStatus(request, metadata=auth("op-alice"))
+        m = await self.manufacturing_ops.GetStoreStatus(request, metadata=auth("op-alice"))
+        return d.event_count, m.event_count
+
+    async def eligible_donor(self, today: date) -> str:
+        """Register → consent → screen → questionnaire → type → ELIGIBLE; the donor id."""
+        op = auth("op-alice")
+        donor = await self.donors.RegisterDonor(
+            dpb.RegisterDonorRequest(
+                donor_ref=f"DR-{uuid.uuid4().hex[:10]}", reason="walk-in donor"
+            ),
+            metadata=op,
+        )
+        donor_id = donor.donor_id
+        await self.donors.GiveConsent(
+            dpb.GiveConsentRequest(
+                donor_id=donor_id, reason="signed", consent_form="NK-CONSENT-v3"
+            ),
+            metadata=op,
+        )
+        specimen = (today - timedelta(days=2)).isoformat()
+        for marker in (*DEFAULT_MARKERS, "CMV"):
+            result = "POSITIVE" if marker == "CMV" else "NEGATIVE"  # CMV is an attribute only
+            await self.donors.RecordScreeningResult(
+                dpb.RecordScreeningResultRequest(
+                    donor_id=donor_id,
+                    reason="lab result",
+                    marker=marker,
+                    result=result,
+                    specimen_date=specimen,
+                ),
+                metadata=op,
+            )
+        await self.donors.RecordQuestionnaire(
+            dpb.RecordQuestionnaireRequest(donor_id=donor_id, reason="interview", passed=True),
+            metadata=op,
+        )
+        await self.donors.RecordTyping(
+            dpb.RecordTypingRequest(
+                donor_id=donor_id,
+                reason="typing lab",
+                hla=[dpb.HlaLocus(locus=k, alleles=v) for k, v in HLA.items()],
+                kir_genes=["KIR2DL1", "KIR2DL3", "KIR3DL1", "KIR2DS4"],
+                abo="O",
+                rh="POS",
+                cmv="POSITIVE",
+            ),
+            metadata=op,
+        )
+        reply = await self.donors.DetermineEligibility(
+            dpb.DetermineEligibilityRequest(
+                donor_id=donor_id, reason="pre-collection", as_of=today.isoformat()
+            ),
+            metadata=op,
+        )
+        assert reply.eligibility == "ELIGIBLE", list(reply.eligibility_reasons)
+        return donor_id
+
+    async def collect(self, donor_id: str, at: datetime) -> dpb.CollectionReply:
+        return await self.donors.RecordCollection(
+            dpb.RecordCollectionRequest(
+                donor_id=donor_id,
+                reason="apheresis",
+                collected_at=ts(at),
+                volume_ml=250,
+                total_nucleated_cells=1.5e10,
+                nk_cells=1.5e9,
+                cd3_cells=4e9,
+            ),
+            metadata=auth("op-alice"),
+        )
+
+    async def start_batch(self, din: str) -> str:
+        """Start a batch once manufacturing has seen the collection (via Kafka)."""
+
+        async def attempt() -> str:
+            try:
+                reply = await self.manufacturing.StartBatch(
+                    mpb.StartBatchRequest(din=din, product_type="NK-ALLO", reason="manufacture"),
+                    metadata=auth("op-alice"),
+                )
+            except grpc.aio.AioRpcError as err:
+                if err.code() == grpc.StatusCode.NOT_FOUND:
+                    return ""
+                raise
+            return reply.batch_id
+
+        return await eventually(attempt, what=f"manufacturing to know collection {din}", timeout=60)
+
+    async def process(self, batch_id: str, at: datetime) -> None:
+        op = auth("op-alice")
+        steps = [("CD3_DEPLETION", 0), ("CD56_ENRICHMENT", 0)]
+        steps += [("EXPANSION_DAY", d) for d in (1, 7, 14)]
+        steps += [("HARVEST", 0), ("FORMULATION", 0), ("CRYOPRESERVATION", 0)]
+        for step, day in steps:
+            await self.manufacturing.RecordProcessStep(
+                mpb.RecordProcessStepRequest(
+                    batch_id=batch_id, reason="batch record", step=step, day=day,
+                    performed_at=ts(at), viable_cells=2e9, viability_pct=93,
+                ),
+                metadata=op,
+            )  # fmt: skip
+
+    async def qc(
+        self, batch_id: str, at: datetime, results: list[tuple[str, float | None, str]]
+    ) -> None:
+        for test, value, text in results:
+            request = mpb.RecordQcResultRequest(
+                batch_id=batch_id, reason="QC lab", test=test, text=text, tested_at=ts(at)
+            )
+            if value is not None:
+                request.value = value
+            await self.manufacturing.RecordQcResult(request, metadata=auth("op-bob"))
+
+    async def release(self, batch_id: str, token: str = "qa-quinn") -> mpb.ReleaseBatchReply:
+        return await self.manufacturing.ReleaseBatch(
+            mpb.ReleaseBatchRequest(
+                batch_id=batch_id,
+                reason="batch record reviewed",
+                signature_meaning="Released for clinical use",
+                units=[mpb.UnitSpec(viable_nk_cells=5e8, cd3_cells=2e5, volume_ml=20)] * 2,
+            ),
+            metadata=auth(token),
+        )
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def released_batch(client: BankClient) -> mpb.ReleaseBatchReply:
+    """The whole flow once: an eligible donor, a collection, a batch, QC, a QA release."""
+    donor_id = await client.eligible_donor(now().date())
+    din = (await client.collect(donor_id, now())).din
+    batch_id = await client.start_batch(din)
+    await client.process(batch_id, now())
+    await client.qc(batch_id, now(), PASSING_QC)
+    return await client.release(batch_id)
