@@ -1,16 +1,22 @@
 """`make run`: the network on one machine. Starts Kafka and PostgreSQL (unless given), creates
-the topics and every site's service databases, and stops everything on Ctrl-C / SIGTERM."""
+the topics and every site's databases, starts every site's services, seeds demo data, and stops
+everything on Ctrl-C / SIGTERM."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import signal
 import sys
 import threading
 from pathlib import Path
 
-from deploy.infra import DEFAULT_SITES, Infrastructure, ensure_site_databases
+import grpc
+
+from deploy.demo import TOKENS, BankClient, released_batch
+from deploy.infra import DEFAULT_SITES, Endpoints, Infrastructure, ensure_site_databases
+from deploy.network import ServiceProcess, plan
 from deploy.processes import (
     REPO_ROOT,
     InfraError,
@@ -35,6 +41,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--sites", default=env.get("CELLBANK_SITES", ",".join(DEFAULT_SITES)))
     parser.add_argument(
+        "--grpc-base-port", type=int, default=int(env.get("CELLBANK_GRPC_BASE_PORT", "50100"))
+    )
+    parser.add_argument(
+        "--metrics-base-port", type=int, default=int(env.get("CELLBANK_METRICS_BASE_PORT", "9300"))
+    )
+    parser.add_argument("--no-demo", action="store_true", help="do not seed the demo data")
+    parser.add_argument(
         "--exit-when-ready", action="store_true", help="start, provision, report, then stop"
     )
     return parser.parse_args(argv)
@@ -53,6 +66,53 @@ async def provision(server_url: str, sites: list[str]) -> list[str]:
             finally:
                 await pool.close()
     return names
+
+
+async def _all_serving(services: list[ServiceProcess]) -> None:
+    await asyncio.gather(*(s.wait_serving() for s in services))
+
+
+async def seed_demo(donor_intake: ServiceProcess, manufacturing: ServiceProcess) -> str:
+    """One donor through to released units at the first site, as a bank would do it."""
+    async with (
+        grpc.aio.insecure_channel(donor_intake.address) as d,
+        grpc.aio.insecure_channel(manufacturing.address) as m,
+    ):
+        released = await released_batch(BankClient.over(d, m))
+    units = ", ".join(u.unit_id for u in released.units)
+    return f"{donor_intake.site}: batch {released.batch_id} released into {units}"
+
+
+def _summary(
+    endpoints: Endpoints,
+    sites: list[str],
+    databases: list[str],
+    services: list[ServiceProcess],
+    demo: str,
+    root: Path,
+) -> str:
+    lines = [
+        "",
+        "[cellbank] the network is up:",
+        f"  Kafka      {endpoints.kafka_bootstrap}   (topics: cellbank.*.v1)",
+        f"  PostgreSQL {endpoints.database_url}   ({len(databases)} site/service databases)",
+        "  services   (gRPC with health + reflection; metrics on /metrics)",
+    ]
+    lines += [
+        f"    {s.site} {s.service:<14} grpc 127.0.0.1:{s.grpc_port}  metrics :{s.metrics_port}"
+        for s in services
+    ]
+    lines += [
+        f"  demo data  {demo or 'skipped (--no-demo)'}",
+        "  tokens     " + ", ".join(f"{t} ({p})" for t, p in TOKENS.items()),
+        f"  logs       {root / 'logs'}",
+        "  Point your own tools at it with:",
+        f"    export CELLBANK_KAFKA_BOOTSTRAP={endpoints.kafka_bootstrap}",
+        f"    export CELLBANK_DATABASE_URL={endpoints.database_url}",
+        f"  sites      {', '.join(sites)}",
+        "[cellbank] press Ctrl-C to stop everything.",
+    ]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,24 +135,17 @@ def main(argv: list[str] | None = None) -> int:
     # While starting, Ctrl-C or SIGTERM interrupts (KeyboardInterrupt) and the finally below
     # stops whatever had started; once up, they just end the wait.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    services = plan(sites, args.grpc_base_port, args.metrics_base_port)
     try:
         endpoints = infra.start()
         databases = run_async(lambda: provision(endpoints.database_url, sites))
+        for service in services:
+            service.start(endpoints, args.root / "logs")
+        run_async(lambda: _all_serving(services))
+        demo = "" if args.no_demo else run_async(lambda: seed_demo(services[0], services[1]))
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
-        print(
-            "\n[cellbank] the network's infrastructure is up:\n"
-            f"  Kafka      {endpoints.kafka_bootstrap}   (topics: cellbank.*.v1)\n"
-            f"  PostgreSQL {endpoints.database_url}\n"
-            f"  databases  {len(databases)} ({', '.join(sites)} x {', '.join(SERVICES)})\n"
-            "  services   none yet: the bank services arrive with the next issues; this run\n"
-            "             provides the infrastructure they will use.\n"
-            "  Point your own tools at it with:\n"
-            f"    export CELLBANK_KAFKA_BOOTSTRAP={endpoints.kafka_bootstrap}\n"
-            f"    export CELLBANK_DATABASE_URL={endpoints.database_url}\n"
-            "[cellbank] press Ctrl-C to stop everything.",
-            flush=True,
-        )
+        print(_summary(endpoints, sites, databases, services, demo, args.root), flush=True)
         if not args.exit_when_ready:
             stop.wait()
         print("[cellbank] stopping…", flush=True)
@@ -103,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         print("[cellbank] interrupted while starting; stopping…", flush=True)
         return 130
     finally:
+        for service in reversed(services):
+            service.stop()
         infra.stop()
     print("[cellbank] stopped; nothing left running.", flush=True)
     return 0

@@ -24,20 +24,25 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+class _StaticFields(logging.Filter):
+    """Adds fixed fields (site, service) to every record that does not carry its own."""
+
+    def __init__(self, fields: dict[str, str]) -> None:
+        super().__init__()
+        self.fields = fields
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for key, value in self.fields.items():
+            if not hasattr(record, key):
+                setattr(record, key, value)
+        return True
+
+
 def configure_logging(level: str = "INFO", **static: str) -> None:
     """Route the root logger to JSON lines on stderr, with static fields (site, service)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
+    handler.addFilter(_StaticFields(static))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    if static:
-        old_factory = logging.getLogRecordFactory()
-
-        def factory(*args: object, **kwargs: object) -> logging.LogRecord:
-            record = old_factory(*args, **kwargs)
-            for key, value in static.items():
-                setattr(record, key, value)
-            return record
-
-        logging.setLogRecordFactory(factory)

@@ -96,9 +96,9 @@ def parse_tokens(raw: str) -> dict[str, str]:
         kind, colon, name = principal.partition(":")
         if not sep or not colon or not token or not name:
             raise InvalidArgument("CELLBANK_TOKENS", f"entry {item!r} must be token=kind:name")
-        if kind not in ("hospital", "operator", "service"):
+        if kind not in PRINCIPAL_KINDS:
             raise InvalidArgument(
-                "CELLBANK_TOKENS", f"kind {kind!r} must be hospital, operator or service"
+                "CELLBANK_TOKENS", f"kind {kind!r} must be one of {', '.join(PRINCIPAL_KINDS)}"
             )
         tokens[token] = principal
     return tokens

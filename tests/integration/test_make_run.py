@@ -15,6 +15,7 @@ def test_make_run_starts_and_stops_cleanly_on_ctrl_c(tmp_path):
     cmd = [
         sys.executable, "-m", "deploy.run", "--root", str(tmp_path / "run"), "--sites", "LON",
         "--kafka-port", str(free_port()), "--postgres-port", str(free_port()),
+        "--grpc-base-port", str(free_port()), "--metrics-base-port", str(free_port()),
     ]  # fmt: skip
     proc = subprocess.Popen(
         cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -27,7 +28,9 @@ def test_make_run_starts_and_stops_cleanly_on_ctrl_c(tmp_path):
             if "press Ctrl-C" in line:
                 break
         children = psutil.Process(proc.pid).children(recursive=True)
-        assert any("kafka.Kafka" in " ".join(c.cmdline()) for c in children), "".join(lines)
+        commands = [" ".join(c.cmdline()) for c in children]
+        assert any("kafka.Kafka" in c for c in commands), "".join(lines)
+        assert sum("services." in c for c in commands) == 2, commands
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=60)
         lines.append(rest)
@@ -39,6 +42,8 @@ def test_make_run_starts_and_stops_cleanly_on_ctrl_c(tmp_path):
             proc.wait()
     output = "".join(lines)
     assert proc.returncode == 0, output
-    assert "databases  5 (LON x" in output
+    assert "(5 site/service databases)" in output
+    assert "LON donor_intake" in output and "LON manufacturing" in output
+    assert "released into" in output  # the demo donor went all the way to units
     assert "nothing left running" in output
     assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]

@@ -1,0 +1,92 @@
+"""The bank services of every site as processes on one machine (used by `make run`)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from deploy.demo import TOKENS
+from deploy.infra import Endpoints
+from deploy.processes import REPO_ROOT, InfraError, stop_process
+
+# The services that exist so far, in start order (manufacturing consumes donor events).
+SERVICE_MODULES = {
+    "donor_intake": "services.donor_intake.entrypoints.main",
+    "manufacturing": "services.manufacturing.entrypoints.main",
+}
+
+
+@dataclass
+class ServiceProcess:
+    site: str
+    service: str
+    grpc_port: int
+    metrics_port: int
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def start(self, endpoints: Endpoints, log_dir: Path) -> None:
+        env = {
+            **os.environ,
+            "CELLBANK_SITE_ID": self.site,
+            "CELLBANK_SERVICE": self.service,
+            "CELLBANK_KAFKA_BOOTSTRAP": endpoints.kafka_bootstrap,
+            "CELLBANK_DATABASE_URL": endpoints.database_url,
+            "CELLBANK_GRPC_PORT": str(self.grpc_port),
+            "CELLBANK_METRICS_PORT": str(self.metrics_port),
+            "CELLBANK_TOKENS": ",".join(f"{t}={p}" for t, p in TOKENS.items()),
+        }
+        log_dir.mkdir(parents=True, exist_ok=True)
+        with open(log_dir / f"{self.site.lower()}-{self.service}.log", "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", SERVICE_MODULES[self.service]],
+                env=env,
+                cwd=REPO_ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    async def wait_serving(self, timeout: float = 60.0) -> None:
+        """Until the gRPC health check says SERVING (or the process died)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        async with grpc.aio.insecure_channel(self.address) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while True:
+                if self.proc is not None and self.proc.poll() is not None:
+                    raise InfraError(
+                        f"{self.site} {self.service} exited with {self.proc.returncode}"
+                    )
+                try:
+                    reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=2)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.aio.AioRpcError:
+                    pass
+                if asyncio.get_running_loop().time() > deadline:
+                    raise InfraError(f"{self.site} {self.service} not serving after {timeout:.0f}s")
+                await asyncio.sleep(0.2)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc, timeout=20, name=f"{self.site} {self.service}")
+            self.proc = None
+
+
+def plan(sites: list[str], grpc_base: int, metrics_base: int) -> list[ServiceProcess]:
+    """Ports: base + 10 × site index + service index, e.g. LON donor_intake 50100."""
+    return [
+        ServiceProcess(site, service, grpc_base + 10 * i + j, metrics_base + 10 * i + j)
+        for i, site in enumerate(sites)
+        for j, service in enumerate(SERVICE_MODULES)
+    ]
