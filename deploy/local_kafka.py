@@ -135,10 +135,16 @@ class LocalKafka:
         ]  # fmt: skip
 
     def _format_storage(self, libs: Path, props: Path) -> None:
+        # --cluster-id=<id>, not "-t <id>": a random id may start with "-".
         cmd = self._java_cmd(
-            libs, "kafka.tools.StorageTool", "format", "--standalone",
-            f"--cluster-id={_cluster_id()}", "-c", str(props),
-        )  # fmt: skip  (--cluster-id=…: a random id may start with "-")
+            libs,
+            "kafka.tools.StorageTool",
+            "format",
+            "--standalone",
+            f"--cluster-id={_cluster_id()}",
+            "-c",
+            str(props),
+        )
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise InfraError(f"formatting Kafka storage failed:\n{result.stdout}\n{result.stderr}")

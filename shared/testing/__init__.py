@@ -1,1 +1,1 @@
-"""Test helpers: the pytest plugin with real Kafka/PostgreSQL fixtures, and condition waits."""
+"""Test helpers: the pytest plugin with real Kafka/PostgreSQL fixtures, condition waits, strategies."""

@@ -78,21 +78,21 @@ def decide(state: Donor, command: Command, rules: EligibilityRules) -> Sequence[
         case WithdrawConsent():
             if state.consent is not Consent.GIVEN:
                 raise PreconditionFailed("consent is not given", "nothing to withdraw")
-            return [ConsentWithdrawn()]
+            return with_redetermination(state, [ConsentWithdrawn()], rules)
         case RecordScreeningResult():
             return record_screening(state, command, rules)
         case RecordQuestionnaire(passed):
-            return [QuestionnaireRecorded(passed)]
+            return with_redetermination(state, [QuestionnaireRecorded(passed)], rules)
         case DetermineEligibility(as_of):
             status, reasons = determine_eligibility(state, as_of, rules)
             return [EligibilityDetermined(status, reasons, as_of, rules.version)]
-        case DeferDonor(until, today):
+        case DeferDonor(until, today, reason):
             if until <= today:
                 raise InvalidArgument("until", "a deferral ends after today")
-            deferred = evolve(state, DonorDeferred(until))
+            deferred = evolve(state, DonorDeferred(until, reason))
             status, reasons = determine_eligibility(deferred, today, rules)
             return [
-                DonorDeferred(until),
+                DonorDeferred(until, reason),
                 EligibilityDetermined(status, reasons, today, rules.version),
             ]
         case RecordTyping():
@@ -110,6 +110,22 @@ def register(state: Donor, command: RegisterDonor) -> list[DonorEvent]:
             "donor_ref", "a pseudonymous reference: 4–64 letters, digits or '-', no names or spaces"
         )
     return [DonorRegistered(command.donor_id, command.donor_ref)]
+
+
+def with_redetermination(
+    state: Donor, events: list[DonorEvent], rules: EligibilityRules
+) -> list[DonorEvent]:
+    """A change that can only lower eligibility re-determines it as of the last determination,
+    so a stored ELIGIBLE never outlives withdrawn consent or a failed questionnaire."""
+    if state.eligibility_as_of is None:
+        return events
+    after = state
+    for event in events:
+        after = evolve(after, event)
+    status, reasons = determine_eligibility(after, state.eligibility_as_of, rules)
+    if (status, reasons) == (state.eligibility, state.eligibility_reasons):
+        return events
+    return [*events, EligibilityDetermined(status, reasons, state.eligibility_as_of, rules.version)]
 
 
 def record_screening(
@@ -213,13 +229,19 @@ def evolve(state: Donor, event: DonorEvent) -> Donor:
             return replace(state, consent=Consent.WITHDRAWN)
         case ScreeningResultRecorded(marker, result, specimen_date):
             screening = {**state.screening, marker: Screening(marker, result, specimen_date)}
-            return replace(state, screening=screening)
+            newly_positive = result is Result.POSITIVE and marker not in state.ever_positive
+            ever_positive = (
+                (*state.ever_positive, marker) if newly_positive else state.ever_positive
+            )
+            return replace(state, screening=screening, ever_positive=ever_positive)
         case QuestionnaireRecorded(passed):
             return replace(state, questionnaire_passed=passed)
-        case EligibilityDetermined(status, reasons):
-            return replace(state, eligibility=status, eligibility_reasons=reasons)
-        case DonorDeferred(until):
-            return replace(state, deferred_until=until)
+        case EligibilityDetermined(status, reasons, as_of):
+            return replace(
+                state, eligibility=status, eligibility_reasons=reasons, eligibility_as_of=as_of
+            )
+        case DonorDeferred(until, reason):
+            return replace(state, deferred_until=until, deferral_reason=reason)
         case HlaTyped(loci):
             return replace(state, hla=loci)
         case KirGenotyped(genes):

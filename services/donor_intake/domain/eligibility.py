@@ -62,7 +62,10 @@ def determine_eligibility(
         pending.append("screening questionnaire not recorded")
     for marker in rules.required_markers:
         result = donor.screening.get(marker)
-        if result is None:
+        if marker in donor.ever_positive:
+            # A later negative does not clear a positive: a confirmed positive is permanent.
+            ineligible.append(f"{marker}: positive")
+        elif result is None:
             pending.append(f"{marker}: no result")
         elif result.result is Result.POSITIVE:
             ineligible.append(f"{marker}: positive")

@@ -85,6 +85,7 @@ class EligibilityDetermined:
 @dataclass(frozen=True, slots=True)
 class DonorDeferred:
     until: date
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +159,10 @@ class Donor:
     questionnaire_passed: bool | None = None
     eligibility: Eligibility = Eligibility.PENDING
     eligibility_reasons: tuple[str, ...] = ()
+    eligibility_as_of: date | None = None  # the date of the last determination
+    ever_positive: tuple[str, ...] = ()  # required markers ever found positive: permanent
     deferred_until: date | None = None
+    deferral_reason: str = ""
     hla: tuple[LocusTyping, ...] = ()
     kir: tuple[str, ...] = ()
     abo: str = ""
@@ -212,6 +216,7 @@ class DetermineEligibility:
 class DeferDonor:
     until: date
     today: date
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -94,7 +94,9 @@ class DonorIntakeServicer(pb_grpc.DonorIntakeServiceServicer):
     async def DeferDonor(
         self, request: pb.DeferDonorRequest, context: grpc.aio.ServicerContext
     ) -> pb.DonorReply:
-        command = model.DeferDonor(parse_date(request.until, "until"), self.clock().date())
+        command = model.DeferDonor(
+            parse_date(request.until, "until"), self.clock().date(), reason=request.reason.strip()
+        )
         return await self._handle(request, command)
 
     async def RecordTyping(

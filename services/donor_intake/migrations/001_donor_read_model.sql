@@ -6,6 +6,7 @@ CREATE TABLE IF NOT EXISTS donors (
     eligibility         text NOT NULL DEFAULT 'PENDING',
     eligibility_reasons text[] NOT NULL DEFAULT '{}',
     deferred_until      date,
+    deferral_reason     text NOT NULL DEFAULT '',
     hla                 jsonb NOT NULL DEFAULT '[]',
     kir_genes           text[] NOT NULL DEFAULT '{}',
     abo                 text NOT NULL DEFAULT '',

@@ -60,8 +60,8 @@ def _changes(e: object) -> list[tuple[str, str, object]]:
                 ("eligibility", "{}", status.value),
                 ("eligibility_reasons", "{}", list(reasons)),
             ]
-        case model.DonorDeferred(until):
-            return [("deferred_until", "{}", until)]
+        case model.DonorDeferred(until, reason):
+            return [("deferred_until", "{}", until), ("deferral_reason", "{}", reason)]
         case model.HlaTyped(loci):
             hla = [{"locus": t.locus, "alleles": list(t.alleles)} for t in loci]
             return [("hla", "{}::jsonb", json.dumps(hla))]

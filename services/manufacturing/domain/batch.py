@@ -41,7 +41,9 @@ def decide(
         return start(state, command, product_types)
     if state.status is BatchStatus.NONE:
         raise NotFound("batch not started")
-    product = product_types[state.product_type]
+    product = product_types.get(state.product_type)
+    if product is None:
+        raise PreconditionFailed("product type not configured", state.product_type)
     match command:
         case RecordProcessStep():
             return record_step(state, command)
@@ -114,6 +116,11 @@ def record_qc(state: Batch, command: RecordQcResult, product: ProductType) -> li
     return [QcResultRecorded(test.name, command.value, command.text, passed, command.tested_at)]
 
 
+def person(name: str) -> str:
+    """People compare by name, ignoring case and surrounding space ("Olga " is "olga")."""
+    return name.strip().casefold()
+
+
 def release_failures(state: Batch, command: ReleaseBatch, product: ProductType) -> list[str]:
     """Every release rule the batch breaks (empty = releasable)."""
     failures: list[str] = []
@@ -123,7 +130,7 @@ def release_failures(state: Batch, command: ReleaseBatch, product: ProductType) 
         failures.append(f"signing role: release needs a QA signature, not {command.signer_role!r}")
     if not command.signature.name.strip():
         failures.append("signature: the signer's name is required")
-    elif command.signature.name in state.operators:
+    elif person(command.signature.name) in {person(name) for name in state.operators}:
         failures.append(
             f"two-person rule: {command.signature.name} ran this batch and cannot release it"
         )
