@@ -53,7 +53,7 @@ def _write_missing(context: str, codec: ProtoEventCodec) -> None:
         for cls, message_cls in codec._by_class.items():
             if message_cls.DESCRIPTOR.full_name in have:
                 continue
-            event = dataclass_strategy(cls).example()
+            event: object = dataclass_strategy(cls).example()
             event_type, payload = codec.encode(event)
             record = {
                 "event_type": event_type,
