@@ -23,7 +23,7 @@ async def main() -> None:
         raise InvalidArgument("CELLBANK_SERVICE", f"must be one of {', '.join(SERVICE_TOPICS)}")
     dbname = settings.database_name or database_name(settings.site_id, settings.service)
     if settings.metrics_port:
-        serve_metrics(settings.metrics_port)
+        serve_metrics(settings.metrics_port, settings.metrics_host)
     await ensure_database(settings.database_url, dbname)
     pool = await create_pool(with_database(settings.database_url, dbname), max_size=4)
     try:

@@ -118,7 +118,7 @@ class ServiceHost:
             credentials=credentials,
         )
         if s.metrics_port:
-            serve_metrics(s.metrics_port)
+            serve_metrics(s.metrics_port, s.metrics_host)
         log.info(
             "service started", extra={"service": name, "site": s.site_id, "grpc_port": self.port}
         )

@@ -27,6 +27,7 @@ class Settings:
     tokens: Mapping[str, str] = field(default_factory=dict)
     log_level: str = "INFO"
     grpc_host: str = "127.0.0.1"
+    metrics_host: str = "127.0.0.1"  # 0.0.0.0 in containers, so Prometheus can scrape
     # Overrides of the derived database (cellbank_<site>_<service>) and the service's topic.
     database_name: str = ""
     relay_topic: str = ""
@@ -53,6 +54,7 @@ class Settings:
             tokens=parse_tokens(env.get("CELLBANK_TOKENS", "")),
             log_level=env.get("CELLBANK_LOG_LEVEL", "INFO").upper(),
             grpc_host=env.get("CELLBANK_GRPC_HOST", "127.0.0.1"),
+            metrics_host=env.get("CELLBANK_METRICS_HOST", "127.0.0.1"),
             database_name=env.get("CELLBANK_DATABASE_NAME", ""),
             relay_topic=env.get("CELLBANK_RELAY_TOPIC", ""),
             facility_id=env.get("CELLBANK_FACILITY_ID", ""),

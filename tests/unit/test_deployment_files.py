@@ -1,24 +1,41 @@
-"""docker-compose.yml, deploy/Dockerfile and deploy/k8s/ agree with the code they deploy."""
+"""docker-compose.yml, deploy/Dockerfile and deploy/k8s/ agree with the code they deploy.
+
+Every service of shared.topics.SERVICES runs at every site either as its gRPC service process
+(deploy/network.py SERVICE_MODULES; the process runs its own outbox relay) or, while it has none,
+as a bare outbox relay (`python -m shared.relay_main`); never both, which would publish every
+event twice.
+"""
 
 from __future__ import annotations
 
 import ast
+import importlib
 import importlib.util
+import inspect
 import re
 import shlex
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Mapping
+from concurrent import futures
 from functools import cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import grpc
 import pytest
 import yaml
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from deploy.demo import TOKENS as DEMO_TOKENS
 from deploy.infra import DEFAULT_SITES
+from deploy.network import SERVICE_MODULES, plan
+from services.kernel.isbt128 import validate_fin
 from shared.db import database_name, with_database
-from shared.settings import Settings
+from shared.metrics import serve_metrics
+from shared.settings import PRINCIPAL_KINDS, Settings, parse_tokens
 from shared.topics import SERVICE_TOPICS, SERVICES, TOPICS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -28,7 +45,23 @@ K8S = REPO / "deploy" / "k8s"
 POM = REPO / "deploy" / "kafka" / "pom.xml"
 CODE_DIRS = ("shared", "services", "deploy")
 RELAY_COMMAND = ["python", "-m", "shared.relay_main"]
+# The services with a gRPC process, and those that still run as a bare relay.
+GRPC_SERVICES = tuple(SERVICE_MODULES)
+RELAY_SERVICES = tuple(service for service in SERVICES if service not in SERVICE_MODULES)
 SITE_SERVICES = [(site, service) for site in DEFAULT_SITES for service in SERVICES]
+SITE_GRPC_SERVICES = [(site, service) for site in DEFAULT_SITES for service in GRPC_SERVICES]
+SITE_RELAYS = [(site, service) for site in DEFAULT_SITES for service in RELAY_SERVICES]
+# Host ports of the compose gRPC services: deploy/network.py's scheme from this base.
+COMPOSE_GRPC_BASE_PORT = 50200
+DEPENDS_ON_TOPICS_AND_DATABASES = {
+    "kafka-init": {"condition": "service_completed_successfully"},
+    "db-init": {"condition": "service_completed_successfully"},
+    "postgres": {"condition": "service_healthy"},
+}
+
+
+def module_command(service: str) -> list[str]:
+    return ["python", "-m", SERVICE_MODULES[service]]
 
 
 # --- parsing helpers -------------------------------------------------------------------------
@@ -43,8 +76,25 @@ def services() -> dict[str, dict[str, Any]]:
     return compose()["services"]
 
 
+def grpc_name(site: str, service: str) -> str:
+    return f"{site.lower()}-{service.replace('_', '-')}"
+
+
 def relay_name(site: str, service: str) -> str:
-    return f"{site.lower()}-{service.replace('_', '-')}-relay"
+    return f"{grpc_name(site, service)}-relay"
+
+
+def process_name(site: str, service: str) -> str:
+    """The compose service that runs the event store (and so the relay) of site and service."""
+    return grpc_name(site, service) if service in SERVICE_MODULES else relay_name(site, service)
+
+
+def served_service(command: list[str]) -> str | None:
+    """Which service's event store a process command runs (None: not a service process)."""
+    if command == RELAY_COMMAND:
+        return None
+    by_command = {tuple(module_command(service)): service for service in SERVICE_MODULES}
+    return by_command.get(tuple(command))
 
 
 _VARIABLE = re.compile(r"\$\$|\$\{(\w+)(?::?-([^}]*))?\}")
@@ -105,13 +155,66 @@ def dockerfile_env() -> dict[str, str]:
 
 @cache
 def k8s_documents() -> list[dict[str, Any]]:
-    docs = [yaml.safe_load(path.read_text()) for path in sorted(K8S.glob("*.yaml"))]
+    docs = [
+        doc
+        for path in sorted(K8S.glob("*.yaml"))
+        for doc in yaml.safe_load_all(path.read_text())
+        if doc is not None
+    ]
     assert docs, "deploy/k8s holds no manifests"
     return docs
 
 
 def k8s_of_kind(kind: str) -> list[dict[str, Any]]:
     return [doc for doc in k8s_documents() if doc["kind"] == kind]
+
+
+def k8s_container(deployment: Mapping[str, Any]) -> dict[str, Any]:
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def k8s_env(deployment: Mapping[str, Any]) -> dict[str, str]:
+    """The container's literal environment: its ConfigMaps, then its own `value`s."""
+    configmaps = {cm["metadata"]["name"]: cm for cm in k8s_of_kind("ConfigMap")}
+    container = k8s_container(deployment)
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        env |= configmaps[source["configMapRef"]["name"]]["data"]
+    env |= {item["name"]: item["value"] for item in container.get("env", []) if "value" in item}
+    return process_env(env)
+
+
+def k8s_secret_env(deployment: Mapping[str, Any]) -> set[str]:
+    """The container's variables that come from a Secret."""
+    return {
+        item["name"]
+        for item in k8s_container(deployment).get("env", [])
+        if "secretKeyRef" in item.get("valueFrom", {})
+    }
+
+
+def k8s_grpc_deployments() -> list[tuple[str, dict[str, Any]]]:
+    """(service, Deployment) of every Deployment that runs a gRPC service process."""
+    found = []
+    for deployment in k8s_of_kind("Deployment"):
+        service = served_service(k8s_container(deployment)["command"])
+        if service is not None:
+            found.append((service, deployment))
+    return found
+
+
+def run_healthcheck(test: list[str], grpc_port: int) -> int:
+    """Run a compose healthcheck (CMD form, python from this venv) against a port."""
+    assert test[0] == "CMD" and test[1] == "python", f"{test[:2]}: expected CMD python"
+    # A bare environment, as in the container: no proxy settings that gRPC would follow.
+    env = {"CELLBANK_GRPC_PORT": str(grpc_port), "PATH": "/usr/bin:/bin"}
+    return subprocess.run([sys.executable, *test[2:]], env=env, timeout=60).returncode
+
+
+def metrics_listen_on_loopback_only() -> bool:
+    default = inspect.signature(serve_metrics).parameters["addr"].default
+    return default in {"127.0.0.1", "localhost"}
 
 
 def env_names_the_code_reads() -> set[str]:
@@ -174,12 +277,32 @@ def test_compose_topics_get_the_retention_and_configs_the_code_defines() -> None
         assert options["--bootstrap-server"] == ["kafka:9092"]
 
 
-def test_compose_has_one_relay_per_site_and_service() -> None:
+def test_service_modules_are_services_of_the_network() -> None:
+    assert GRPC_SERVICES, "deploy/network.py SERVICE_MODULES is empty"
+    assert set(GRPC_SERVICES) <= set(SERVICES)
+    for service, module in SERVICE_MODULES.items():
+        assert importlib.import_module(module).SPEC.name == service
+
+
+def test_compose_runs_every_event_store_exactly_once() -> None:
+    """One relay per site and service: a process and a relay of one store would double-publish."""
+    runs: dict[tuple[str, str], list[str]] = {}
+    for name, service in services().items():
+        command: list[str] = service.get("command") or []
+        if command != RELAY_COMMAND and served_service(command) is None:
+            continue
+        env = process_env(service["environment"])
+        served = served_service(command) or env["CELLBANK_SERVICE"]
+        runs.setdefault((env["CELLBANK_SITE_ID"], served), []).append(name)
+    assert runs == {pair: [process_name(*pair)] for pair in SITE_SERVICES}
+
+
+def test_compose_has_one_relay_per_site_and_service_without_a_process() -> None:
     relays = {name for name in services() if name.endswith("-relay")}
-    assert relays == {relay_name(site, service) for site, service in SITE_SERVICES}
+    assert relays == {relay_name(site, service) for site, service in SITE_RELAYS}
 
 
-@pytest.mark.parametrize(("site", "service"), SITE_SERVICES)
+@pytest.mark.parametrize(("site", "service"), SITE_RELAYS)
 def test_compose_relay_environment_is_accepted_by_settings(site: str, service: str) -> None:
     relay = services()[relay_name(site, service)]
     env = process_env(relay["environment"])
@@ -191,18 +314,118 @@ def test_compose_relay_environment_is_accepted_by_settings(site: str, service: s
     database_name(settings.site_id, settings.service)
 
 
-@pytest.mark.parametrize(("site", "service"), SITE_SERVICES)
+@pytest.mark.parametrize(("site", "service"), SITE_RELAYS)
 def test_compose_relay_runs_the_relay_process_after_topics_and_databases_exist(
     site: str, service: str
 ) -> None:
     relay = services()[relay_name(site, service)]
     assert relay["command"] == RELAY_COMMAND
     assert relay["build"] == {"context": ".", "dockerfile": "deploy/Dockerfile"}
-    assert relay["depends_on"] == {
-        "kafka-init": {"condition": "service_completed_successfully"},
-        "db-init": {"condition": "service_completed_successfully"},
-        "postgres": {"condition": "service_healthy"},
+    assert relay["depends_on"] == DEPENDS_ON_TOPICS_AND_DATABASES
+
+
+# --- docker-compose.yml: the gRPC service processes ---------------------------------------------
+
+
+def test_compose_has_one_grpc_process_per_site_and_service_module() -> None:
+    processes = {
+        name
+        for name, service in services().items()
+        if served_service(service.get("command") or []) is not None
     }
+    assert processes == {grpc_name(site, service) for site, service in SITE_GRPC_SERVICES}
+
+
+@pytest.mark.parametrize(("site", "service"), SITE_GRPC_SERVICES)
+def test_compose_grpc_process_runs_its_module_after_topics_and_databases_exist(
+    site: str, service: str
+) -> None:
+    process = services()[grpc_name(site, service)]
+    assert process["command"] == module_command(service)
+    assert importlib.util.find_spec(SERVICE_MODULES[service]) is not None
+    assert process["build"] == {"context": ".", "dockerfile": "deploy/Dockerfile"}
+    assert process["depends_on"] == DEPENDS_ON_TOPICS_AND_DATABASES
+    assert process["restart"] == "unless-stopped"
+
+
+@pytest.mark.parametrize(("site", "service"), SITE_GRPC_SERVICES)
+def test_compose_grpc_process_environment_is_accepted_by_settings(site: str, service: str) -> None:
+    env = process_env(services()[grpc_name(site, service)]["environment"])
+    settings = Settings.from_env(env, service=service)  # as shared.service_host.run reads it
+    assert (settings.site_id, settings.service) == (site, service)
+    assert env.get("CELLBANK_SERVICE", service) == service
+    assert settings.kafka_bootstrap == "kafka:9092"
+    assert settings.grpc_host == "0.0.0.0"  # reachable through the published port
+    assert settings.grpc_port > 0 and settings.metrics_port > 0  # fixed, not picked at random
+    assert settings.tokens, "no bearer token: every call would be refused"
+    assert {principal.partition(":")[0] for principal in settings.tokens.values()} <= set(
+        PRINCIPAL_KINDS
+    )
+    validate_fin(settings.facility_id)
+    database_name(settings.site_id, settings.service)
+
+
+def test_compose_tokens_come_from_the_environment_with_the_demo_tokens_as_local_default() -> None:
+    for site, service in SITE_GRPC_SERVICES:
+        raw = services()[grpc_name(site, service)]["environment"]["CELLBANK_TOKENS"]
+        assert raw.startswith("${CELLBANK_TOKENS:-"), f"{site} {service}: not overridable"
+        assert parse_tokens(interpolate(raw)) == DEMO_TOKENS  # what deploy/demo.py sends
+
+
+def test_compose_each_site_has_one_valid_facility_id_of_its_own() -> None:
+    fins: dict[str, set[str]] = {}
+    for site, service in SITE_SERVICES:
+        env = process_env(services()[process_name(site, service)]["environment"])
+        if "CELLBANK_FACILITY_ID" in env or service == "donor_intake":
+            fins.setdefault(site, set()).add(validate_fin(env["CELLBANK_FACILITY_ID"]))
+    assert set(fins) >= {site for site, service in SITE_GRPC_SERVICES if service == "donor_intake"}
+    assert all(len(site_fins) == 1 for site_fins in fins.values()), fins
+    per_site = [next(iter(site_fins)) for site_fins in fins.values()]
+    assert len(set(per_site)) == len(per_site), f"two sites share a FIN: {fins}"
+
+
+def test_compose_grpc_healthcheck_asks_the_grpc_health_service() -> None:
+    checks = {
+        tuple(services()[grpc_name(site, service)]["healthcheck"]["test"])
+        for site, service in SITE_GRPC_SERVICES
+    }
+    servicer = health.HealthServicer()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        for check in checks:
+            servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+            assert run_healthcheck(list(check), port) == 0, "healthy server reported unhealthy"
+            servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+            assert run_healthcheck(list(check), port) != 0, "NOT_SERVING reported healthy"
+    finally:
+        server.stop(None).wait()
+    for check in checks:
+        assert run_healthcheck(list(check), port) != 0, "no server reported healthy"
+
+
+def test_compose_grpc_processes_are_published_on_loopback_by_a_per_site_scheme() -> None:
+    expected = {
+        (p.site, p.service): p.grpc_port
+        for p in plan(list(DEFAULT_SITES), COMPOSE_GRPC_BASE_PORT, 0)
+    }
+    for site, service in SITE_GRPC_SERVICES:
+        process = services()[grpc_name(site, service)]
+        env = process_env(process["environment"])
+        (mapping,) = process["ports"]
+        host_ip, host_port, container_port = mapping.split(":")
+        assert host_ip == "127.0.0.1"
+        assert container_port == env["CELLBANK_GRPC_PORT"]
+        assert int(host_port) == expected[(site, service)], f"{site} {service}"
+
+
+def test_compose_host_ports_are_unique_and_loopback_only() -> None:
+    published = [mapping for service in services().values() for mapping in service.get("ports", [])]
+    assert all(mapping.startswith("127.0.0.1:") for mapping in published), published
+    host_ports = [mapping.split(":")[1] for mapping in published]
+    assert len(host_ports) == len(set(host_ports)), f"a host port is published twice: {published}"
 
 
 def test_relay_module_exists() -> None:
@@ -214,27 +437,28 @@ def test_compose_database_url_reaches_the_postgres_service_with_its_credentials(
     assert postgres["image"] == "postgres:18"
     pg_env = process_env(postgres["environment"])
     for site, service in SITE_SERVICES:
-        url = process_env(services()[relay_name(site, service)]["environment"])
+        url = process_env(services()[process_name(site, service)]["environment"])
         parts = urlsplit(url["CELLBANK_DATABASE_URL"])
         assert (parts.scheme, parts.hostname, parts.port) == ("postgresql", "postgres", 5432)
         assert parts.username == pg_env.get("POSTGRES_USER", "postgres")
         assert parts.password == pg_env["POSTGRES_PASSWORD"]
-        # A server URL: relay_main swaps in the site's database for the path.
+        # A server URL: relay_main and service_host swap in the site's database for the path.
         target = with_database(url["CELLBANK_DATABASE_URL"], database_name(site, service))
         assert urlsplit(target).path == f"/{database_name(site, service)}"
 
 
-def test_compose_creates_the_database_every_relay_connects_to() -> None:
+def test_compose_creates_the_database_every_process_connects_to() -> None:
     db_init = services()["db-init"]
     assert "ensure_site_databases(" in " ".join(db_init["command"])
-    # ensure_site_databases defaults to DEFAULT_SITES x SERVICES: exactly the relays' pairs.
-    relay_sites = {
-        services()[relay_name(site, service)]["environment"]["CELLBANK_SITE_ID"]
+    # ensure_site_databases defaults to DEFAULT_SITES x SERVICES: exactly the processes' pairs.
+    sites = {
+        services()[process_name(site, service)]["environment"]["CELLBANK_SITE_ID"]
         for site, service in SITE_SERVICES
     }
-    assert relay_sites == set(DEFAULT_SITES)
-    relay_url = services()[relay_name(*SITE_SERVICES[0])]["environment"]["CELLBANK_DATABASE_URL"]
-    assert db_init["environment"]["CELLBANK_DATABASE_URL"] == relay_url
+    assert sites == set(DEFAULT_SITES)
+    for site, service in SITE_SERVICES:
+        url = services()[process_name(site, service)]["environment"]["CELLBANK_DATABASE_URL"]
+        assert db_init["environment"]["CELLBANK_DATABASE_URL"] == url
     assert db_init["depends_on"] == {"postgres": {"condition": "service_healthy"}}
 
 
@@ -249,9 +473,15 @@ def test_compose_dependencies_exist_and_healthy_ones_have_a_healthcheck() -> Non
 
 def test_no_deployment_sets_a_cellbank_variable_the_code_never_reads() -> None:
     known = env_names_the_code_reads()
-    configured = {
-        name for service in services().values() for name in service.get("environment", {})
-    } | {name for cm in k8s_of_kind("ConfigMap") for name in cm["data"]}
+    configured = (
+        {name for service in services().values() for name in service.get("environment", {})}
+        | {name for cm in k8s_of_kind("ConfigMap") for name in cm["data"]}
+        | {
+            item["name"]
+            for deployment in k8s_of_kind("Deployment")
+            for item in k8s_container(deployment).get("env", [])
+        }
+    )
     unknown = {name for name in configured if name.startswith("CELLBANK_")} - known
     assert not unknown, f"typo or stale name: {sorted(unknown)}"
 
@@ -318,6 +548,8 @@ def test_k8s_configmap_env_is_accepted_by_settings() -> None:
         assert all(name.startswith("CELLBANK_") for name in env)
         settings = Settings.from_env(env, service=SERVICES[0])
         database_name(settings.site_id, settings.service)
+        if settings.facility_id:
+            validate_fin(settings.facility_id)
 
 
 def test_k8s_configmap_holds_no_database_password() -> None:
@@ -325,20 +557,101 @@ def test_k8s_configmap_holds_no_database_password() -> None:
         assert urlsplit(configmap["data"]["CELLBANK_DATABASE_URL"]).password is None
 
 
-def test_k8s_relay_deployment_gets_settings_from_the_site_configmap() -> None:
-    configmaps = {cm["metadata"]["name"]: cm for cm in k8s_of_kind("ConfigMap")}
+def test_k8s_deployments_run_one_relay_per_event_store() -> None:
     deployments = k8s_of_kind("Deployment")
     assert deployments
+    stores: list[tuple[str, str]] = []
     for deployment in deployments:
-        assert deployment["spec"]["replicas"] == 1  # one relay per event store
-        (container,) = deployment["spec"]["template"]["spec"]["containers"]
-        assert container["command"] == RELAY_COMMAND
-        env: dict[str, str] = {}
-        for source in container["envFrom"]:
-            env |= configmaps[source["configMapRef"]["name"]]["data"]
-        env |= {item["name"]: item["value"] for item in container["env"] if "value" in item}
-        settings = Settings.from_env(process_env(env))
-        assert settings.service in SERVICES
+        # One replica, replaced not rolled: two relays of one event store would double-publish.
+        assert deployment["spec"]["replicas"] == 1
+        assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+        command = k8s_container(deployment)["command"]
+        env = k8s_env(deployment)
+        service = served_service(command) or env["CELLBANK_SERVICE"]
+        assert command == RELAY_COMMAND or served_service(command) is not None, command
+        stores.append((env["CELLBANK_SITE_ID"], service))
+    assert len(stores) == len(set(stores)), f"an event store runs twice: {stores}"
+
+
+def test_k8s_relay_deployment_gets_settings_from_the_site_configmap() -> None:
+    relays = [d for d in k8s_of_kind("Deployment") if k8s_container(d)["command"] == RELAY_COMMAND]
+    assert relays
+    for deployment in relays:
+        settings = Settings.from_env(k8s_env(deployment))
+        assert settings.service in RELAY_SERVICES  # the others run their own relay
+
+
+def test_k8s_runs_donor_intake_as_a_grpc_service() -> None:
+    served = {
+        (k8s_env(deployment)["CELLBANK_SITE_ID"], service)
+        for service, deployment in k8s_grpc_deployments()
+    }
+    assert ("LON", "donor_intake") in served
+
+
+def test_k8s_grpc_deployment_is_consistent() -> None:
+    for service, deployment in k8s_grpc_deployments():
+        container = k8s_container(deployment)
+        assert container["command"] == module_command(service)
+        env = k8s_env(deployment)
+        assert env.get("CELLBANK_SERVICE", service) == service
+        # Bearer tokens come from a Secret, never from a manifest.
+        assert "CELLBANK_TOKENS" in k8s_secret_env(deployment)
+        assert "CELLBANK_TOKENS" not in env
+        settings = Settings.from_env(env, service=service)
+        assert settings.grpc_host == "0.0.0.0"  # the kubelet probes the pod IP
+        assert settings.grpc_port > 0
+        validate_fin(settings.facility_id)
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert labels["cellbank.network/service"] == service
+        assert labels["cellbank.network/site"] == settings.site_id
+        assert deployment["spec"]["selector"]["matchLabels"] == labels
+        ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+        assert ports["grpc"] == settings.grpc_port
+        assert container["readinessProbe"]["grpc"]["port"] == settings.grpc_port
+        for probe in ("startupProbe", "livenessProbe"):
+            if "grpc" in container.get(probe, {}):
+                assert container[probe]["grpc"]["port"] == settings.grpc_port, probe
+
+
+def test_k8s_every_grpc_deployment_has_a_service_that_selects_only_it() -> None:
+    deployments = k8s_of_kind("Deployment")
+    for service, deployment in k8s_grpc_deployments():
+        container = k8s_container(deployment)
+        grpc_port = next(p for p in container["ports"] if p["name"] == "grpc")["containerPort"]
+        namespace = deployment["metadata"]["namespace"]
+        matching = []
+        for svc in k8s_of_kind("Service"):
+            selector = svc["spec"]["selector"].items()
+            selected = [
+                d
+                for d in deployments
+                if d["metadata"]["namespace"] == svc["metadata"]["namespace"]
+                and selector <= d["spec"]["template"]["metadata"]["labels"].items()
+            ]
+            if deployment in selected:
+                assert selected == [deployment], f"{svc['metadata']['name']} selects several"
+                matching.append(svc)
+        assert len(matching) == 1, f"{service}: {len(matching)} Services"
+        (svc,) = matching
+        assert svc["metadata"]["namespace"] == namespace
+        assert any(port["targetPort"] in {"grpc", grpc_port} for port in svc["spec"]["ports"]), (
+            "no Service port reaches the gRPC port"
+        )
+
+
+def test_k8s_probes_do_not_reach_for_a_loopback_only_endpoint() -> None:
+    """The kubelet's httpGet/tcpSocket probes go to the pod IP, not to the pod's loopback."""
+    if not metrics_listen_on_loopback_only():
+        pytest.skip("metrics listen on all interfaces")
+    for deployment in k8s_of_kind("Deployment"):
+        container = k8s_container(deployment)
+        metrics = {"metrics", int(k8s_env(deployment).get("CELLBANK_METRICS_PORT", "0"))}
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            for action in ("httpGet", "tcpSocket"):
+                target = container.get(probe, {}).get(action)
+                if target is not None:
+                    assert target["port"] not in metrics, f"{probe} {action} of the metrics port"
 
 
 def test_k8s_runs_as_the_dockerfile_user() -> None:
