@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
@@ -50,10 +51,14 @@ class ServiceContext:
     clock: Clock
 
 
+Worker = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+
+
 @dataclass(frozen=True, slots=True)
 class Components:
     bindings: Sequence[ServiceBinding]
     projections: Sequence[Projection] = ()
+    workers: Sequence[Worker] = ()  # background loops (schedulers, publishers) run until stop
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +109,8 @@ class ServiceHost:
             )
             self.runners.append(runner)
             self._tasks.append(asyncio.create_task(runner.run(self._stop), name=group))
+        for worker in components.workers:
+            self._tasks.append(asyncio.create_task(worker(self._stop), name=f"{name}.worker"))
         operator = OperatorServicer(store, service=name, relay_name=relay_name)
         credentials = (
             server_credentials(s.tls_cert_file, s.tls_key_file, s.tls_client_ca_file)

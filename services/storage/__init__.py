@@ -1,0 +1,1 @@
+"""storage: tanks and positions, unit lifecycle, reservations, quarantine, cold chain."""

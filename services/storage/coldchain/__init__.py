@@ -1,0 +1,1 @@
+"""Cold-chain monitoring: pure tank watch rules and the Faust app that runs them."""

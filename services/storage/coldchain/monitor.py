@@ -1,0 +1,102 @@
+"""The tank monitor: per-tank watches plus the event-time watermark for silent sensors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from services.storage.coldchain.watch import (
+    ColdChainRules,
+    Fact,
+    Reading,
+    SensorSilent,
+    TankWatch,
+    mark_silent,
+    observe,
+    silent_tanks,
+)
+
+LIVE_HORIZON = timedelta(days=1)
+
+
+class TankMonitor:
+    """Pure state over readings (no clock): replaying the same readings gives the same facts.
+
+    Silence is judged against the event-time watermark of the tank's own partition (its
+    readings arrive in a fixed order, so replay gives the same facts even when partitions are
+    consumed at different speeds); `check_silence_live` adds a wall-clock check for a tank that
+    is alone in its partition (only data from the last day counts as live).
+
+    `persist` is called when a watch changed in a way worth keeping across restarts (the Faust
+    table); last-reading times are kept coarsely to spare the changelog.
+    """
+
+    def __init__(
+        self,
+        rules: ColdChainRules,
+        persist: Callable[[str, TankWatch], None] | None = None,
+        restore: Callable[[str], TankWatch | None] | None = None,
+        persist_every_s: float = 60.0,
+    ) -> None:
+        self.rules = rules
+        self.watches: dict[str, TankWatch] = {}
+        self.partition_of: dict[str, int] = {}
+        self.watermarks: dict[int, datetime] = {}
+        self._persist = persist
+        self._restore = restore
+        self._persist_every_s = persist_every_s
+        self._persisted: dict[str, TankWatch] = {}
+
+    def observe(self, reading: Reading, partition: int = 0) -> list[Fact]:
+        watch = self.watches.get(reading.tank_id)
+        if watch is None:
+            watch = (self._restore(reading.tank_id) if self._restore else None) or TankWatch()
+        watch, facts = observe(watch, reading, self.rules)
+        self.watches[reading.tank_id] = watch
+        self._maybe_persist(reading.tank_id, watch)
+        self.partition_of[reading.tank_id] = partition
+        if reading.measured_at > self.watermarks.get(partition, reading.measured_at - LIVE_HORIZON):
+            self.watermarks[partition] = reading.measured_at
+        return [*facts, *self.check_silence(partition)]
+
+    def check_silence(self, partition: int) -> list[Fact]:
+        watermark = self.watermarks.get(partition)
+        if watermark is None:
+            return []
+        tanks = ((t, w) for t, w in self.watches.items() if self.partition_of.get(t) == partition)
+        return self._report(silent_tanks(tanks, watermark, self.rules))
+
+    def check_silence_live(self, now: datetime) -> list[Fact]:
+        """Wall-clock check (a timer calls it): live tanks with no reading for too long."""
+        live = (
+            (t, w)
+            for t, w in self.watches.items()
+            if w.last_reading_at and now - w.last_reading_at < LIVE_HORIZON
+        )
+        return self._report(silent_tanks(live, now, self.rules))
+
+    def _report(self, silent: list[SensorSilent]) -> list[Fact]:
+        for fact in silent:
+            self.watches[fact.tank_id] = mark_silent(self.watches[fact.tank_id])
+            self._maybe_persist(fact.tank_id, self.watches[fact.tank_id])
+        return list(silent)
+
+    def _maybe_persist(self, tank_id: str, watch: TankWatch) -> None:
+        if self._persist is None:
+            return
+        before = self._persisted.get(tank_id)
+        flags_changed = before is None or (
+            before.above_since,
+            before.excursion_reported,
+            before.silence_reported,
+        ) != (watch.above_since, watch.excursion_reported, watch.silence_reported)
+        stale = (
+            before is not None
+            and before.last_reading_at is not None
+            and watch.last_reading_at is not None
+            and (watch.last_reading_at - before.last_reading_at).total_seconds()
+            >= self._persist_every_s
+        )
+        if flags_changed or stale:
+            self._persist(tank_id, watch)
+            self._persisted[tank_id] = watch

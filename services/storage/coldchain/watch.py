@@ -1,0 +1,107 @@
+"""Tank watch: readings in, excursion / silent-sensor facts out. Pure; time is the readings'."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+
+@dataclass(frozen=True, slots=True)
+class ColdChainRules:
+    """Configuration: vapour-phase LN2 keeps units at or below -150 °C."""
+
+    max_celsius: float = -150.0
+    excursion_minutes: float = 10.0  # above the limit for longer than this → excursion
+    silence_minutes: float = 15.0  # no reading for this long → sensor silent
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    site_id: str
+    tank_id: str
+    celsius: float
+    measured_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ExcursionDetected:
+    site_id: str
+    tank_id: str
+    since: datetime  # first reading above the limit
+    detected_at: datetime
+    max_celsius: float
+
+    @property
+    def cause(self) -> str:
+        return f"excursion:{self.tank_id}:{self.since.isoformat()}"
+
+
+@dataclass(frozen=True, slots=True)
+class SensorSilent:
+    site_id: str
+    tank_id: str
+    last_reading_at: datetime
+    detected_at: datetime
+
+    @property
+    def cause(self) -> str:
+        return f"sensor-silent:{self.tank_id}:{self.last_reading_at.isoformat()}"
+
+
+Fact = ExcursionDetected | SensorSilent
+
+
+@dataclass(frozen=True, slots=True)
+class TankWatch:
+    site_id: str = ""
+    last_reading_at: datetime | None = None
+    above_since: datetime | None = None
+    max_celsius: float = -273.15
+    excursion_reported: bool = False
+    silence_reported: bool = False
+
+
+def observe(
+    watch: TankWatch, reading: Reading, rules: ColdChainRules
+) -> tuple[TankWatch, list[Fact]]:
+    """Fold one reading into the tank's watch; facts are reported once per episode."""
+    if watch.last_reading_at is not None and reading.measured_at < watch.last_reading_at:
+        return watch, []  # late or duplicate reading: time never runs backwards
+    watch = dataclasses.replace(
+        watch, site_id=reading.site_id, last_reading_at=reading.measured_at, silence_reported=False
+    )
+    if reading.celsius <= rules.max_celsius:
+        return dataclasses.replace(
+            watch, above_since=None, excursion_reported=False, max_celsius=-273.15
+        ), []
+    since = watch.above_since or reading.measured_at
+    hottest = max(watch.max_celsius, reading.celsius)
+    watch = dataclasses.replace(watch, above_since=since, max_celsius=hottest)
+    too_long = reading.measured_at - since > timedelta(minutes=rules.excursion_minutes)
+    if too_long and not watch.excursion_reported:
+        fact = ExcursionDetected(
+            reading.site_id, reading.tank_id, since, reading.measured_at, hottest
+        )
+        return dataclasses.replace(watch, excursion_reported=True), [fact]
+    return watch, []
+
+
+def silent_tanks(
+    watches: Iterable[tuple[str, TankWatch]], now: datetime, rules: ColdChainRules
+) -> list[SensorSilent]:
+    """Tanks whose last reading is older than the silence limit at event time `now` (the
+    latest reading seen from any tank): the same readings always give the same facts."""
+    limit = timedelta(minutes=rules.silence_minutes)
+    return [
+        SensorSilent(w.site_id, tank_id, w.last_reading_at, now)
+        for tank_id, w in watches
+        if w.last_reading_at is not None
+        and not w.silence_reported
+        and now - w.last_reading_at > limit
+    ]
+
+
+def mark_silent(watch: TankWatch) -> TankWatch:
+    return dataclasses.replace(watch, silence_reported=True)

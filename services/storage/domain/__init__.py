@@ -1,0 +1,1 @@
+"""Pure storage domain: no I/O, no clock, no protobuf."""

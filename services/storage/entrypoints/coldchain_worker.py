@@ -1,0 +1,173 @@
+"""Faust cold-chain worker: `python -m services.storage.entrypoints.coldchain_worker worker`.
+
+Watches every tank's readings on cellbank.telemetry.v1 (key: tank id) and turns excursion and
+silent-sensor facts into QuarantineTank commands to the owning site's storage service.
+Configuration (environment): CELLBANK_KAFKA_BOOTSTRAP, CELLBANK_STORAGE_ENDPOINTS
+("LON=host:port,MAN=host:port"), CELLBANK_COLDCHAIN_TOKEN (a service token),
+CELLBANK_COLDCHAIN_MAX_C, CELLBANK_COLDCHAIN_EXCURSION_MINUTES, CELLBANK_COLDCHAIN_SILENCE_MINUTES,
+CELLBANK_COLDCHAIN_APP_ID.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+import grpc
+from cellbank.storage.v1 import events_pb2 as epb
+from cellbank.storage.v1 import storage_service_pb2 as spb
+from cellbank.storage.v1 import storage_service_pb2_grpc as spb_grpc
+
+from services.storage.coldchain.monitor import TankMonitor
+from services.storage.coldchain.watch import ColdChainRules, Fact, Reading, TankWatch
+from shared.topics import TELEMETRY
+
+log = logging.getLogger("cellbank.coldchain")
+
+
+def rules_from_env(env: dict[str, str] | os._Environ[str] = os.environ) -> ColdChainRules:
+    return ColdChainRules(
+        max_celsius=float(env.get("CELLBANK_COLDCHAIN_MAX_C", "-150")),
+        excursion_minutes=float(env.get("CELLBANK_COLDCHAIN_EXCURSION_MINUTES", "10")),
+        silence_minutes=float(env.get("CELLBANK_COLDCHAIN_SILENCE_MINUTES", "15")),
+    )
+
+
+def endpoints_from_env(raw: str) -> dict[str, str]:
+    pairs = (item.split("=", 1) for item in raw.split(",") if "=" in item)
+    return {site.strip(): address.strip() for site, address in pairs}
+
+
+def decode_reading(payload: bytes) -> Reading:
+    message = epb.TemperatureReading()
+    message.ParseFromString(payload)
+    if not message.tank_id or not message.HasField("measured_at"):
+        raise ValueError("reading lacks tank_id or measured_at")
+    return Reading(
+        message.site_id,
+        message.tank_id,
+        message.celsius,
+        message.measured_at.ToDatetime(tzinfo=UTC),
+    )
+
+
+class QuarantineDispatcher:
+    """Facts → QuarantineTank at the owning site, retried until the site answers."""
+
+    def __init__(self, endpoints: dict[str, str], token: str) -> None:
+        self.endpoints = endpoints
+        self.metadata = (("authorization", f"Bearer {token}"),)
+        self._channels: dict[str, grpc.aio.Channel] = {}
+
+    async def dispatch(self, fact: Fact) -> None:
+        address = self.endpoints.get(fact.site_id)
+        if address is None:
+            log.error(
+                "no storage endpoint for site; fact dropped",
+                extra={"site": fact.site_id, "cause": fact.cause},
+            )
+            return
+        channel = self._channels.get(address) or grpc.aio.insecure_channel(address)
+        self._channels[address] = channel
+        stub = spb_grpc.StorageServiceStub(channel)
+        request = spb.QuarantineTankRequest(
+            tank_id=fact.tank_id, cause=fact.cause, reason=f"cold chain: {type(fact).__name__}"
+        )
+        delay = 0.2
+        while True:
+            try:
+                reply = await stub.QuarantineTank(request, metadata=self.metadata, timeout=10)
+                log.warning(
+                    "tank quarantined by the cold-chain monitor",
+                    extra={"tank": fact.tank_id, "cause": fact.cause, "units": len(reply.unit_ids)},
+                )
+                return
+            except grpc.aio.AioRpcError as err:
+                if err.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
+                    log.error(
+                        "quarantine refused; fact dropped",
+                        extra={"cause": fact.cause, "error": err.details()},
+                    )
+                    return
+                log.warning(
+                    "storage unavailable; retrying",
+                    extra={"cause": fact.cause, "error": err.details()},
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+
+def _watch_to_json(watch: TankWatch) -> dict[str, Any]:
+    def iso(value: datetime | None) -> str | None:
+        return value.isoformat() if value else None
+
+    return {
+        "site_id": watch.site_id,
+        "last_reading_at": iso(watch.last_reading_at),
+        "above_since": iso(watch.above_since),
+        "max_celsius": watch.max_celsius,
+        "excursion_reported": watch.excursion_reported,
+        "silence_reported": watch.silence_reported,
+    }
+
+
+def _watch_from_json(raw: dict[str, Any]) -> TankWatch:
+    def dt(value: str | None) -> datetime | None:
+        return datetime.fromisoformat(value) if value else None
+
+    return TankWatch(
+        raw["site_id"], dt(raw["last_reading_at"]), dt(raw["above_since"]), raw["max_celsius"],
+        raw["excursion_reported"], raw["silence_reported"],
+    )  # fmt: skip
+
+
+app = faust.App(
+    os.environ.get("CELLBANK_COLDCHAIN_APP_ID", "cellbank-coldchain"),
+    broker=f"kafka://{os.environ.get('CELLBANK_KAFKA_BOOTSTRAP', '127.0.0.1:9092')}",
+    store="memory://",
+    topic_replication_factor=int(os.environ.get("CELLBANK_TOPIC_REPLICATION_FACTOR", "1")),
+    topic_partitions=int(os.environ.get("CELLBANK_TOPIC_PARTITIONS", "3")),
+    consumer_auto_offset_reset="earliest",
+    broker_commit_interval=0.5,
+    web_enabled=False,
+)
+telemetry_topic = app.topic(
+    TELEMETRY, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+)
+watch_table = app.Table("tank_watch", default=None, partitions=app.conf.topic_partitions)
+
+monitor = TankMonitor(
+    rules_from_env(),
+    persist=lambda tank_id, watch: watch_table.__setitem__(tank_id, _watch_to_json(watch)),
+    restore=lambda tank_id: _watch_from_json(raw) if (raw := watch_table.get(tank_id)) else None,
+)
+dispatcher = QuarantineDispatcher(
+    endpoints_from_env(os.environ.get("CELLBANK_STORAGE_ENDPOINTS", "")),
+    os.environ.get("CELLBANK_COLDCHAIN_TOKEN", ""),
+)
+
+
+@app.agent(telemetry_topic)
+async def watch_tanks(stream: Any) -> None:
+    async for event in stream.events():
+        try:
+            reading = decode_reading(event.value)
+        except Exception as exc:  # a poison reading never stops the monitor
+            log.error("undecodable reading skipped", extra={"error": repr(exc)})
+            continue
+        for fact in monitor.observe(reading, event.message.partition):
+            await dispatcher.dispatch(fact)
+
+
+@app.timer(interval=float(os.environ.get("CELLBANK_COLDCHAIN_LIVE_CHECK_S", "30")))
+async def live_silence_check() -> None:
+    for fact in monitor.check_silence_live(datetime.now(UTC)):
+        await dispatcher.dispatch(fact)
+
+
+if __name__ == "__main__":
+    app.main()

@@ -1,0 +1,211 @@
+"""StorageService over gRPC: translate requests into commands; the domain decides."""
+
+from __future__ import annotations
+
+import math
+
+import grpc
+from cellbank.storage.v1 import storage_service_pb2 as pb
+from cellbank.storage.v1 import storage_service_pb2_grpc as pb_grpc
+
+from services.storage.app import Storage
+from services.storage.coldchain.watch import Reading
+from services.storage.domain import model, tank
+from services.storage.entrypoints.telemetry import TelemetryPublisher
+from services.storage.read_model import StorageReadModel
+from shared.auth import require
+from shared.commands import Outcome
+from shared.errors import InvalidArgument
+from shared.grpc_requests import (
+    Clock,
+    caller,
+    expected_version,
+    meta,
+    parse_enum,
+    required,
+    timestamp,
+)
+from shared.grpc_server import ServiceBinding
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["StorageService"].full_name
+
+
+def _reply(outcome: Outcome[model.StoredUnit]) -> pb.UnitReply:
+    state = outcome.state
+    reply = pb.UnitReply(
+        unit_id=outcome.events[0].aggregate_id if outcome.events else state.unit_id,
+        version=outcome.version,
+        status=state.status.value,
+        address=state.address,
+        reserved_for=state.reservation.order_id if state.reservation else "",
+    )
+    if state.reservation is not None:
+        reply.hold_until.FromDatetime(state.reservation.hold_until)
+    return reply
+
+
+class StorageServicer(pb_grpc.StorageServiceServicer):
+    def __init__(
+        self,
+        app: Storage,
+        read_model: StorageReadModel,
+        telemetry: TelemetryPublisher,
+        site_id: str,
+        clock: Clock,
+    ) -> None:
+        self.app = app
+        self.read_model = read_model
+        self.telemetry = telemetry
+        self.site_id = site_id
+        self.clock = clock
+
+    async def RegisterTank(
+        self, request: pb.RegisterTankRequest, context: grpc.aio.ServicerContext
+    ) -> pb.TankReply:
+        require(caller(), "operator")
+        command = model.RegisterTank(
+            required(request.tank_id, "tank_id"), request.racks, request.boxes_per_rack,
+            request.positions_per_box, tuple(request.segregated_boxes),
+        )  # fmt: skip
+        outcome = await self.app.register_tank(command, meta(request.reason, self.clock))
+        return pb.TankReply(
+            tank_id=command.tank_id,
+            version=outcome.version,
+            positions=len(outcome.state.segregated),
+        )
+
+    async def StoreUnit(
+        self, request: pb.StoreUnitRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UnitReply:
+        require(caller(), "operator")
+        unit_id = required(request.unit_id, "unit_id")
+        outcome = await self.app.store_unit(
+            unit_id, required(request.address, "address"), meta(request.reason, self.clock)
+        )
+        return _reply(outcome)
+
+    async def MoveUnit(
+        self, request: pb.MoveUnitRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UnitReply:
+        require(caller(), "operator")
+        outcome = await self.app.move(
+            required(request.unit_id, "unit_id"), required(request.to_address, "to_address"),
+            meta(request.reason, self.clock), expected_version(request),
+        )  # fmt: skip
+        return _reply(outcome)
+
+    async def QuarantineUnit(
+        self, request: pb.QuarantineUnitRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UnitReply:
+        require(caller(), "operator", "qa", "service")
+        command = model.QuarantineUnit(required(request.cause, "cause"), request.reason)
+        return await self._handle(request, command)
+
+    async def QuarantineTank(
+        self, request: pb.QuarantineTankRequest, context: grpc.aio.ServicerContext
+    ) -> pb.QuarantineTankReply:
+        require(caller(), "operator", "qa", "service")
+        tank_id = required(request.tank_id, "tank_id")
+        units = await self.app.quarantine_tank(
+            tank_id, required(request.cause, "cause"), meta(request.reason, self.clock)
+        )
+        return pb.QuarantineTankReply(tank_id=tank_id, unit_ids=units)
+
+    async def DispositionUnit(
+        self, request: pb.DispositionUnitRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UnitReply:
+        principal = caller()  # the domain checks the QA role
+        command = model.DispositionUnit(
+            parse_enum(model.Disposition, request.decision, "decision"),
+            principal.name, principal.kind, request.signature_meaning,
+        )  # fmt: skip
+        return await self._handle(request, command)
+
+    async def ReserveUnit(
+        self, request: pb.ReserveUnitRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UnitReply:
+        require(caller(), "operator", "service")
+        command = model.ReserveUnit(
+            required(request.order_id, "order_id"), timestamp(request, "hold_until"), self.clock()
+        )
+        return await self._handle(request, command)
+
+    async def ReleaseReservation(
+        self, request: pb.ReleaseReservationRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UnitReply:
+        require(caller(), "operator", "service")
+        return await self._handle(
+            request, model.ReleaseReservation(required(request.order_id, "order_id"))
+        )
+
+    async def PickUnit(
+        self, request: pb.PickUnitRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UnitReply:
+        require(caller(), "operator")
+        return await self._handle(
+            request, model.PickUnit(required(request.order_id, "order_id"), self.clock())
+        )
+
+    async def DiscardUnit(
+        self, request: pb.DiscardUnitRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UnitReply:
+        require(caller(), "operator", "qa")
+        return await self._handle(request, model.DiscardUnit(request.reason))
+
+    async def RecallUnit(
+        self, request: pb.RecallUnitRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UnitReply:
+        require(caller(), "operator", "qa", "service")
+        return await self._handle(
+            request, model.RecallUnit(required(request.recall_id, "recall_id"), request.reason)
+        )
+
+    async def GetUnit(
+        self, request: pb.GetUnitRequest, context: grpc.aio.ServicerContext
+    ) -> pb.InventoryUnit:
+        require(caller(), "operator", "qa", "service")
+        return await self.read_model.unit(required(request.unit_id, "unit_id"))
+
+    async def ListInventory(
+        self, request: pb.ListInventoryRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListInventoryReply:
+        require(caller(), "operator", "qa", "service")
+        units = await self.read_model.inventory(
+            self.site_id, request.status, request.product_type, request.tank_id
+        )
+        return pb.ListInventoryReply(units=units)
+
+    async def ListNetworkInventory(
+        self, request: pb.ListNetworkInventoryRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListNetworkInventoryReply:
+        require(caller(), "operator", "service")
+        return pb.ListNetworkInventoryReply(
+            units=await self.read_model.network(request.product_type, self.clock())
+        )
+
+    async def RecordTemperature(
+        self, request: pb.RecordTemperatureRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RecordTemperatureReply:
+        require(caller(), "service", "operator")
+        tank_id = required(request.tank_id, "tank_id")
+        tank.tank_of(f"{tank_id}/R1/B1/P01")  # validates the tank id's form
+        if not tank_id.startswith(f"{self.site_id}-"):
+            raise InvalidArgument("tank_id", f"not a tank of site {self.site_id}")
+        if not math.isfinite(request.celsius) or not -273.15 <= request.celsius <= 100:
+            raise InvalidArgument("celsius", "must be a temperature between -273.15 and 100 °C")
+        reading = Reading(self.site_id, tank_id, request.celsius, timestamp(request, "measured_at"))
+        await self.telemetry.publish(reading)
+        return pb.RecordTemperatureReply()
+
+    async def _handle(self, request: object, command: object) -> pb.UnitReply:
+        outcome = await self.app.handle(
+            required(request.unit_id, "unit_id"),  # type: ignore[attr-defined]
+            command,  # type: ignore[arg-type]
+            meta(request.reason, self.clock),  # type: ignore[attr-defined]
+            expected_version(request),  # type: ignore[arg-type]
+        )
+        return _reply(outcome)
+
+
+def storage_binding(servicer: StorageServicer) -> ServiceBinding:
+    return ServiceBinding(SERVICE_NAME, servicer, pb_grpc.add_StorageServiceServicer_to_server)

@@ -1,0 +1,139 @@
+"""Storage read models: released-unit and donor facts (any site), and every site's inventory."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from services.donor_intake.adapters.codec import CODEC as DONOR_CODEC
+from services.donor_intake.domain import model as donor
+from services.manufacturing.adapters.codec import CODEC as MANUFACTURING_CODEC
+from services.manufacturing.domain import model as manufacturing
+from services.storage.adapters.codec import CODEC
+from services.storage.domain import model
+from services.storage.domain.tank import tank_of
+from shared.events import StoredEvent
+from shared.topics import DONOR_EVENTS, MANUFACTURING_EVENTS, STORAGE_EVENTS
+
+
+class NetworkFactsProjection:
+    """What storage and network matching need from manufacturing and donor intake."""
+
+    name = "network_facts"
+    topics = (MANUFACTURING_EVENTS, DONOR_EVENTS)
+
+    async def apply(self, conn: asyncpg.Connection, event: StoredEvent) -> None:
+        if event.aggregate_type == "batch":
+            await self._batch(conn, event)
+        elif event.aggregate_type == "donor":
+            await self._donor(conn, event)
+
+    async def _batch(self, conn: asyncpg.Connection, event: StoredEvent) -> None:
+        e = MANUFACTURING_CODEC.decode(event.event_type, event.payload)
+        if isinstance(e, manufacturing.BatchStarted):
+            await conn.execute(
+                "INSERT INTO batch_facts VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                event.aggregate_id, e.donor_id, e.product_type,
+            )  # fmt: skip
+        elif isinstance(e, manufacturing.BatchReleased):
+            batch = await conn.fetchrow(
+                "SELECT donor_id, product_type FROM batch_facts WHERE batch_id = $1",
+                event.aggregate_id,
+            )
+            if batch is None:
+                raise LookupError(f"BatchReleased before BatchStarted for {event.aggregate_id}")
+            await conn.executemany(
+                "INSERT INTO released_units VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+                " ON CONFLICT DO NOTHING",
+                [
+                    (u.unit_id, event.site_id, event.aggregate_id, batch["donor_id"], u.din,
+                     u.product_code, batch["product_type"], u.viable_nk_cells, u.cd3_cells,
+                     u.volume_ml, u.expires_on, u.segregated)
+                    for u in e.units
+                ],
+            )  # fmt: skip
+
+    async def _donor(self, conn: asyncpg.Connection, event: StoredEvent) -> None:
+        e = DONOR_CODEC.decode(event.event_type, event.payload)
+        value: object
+        match e:
+            case donor.HlaTyped(loci):
+                column, value = "hla", [a for t in loci for a in t.alleles]
+            case donor.KirGenotyped(genes):
+                column, value = "kir_genes", list(genes)
+            case donor.CmvSerostatusRecorded(status):
+                column, value = "cmv", status.value
+            case donor.BloodGroupRecorded(abo, rh):
+                await conn.execute(
+                    "INSERT INTO donor_facts (donor_id, abo, rh) VALUES ($1, $2, $3)"
+                    " ON CONFLICT (donor_id) DO UPDATE SET abo = $2, rh = $3",
+                    event.aggregate_id, abo, rh,
+                )  # fmt: skip
+                return
+            case _:
+                return
+        await conn.execute(
+            f"INSERT INTO donor_facts (donor_id, {column}) VALUES ($1, $2)"
+            f" ON CONFLICT (donor_id) DO UPDATE SET {column} = $2",
+            event.aggregate_id, value,
+        )  # fmt: skip
+
+
+class InventoryProjection:
+    """Every site's stored units, from cellbank.storage.events.v1 (the site is in the envelope)."""
+
+    name = "inventory"
+    topics = (STORAGE_EVENTS,)
+
+    async def apply(self, conn: asyncpg.Connection, event: StoredEvent) -> None:
+        if event.aggregate_type != "unit":
+            return
+        e = CODEC.decode(event.event_type, event.payload)
+        unit_id, version = event.aggregate_id, event.aggregate_version
+        if isinstance(e, model.UnitStored):
+            f = e.facts
+            await conn.execute(
+                "INSERT INTO inventory (unit_id, site_id, din, product_code, product_type, status,"
+                " address, tank_id, segregated, expires_on, viable_nk_cells, cd3_cells, version)"
+                " VALUES ($1, $2, $3, $4, $5, 'STORED', $6, $7, $8, $9, $10, $11, $12)"
+                " ON CONFLICT DO NOTHING",
+                unit_id, event.site_id, f.din, f.product_code, f.product_type, e.address,
+                tank_of(e.address), f.segregated, f.expires_on, f.viable_nk_cells, f.cd3_cells, version,
+            )  # fmt: skip
+            return
+        sets, values = _changes(e)
+        n = len(values)
+        assignments = ", ".join(
+            [*(f"{s.format(f'${i}')}" for i, s in enumerate(sets, 1)), f"version = ${n + 2}"]
+        )
+        await conn.execute(
+            f"UPDATE inventory SET {assignments} WHERE unit_id = ${n + 1}",
+            *values,
+            unit_id,
+            version,
+        )
+
+
+def _changes(e: object) -> tuple[list[str], list[object]]:
+    """SQL assignments (with {} for the placeholder) and their values for one unit event."""
+    match e:
+        case model.UnitMoved(_, to):
+            return ["address = {}", "tank_id = split_part({}, '/', 1)"], [to, to]
+        case model.UnitQuarantined(cause):
+            return [
+                "status = 'QUARANTINED', quarantine_causes = array_append(quarantine_causes, {})"
+            ], [cause]
+        case model.QuarantineLifted():
+            return ["status = 'STORED'"], []
+        case model.UnitReserved(order_id, hold_until):
+            return ["reserved_for = {}", "hold_until = {}"], [order_id, hold_until]
+        case model.ReservationReleased() | model.ReservationExpired():
+            return ["reserved_for = '', hold_until = NULL"], []
+        case model.UnitExpired():
+            return ["status = 'EXPIRED'"], []
+        case model.UnitPicked():
+            return ["status = 'PICKED', address = '', reserved_for = '', hold_until = NULL"], []
+        case model.UnitDiscarded():
+            return ["status = 'DISCARDED', address = '', reserved_for = '', hold_until = NULL"], []
+        case model.UnitRecalled():
+            return ["status = 'RECALLED'"], []
+    return [], []
