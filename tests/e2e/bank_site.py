@@ -10,23 +10,44 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import grpc
+from cellbank.operator.v1 import operator_service_pb2_grpc as opb_grpc
+from cellbank.storage.v1 import storage_service_pb2_grpc as spb_grpc
 
 from deploy.demo import TOKENS, BankClient, random_fin
 from deploy.infra import Endpoints
 from services.donor_intake.entrypoints.main import SPEC as DONOR_SPEC
 from services.manufacturing.entrypoints.main import SPEC as MANUFACTURING_SPEC
+from services.storage.entrypoints.main import SPEC as STORAGE_SPEC
 from shared.db import drop_database
 from shared.projections import wait_caught_up
 from shared.service_host import ServiceHost
 from shared.settings import Settings
 from shared.testing.waits import eventually
-from shared.topics import DONOR_EVENTS
+from shared.topics import DONOR_EVENTS, MANUFACTURING_EVENTS, STORAGE_EVENTS
 
 
 @dataclass
 class BankSite(BankClient):
     site_id: str = ""
     hosts: tuple[ServiceHost, ...] = ()
+    storage: spb_grpc.StorageServiceStub | None = None
+    storage_ops: opb_grpc.OperatorServiceStub | None = None
+
+    @property
+    def storage_port(self) -> int:
+        return self.hosts[2].port
+
+    async def storage_caught_up(self) -> None:
+        """Wait until storage has applied every manufacturing, donor and storage event so far."""
+        host = self.hosts[2]
+        assert host.pool is not None
+        for name, topics in (
+            ("network_facts", [MANUFACTURING_EVENTS, DONOR_EVENTS]),
+            ("inventory", [STORAGE_EVENTS]),
+        ):
+            await wait_caught_up(
+                host.pool, name, bootstrap=host.settings.kafka_bootstrap, topics=topics, timeout=60
+            )
 
     async def manufacturing_caught_up(self) -> None:
         """Wait until manufacturing has applied every donor event published so far."""
@@ -54,21 +75,25 @@ def site_settings(endpoints: Endpoints, site: str, service: str, fin: str) -> Se
 
 
 @asynccontextmanager
-async def bank_site(endpoints: Endpoints) -> AsyncIterator[BankSite]:
+async def bank_site(endpoints: Endpoints, *, with_storage: bool = False) -> AsyncIterator[BankSite]:
     site = "T" + "".join(random.choices(string.ascii_uppercase, k=2))
     fin = random_fin()
     hosts = [
         ServiceHost(DONOR_SPEC, site_settings(endpoints, site, "donor_intake", fin)),
         ServiceHost(MANUFACTURING_SPEC, site_settings(endpoints, site, "manufacturing", fin)),
     ]
+    if with_storage:
+        hosts.append(ServiceHost(STORAGE_SPEC, site_settings(endpoints, site, "storage", fin)))
     started: list[ServiceHost] = []
     try:
         for host in hosts:
             await host.start()
             started.append(host)
+        storage_port = hosts[2].port if with_storage else hosts[0].port
         async with (
             grpc.aio.insecure_channel(f"127.0.0.1:{hosts[0].port}") as d,
             grpc.aio.insecure_channel(f"127.0.0.1:{hosts[1].port}") as m,
+            grpc.aio.insecure_channel(f"127.0.0.1:{storage_port}") as st,
         ):
             client = BankClient.over(d, m)
             yield BankSite(
@@ -78,6 +103,8 @@ async def bank_site(endpoints: Endpoints) -> AsyncIterator[BankSite]:
                 client.manufacturing_ops,
                 site_id=site,
                 hosts=tuple(hosts),
+                storage=spb_grpc.StorageServiceStub(st) if with_storage else None,
+                storage_ops=opb_grpc.OperatorServiceStub(st) if with_storage else None,
             )
         for host in started:
             assert host.failed() is None, host.failed()
