@@ -25,6 +25,7 @@ TOKENS = {
     "qa-quinn": "qa:quinn",
     "qa-alice": "qa:alice",  # alice also holds a QA role: the two-person rule must still stop her
     "hosp-h1": "hospital:H1",
+    "svc-coldchain": "service:coldchain",  # the cold-chain monitor's calls to storage
 }
 HLA = {
     "A": ["A*02:01", "A*24:02"],

@@ -62,7 +62,13 @@ class Storage:
         try:
             outcome = await self._unit(unit_id, command, meta, expected_version=version)
         except Exception:
-            await self._tank(to_tank, model.VacatePosition(to_address, unit_id), meta)
+            # within one tank the occupy already left the old position: take it back
+            undo: tank.Command = (
+                model.OccupyPosition(state.address, unit_id, segregated)
+                if tank.tank_of(state.address) == to_tank
+                else model.VacatePosition(to_address, unit_id)
+            )
+            await self._tank(to_tank, undo, meta)
             raise
         await self._tank(
             tank.tank_of(state.address), model.VacatePosition(state.address, unit_id), meta

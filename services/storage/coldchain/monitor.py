@@ -73,12 +73,15 @@ class TankMonitor:
             for t, w in self.watches.items()
             if w.last_reading_at and now - w.last_reading_at < LIVE_HORIZON
         )
-        return self._report(silent_tanks(live, now, self.rules))
+        # Not persisted here: a timer runs outside the stream, where the Faust table is
+        # read-only; the flag is persisted with the tank's next reading (causes are idempotent).
+        return self._report(silent_tanks(live, now, self.rules), persist=False)
 
-    def _report(self, silent: list[SensorSilent]) -> list[Fact]:
+    def _report(self, silent: list[SensorSilent], *, persist: bool = True) -> list[Fact]:
         for fact in silent:
             self.watches[fact.tank_id] = mark_silent(self.watches[fact.tank_id])
-            self._maybe_persist(fact.tank_id, self.watches[fact.tank_id])
+            if persist:
+                self._maybe_persist(fact.tank_id, self.watches[fact.tank_id])
         return list(silent)
 
     def _maybe_persist(self, tank_id: str, watch: TankWatch) -> None:

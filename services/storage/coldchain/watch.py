@@ -67,7 +67,7 @@ def observe(
     watch: TankWatch, reading: Reading, rules: ColdChainRules
 ) -> tuple[TankWatch, list[Fact]]:
     """Fold one reading into the tank's watch; facts are reported once per episode."""
-    if watch.last_reading_at is not None and reading.measured_at < watch.last_reading_at:
+    if watch.last_reading_at is not None and reading.measured_at <= watch.last_reading_at:
         return watch, []  # late or duplicate reading: time never runs backwards
     watch = dataclasses.replace(
         watch, site_id=reading.site_id, last_reading_at=reading.measured_at, silence_reported=False

@@ -19,7 +19,8 @@ from services.storage.domain.model import (
 )
 from shared.errors import InvalidArgument, NotFound, PreconditionFailed
 
-TANK_ID = re.compile(r"^[A-Z]{3}-[A-Z0-9]{1,12}$")  # site-prefixed, e.g. LON-T1
+TANK_ID = re.compile(r"[A-Z]{3}-[A-Z0-9]{1,12}")  # site-prefixed, e.g. LON-T1 (fullmatch)
+POSITION = re.compile(r"R\d+/B\d+/P\d{2,}", re.ASCII)
 MAX_POSITIONS = 20_000
 
 Command = RegisterTank | OccupyPosition | VacatePosition
@@ -32,7 +33,7 @@ def address(tank_id: str, rack: int, box: int, position: int) -> str:
 def tank_of(address_: str) -> str:
     """The tank id an address belongs to (InvalidArgument if it is not an address)."""
     tank_id, _, rest = address_.partition("/")
-    if not TANK_ID.match(tank_id) or not re.fullmatch(r"R\d+/B\d+/P\d{2,}", rest):
+    if not TANK_ID.fullmatch(tank_id) or not POSITION.fullmatch(rest):
         raise InvalidArgument("address", f"{address_!r} is not <tank>/R<n>/B<n>/P<nn>")
     return tank_id
 
@@ -59,7 +60,9 @@ def decide(state: Tank, command: Command) -> Sequence[TankEvent]:
                 raise PreconditionFailed(
                     "segregated storage", f"{address_} is kept for urgent-need (segregated) units"
                 )
-            return [PositionOccupied(address_, unit_id)]
+            # a unit holds one position: a move within the tank leaves the old one atomically
+            left = [PositionVacated(a, u) for a, u in state.occupant.items() if u == unit_id]
+            return [*left, PositionOccupied(address_, unit_id)]
         case VacatePosition(address_, unit_id):
             if state.occupant.get(address_) != unit_id:
                 return []  # already vacated
@@ -70,7 +73,7 @@ def decide(state: Tank, command: Command) -> Sequence[TankEvent]:
 def register(state: Tank, command: RegisterTank) -> list[TankEvent]:
     if state.registered:
         raise PreconditionFailed("tank already registered", command.tank_id)
-    if not TANK_ID.match(command.tank_id):
+    if not TANK_ID.fullmatch(command.tank_id):
         raise InvalidArgument("tank_id", "site-prefixed id, e.g. LON-T1")
     for name in ("racks", "boxes_per_rack", "positions_per_box"):
         if getattr(command, name) < 1:

@@ -136,7 +136,11 @@ app = faust.App(
     web_enabled=False,
 )
 telemetry_topic = app.topic(
-    TELEMETRY, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+    os.environ.get("CELLBANK_TELEMETRY_TOPIC", TELEMETRY),
+    key_type=bytes,
+    value_type=bytes,
+    key_serializer="raw",
+    value_serializer="raw",
 )
 watch_table = app.Table("tank_watch", default=None, partitions=app.conf.topic_partitions)
 
