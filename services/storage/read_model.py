@@ -92,7 +92,7 @@ class StorageReadModel:
     async def expiring(self, site_id: str, today: date, limit: int = 100) -> list[str]:
         rows = await self.pool.fetch(
             "SELECT unit_id FROM inventory WHERE site_id = $1 AND expires_on <= $2"
-            " AND status IN ('STORED', 'QUARANTINED', 'RECALLED') LIMIT $3",
+            " AND status = 'STORED' LIMIT $3",
             site_id, today, limit,
         )  # fmt: skip
         return [r["unit_id"] for r in rows]

@@ -50,7 +50,6 @@ Command = (
     | DiscardUnit
     | RecallUnit
 )
-IN_STOCK = (UnitStatus.STORED, UnitStatus.QUARANTINED, UnitStatus.RECALLED)
 GONE = (UnitStatus.PICKED, UnitStatus.DISCARDED)
 
 
@@ -88,11 +87,12 @@ def decide(state: StoredUnit, command: Command) -> Sequence[UnitEvent]:
                 return []
             return [ReservationExpired(r.order_id, r.hold_until)]
         case ExpireUnit(today):
-            if (
-                state.facts is None
-                or state.status not in IN_STOCK
-                or state.facts.expires_on > today
-            ):
+            # Only stock awaiting use expires here: a quarantined or recalled unit keeps its
+            # status (its QA disposition or recall is still pending); neither can be reserved
+            # once past its stability limit anyway.
+            if state.facts is None or state.status is not UnitStatus.STORED:
+                return []
+            if state.facts.expires_on > today:
                 return []
             return [*_release_reservation(state, "expired"), UnitExpired(state.facts.expires_on)]
         case PickUnit(order_id, now):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from datetime import timedelta
 
 import grpc
 from cellbank.storage.v1 import storage_service_pb2 as pb
@@ -27,6 +28,7 @@ from shared.grpc_requests import (
 )
 from shared.grpc_server import ServiceBinding
 
+FUTURE_TOLERANCE = timedelta(minutes=5)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["StorageService"].full_name
 
 
@@ -193,7 +195,12 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
             raise InvalidArgument("tank_id", f"not a tank of site {self.site_id}")
         if not math.isfinite(request.celsius) or not -273.15 <= request.celsius <= 100:
             raise InvalidArgument("celsius", "must be a temperature between -273.15 and 100 °C")
-        reading = Reading(self.site_id, tank_id, request.celsius, timestamp(request, "measured_at"))
+        measured_at = timestamp(request, "measured_at")
+        if measured_at > self.clock() + FUTURE_TOLERANCE:
+            # A sensor clock far ahead would advance its partition's event time and make the
+            # other tanks look silent.
+            raise InvalidArgument("measured_at", "is in the future (check the sensor's clock)")
+        reading = Reading(self.site_id, tank_id, request.celsius, measured_at)
         await self.telemetry.publish(reading)
         return pb.RecordTemperatureReply()
 

@@ -358,12 +358,10 @@ def test_expiry_releases_the_reservation():
     ]
 
 
-def test_quarantined_unit_expires_too():
-    assert when(QUARANTINED, ExpireUnit(EXPIRES_ON)) == [UnitExpired(EXPIRES_ON)]
-
-
 @pytest.mark.parametrize(
-    "history", [EXPIRED, PICKED, DISCARDED], ids=["expired", "picked", "discarded"]
+    "history",
+    [EXPIRED, PICKED, DISCARDED, QUARANTINED],
+    ids=["expired", "picked", "discarded", "quarantined-keeps-its-pending-disposition"],
 )
 def test_expiry_records_nothing_for_units_expired_or_gone(history):
     assert when(history, ExpireUnit(EXPIRES_ON)) == []
