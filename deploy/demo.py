@@ -14,6 +14,8 @@ from cellbank.manufacturing.v1 import manufacturing_service_pb2 as mpb
 from cellbank.manufacturing.v1 import manufacturing_service_pb2_grpc as mpb_grpc
 from cellbank.operator.v1 import operator_service_pb2 as opb
 from cellbank.operator.v1 import operator_service_pb2_grpc as opb_grpc
+from cellbank.storage.v1 import storage_service_pb2 as spb
+from cellbank.storage.v1 import storage_service_pb2_grpc as spb_grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.donor_intake.domain.eligibility import DEFAULT_MARKERS
@@ -226,3 +228,36 @@ async def released_batch(client: BankClient) -> mpb.ReleaseBatchReply:
     await client.process(batch_id, now())
     await client.qc(batch_id, now(), PASSING_QC)
     return await client.release(batch_id)
+
+
+async def register_demo_tank(storage: spb_grpc.StorageServiceStub, tank_id: str) -> None:
+    """A small tank with one segregated box (for urgent-need units); already there is fine."""
+    request = spb.RegisterTankRequest(
+        tank_id=tank_id, racks=2, boxes_per_rack=2, positions_per_box=10,
+        segregated_boxes=["R2/B2"], reason="demo tank commissioned",
+    )  # fmt: skip
+    try:
+        await storage.RegisterTank(request, metadata=auth("op-alice"))
+    except grpc.aio.AioRpcError as err:
+        if err.code() != grpc.StatusCode.FAILED_PRECONDITION:  # registered by an earlier run
+            raise
+
+
+async def store_when_known(
+    storage: spb_grpc.StorageServiceStub, unit_id: str, address: str
+) -> None:
+    """Store a unit once storage has heard of its release (through Kafka)."""
+
+    async def attempt() -> bool:
+        try:
+            await storage.StoreUnit(
+                spb.StoreUnitRequest(unit_id=unit_id, address=address, reason="into LN2"),
+                metadata=auth("op-alice"),
+            )
+        except grpc.aio.AioRpcError as err:
+            if "only RELEASED units" in (err.details() or ""):
+                return False
+            raise
+        return True
+
+    await eventually(attempt, what=f"storage to know unit {unit_id}", timeout=60)

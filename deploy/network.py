@@ -20,7 +20,10 @@ from deploy.processes import REPO_ROOT, InfraError, stop_process
 SERVICE_MODULES = {
     "donor_intake": "services.donor_intake.entrypoints.main",
     "manufacturing": "services.manufacturing.entrypoints.main",
+    "storage": "services.storage.entrypoints.main",
 }
+COLDCHAIN_MODULE = "services.storage.entrypoints.coldchain_worker"
+SIMULATOR_MODULE = "deploy.tank_simulator"
 
 
 @dataclass
@@ -90,3 +93,56 @@ def plan(sites: list[str], grpc_base: int, metrics_base: int) -> list[ServicePro
         for i, site in enumerate(sites)
         for j, service in enumerate(SERVICE_MODULES)
     ]
+
+
+@dataclass
+class NetworkProcess:
+    """A network-wide process (the cold-chain monitor, the demo tank sensors)."""
+
+    name: str
+    args: list[str]
+    env: dict[str, str]
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, log_dir: Path) -> None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        with open(log_dir / f"{self.name}.log", "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", *self.args],
+                env={**os.environ, **self.env},
+                cwd=REPO_ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def check_alive(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise InfraError(f"{self.name} exited with {self.proc.returncode}")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc, timeout=30, name=self.name)
+            self.proc = None
+
+
+def cold_chain(
+    endpoints: Endpoints, services: list[ServiceProcess], tanks: list[str]
+) -> list[NetworkProcess]:
+    """The Faust monitor watching every site's tanks, and simulated sensors for the demo tanks."""
+    storage = ",".join(f"{s.site}={s.address}" for s in services if s.service == "storage")
+    monitor = NetworkProcess(
+        "coldchain",
+        [COLDCHAIN_MODULE, "worker", "-l", "info", "--without-web"],
+        {
+            "CELLBANK_KAFKA_BOOTSTRAP": endpoints.kafka_bootstrap,
+            "CELLBANK_STORAGE_ENDPOINTS": storage,
+            "CELLBANK_COLDCHAIN_TOKEN": "svc-coldchain",
+        },
+    )
+    sensors = NetworkProcess(
+        "tank-sensors",
+        [SIMULATOR_MODULE, *tanks],
+        {"CELLBANK_KAFKA_BOOTSTRAP": endpoints.kafka_bootstrap},
+    )
+    return [monitor, sensors]

@@ -13,10 +13,11 @@ import threading
 from pathlib import Path
 
 import grpc
+from cellbank.storage.v1 import storage_service_pb2_grpc as spb_grpc
 
-from deploy.demo import TOKENS, BankClient, released_batch
+from deploy.demo import TOKENS, BankClient, register_demo_tank, released_batch, store_when_known
 from deploy.infra import DEFAULT_SITES, Endpoints, Infrastructure, ensure_site_databases
-from deploy.network import ServiceProcess, plan
+from deploy.network import NetworkProcess, ServiceProcess, cold_chain, plan
 from deploy.processes import (
     REPO_ROOT,
     InfraError,
@@ -72,15 +73,24 @@ async def _all_serving(services: list[ServiceProcess]) -> None:
     await asyncio.gather(*(s.wait_serving() for s in services))
 
 
-async def seed_demo(donor_intake: ServiceProcess, manufacturing: ServiceProcess) -> str:
-    """One donor through to released units at the first site, as a bank would do it."""
+async def seed_demo(services: list[ServiceProcess], sites: list[str]) -> str:
+    """A tank at every site; one donor at the first site through to released units, stored."""
+    by = {(s.site, s.service): s for s in services}
+    first = sites[0]
+    for site in sites:
+        async with grpc.aio.insecure_channel(by[(site, "storage")].address) as channel:
+            await register_demo_tank(spb_grpc.StorageServiceStub(channel), f"{site}-T1")
     async with (
-        grpc.aio.insecure_channel(donor_intake.address) as d,
-        grpc.aio.insecure_channel(manufacturing.address) as m,
+        grpc.aio.insecure_channel(by[(first, "donor_intake")].address) as d,
+        grpc.aio.insecure_channel(by[(first, "manufacturing")].address) as m,
+        grpc.aio.insecure_channel(by[(first, "storage")].address) as st,
     ):
         released = await released_batch(BankClient.over(d, m))
+        storage = spb_grpc.StorageServiceStub(st)
+        for position, unit in enumerate(released.units, start=1):
+            await store_when_known(storage, unit.unit_id, f"{first}-T1/R1/B1/P{position:02d}")
     units = ", ".join(u.unit_id for u in released.units)
-    return f"{donor_intake.site}: batch {released.batch_id} released into {units}"
+    return f"{first}: batch {released.batch_id} released into {units}, stored in {first}-T1"
 
 
 def _summary(
@@ -104,6 +114,8 @@ def _summary(
     ]
     lines += [
         f"  demo data  {demo or 'skipped (--no-demo)'}",
+        "  cold chain Faust monitor on cellbank.telemetry.v1 + simulated sensors for "
+        + ", ".join(f"{site}-T1" for site in sites),
         "  tokens     " + ", ".join(f"{t} ({p})" for t, p in TOKENS.items()),
         f"  logs       {root / 'logs'}",
         "  Point your own tools at it with:",
@@ -136,13 +148,17 @@ def main(argv: list[str] | None = None) -> int:
     # stops whatever had started; once up, they just end the wait.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     services = plan(sites, args.grpc_base_port, args.metrics_base_port)
+    extras: list[NetworkProcess] = []
     try:
         endpoints = infra.start()
         databases = run_async(lambda: provision(endpoints.database_url, sites))
         for service in services:
             service.start(endpoints, args.root / "logs")
         run_async(lambda: _all_serving(services))
-        demo = "" if args.no_demo else run_async(lambda: seed_demo(services[0], services[1]))
+        demo = "" if args.no_demo else run_async(lambda: seed_demo(services, sites))
+        extras = cold_chain(endpoints, services, [f"{site}-T1" for site in sites])
+        for extra in extras:
+            extra.start(args.root / "logs")
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
         print(_summary(endpoints, sites, databases, services, demo, args.root), flush=True)
@@ -156,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         print("[cellbank] interrupted while starting; stopping…", flush=True)
         return 130
     finally:
+        for extra in extras:
+            extra.stop()
         for service in reversed(services):
             service.stop()
         infra.stop()

@@ -30,7 +30,10 @@ def test_make_run_starts_and_stops_cleanly_on_ctrl_c(tmp_path):
         children = psutil.Process(proc.pid).children(recursive=True)
         commands = [" ".join(c.cmdline()) for c in children]
         assert any("kafka.Kafka" in c for c in commands), "".join(lines)
-        assert sum("services." in c for c in commands) == 2, commands
+        assert sum("services." in c and ".entrypoints.main" in c for c in commands) == 3, commands
+        assert any("coldchain_worker" in c for c in commands) and any(
+            "tank_simulator" in c for c in commands
+        )
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=60)
         lines.append(rest)
@@ -43,7 +46,10 @@ def test_make_run_starts_and_stops_cleanly_on_ctrl_c(tmp_path):
     output = "".join(lines)
     assert proc.returncode == 0, output
     assert "(5 site/service databases)" in output
-    assert "LON donor_intake" in output and "LON manufacturing" in output
+    assert (
+        "LON donor_intake" in output and "LON manufacturing" in output and "LON storage" in output
+    )
+    assert "stored in LON-T1" in output
     assert "released into" in output  # the demo donor went all the way to units
     assert "nothing left running" in output
     assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
