@@ -127,7 +127,7 @@ class NetworkProcess:
 
 
 def cold_chain(
-    endpoints: Endpoints, services: list[ServiceProcess], tanks: list[str]
+    endpoints: Endpoints, services: list[ServiceProcess], tanks: list[str], data_dir: Path
 ) -> list[NetworkProcess]:
     """The Faust monitor watching every site's tanks, and simulated sensors for the demo tanks."""
     storage = ",".join(f"{s.site}={s.address}" for s in services if s.service == "storage")
@@ -138,6 +138,7 @@ def cold_chain(
             "CELLBANK_KAFKA_BOOTSTRAP": endpoints.kafka_bootstrap,
             "CELLBANK_STORAGE_ENDPOINTS": storage,
             "CELLBANK_COLDCHAIN_TOKEN": "svc-coldchain",
+            "CELLBANK_COLDCHAIN_DATADIR": str(data_dir / "coldchain"),
         },
     )
     sensors = NetworkProcess(

@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             service.start(endpoints, args.root / "logs")
         run_async(lambda: _all_serving(services))
         demo = "" if args.no_demo else run_async(lambda: seed_demo(services, sites))
-        extras = cold_chain(endpoints, services, [f"{site}-T1" for site in sites])
+        extras = cold_chain(endpoints, services, [f"{site}-T1" for site in sites], args.root)
         for extra in extras:
             extra.start(args.root / "logs")
         for sig in (signal.SIGINT, signal.SIGTERM):

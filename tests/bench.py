@@ -49,6 +49,7 @@ from shared.postgres_eventstore import PostgresEventStore
 from shared.projections import ProjectionRunner, wait_caught_up
 from shared.testing.waits import eventually
 from shared.topics import FOREVER, TopicSpec
+from tests import bench_storage
 from tests.factories import new_event
 
 T = TypeVar("T")
@@ -700,12 +701,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.redirect_stdout(sys.stderr):
             endpoints = infra.start()
         results = asyncio.run(run_all(endpoints, infra, sizes, options.rounds))
+        storage_lines = asyncio.run(bench_storage.run(endpoints, options.scale, ROOT / "logs"))
     finally:
         progress("stopping infrastructure")
         with contextlib.redirect_stdout(sys.stderr):
             infra.stop()
         shutil.rmtree(ROOT, ignore_errors=True)
     print(render(results, sizes, options, time.perf_counter() - started), flush=True)
+    print("\n".join(storage_lines), flush=True)
     return 1 if any(r.errors for r in results) else 0
 
 

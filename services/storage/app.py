@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import datetime
 
@@ -24,6 +25,7 @@ class Storage:
         self.store = store
         self.read_model = read_model
         self.site_id = site_id
+        self._tank_locks: dict[str, asyncio.Lock] = {}
 
     async def register_tank(self, command: model.RegisterTank, meta: Meta) -> Outcome[Tank]:
         if not command.tank_id.startswith(f"{self.site_id}-"):
@@ -125,14 +127,18 @@ class Storage:
         return tank_id
 
     async def _tank(self, tank_id: str, command: tank.Command, meta: Meta) -> Outcome[Tank]:
-        for _ in range(5):
-            try:
-                return await execute(
-                    self.store, TANK, tank_id, lambda s: tank.decide(s, command), meta
-                )
-            except ConcurrencyConflict:
-                continue  # another position of the same tank changed: decide again
-        return await execute(self.store, TANK, tank_id, lambda s: tank.decide(s, command), meta)
+        # One tank stream takes every placement in it: writers of this process queue here
+        # instead of racing (and retrying) on its version; other processes still retry.
+        lock = self._tank_locks.setdefault(tank_id, asyncio.Lock())
+        async with lock:
+            for _ in range(5):
+                try:
+                    return await execute(
+                        self.store, TANK, tank_id, lambda s: tank.decide(s, command), meta
+                    )
+                except ConcurrencyConflict:
+                    continue  # another process changed the tank: decide again
+            return await execute(self.store, TANK, tank_id, lambda s: tank.decide(s, command), meta)
 
     async def _unit(
         self, unit_id: str, command: unit.Command, meta: Meta, *, expected_version: int | None

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from cellbank.storage.v1 import events_pb2 as epb
 from cellbank.storage.v1 import storage_service_pb2 as spb
 
@@ -20,6 +20,7 @@ from deploy.demo import auth, now
 from deploy.infra import Endpoints
 from deploy.processes import REPO_ROOT
 from shared.testing.plugin import make_topic
+from shared.testing.topic_reader import records_so_far
 from shared.testing.waits import eventually
 from tests.e2e.bank_site import BankSite, bank_site, projected
 from tests.e2e.test_storage import register_tank, released_units, store
@@ -46,6 +47,7 @@ def start_monitor(
         "CELLBANK_COLDCHAIN_EXCURSION_MINUTES": "10",
         "CELLBANK_COLDCHAIN_SILENCE_MINUTES": "15",
         "CELLBANK_COLDCHAIN_LIVE_CHECK_S": "1",
+        "CELLBANK_COLDCHAIN_DATADIR": str(log.parent / "faust-data"),
     }
     command = [
         sys.executable,
@@ -97,21 +99,9 @@ async def spike_seen_and_cleared(bootstrap: str, changelog: str, tank_id: str) -
     spike open followed by one with it closed proves the whole spike was processed."""
 
     async def history() -> list[dict[str, object]]:
-        consumer = AIOKafkaConsumer(
-            changelog, bootstrap_servers=bootstrap, auto_offset_reset="earliest"
-        )
-        await consumer.start()
-        try:
-            batches = await consumer.getmany(timeout_ms=1000)
-            records = [r for rs in batches.values() for r in rs]
-        finally:
-            await consumer.stop()
-        key = json.dumps(tank_id).encode()
-        return [
-            json.loads(r.value)
-            for r in sorted(records, key=lambda r: r.offset)
-            if r.key == key and r.value
-        ]
+        key = tank_id.encode()
+        records = await records_so_far(bootstrap, changelog)
+        return [json.loads(r.value) for r in records if r.key == key and r.value]
 
     def opened_then_closed(watches: list[dict[str, object]]) -> bool:
         opened = [i for i, w in enumerate(watches) if w["above_since"]]

@@ -3,7 +3,8 @@
 Every service of shared.topics.SERVICES runs at every site either as its gRPC service process
 (deploy/network.py SERVICE_MODULES; the process runs its own outbox relay) or, while it has none,
 as a bare outbox relay (`python -m shared.relay_main`); never both, which would publish every
-event twice.
+event twice. One network-wide Faust cold-chain monitor (deploy/network.py COLDCHAIN_MODULE) calls
+every site's storage service; it reads its own CELLBANK_* variables, not Settings.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import ast
 import importlib
 import importlib.util
 import inspect
+import json
 import re
 import shlex
 import subprocess
@@ -31,12 +33,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from deploy.demo import TOKENS as DEMO_TOKENS
 from deploy.infra import DEFAULT_SITES
-from deploy.network import SERVICE_MODULES, plan
+from deploy.network import COLDCHAIN_MODULE, SERVICE_MODULES, plan
 from services.kernel.isbt128 import validate_fin
 from shared.db import database_name, with_database
 from shared.metrics import serve_metrics
 from shared.settings import PRINCIPAL_KINDS, Settings, parse_tokens
-from shared.topics import SERVICE_TOPICS, SERVICES, TOPICS
+from shared.topics import SERVICE_TOPICS, SERVICES, TELEMETRY, TOPICS
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yml"
@@ -57,6 +59,14 @@ DEPENDS_ON_TOPICS_AND_DATABASES = {
     "kafka-init": {"condition": "service_completed_successfully"},
     "db-init": {"condition": "service_completed_successfully"},
     "postgres": {"condition": "service_healthy"},
+}
+# The cold-chain monitor: one compose service, calling each site's storage service.
+COLDCHAIN = "coldchain"
+COLDCHAIN_SERVICE = "storage"
+COLDCHAIN_REQUIRED_ENV = {
+    "CELLBANK_KAFKA_BOOTSTRAP",
+    "CELLBANK_STORAGE_ENDPOINTS",
+    "CELLBANK_COLDCHAIN_TOKEN",
 }
 
 
@@ -87,6 +97,10 @@ def relay_name(site: str, service: str) -> str:
 def process_name(site: str, service: str) -> str:
     """The compose service that runs the event store (and so the relay) of site and service."""
     return grpc_name(site, service) if service in SERVICE_MODULES else relay_name(site, service)
+
+
+def is_coldchain(command: list[str]) -> bool:
+    return command[:3] == ["python", "-m", COLDCHAIN_MODULE]
 
 
 def served_service(command: list[str]) -> str | None:
@@ -225,6 +239,62 @@ def env_names_the_code_reads() -> set[str]:
         for path in (REPO / folder).rglob("*.py")
         for name in pattern.findall(path.read_text())
     }
+
+
+def coldchain_source() -> Path:
+    spec = importlib.util.find_spec(COLDCHAIN_MODULE)
+    assert spec is not None and spec.origin is not None, f"{COLDCHAIN_MODULE} does not exist"
+    return Path(spec.origin)
+
+
+def env_names_the_coldchain_reads() -> set[str]:
+    """The CELLBANK_* names of the cold-chain worker's module (it does not use Settings)."""
+    return set(re.findall(r"""["'](CELLBANK_[A-Z0-9_]+)["']""", coldchain_source().read_text()))
+
+
+def parse_storage_endpoints(raw: str) -> list[tuple[str, str, int]]:
+    """CELLBANK_STORAGE_ENDPOINTS, strictly: every entry SITE=host:port, nothing else."""
+    entries = []
+    for item in raw.split(","):
+        site, sep, address = item.partition("=")
+        host, colon, port = address.rpartition(":")
+        assert sep and colon and host and port.isdigit(), f"{item!r}: expected SITE=host:port"
+        entries.append((site, host, int(port)))
+    return entries
+
+
+def coldchain_config(env: Mapping[str, str]) -> dict[str, Any]:
+    """What the worker module makes of an environment, imported in a clean process (the module
+    builds its Faust app at import; nothing connects before `worker` runs)."""
+    script = f"""
+import importlib, json
+worker = importlib.import_module({COLDCHAIN_MODULE!r})
+conf = worker.app.conf
+rules = worker.monitor.rules
+print(json.dumps({{
+    "app_id": conf.id,
+    "brokers": [str(url) for url in conf.broker],
+    "datadir": str(conf.datadir),
+    "partitions": conf.topic_partitions,
+    "replication_factor": conf.topic_replication_factor,
+    "topics": sorted(worker.telemetry_topic.topics),
+    "endpoints": worker.dispatcher.endpoints,
+    "rules": [rules.max_celsius, rules.excursion_minutes, rules.silence_minutes],
+}}))
+"""
+    clean = {"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{REPO}:{REPO / 'protos'}", **env}
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env=clean,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
 
 
 def first_party_imports() -> set[str]:
@@ -462,6 +532,90 @@ def test_compose_creates_the_database_every_process_connects_to() -> None:
     assert db_init["depends_on"] == {"postgres": {"condition": "service_healthy"}}
 
 
+# --- docker-compose.yml: the cold-chain monitor ------------------------------------------------
+
+
+def coldchain_env() -> dict[str, str]:
+    return process_env(services()[COLDCHAIN]["environment"])
+
+
+def test_compose_runs_one_coldchain_worker_of_the_module_that_exists() -> None:
+    monitors = [
+        name for name, service in services().items() if is_coldchain(service.get("command") or [])
+    ]
+    assert monitors == [COLDCHAIN]
+    coldchain = services()[COLDCHAIN]
+    coldchain_source()
+    assert coldchain["command"][3] == "worker"  # the Faust CLI command that consumes
+    assert coldchain["build"] == {"context": ".", "dockerfile": "deploy/Dockerfile"}
+    assert coldchain["restart"] == "unless-stopped"
+    assert "ports" not in coldchain  # it serves nothing
+
+
+def test_compose_coldchain_sets_the_variables_the_worker_reads_and_no_others() -> None:
+    env = coldchain_env()
+    cellbank = {name for name in env if name.startswith("CELLBANK_")}
+    read = env_names_the_coldchain_reads()
+    assert COLDCHAIN_REQUIRED_ENV <= read, "the worker no longer reads a required variable"
+    assert COLDCHAIN_REQUIRED_ENV <= cellbank
+    assert cellbank <= read, f"not read by the worker: {sorted(cellbank - read)}"
+
+
+def test_compose_coldchain_calls_every_site_s_storage_service_in_compose() -> None:
+    entries = parse_storage_endpoints(coldchain_env()["CELLBANK_STORAGE_ENDPOINTS"])
+    sites = [site for site, _, _ in entries]
+    assert sorted(sites) == sorted(DEFAULT_SITES), "one endpoint per site, every site"
+    for site, host, port in entries:
+        storage = grpc_name(site, COLDCHAIN_SERVICE)
+        assert host == storage, f"{site}: {host} is not its storage service"
+        env = process_env(services()[storage]["environment"])
+        assert env["CELLBANK_SITE_ID"] == site
+        assert port == int(env["CELLBANK_GRPC_PORT"]), f"{site}: the container's gRPC port"
+
+
+def test_compose_coldchain_token_is_a_service_token_every_storage_service_accepts() -> None:
+    raw = services()[COLDCHAIN]["environment"]["CELLBANK_COLDCHAIN_TOKEN"]
+    assert raw.startswith("${CELLBANK_COLDCHAIN_TOKEN:-"), "not overridable"
+    token = interpolate(raw)
+    assert DEMO_TOKENS[token].partition(":")[0] == "service"  # what deploy/demo.py declares
+    for site in DEFAULT_SITES:
+        storage = process_env(services()[grpc_name(site, COLDCHAIN_SERVICE)]["environment"])
+        principal = parse_tokens(storage["CELLBANK_TOKENS"]).get(token, "")
+        assert principal.partition(":")[0] == "service", f"{site} storage refuses it"
+
+
+def test_compose_coldchain_starts_after_the_topics_and_the_storage_services() -> None:
+    expected = {"kafka-init": {"condition": "service_completed_successfully"}} | {
+        grpc_name(site, COLDCHAIN_SERVICE): {"condition": "service_healthy"}
+        for site in DEFAULT_SITES
+    }
+    assert services()[COLDCHAIN]["depends_on"] == expected
+
+
+def test_compose_coldchain_worker_reads_its_environment_as_intended() -> None:
+    env = coldchain_env()
+    config = coldchain_config(env)
+    storage = process_env(services()[grpc_name(DEFAULT_SITES[0], COLDCHAIN_SERVICE)]["environment"])
+    assert config["brokers"] == [f"kafka://{storage['CELLBANK_KAFKA_BOOTSTRAP']}"]
+    assert config["endpoints"] == {
+        site: f"{host}:{port}"
+        for site, host, port in parse_storage_endpoints(env["CELLBANK_STORAGE_ENDPOINTS"])
+    }
+    (topic,) = config["topics"]
+    created = {options["--topic"][0]: options for options in kafka_topics_invocations()}
+    assert topic == TELEMETRY and topic in created
+    # Its table's changelog is co-partitioned with the telemetry topic, on the same broker(s).
+    assert config["partitions"] == int(created[topic]["--partitions"][0])
+    assert config["replication_factor"] == int(created[topic]["--replication-factor"][0])
+    max_celsius, excursion_minutes, silence_minutes = config["rules"]
+    assert max_celsius < -135  # below water's glass transition: cryogenic, not a freezer
+    assert excursion_minutes > 0 and silence_minutes > 0
+    # The image's user cannot write to its working directory (root's /app): Faust's data
+    # directory must be elsewhere.
+    assert Path(config["datadir"]).is_absolute()
+    assert Path(config["datadir"]).parts[:2] == ("/", "tmp"), config["datadir"]
+
+
 def test_compose_dependencies_exist_and_healthy_ones_have_a_healthcheck() -> None:
     assert "pg_isready" in " ".join(services()["postgres"]["healthcheck"]["test"])
     for name, service in services().items():
@@ -484,6 +638,7 @@ def test_no_deployment_sets_a_cellbank_variable_the_code_never_reads() -> None:
     )
     unknown = {name for name in configured if name.startswith("CELLBANK_")} - known
     assert not unknown, f"typo or stale name: {sorted(unknown)}"
+    assert env_names_the_coldchain_reads() <= known  # the worker's own names count as read
 
 
 # --- deploy/Dockerfile -------------------------------------------------------------------------
@@ -566,6 +721,8 @@ def test_k8s_deployments_run_one_relay_per_event_store() -> None:
         assert deployment["spec"]["replicas"] == 1
         assert deployment["spec"]["strategy"] == {"type": "Recreate"}
         command = k8s_container(deployment)["command"]
+        if is_coldchain(command):
+            continue  # no event store (test_k8s_coldchain_deployment_is_consistent)
         env = k8s_env(deployment)
         service = served_service(command) or env["CELLBANK_SERVICE"]
         assert command == RELAY_COMMAND or served_service(command) is not None, command
@@ -660,3 +817,42 @@ def test_k8s_runs_as_the_dockerfile_user() -> None:
         security = deployment["spec"]["template"]["spec"]["securityContext"]
         assert security["runAsNonRoot"] is True
         assert security["runAsUser"] == int(uid)
+
+
+def test_k8s_coldchain_deployment_is_consistent() -> None:
+    monitors = [d for d in k8s_of_kind("Deployment") if is_coldchain(k8s_container(d)["command"])]
+    assert len(monitors) <= 1, "one cold-chain monitor for the network"
+    if not monitors:
+        pytest.skip("no cold-chain Deployment in the sketch")
+    (deployment,) = monitors
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    container = k8s_container(deployment)
+    assert container["command"] == services()[COLDCHAIN]["command"]
+    items = {item["name"]: item for item in container.get("env", [])}
+    cellbank = {name for name in items if name.startswith("CELLBANK_")}
+    assert COLDCHAIN_REQUIRED_ENV <= cellbank <= env_names_the_coldchain_reads()
+    # The bearer token comes from a Secret, never from a manifest.
+    assert "CELLBANK_COLDCHAIN_TOKEN" in k8s_secret_env(deployment)
+    # Kafka: the one the sites use.
+    ref = items["CELLBANK_KAFKA_BOOTSTRAP"]["valueFrom"]["configMapKeyRef"]
+    configmaps = {cm["metadata"]["name"]: cm for cm in k8s_of_kind("ConfigMap")}
+    assert ref["key"] in configmaps[ref["name"]]["data"]
+    # Each site's storage Service, named as the site's gRPC Services are (donor-intake.yaml).
+    grpc_ports = {
+        next(p for p in k8s_container(d)["ports"] if p["name"] == "grpc")["containerPort"]
+        for _, d in k8s_grpc_deployments()
+    }
+    (grpc_port,) = grpc_ports
+    (namespace,) = k8s_of_kind("Namespace")
+    site_namespace = namespace["metadata"]["name"].removesuffix(DEFAULT_SITES[0].lower())
+    entries = parse_storage_endpoints(k8s_env(deployment)["CELLBANK_STORAGE_ENDPOINTS"])
+    assert sorted(site for site, _, _ in entries) == sorted(DEFAULT_SITES)
+    service_name = COLDCHAIN_SERVICE.replace("_", "-")
+    for site, host, port in entries:
+        assert host == f"{service_name}.{site_namespace}{site.lower()}.svc", site
+        assert port == grpc_port, site
+    # A read-only root filesystem: Faust's data directory must be on a mounted volume.
+    datadir = Path(k8s_env(deployment)["CELLBANK_COLDCHAIN_DATADIR"])
+    mounts = [Path(mount["mountPath"]) for mount in container.get("volumeMounts", [])]
+    assert any(datadir.is_relative_to(mount) for mount in mounts), datadir

@@ -17,6 +17,7 @@ from services.storage.coldchain.watch import (
 )
 
 LIVE_HORIZON = timedelta(days=1)
+SILENCE_CHECK_STEP = timedelta(seconds=30)
 
 
 class TankMonitor:
@@ -36,12 +37,13 @@ class TankMonitor:
         rules: ColdChainRules,
         persist: Callable[[str, TankWatch], None] | None = None,
         restore: Callable[[str], TankWatch | None] | None = None,
-        persist_every_s: float = 60.0,
+        persist_every_s: float = 300.0,
     ) -> None:
         self.rules = rules
         self.watches: dict[str, TankWatch] = {}
         self.partition_of: dict[str, int] = {}
         self.watermarks: dict[int, datetime] = {}
+        self._checked_at: dict[int, datetime] = {}
         self._persist = persist
         self._restore = restore
         self._persist_every_s = persist_every_s
@@ -55,8 +57,16 @@ class TankMonitor:
         self.watches[reading.tank_id] = watch
         self._maybe_persist(reading.tank_id, watch)
         self.partition_of[reading.tank_id] = partition
-        if reading.measured_at > self.watermarks.get(partition, reading.measured_at - LIVE_HORIZON):
-            self.watermarks[partition] = reading.measured_at
+        watermark = self.watermarks.get(partition)
+        if watermark is None or reading.measured_at > watermark:
+            self.watermarks[partition] = watermark = reading.measured_at
+        # Scanning the partition's tanks on every reading would cost more than the reading:
+        # judge silence each time event time has moved on by SILENCE_CHECK_STEP (still a
+        # function of the partition's readings alone, so replay gives the same facts).
+        checked = self._checked_at.get(partition)
+        if checked is not None and watermark - checked < SILENCE_CHECK_STEP:
+            return facts
+        self._checked_at[partition] = watermark
         return [*facts, *self.check_silence(partition)]
 
     def check_silence(self, partition: int) -> list[Fact]:

@@ -69,23 +69,26 @@ def observe(
     """Fold one reading into the tank's watch; facts are reported once per episode."""
     if watch.last_reading_at is not None and reading.measured_at <= watch.last_reading_at:
         return watch, []  # late or duplicate reading: time never runs backwards
-    watch = dataclasses.replace(
-        watch, site_id=reading.site_id, last_reading_at=reading.measured_at, silence_reported=False
-    )
     if reading.celsius <= rules.max_celsius:
-        return dataclasses.replace(
-            watch, above_since=None, excursion_reported=False, max_celsius=-273.15
-        ), []
+        # The common case, built directly (this runs for every reading of every tank).
+        return TankWatch(reading.site_id, reading.measured_at), []
     since = watch.above_since or reading.measured_at
     hottest = max(watch.max_celsius, reading.celsius)
-    watch = dataclasses.replace(watch, above_since=since, max_celsius=hottest)
     too_long = reading.measured_at - since > timedelta(minutes=rules.excursion_minutes)
-    if too_long and not watch.excursion_reported:
-        fact = ExcursionDetected(
-            reading.site_id, reading.tank_id, since, reading.measured_at, hottest
-        )
-        return dataclasses.replace(watch, excursion_reported=True), [fact]
-    return watch, []
+    report = too_long and not watch.excursion_reported
+    updated = TankWatch(
+        reading.site_id,
+        reading.measured_at,
+        since,
+        hottest,
+        watch.excursion_reported or report,
+        False,
+    )
+    if report:
+        return updated, [
+            ExcursionDetected(reading.site_id, reading.tank_id, since, reading.measured_at, hottest)
+        ]
+    return updated, []
 
 
 def silent_tanks(

@@ -1,0 +1,275 @@
+"""Storage benchmarks (part of `make bench`): cold-chain readings through Faust, ReserveUnit
+latency under 8 concurrent clients. Figures only; nothing here fails on timing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import grpc
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
+from cellbank.storage.v1 import events_pb2 as epb
+from cellbank.storage.v1 import storage_service_pb2 as spb
+from cellbank.storage.v1 import storage_service_pb2_grpc as spb_grpc
+
+from deploy.demo import TOKENS, auth
+from deploy.infra import Endpoints
+from deploy.processes import REPO_ROOT
+from services.storage.coldchain.watch import ColdChainRules
+from services.storage.entrypoints.main import SPEC as STORAGE_SPEC
+from shared.db import drop_database
+from shared.kafka_admin import ensure_topics
+from shared.service_host import ServiceHost
+from shared.settings import Settings
+from shared.testing.topic_reader import records_so_far
+from shared.testing.waits import eventually
+from shared.topics import TopicSpec
+
+PARTITIONS = 3
+TANKS = 300
+RULES = ColdChainRules()
+
+
+def progress(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def _reading(tank: str, celsius: float, at: datetime) -> bytes:
+    message = epb.TemperatureReading(site_id="BEN", tank_id=tank, celsius=celsius)
+    message.measured_at.FromDatetime(at)
+    return message.SerializeToString()
+
+
+def _sentinels() -> list[str]:
+    """One tank id per partition (the producer's own partitioner decides where a key goes)."""
+    partitioner, found = DefaultPartitioner(), dict[int, str]()
+    n = 0
+    while len(found) < PARTITIONS:
+        tank = f"BEN-S{n}"
+        found.setdefault(
+            partitioner(tank.encode(), list(range(PARTITIONS)), list(range(PARTITIONS))), tank
+        )
+        n += 1
+    return list(found.values())
+
+
+async def _fill(bootstrap: str, topic: str, readings: int) -> None:
+    """`readings` cold readings over TANKS tanks, then per partition a sentinel that warms for
+    longer than the excursion limit: its excursion proves its partition was fully processed."""
+    start = datetime.now(UTC) - timedelta(days=2)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=512 * 1024
+    )
+    await producer.start()
+    try:
+        for i in range(readings):
+            tank = f"BEN-T{i % TANKS}"
+            at = start + timedelta(seconds=i // TANKS * 10)
+            await producer.send(topic, _reading(tank, -185.0, at), key=tank.encode())
+        end = start + timedelta(seconds=readings // TANKS * 10 + 60)
+        for tank in _sentinels():
+            for minute in range(int(RULES.excursion_minutes) + 2):
+                await producer.send(
+                    topic,
+                    _reading(tank, -100.0, end + timedelta(minutes=minute)),
+                    key=tank.encode(),
+                )
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def _sentinels_reported(bootstrap: str, changelog: str) -> bool:
+    records = await records_so_far(bootstrap, changelog, timeout_ms=500)
+    reported = {
+        r.key.decode() for r in records if r.value and json.loads(r.value)["excursion_reported"]
+    }
+    return set(_sentinels()) <= reported
+
+
+async def _faust_run(endpoints: Endpoints, readings: int, log_dir: Path) -> float:
+    """Seconds from starting a Faust worker until it has processed `readings` (+ sentinels)."""
+    topic = f"bench.telemetry.{uuid.uuid4().hex[:8]}"
+    await ensure_topics(
+        endpoints.kafka_bootstrap, [TopicSpec(topic, -1, "bench")], partitions=PARTITIONS
+    )
+    await _fill(endpoints.kafka_bootstrap, topic, readings)
+    app_id = f"bench-coldchain-{uuid.uuid4().hex[:8]}"
+    env = {
+        **os.environ,
+        "CELLBANK_KAFKA_BOOTSTRAP": endpoints.kafka_bootstrap,
+        "CELLBANK_TELEMETRY_TOPIC": topic,
+        "CELLBANK_COLDCHAIN_APP_ID": app_id,
+        "CELLBANK_STORAGE_ENDPOINTS": "",
+        "CELLBANK_COLDCHAIN_DATADIR": str(log_dir / f"{app_id}-data"),
+    }
+    started = time.perf_counter()
+    worker = _start_worker(env, log_dir / f"{app_id}.log")
+    try:
+        changelog = f"{app_id}-tank_watch-changelog"
+
+        async def done() -> bool:
+            if worker.poll() is not None:
+                raise RuntimeError(
+                    f"the Faust worker exited with {worker.returncode}; see {log_dir}"
+                )
+            return await _sentinels_reported(endpoints.kafka_bootstrap, changelog)
+
+        await eventually(
+            done,
+            what="Faust worker to process the readings",
+            timeout=600,
+            interval=0.2,
+        )
+        return time.perf_counter() - started
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+
+
+def _start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    command = [
+        sys.executable,
+        "-m",
+        "services.storage.entrypoints.coldchain_worker",
+        "worker",
+        "-l",
+        "warn",
+    ]
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            command, env=env, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT
+        )
+
+
+async def _raw_consume(bootstrap: str, readings: int) -> float:
+    """Baseline: a bare aiokafka consumer reading and decoding the same number of readings."""
+    topic = f"bench.telemetry.raw.{uuid.uuid4().hex[:8]}"
+    await ensure_topics(bootstrap, [TopicSpec(topic, -1, "bench")], partitions=PARTITIONS)
+    await _fill(bootstrap, topic, readings)
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                group_id=f"bench-raw-{uuid.uuid4().hex[:6]}")  # fmt: skip
+    started = time.perf_counter()
+    await consumer.start()
+    seen = 0
+    try:
+        while seen < readings:
+            for records in (await consumer.getmany(timeout_ms=500, max_records=5000)).values():
+                for r in records:
+                    epb.TemperatureReading.FromString(r.value)
+                seen += sum(len(rs) for rs in [records])
+    finally:
+        await consumer.stop()
+    return readings / (time.perf_counter() - started)
+
+
+async def cold_chain_throughput(
+    endpoints: Endpoints, readings: int, log_dir: Path
+) -> tuple[float, float]:
+    """Readings/s through the Faust monitor, from two runs (small and large) so the worker's
+    start-up and group join cancel out; and the raw-consumer baseline."""
+    small = max(1_000, readings // 10)
+    progress(f"cold chain: Faust worker over {small:,} readings (start-up reference)")
+    t_small = await _faust_run(endpoints, small, log_dir)
+    progress(f"cold chain: Faust worker over {readings:,} readings")
+    t_big = await _faust_run(endpoints, readings, log_dir)
+    faust_rate = (readings - small) / max(t_big - t_small, 1e-6)
+    progress("cold chain: raw aiokafka consumer baseline")
+    return faust_rate, await _raw_consume(endpoints.kafka_bootstrap, readings)
+
+
+async def reserve_latency(
+    endpoints: Endpoints, clients: int, per_client: int
+) -> tuple[float, float, float]:
+    """p50/p99 (ms) of ReserveUnit over gRPC with `clients` concurrent callers, and calls/s."""
+    settings = Settings(
+        site_id="BEN", service="storage", kafka_bootstrap=endpoints.kafka_bootstrap,
+        database_url=endpoints.database_url, tokens=TOKENS,
+        database_name=f"cellbank_bench_storage_{uuid.uuid4().hex[:6]}",
+    )  # fmt: skip
+    host = ServiceHost(STORAGE_SPEC, settings)
+    await host.start()
+    try:
+        assert host.pool is not None
+        units = [f"BEN-UNIT-{i:05d}" for i in range(clients * per_client)]
+        # The units manufacturing would have released (seeded straight into the read model).
+        await host.pool.executemany(
+            "INSERT INTO released_units VALUES ($1, 'BEN', 'b', 'd', 'G100126000001', 'S1001-01',"
+            " 'NK-ALLO', 5e8, 2e5, 20, $2, false)",
+            [(u, date.today() + timedelta(days=365)) for u in units],
+        )
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{host.port}") as channel:
+            stub = spb_grpc.StorageServiceStub(channel)
+            op = auth("op-alice")
+            per_box = 100
+            boxes = (len(units) + per_box - 1) // per_box
+            await stub.RegisterTank(
+                spb.RegisterTankRequest(tank_id="BEN-T1", racks=1, boxes_per_rack=boxes,
+                                        positions_per_box=per_box, reason="bench"), metadata=op,
+            )  # fmt: skip
+            progress(f"reserve: storing {len(units):,} units")
+            sem = asyncio.Semaphore(clients)
+
+            async def put(i: int, unit: str) -> None:
+                async with sem:
+                    address = f"BEN-T1/R1/B{i // per_box + 1}/P{i % per_box + 1:02d}"
+                    await stub.StoreUnit(
+                        spb.StoreUnitRequest(unit_id=unit, address=address, reason="bench"),
+                        metadata=op,
+                    )
+
+            await asyncio.gather(*(put(i, u) for i, u in enumerate(units)))
+            latencies: list[float] = []
+            hold = datetime.now(UTC) + timedelta(hours=1)
+
+            async def client(mine: list[str]) -> None:
+                for unit in mine:
+                    request = spb.ReserveUnitRequest(
+                        unit_id=unit, order_id=f"ORD-{unit}", reason="bench"
+                    )
+                    request.hold_until.FromDatetime(hold)
+                    started = time.perf_counter()
+                    await stub.ReserveUnit(request, metadata=op)
+                    latencies.append(time.perf_counter() - started)
+
+            progress(f"reserve: {clients} clients x {per_client} ReserveUnit calls")
+            started = time.perf_counter()
+            await asyncio.gather(*(client(units[c::clients]) for c in range(clients)))
+            wall = time.perf_counter() - started
+        cuts = statistics.quantiles(latencies, n=100)
+        return cuts[49] * 1000, cuts[98] * 1000, len(latencies) / wall
+    finally:
+        await host.stop(grace=1)
+        await drop_database(endpoints.database_url, settings.database_name)
+
+
+async def run(endpoints: Endpoints, scale: float, log_dir: Path) -> list[str]:
+    """The storage figures as printable lines."""
+    readings = max(10_000, int(200_000 * scale))
+    faust_rate, raw_rate = await cold_chain_throughput(endpoints, readings, log_dir)
+    p50, p99, rate = await reserve_latency(
+        endpoints, clients=8, per_client=max(10, int(100 * scale))
+    )
+    return [
+        "",
+        "storage and cold chain",
+        f"  cold-chain monitor (Faust, {readings:,} readings): {faust_rate:,.0f} readings/s"
+        f"   baseline raw consume+decode {raw_rate:,.0f}/s   ratio {faust_rate / raw_rate:.2f}"
+        f"   target >= 20,000/s ({'met' if faust_rate >= 20_000 else 'not met'})",
+        f"  ReserveUnit over gRPC, 8 concurrent clients: p50 {p50:.1f} ms  p99 {p99:.1f} ms"
+        f"  ({rate:,.0f} calls/s)",
+    ]
