@@ -8,7 +8,8 @@ import sys
 
 import psutil
 
-from deploy.processes import REPO_ROOT, free_port
+from deploy.network import SERVICE_MODULES
+from deploy.processes import REPO_ROOT, free_port, wait_until
 
 
 def test_make_run_starts_and_stops_cleanly_on_ctrl_c(tmp_path):
@@ -27,13 +28,20 @@ def test_make_run_starts_and_stops_cleanly_on_ctrl_c(tmp_path):
             lines.append(line)
             if "press Ctrl-C" in line:
                 break
-        children = psutil.Process(proc.pid).children(recursive=True)
-        commands = [" ".join(c.cmdline()) for c in children]
-        assert any("kafka.Kafka" in c for c in commands), "".join(lines)
-        assert sum("services." in c and ".entrypoints.main" in c for c in commands) == 3, commands
-        assert any("coldchain_worker" in c for c in commands) and any(
-            "tank_simulator" in c for c in commands
+        expected = ("kafka.Kafka", "coldchain_worker", "tank_simulator", *SERVICE_MODULES.values())
+
+        def running() -> list[str]:
+            return [
+                " ".join(c.cmdline()) for c in psutil.Process(proc.pid).children(recursive=True)
+            ]
+
+        # The last children may still be between fork and exec: wait for them, with a deadline.
+        wait_until(
+            lambda: all(any(e in c for c in running()) for e in expected),
+            timeout=30,
+            what=f"every process of the network ({', '.join(expected)})",
         )
+        children = psutil.Process(proc.pid).children(recursive=True)
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=60)
         lines.append(rest)
@@ -43,6 +51,8 @@ def test_make_run_starts_and_stops_cleanly_on_ctrl_c(tmp_path):
             for child in [*parent.children(recursive=True), parent]:  # servers have own sessions
                 child.kill()
             proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
     output = "".join(lines)
     assert proc.returncode == 0, output
     assert "(5 site/service databases)" in output
