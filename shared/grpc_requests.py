@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime
 from typing import Any, TypeVar
 
@@ -66,3 +66,22 @@ def required(value: str, field: str) -> str:
     if not value.strip():
         raise InvalidArgument(field, "is required")
     return value.strip()
+
+
+C = TypeVar("C")
+R = TypeVar("R")
+Handler = Callable[[str, C, Meta, "int | None"], Awaitable[R]]
+
+
+async def dispatch(
+    handle: Handler[C, R], request: Message, id_field: str, command: C, clock: Clock
+) -> R:
+    """The common shape of a command RPC: the aggregate named by `id_field`, the command, who
+    (caller), when (server clock) and why (`reason`), and the optional expected version."""
+    fields: Any = request
+    return await handle(
+        required(getattr(fields, id_field), id_field),
+        command,
+        meta(fields.reason, clock),
+        expected_version(request),
+    )

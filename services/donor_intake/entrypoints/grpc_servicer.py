@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 from cellbank.donor.v1 import donor_service_pb2 as pb
 from cellbank.donor.v1 import donor_service_pb2_grpc as pb_grpc
+from google.protobuf.message import Message
 
 from services.donor_intake.app import DonorIntake
 from services.donor_intake.domain import model
@@ -15,6 +18,7 @@ from shared.commands import Outcome
 from shared.grpc_requests import (
     Clock,
     caller,
+    dispatch,
     expected_version,
     meta,
     parse_date,
@@ -43,15 +47,9 @@ class DonorIntakeServicer(pb_grpc.DonorIntakeServiceServicer):
         self.read_model = read_model
         self.clock = clock
 
-    async def _handle(self, request: object, command: object) -> pb.DonorReply:
+    async def _handle(self, request: Message, command: Any) -> pb.DonorReply:
         require(caller(), "operator")
-        outcome = await self.app.handle(
-            required(request.donor_id, "donor_id"),  # type: ignore[attr-defined]
-            command,  # type: ignore[arg-type]
-            meta(request.reason, self.clock),  # type: ignore[attr-defined]
-            expected_version(request),  # type: ignore[arg-type]
-        )
-        return _reply(outcome)
+        return _reply(await dispatch(self.app.handle, request, "donor_id", command, self.clock))
 
     async def RegisterDonor(
         self, request: pb.RegisterDonorRequest, context: grpc.aio.ServicerContext

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 from cellbank.manufacturing.v1 import manufacturing_service_pb2 as pb
 from cellbank.manufacturing.v1 import manufacturing_service_pb2_grpc as pb_grpc
+from google.protobuf.message import Message
 
 from services.manufacturing.app import Manufacturing
 from services.manufacturing.domain import model
@@ -14,6 +17,7 @@ from shared.commands import Outcome
 from shared.grpc_requests import (
     Clock,
     caller,
+    dispatch,
     expected_version,
     meta,
     parse_date,
@@ -124,14 +128,8 @@ class ManufacturingServicer(pb_grpc.ManufacturingServiceServicer):
         require(caller(), "operator", "qa", "service")
         return pb.ListUnitsReply(units=await self.read_model.units(request.din))
 
-    async def _handle(self, request: object, command: object) -> pb.BatchReply:
-        outcome = await self.app.handle(
-            required(request.batch_id, "batch_id"),  # type: ignore[attr-defined]
-            command,  # type: ignore[arg-type]
-            meta(request.reason, self.clock),  # type: ignore[attr-defined]
-            expected_version(request),  # type: ignore[arg-type]
-        )
-        return _reply(outcome)
+    async def _handle(self, request: Message, command: Any) -> pb.BatchReply:
+        return _reply(await dispatch(self.app.handle, request, "batch_id", command, self.clock))
 
 
 def _unit_row(unit: model.UnitRecord) -> dict[str, object]:

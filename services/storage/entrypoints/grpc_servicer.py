@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 from datetime import timedelta
+from typing import Any
 
 import grpc
 from cellbank.storage.v1 import storage_service_pb2 as pb
 from cellbank.storage.v1 import storage_service_pb2_grpc as pb_grpc
+from google.protobuf.message import Message
 
 from services.storage.app import Storage
 from services.storage.coldchain.watch import Reading
@@ -20,6 +22,7 @@ from shared.errors import InvalidArgument
 from shared.grpc_requests import (
     Clock,
     caller,
+    dispatch,
     expected_version,
     meta,
     parse_enum,
@@ -204,14 +207,8 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
         await self.telemetry.publish(reading)
         return pb.RecordTemperatureReply()
 
-    async def _handle(self, request: object, command: object) -> pb.UnitReply:
-        outcome = await self.app.handle(
-            required(request.unit_id, "unit_id"),  # type: ignore[attr-defined]
-            command,  # type: ignore[arg-type]
-            meta(request.reason, self.clock),  # type: ignore[attr-defined]
-            expected_version(request),  # type: ignore[arg-type]
-        )
-        return _reply(outcome)
+    async def _handle(self, request: Message, command: Any) -> pb.UnitReply:
+        return _reply(await dispatch(self.app.handle, request, "unit_id", command, self.clock))
 
 
 def storage_binding(servicer: StorageServicer) -> ServiceBinding:
