@@ -69,6 +69,12 @@ class TankMonitor:
         self._checked_at[partition] = watermark
         return [*facts, *self.check_silence(partition)]
 
+    def adopt(self, tank_id: str, watch: TankWatch) -> None:
+        """A watch restored after a restart: the live check covers the tank even if it never
+        reports again (its partition is unknown until it does)."""
+        self.watches.setdefault(tank_id, watch)
+        self._persisted.setdefault(tank_id, watch)
+
     def check_silence(self, partition: int) -> list[Fact]:
         watermark = self.watermarks.get(partition)
         if watermark is None:

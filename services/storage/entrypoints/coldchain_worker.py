@@ -164,6 +164,17 @@ monitor = TankMonitor(
         _watch_from_json(raw) if (raw := watch_table.get(tank_id.encode())) else None
     ),
 )
+
+
+@watch_table.on_recover
+async def restore_watches() -> None:
+    """After a restart, every tank's last persisted watch: a tank that stays silent across the
+    restart is still caught by the live check."""
+    for key, raw in watch_table.items():
+        if raw:
+            monitor.adopt(key.decode(), _watch_from_json(raw))
+
+
 dispatcher = QuarantineDispatcher(
     endpoints_from_env(os.environ.get("CELLBANK_STORAGE_ENDPOINTS", "")),
     os.environ.get("CELLBANK_COLDCHAIN_TOKEN", ""),

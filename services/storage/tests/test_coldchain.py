@@ -308,3 +308,17 @@ def test_a_restored_watch_does_not_report_its_excursion_again():
     restored = TankWatch("LON", at(12), at(0), WARM, excursion_reported=True)
     monitor = TankMonitor(RULES, restore=lambda t: restored if t == "LON-T1" else None)
     assert feed(monitor, series("LON-T1", range(13, 30), WARM)) == []
+
+
+def test_a_watch_restored_after_restart_is_judged_by_the_live_check():
+    from datetime import UTC, datetime, timedelta
+
+    from services.storage.coldchain.monitor import TankMonitor
+    from services.storage.coldchain.watch import ColdChainRules, SensorSilent, TankWatch
+
+    now = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
+    monitor = TankMonitor(ColdChainRules(silence_minutes=15))
+    monitor.adopt("LON-T9", TankWatch("LON", now - timedelta(minutes=20)))
+    (fact,) = monitor.check_silence_live(now)
+    assert isinstance(fact, SensorSilent) and fact.tank_id == "LON-T9"
+    assert monitor.check_silence_live(now + timedelta(minutes=1)) == []  # reported once
