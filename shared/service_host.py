@@ -85,6 +85,14 @@ class ServiceHost:
         return self.server.port
 
     async def start(self) -> None:
+        """Start everything; if any part fails, stop what already started and re-raise."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop(grace=0)
+            raise
+
+    async def _start(self) -> None:
         s, name = self.settings, self.spec.name
         dbname = s.database_name or database_name(s.site_id, name)
         await ensure_database(s.database_url, dbname)
@@ -150,12 +158,19 @@ class ServiceHost:
 
 
 async def serve(spec: ServiceSpec, build_settings: Callable[[], Settings] | None = None) -> None:
-    """A service process: start, run until SIGTERM/SIGINT, stop gracefully."""
+    """A service process: start, run until SIGTERM/SIGINT — or until a worker (relay,
+    projection, scheduler) dies, which exits non-zero so a supervisor restarts the service."""
     settings = (build_settings or (lambda: Settings.from_env(service=spec.name)))()
     host = ServiceHost(spec, settings)
     await host.start()
     try:
-        await wait_for_termination_signal()
+        signal_task = asyncio.create_task(wait_for_termination_signal())
+        await asyncio.wait([signal_task, *host._tasks], return_when=asyncio.FIRST_COMPLETED)
+        signal_task.cancel()
+        died = host.failed() or next((t for t in host._tasks if t.done()), None)
+        if died is not None:
+            log.error("a worker of the service stopped; exiting", extra={"error": repr(died)})
+            raise SystemExit(1)
     finally:
         await host.stop()
 

@@ -28,7 +28,9 @@ class Manufacturing:
         store: EventStore,
         read_model: ManufacturingReadModel,
         product_types: Mapping[str, ProductType],
+        site_id: str,
     ) -> None:
+        self.site_id = site_id
         self.store = store
         self.read_model = read_model
         self.product_types = product_types
@@ -37,7 +39,7 @@ class Manufacturing:
         self, din: str, product_type: str, operator: str, meta: Meta
     ) -> Outcome[Batch]:
         validate_din(din)
-        donor_id = await self.read_model.collection_donor(din)
+        donor_id = await self.read_model.collection_donor(din, self.site_id)
         command = StartBatch(batch_id_for(din), din, donor_id, product_type, operator)
         return await self.handle(command.batch_id, command, meta, expected_version=None)
 

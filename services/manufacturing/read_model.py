@@ -8,22 +8,27 @@ from typing import Any
 import asyncpg
 from cellbank.manufacturing.v1 import manufacturing_service_pb2 as pb
 
-from shared.errors import NotFound
+from shared.errors import NotFound, PreconditionFailed
 
 
 class ManufacturingReadModel:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
-    async def collection_donor(self, din: str) -> str:
-        donor_id = await self.pool.fetchval(
-            "SELECT donor_id FROM known_collections WHERE din = $1", din
+    async def collection_donor(self, din: str, site_id: str) -> str:
+        row = await self.pool.fetchrow(
+            "SELECT donor_id, site_id FROM known_collections WHERE din = $1", din
         )
-        if donor_id is None:
+        if row is None:
             raise NotFound(
                 f"collection {din} is not known here (not collected, or not yet received)"
             )
-        return str(donor_id)
+        if row["site_id"] != site_id:
+            raise PreconditionFailed(
+                "collection of another site",
+                f"{din} was collected at {row['site_id']}; it manufactures it",
+            )
+        return str(row["donor_id"])
 
     async def donor_eligibility(self, donor_id: str) -> str:
         value = await self.pool.fetchval(

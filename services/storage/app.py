@@ -11,7 +11,7 @@ from services.storage.domain import model, tank, unit
 from services.storage.domain.model import StoredUnit, Tank
 from services.storage.read_model import StorageReadModel
 from shared.commands import Meta, Outcome, execute, load
-from shared.errors import ConcurrencyConflict, InvalidArgument, NotFound
+from shared.errors import CellBankError, ConcurrencyConflict, InvalidArgument, NotFound
 from shared.eventstore import EventStore
 
 log = logging.getLogger(__name__)
@@ -60,33 +60,48 @@ class Storage:
         if not unit.decide(state, command):
             return Outcome(state, version, ())
         segregated = bool(state.facts and state.facts.segregated)
-        await self._tank(to_tank, model.OccupyPosition(to_address, unit_id, segregated), meta)
+        same_tank = tank.tank_of(state.address) == to_tank
+        moving_from = state.address if same_tank else ""
+        await self._tank(
+            to_tank, model.OccupyPosition(to_address, unit_id, segregated, moving_from), meta
+        )
         try:
             outcome = await self._unit(unit_id, command, meta, expected_version=version)
         except Exception:
-            # within one tank the occupy already left the old position: take it back
+            # Give the position back: within one tank the occupy already left the old one.
             undo: tank.Command = (
-                model.OccupyPosition(state.address, unit_id, segregated)
-                if tank.tank_of(state.address) == to_tank
+                model.OccupyPosition(state.address, unit_id, segregated, moving_from=to_address)
+                if same_tank
                 else model.VacatePosition(to_address, unit_id)
             )
-            await self._tank(to_tank, undo, meta)
+            await self._undo(to_tank, undo, meta)
             raise
-        await self._tank(
-            tank.tank_of(state.address), model.VacatePosition(state.address, unit_id), meta
-        )
+        if not same_tank:
+            old_tank = tank.tank_of(state.address)
+            await self._tank(old_tank, model.VacatePosition(state.address, unit_id), meta)
         return outcome
 
     async def handle(
         self, unit_id: str, command: unit.Command, meta: Meta, expected_version: int | None
     ) -> Outcome[StoredUnit]:
-        """A lifecycle command; a unit that leaves (picked, discarded) frees its position."""
-        before, _ = await load(self.store, UNIT, unit_id)
+        """A lifecycle command; a unit that leaves (picked, discarded) frees the position its
+        own event names (not one read earlier, which a concurrent move may have changed)."""
         outcome = await self._unit(unit_id, command, meta, expected_version=expected_version)
-        if any(isinstance(e, LEAVES_POSITION) for e in _decoded(outcome)) and before.address:
-            vacate = model.VacatePosition(before.address, unit_id)
-            await self._tank(tank.tank_of(before.address), vacate, meta)
+        for event in _decoded(outcome):
+            if isinstance(event, LEAVES_POSITION) and event.from_address:
+                vacate = model.VacatePosition(event.from_address, unit_id)
+                await self._tank(tank.tank_of(event.from_address), vacate, meta)
         return outcome
+
+    async def _undo(self, tank_id: str, command: tank.Command, meta: Meta) -> None:
+        """Best-effort compensation; never hides the error being handled."""
+        try:
+            await self._tank(tank_id, command, meta)
+        except Exception as exc:
+            log.error(
+                "could not give back a position; reconcile the tank",
+                extra={"tank_id": tank_id, "command": repr(command), "error": repr(exc)},
+            )
 
     async def quarantine_tank(self, tank_id: str, cause: str, meta: Meta) -> list[str]:
         """Every unit in the tank, each in its own stream; the same cause twice is a no-op."""
@@ -96,7 +111,16 @@ class Storage:
         quarantined = []
         for unit_id in state.units():
             command = model.QuarantineUnit(cause, f"every unit of {tank_id}")
-            outcome = await self._retrying(unit_id, command, meta)
+            try:
+                outcome = await self.retrying(unit_id, command, meta)
+            except CellBankError as exc:
+                # One bad occupant (e.g. a position whose unit was never stored) must not
+                # leave the rest of the tank unquarantined.
+                log.error(
+                    "unit of a quarantined tank could not be quarantined",
+                    extra={"tank_id": tank_id, "unit_id": unit_id, "error": str(exc)},
+                )
+                continue
             if outcome.events:
                 quarantined.append(unit_id)
         log.warning(
@@ -108,9 +132,9 @@ class Storage:
     async def expire_reservation(
         self, unit_id: str, now: datetime, meta: Meta
     ) -> Outcome[StoredUnit]:
-        return await self._retrying(unit_id, model.ExpireReservation(now), meta)
+        return await self.retrying(unit_id, model.ExpireReservation(now), meta)
 
-    async def _retrying(
+    async def retrying(
         self, unit_id: str, command: unit.Command, meta: Meta
     ) -> Outcome[StoredUnit]:
         for _ in range(5):

@@ -28,8 +28,10 @@ class StorageReadModel:
             row["cd3_cells"], row["volume_ml"], row["expires_on"], row["segregated"],
         )  # fmt: skip
 
-    async def unit(self, unit_id: str) -> pb.InventoryUnit:
-        row = await self.pool.fetchrow("SELECT * FROM inventory WHERE unit_id = $1", unit_id)
+    async def unit(self, unit_id: str, site_id: str) -> pb.InventoryUnit:
+        row = await self.pool.fetchrow(
+            "SELECT * FROM inventory WHERE unit_id = $1 AND site_id = $2", unit_id, site_id
+        )
         if row is None:
             raise NotFound(f"unit {unit_id} is not in storage (or not projected yet)")
         return inventory_unit(row)
@@ -50,10 +52,10 @@ class StorageReadModel:
             "SELECT i.*, r.donor_id, d.hla, d.kir_genes, d.cmv, d.abo, d.rh"
             " FROM inventory i JOIN released_units r USING (unit_id)"
             " LEFT JOIN donor_facts d ON d.donor_id = r.donor_id"
-            " WHERE i.status = 'STORED' AND i.expires_on > $2::date"
+            " WHERE i.status = 'STORED' AND i.expires_on > $3"
             " AND (i.reserved_for = '' OR i.hold_until <= $2)"
             " AND ($1 = '' OR i.product_type = $1) ORDER BY i.expires_on, i.unit_id",
-            product_type, now,
+            product_type, now, now.date(),
         )  # fmt: skip
         return [
             pb.NetworkUnit(

@@ -76,7 +76,9 @@ def site_settings(endpoints: Endpoints, site: str, service: str, fin: str) -> Se
 
 @asynccontextmanager
 async def bank_site(endpoints: Endpoints, *, with_storage: bool = False) -> AsyncIterator[BankSite]:
-    site = "T" + "".join(random.choices(string.ascii_uppercase, k=2))
+    site = "".join(
+        random.choices(string.ascii_uppercase, k=3)
+    )  # 17,576 sites: tests never share one
     fin = random_fin()
     hosts = [
         ServiceHost(DONOR_SPEC, site_settings(endpoints, site, "donor_intake", fin)),

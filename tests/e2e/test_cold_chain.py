@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
 from cellbank.storage.v1 import events_pb2 as epb
 from cellbank.storage.v1 import storage_service_pb2 as spb
 
@@ -46,7 +47,8 @@ def start_monitor(
         "CELLBANK_COLDCHAIN_APP_ID": app_id,
         "CELLBANK_COLDCHAIN_EXCURSION_MINUTES": "10",
         "CELLBANK_COLDCHAIN_SILENCE_MINUTES": "15",
-        "CELLBANK_COLDCHAIN_LIVE_CHECK_S": "1",
+        # The timeline is in the past: judged by event time alone, not by the wall clock.
+        "CELLBANK_COLDCHAIN_LIVE_CHECK_S": "3600",
         "CELLBANK_COLDCHAIN_DATADIR": str(log.parent / "faust-data"),
     }
     command = [
@@ -112,6 +114,19 @@ async def spike_seen_and_cleared(bootstrap: str, changelog: str, tank_id: str) -
     )
 
 
+def sharing_a_partition(site_id: str, partitions: int = 3) -> dict[str, str]:
+    """Tank names where C's readings share a partition with A's: C's silence is then judged by
+    that partition's event time alone (deterministic; no wall clock)."""
+    partition_of = DefaultPartitioner()
+    everything = list(range(partitions))
+
+    def partition(name: str) -> int:
+        return int(partition_of(f"{site_id}-{name}".encode(), everything, everything))
+
+    c = next(f"TC{n}" for n in range(1000) if partition(f"TC{n}") == partition("TA"))
+    return {"A": "TA", "B": "TB", "C": c}
+
+
 async def status(site: BankSite, unit_id: str) -> spb.InventoryUnit:
     assert site.storage is not None
     return await site.storage.GetUnit(spb.GetUnitRequest(unit_id=unit_id), metadata=OP)
@@ -121,7 +136,8 @@ async def test_excursion_and_silent_sensor_quarantine_their_tanks_but_a_short_sp
     site: BankSite, endpoints: Endpoints, tmp_path: Path
 ):
     units = await released_units(site, count=3)
-    tanks = {name: await register_tank(site, f"T{name}") for name in "ABC"}
+    names = sharing_a_partition(site.site_id)
+    tanks = {name: await register_tank(site, names[name]) for name in "ABC"}
     for (name, tank_id), unit in zip(tanks.items(), units, strict=True):
         await store(site, unit.unit_id, f"{tank_id}/R1/B1/P01")
         await projected(

@@ -83,7 +83,7 @@ async def test_store_reserve_conflict_and_expiry_releases_the_hold(site: BankSit
     stored = await store(site, units[0].unit_id, f"{tank_id}/R1/B1/P01")
     assert (stored.status, stored.address) == ("STORED", f"{tank_id}/R1/B1/P01")
 
-    hold = now() + timedelta(seconds=3)
+    hold = now() + timedelta(seconds=8)  # outlives the calls below even on a slow machine
     reserved = await site.storage.ReserveUnit(
         spb.ReserveUnitRequest(unit_id=units[0].unit_id, order_id="ORD-A", hold_until=ts(hold),
                                expected_version=stored.version, reason="order A"),
@@ -109,8 +109,14 @@ async def test_store_reserve_conflict_and_expiry_releases_the_hold(site: BankSit
     assert "unit already reserved" in details and "ORD-A" in details
     assert await event_count(site) == before
 
-    # The scheduler turns the passed hold into ReservationExpired; the read model shows it.
+    # The scheduler turns the passed hold into ReservationExpired; the read model shows it
+    # (first the hold itself, then its end: the projection may not have seen it yet).
     get = spb.GetUnitRequest(unit_id=units[0].unit_id)
+    await projected(
+        lambda: site.storage.GetUnit(get, metadata=OP),
+        until=lambda u: u.reserved_for == "ORD-A",
+        what="the hold in the read model",
+    )
     freed = await projected(
         lambda: site.storage.GetUnit(get, metadata=OP),
         until=lambda u: u.reserved_for == "",

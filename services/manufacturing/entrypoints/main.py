@@ -22,7 +22,7 @@ def build(ctx: ServiceContext) -> Components:
     configured = os.environ.get("CELLBANK_PRODUCT_TYPES_FILE")
     product_types = load_product_types(Path(configured) if configured else None)
     read_model = ManufacturingReadModel(ctx.pool)
-    app = Manufacturing(ctx.store, read_model, product_types)
+    app = Manufacturing(ctx.store, read_model, product_types, ctx.settings.site_id)
     servicer = ManufacturingServicer(app, read_model, ctx.clock)
     return Components(
         [manufacturing_binding(servicer)], [DonorFactsProjection(), BatchesProjection()]

@@ -8,6 +8,7 @@ CREATE TABLE IF NOT EXISTS donor_status (
 
 CREATE TABLE IF NOT EXISTS known_collections (
     din                      text PRIMARY KEY,
+    site_id                  text NOT NULL,  -- the collecting site: only it manufactures the DIN
     donor_id                 text NOT NULL,
     collected_at             timestamptz NOT NULL,
     eligibility              text NOT NULL,

@@ -32,8 +32,8 @@ class DonorFactsProjection:
             )  # fmt: skip
         elif isinstance(e, donor_model.CollectionRecorded):
             await conn.execute(
-                "INSERT INTO known_collections VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-                e.din, event.aggregate_id, e.collected_at, e.eligibility.value,
+                "INSERT INTO known_collections VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                e.din, event.site_id, event.aggregate_id, e.collected_at, e.eligibility.value,
                 e.urgent_physician_request,
             )  # fmt: skip
 

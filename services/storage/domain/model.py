@@ -201,6 +201,7 @@ class OccupyPosition:
     address: str
     unit_id: str
     segregated_unit: bool
+    moving_from: str = ""  # a move within this tank: the position the unit leaves
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,7 +42,7 @@ def decide(state: Tank, command: Command) -> Sequence[TankEvent]:
     match command:
         case RegisterTank():
             return register(state, command)
-        case OccupyPosition(address_, unit_id, segregated_unit):
+        case OccupyPosition(address_, unit_id, segregated_unit, moving_from):
             if not state.registered:
                 raise NotFound("tank is not registered")
             if address_ not in state.segregated:
@@ -60,8 +60,12 @@ def decide(state: Tank, command: Command) -> Sequence[TankEvent]:
                 raise PreconditionFailed(
                     "segregated storage", f"{address_} is kept for urgent-need (segregated) units"
                 )
-            # a unit holds one position: a move within the tank leaves the old one atomically
-            left = [PositionVacated(a, u) for a, u in state.occupant.items() if u == unit_id]
+            # A unit holds one position: only a move from exactly where it is may take another
+            # (and leaves the old one in the same decision); anything else is refused.
+            held = [a for a, u in state.occupant.items() if u == unit_id]
+            if held and held != [moving_from]:
+                raise PreconditionFailed("unit already in a position", f"{unit_id} is at {held[0]}")
+            left = [PositionVacated(a, unit_id) for a in held]
             return [*left, PositionOccupied(address_, unit_id)]
         case VacatePosition(address_, unit_id):
             if state.occupant.get(address_) != unit_id:

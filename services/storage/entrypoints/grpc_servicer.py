@@ -169,7 +169,7 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
         self, request: pb.GetUnitRequest, context: grpc.aio.ServicerContext
     ) -> pb.InventoryUnit:
         require(caller(), "operator", "qa", "service")
-        return await self.read_model.unit(required(request.unit_id, "unit_id"))
+        return await self.read_model.unit(required(request.unit_id, "unit_id"), self.site_id)
 
     async def ListInventory(
         self, request: pb.ListInventoryRequest, context: grpc.aio.ServicerContext

@@ -134,11 +134,17 @@ def test_occupying_with_the_same_unit_again_records_nothing():
     assert when(HOLDING_U1, OccupyPosition(P1, "unit-1", False)) == []
 
 
-def test_occupying_another_position_moves_the_unit_within_the_tank():
-    assert when(HOLDING_U1, OccupyPosition(P2, "unit-1", False)) == [
+def test_a_move_from_where_the_unit_is_takes_the_new_position_and_leaves_the_old():
+    assert when(HOLDING_U1, OccupyPosition(P2, "unit-1", False, moving_from=P1)) == [
         PositionVacated(P1, "unit-1"),
         PositionOccupied(P2, "unit-1"),
     ]
+
+
+@pytest.mark.parametrize("moving_from", ["", "elsewhere"])
+def test_a_unit_already_in_a_position_cannot_take_a_second_one(moving_from):
+    with pytest.raises(PreconditionFailed, match="unit already in a position"):
+        when(HOLDING_U1, OccupyPosition(P2, "unit-1", False, moving_from=moving_from))
 
 
 def test_segregated_unit_refused_in_an_ordinary_position():
