@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from services.storage.coldchain.watch import (
     ColdChainRules,
+    ExcursionDetected,
     Fact,
     Reading,
     SensorSilent,
@@ -44,6 +46,7 @@ class TankMonitor:
         self.partition_of: dict[str, int] = {}
         self.watermarks: dict[int, datetime] = {}
         self._checked_at: dict[int, datetime] = {}
+        self._pending: set[tuple[str, type]] = set()  # facts emitted, not yet acknowledged
         self._persist = persist
         self._restore = restore
         self._persist_every_s = persist_every_s
@@ -55,6 +58,7 @@ class TankMonitor:
             watch = (self._restore(reading.tank_id) if self._restore else None) or TankWatch()
         watch, facts = observe(watch, reading, self.rules)
         self.watches[reading.tank_id] = watch
+        self._pending.update((f.tank_id, type(f)) for f in facts)
         self._maybe_persist(reading.tank_id, watch)
         self.partition_of[reading.tank_id] = partition
         watermark = self.watermarks.get(partition)
@@ -93,8 +97,17 @@ class TankMonitor:
         # read-only; the flag is persisted with the tank's next reading (causes are idempotent).
         return self._report(silent_tanks(live, now, self.rules), persist=False)
 
+    def acknowledge(self, fact: Fact) -> None:
+        """The fact reached the storage service: only now is "reported" kept across restarts
+        (a crash before this reports the episode again rather than losing it)."""
+        self._pending.discard((fact.tank_id, type(fact)))
+        if fact.tank_id in self.watches:
+            self._persisted.pop(fact.tank_id, None)  # force the write
+            self._maybe_persist(fact.tank_id, self.watches[fact.tank_id])
+
     def _report(self, silent: list[SensorSilent], *, persist: bool = True) -> list[Fact]:
         for fact in silent:
+            self._pending.add((fact.tank_id, SensorSilent))
             self.watches[fact.tank_id] = mark_silent(self.watches[fact.tank_id])
             if persist:
                 self._maybe_persist(fact.tank_id, self.watches[fact.tank_id])
@@ -103,6 +116,14 @@ class TankMonitor:
     def _maybe_persist(self, tank_id: str, watch: TankWatch) -> None:
         if self._persist is None:
             return
+        # What is kept across restarts: a "reported" flag only once its fact was acknowledged.
+        watch = dataclasses.replace(
+            watch,
+            excursion_reported=watch.excursion_reported
+            and (tank_id, ExcursionDetected) not in self._pending,
+            silence_reported=watch.silence_reported
+            and (tank_id, SensorSilent) not in self._pending,
+        )
         before = self._persisted.get(tank_id)
         flags_changed = before is None or (
             before.above_since,

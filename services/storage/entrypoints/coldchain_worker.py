@@ -56,6 +56,20 @@ def decode_reading(payload: bytes) -> Reading:
     )
 
 
+# Worth retrying: the site is down, busy or raced. Anything else (unknown tank, refused
+# credentials, a rule) will not change by retrying and would stall the whole partition.
+RETRYABLE = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNKNOWN,
+    }
+)
+
+
 class QuarantineDispatcher:
     """Facts → QuarantineTank at the owning site, retried until the site answers."""
 
@@ -88,7 +102,7 @@ class QuarantineDispatcher:
                 )
                 return
             except grpc.aio.AioRpcError as err:
-                if err.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
+                if err.code() not in RETRYABLE:
                     log.error(
                         "quarantine refused; fact dropped",
                         extra={"cause": fact.cause, "error": err.details()},
@@ -193,12 +207,13 @@ async def watch_tanks(stream: Any) -> None:
                 continue
             for fact in monitor.observe(reading, event.message.partition):
                 await dispatcher.dispatch(fact)
+                monitor.acknowledge(fact)
 
 
 @app.timer(interval=float(os.environ.get("CELLBANK_COLDCHAIN_LIVE_CHECK_S", "30")))
 async def live_silence_check() -> None:
     for fact in monitor.check_silence_live(datetime.now(UTC)):
-        await dispatcher.dispatch(fact)
+        await dispatcher.dispatch(fact)  # acknowledged (persisted) with the tank's next reading
 
 
 if __name__ == "__main__":

@@ -290,17 +290,32 @@ def test_flag_changes_are_persisted_at_once():
     feed(monitor, [reading("LON-T1", 0, COLD)])
     feed(monitor, [reading("LON-T1", 1, WARM)])  # an episode begins
     feed(monitor, [reading("LON-T1", 2, WARM)])  # nothing new to keep
-    feed(monitor, [reading("LON-T1", 12, WARM)])  # excursion reported
+    (fact,) = feed(monitor, [reading("LON-T1", 12, WARM)])  # excursion detected…
+    monitor.acknowledge(fact)  # …and delivered to storage: only now kept as reported
     feed(monitor, [reading("LON-T1", 13, COLD)])  # episode over
     kept = [(w.above_since, w.excursion_reported) for _, w in saved]
     assert kept == [(None, False), (at(1), False), (at(1), True), (None, False)]
+
+
+def test_a_reported_flag_is_not_kept_before_its_fact_is_acknowledged():
+    """A crash between detection and delivery must report the episode again, not lose it."""
+    monitor, saved = recording_monitor(persist_every_s=3600.0)
+    feed(monitor, series("LON-T1", range(0, 13), WARM))
+    assert saved and not any(w.excursion_reported for _, w in saved)
+    restored = saved[-1][1]
+    again = TankMonitor(RULES, restore=lambda t: restored)
+    facts = feed(again, [reading("LON-T1", 14, WARM)])
+    assert [type(f).__name__ for f in facts] == ["ExcursionDetected"]
 
 
 def test_reported_silence_is_persisted():
     monitor, saved = recording_monitor(persist_every_s=3600.0)
     feed(monitor, [reading("LON-T1", 0, COLD), reading("LON-T2", 0, COLD)])
     saved.clear()
-    feed(monitor, series("LON-T2", range(1, 17), COLD))
+    facts = feed(monitor, series("LON-T2", range(1, 17), COLD))
+    assert saved == []  # detected, not yet delivered
+    for fact in facts:
+        monitor.acknowledge(fact)
     assert [(t, w.silence_reported) for t, w in saved] == [("LON-T1", True)]
 
 
