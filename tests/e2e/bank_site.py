@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import grpc
+import pytest
 from cellbank.operator.v1 import operator_service_pb2_grpc as opb_grpc
 from cellbank.storage.v1 import storage_service_pb2_grpc as spb_grpc
 
@@ -131,3 +132,11 @@ async def projected(call, *, until, what: str):
     return await eventually(
         probe, until=lambda r: r is not None and until(r), what=what, timeout=60
     )
+
+
+async def refused(call, code: grpc.StatusCode) -> str:
+    """The details of a call that must fail with `code`."""
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await call
+    assert err.value.code() == code, err.value.details()
+    return err.value.details() or ""

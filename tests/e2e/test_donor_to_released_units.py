@@ -12,7 +12,7 @@ from cellbank.manufacturing.v1 import manufacturing_service_pb2 as mpb
 from deploy.demo import HLA, PASSING_QC, auth, now
 from deploy.infra import Endpoints
 from services.kernel.isbt128 import din_check_character
-from tests.e2e.bank_site import BankSite, bank_site, projected
+from tests.e2e.bank_site import BankSite, bank_site, projected, refused
 
 
 @pytest.fixture
@@ -77,20 +77,13 @@ async def _batch_ready_for_release(site: BankSite, qc=PASSING_QC) -> tuple[str, 
     return donor_id, batch_id
 
 
-async def _refused(call, code: grpc.StatusCode) -> str:
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await call
-    assert err.value.code() == code, err.value.details()
-    return err.value.details() or ""
-
-
 async def test_release_with_failed_qc_is_refused_naming_the_test_and_persists_nothing(
     site: BankSite,
 ):
     failing = [(t, 60.0 if t == "viability" else v, x) for t, v, x in PASSING_QC]
     _, batch_id = await _batch_ready_for_release(site, failing)
     before = await site.event_counts()
-    details = await _refused(site.release(batch_id), grpc.StatusCode.FAILED_PRECONDITION)
+    details = await refused(site.release(batch_id), grpc.StatusCode.FAILED_PRECONDITION)
     assert "QC viability: 60 does not meet ≥ 70 %" in details
     assert await site.event_counts() == before
 
@@ -98,11 +91,11 @@ async def test_release_with_failed_qc_is_refused_naming_the_test_and_persists_no
 async def test_operator_who_ran_the_batch_cannot_sign_its_release(site: BankSite):
     _, batch_id = await _batch_ready_for_release(site)
     before = await site.event_counts()
-    details = await _refused(
+    details = await refused(
         site.release(batch_id, token="qa-alice"), grpc.StatusCode.FAILED_PRECONDITION
     )
     assert "two-person rule" in details
-    details = await _refused(
+    details = await refused(
         site.release(batch_id, token="op-bob"), grpc.StatusCode.FAILED_PRECONDITION
     )
     assert "signing role" in details
@@ -123,7 +116,7 @@ async def test_donor_found_positive_before_release_blocks_it(site: BankSite):
     # (A release that raced ahead is caught by lookback/recall: PositiveResultAfterCollection.)
     await site.manufacturing_caught_up()
     before = await site.event_counts()
-    details = await _refused(site.release(batch_id), grpc.StatusCode.FAILED_PRECONDITION)
+    details = await refused(site.release(batch_id), grpc.StatusCode.FAILED_PRECONDITION)
     assert "donor eligibility: donor is INELIGIBLE" in details
     assert await site.event_counts() == before
 
@@ -140,7 +133,7 @@ async def test_ineligible_donor_cannot_be_collected_and_nothing_is_written(site:
         metadata=op,
     )
     before = await site.event_counts()
-    details = await _refused(
+    details = await refused(
         site.collect(donor.donor_id, now()), grpc.StatusCode.FAILED_PRECONDITION
     )
     assert "donor not eligible for collection" in details and "anti-HIV-1/2: no result" in details
@@ -173,7 +166,7 @@ async def test_malformed_typing_is_invalid_argument_naming_the_field(
     if "hla" in request_fields:
         base["hla"] = [h for h in base["hla"] if h.locus != "A"] + request_fields.pop("hla")
     before = await site.event_counts()
-    details = await _refused(
+    details = await refused(
         site.donors.RecordTyping(
             dpb.RecordTypingRequest(**{**base, **request_fields}), metadata=op
         ),
@@ -194,12 +187,12 @@ async def test_negative_cell_count_and_bad_din_are_invalid_arguments(site: BankS
         cd3_cells=0,
     )
     request.collected_at.FromDatetime(now())
-    details = await _refused(
+    details = await refused(
         site.donors.RecordCollection(request, metadata=auth("op-alice")),
         grpc.StatusCode.INVALID_ARGUMENT,
     )
     assert details.startswith("nk_cells:")
-    details = await _refused(
+    details = await refused(
         site.donors.ValidateDin(
             dpb.ValidateDinRequest(din="G123417654321B"), metadata=auth("op-alice")
         ),

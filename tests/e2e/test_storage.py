@@ -11,7 +11,7 @@ from cellbank.storage.v1 import storage_service_pb2 as spb
 
 from deploy.demo import PASSING_QC, auth, now, ts
 from deploy.infra import Endpoints
-from tests.e2e.bank_site import BankSite, bank_site, projected
+from tests.e2e.bank_site import BankSite, bank_site, projected, refused
 
 OP = auth("op-alice")
 
@@ -60,13 +60,6 @@ async def store(site: BankSite, unit_id: str, address: str) -> spb.UnitReply:
     )
 
 
-async def _refused(call, code: grpc.StatusCode) -> str:
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await call
-    assert err.value.code() == code, err.value.details()
-    return err.value.details() or ""
-
-
 async def event_count(site: BankSite) -> int:
     from cellbank.operator.v1 import operator_service_pb2 as opb
 
@@ -99,11 +92,11 @@ async def test_store_reserve_conflict_and_expiry_releases_the_hold(site: BankSit
         expected_version=stored.version,
         reason="b",
     )
-    await _refused(site.storage.ReserveUnit(stale, metadata=OP), grpc.StatusCode.ABORTED)
+    await refused(site.storage.ReserveUnit(stale, metadata=OP), grpc.StatusCode.ABORTED)
     second = spb.ReserveUnitRequest(
         unit_id=units[0].unit_id, order_id="ORD-B", hold_until=ts(hold), reason="b"
     )
-    details = await _refused(
+    details = await refused(
         site.storage.ReserveUnit(second, metadata=OP), grpc.StatusCode.FAILED_PRECONDITION
     )
     assert "unit already reserved" in details and "ORD-A" in details
@@ -182,11 +175,11 @@ async def test_bad_storage_input_is_refused_clearly_and_writes_nothing(site: Ban
          grpc.StatusCode.INVALID_ARGUMENT, "reason:"),
     ]  # fmt: skip
     for request, code, expected in cases:
-        assert expected in await _refused(site.storage.StoreUnit(request, metadata=OP), code)
+        assert expected in await refused(site.storage.StoreUnit(request, metadata=OP), code)
     reading = spb.RecordTemperatureRequest(
         tank_id=tank_id, celsius=float("nan"), measured_at=ts(now())
     )
-    assert "celsius" in await _refused(
+    assert "celsius" in await refused(
         site.storage.RecordTemperature(reading, metadata=OP), grpc.StatusCode.INVALID_ARGUMENT
     )
     assert await event_count(site) == before

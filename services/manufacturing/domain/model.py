@@ -22,8 +22,6 @@ class Step(enum.StrEnum):
     CRYOPRESERVATION = "CRYOPRESERVATION"
 
 
-STEP_ORDER = list(Step)
-
 NOT_EVALUATED_LABELS = (
     "NOT EVALUATED FOR INFECTIOUS SUBSTANCES",
     "WARNING: Advise patient of communicable disease risks",

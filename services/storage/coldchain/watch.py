@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+
+from shared.errors import InvalidArgument
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +26,22 @@ class Reading:
     tank_id: str
     celsius: float
     measured_at: datetime
+
+
+FUTURE_TOLERANCE = timedelta(minutes=5)
+
+
+def validate_reading(reading: Reading, now: datetime) -> Reading:
+    """A sensor reading worth watching: a physical temperature, taken no later than now.
+
+    A sensor clock far ahead would advance its partition's event time and make the other
+    tanks look silent, so such readings are refused at ingest.
+    """
+    if not math.isfinite(reading.celsius) or not -273.15 <= reading.celsius <= 100:
+        raise InvalidArgument("celsius", "must be a temperature between -273.15 and 100 °C")
+    if reading.measured_at > now + FUTURE_TOLERANCE:
+        raise InvalidArgument("measured_at", "is in the future (check the sensor's clock)")
+    return reading
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-from datetime import timedelta
 from typing import Any
 
 import grpc
@@ -12,7 +10,7 @@ from cellbank.storage.v1 import storage_service_pb2_grpc as pb_grpc
 from google.protobuf.message import Message
 
 from services.storage.app import Storage
-from services.storage.coldchain.watch import Reading
+from services.storage.coldchain.watch import Reading, validate_reading
 from services.storage.domain import model, tank
 from services.storage.entrypoints.telemetry import TelemetryPublisher
 from services.storage.read_model import StorageReadModel
@@ -31,7 +29,6 @@ from shared.grpc_requests import (
 )
 from shared.grpc_server import ServiceBinding
 
-FUTURE_TOLERANCE = timedelta(minutes=5)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["StorageService"].full_name
 
 
@@ -196,15 +193,8 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
         tank.tank_of(f"{tank_id}/R1/B1/P01")  # validates the tank id's form
         if not tank_id.startswith(f"{self.site_id}-"):
             raise InvalidArgument("tank_id", f"not a tank of site {self.site_id}")
-        if not math.isfinite(request.celsius) or not -273.15 <= request.celsius <= 100:
-            raise InvalidArgument("celsius", "must be a temperature between -273.15 and 100 °C")
-        measured_at = timestamp(request, "measured_at")
-        if measured_at > self.clock() + FUTURE_TOLERANCE:
-            # A sensor clock far ahead would advance its partition's event time and make the
-            # other tanks look silent.
-            raise InvalidArgument("measured_at", "is in the future (check the sensor's clock)")
-        reading = Reading(self.site_id, tank_id, request.celsius, measured_at)
-        await self.telemetry.publish(reading)
+        reading = Reading(self.site_id, tank_id, request.celsius, timestamp(request, "measured_at"))
+        await self.telemetry.publish(validate_reading(reading, self.clock()))
         return pb.RecordTemperatureReply()
 
     async def _handle(self, request: Message, command: Any) -> pb.UnitReply:

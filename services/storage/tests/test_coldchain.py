@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -337,3 +338,34 @@ def test_a_watch_restored_after_restart_is_judged_by_the_live_check():
     (fact,) = monitor.check_silence_live(now)
     assert isinstance(fact, SensorSilent) and fact.tank_id == "LON-T9"
     assert monitor.check_silence_live(now + timedelta(minutes=1)) == []  # reported once
+
+
+@pytest.mark.parametrize(
+    ("celsius", "minutes_ahead", "field"),
+    [
+        (float("nan"), 0, "celsius"),
+        (-300.0, 0, "celsius"),
+        (150.0, 0, "celsius"),
+        (-190.0, 10, "measured_at"),
+    ],
+)
+def test_readings_that_cannot_be_physical_or_are_from_the_future_are_refused(
+    celsius, minutes_ahead, field
+):
+    from services.storage.coldchain.watch import validate_reading
+    from shared.errors import InvalidArgument
+
+    now = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
+    with pytest.raises(InvalidArgument) as err:
+        validate_reading(
+            Reading("LON", "LON-T1", celsius, now + timedelta(minutes=minutes_ahead)), now
+        )
+    assert err.value.field == field
+
+
+def test_a_reading_a_little_ahead_of_the_server_clock_is_accepted():
+    from services.storage.coldchain.watch import validate_reading
+
+    now = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
+    reading = Reading("LON", "LON-T1", -190.0, now + timedelta(minutes=2))
+    assert validate_reading(reading, now) is reading
