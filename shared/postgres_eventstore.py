@@ -55,6 +55,9 @@ RETURNING event_id::text, position
 """
 
 
+EVENT_COLUMNS = _COLUMNS  # for read models that query their own store's events
+
+
 def row_to_event(row: asyncpg.Record) -> StoredEvent:
     return StoredEvent(*row.values())
 

@@ -66,6 +66,9 @@ class ServiceSpec:
     name: str  # donor_intake, manufacturing, …
     migrations: Path  # the service's numbered SQL (read models)
     build: Callable[[ServiceContext], Components]
+    # Read models it shares with another context (applied before its own), e.g. matching
+    # reads the network inventory with storage's projections.
+    borrowed_migrations: tuple[Path, ...] = ()
 
 
 @dataclass
@@ -99,7 +102,12 @@ class ServiceHost:
         self.pool = await create_pool(
             with_database(s.database_url, dbname), min_size=2, max_size=12
         )
-        await migrate(self.pool, migration_files(SHARED_MIGRATIONS, self.spec.migrations))
+        await migrate(
+            self.pool,
+            migration_files(
+                SHARED_MIGRATIONS, *self.spec.borrowed_migrations, self.spec.migrations
+            ),
+        )
         store = PostgresEventStore(self.pool, s.site_id, service=name, clock=self.clock)
         components = self.spec.build(ServiceContext(s, self.pool, store, self.clock))
         relay_name = f"{s.site_id}.{name}.relay"

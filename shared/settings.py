@@ -36,6 +36,12 @@ class Settings:
     tls_cert_file: str = ""
     tls_key_file: str = ""
     tls_client_ca_file: str = ""
+    # Site-to-site calls: every site's storage endpoint and this service's bearer token.
+    storage_endpoints: Mapping[str, str] = field(default_factory=dict)
+    service_token: str = ""
+    # Matching's versioned classification table and transit table (built-ins when empty).
+    classification_file: str = ""
+    transit_file: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, service: str = "") -> Settings:
@@ -58,6 +64,10 @@ class Settings:
             database_name=env.get("CELLBANK_DATABASE_NAME", ""),
             relay_topic=env.get("CELLBANK_RELAY_TOPIC", ""),
             facility_id=env.get("CELLBANK_FACILITY_ID", ""),
+            storage_endpoints=parse_endpoints(env.get("CELLBANK_STORAGE_ENDPOINTS", "")),
+            service_token=env.get("CELLBANK_SERVICE_TOKEN", ""),
+            classification_file=env.get("CELLBANK_CLASSIFICATION_FILE", ""),
+            transit_file=env.get("CELLBANK_TRANSIT_FILE", ""),
             **_tls(env),
         )
 
@@ -88,6 +98,20 @@ def _port(env: Mapping[str, str], name: str) -> int:
     if not raw.isdigit() or not 0 <= int(raw) <= 65535:
         raise InvalidArgument(name, "must be a port number 0-65535 (0 = pick a free one)")
     return int(raw)
+
+
+def parse_endpoints(raw: str, name: str = "CELLBANK_STORAGE_ENDPOINTS") -> dict[str, str]:
+    """`LON=host:port,MAN=host:port` → {site: "host:port"}."""
+    endpoints: dict[str, str] = {}
+    for item in (i.strip() for i in raw.split(",") if i.strip()):
+        site, sep, address = (x.strip() for x in item.partition("="))
+        host, colon, port = address.rpartition(":")
+        if not sep or not _SITE.match(site) or not colon or not host or not port.isdigit():
+            raise InvalidArgument(
+                name, f"entry {item!r} must be SITE=host:port, e.g. LON=127.0.0.1:50130"
+            )
+        endpoints[site] = address
+    return endpoints
 
 
 def parse_tokens(raw: str) -> dict[str, str]:

@@ -144,8 +144,10 @@ def reserve(state: StoredUnit, command: ReserveUnit) -> list[UnitEvent]:
     _require_available(state, command.now)
     active = state.active_reservation(command.now)
     if active is not None:
-        if active.order_id == command.order_id and active.hold_until == command.hold_until:
-            return []  # the same reservation, asked again
+        if active.order_id == command.order_id:
+            if command.hold_until <= active.hold_until:
+                return []  # the same reservation asked again: already held at least that long
+            return [UnitReserved(command.order_id, command.hold_until)]  # the order's hold renewed
         raise PreconditionFailed(
             "unit already reserved",
             f"for order {active.order_id} until {active.hold_until.isoformat()}",

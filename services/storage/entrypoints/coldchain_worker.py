@@ -25,6 +25,7 @@ from cellbank.storage.v1 import storage_service_pb2_grpc as spb_grpc
 
 from services.storage.coldchain.monitor import TankMonitor
 from services.storage.coldchain.watch import ColdChainRules, Fact, Reading, TankWatch
+from shared.settings import parse_endpoints
 from shared.topics import TELEMETRY
 
 log = logging.getLogger("cellbank.coldchain")
@@ -36,11 +37,6 @@ def rules_from_env(env: dict[str, str] | os._Environ[str] = os.environ) -> ColdC
         excursion_minutes=float(env.get("CELLBANK_COLDCHAIN_EXCURSION_MINUTES", "10")),
         silence_minutes=float(env.get("CELLBANK_COLDCHAIN_SILENCE_MINUTES", "15")),
     )
-
-
-def endpoints_from_env(raw: str) -> dict[str, str]:
-    pairs = (item.split("=", 1) for item in raw.split(",") if "=" in item)
-    return {site.strip(): address.strip() for site, address in pairs}
 
 
 def decode_reading(payload: bytes) -> Reading:
@@ -190,7 +186,7 @@ async def restore_watches() -> None:
 
 
 dispatcher = QuarantineDispatcher(
-    endpoints_from_env(os.environ.get("CELLBANK_STORAGE_ENDPOINTS", "")),
+    parse_endpoints(os.environ.get("CELLBANK_STORAGE_ENDPOINTS", "")),
     os.environ.get("CELLBANK_COLDCHAIN_TOKEN", ""),
 )
 

@@ -297,6 +297,15 @@ def test_same_reservation_asked_again_records_nothing():
     assert when(RESERVED, reserve()) == []
 
 
+def test_the_same_order_renews_its_hold_with_a_later_one():
+    later = HOLD + timedelta(hours=24)
+    assert when(RESERVED, reserve(hold=later)) == [UnitReserved("order-1", later)]
+
+
+def test_the_same_order_asking_for_a_shorter_hold_keeps_the_longer():
+    assert when(RESERVED, reserve(hold=HOLD - timedelta(minutes=5))) == []
+
+
 def test_lapsed_reservation_is_expired_then_replaced():
     later = HOLD + timedelta(minutes=1)
     new_hold = later + timedelta(hours=2)

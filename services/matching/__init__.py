@@ -1,0 +1,1 @@
+"""matching: network-wide search, KIR-ligand/HLA ranking, orders and their allocation."""

@@ -1,0 +1,20 @@
+"""The one place mapping matching domain events to their protobuf messages."""
+
+from __future__ import annotations
+
+from cellbank.matching.v1 import events_pb2 as pb
+
+from services.matching.domain import model, order
+from shared.commands import Aggregate, ProtoEventCodec
+
+CODEC = ProtoEventCodec(
+    {
+        model.OrderPlaced: pb.OrderPlaced,
+        model.OrderAllocated: pb.OrderAllocated,
+        model.OrderRejected: pb.OrderRejected,
+        model.OrderCancelled: pb.OrderCancelled,
+        model.AllocationLost: pb.AllocationLost,
+    }
+)
+
+ORDER = Aggregate("order", model.Order(), order.evolve, CODEC)

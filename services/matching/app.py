@@ -1,0 +1,412 @@
+"""Matching at one site: search the network inventory, and the order saga — reserve the best
+candidate at its owning site (the owner decides), record the allocation, or reject."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from prometheus_client import Counter, Histogram
+
+from services.matching.adapters.codec import ORDER
+from services.matching.adapters.storage_client import StorageGateway
+from services.matching.domain import order as order_rules
+from services.matching.domain.model import (
+    AllocatedUnit,
+    CancelOrder,
+    LoseAllocation,
+    Order,
+    OrderCommand,
+    OrderEvent,
+    OrderPlaced,
+    OrderStatus,
+    PlaceOrder,
+    RecordAllocation,
+    RejectOrder,
+)
+from services.matching.domain.ranking import (
+    Classification,
+    Criteria,
+    Transit,
+    needed_on,
+    rejection_reason,
+)
+from services.matching.index import CandidateIndex, SearchResult
+from services.matching.read_model import IndexFeed, MatchingReadModel
+from shared.commands import Meta, execute
+from shared.errors import ConcurrencyConflict, NotFound, PreconditionFailed
+from shared.events import StoredEvent
+from shared.eventstore import Clock, EventStore
+
+log = logging.getLogger(__name__)
+
+ORDERS = Counter("cellbank_orders_total", "Orders by outcome", ["outcome"])
+ALLOCATION_SECONDS = Histogram(
+    "cellbank_allocation_seconds", "Order placed → allocated or rejected",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)  # fmt: skip
+RESERVATION_ATTEMPTS = Counter(
+    "cellbank_reservation_attempts_total", "Reservations asked of owning sites", ["result"]
+)
+ALLOCATED, REJECTED = "cellbank.matching.v1.OrderAllocated", "cellbank.matching.v1.OrderRejected"
+PLACED, LOST = "cellbank.matching.v1.OrderPlaced", "cellbank.matching.v1.AllocationLost"
+
+
+@dataclass(frozen=True, slots=True)
+class MatchingConfig:
+    hold: timedelta = timedelta(hours=24)  # a live order's reservation, renewed before it lapses
+    renew_below: timedelta = timedelta(hours=12)
+    candidates_per_round: int = 20
+    rounds: int = 2  # a round whose candidates were all taken refreshes the index and tries again
+    place_wait: float = 10.0  # PlaceOrder waits this long for the outcome, then answers PLACED
+    reconcile_every: float = 10.0
+    index_max_age: float = 0.25  # seconds a search may use the index without refreshing it
+
+
+@dataclass(frozen=True, slots=True)
+class OrderView:
+    order_id: str
+    state: Order
+    version: int
+    placed_at: datetime | None
+    updated_at: datetime | None
+
+
+class Matching:
+    def __init__(
+        self,
+        store: EventStore,
+        read_model: MatchingReadModel,
+        index: CandidateIndex,
+        feed: IndexFeed,
+        storage: StorageGateway,
+        table: Classification,
+        transit: Transit,
+        site_id: str,
+        clock: Clock,
+        config: MatchingConfig = MatchingConfig(),
+    ) -> None:
+        self.store = store
+        self.read_model = read_model
+        self.index = index
+        self.feed = feed
+        self.storage = storage
+        self.table = table
+        self.transit = transit
+        self.site_id = site_id
+        self.clock = clock
+        self.config = config
+        self._refresh_lock = asyncio.Lock()
+        self._order_locks: dict[str, asyncio.Lock] = {}
+        self._sagas: dict[str, asyncio.Task[None]] = {}
+        self._changed: dict[str, asyncio.Event] = {}
+
+    # ---- search ---------------------------------------------------------------------------
+
+    async def fresh_index(self, max_age: float | None = None) -> None:
+        limit = self.config.index_max_age if max_age is None else max_age
+        if time.monotonic() - self.feed.refreshed_at <= limit:
+            return
+        async with self._refresh_lock:
+            if time.monotonic() - self.feed.refreshed_at <= limit:
+                return
+            await self.feed.refresh()
+
+    async def search(self, criteria: Criteria, limit: int) -> SearchResult:
+        await self.fresh_index()
+        return self.index.search(criteria, now=self.clock(), limit=limit)
+
+    # ---- orders ---------------------------------------------------------------------------
+
+    def order_id_for(self, hospital_id: str, request_id: str) -> str:
+        """Deterministic: the same request of the same hospital is the same order."""
+        digest = hashlib.sha256(f"{hospital_id}\0{request_id}".encode()).hexdigest()[:20].upper()
+        return f"ORD-{self.site_id}-{digest}"
+
+    async def place(self, placed: OrderPlaced, meta: Meta) -> OrderView:
+        order_id = self.order_id_for(placed.hospital_id, placed.request_id)
+        command = PlaceOrder(placed, meta.at)
+        for attempt in range(3):
+            try:
+                outcome = await execute(
+                    self.store, ORDER, order_id, _decider(command),
+                    _with_correlation(meta, order_id),
+                )  # fmt: skip
+                break
+            except ConcurrencyConflict:
+                if attempt == 2:
+                    raise
+                continue  # the same request arrived twice at once: decide on the winner's order
+        if outcome.events:
+            self._notify(order_id)
+            ORDERS.labels("placed").inc()
+        if outcome.state.status is OrderStatus.PLACED:
+            saga = self.start_allocation(order_id)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(saga), self.config.place_wait)
+        return await self.view(order_id)
+
+    def start_allocation(self, order_id: str) -> asyncio.Task[None]:
+        """The allocation saga of an order, at most one per order in this process."""
+        running = self._sagas.get(order_id)
+        if running is not None and not running.done():
+            return running
+        task = asyncio.create_task(self._allocate_safely(order_id), name=f"allocate {order_id}")
+        self._sagas[order_id] = task
+        task.add_done_callback(lambda t: self._sagas.pop(order_id, None))
+        return task
+
+    async def _allocate_safely(self, order_id: str) -> None:
+        try:
+            await self.allocate(order_id)
+        except Exception:
+            # The reconciler resumes orders left awaiting allocation.
+            log.exception("allocation failed; will be resumed", extra={"order_id": order_id})
+
+    async def allocate(self, order_id: str) -> None:
+        lock = self._order_locks.setdefault(order_id, asyncio.Lock())
+        async with lock:
+            await self._allocate(order_id)
+        if not lock.locked():
+            self._order_locks.pop(order_id, None)  # expected versions guard any overlap
+
+    async def _allocate(self, order_id: str) -> None:
+        started = time.perf_counter()
+        view = await self.view(order_id)
+        state = view.state
+        if state.status is not OrderStatus.PLACED or state.placed is None:
+            return
+        placed = state.placed
+        criteria = Criteria(
+            placed.hospital_id, placed.patient, placed.product_type, placed.dose_min,
+            placed.dose_max, needed_on(placed.needed_by, view.placed_at or self.clock()),
+        )  # fmt: skip
+        meta = Meta(
+            actor=f"service:matching-{self.site_id}",
+            reason=f"allocation of order {order_id} for hospital {placed.hospital_id}",
+            at=self.clock(),
+            correlation_id=order_id,
+        )
+        tried: list[str] = [u.unit_id for u in state.released]  # units it lost or gave back
+        refused = 0
+        first: SearchResult | None = None
+        for _ in range(self.config.rounds):
+            await self.fresh_index(max_age=0)
+            now = self.clock()
+            result = self.index.search(
+                criteria, now=now, limit=self.config.candidates_per_round,
+                for_order=order_id, exclude=tried,
+            )  # fmt: skip
+            first = first or result
+            if not result.ranked:
+                break
+            for candidate in result.ranked:
+                unit = candidate.unit
+                reserved = await self.storage.reserve(
+                    unit.site_id, unit.unit_id, order_id, now + self.config.hold,
+                    expected_version=unit.version,
+                    reason=f"allocated to order {order_id} of hospital {placed.hospital_id}",
+                )  # fmt: skip
+                RESERVATION_ATTEMPTS.labels("reserved" if reserved.ok else "refused").inc()
+                if not reserved.ok:
+                    tried.append(unit.unit_id)
+                    refused += 1
+                    log.info(
+                        "candidate not reserved; trying the next",
+                        extra={"order_id": order_id, "unit_id": unit.unit_id, "why": reserved.why},
+                    )
+                    continue
+                allocated = AllocatedUnit(
+                    unit.unit_id, unit.din, unit.site_id, candidate.dose_per_kg,
+                    reserved.version, candidate.score, candidate.reasons,
+                )  # fmt: skip
+                command = RecordAllocation((allocated,), self.table.version)
+                try:
+                    await execute(
+                        self.store, ORDER, order_id, _decider(command),
+                        meta, expected_version=view.version,
+                    )  # fmt: skip
+                except (ConcurrencyConflict, PreconditionFailed) as exc:
+                    # The order changed meanwhile (cancelled): give the unit back.
+                    log.info("order changed during allocation", extra={"order_id": order_id,
+                             "error": str(exc)})  # fmt: skip
+                    await self.storage.release(
+                        unit.site_id, unit.unit_id, order_id, f"order {order_id} changed"
+                    )
+                    self._notify(order_id)
+                    return
+                self._notify(order_id)
+                ORDERS.labels("allocated").inc()
+                ALLOCATION_SECONDS.observe(time.perf_counter() - started)
+                return
+        assert first is not None
+        reason = rejection_reason(criteria, first.excluded, refused)
+        command_r = RejectOrder(reason, self.table.version)
+        try:
+            await execute(
+                self.store, ORDER, order_id, _decider(command_r),
+                meta, expected_version=view.version,
+            )  # fmt: skip
+        except (ConcurrencyConflict, PreconditionFailed):
+            return  # cancelled meanwhile
+        finally:
+            self._notify(order_id)
+        ORDERS.labels("rejected").inc()
+        ALLOCATION_SECONDS.observe(time.perf_counter() - started)
+
+    async def cancel(self, order_id: str, hospital_id: str, reason: str, meta: Meta) -> OrderView:
+        await self.view(order_id, hospital_id)  # NOT_FOUND for another hospital's order
+        command = CancelOrder(reason, hospital_id)
+        outcome = await execute(
+            self.store, ORDER, order_id, _decider(command),
+            _with_correlation(meta, order_id),
+        )  # fmt: skip
+        if outcome.events:
+            self._notify(order_id)
+            ORDERS.labels("cancelled").inc()
+            for unit in outcome.state.released:
+                await self.storage.release(
+                    unit.site_id, unit.unit_id, order_id, f"order {order_id} cancelled: {reason}"
+                )  # a failure is retried by the reconciler
+        return await self.view(order_id)
+
+    # ---- reading --------------------------------------------------------------------------
+
+    async def view(self, order_id: str, hospital_id: str | None = None) -> OrderView:
+        """The order; NOT_FOUND if it does not exist or belongs to another hospital."""
+        events = await self.store.load(order_id)
+        view = _view(order_id, events)
+        if view.state.placed is None or (
+            hospital_id is not None and view.state.placed.hospital_id != hospital_id
+        ):
+            raise NotFound(f"order {order_id} not found")
+        return view
+
+    async def orders_of(self, hospital_actor: str) -> list[OrderView]:
+        ids = await self.read_model.order_ids_of(hospital_actor)
+        streams = await self.read_model.events_of(ids)
+        return [_view(i, streams[i]) for i in ids if streams[i]]
+
+    async def watch(self, order_id: str, hospital_id: str) -> AsyncIterator[OrderView]:
+        """The order now, then each new version; ends once it can change no more."""
+        view = await self.view(order_id, hospital_id)
+        yield view
+        while view.state.status not in (OrderStatus.REJECTED, OrderStatus.CANCELLED):
+            changed = self._changed.setdefault(order_id, asyncio.Event())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), 0.5)  # other processes: poll
+            latest = await self.view(order_id)
+            if latest.version != view.version:
+                view = latest
+                yield view
+
+    def _notify(self, order_id: str) -> None:
+        event = self._changed.pop(order_id, None)
+        if event is not None:
+            event.set()
+
+    # ---- background -----------------------------------------------------------------------
+
+    async def run_index(self, stop: asyncio.Event) -> None:
+        """Keep the search index fresh between searches (a search refreshes a stale one)."""
+        while not stop.is_set():
+            try:
+                await self.fresh_index()
+            except Exception as exc:  # the database is down: searches will say so
+                log.warning("index refresh failed", extra={"error": repr(exc)})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.config.index_max_age)
+
+    async def run_reconciler(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.reconcile()
+            except Exception as exc:
+                log.warning("reconciliation failed; retrying", extra={"error": repr(exc)})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.config.reconcile_every)
+        for task in list(self._sagas.values()):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.storage.close()
+
+    async def reconcile(self) -> None:
+        """Resume orders awaiting allocation; give back holds no live order owns; notice
+        units their site took back; renew holds of live orders before they lapse."""
+        for order_id in await self.read_model.orders_whose_latest_event_is(PLACED, LOST):
+            self.start_allocation(order_id)
+        allocated = await self.read_model.orders_whose_latest_event_is(ALLOCATED)
+        prefix = f"ORD-{self.site_id}-"
+        streams = await self.read_model.events_of(allocated)
+        held: dict[str, tuple[str, AllocatedUnit]] = {}
+        for order_id, events in streams.items():
+            for unit in _view(order_id, events).state.units:
+                held[unit.unit_id] = (order_id, unit)
+        now = self.clock()
+        holds = await self.read_model.holds(prefix, list(held))
+        others = sorted({h.reserved_for for h in holds if h.reserved_for.startswith(prefix)})
+        states = {
+            i: _view(i, e).state for i, e in (await self.read_model.events_of(others)).items()
+        }
+        for h in holds:
+            if h.reserved_for.startswith(prefix) and h.reserved_for not in self._sagas:
+                state = states.get(h.reserved_for)
+                if state is None or not state.holds(h.unit_id):
+                    await self.storage.release(
+                        h.site_id, h.unit_id, h.reserved_for, "no live order holds it"
+                    )
+                    continue
+            if h.unit_id not in held:
+                continue
+            order_id, unit = held[h.unit_id]
+            if h.version < unit.unit_version:
+                continue  # the inventory has not seen the reservation yet
+            if h.status not in ("STORED", "PICKED") or (
+                h.status == "STORED" and h.reserved_for != order_id
+            ):
+                why = h.status.lower() if h.status != "STORED" else "reservation released"
+                await self._lose(order_id, h.unit_id, why)
+            elif h.hold_until is not None and h.hold_until - now < self.config.renew_below:
+                await self.storage.reserve(
+                    h.site_id, h.unit_id, order_id, now + self.config.hold, None,
+                    reason=f"hold renewed for live order {order_id}",
+                )  # fmt: skip
+
+    async def _lose(self, order_id: str, unit_id: str, why: str) -> None:
+        meta = Meta(
+            actor=f"service:matching-{self.site_id}",
+            reason=f"unit {unit_id} of order {order_id} taken back by its site: {why}",
+            at=self.clock(),
+            correlation_id=order_id,
+        )
+        command = LoseAllocation(unit_id, why)
+        outcome = await execute(self.store, ORDER, order_id, _decider(command), meta)
+        if outcome.events:
+            self._notify(order_id)
+            log.warning("allocated unit lost; allocating again", extra={"order_id": order_id,
+                        "unit_id": unit_id, "why": why})  # fmt: skip
+            self.start_allocation(order_id)
+
+
+def _with_correlation(meta: Meta, order_id: str) -> Meta:
+    return Meta(
+        meta.actor, meta.reason, meta.at, meta.correlation_id or order_id, meta.causation_id
+    )
+
+
+def _decider(command: OrderCommand) -> Callable[[Order], Sequence[OrderEvent]]:
+    return lambda state: order_rules.decide(state, command)
+
+
+def _view(order_id: str, events: Sequence[StoredEvent]) -> OrderView:
+    state = ORDER.fold(events)
+    placed_at = events[0].occurred_at if events else None
+    updated_at = events[-1].occurred_at if events else None
+    return OrderView(order_id, state, len(events), placed_at, updated_at)

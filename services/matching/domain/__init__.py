@@ -1,0 +1,1 @@
+"""Pure matching domain: no I/O, no clock, no protobuf."""

@@ -1,0 +1,275 @@
+"""HospitalService over gRPC: translate requests into domain values; matching decides."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, time, timedelta
+from typing import Any
+
+import grpc
+from cellbank.hospital.v1 import hospital_pb2 as pb
+from cellbank.hospital.v1 import hospital_pb2_grpc as pb_grpc
+
+from services.matching.app import Matching, OrderView
+from services.matching.domain.model import (
+    Cmv,
+    OrderPlaced,
+    OrderStatus,
+    PatientSnapshot,
+    ProductCategory,
+)
+from services.matching.domain.ranking import (
+    Assessment,
+    Criteria,
+    needed_on,
+    validate_dose,
+    validate_patient,
+)
+from shared.auth import require
+from shared.commands import Meta
+from shared.errors import InvalidArgument, NotFound, PreconditionFailed
+from shared.grpc_requests import Clock, caller, required
+from shared.grpc_server import ServiceBinding
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["HospitalService"].full_name
+MAX_LIMIT = 100
+DEFAULT_LIMIT = 10
+
+_CATEGORY: dict[int, ProductCategory] = {
+    pb.PRODUCT_TYPE_NK: ProductCategory.NK,
+    pb.PRODUCT_TYPE_CAR_NK: ProductCategory.CAR_NK,
+    pb.PRODUCT_TYPE_VST: ProductCategory.VST,
+}
+_PRODUCT_TYPE: dict[ProductCategory, Any] = {v: k for k, v in _CATEGORY.items()}
+_CMV: dict[int, Cmv] = {
+    pb.CMV_STATUS_UNSPECIFIED: Cmv.UNKNOWN,
+    pb.CMV_STATUS_NEGATIVE: Cmv.NEGATIVE,
+    pb.CMV_STATUS_POSITIVE: Cmv.POSITIVE,
+}
+_STATUS = {
+    OrderStatus.PLACED: pb.ORDER_STATUS_PLACED,
+    OrderStatus.ALLOCATED: pb.ORDER_STATUS_ALLOCATED,
+    OrderStatus.REJECTED: pb.ORDER_STATUS_REJECTED,
+    OrderStatus.CANCELLED: pb.ORDER_STATUS_CANCELLED,
+}
+
+
+def parse_category(value: int) -> ProductCategory:
+    if value not in _CATEGORY:
+        raise InvalidArgument("product_type", f"{value} is not one of NK (1), CAR_NK (2), VST (3)")
+    return _CATEGORY[value]
+
+
+def parse_patient(patient: pb.PatientProfile, present: bool) -> PatientSnapshot:
+    if not present:
+        raise InvalidArgument("patient", "is required")
+    if patient.cmv not in _CMV:
+        raise InvalidArgument("patient.cmv", f"{patient.cmv} is not a CmvStatus")
+    return validate_patient(
+        PatientSnapshot(
+            patient.patient_ref,
+            patient.weight_kg,
+            tuple(patient.hla_alleles),
+            patient.abo,
+            _CMV[patient.cmv],
+        )
+    )
+
+
+def _needed_by(
+    request: pb.PlaceOrderRequest | pb.SearchInventoryRequest, now: datetime
+) -> datetime | None:
+    if not request.HasField("needed_by"):
+        return None
+    try:
+        moment: datetime = request.needed_by.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        raise InvalidArgument("needed_by", "is not a valid timestamp") from None
+    if moment < now - timedelta(minutes=5):
+        raise InvalidArgument("needed_by", f"{moment.isoformat()} is in the past")
+    if moment > now + timedelta(days=3650):
+        raise InvalidArgument("needed_by", "more than ten years ahead")
+    return moment
+
+
+def candidate(a: Assessment) -> pb.Candidate:
+    out = pb.Candidate(
+        unit_id=a.unit.unit_id, din=a.unit.din, site_id=a.unit.site_id,
+        dose_cells_per_kg=a.dose_per_kg, score=a.score, reasons=a.reasons,
+    )  # fmt: skip
+    out.estimated_delivery.FromTimedelta(timedelta(hours=a.transit_hours))
+    out.expires_at.FromDatetime(datetime.combine(a.unit.expires_on, time(), tzinfo=UTC))
+    return out
+
+
+def order_message(view: OrderView) -> pb.Order:
+    state = view.state
+    placed = state.placed
+    assert placed is not None
+    out = pb.Order(
+        order_id=view.order_id,
+        hospital_id=placed.hospital_id,
+        status=_STATUS.get(state.status, pb.ORDER_STATUS_UNSPECIFIED),
+        units=[
+            pb.AllocatedUnit(
+                unit_id=u.unit_id,
+                din=u.din,
+                site_id=u.site_id,
+                dose_cells_per_kg=u.dose_cells_per_kg,
+                score=u.score,
+                reasons=u.reasons,
+            )
+            for u in state.units
+        ],
+        status_reason=state.status_reason,
+        version=view.version,
+        request_id=placed.request_id,
+        classification_version=state.classification_version,
+        product_type=_PRODUCT_TYPE[placed.product_type],
+        patient_ref=placed.patient.patient_ref,
+    )
+    if view.placed_at is not None:
+        out.placed_at.FromDatetime(view.placed_at)
+    if view.updated_at is not None:
+        out.updated_at.FromDatetime(view.updated_at)
+    if placed.needed_by is not None:
+        out.needed_by.FromDatetime(placed.needed_by)
+    return out
+
+
+class HospitalServicer(pb_grpc.HospitalServiceServicer):
+    def __init__(self, app: Matching, clock: Clock) -> None:
+        self.app = app
+        self.clock = clock
+
+    async def SearchInventory(
+        self, request: pb.SearchInventoryRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SearchInventoryResponse:
+        principal = require(caller(), "hospital", "operator")
+        now = self.clock()
+        patient = parse_patient(request.patient, request.HasField("patient"))
+        category = parse_category(request.product_type)
+        validate_dose(request.dose_cells_per_kg_min, request.dose_cells_per_kg_max)
+        if not 0 <= request.limit <= MAX_LIMIT:
+            raise InvalidArgument("limit", f"must be 0 (default {DEFAULT_LIMIT}) to {MAX_LIMIT}")
+        criteria = Criteria(
+            principal.name if principal.kind == "hospital" else "",
+            patient, category, request.dose_cells_per_kg_min, request.dose_cells_per_kg_max,
+            needed_on(_needed_by(request, now), now),
+        )  # fmt: skip
+        result = await self.app.search(criteria, request.limit or DEFAULT_LIMIT)
+        return pb.SearchInventoryResponse(
+            candidates=[candidate(a) for a in result.ranked],
+            classification_version=self.app.table.version,
+            excluded=[f"{rule}: {n}" for rule, n in sorted(result.excluded.items())],
+        )
+
+    async def PlaceOrder(
+        self, request: pb.PlaceOrderRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Order:
+        principal = require(caller(), "hospital")
+        now = self.clock()
+        request_id = required(request.request_id, "request_id")
+        if len(request_id) > 128 or not request_id.isprintable():
+            raise InvalidArgument("request_id", "at most 128 printable characters")
+        placed = OrderPlaced(
+            hospital_id=principal.name,
+            request_id=request_id,
+            patient=parse_patient(request.patient, request.HasField("patient")),
+            product_type=parse_category(request.product_type),
+            dose_min=request.dose_cells_per_kg_min,
+            dose_max=request.dose_cells_per_kg_max,
+            needed_by=_needed_by(request, now),
+        )
+        validate_dose(placed.dose_min, placed.dose_max)
+        meta = Meta(str(principal), f"order {request_id} placed by {principal.name}", now)
+        return order_message(await self.app.place(placed, meta))
+
+    async def GetOrder(
+        self, request: pb.GetOrderRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Order:
+        principal = require(caller(), "hospital")
+        return order_message(
+            await self.app.view(required(request.order_id, "order_id"), principal.name)
+        )
+
+    async def ListOrders(
+        self, request: pb.ListOrdersRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListOrdersResponse:
+        principal = require(caller(), "hospital")
+        views = await self.app.orders_of(str(principal))
+        return pb.ListOrdersResponse(orders=[order_message(v) for v in views])
+
+    async def CancelOrder(
+        self, request: pb.CancelOrderRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Order:
+        principal = require(caller(), "hospital")
+        order_id = required(request.order_id, "order_id")
+        reason = required(request.reason, "reason")
+        meta = Meta(str(principal), reason, self.clock())
+        return order_message(await self.app.cancel(order_id, principal.name, reason, meta))
+
+    async def WatchOrder(
+        self, request: pb.WatchOrderRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.Order]:
+        principal = require(caller(), "hospital")
+        async for view in self.app.watch(required(request.order_id, "order_id"), principal.name):
+            yield order_message(view)
+
+    # Receipt, infusion, adverse events and notifications follow delivery (shipments): until an
+    # order is delivered there is nothing to receive, infuse or report, and no recall notices.
+
+    async def ConfirmReceipt(
+        self, request: pb.ConfirmReceiptRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Order:
+        principal = require(caller(), "hospital")
+        _signature(request.signature, request.HasField("signature"))
+        view = await self.app.view(required(request.order_id, "order_id"), principal.name)
+        raise PreconditionFailed(
+            "order not delivered", f"order is {view.state.status.value}; receipt follows delivery"
+        )
+
+    async def ConfirmInfusion(
+        self, request: pb.ConfirmInfusionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Order:
+        principal = require(caller(), "hospital")
+        _signature(request.signature, request.HasField("signature"))
+        required(request.unit_id, "unit_id")
+        view = await self.app.view(required(request.order_id, "order_id"), principal.name)
+        raise PreconditionFailed(
+            "order not received", f"order is {view.state.status.value}; infusion follows receipt"
+        )
+
+    async def ReportAdverseEvent(
+        self, request: pb.ReportAdverseEventRequest, context: grpc.aio.ServicerContext
+    ) -> pb.AdverseEventReport:
+        principal = require(caller(), "hospital")
+        required(request.description, "description")
+        view = await self.app.view(required(request.order_id, "order_id"), principal.name)
+        raise PreconditionFailed(
+            "no infused unit", f"order is {view.state.status.value}; reports follow an infusion"
+        )
+
+    async def ListNotifications(
+        self, request: pb.ListNotificationsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListNotificationsResponse:
+        require(caller(), "hospital")
+        return pb.ListNotificationsResponse()
+
+    async def AcknowledgeNotification(
+        self, request: pb.AcknowledgeNotificationRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Notification:
+        require(caller(), "hospital")
+        notification_id = required(request.notification_id, "notification_id")
+        raise NotFound(f"notification {notification_id} not found")
+
+
+def _signature(signature: pb.Signature, present: bool) -> None:
+    if not present:
+        raise InvalidArgument("signature", "an e-signature (signer_name, meaning) is required")
+    required(signature.signer_name, "signature.signer_name")
+    required(signature.meaning, "signature.meaning")
+
+
+def hospital_binding(servicer: HospitalServicer) -> ServiceBinding:
+    return ServiceBinding(SERVICE_NAME, servicer, pb_grpc.add_HospitalServiceServicer_to_server)

@@ -1,0 +1,59 @@
+"""Composition root of matching: `python -m services.matching.entrypoints.main`.
+
+Serves the public HospitalService. Reads every site's inventory with storage's projections
+(into its own database) and reserves units at their owning site's StorageService
+(CELLBANK_STORAGE_ENDPOINTS, CELLBANK_SERVICE_TOKEN).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from services.matching.adapters.storage_client import StorageGateway
+from services.matching.app import Matching
+from services.matching.domain.ranking import Classification, Transit
+from services.matching.entrypoints.grpc_servicer import HospitalServicer, hospital_binding
+from services.matching.index import CandidateIndex
+from services.matching.read_model import IndexFeed, MatchingReadModel
+from services.storage.projections.read_models import InventoryProjection, NetworkFactsProjection
+from shared.service_host import Components, ServiceContext, ServiceSpec, run
+
+HERE = Path(__file__).resolve().parent.parent
+MIGRATIONS = HERE / "migrations"
+STORAGE_MIGRATIONS = HERE.parent / "storage" / "migrations"
+TABLES = HERE / "tables"
+DEFAULT_CLASSIFICATION = TABLES / "classification-2026.1.json"
+DEFAULT_TRANSIT = TABLES / "transit.json"
+
+
+def load_tables(
+    classification_file: str = "", transit_file: str = ""
+) -> tuple[Classification, Transit]:
+    table = Classification.from_dict(
+        json.loads(Path(classification_file or DEFAULT_CLASSIFICATION).read_text())
+    )
+    transit = Transit.from_dict(json.loads(Path(transit_file or DEFAULT_TRANSIT).read_text()))
+    return table, transit
+
+
+def build(ctx: ServiceContext) -> Components:
+    s = ctx.settings
+    table, transit = load_tables(s.classification_file, s.transit_file)
+    index = CandidateIndex(table, transit)
+    gateway = StorageGateway(s.storage_endpoints, s.service_token)
+    app = Matching(
+        ctx.store, MatchingReadModel(ctx.pool), index, IndexFeed(ctx.pool, index), gateway,
+        table, transit, s.site_id, ctx.clock,
+    )  # fmt: skip
+    return Components(
+        [hospital_binding(HospitalServicer(app, ctx.clock))],
+        [NetworkFactsProjection(), InventoryProjection()],
+        [app.run_index, app.run_reconciler],
+    )
+
+
+SPEC = ServiceSpec("matching", MIGRATIONS, build, borrowed_migrations=(STORAGE_MIGRATIONS,))
+
+if __name__ == "__main__":
+    run(SPEC)
