@@ -27,6 +27,9 @@ TOKENS = {
     "qa-quinn": "qa:quinn",
     "qa-alice": "qa:alice",  # alice also holds a QA role: the two-person rule must still stop her
     "hosp-h1": "hospital:H1",
+    "hosp-h2": "hospital:H2",
+    "hosp-h3": "hospital:H3",
+    "svc-matching": "service:matching",  # matching's reservations at the owning site
     "svc-coldchain": "service:coldchain",  # the cold-chain monitor's calls to storage
 }
 HLA = {

@@ -43,13 +43,13 @@ class IndexFeed:
     def __init__(self, pool: asyncpg.Pool, index: CandidateIndex) -> None:
         self.pool = pool
         self.index = index
-        self._since = "0"
+        self._since = 0
         self.refreshed_at = 0.0
 
     async def refresh(self) -> int:
         """Apply every change since the last refresh; returns the rows read."""
         async with self.pool.acquire() as conn:
-            xmin = await conn.fetchval("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")
+            xmin = await conn.fetchval("SELECT pg_snapshot_xmin(pg_current_snapshot())")
             rows = await conn.fetch(_CHANGED_UNITS, self._since)
         for r in rows:
             self.index.upsert(
