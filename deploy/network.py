@@ -6,7 +6,7 @@ import asyncio
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -21,6 +21,7 @@ SERVICE_MODULES = {
     "donor_intake": "services.donor_intake.entrypoints.main",
     "manufacturing": "services.manufacturing.entrypoints.main",
     "storage": "services.storage.entrypoints.main",
+    "matching": "services.matching.entrypoints.main",  # serves the public HospitalService
 }
 COLDCHAIN_MODULE = "services.storage.entrypoints.coldchain_worker"
 SIMULATOR_MODULE = "deploy.tank_simulator"
@@ -33,6 +34,7 @@ class ServiceProcess:
     grpc_port: int
     metrics_port: int
     proc: subprocess.Popen[bytes] | None = None
+    env: dict[str, str] = field(default_factory=dict)  # service-specific settings
 
     @property
     def address(self) -> str:
@@ -48,6 +50,7 @@ class ServiceProcess:
             "CELLBANK_GRPC_PORT": str(self.grpc_port),
             "CELLBANK_METRICS_PORT": str(self.metrics_port),
             "CELLBANK_TOKENS": ",".join(f"{t}={p}" for t, p in TOKENS.items()),
+            **self.env,
         }
         log_dir.mkdir(parents=True, exist_ok=True)
         with open(log_dir / f"{self.site.lower()}-{self.service}.log", "ab") as log:
@@ -88,11 +91,18 @@ class ServiceProcess:
 
 def plan(sites: list[str], grpc_base: int, metrics_base: int) -> list[ServiceProcess]:
     """Ports: base + 10 × site index + service index, e.g. LON donor_intake 50100."""
-    return [
+    processes = [
         ServiceProcess(site, service, grpc_base + 10 * i + j, metrics_base + 10 * i + j)
         for i, site in enumerate(sites)
         for j, service in enumerate(SERVICE_MODULES)
     ]
+    storage = ",".join(f"{p.site}={p.address}" for p in processes if p.service == "storage")
+    for p in processes:
+        if p.service == "matching":  # reserves units at their owning site's storage
+            p.env.update(
+                {"CELLBANK_STORAGE_ENDPOINTS": storage, "CELLBANK_SERVICE_TOKEN": "svc-matching"}
+            )
+    return processes
 
 
 @dataclass

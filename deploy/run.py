@@ -116,6 +116,10 @@ def _summary(
         f"  demo data  {demo or 'skipped (--no-demo)'}",
         "  cold chain Faust monitor on cellbank.telemetry.v1 + simulated sensors for "
         + ", ".join(f"{site}-T1" for site in sites),
+        "  hospitals  HospitalService (cellbank.hospital.v1) at each site's matching: "
+        + ", ".join(
+            f"{s.site} 127.0.0.1:{s.grpc_port}" for s in services if s.service == "matching"
+        ),
         "  tokens     " + ", ".join(f"{t} ({p})" for t, p in TOKENS.items()),
         f"  logs       {root / 'logs'}",
         "  Point your own tools at it with:",

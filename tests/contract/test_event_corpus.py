@@ -20,11 +20,18 @@ from google.protobuf.json_format import MessageToDict
 
 from services.donor_intake.adapters.codec import CODEC as DONOR_CODEC
 from services.manufacturing.adapters.codec import CODEC as MANUFACTURING_CODEC
+from services.matching.adapters.codec import CODEC as MATCHING_CODEC
+from services.storage.adapters.codec import CODEC as STORAGE_CODEC
 from shared.commands import ProtoEventCodec
 from shared.proto_mapping import to_proto
 
 CORPUS = Path(__file__).parent / "corpus"
-CODECS = {"donor": DONOR_CODEC, "manufacturing": MANUFACTURING_CODEC}
+CODECS = {
+    "donor": DONOR_CODEC,
+    "manufacturing": MANUFACTURING_CODEC,
+    "storage": STORAGE_CODEC,
+    "matching": MATCHING_CODEC,
+}
 
 
 def _fields(codec: ProtoEventCodec, event: object) -> dict[str, object]:
