@@ -49,7 +49,7 @@ from shared.postgres_eventstore import PostgresEventStore
 from shared.projections import ProjectionRunner, wait_caught_up
 from shared.testing.waits import eventually
 from shared.topics import FOREVER, TopicSpec
-from tests import bench_storage
+from tests import bench_matching, bench_storage
 from tests.factories import new_event
 
 T = TypeVar("T")
@@ -702,6 +702,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             endpoints = infra.start()
         results = asyncio.run(run_all(endpoints, infra, sizes, options.rounds))
         storage_lines = asyncio.run(bench_storage.run(endpoints, options.scale, ROOT / "logs"))
+        matching_lines = asyncio.run(bench_matching.run(endpoints, options.scale))
     finally:
         progress("stopping infrastructure")
         with contextlib.redirect_stdout(sys.stderr):
@@ -709,6 +710,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         shutil.rmtree(ROOT, ignore_errors=True)
     print(render(results, sizes, options, time.perf_counter() - started), flush=True)
     print("\n".join(storage_lines), flush=True)
+    print("\n".join(matching_lines), flush=True)
     return 1 if any(r.errors for r in results) else 0
 
 
