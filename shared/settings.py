@@ -42,6 +42,10 @@ class Settings:
     # Matching's versioned classification table and transit table (built-ins when empty).
     classification_file: str = ""
     transit_file: str = ""
+    # Matching: how long a live order's reservation holds (renewed at half-life) and how often
+    # the reconciler resumes orders, returns orphaned holds and notices units taken back.
+    hold_seconds: float = 24 * 3600.0
+    reconcile_seconds: float = 10.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, service: str = "") -> Settings:
@@ -68,6 +72,8 @@ class Settings:
             service_token=env.get("CELLBANK_SERVICE_TOKEN", ""),
             classification_file=env.get("CELLBANK_CLASSIFICATION_FILE", ""),
             transit_file=env.get("CELLBANK_TRANSIT_FILE", ""),
+            hold_seconds=_seconds(env, "CELLBANK_HOLD_SECONDS", 24 * 3600.0),
+            reconcile_seconds=_seconds(env, "CELLBANK_RECONCILE_SECONDS", 10.0),
             **_tls(env),
         )
 
@@ -98,6 +104,19 @@ def _port(env: Mapping[str, str], name: str) -> int:
     if not raw.isdigit() or not 0 <= int(raw) <= 65535:
         raise InvalidArgument(name, "must be a port number 0-65535 (0 = pick a free one)")
     return int(raw)
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InvalidArgument(name, f"{raw!r} is not a number of seconds") from None
+    if not 0 < value < 10**9:
+        raise InvalidArgument(name, "must be a positive number of seconds")
+    return value
 
 
 def parse_endpoints(raw: str, name: str = "CELLBANK_STORAGE_ENDPOINTS") -> dict[str, str]:

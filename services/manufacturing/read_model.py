@@ -76,4 +76,5 @@ def unit_view(row: Any) -> pb.Unit:
         status=row["status"],
         segregated=row["segregated"],
         labels=list(row["labels"]),
+        restricting_allele=row.get("restricting_allele") or "",
     )

@@ -38,7 +38,7 @@ from services.matching.domain.ranking import (
     rejection_reason,
 )
 from services.matching.index import CandidateIndex, SearchResult
-from services.matching.read_model import IndexFeed, MatchingReadModel
+from services.matching.read_model import Hold, IndexFeed, MatchingReadModel
 from shared.commands import Meta, execute
 from shared.errors import ConcurrencyConflict, NotFound, PreconditionFailed
 from shared.events import StoredEvent
@@ -60,8 +60,12 @@ PLACED, LOST = "cellbank.matching.v1.OrderPlaced", "cellbank.matching.v1.Allocat
 
 @dataclass(frozen=True, slots=True)
 class MatchingConfig:
-    hold: timedelta = timedelta(hours=24)  # a live order's reservation, renewed before it lapses
-    renew_below: timedelta = timedelta(hours=12)
+    hold: timedelta = timedelta(hours=24)  # a live order's reservation, renewed at half-life
+
+    @property
+    def renew_below(self) -> timedelta:
+        return self.hold / 2
+
     candidates_per_round: int = 20
     rounds: int = 2  # a round whose candidates were all taken refreshes the index and tries again
     place_wait: float = 10.0  # PlaceOrder waits this long for the outcome, then answers PLACED
@@ -106,6 +110,7 @@ class Matching:
         self._order_locks: dict[str, asyncio.Lock] = {}
         self._sagas: dict[str, asyncio.Task[None]] = {}
         self._changed: dict[str, asyncio.Event] = {}
+        self._suspects: dict[tuple[str, str], datetime] = {}  # (unit, order) → first seen orphaned
 
     # ---- search ---------------------------------------------------------------------------
 
@@ -359,9 +364,10 @@ class Matching:
             if h.reserved_for.startswith(prefix) and h.reserved_for not in self._sagas:
                 state = states.get(h.reserved_for)
                 if state is None or not state.holds(h.unit_id):
-                    await self.storage.release(
+                    if await self._orphaned(h, now) and await self.storage.release(
                         h.site_id, h.unit_id, h.reserved_for, "no live order holds it"
-                    )
+                    ):
+                        self._suspects.pop((h.unit_id, h.reserved_for), None)
                     continue
             if h.unit_id not in held:
                 continue
@@ -378,6 +384,22 @@ class Matching:
                     h.site_id, h.unit_id, order_id, now + self.config.hold, None,
                     reason=f"hold renewed for live order {order_id}",
                 )  # fmt: skip
+
+    async def _orphaned(self, hold: Hold, now: datetime) -> bool:
+        """A hold of one of this site's orders that the order does not (or no longer) own:
+        left by a crash between reserving and recording, or a release that failed. Judged on
+        the order as it is now, and only once it has looked orphaned for a grace period (a
+        saga elsewhere may be between its reservation and its record)."""
+        key = (hold.unit_id, hold.reserved_for)
+        first_seen = self._suspects.setdefault(key, now)
+        grace = timedelta(seconds=max(5.0, 3 * self.config.reconcile_every))
+        if now - first_seen < grace or hold.reserved_for in self._sagas:
+            return False
+        events = await self.store.load(hold.reserved_for)
+        if ORDER.fold(events).holds(hold.unit_id):
+            self._suspects.pop(key, None)
+            return False
+        return True
 
     async def _lose(self, order_id: str, unit_id: str, why: str) -> None:
         meta = Meta(

@@ -71,7 +71,10 @@ class NetworkSite:
 
 
 @asynccontextmanager
-async def network(endpoints: Endpoints, sites: int = 2) -> AsyncIterator[list[NetworkSite]]:
+async def network(
+    endpoints: Endpoints, sites: int = 2, **matching: object
+) -> AsyncIterator[list[NetworkSite]]:
+    """`matching`: Settings overrides for the matching services (e.g. hold_seconds)."""
     async with AsyncExitStack() as stack:
         banks = [
             await stack.enter_async_context(bank_site(endpoints, with_storage=True))
@@ -86,6 +89,7 @@ async def network(endpoints: Endpoints, sites: int = 2) -> AsyncIterator[list[Ne
                 ),
                 storage_endpoints=storage,
                 service_token="svc-matching",
+                **matching,  # type: ignore[arg-type]
             )
             host = ServiceHost(MATCHING_SPEC, settings)
             stack.push_async_callback(drop_database, endpoints.database_url, settings.database_name)

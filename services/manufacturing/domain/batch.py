@@ -7,6 +7,7 @@ import math
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 
+from services.kernel.hla import parse_allele
 from services.kernel.isbt128 import validate_din
 from services.manufacturing.domain.model import (
     NOT_EVALUATED_LABELS,
@@ -162,6 +163,8 @@ def release(state: Batch, command: ReleaseBatch, product: ProductType) -> list[B
             raise InvalidArgument(
                 f"units[{i}]", "viable NK cells and volume must be > 0, CD3+ cells >= 0"
             )
+        if unit.restricting_allele:
+            parse_allele(unit.restricting_allele, field=f"units[{i}].restricting_allele")
     failures = release_failures(state, command, product)
     if failures:
         raise PreconditionFailed("release refused", "; ".join(failures))
@@ -180,6 +183,7 @@ def release(state: Batch, command: ReleaseBatch, product: ProductType) -> list[B
             status="RELEASED",
             segregated=urgent,
             labels=NOT_EVALUATED_LABELS if urgent else (),
+            restricting_allele=spec.restricting_allele,
         )
         for division, spec in enumerate(command.units, start=1)
     )

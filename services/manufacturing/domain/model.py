@@ -50,6 +50,7 @@ class UnitRecord:
     status: str  # RELEASED: ready for storage
     segregated: bool
     labels: tuple[str, ...]
+    restricting_allele: str = ""  # VST: the HLA allele the T cells are restricted by
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +58,7 @@ class UnitSpec:
     viable_nk_cells: float
     cd3_cells: float
     volume_ml: float
+    restricting_allele: str = ""  # VST only; canonical HLA nomenclature
 
 
 # ---- events ---------------------------------------------------------------------------------

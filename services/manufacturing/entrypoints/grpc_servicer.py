@@ -92,7 +92,10 @@ class ManufacturingServicer(pb_grpc.ManufacturingServiceServicer):
             signer_role=principal.kind,
             donor_eligibility="",
             units=tuple(
-                model.UnitSpec(u.viable_nk_cells, u.cd3_cells, u.volume_ml) for u in request.units
+                model.UnitSpec(
+                    u.viable_nk_cells, u.cd3_cells, u.volume_ml, u.restricting_allele.strip()
+                )
+                for u in request.units
             ),
             urgent_physician_request=request.urgent_physician_request,
         )
@@ -145,6 +148,7 @@ def _unit_row(unit: model.UnitRecord) -> dict[str, object]:
         "status": unit.status,
         "segregated": unit.segregated,
         "labels": unit.labels,
+        "restricting_allele": unit.restricting_allele,
     }
 
 

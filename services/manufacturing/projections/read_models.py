@@ -68,11 +68,12 @@ class BatchesProjection:
                     batch_id, e.signature.name, version,
                 )  # fmt: skip
                 await conn.executemany(
-                    "INSERT INTO units VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+                    "INSERT INTO units VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
                     " ON CONFLICT DO NOTHING",
                     [
                         (u.unit_id, batch_id, u.din, u.product_code, u.division, u.viable_nk_cells,
-                         u.cd3_cells, u.volume_ml, u.expires_on, u.status, u.segregated, list(u.labels))
+                         u.cd3_cells, u.volume_ml, u.expires_on, u.status, u.segregated, list(u.labels),
+                         u.restricting_allele)
                         for u in e.units
                     ],
                 )  # fmt: skip

@@ -8,10 +8,11 @@ Serves the public HospitalService. Reads every site's inventory with storage's p
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 
 from services.matching.adapters.storage_client import StorageGateway
-from services.matching.app import Matching
+from services.matching.app import Matching, MatchingConfig
 from services.matching.domain.ranking import Classification, Transit
 from services.matching.entrypoints.grpc_servicer import HospitalServicer, hospital_binding
 from services.matching.index import CandidateIndex
@@ -45,6 +46,9 @@ def build(ctx: ServiceContext) -> Components:
     app = Matching(
         ctx.store, MatchingReadModel(ctx.pool), index, IndexFeed(ctx.pool, index), gateway,
         table, transit, s.site_id, ctx.clock,
+        MatchingConfig(
+            hold=timedelta(seconds=s.hold_seconds), reconcile_every=s.reconcile_seconds
+        ),
     )  # fmt: skip
     return Components(
         [hospital_binding(HospitalServicer(app, ctx.clock))],

@@ -42,12 +42,15 @@ class NetworkFactsProjection:
             if batch is None:
                 raise LookupError(f"BatchReleased before BatchStarted for {event.aggregate_id}")
             await conn.executemany(
-                "INSERT INTO released_units VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+                "INSERT INTO released_units (unit_id, site_id, batch_id, donor_id, din,"
+                " product_code, product_type, viable_nk_cells, cd3_cells, volume_ml, expires_on,"
+                " segregated, restricting_allele)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
                 " ON CONFLICT DO NOTHING",
                 [
                     (u.unit_id, event.site_id, event.aggregate_id, batch["donor_id"], u.din,
                      u.product_code, batch["product_type"], u.viable_nk_cells, u.cd3_cells,
-                     u.volume_ml, u.expires_on, u.segregated)
+                     u.volume_ml, u.expires_on, u.segregated, u.restricting_allele)
                     for u in e.units
                 ],
             )  # fmt: skip

@@ -176,7 +176,12 @@ def check_unit_step(before: StoredUnit, command: unit.Command, events: list[Unit
     for event in events:
         if isinstance(event, UnitReserved):
             assert isinstance(command, ReserveUnit)
-            assert state.reservation is None, "two reservations at once"
+            held = state.reservation
+            # At most one holder: a new reservation only once the unit is free, or the same
+            # order renewing its own hold for longer.
+            assert held is None or (
+                held.order_id == event.order_id and event.hold_until > held.hold_until
+            ), "two reservations at once"
             assert before.status is UnitStatus.STORED  # never quarantined/recalled/expired
             assert before.facts is not None
             assert before.facts.expires_on > command.now.date()
