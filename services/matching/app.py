@@ -190,7 +190,7 @@ class Matching:
         placed = state.placed
         criteria = Criteria(
             placed.hospital_id, placed.patient, placed.product_type, placed.dose_min,
-            placed.dose_max, needed_on(placed.needed_by, view.placed_at or self.clock()),
+            placed.dose_max, needed_on(placed.needed_by, self.clock()),
         )  # fmt: skip
         meta = Meta(
             actor=f"service:matching-{self.site_id}",

@@ -102,7 +102,7 @@ class CandidateIndex:
         slot = self._slot.get(unit.unit_id)
         if slot is None:
             if not self._free:
-                self._alloc(len(self._profiles) * 2)
+                self._alloc(max(16, len(self._profiles) * 2))
             slot = self._free.pop()
             self._slot[unit.unit_id] = slot
         t = self.table
@@ -188,8 +188,10 @@ class CandidateIndex:
         cd3_limit = t.cd3_limit_per_kg.get(criteria.category)
         if cd3_limit is not None:
             rule(f"CD3+ above {cd3_limit:g} cells/kg", self.cd3 / p.weight_kg > cd3_limit)
-        needed = criteria.needed_on.toordinal()
-        rule(f"expires on or before {criteria.needed_on.isoformat()}", self.expires <= needed)
+        needed_day = max(criteria.needed_on, now.date())
+        rule(
+            f"expires on or before {needed_day.isoformat()}", self.expires <= needed_day.toordinal()
+        )
         slots = np.nonzero(ok)[0]
         today = now.date()
         if criteria.category is ProductCategory.VST:
@@ -202,10 +204,26 @@ class CandidateIndex:
         if len(slots) == 0:
             return SearchResult([], dict(excluded), considered)
         score = self._scores(slots, criteria, today, w)
-        k = min(len(slots), limit + MARGIN)
-        best = slots[np.argpartition(-score, k - 1)[:k]] if k < len(slots) else slots
+        best = self._shortlist(slots, score, limit + MARGIN)
         found = [self._assess(int(s), criteria, today) for s in best]
         return SearchResult(rank(found)[:limit], dict(excluded), considered)
+
+    def _shortlist(
+        self, slots: npt.NDArray[np.intp], score: npt.NDArray[np.float64], k: int
+    ) -> npt.NDArray[np.intp]:
+        """At least the k best by score, with every unit tied with the k-th that could outrank
+        it on the tie-breaks (soonest expiry; unit id is settled by `rank`)."""
+        if len(slots) <= k:
+            return slots
+        kth = np.partition(-score, k - 1)[k - 1]
+        better = slots[-score < kth]
+        tied = slots[-score == kth]
+        room = k - len(better)
+        if len(tied) > room:
+            expiry = self.expires[tied]
+            last = np.partition(expiry, room - 1)[room - 1]
+            tied = tied[expiry <= last]  # all of the boundary day: ids decide among them
+        return np.concatenate([better, tied])
 
     def _scores(
         self, slots: npt.NDArray[np.intp], criteria: Criteria, today: date, w: object

@@ -6,7 +6,10 @@ import signal
 import subprocess
 import sys
 
+import grpc
 import psutil
+from cellbank.hospital.v1 import hospital_pb2 as hpb
+from cellbank.hospital.v1 import hospital_pb2_grpc as hpb_grpc
 
 from deploy.network import SERVICE_MODULES
 from deploy.processes import REPO_ROOT, free_port, wait_until
@@ -41,6 +44,7 @@ def test_make_run_starts_and_stops_cleanly_on_ctrl_c(tmp_path):
             timeout=30,
             what=f"every process of the network ({', '.join(expected)})",
         )
+        order = _order_from_the_demo_stock("".join(lines))
         children = psutil.Process(proc.pid).children(recursive=True)
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=60)
@@ -62,4 +66,34 @@ def test_make_run_starts_and_stops_cleanly_on_ctrl_c(tmp_path):
     assert "stored in LON-T1" in output
     assert "released into" in output  # the demo donor went all the way to units
     assert "nothing left running" in output
+    assert order.status == hpb.ORDER_STATUS_ALLOCATED, order.status_reason
+    assert order.units[0].site_id == "LON"
     assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+
+
+def _order_from_the_demo_stock(output: str) -> hpb.Order:
+    """A hospital client with only the printed endpoint and its token orders an NK unit."""
+    (line,) = [x for x in output.splitlines() if "LON matching" in x]
+    address = line.split("grpc ")[1].split()[0]
+    auth = (("authorization", "Bearer hosp-h1"),)
+    patient = hpb.PatientProfile(
+        patient_ref="PT-DEMO", weight_kg=70, abo="O", cmv=hpb.CMV_STATUS_POSITIVE,
+        hla_alleles=["A*02:01", "A*01:01", "B*07:02", "B*08:01", "C*07:02", "C*07:01"],
+    )  # fmt: skip
+    search = hpb.SearchInventoryRequest(
+        patient=patient, product_type=hpb.PRODUCT_TYPE_NK, dose_cells_per_kg_min=5e6,
+        dose_cells_per_kg_max=3e7,
+    )  # fmt: skip
+    with grpc.insecure_channel(address) as channel:
+        stub = hpb_grpc.HospitalServiceStub(channel)
+        wait_until(
+            lambda: len(stub.SearchInventory(search, metadata=auth, timeout=5).candidates) > 0,
+            timeout=60,
+            what="the demo units in LON's network inventory",
+        )
+        order = hpb.PlaceOrderRequest(
+            request_id="demo-1", patient=patient, product_type=hpb.PRODUCT_TYPE_NK,
+            dose_cells_per_kg_min=5e6, dose_cells_per_kg_max=3e7,
+        )  # fmt: skip
+        placed: hpb.Order = stub.PlaceOrder(order, metadata=auth, timeout=30)
+        return placed

@@ -57,10 +57,10 @@ def decide(state: Order, command: OrderCommand) -> Sequence[OrderEvent]:
             assert state.placed is not None
             if state.placed.hospital_id != hospital_id:
                 raise NotFound("no such order")  # another hospital's: its existence is not told
-            if not reason.strip():
-                raise InvalidArgument("reason", "a cancellation records why")
             if state.status is OrderStatus.CANCELLED:
                 return []
+            if not reason.strip():
+                raise InvalidArgument("reason", "a cancellation records why")
             if not state.live:
                 raise PreconditionFailed("order can no longer be cancelled", state.status.value)
             return [OrderCancelled(reason.strip())]

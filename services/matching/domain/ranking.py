@@ -89,8 +89,8 @@ class Classification:
     def ligand(self, allele: str) -> str | None:
         """The KIR ligand an allele carries (most specific table entry), or None."""
         name = allele.strip()
-        if any(_covers(p, name) for p in self.not_a_ligand):
-            return None
+        if name.endswith("N") or any(_covers(p, name) for p in self.not_a_ligand):
+            return None  # a null allele is not expressed: no ligand
         best = ""
         for prefix in self.ligand_of_prefix:
             if _covers(prefix, name) and len(prefix) > len(best):
@@ -100,9 +100,8 @@ class Classification:
     def ambiguous(self, allele: str) -> bool:
         """A low-resolution allele whose group the table splits (e.g. C*16): ligand unknown."""
         name = allele.strip()
-        return self.ligand(name) is None and any(
-            p.startswith(name + ":") for p in self.ligand_of_prefix
-        )
+        splits = (*self.ligand_of_prefix, *self.not_a_ligand)
+        return any(p.startswith(name + ":") for p in splits) and not name.endswith("N")
 
     def ligands(self, alleles: Iterable[str]) -> frozenset[str]:
         found = (self.ligand(a) for a in alleles)
@@ -130,8 +129,11 @@ def mask(ligands: Iterable[str]) -> int:
 
 
 def two_field(allele: str) -> str:
+    """A*02:01:01:02N → A*02:01N: two fields, keeping an expression suffix (N, L, S, Q …)."""
     locus, _, rest = allele.partition("*")
-    return f"{locus}*{':'.join(rest.split(':')[:2])}"
+    suffix = rest[-1] if rest and rest[-1].isalpha() else ""
+    fields = rest.removesuffix(suffix).split(":")[:2]
+    return f"{locus}*{':'.join(fields)}{suffix}"
 
 
 def abo_antigens(abo: str) -> int | None:
@@ -269,8 +271,9 @@ def assess(
     cd3 = unit.cd3_cells / patient.weight_kg
     if cd3_limit is not None and cd3 > cd3_limit:
         return out(f"CD3+ above {cd3_limit:g} cells/kg")
-    if unit.expires_on <= criteria.needed_on:
-        return out(f"expires on or before {criteria.needed_on.isoformat()}")
+    needed = max(criteria.needed_on, today)
+    if unit.expires_on <= needed:
+        return out(f"expires on or before {needed.isoformat()}")
     w = table.weights
     reasons = [
         f"dose {dose:.3g} cells/kg within {criteria.dose_min:.3g}–{criteria.dose_max:.3g}"
@@ -394,4 +397,5 @@ def rejection_reason(criteria: Criteria, excluded: Mapping[str, int], tried: int
 
 
 def needed_on(needed_by: datetime | None, now: datetime) -> date:
-    return (needed_by or now).date()
+    """The day a unit must still be usable on: the order's date, never a day already past."""
+    return max(needed_by or now, now).date()

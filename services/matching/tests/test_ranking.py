@@ -139,6 +139,12 @@ def test_a_unit_expiring_on_or_before_the_day_needed_is_excluded(days_after_need
     assert a.excluded == ("expires on or before 2026-06-10" if excluded else "")
 
 
+def test_a_unit_expired_before_today_is_never_suitable():
+    c = criteria(needed_on=TODAY - timedelta(days=5))
+    a = assessed(unit(expires_on=TODAY - timedelta(days=1)), c)
+    assert a.excluded
+
+
 def test_the_first_failing_rule_is_the_one_named():
     u = unit(viable_nk_cells=1.0, cd3_cells=1e12, expires_on=TODAY)
     assert assessed(u).excluded == "dose below 5e+06 cells/kg"
@@ -183,9 +189,7 @@ def vst_unit(**changes):
 def test_a_vst_unit_sharing_two_alleles_including_the_restricting_one_is_suitable():
     a = assessed(vst_unit(), criteria(category=VST))
     assert a.excluded == ""
-    assert reason_with(a, "HLA:") == (
-        "HLA: 2 shared (A*02:01, B*07:02), restricting A*02:01 (+10)"
-    )
+    assert reason_with(a, "HLA:") == ("HLA: 2 shared (A*02:01, B*07:02), restricting A*02:01 (+10)")
     # HLA 2×5, CMV +15, ABO +10, transit -2, expiry; no KIR and no B-content for VST
     assert a.score == pytest.approx(10 + 15 + 10 - 2 + expiry_points(365))
     assert not any("KIR" in r for r in a.reasons)
@@ -217,9 +221,7 @@ def test_a_vst_unit_without_a_shared_restricting_allele_and_two_shared_is_exclud
 
 def test_vst_sharing_is_compared_at_two_field_resolution():
     donor = ("A*02:01:01:01", "A*03:01", "B*07:02:01", "B*44:02", "C*07:01:02", "C*04:01")
-    a = assessed(
-        vst_unit(donor_hla=donor, restricting_allele="A*02:01:01"), criteria(category=VST)
-    )
+    a = assessed(vst_unit(donor_hla=donor, restricting_allele="A*02:01:01"), criteria(category=VST))
     assert a.excluded == ""
     assert reason_with(a, "HLA:") == (
         "HLA: 3 shared (A*02:01, B*07:02, C*07:01), restricting A*02:01 (+15)"
@@ -428,9 +430,7 @@ def test_weights_inside_the_range_are_accepted(weight):
     assert validate_patient(patient(weight_kg=weight)).weight_kg == weight
 
 
-@pytest.mark.parametrize(
-    "weight", [0.0, -1.0, math.nan, math.inf, -math.inf, 1000.0, 300.5, 0.29]
-)
+@pytest.mark.parametrize("weight", [0.0, -1.0, math.nan, math.inf, -math.inf, 1000.0, 300.5, 0.29])
 def test_a_weight_that_is_not_a_plausible_body_weight_is_refused(weight):
     assert field_of(lambda: validate_patient(patient(weight_kg=weight))) == "patient.weight_kg"
 
