@@ -6,16 +6,22 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROTO_SRC := $(shell find protos/cellbank -name '*.proto')
 PROTO_STAMP := protos/.generated
+CLI := $(VENV)/bin/cellbank
 
 .PHONY: setup protos run test lint bench clean infra-up
 
-setup: $(STAMP) $(PROTO_STAMP)
+setup: $(STAMP) $(PROTO_STAMP) $(CLI)
 
 $(STAMP): requirements.txt deploy/constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --disable-pip-version-check -q -r requirements.txt -c deploy/constraints.txt
 	$(PY) -c "import site, pathlib; pathlib.Path(site.getsitepackages()[0], 'cellbank.pth').write_text('$(CURDIR)\n$(CURDIR)/protos\n')"
 	touch $(STAMP)
+
+# `cellbank …` runs deploy/cli.py from anywhere: the venv's cellbank.pth puts the repo on sys.path.
+$(CLI): $(STAMP)
+	printf '#!/bin/sh\n# Written by make setup: the CellBank operator CLI (deploy/cli.py).\nexec "%s" -m deploy.cli "$$@"\n' '$(CURDIR)/$(PY)' > $@
+	chmod +x $@
 
 protos: $(STAMP)
 	$(PY) -m deploy.protos

@@ -30,6 +30,7 @@ TOKENS = {
     "hosp-h2": "hospital:H2",
     "hosp-h3": "hospital:H3",
     "svc-matching": "service:matching",  # matching's reservations at the owning site
+    "svc-delivery": "service:delivery",  # delivery's picks and recall holds at the owning site
     "svc-coldchain": "service:coldchain",  # the cold-chain monitor's calls to storage
 }
 HLA = {

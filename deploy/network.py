@@ -22,6 +22,7 @@ SERVICE_MODULES = {
     "manufacturing": "services.manufacturing.entrypoints.main",
     "storage": "services.storage.entrypoints.main",
     "matching": "services.matching.entrypoints.main",  # serves the public HospitalService
+    "delivery": "services.delivery.entrypoints.main",  # shipments, lookback, recalls
 }
 COLDCHAIN_MODULE = "services.storage.entrypoints.coldchain_worker"
 SIMULATOR_MODULE = "deploy.tank_simulator"
@@ -98,9 +99,12 @@ def plan(sites: list[str], grpc_base: int, metrics_base: int) -> list[ServicePro
     ]
     storage = ",".join(f"{p.site}={p.address}" for p in processes if p.service == "storage")
     for p in processes:
-        if p.service == "matching":  # reserves units at their owning site's storage
+        if p.service in ("matching", "delivery"):  # reserve / pick / recall at the owning site
             p.env.update(
-                {"CELLBANK_STORAGE_ENDPOINTS": storage, "CELLBANK_SERVICE_TOKEN": "svc-matching"}
+                {
+                    "CELLBANK_STORAGE_ENDPOINTS": storage,
+                    "CELLBANK_SERVICE_TOKEN": f"svc-{p.service}",
+                }
             )
     return processes
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import grpc
 from cellbank.storage.v1 import storage_service_pb2_grpc as spb_grpc
@@ -46,6 +48,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument(
         "--metrics-base-port", type=int, default=int(env.get("CELLBANK_METRICS_BASE_PORT", "9300"))
+    )
+    parser.add_argument(
+        "--endpoints-file",
+        type=Path,
+        help="where to write the endpoints for `cellbank` and other tools while running "
+        "(default: endpoints.json next to --root, i.e. .cellbank/endpoints.json)",
     )
     parser.add_argument("--no-demo", action="store_true", help="do not seed the demo data")
     parser.add_argument(
@@ -93,6 +101,46 @@ async def seed_demo(services: list[ServiceProcess], sites: list[str]) -> str:
     return f"{first}: batch {released.batch_id} released into {units}, stored in {first}-T1"
 
 
+def endpoints_document(
+    services: list[ServiceProcess], sites: list[str], kafka_bootstrap: str
+) -> dict[str, Any]:
+    """What tools need to reach the running network (`cellbank`, hospital clients): every
+    site's service addresses plus the public aliases, a demo hospital per hospital token with
+    home sites spread over the sites in order, the operator token and Kafka."""
+    by_site: dict[str, dict[str, str]] = {site: {} for site in sites}
+    for s in services:
+        by_site[s.site][s.service] = s.address
+    for entries in by_site.values():
+        entries["hospital_api"] = entries["matching"]  # HospitalService is served by matching
+        entries["operator_api"] = entries["storage"]  # any service serves OperatorService
+    hospital_tokens = [
+        (t, p.split(":", 1)[1]) for t, p in TOKENS.items() if p.startswith("hospital:")
+    ]
+    hospitals = [
+        {
+            "id": hospital,
+            "token": token,
+            "home_site": sites[i % len(sites)],
+            "hospital_api": by_site[sites[i % len(sites)]]["hospital_api"],
+        }
+        for i, (token, hospital) in enumerate(hospital_tokens)
+    ]
+    return {
+        "sites": by_site,
+        "hospitals": hospitals,
+        "operator_token": "op-alice",
+        "kafka": kafka_bootstrap,
+    }
+
+
+def write_endpoints_file(path: Path, document: dict[str, Any]) -> None:
+    """Atomically (write, then rename), so a tool reading it never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(document, indent=2) + "\n")
+    os.replace(partial, path)
+
+
 def _summary(
     endpoints: Endpoints,
     sites: list[str],
@@ -100,6 +148,7 @@ def _summary(
     services: list[ServiceProcess],
     demo: str,
     root: Path,
+    endpoints_file: Path,
 ) -> str:
     lines = [
         "",
@@ -122,6 +171,7 @@ def _summary(
         ),
         "  tokens     " + ", ".join(f"{t} ({p})" for t, p in TOKENS.items()),
         f"  logs       {root / 'logs'}",
+        f"  endpoints  {endpoints_file}   (for `cellbank audit verify`, `cellbank audit log`)",
         "  Point your own tools at it with:",
         f"    export CELLBANK_KAFKA_BOOTSTRAP={endpoints.kafka_bootstrap}",
         f"    export CELLBANK_DATABASE_URL={endpoints.database_url}",
@@ -152,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     # stops whatever had started; once up, they just end the wait.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     services = plan(sites, args.grpc_base_port, args.metrics_base_port)
+    endpoints_file: Path = args.endpoints_file or args.root.parent / "endpoints.json"
     extras: list[NetworkProcess] = []
     try:
         endpoints = infra.start()
@@ -159,13 +210,17 @@ def main(argv: list[str] | None = None) -> int:
         for service in services:
             service.start(endpoints, args.root / "logs")
         run_async(lambda: _all_serving(services))
+        write_endpoints_file(
+            endpoints_file, endpoints_document(services, sites, endpoints.kafka_bootstrap)
+        )
         demo = "" if args.no_demo else run_async(lambda: seed_demo(services, sites))
         extras = cold_chain(endpoints, services, [f"{site}-T1" for site in sites], args.root)
         for extra in extras:
             extra.start(args.root / "logs")
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
-        print(_summary(endpoints, sites, databases, services, demo, args.root), flush=True)
+        summary = _summary(endpoints, sites, databases, services, demo, args.root, endpoints_file)
+        print(summary, flush=True)
         if not args.exit_when_ready:
             stop.wait()
         print("[cellbank] stopping…", flush=True)
@@ -176,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         print("[cellbank] interrupted while starting; stopping…", flush=True)
         return 130
     finally:
+        endpoints_file.unlink(missing_ok=True)  # nothing to reach any more
         for extra in extras:
             extra.stop()
         for service in reversed(services):

@@ -55,6 +55,9 @@ class ChainReport:
     events_checked: int
     broken_at_position: int | None = None
     problem: str = ""
+    # The event at broken_at_position as stored, so a report can name it (id, aggregate, type)
+    # without the operator querying the store again.
+    broken_event: StoredEvent | None = None
 
 
 def verify_chain(events: Iterable[StoredEvent], expected_prev: bytes = GENESIS) -> ChainReport:
@@ -64,11 +67,15 @@ def verify_chain(events: Iterable[StoredEvent], expected_prev: bytes = GENESIS) 
     for event in events:
         if event.prev_hash != prev:
             return ChainReport(
-                False, checked, event.position, "prev_hash does not link to the previous event"
+                False,
+                checked,
+                event.position,
+                "prev_hash does not link to the previous event",
+                event,
             )
         if event_hash(prev, event) != event.hash:
             return ChainReport(
-                False, checked, event.position, "hash does not match the event's contents"
+                False, checked, event.position, "hash does not match the event's contents", event
             )
         prev = event.hash
         checked += 1

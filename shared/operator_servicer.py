@@ -1,4 +1,5 @@
-"""OperatorService: the store's head, the relay's progress and the audit-chain check."""
+"""OperatorService: the store's head, the relay's progress, the audit-chain check and an
+aggregate's history (who did what, when and why)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import grpc
 from cellbank.operator.v1 import operator_service_pb2 as pb
 from cellbank.operator.v1 import operator_service_pb2_grpc as pb_grpc
 
+from shared.aggregate_history import aggregate_history
 from shared.auth import current_principal, require
+from shared.errors import InvalidArgument
 from shared.grpc_server import ServiceBinding
 from shared.postgres_eventstore import PostgresEventStore
 
@@ -39,11 +42,30 @@ class OperatorServicer(pb_grpc.OperatorServiceServicer):
     ) -> pb.AuditChainReport:
         require(current_principal.get(), "operator")
         report = await self.store.verify_chain(request.from_position)
+        broken = report.broken_event
         return pb.AuditChainReport(
             intact=report.intact,
             events_checked=report.events_checked,
             broken_at_position=report.broken_at_position or 0,
             problem=report.problem,
+            broken_event_id=broken.event_id if broken else "",
+            broken_aggregate_id=broken.aggregate_id if broken else "",
+            broken_aggregate_version=broken.aggregate_version if broken else 0,
+            broken_event_type=broken.event_type if broken else "",
+            site_id=self.store.site_id,
+            service=self.service,
+        )
+
+    async def GetAggregateHistory(
+        self, request: pb.GetAggregateHistoryRequest, context: grpc.aio.ServicerContext
+    ) -> pb.AggregateHistory:
+        # QA reads histories too: a release or disposition decision is made on the record.
+        require(current_principal.get(), "operator", "qa")
+        if not request.aggregate_id:
+            raise InvalidArgument("aggregate_id", "must not be empty")
+        events = await self.store.load(request.aggregate_id)
+        return aggregate_history(
+            request.aggregate_id, events, site_id=self.store.site_id, service=self.service
         )
 
 

@@ -14,13 +14,16 @@ from datetime import datetime, timedelta
 
 from prometheus_client import Counter, Histogram
 
-from services.matching.adapters.codec import ORDER
-from services.matching.adapters.storage_client import StorageGateway
+from services.matching.adapters.codec import NOTIFICATION, ORDER
 from services.matching.domain import order as order_rules
 from services.matching.domain.model import (
+    AcknowledgeNotification,
     AllocatedUnit,
     CancelOrder,
+    IssueNotification,
     LoseAllocation,
+    Notification,
+    NotificationIssued,
     Order,
     OrderCommand,
     OrderEvent,
@@ -28,6 +31,7 @@ from services.matching.domain.model import (
     OrderStatus,
     PlaceOrder,
     RecordAllocation,
+    RecordShipment,
     RejectOrder,
 )
 from services.matching.domain.ranking import (
@@ -39,6 +43,7 @@ from services.matching.domain.ranking import (
 )
 from services.matching.index import CandidateIndex, SearchResult
 from services.matching.read_model import Hold, IndexFeed, MatchingReadModel
+from services.storage.client import StorageGateway
 from shared.commands import Meta, execute
 from shared.errors import ConcurrencyConflict, NotFound, PreconditionFailed
 from shared.events import StoredEvent
@@ -71,6 +76,14 @@ class MatchingConfig:
     place_wait: float = 10.0  # PlaceOrder waits this long for the outcome, then answers PLACED
     reconcile_every: float = 10.0
     index_max_age: float = 0.25  # seconds a search may use the index without refreshing it
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationView:
+    notification_id: str
+    state: Notification
+    created_at: datetime
+    acknowledged_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,6 +293,61 @@ class Matching:
                     unit.site_id, unit.unit_id, order_id, f"order {order_id} cancelled: {reason}"
                 )  # a failure is retried by the reconciler
         return await self.view(order_id)
+
+    # ---- delivery, receipt, infusion ------------------------------------------------------
+
+    async def record_shipment(self, order_id: str, command: RecordShipment, meta: Meta) -> None:
+        """A fact of the order's shipment (from the delivery events); recorded once."""
+        outcome = await execute(self.store, ORDER, order_id, _decider(command), meta)
+        if outcome.events:
+            self._notify(order_id)
+
+    async def hospital_step(
+        self, order_id: str, hospital_id: str, command: OrderCommand, meta: Meta
+    ) -> OrderView:
+        """Receipt, infusion or an adverse-event report, e-signed by the hospital."""
+        await self.view(order_id, hospital_id)
+        outcome = await execute(
+            self.store, ORDER, order_id, _decider(command), _with_correlation(meta, order_id)
+        )
+        if outcome.events:
+            self._notify(order_id)
+        return await self.view(order_id)
+
+    async def issue_notification(self, issued: NotificationIssued, meta: Meta) -> None:
+        notification_id = f"NTF-{issued.recall_id}-{issued.order_id}"
+        command = IssueNotification(issued)
+        await execute(
+            self.store, NOTIFICATION, notification_id,
+            lambda s: order_rules.decide_notification(s, command), meta,
+        )  # fmt: skip
+
+    async def acknowledge(
+        self, notification_id: str, hospital_id: str, meta: Meta
+    ) -> NotificationView:
+        command = AcknowledgeNotification(hospital_id, meta.actor)
+        await execute(
+            self.store, NOTIFICATION, notification_id,
+            lambda s: order_rules.decide_notification(s, command), meta,
+        )  # fmt: skip
+        (view,) = [
+            n for n in await self.notifications(hospital_id) if n.notification_id == notification_id
+        ]
+        return view
+
+    async def notifications(self, hospital_id: str) -> list[NotificationView]:
+        ids = await self.read_model.aggregates_of_type("notification")
+        streams = await self.read_model.events_of(ids)
+        out = []
+        for notification_id, events in streams.items():
+            state = NOTIFICATION.fold(events)
+            if state.issued is None or state.issued.hospital_id != hospital_id:
+                continue
+            acknowledged = events[-1].occurred_at if state.acknowledged_by else None
+            out.append(
+                NotificationView(notification_id, state, events[0].occurred_at, acknowledged)
+            )
+        return sorted(out, key=lambda n: n.created_at, reverse=True)
 
     # ---- reading --------------------------------------------------------------------------
 

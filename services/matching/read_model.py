@@ -114,6 +114,12 @@ class MatchingReadModel:
             out[e.aggregate_id].append(e)
         return out
 
+    async def aggregates_of_type(self, aggregate_type: str) -> list[str]:
+        rows = await self.pool.fetch(
+            "SELECT DISTINCT aggregate_id FROM events WHERE aggregate_type = $1", aggregate_type
+        )
+        return [r["aggregate_id"] for r in rows]
+
     async def orders_whose_latest_event_is(self, *event_types: str) -> list[str]:
         """This site's orders by their latest event (e.g. awaiting allocation, allocated)."""
         rows = await self.pool.fetch(

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from google.protobuf.json_format import MessageToDict
 
+from services.delivery.adapters.codec import CODEC as DELIVERY_CODEC
 from services.donor_intake.adapters.codec import CODEC as DONOR_CODEC
 from services.manufacturing.adapters.codec import CODEC as MANUFACTURING_CODEC
 from services.matching.adapters.codec import CODEC as MATCHING_CODEC
@@ -31,6 +32,7 @@ CODECS = {
     "manufacturing": MANUFACTURING_CODEC,
     "storage": STORAGE_CODEC,
     "matching": MATCHING_CODEC,
+    "delivery": DELIVERY_CODEC,
 }
 
 

@@ -9,6 +9,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
 import grpc
+from cellbank.delivery.v1 import delivery_service_pb2_grpc as dpb_grpc
 from cellbank.hospital.v1 import hospital_pb2_grpc as hpb_grpc
 from cellbank.manufacturing.v1 import manufacturing_service_pb2 as mpb
 from cellbank.operator.v1 import operator_service_pb2_grpc as opb_grpc
@@ -16,6 +17,7 @@ from cellbank.storage.v1 import storage_service_pb2 as spb
 
 from deploy.demo import PASSING_QC, auth, now, store_when_known
 from deploy.infra import Endpoints
+from services.delivery.entrypoints.main import SPEC as DELIVERY_SPEC
 from services.matching.entrypoints.main import SPEC as MATCHING_SPEC
 from shared.db import drop_database
 from shared.service_host import ServiceHost
@@ -30,6 +32,8 @@ class NetworkSite:
     matching: ServiceHost
     hospital: hpb_grpc.HospitalServiceStub
     matching_ops: opb_grpc.OperatorServiceStub
+    delivery_host: ServiceHost
+    delivery: dpb_grpc.DeliveryServiceStub
     tanks: int = 0
 
     @property
@@ -38,6 +42,13 @@ class NetworkSite:
 
     async def stock(self, count: int, viable_nk_cells: float, cd3_cells: float = 2e5) -> list[str]:
         """`count` released units of one donor (NK-ALLO), stored in a new tank; their ids."""
+        _, _, ids = await self.stock_donor(count, viable_nk_cells, cd3_cells)
+        return ids
+
+    async def stock_donor(
+        self, count: int, viable_nk_cells: float, cd3_cells: float = 2e5
+    ) -> tuple[str, str, list[str]]:
+        """Like `stock`; also the donor id and the collection's DIN."""
         site = self.bank
         assert site.storage is not None
         donor_id = await site.eligible_donor(now().date())
@@ -67,7 +78,7 @@ class NetworkSite:
             address = f"{tank_id}/R1/B{1 + i // 10}/P{1 + i % 10:02d}"
             await store_when_known(site.storage, unit.unit_id, address)
             ids.append(unit.unit_id)
-        return ids
+        return donor_id, din, ids
 
 
 @asynccontextmanager
@@ -83,6 +94,22 @@ async def network(
         storage = {b.site_id: f"127.0.0.1:{b.storage_port}" for b in banks}
         out = []
         for bank in banks:
+            delivery_settings = dataclasses.replace(
+                site_settings(
+                    endpoints, bank.site_id, "delivery", bank.hosts[0].settings.facility_id
+                ),
+                storage_endpoints=storage,
+                service_token="svc-delivery",
+                reconcile_seconds=1.0,
+            )
+            delivery = ServiceHost(DELIVERY_SPEC, delivery_settings)
+            stack.push_async_callback(
+                drop_database, endpoints.database_url, delivery_settings.database_name
+            )
+            await delivery.start()
+            stack.push_async_callback(delivery.stop, 1)
+            d_channel = grpc.aio.insecure_channel(f"127.0.0.1:{delivery.port}")
+            stack.push_async_callback(d_channel.close)
             settings = dataclasses.replace(
                 site_settings(
                     endpoints, bank.site_id, "matching", bank.hosts[0].settings.facility_id
@@ -103,8 +130,11 @@ async def network(
                     host,
                     hpb_grpc.HospitalServiceStub(channel),
                     opb_grpc.OperatorServiceStub(channel),
+                    delivery,
+                    dpb_grpc.DeliveryServiceStub(d_channel),
                 )
             )
         yield out
         for s in out:
             assert s.matching.failed() is None, s.matching.failed()
+            assert s.delivery_host.failed() is None, s.delivery_host.failed()

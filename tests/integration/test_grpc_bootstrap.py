@@ -86,6 +86,37 @@ async def test_wrong_principal_kind_is_permission_denied(channel: grpc.aio.Chann
     assert "hospital:H1" in (err.value.details() or "")
 
 
+async def test_aggregate_history_comes_from_the_store_and_unknown_ids_are_not_found(
+    channel: grpc.aio.Channel, pool: asyncpg.Pool
+):
+    agg = aggregate_id()
+    stored = (await PostgresEventStore(pool, "LON").append(agg, 0, [new_event(1)])).events
+    stub = pb_grpc.OperatorServiceStub(channel)
+    history = await stub.GetAggregateHistory(
+        pb.GetAggregateHistoryRequest(aggregate_id=agg), metadata=bearer("op-token")
+    )
+    assert (history.aggregate_id, history.site_id, history.service) == (agg, "LON", "storage")
+    (entry,) = history.entries
+    assert (entry.event_id, entry.position, entry.actor) == (
+        stored[0].event_id,
+        stored[0].position,
+        "operator:alice",
+    )
+    assert entry.payload_json == '{"undecodable": "cGF5bG9hZC0x"}'  # a test type: raw bytes
+    for request, metadata, code in (
+        (pb.GetAggregateHistoryRequest(aggregate_id="nope"), bearer("op-token"), "NOT_FOUND"),
+        (pb.GetAggregateHistoryRequest(), bearer("op-token"), "INVALID_ARGUMENT"),
+        (
+            pb.GetAggregateHistoryRequest(aggregate_id=agg),
+            bearer("hosp-token"),
+            "PERMISSION_DENIED",
+        ),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.GetAggregateHistory(request, metadata=metadata)
+        assert err.value.code().name == code, err.value.details()
+
+
 async def test_graceful_stop_reports_not_serving(server: RunningServer, channel: grpc.aio.Channel):
     await server.health.enter_graceful_shutdown()
     reply = await health_pb2_grpc.HealthStub(channel).Check(

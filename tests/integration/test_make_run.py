@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import io
+import json
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import grpc
 import psutil
 from cellbank.hospital.v1 import hospital_pb2 as hpb
 from cellbank.hospital.v1 import hospital_pb2_grpc as hpb_grpc
 
+from deploy import cli
 from deploy.network import SERVICE_MODULES
 from deploy.processes import REPO_ROOT, free_port, wait_until
 
@@ -45,6 +49,7 @@ def test_make_run_starts_and_stops_cleanly_on_ctrl_c(tmp_path):
             what=f"every process of the network ({', '.join(expected)})",
         )
         order = _order_from_the_demo_stock("".join(lines))
+        audit = _audit_of_the_demo_batch(tmp_path / "endpoints.json", "".join(lines))
         children = psutil.Process(proc.pid).children(recursive=True)
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=60)
@@ -69,6 +74,27 @@ def test_make_run_starts_and_stops_cleanly_on_ctrl_c(tmp_path):
     assert order.status == hpb.ORDER_STATUS_ALLOCATED, order.status_reason
     assert order.units[0].site_id == "LON"
     assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+    assert str(audit["verify"]).splitlines()[-1] == "OK"
+    assert "signed by quinn at " in str(audit["log"])
+    assert '"Released for clinical use"' in str(audit["log"])
+    assert audit["home_sites"] == {"LON"}  # one site: every demo hospital is at home there
+    assert not (tmp_path / "endpoints.json").exists()  # removed once nothing is reachable
+
+
+def _audit_of_the_demo_batch(endpoints_file: Path, output: str) -> dict[str, object]:
+    """`cellbank` finds the network through the file `make run` wrote, with no other flags."""
+    document = json.loads(endpoints_file.read_text())
+    batch_id = output.split("demo data  LON: batch ")[1].split()[0]
+    results: dict[str, object] = {"home_sites": {h["home_site"] for h in document["hospitals"]}}
+    for name, argv in (
+        ("verify", ["audit", "verify", "--site", "LON"]),
+        ("log", ["audit", "log", "--aggregate", batch_id]),
+    ):
+        out, err = io.StringIO(), io.StringIO()
+        code = cli.main([*argv, "--endpoints", str(endpoints_file)], out, err)
+        assert code == 0, err.getvalue()
+        results[name] = out.getvalue()
+    return results
 
 
 def _order_from_the_demo_stock(output: str) -> hpb.Order:

@@ -14,7 +14,18 @@ CODEC = ProtoEventCodec(
         model.OrderRejected: pb.OrderRejected,
         model.OrderCancelled: pb.OrderCancelled,
         model.AllocationLost: pb.AllocationLost,
+        model.OrderDispatched: pb.OrderDispatched,
+        model.OrderDelivered: pb.OrderDelivered,
+        model.OrderShipmentCompromised: pb.OrderShipmentCompromised,
+        model.OrderShipmentDispositioned: pb.OrderShipmentDispositioned,
+        model.OrderShipmentReturned: pb.OrderShipmentReturned,
+        model.OrderReceived: pb.OrderReceived,
+        model.OrderInfused: pb.OrderInfused,
+        model.AdverseEventReported: pb.AdverseEventReported,
+        model.NotificationIssued: pb.NotificationIssued,
+        model.NotificationAcknowledged: pb.NotificationAcknowledged,
     }
 )
 
 ORDER = Aggregate("order", model.Order(), order.evolve, CODEC)
+NOTIFICATION = Aggregate("notification", model.Notification(), order.evolve_notification, CODEC)

@@ -27,6 +27,10 @@ class OrderStatus(enum.StrEnum):
     ALLOCATED = "ALLOCATED"
     REJECTED = "REJECTED"
     CANCELLED = "CANCELLED"
+    DISPATCHED = "DISPATCHED"  # its shipment left the owning site
+    DELIVERED = "DELIVERED"
+    RECEIVED = "RECEIVED"  # the hospital signed for it
+    INFUSED = "INFUSED"
 
 
 LIVE = (OrderStatus.PLACED, OrderStatus.ALLOCATED)
@@ -89,7 +93,79 @@ class AllocationLost:
     why: str
 
 
-OrderEvent = OrderPlaced | OrderAllocated | OrderRejected | OrderCancelled | AllocationLost
+@dataclass(frozen=True, slots=True)
+class Signature:
+    signer_name: str
+    meaning: str
+    signed_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class OrderDispatched:
+    shipment_id: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class OrderDelivered:
+    shipment_id: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class OrderShipmentCompromised:
+    shipment_id: str
+    cause: str
+
+
+@dataclass(frozen=True, slots=True)
+class OrderShipmentDispositioned:
+    shipment_id: str
+    decision: str  # ACCEPT | REJECT
+
+
+@dataclass(frozen=True, slots=True)
+class OrderShipmentReturned:
+    shipment_id: str
+    outcome: str
+
+
+@dataclass(frozen=True, slots=True)
+class OrderReceived:
+    signature: Signature
+
+
+@dataclass(frozen=True, slots=True)
+class OrderInfused:
+    unit_id: str
+    signature: Signature
+    order_to_infusion_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class AdverseEventReported:
+    report_id: str
+    unit_id: str
+    description: str
+    severity: str
+    occurred_at: datetime
+
+
+OrderEvent = (
+    OrderPlaced
+    | OrderAllocated
+    | OrderRejected
+    | OrderCancelled
+    | AllocationLost
+    | OrderDispatched
+    | OrderDelivered
+    | OrderShipmentCompromised
+    | OrderShipmentDispositioned
+    | OrderShipmentReturned
+    | OrderReceived
+    | OrderInfused
+    | AdverseEventReported
+)
 
 
 # ---- commands ---------------------------------------------------------------------------------
@@ -125,7 +201,91 @@ class LoseAllocation:
     why: str
 
 
-OrderCommand = PlaceOrder | RecordAllocation | RejectOrder | CancelOrder | LoseAllocation
+@dataclass(frozen=True, slots=True)
+class RecordShipment:
+    """What the order's shipment reported (dispatched, delivered, compromised, …)."""
+
+    event: (
+        OrderDispatched
+        | OrderDelivered
+        | OrderShipmentCompromised
+        | OrderShipmentDispositioned
+        | OrderShipmentReturned
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmReceipt:
+    hospital_id: str
+    signature: Signature
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmInfusion:
+    hospital_id: str
+    unit_id: str
+    signature: Signature
+    order_to_infusion_seconds: float  # from the order's placement (the envelope's time)
+
+
+@dataclass(frozen=True, slots=True)
+class ReportAdverseEvent:
+    hospital_id: str
+    report: AdverseEventReported
+
+
+OrderCommand = (
+    PlaceOrder
+    | RecordAllocation
+    | RejectOrder
+    | CancelOrder
+    | LoseAllocation
+    | RecordShipment
+    | ConfirmReceipt
+    | ConfirmInfusion
+    | ReportAdverseEvent
+)
+
+
+# ---- notifications ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationIssued:
+    hospital_id: str
+    recall_id: str
+    order_id: str
+    unit_ids: tuple[str, ...]
+    message: str
+    kind: str = "RECALL"
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationAcknowledged:
+    by: str
+
+
+NotificationEvent = NotificationIssued | NotificationAcknowledged
+
+
+@dataclass(frozen=True, slots=True)
+class IssueNotification:
+    issued: NotificationIssued
+
+
+@dataclass(frozen=True, slots=True)
+class AcknowledgeNotification:
+    hospital_id: str
+    by: str
+
+
+NotificationCommand = IssueNotification | AcknowledgeNotification
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    issued: NotificationIssued | None = None
+    acknowledged_by: str = ""
 
 
 # ---- state ------------------------------------------------------------------------------------
@@ -139,6 +299,16 @@ class Order:
     status_reason: str = ""
     classification_version: str = ""
     released: tuple[AllocatedUnit, ...] = field(default=())  # units it held and gave back
+    shipment_id: str = ""
+    compromised: bool = False  # its shipment had a temperature excursion
+    disposition: str = ""  # QA's decision on a compromised shipment (ACCEPT | REJECT)
+    received: OrderReceived | None = None
+    infused: tuple[OrderInfused, ...] = ()
+    adverse_events: tuple[AdverseEventReported, ...] = ()
+
+    @property
+    def cleared_for_infusion(self) -> bool:
+        return not self.compromised or self.disposition == "ACCEPT"
 
     @property
     def live(self) -> bool:

@@ -7,20 +7,39 @@ import dataclasses
 from collections.abc import Sequence
 
 from services.matching.domain.model import (
+    AcknowledgeNotification,
+    AdverseEventReported,
     AllocationLost,
     CancelOrder,
+    ConfirmInfusion,
+    ConfirmReceipt,
+    IssueNotification,
     LoseAllocation,
+    Notification,
+    NotificationAcknowledged,
+    NotificationCommand,
+    NotificationEvent,
+    NotificationIssued,
     Order,
     OrderAllocated,
     OrderCancelled,
     OrderCommand,
+    OrderDelivered,
+    OrderDispatched,
     OrderEvent,
+    OrderInfused,
     OrderPlaced,
+    OrderReceived,
     OrderRejected,
+    OrderShipmentCompromised,
+    OrderShipmentDispositioned,
+    OrderShipmentReturned,
     OrderStatus,
     PlaceOrder,
     RecordAllocation,
+    RecordShipment,
     RejectOrder,
+    ReportAdverseEvent,
 )
 from shared.errors import InvalidArgument, NotFound, PreconditionFailed
 
@@ -68,7 +87,78 @@ def decide(state: Order, command: OrderCommand) -> Sequence[OrderEvent]:
             if not state.holds(unit_id) or state.status is not OrderStatus.ALLOCATED:
                 return []
             return [AllocationLost(unit_id, why)]
+        case RecordShipment(event):
+            return shipment_reported(state, event)
+        case ConfirmReceipt(hospital_id, signature):
+            _own(state, hospital_id)
+            _signed(signature.meaning)
+            if state.status in (OrderStatus.RECEIVED, OrderStatus.INFUSED):
+                return []
+            if state.status is not OrderStatus.DELIVERED:
+                raise PreconditionFailed(
+                    "order not delivered",
+                    f"order is {state.status.value}; receipt follows delivery",
+                )
+            return [OrderReceived(signature)]
+        case ConfirmInfusion(hospital_id, unit_id, signature, since_placed):
+            _own(state, hospital_id)
+            _signed(signature.meaning)
+            if not any(u.unit_id == unit_id for u in state.units):
+                raise InvalidArgument("unit_id", f"{unit_id!r} is not a unit of this order")
+            if any(i.unit_id == unit_id for i in state.infused):
+                return []
+            if state.status is not OrderStatus.RECEIVED:
+                raise PreconditionFailed(
+                    "order not received", f"order is {state.status.value}; infusion follows receipt"
+                )
+            if not state.cleared_for_infusion:
+                raise PreconditionFailed(
+                    "shipment compromised",
+                    "a temperature excursion needs a QA disposition (ACCEPT) before infusion"
+                    + (" — QA rejected it" if state.disposition == "REJECT" else ""),
+                )
+            return [OrderInfused(unit_id, signature, since_placed)]
+        case ReportAdverseEvent(hospital_id, report):
+            _own(state, hospital_id)
+            if not report.description.strip():
+                raise InvalidArgument("description", "is required")
+            if not any(i.unit_id == report.unit_id for i in state.infused):
+                raise PreconditionFailed(
+                    "no infused unit", f"unit {report.unit_id!r} was not infused under this order"
+                )
+            if any(r.report_id == report.report_id for r in state.adverse_events):
+                return []
+            return [report]
     raise TypeError(f"unknown command {command!r}")
+
+
+def shipment_reported(state: Order, event: object) -> list[OrderEvent]:
+    """Facts of the order's shipment, recorded once each; the order follows its delivery."""
+    match event:
+        case OrderDispatched():
+            if state.status is OrderStatus.ALLOCATED:
+                return [event]
+        case OrderDelivered():
+            if state.status in (OrderStatus.ALLOCATED, OrderStatus.DISPATCHED):
+                return [event]
+        case OrderShipmentCompromised() if not state.compromised:
+            return [event]
+        case OrderShipmentDispositioned(_, decision) if state.compromised and not state.disposition:
+            return [event] if decision in ("ACCEPT", "REJECT") else []
+        case OrderShipmentReturned() if state.status is not OrderStatus.INFUSED:
+            return [event]
+    return []
+
+
+def _own(state: Order, hospital_id: str) -> None:
+    assert state.placed is not None
+    if state.placed.hospital_id != hospital_id:
+        raise NotFound("no such order")  # another hospital's: its existence is not told
+
+
+def _signed(meaning: str) -> None:
+    if not meaning.strip():
+        raise InvalidArgument("signature.meaning", "the e-signature says what it means")
 
 
 def evolve(state: Order, event: OrderEvent) -> Order:
@@ -97,6 +187,26 @@ def evolve(state: Order, event: OrderEvent) -> Order:
                 status_reason=reason,
                 released=(*state.released, *state.units),
             )
+        case OrderDispatched(shipment_id):
+            return replace(state, status=OrderStatus.DISPATCHED, shipment_id=shipment_id)
+        case OrderDelivered(shipment_id):
+            return replace(state, status=OrderStatus.DELIVERED, shipment_id=shipment_id)
+        case OrderShipmentCompromised(shipment_id, cause):
+            return replace(
+                state,
+                compromised=True,
+                status_reason=f"shipment {shipment_id} compromised: {cause}",
+            )
+        case OrderShipmentDispositioned(_, decision):
+            return replace(state, disposition=decision, status_reason=f"QA disposition: {decision}")
+        case OrderShipmentReturned(shipment_id, outcome):
+            return replace(state, status_reason=f"shipment {shipment_id} {outcome.lower()}")
+        case OrderReceived():
+            return replace(state, status=OrderStatus.RECEIVED, received=event)
+        case OrderInfused():
+            return replace(state, status=OrderStatus.INFUSED, infused=(*state.infused, event))
+        case AdverseEventReported():
+            return replace(state, adverse_events=(*state.adverse_events, event))
         case AllocationLost(unit_id, why):
             lost = tuple(u for u in state.units if u.unit_id == unit_id)
             return replace(
@@ -106,4 +216,28 @@ def evolve(state: Order, event: OrderEvent) -> Order:
                 released=(*state.released, *lost),
                 status_reason=f"unit {unit_id} was taken back by its site ({why}); allocating again",
             )
+    raise TypeError(f"unknown event {event!r}")
+
+
+def decide_notification(
+    state: Notification, command: NotificationCommand
+) -> Sequence[NotificationEvent]:
+    match command:
+        case IssueNotification(issued):
+            return [] if state.issued is not None else [issued]
+        case AcknowledgeNotification(hospital_id, by):
+            if state.issued is None or state.issued.hospital_id != hospital_id:
+                raise NotFound("no such notification")
+            if state.acknowledged_by:
+                return []
+            return [NotificationAcknowledged(by)]
+    raise TypeError(f"unknown command {command!r}")
+
+
+def evolve_notification(state: Notification, event: NotificationEvent) -> Notification:
+    match event:
+        case NotificationIssued():
+            return dataclasses.replace(state, issued=event)
+        case NotificationAcknowledged(by):
+            return dataclasses.replace(state, acknowledged_by=by)
     raise TypeError(f"unknown event {event!r}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
@@ -10,13 +11,18 @@ import grpc
 from cellbank.hospital.v1 import hospital_pb2 as pb
 from cellbank.hospital.v1 import hospital_pb2_grpc as pb_grpc
 
-from services.matching.app import Matching, OrderView
+from services.matching.app import Matching, NotificationView, OrderView
 from services.matching.domain.model import (
+    AdverseEventReported,
     Cmv,
+    ConfirmInfusion,
+    ConfirmReceipt,
     OrderPlaced,
     OrderStatus,
     PatientSnapshot,
     ProductCategory,
+    ReportAdverseEvent,
+    Signature,
 )
 from services.matching.domain.ranking import (
     Assessment,
@@ -27,7 +33,7 @@ from services.matching.domain.ranking import (
 )
 from shared.auth import require
 from shared.commands import Meta
-from shared.errors import InvalidArgument, NotFound, PreconditionFailed
+from shared.errors import InvalidArgument
 from shared.grpc_requests import Clock, caller, required
 from shared.grpc_server import ServiceBinding
 
@@ -51,6 +57,10 @@ _STATUS = {
     OrderStatus.ALLOCATED: pb.ORDER_STATUS_ALLOCATED,
     OrderStatus.REJECTED: pb.ORDER_STATUS_REJECTED,
     OrderStatus.CANCELLED: pb.ORDER_STATUS_CANCELLED,
+    OrderStatus.DISPATCHED: pb.ORDER_STATUS_DISPATCHED,
+    OrderStatus.DELIVERED: pb.ORDER_STATUS_DELIVERED,
+    OrderStatus.RECEIVED: pb.ORDER_STATUS_RECEIVED,
+    OrderStatus.INFUSED: pb.ORDER_STATUS_INFUSED,
 }
 
 
@@ -122,6 +132,7 @@ def order_message(view: OrderView) -> pb.Order:
             for u in state.units
         ],
         status_reason=state.status_reason,
+        shipment_id=state.shipment_id,
         version=view.version,
         request_id=placed.request_id,
         classification_version=state.classification_version,
@@ -216,59 +227,107 @@ class HospitalServicer(pb_grpc.HospitalServiceServicer):
         async for view in self.app.watch(required(request.order_id, "order_id"), principal.name):
             yield order_message(view)
 
-    # Receipt, infusion, adverse events and notifications follow delivery (shipments): until an
-    # order is delivered there is nothing to receive, infuse or report, and no recall notices.
-
     async def ConfirmReceipt(
         self, request: pb.ConfirmReceiptRequest, context: grpc.aio.ServicerContext
     ) -> pb.Order:
         principal = require(caller(), "hospital")
-        _signature(request.signature, request.HasField("signature"))
-        view = await self.app.view(required(request.order_id, "order_id"), principal.name)
-        raise PreconditionFailed(
-            "order not delivered", f"order is {view.state.status.value}; receipt follows delivery"
-        )
+        now = self.clock()
+        signature = _signature(request.signature, request.HasField("signature"), now)
+        order_id = required(request.order_id, "order_id")
+        command = ConfirmReceipt(principal.name, signature)
+        meta = Meta(str(principal), f"receipt confirmed: {signature.meaning}", now)
+        return order_message(await self.app.hospital_step(order_id, principal.name, command, meta))
 
     async def ConfirmInfusion(
         self, request: pb.ConfirmInfusionRequest, context: grpc.aio.ServicerContext
     ) -> pb.Order:
         principal = require(caller(), "hospital")
-        _signature(request.signature, request.HasField("signature"))
-        required(request.unit_id, "unit_id")
-        view = await self.app.view(required(request.order_id, "order_id"), principal.name)
-        raise PreconditionFailed(
-            "order not received", f"order is {view.state.status.value}; infusion follows receipt"
-        )
+        now = self.clock()
+        signature = _signature(request.signature, request.HasField("signature"), now)
+        order_id = required(request.order_id, "order_id")
+        unit_id = required(request.unit_id, "unit_id")
+        view = await self.app.view(order_id, principal.name)
+        since = (now - view.placed_at).total_seconds() if view.placed_at else 0.0
+        command = ConfirmInfusion(principal.name, unit_id, signature, since)
+        meta = Meta(str(principal), f"infusion of {unit_id}: {signature.meaning}", now)
+        return order_message(await self.app.hospital_step(order_id, principal.name, command, meta))
 
     async def ReportAdverseEvent(
         self, request: pb.ReportAdverseEventRequest, context: grpc.aio.ServicerContext
     ) -> pb.AdverseEventReport:
         principal = require(caller(), "hospital")
-        required(request.description, "description")
-        view = await self.app.view(required(request.order_id, "order_id"), principal.name)
-        raise PreconditionFailed(
-            "no infused unit", f"order is {view.state.status.value}; reports follow an infusion"
+        now = self.clock()
+        order_id = required(request.order_id, "order_id")
+        unit_id = required(request.unit_id, "unit_id")
+        description = required(request.description, "description")
+        if len(description) > 4000:
+            raise InvalidArgument("description", "at most 4000 characters")
+        occurred = now
+        if request.HasField("occurred_at"):
+            occurred = request.occurred_at.ToDatetime(tzinfo=UTC)
+            if occurred > now + timedelta(minutes=5):
+                raise InvalidArgument("occurred_at", "is in the future")
+        report_id = (
+            "AE-"
+            + hashlib.sha256(
+                f"{order_id}\0{unit_id}\0{description}\0{occurred.isoformat()}".encode()
+            )
+            .hexdigest()[:16]
+            .upper()
         )
+        report = AdverseEventReported(
+            report_id, unit_id, description, request.severity.strip() or "UNSPECIFIED", occurred
+        )
+        meta = Meta(str(principal), f"adverse event reported for {unit_id}", now)
+        await self.app.hospital_step(
+            order_id, principal.name, ReportAdverseEvent(principal.name, report), meta
+        )
+        out = pb.AdverseEventReport(report_id=report_id, order_id=order_id, unit_id=unit_id)
+        out.recorded_at.FromDatetime(now)
+        return out
 
     async def ListNotifications(
         self, request: pb.ListNotificationsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListNotificationsResponse:
-        require(caller(), "hospital")
-        return pb.ListNotificationsResponse()
+        principal = require(caller(), "hospital")
+        views = await self.app.notifications(principal.name)
+        if request.unacknowledged_only:
+            views = [v for v in views if v.acknowledged_at is None]
+        return pb.ListNotificationsResponse(notifications=[notification_message(v) for v in views])
 
     async def AcknowledgeNotification(
         self, request: pb.AcknowledgeNotificationRequest, context: grpc.aio.ServicerContext
     ) -> pb.Notification:
-        require(caller(), "hospital")
+        principal = require(caller(), "hospital")
         notification_id = required(request.notification_id, "notification_id")
-        raise NotFound(f"notification {notification_id} not found")
+        meta = Meta(str(principal), "notification acknowledged", self.clock())
+        return notification_message(
+            await self.app.acknowledge(notification_id, principal.name, meta)
+        )
 
 
-def _signature(signature: pb.Signature, present: bool) -> None:
+def notification_message(view: NotificationView) -> pb.Notification:
+    issued = view.state.issued
+    assert issued is not None
+    out = pb.Notification(
+        notification_id=view.notification_id, kind=issued.kind, message=issued.message,
+        unit_ids=issued.unit_ids,
+    )  # fmt: skip
+    out.created_at.FromDatetime(view.created_at)
+    if view.acknowledged_at is not None:
+        out.acknowledged_at.FromDatetime(view.acknowledged_at)
+    return out
+
+
+def _signature(signature: pb.Signature, present: bool, now: datetime) -> Signature:
+    """An e-signature: who signed (name), what it means, and when (server time)."""
     if not present:
         raise InvalidArgument("signature", "an e-signature (signer_name, meaning) is required")
-    required(signature.signer_name, "signature.signer_name")
-    required(signature.meaning, "signature.meaning")
+    return Signature(
+        required(signature.signer_name, "signature.signer_name"),
+        required(signature.meaning, "signature.meaning"),
+        now,
+    )
 
 
 def hospital_binding(servicer: HospitalServicer) -> ServiceBinding:

@@ -11,12 +11,13 @@ import json
 from datetime import timedelta
 from pathlib import Path
 
-from services.matching.adapters.storage_client import StorageGateway
 from services.matching.app import Matching, MatchingConfig
 from services.matching.domain.ranking import Classification, Transit
 from services.matching.entrypoints.grpc_servicer import HospitalServicer, hospital_binding
 from services.matching.index import CandidateIndex
+from services.matching.projections.delivery_policy import DeliveryPolicy
 from services.matching.read_model import IndexFeed, MatchingReadModel
+from services.storage.client import StorageGateway
 from services.storage.projections.read_models import InventoryProjection, NetworkFactsProjection
 from shared.service_host import Components, ServiceContext, ServiceSpec, run
 
@@ -52,7 +53,7 @@ def build(ctx: ServiceContext) -> Components:
     )  # fmt: skip
     return Components(
         [hospital_binding(HospitalServicer(app, ctx.clock))],
-        [NetworkFactsProjection(), InventoryProjection()],
+        [NetworkFactsProjection(), InventoryProjection(), DeliveryPolicy(app)],
         [app.run_index, app.run_reconciler],
     )
 

@@ -177,6 +177,7 @@ class StoredUnit:
     facts: UnitFacts | None = None
     reservation: Reservation | None = None
     quarantine_causes: tuple[str, ...] = ()
+    picked_for: str = ""  # the order whose shipment took it
 
     def active_reservation(self, now: datetime) -> Reservation | None:
         if self.reservation is not None and self.reservation.hold_until > now:

@@ -159,6 +159,8 @@ def reserve(state: StoredUnit, command: ReserveUnit) -> list[UnitEvent]:
 
 
 def pick(state: StoredUnit, order_id: str, now: datetime) -> list[UnitEvent]:
+    if state.status is UnitStatus.PICKED and state.picked_for == order_id:
+        return []  # a retried pick for the same shipment
     _require_available(state, now)
     active = state.active_reservation(now)
     if active is None or active.order_id != order_id:
@@ -206,8 +208,10 @@ def evolve(state: StoredUnit, event: UnitEvent) -> StoredUnit:
             return replace(state, reservation=None)
         case UnitExpired():
             return replace(state, status=UnitStatus.EXPIRED)
-        case UnitPicked():
-            return replace(state, status=UnitStatus.PICKED, address="", reservation=None)
+        case UnitPicked(order_id):
+            return replace(
+                state, status=UnitStatus.PICKED, address="", reservation=None, picked_for=order_id
+            )
         case UnitDiscarded():
             return replace(state, status=UnitStatus.DISCARDED, address="", reservation=None)
         case UnitRecalled():

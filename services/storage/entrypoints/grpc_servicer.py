@@ -143,7 +143,7 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
     async def PickUnit(
         self, request: pb.PickUnitRequest, context: grpc.aio.ServicerContext
     ) -> pb.UnitReply:
-        require(caller(), "operator")
+        require(caller(), "operator", "service")  # delivery picks when a shipment dispatches
         return await self._handle(
             request, model.PickUnit(required(request.order_id, "order_id"), self.clock())
         )

@@ -399,9 +399,13 @@ def test_pick_needs_the_orders_active_reservation(history, order_id, now):
         when(history, PickUnit(order_id, now))
 
 
-def test_pick_refused_for_a_picked_unit():
+def test_pick_refused_for_a_unit_another_order_picked():
     with pytest.raises(PreconditionFailed, match="not in stock"):
-        when(PICKED, PickUnit("order-1", NOW))
+        when(PICKED, PickUnit("order-2", NOW))
+
+
+def test_a_retried_pick_for_the_same_order_records_nothing():
+    assert when(PICKED, PickUnit("order-1", NOW)) == []
 
 
 @pytest.mark.parametrize("why", ["", "   "])

@@ -1,4 +1,5 @@
-"""Reservations at a unit's owning site, over its StorageService (the owner decides)."""
+"""Calls to a unit's owning site's StorageService (the owner decides): reserve, release, pick,
+recall. Used by matching and delivery with their service token."""
 
 from __future__ import annotations
 
@@ -105,6 +106,25 @@ class StorageGateway:
             )
             return False
         return True
+
+    async def pick(self, site_id: str, unit_id: str, order_id: str, reason: str) -> int:
+        """Take the unit out of its position for the order's shipment; its version after."""
+        stub = self._stub(site_id)
+        if stub is None:
+            raise LookupError(f"site {site_id} has no storage endpoint configured")
+        request = spb.PickUnitRequest(unit_id=unit_id, order_id=order_id, reason=reason)
+        reply = await stub.PickUnit(request, metadata=self.metadata, timeout=self.timeout)
+        return int(reply.version)
+
+    async def recall(self, site_id: str, unit_id: str, recall_id: str, reason: str) -> str:
+        """Hold the unit back for the recall; its status after (RECALLED, or PICKED/… if it
+        already left stock). Raises grpc.aio.AioRpcError when the site cannot be reached."""
+        stub = self._stub(site_id)
+        if stub is None:
+            raise LookupError(f"site {site_id} has no storage endpoint configured")
+        request = spb.RecallUnitRequest(unit_id=unit_id, recall_id=recall_id, reason=reason)
+        reply = await stub.RecallUnit(request, metadata=self.metadata, timeout=self.timeout)
+        return str(reply.status)
 
     async def close(self) -> None:
         for channel in self._channels:

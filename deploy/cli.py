@@ -1,0 +1,536 @@
+"""`cellbank`: the operator's command line against a running network.
+
+    cellbank audit verify [--site SITE]              every service's hash chain, per site
+    cellbank audit log --aggregate ID [--site SITE] [--json]
+                                                     who did what, when and why to an aggregate
+
+It finds the network through an endpoints file (written by `make run`), so it needs no flags on
+a developer machine. The file-loading and gRPC helpers (`load_endpoints`, `resolve_token`,
+`connection_options`, `operator_call`, `CliError`) are meant for the other subcommands too:
+each subcommand is one function `(args, streams) -> exit code`, registered in `build_parser`.
+
+Exit codes: 0 fine, 1 the answer is bad (a broken audit chain, an unknown aggregate),
+2 the question could not be answered (no endpoints file, an unreachable service, a bad token).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC
+from pathlib import Path
+from typing import Any, TextIO, TypeVar
+
+import grpc
+from cellbank.operator.v1 import operator_service_pb2 as opb
+from cellbank.operator.v1 import operator_service_pb2_grpc as opb_grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from deploy.processes import REPO_ROOT
+from shared.topics import SERVICES
+
+T = TypeVar("T")
+
+DEFAULT_ENDPOINTS_FILE = REPO_ROOT / ".cellbank" / "endpoints.json"
+ENDPOINTS_ENV = "CELLBANK_ENDPOINTS_FILE"
+TOKEN_ENV = "CELLBANK_TOKEN"
+DEFAULT_TIMEOUT = 60.0
+# gRPC codes that mean "nobody answered", as opposed to "it answered no".
+UNREACHABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+
+
+class CliError(Exception):
+    """A failure the user must act on; the message says what and how, `code` is the exit code."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class Streams:
+    """Where a subcommand writes its answer (out) and its warnings (err); tests pass buffers."""
+
+    out: TextIO
+    err: TextIO
+
+    def print(self, line: str = "") -> None:
+        print(line, file=self.out, flush=True)
+
+    def warn(self, line: str) -> None:
+        print(line, file=self.err, flush=True)
+
+
+# --- endpoints file ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkEndpoints:
+    """The parsed endpoints file: each site's service addresses, the operator token, and the
+    whole document (hospitals, kafka, …) for subcommands that need more."""
+
+    path: Path
+    sites: dict[str, dict[str, str]]
+    operator_token: str
+    document: dict[str, Any]
+
+    def site_names(self, only: str | None = None) -> list[str]:
+        """The sites to act on: `only` (checked against the file) or every site in it."""
+        if only is None:
+            return list(self.sites)
+        site = only.strip().upper()
+        if site not in self.sites:
+            known = ", ".join(self.sites) or "none"
+            raise CliError(f"site {only!r} is not in {self.path} (sites: {known})")
+        return [site]
+
+    def services_of(self, site: str) -> list[tuple[str, str]]:
+        """(service, address) of the bank services the site has an endpoint for, in the
+        network's service order; other keys (hospital_api, operator_api) are aliases."""
+        entries = self.sites[site]
+        return [(service, entries[service]) for service in SERVICES if service in entries]
+
+
+def endpoints_path(explicit: str | Path | None, env: Mapping[str, str] = os.environ) -> Path:
+    """--endpoints, else $CELLBANK_ENDPOINTS_FILE, else .cellbank/endpoints.json in the repo."""
+    chosen = explicit or env.get(ENDPOINTS_ENV, "").strip() or DEFAULT_ENDPOINTS_FILE
+    return Path(chosen).expanduser()
+
+
+def load_endpoints(
+    explicit: str | Path | None = None, env: Mapping[str, str] = os.environ
+) -> NetworkEndpoints:
+    """Read and check the endpoints file; CliError naming the file and the field otherwise."""
+    path = endpoints_path(explicit, env)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise CliError(
+            f"no endpoints file at {path}: start the network with `make run` (it writes the "
+            f"file), or pass --endpoints FILE / set {ENDPOINTS_ENV}"
+        ) from None
+    except OSError as exc:
+        raise CliError(f"cannot read endpoints file {path}: {exc}") from None
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CliError(f"endpoints file {path} is not JSON: {exc}") from None
+    return parse_endpoints(document, path)
+
+
+def parse_endpoints(document: object, path: Path) -> NetworkEndpoints:
+    """The endpoints document, checked: {"sites": {SITE: {name: "host:port"}}, ...}."""
+    if not isinstance(document, dict):
+        raise CliError(f"endpoints file {path}: expected a JSON object")
+    sites = document.get("sites")
+    if not isinstance(sites, dict) or not sites:
+        raise CliError(f"endpoints file {path}: sites: expected an object of sites")
+    parsed: dict[str, dict[str, str]] = {}
+    for site, entries in sites.items():
+        if not isinstance(entries, dict):
+            raise CliError(f"endpoints file {path}: sites.{site}: expected an object")
+        for name, address in entries.items():
+            if not isinstance(address, str) or not _is_address(address):
+                raise CliError(
+                    f"endpoints file {path}: sites.{site}.{name}: expected 'host:port', "
+                    f"got {address!r}"
+                )
+        parsed[site.upper()] = dict(entries)
+    token = document.get("operator_token", "")
+    if not isinstance(token, str):
+        raise CliError(f"endpoints file {path}: operator_token: expected a string")
+    return NetworkEndpoints(path, parsed, token, document)
+
+
+def _is_address(value: str) -> bool:
+    host, colon, port = value.rpartition(":")
+    return bool(host and colon and port.isdigit())
+
+
+def resolve_token(
+    explicit: str | None, endpoints: NetworkEndpoints, env: Mapping[str, str] = os.environ
+) -> str:
+    """--token, else $CELLBANK_TOKEN, else the file's operator_token."""
+    token = explicit or env.get(TOKEN_ENV, "").strip() or endpoints.operator_token
+    if not token:
+        raise CliError(
+            f"no bearer token: pass --token, set {TOKEN_ENV}, or add operator_token to "
+            f"{endpoints.path}"
+        )
+    return token
+
+
+# --- gRPC helpers --------------------------------------------------------------------------
+
+
+def bearer(token: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {token}"),)
+
+
+def operator_call(address: str, call: Callable[[opb_grpc.OperatorServiceStub], T]) -> T:
+    """Run `call` against the OperatorService at `address` on a channel of its own (the
+    synchronous client: a CLI has nothing else to do while it waits)."""
+    with grpc.insecure_channel(address) as channel:
+        return call(opb_grpc.OperatorServiceStub(channel))
+
+
+def rpc_code(error: grpc.RpcError) -> grpc.StatusCode:
+    code: grpc.StatusCode = error.code()
+    return code
+
+
+def rpc_problem(error: grpc.RpcError) -> str:
+    """`CODE: details` of a failed call, for messages naming the service."""
+    details = error.details() or ""
+    return f"{rpc_code(error).name}: {details}".rstrip(": ")
+
+
+def call_problem(address: str, error: grpc.RpcError) -> str:
+    """Why a call got no usable answer: `unreachable at ADDR (…)` or `refused the call …`."""
+    if rpc_code(error) in UNREACHABLE:
+        return f"unreachable at {address} ({rpc_problem(error)})"
+    return f"refused the call at {address} ({rpc_problem(error)})"
+
+
+def connection_options() -> argparse.ArgumentParser:
+    """The options every network subcommand takes (use as `parents=[connection_options()]`)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--endpoints",
+        metavar="FILE",
+        help=f"endpoints file (default: ${ENDPOINTS_ENV} or {DEFAULT_ENDPOINTS_FILE})",
+    )
+    common.add_argument(
+        "--token", help=f"bearer token (default: ${TOKEN_ENV} or the file's operator_token)"
+    )
+    common.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        help=f"seconds per call (default {DEFAULT_TIMEOUT:.0f})",
+    )
+    return common
+
+
+# --- audit verify --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ChainCheck:
+    """One service's answer to VerifyAuditChain, or why there was none."""
+
+    site: str
+    service: str
+    address: str
+    report: opb.AuditChainReport | None = None
+    error: str = ""
+
+
+def check_line(check: ChainCheck) -> str:
+    """`LON storage        OK      1234 events` (or BROKEN / ERROR with the reason)."""
+    label = f"{check.site} {check.service:<14}"
+    if check.report is None:
+        return f"{label} ERROR   {check.error}"
+    checked = check.report.events_checked
+    count = f"{checked} event{'' if checked == 1 else 's'}"
+    if check.report.intact:
+        return f"{label} OK      {count}"
+    position = check.report.broken_at_position
+    return f"{label} BROKEN  at position {position} ({count} intact before it)"
+
+
+def broken_link(check: ChainCheck) -> str:
+    """Everything an investigator needs to find the first broken link."""
+    r = check.report
+    assert r is not None
+    event = f"event {r.broken_event_id or '?'}"
+    if r.broken_aggregate_id:
+        event += f" of aggregate {r.broken_aggregate_id} v{r.broken_aggregate_version}"
+    if r.broken_event_type:
+        event += f" ({r.broken_event_type})"
+    return (
+        f"BROKEN: site {check.site}, service {check.service}: first broken link at position "
+        f"{r.broken_at_position}, {event}: {r.problem}"
+    )
+
+
+def verify_service(site: str, service: str, address: str, token: str, timeout: float) -> ChainCheck:
+    try:
+        report = operator_call(
+            address,
+            lambda stub: stub.VerifyAuditChain(
+                opb.VerifyAuditChainRequest(), metadata=bearer(token), timeout=timeout
+            ),
+        )
+    except grpc.RpcError as err:
+        return ChainCheck(site, service, address, error=call_problem(address, err))
+    return ChainCheck(site, service, address, report=report)
+
+
+def audit_verify(args: argparse.Namespace, io: Streams) -> int:
+    """Every service's chain at the site(s); a broken chain outranks an unreachable service
+    in the exit code, since tampering is the finding this command exists for."""
+    endpoints = load_endpoints(args.endpoints)
+    token = resolve_token(args.token, endpoints)
+    checks = []
+    for site in endpoints.site_names(args.site):
+        services = endpoints.services_of(site)
+        if not services:
+            raise CliError(f"site {site} has no service endpoints in {endpoints.path}")
+        for service, address in services:
+            check = verify_service(site, service, address, token, args.timeout)
+            io.print(check_line(check))
+            checks.append(check)
+    broken = [c for c in checks if c.report is not None and not c.report.intact]
+    failed = [f"{c.site} {c.service} {c.error}" for c in checks if c.report is None]
+    if broken:
+        io.print(broken_link(broken[0]))
+        for failure in failed:
+            io.warn(f"warning: not verified: {failure}")
+        return 1
+    if failed:
+        raise CliError("not verified: " + "; ".join(failed))
+    io.print("OK")
+    return 0
+
+
+# --- audit log -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Signature:
+    name: str
+    signed_at: str
+    meaning: str
+
+
+def signatures(payload: object) -> list[Signature]:
+    """Every e-signature in a decoded payload: any field named `signature` holding a signer
+    (name or signer), a meaning and, if recorded, when (signed_at), at any depth."""
+    found: list[Signature] = []
+    if isinstance(payload, dict):
+        for key, value in payload.items():
+            for candidate in value if isinstance(value, list) else [value]:
+                if key == "signature" and isinstance(candidate, dict):
+                    signer = candidate.get("name") or candidate.get("signer")
+                    if signer and candidate.get("meaning"):
+                        when = str(candidate.get("signed_at", ""))
+                        found.append(Signature(str(signer), when, str(candidate["meaning"])))
+                        continue
+                found.extend(signatures(candidate))
+    elif isinstance(payload, list):
+        for item in payload:
+            found.extend(signatures(item))
+    return found
+
+
+def moment(ts: Timestamp) -> str:
+    """A protobuf Timestamp as UTC to the second: the resolution people sign and audit at."""
+    return ts.ToDatetime(tzinfo=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def json_moment(value: str) -> str:
+    """An RFC 3339 string from a JSON payload, in the same form as `moment` (as given if odd)."""
+    ts = Timestamp()
+    try:
+        ts.FromJsonString(value)
+    except ValueError:
+        return value
+    return moment(ts)
+
+
+def short_type(event_type: str) -> str:
+    return event_type.rsplit(".", 1)[-1]
+
+
+def decoded_payload(entry: opb.HistoryEntry) -> object:
+    try:
+        payload: object = json.loads(entry.payload_json or "{}")
+    except json.JSONDecodeError:
+        return {"undecodable_json": entry.payload_json}
+    return payload
+
+
+def history_lines(history: opb.AggregateHistory) -> Iterator[str]:
+    """A header, then one row per event (time, actor, type, reason) and a line per signature."""
+    yield (
+        f"{history.site_id} {history.service}: {history.aggregate_type or 'aggregate'} "
+        f"{history.aggregate_id} ({len(history.entries)} events)"
+    )
+    width = max((len(short_type(e.event_type)) for e in history.entries), default=0)
+    actor_width = max((len(e.actor) for e in history.entries), default=0)
+    for entry in history.entries:
+        yield (
+            f"  {moment(entry.occurred_at)}  {entry.actor:<{actor_width}}  "
+            f"{short_type(entry.event_type):<{width}}  {entry.reason}"
+        ).rstrip()
+        for signature in signatures(decoded_payload(entry)):
+            yield (
+                f"      signed by {signature.name} at {json_moment(signature.signed_at)}: "
+                f'"{signature.meaning}"'
+            )
+
+
+def history_records(history: opb.AggregateHistory) -> Iterator[dict[str, Any]]:
+    """One JSON-ready object per event, with the payload and its signatures decoded."""
+    for entry in history.entries:
+        payload = decoded_payload(entry)
+        yield {
+            "site_id": history.site_id,
+            "service": history.service,
+            "aggregate_id": history.aggregate_id,
+            "aggregate_type": history.aggregate_type,
+            "position": entry.position,
+            "version": entry.version,
+            "event_id": entry.event_id,
+            "event_type": entry.event_type,
+            "occurred_at": entry.occurred_at.ToJsonString(),
+            "recorded_at": entry.recorded_at.ToJsonString(),
+            "actor": entry.actor,
+            "reason": entry.reason,
+            "correlation_id": entry.correlation_id,
+            "payload": payload,
+            "signatures": [
+                {"name": s.name, "signed_at": s.signed_at, "meaning": s.meaning}
+                for s in signatures(payload)
+            ],
+        }
+
+
+def fetch_history(
+    site: str, service: str, address: str, aggregate_id: str, token: str, timeout: float
+) -> opb.AggregateHistory | None:
+    """The aggregate's history in one service's store; None when that store never saw it."""
+    request = opb.GetAggregateHistoryRequest(aggregate_id=aggregate_id)
+    try:
+        history: opb.AggregateHistory = operator_call(
+            address,
+            lambda stub: stub.GetAggregateHistory(request, metadata=bearer(token), timeout=timeout),
+        )
+    except grpc.RpcError as err:
+        if rpc_code(err) == grpc.StatusCode.NOT_FOUND:
+            return None
+        raise CliError(f"{site} {service} {call_problem(address, err)}") from None
+    return history
+
+
+def audit_log(args: argparse.Namespace, io: Streams) -> int:
+    """Ask every service of the site(s): an id may name aggregates in more than one store (a
+    unit is made by manufacturing and kept by storage), and each store tells its part."""
+    endpoints = load_endpoints(args.endpoints)
+    token = resolve_token(args.token, endpoints)
+    sites = endpoints.site_names(args.site)
+    histories, failures = [], []
+    for site in sites:
+        for service, address in endpoints.services_of(site):
+            try:
+                found = fetch_history(site, service, address, args.aggregate, token, args.timeout)
+            except CliError as exc:
+                failures.append(str(exc))
+                continue
+            if found is not None:
+                histories.append(found)
+    for history in histories:
+        lines = map(json.dumps, history_records(history)) if args.json else history_lines(history)
+        for line in lines:
+            io.print(line)
+    if failures and not histories:
+        raise CliError("; ".join(failures))
+    for failure in failures:  # found elsewhere, but part of the story may be missing
+        io.warn(f"warning: {failure}")
+    if not histories:
+        io.warn(f"aggregate {args.aggregate!r} not found at any service of {', '.join(sites)}")
+        return 1
+    return 0
+
+
+# --- entry point ---------------------------------------------------------------------------
+
+
+Run = Callable[[argparse.Namespace, Streams], int]
+
+
+@dataclass
+class CommandGroup:
+    """A `cellbank <group>` with its actions; every action is listed in `cellbank --help`."""
+
+    subparsers: Any  # argparse's private _SubParsersAction
+    prefix: str
+    listing: list[tuple[str, str]]
+
+    def add(self, name: str, run: Run, *, help: str, description: str) -> argparse.ArgumentParser:
+        """A leaf command taking the connection options; `run(args, streams)` runs it."""
+        action = self.subparsers.add_parser(
+            name, parents=[connection_options()], help=help, description=description
+        )
+        action.set_defaults(run=run)
+        self.listing.append((f"{self.prefix} {name}", help))
+        return action
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """`cellbank` and its commands; a new command is one `group.add(...)` and one function."""
+    parser = argparse.ArgumentParser(
+        prog="cellbank",
+        description="Operator tools for a running CellBank network.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    listing: list[tuple[str, str]] = []
+
+    def group(name: str, help: str) -> CommandGroup:
+        sub = commands.add_parser(name, help=help).add_subparsers(
+            title=f"{name} commands", metavar="ACTION", required=True
+        )
+        return CommandGroup(sub, name, listing)
+
+    audit = group("audit", "audit trail: verify hash chains, read an aggregate's history")
+    verify = audit.add(
+        "verify",
+        audit_verify,
+        help="verify every service's audit hash chain at a site",
+        description="Recompute every service's hash chain; print one line per service, then "
+        "OK or the first broken link. Exit 0 intact, 1 broken, 2 unreachable.",
+    )
+    verify.add_argument("--site", help="site id, e.g. LON (default: every site in the file)")
+    log = audit.add(
+        "log",
+        audit_log,
+        help="who did what, when and why to one aggregate",
+        description="Every event of the aggregate from each service that holds it: time, "
+        "actor, event type, reason, and any e-signature. Exit 1 if no service knows it.",
+    )
+    log.add_argument("--aggregate", required=True, help="aggregate id (batch, unit, donor, …)")
+    log.add_argument("--site", help="only this site (default: every site in the file)")
+    log.add_argument("--json", action="store_true", help="one JSON object per event")
+
+    width = max(len(name) for name, _ in listing)
+    parser.epilog = "all commands:\n" + "\n".join(
+        f"  cellbank {name:<{width}}  {help}" for name, help in listing
+    )
+    return parser
+
+
+def main(
+    argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
+    """Run one command; its exit code. Errors go to err as `cellbank: error: …`."""
+    io = Streams(sys.stdout if out is None else out, sys.stderr if err is None else err)
+    try:
+        args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    except SystemExit as exc:  # --help, or a usage error argparse has already explained
+        return exc.code if isinstance(exc.code, int) else 2
+    run: Run = args.run
+    try:
+        return run(args, io)
+    except CliError as exc:
+        io.warn(f"cellbank: error: {exc}")
+        return exc.code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

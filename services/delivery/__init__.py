@@ -1,0 +1,1 @@
+"""delivery: shipments and chain of custody, receipt and infusion, lookback and recall."""

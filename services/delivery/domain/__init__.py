@@ -1,0 +1,1 @@
+"""Pure delivery domain: no I/O, no clock, no protobuf."""

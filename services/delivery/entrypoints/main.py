@@ -1,0 +1,41 @@
+"""Composition root of delivery: `python -m services.delivery.entrypoints.main`.
+
+Ships the units this site owns (picking them from its StorageService), keeps the network's
+genealogy for lookback and trace, and raises and executes recalls (holding units back at every
+site's storage: CELLBANK_STORAGE_ENDPOINTS, CELLBANK_SERVICE_TOKEN).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from services.delivery.app import Delivery
+from services.delivery.entrypoints.grpc_servicer import DeliveryServicer, delivery_binding
+from services.delivery.projections.lookback import LookbackProjection
+from services.delivery.projections.recall_triggers import RecallTriggers
+from services.delivery.read_model import DeliveryReadModel
+from services.storage.client import StorageGateway
+from shared.service_host import Components, ServiceContext, ServiceSpec, run
+
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def build(ctx: ServiceContext) -> Components:
+    s = ctx.settings
+    read_model = DeliveryReadModel(ctx.pool)
+    gateway = StorageGateway(s.storage_endpoints, s.service_token)
+    app = Delivery(
+        ctx.store, read_model, gateway, s.site_id, ctx.clock,
+        recall_every=min(5.0, s.reconcile_seconds),
+    )  # fmt: skip
+    return Components(
+        [delivery_binding(DeliveryServicer(app, read_model, ctx.clock))],
+        [LookbackProjection(), RecallTriggers(app)],
+        [app.run_recalls],
+    )
+
+
+SPEC = ServiceSpec("delivery", MIGRATIONS, build)
+
+if __name__ == "__main__":
+    run(SPEC)

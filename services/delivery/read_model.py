@@ -1,0 +1,127 @@
+"""Queries of delivery's read models: orders and units of the network (for shipments and
+recalls), this site's shipments, and the lookback trace."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from services.delivery.domain.model import RecallNotice
+
+HOLDING = ("DISPATCHED", "DELIVERED", "RECEIVED", "INFUSED")  # the hospital has (had) the unit
+
+
+@dataclass(frozen=True, slots=True)
+class OrderFacts:
+    order_id: str
+    site_id: str
+    hospital_id: str
+    status: str
+    unit_ids: tuple[str, ...]
+    placed_at: datetime | None
+    unit_sites: dict[str, str]
+
+
+_TRACE = """
+SELECT c.donor_id, d.site_id AS donor_site, c.din, c.collected_at, b.batch_id, b.released_at,
+       u.unit_id, u.status AS unit_status, u.address, u.reserved_for, u.site_id AS unit_site,
+       s.shipment_id, s.status AS shipment_status, s.custodian, s.delivered_at,
+       o.order_id, o.hospital_id, o.patient_ref, o.received_at, o.infused_at, o.status AS order_status
+FROM lb_collections c
+LEFT JOIN lb_donors d ON d.donor_id = c.donor_id
+LEFT JOIN lb_units u ON u.din = c.din
+LEFT JOIN lb_batches b ON b.batch_id = u.batch_id OR (u.unit_id IS NULL AND b.din = c.din)
+LEFT JOIN LATERAL (
+    SELECT * FROM lb_shipments s WHERE u.unit_id = ANY(s.unit_ids)
+    ORDER BY s.dispatched_at DESC NULLS LAST LIMIT 1) s ON true
+LEFT JOIN LATERAL (
+    SELECT * FROM lb_orders o WHERE u.unit_id = ANY(o.unit_ids) OR o.order_id = s.order_id
+    ORDER BY (o.status NOT IN ('CANCELLED', 'REJECTED', 'PLACED')) DESC, o.placed_at DESC NULLS LAST
+    LIMIT 1) o ON true
+WHERE ($1 = '' OR c.din = $1) AND ($2 = '' OR c.donor_id = $2) AND ($3 = '' OR b.batch_id = $3)
+ORDER BY c.collected_at, c.din, u.unit_id
+"""
+
+
+class DeliveryReadModel:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def order(self, order_id: str) -> OrderFacts | None:
+        row = await self.pool.fetchrow("SELECT * FROM lb_orders WHERE order_id = $1", order_id)
+        if row is None or not row["hospital_id"]:
+            return None
+        sites = await self.pool.fetch(
+            "SELECT unit_id, site_id FROM lb_units WHERE unit_id = ANY($1::text[])", row["unit_ids"]
+        )
+        return OrderFacts(
+            order_id, row["site_id"], row["hospital_id"], row["status"], tuple(row["unit_ids"]),
+            row["placed_at"], {r["unit_id"]: r["site_id"] for r in sites},
+        )  # fmt: skip
+
+    async def active_shipments_with(self, shipper_id: str, site_id: str) -> list[str]:
+        rows = await self.pool.fetch(
+            "SELECT shipment_id FROM lb_shipments WHERE shipper_id = $1 AND site_id = $2"
+            " AND status IN ('IN_TRANSIT', 'DELIVERED') ORDER BY shipment_id",
+            shipper_id, site_id,
+        )  # fmt: skip
+        return [r["shipment_id"] for r in rows]
+
+    async def shipment_ids(self, site_id: str, status: str) -> list[str]:
+        rows = await self.pool.fetch(
+            "SELECT shipment_id FROM lb_shipments WHERE site_id = $1 AND ($2 = '' OR status = $2)"
+            " ORDER BY shipment_id",
+            site_id, status,
+        )  # fmt: skip
+        return [r["shipment_id"] for r in rows]
+
+    async def units_of(self, dins: list[str], unit_ids: list[str]) -> dict[str, str]:
+        """Every unit of the DINs (and the named units) → the site that owns it."""
+        rows = await self.pool.fetch(
+            "SELECT unit_id, site_id FROM lb_units WHERE din = ANY($1::text[])"
+            " OR unit_id = ANY($2::text[]) ORDER BY unit_id",
+            dins, unit_ids,
+        )  # fmt: skip
+        return {r["unit_id"]: r["site_id"] for r in rows}
+
+    async def dins_of(self, donor_id: str = "", batch_id: str = "") -> list[str]:
+        if batch_id:
+            rows = await self.pool.fetch("SELECT din FROM lb_batches WHERE batch_id = $1", batch_id)
+        else:
+            rows = await self.pool.fetch(
+                "SELECT din FROM lb_collections WHERE donor_id = $1", donor_id
+            )
+        return [r["din"] for r in rows if r["din"]]
+
+    async def notices(self, unit_ids: list[str]) -> list[RecallNotice]:
+        """Hospitals holding or having infused any of the units, one notice per order."""
+        rows = await self.pool.fetch(
+            "SELECT order_id, site_id, hospital_id, patient_ref, unit_ids FROM lb_orders"
+            " WHERE unit_ids && $1::text[] AND status = ANY($2::text[]) ORDER BY order_id",
+            unit_ids, list(HOLDING),
+        )  # fmt: skip
+        affected = set(unit_ids)
+        return [
+            RecallNotice(
+                r["order_id"],
+                r["site_id"],
+                r["hospital_id"],
+                tuple(u for u in r["unit_ids"] if u in affected),
+                r["patient_ref"],
+            )
+            for r in rows
+        ]
+
+    async def unacknowledged(self, recall_id: str) -> list[str]:
+        rows = await self.pool.fetch(
+            "SELECT DISTINCT hospital_id FROM lb_notifications WHERE recall_id = $1"
+            " AND NOT acknowledged ORDER BY hospital_id",
+            recall_id,
+        )
+        return [r["hospital_id"] for r in rows]
+
+    async def trace(self, din: str, donor_id: str, batch_id: str) -> list[Any]:
+        return list(await self.pool.fetch(_TRACE, din, donor_id, batch_id))

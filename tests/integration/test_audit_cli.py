@@ -1,0 +1,217 @@
+"""`cellbank audit verify` and `cellbank audit log` against a real site (donor_intake,
+manufacturing, storage in-process over real Kafka and PostgreSQL): a released batch's history
+with its QA e-signature, and a chain rewritten behind the store's back found and named."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+import pytest
+import pytest_asyncio
+
+from deploy import cli
+from deploy.demo import register_demo_tank, released_batch
+from deploy.infra import Endpoints
+from deploy.processes import free_port
+from tests.e2e.bank_site import BankSite, bank_site
+
+RELEASE_MEANING = "Released for clinical use"
+
+
+@dataclass
+class Audited:
+    """A site with a released batch, and an endpoints file pointing at its services."""
+
+    site: BankSite
+    batch_id: str
+    endpoints_file: Path
+    started: datetime
+    finished: datetime
+
+    def services(self) -> dict[str, str]:
+        return {host.spec.name: f"127.0.0.1:{host.port}" for host in self.site.hosts}
+
+    def manufacturing_pool(self) -> asyncpg.Pool:
+        pool = self.site.hosts[1].pool
+        assert pool is not None
+        return pool
+
+
+@dataclass
+class Run:
+    code: int
+    out: str
+    err: str
+
+
+async def cellbank(*argv: str) -> Run:
+    """`cellbank …` in a worker thread: the CLI uses the blocking gRPC client."""
+    out, err = io.StringIO(), io.StringIO()
+    code = await asyncio.to_thread(cli.main, list(argv), out, err)
+    return Run(code, out.getvalue(), err.getvalue())
+
+
+def write_endpoints(path: Path, site: str, services: dict[str, str], token: str = "op-alice"):
+    path.write_text(json.dumps({"sites": {site: services}, "operator_token": token}))
+    return path
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def audited(
+    endpoints: Endpoints, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Audited]:
+    async with bank_site(endpoints, with_storage=True) as site:
+        assert site.storage is not None
+        started = datetime.now(UTC)
+        await register_demo_tank(site.storage, f"{site.site_id}-T1")
+        released = await released_batch(site)
+        finished = datetime.now(UTC)
+        folder = tmp_path_factory.mktemp("audit-cli")
+        audited = Audited(site, released.batch_id, folder / "endpoints.json", started, finished)
+        write_endpoints(audited.endpoints_file, site.site_id, audited.services())
+        yield audited
+
+
+async def test_verify_reports_every_service_of_the_site_intact(audited: Audited):
+    site_id = audited.site.site_id
+    run = await cellbank(
+        "audit", "verify", "--site", site_id, "--endpoints", str(audited.endpoints_file)
+    )
+    assert run.code == 0, run.err
+    lines = run.out.splitlines()
+    assert lines[-1] == "OK"
+    rows = [line.split() for line in lines[:-1]]
+    assert [row[:3] for row in rows] == [
+        [site_id, "donor_intake", "OK"],
+        [site_id, "manufacturing", "OK"],
+        [site_id, "storage", "OK"],
+    ]
+    counts = [int(row[3]) for row in rows]
+    assert all(count > 0 for count in counts)  # donor, batch and tank events were checked
+
+
+async def test_log_shows_who_did_what_when_and_why_and_the_qa_signature(audited: Audited):
+    run = await cellbank(
+        "audit", "log", "--aggregate", audited.batch_id, "--endpoints", str(audited.endpoints_file)
+    )
+    assert run.code == 0, run.err
+    lines = run.out.splitlines()
+    assert lines[0].startswith(f"{audited.site.site_id} manufacturing: ")
+    assert audited.batch_id in lines[0]
+    rows = [line for line in lines[1:] if not line.startswith("      ")]
+    # One row per event in version order: start, 8 process steps, 9 QC results, the release.
+    assert [row.split()[2] for row in rows] == [
+        "BatchStarted", *["ProcessStepRecorded"] * 8, *["QcResultRecorded"] * 9, "BatchReleased"
+    ], run.out  # fmt: skip
+    assert f"({len(rows)} events)" in lines[0]
+    released_row = next(line for line in lines if " BatchReleased " in line)
+    assert "qa:quinn" in released_row and released_row.endswith("batch record reviewed")
+    assert any("operator:alice" in line and line.endswith("manufacture") for line in lines)
+    assert any("operator:bob" in line and line.endswith("QC lab") for line in lines)
+    signed = lines[lines.index(released_row) + 1].strip()
+    assert signed.startswith("signed by quinn at ") and signed.endswith(f'"{RELEASE_MEANING}"')
+    signed_at = datetime.strptime(signed.split()[4].rstrip(":"), "%Y-%m-%dT%H:%M:%SZ")
+    signed_at = signed_at.replace(tzinfo=UTC)
+    assert audited.started.replace(microsecond=0) <= signed_at <= audited.finished
+
+
+async def test_log_as_json_is_one_parsable_object_per_event(audited: Audited):
+    run = await cellbank(
+        "audit", "log", "--aggregate", audited.batch_id, "--json",
+        "--site", audited.site.site_id, "--endpoints", str(audited.endpoints_file),
+    )  # fmt: skip
+    assert run.code == 0, run.err
+    records = [json.loads(line) for line in run.out.splitlines()]
+    assert [r["version"] for r in records] == list(range(1, len(records) + 1))
+    assert {r["aggregate_id"] for r in records} == {audited.batch_id}
+    assert {r["service"] for r in records} == {"manufacturing"}
+    (release,) = [r for r in records if r["event_type"].endswith(".BatchReleased")]
+    assert release["actor"] == "qa:quinn" and release["reason"] == "batch record reviewed"
+    (signature,) = release["signatures"]
+    assert (signature["name"], signature["meaning"]) == ("quinn", RELEASE_MEANING)
+    assert release["payload"]["signature"]["signed_at"] == signature["signed_at"]
+    assert len(release["payload"]["units"]) == 2
+
+
+async def test_an_aggregate_no_service_knows_is_reported_with_exit_1(audited: Audited):
+    run = await cellbank(
+        "audit", "log", "--aggregate", "B-never-made", "--endpoints", str(audited.endpoints_file)
+    )
+    assert run.code == 1 and not run.out
+    assert "'B-never-made' not found" in run.err and audited.site.site_id in run.err
+
+
+async def test_qa_may_read_a_history_and_a_hospital_may_not(audited: Audited):
+    common = ["--aggregate", audited.batch_id, "--endpoints", str(audited.endpoints_file)]
+    qa = await cellbank("audit", "log", *common, "--token", "qa-quinn")
+    assert qa.code == 0 and "BatchReleased" in qa.out
+    hospital = await cellbank("audit", "log", *common, "--token", "hosp-h1")
+    assert hospital.code == 2 and not hospital.out
+    assert "PERMISSION_DENIED" in hospital.err and "manufacturing" in hospital.err
+
+
+async def test_an_unreachable_service_fails_verification_naming_it(
+    audited: Audited, tmp_path: Path
+):
+    site_id = audited.site.site_id
+    services = {**audited.services(), "matching": f"127.0.0.1:{free_port()}"}
+    path = write_endpoints(tmp_path / "endpoints.json", site_id, services)
+    run = await cellbank("audit", "verify", "--site", site_id, "--endpoints", str(path))
+    assert run.code == 2
+    assert f"{site_id} matching unreachable at {services['matching']}" in run.err
+    assert "OK" not in run.out.splitlines()
+
+
+async def test_a_rewritten_event_breaks_the_chain_at_that_event(audited: Audited):
+    """An attacker with database access rewrites the reason of the QA release; verify must name
+    the site, the service and the event. The original is put back afterwards."""
+    site_id = audited.site.site_id
+    log = await cellbank(
+        "audit", "log", "--aggregate", audited.batch_id, "--json",
+        "--endpoints", str(audited.endpoints_file),
+    )  # fmt: skip
+    (release,) = [
+        r for r in map(json.loads, log.out.splitlines()) if r["event_type"].endswith("Released")
+    ]
+    pool = audited.manufacturing_pool()
+    await rewrite_reason(pool, release["event_id"], "released without review")
+    try:
+        run = await cellbank(
+            "audit", "verify", "--site", site_id, "--endpoints", str(audited.endpoints_file)
+        )
+        assert run.code == 1, run.out + run.err
+        lines = run.out.splitlines()
+        assert "OK" not in lines
+        row = next(line for line in lines if line.split()[:2] == [site_id, "manufacturing"])
+        assert "BROKEN" in row and f"position {release['position']} " in row
+        verdict = lines[-1]
+        assert verdict.startswith(f"BROKEN: site {site_id}, service manufacturing:")
+        assert f"position {release['position']}," in verdict
+        assert release["event_id"] in verdict and audited.batch_id in verdict
+        assert "cellbank.manufacturing.v1.BatchReleased" in verdict
+        for service in ("donor_intake", "storage"):  # the other stores are untouched
+            assert any(line.split()[1:3] == [service, "OK"] for line in lines)
+    finally:
+        await rewrite_reason(pool, release["event_id"], release["reason"])
+    restored = await cellbank(
+        "audit", "verify", "--site", site_id, "--endpoints", str(audited.endpoints_file)
+    )
+    assert restored.code == 0 and restored.out.splitlines()[-1] == "OK"
+
+
+async def rewrite_reason(pool: asyncpg.Pool, event_id: str, reason: str) -> None:
+    """Behind the store's back: the append-only trigger is lifted for this one transaction."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("ALTER TABLE events DISABLE TRIGGER events_append_only")
+        updated = await conn.execute(
+            "UPDATE events SET reason = $1 WHERE event_id = $2::uuid", reason, event_id
+        )
+        await conn.execute("ALTER TABLE events ENABLE TRIGGER events_append_only")
+    assert updated == "UPDATE 1"
