@@ -78,12 +78,14 @@ async def shipment_for(owner: NetworkSite, order_id: str, **kw: float) -> dpb.Sh
                 return None
             raise
 
-    return await eventually(
+    created: dpb.Shipment | None = await eventually(
         attempt,
         until=lambda s: s is not None,
         what=f"{owner.site_id} to know order {order_id}",
         timeout=60,
     )
+    assert created is not None
+    return created
 
 
 async def order_status(site: NetworkSite, order_id: str, status: int) -> hpb.Order:
