@@ -3,6 +3,8 @@
     cellbank audit verify [--site SITE]              every service's hash chain, per site
     cellbank audit log --aggregate ID [--site SITE] [--json]
                                                      who did what, when and why to an aggregate
+    cellbank trace --din DIN | --donor ID | --batch ID [--site SITE] [--json]
+                                                     lookback: the genealogy down to the recipient
 
 It finds the network through an endpoints file (written by `make run`), so it needs no flags on
 a developer machine. The file-loading and gRPC helpers (`load_endpoints`, `resolve_token`,
@@ -26,6 +28,8 @@ from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
 import grpc
+from cellbank.delivery.v1 import delivery_service_pb2 as dpb
+from cellbank.delivery.v1 import delivery_service_pb2_grpc as dpb_grpc
 from cellbank.operator.v1 import operator_service_pb2 as opb
 from cellbank.operator.v1 import operator_service_pb2_grpc as opb_grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -454,6 +458,79 @@ def audit_log(args: argparse.Namespace, io: Streams) -> int:
 Run = Callable[[argparse.Namespace, Streams], int]
 
 
+# --- trace ---------------------------------------------------------------------------------
+
+TRACE_COLUMNS = (
+    ("donor", "donor_id"), ("din", "din"), ("collected", "collected_at"), ("batch", "batch_id"),
+    ("released", "released_at"), ("unit", "unit_id"), ("site", "unit_site"),
+    ("status", "unit_status"), ("location", "location"), ("shipment", "shipment_id"),
+    ("order", "order_id"), ("hospital", "hospital_id"), ("patient", "patient_ref"),
+    ("delivered", "delivered_at"), ("received", "received_at"), ("infused", "infused_at"),
+)  # fmt: skip
+
+
+def trace_records(reply: dpb.TraceReply) -> list[dict[str, str]]:
+    """One flat record per unit (per collection without units), timestamps in ISO 8601 UTC."""
+    records = []
+    for row in reply.rows:
+        record: dict[str, str] = {}
+        for _, field in TRACE_COLUMNS:
+            value = getattr(row, field)
+            if isinstance(value, Timestamp):
+                record[field] = moment(value) if row.HasField(field) else ""
+            else:
+                record[field] = str(value)
+        records.append(record)
+    return records
+
+
+def trace_table(records: list[dict[str, str]]) -> list[str]:
+    """The genealogy as an aligned table (empty columns left out)."""
+    columns = [(title, field) for title, field in TRACE_COLUMNS if any(r[field] for r in records)]
+    widths = [max(len(title), *(len(r[field]) for r in records)) for title, field in columns]
+    header = "  ".join(
+        title.upper().ljust(w) for (title, _), w in zip(columns, widths, strict=True)
+    )
+    lines = [header.rstrip(), "  ".join("-" * w for w in widths)]
+    for r in records:
+        cells = (r[field].ljust(w) for (_, field), w in zip(columns, widths, strict=True))
+        lines.append("  ".join(cells).rstrip())
+    return lines
+
+
+def trace(args: argparse.Namespace, io: Streams) -> int:
+    endpoints = load_endpoints(args.endpoints)
+    token = resolve_token(args.token, endpoints)
+    chosen = [(k, getattr(args, k)) for k in ("din", "donor", "batch") if getattr(args, k)]
+    if len(chosen) != 1:
+        raise CliError("name exactly one of --din, --donor or --batch")
+    kind, value = chosen[0]
+    sites = [s for s in endpoints.site_names(args.site) if "delivery" in endpoints.sites[s]]
+    if not sites:
+        raise CliError(f"no site with a delivery endpoint in {endpoints.path}")
+    address = endpoints.sites[sites[0]]["delivery"]
+    field = {"din": "din", "donor": "donor_id", "batch": "batch_id"}[kind]
+    request = dpb.TraceRequest(**{field: value.strip()})
+    try:
+        with grpc.insecure_channel(address) as channel:
+            reply = dpb_grpc.DeliveryServiceStub(channel).Trace(
+                request, metadata=bearer(token), timeout=args.timeout
+            )
+    except grpc.RpcError as err:
+        if rpc_code(err) is grpc.StatusCode.NOT_FOUND:
+            io.warn(f"cellbank: nothing known for {kind} {value} ({sites[0]}'s lookback)")
+            return 1
+        raise CliError(f"{sites[0]} delivery {call_problem(address, err)}") from None
+    records = trace_records(reply)
+    if args.json:
+        io.print(json.dumps(records, indent=2))
+        return 0
+    io.print(f"trace of {kind} {value} ({len(records)} unit(s), from {sites[0]}'s lookback)")
+    for line in trace_table(records):
+        io.print(line)
+    return 0
+
+
 @dataclass
 class CommandGroup:
     """A `cellbank <group>` with its actions; every action is listed in `cellbank --help`."""
@@ -507,6 +584,21 @@ def build_parser() -> argparse.ArgumentParser:
     log.add_argument("--aggregate", required=True, help="aggregate id (batch, unit, donor, …)")
     log.add_argument("--site", help="only this site (default: every site in the file)")
     log.add_argument("--json", action="store_true", help="one JSON object per event")
+
+    trace_help = "lookback: donor → collections → batches → units → shipment → recipient"
+    traced = commands.add_parser(
+        "trace", parents=[connection_options()], help=trace_help,
+        description="The full genealogy of a DIN, a donor or a batch in one answer, with "
+        "timestamps: where each unit is now, or which hospital and patient received it. "
+        "Exit 1 if nothing is known.",
+    )  # fmt: skip
+    traced.set_defaults(run=trace)
+    traced.add_argument("--din", help="a collection's DIN")
+    traced.add_argument("--donor", help="a donor id")
+    traced.add_argument("--batch", help="a batch id")
+    traced.add_argument("--site", help="ask this site's lookback (default: the first site)")
+    traced.add_argument("--json", action="store_true", help="the rows as a JSON array")
+    listing.append(("trace", trace_help))
 
     width = max(len(name) for name, _ in listing)
     parser.epilog = "all commands:\n" + "\n".join(

@@ -31,6 +31,7 @@ TOKENS = {
     "hosp-h3": "hospital:H3",
     "svc-matching": "service:matching",  # matching's reservations at the owning site
     "svc-delivery": "service:delivery",  # delivery's picks and recall holds at the owning site
+    "svc-sla": "service:sla",  # the SLA monitor's at-risk reports
     "svc-coldchain": "service:coldchain",  # the cold-chain monitor's calls to storage
 }
 HLA = {

@@ -26,6 +26,7 @@ SERVICE_MODULES = {
 }
 COLDCHAIN_MODULE = "services.storage.entrypoints.coldchain_worker"
 SIMULATOR_MODULE = "deploy.tank_simulator"
+SLA_MODULE = "services.delivery.entrypoints.sla_worker"  # shipments at risk of their promise
 
 
 @dataclass
@@ -145,12 +146,14 @@ def cold_chain(
 ) -> list[NetworkProcess]:
     """The Faust monitor watching every site's tanks, and simulated sensors for the demo tanks."""
     storage = ",".join(f"{s.site}={s.address}" for s in services if s.service == "storage")
+    delivery = ",".join(f"{s.site}={s.address}" for s in services if s.service == "delivery")
     monitor = NetworkProcess(
         "coldchain",
         [COLDCHAIN_MODULE, "worker", "-l", "info", "--without-web"],
         {
             "CELLBANK_KAFKA_BOOTSTRAP": endpoints.kafka_bootstrap,
             "CELLBANK_STORAGE_ENDPOINTS": storage,
+            "CELLBANK_DELIVERY_ENDPOINTS": delivery,
             "CELLBANK_COLDCHAIN_TOKEN": "svc-coldchain",
             "CELLBANK_COLDCHAIN_DATADIR": str(data_dir / "coldchain"),
         },
@@ -160,4 +163,14 @@ def cold_chain(
         [SIMULATOR_MODULE, *tanks],
         {"CELLBANK_KAFKA_BOOTSTRAP": endpoints.kafka_bootstrap},
     )
-    return [monitor, sensors]
+    sla = NetworkProcess(
+        "sla",
+        [SLA_MODULE, "worker", "-l", "info", "--without-web"],
+        {
+            "CELLBANK_KAFKA_BOOTSTRAP": endpoints.kafka_bootstrap,
+            "CELLBANK_DELIVERY_ENDPOINTS": delivery,
+            "CELLBANK_SLA_TOKEN": "svc-sla",
+            "CELLBANK_SLA_DATADIR": str(data_dir / "sla"),
+        },
+    )
+    return [monitor, sensors, sla]

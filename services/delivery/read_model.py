@@ -65,7 +65,7 @@ class DeliveryReadModel:
     async def active_shipments_with(self, shipper_id: str, site_id: str) -> list[str]:
         rows = await self.pool.fetch(
             "SELECT shipment_id FROM lb_shipments WHERE shipper_id = $1 AND site_id = $2"
-            " AND status IN ('IN_TRANSIT', 'DELIVERED') ORDER BY shipment_id",
+            " AND status = 'IN_TRANSIT' ORDER BY shipment_id",
             shipper_id, site_id,
         )  # fmt: skip
         return [r["shipment_id"] for r in rows]

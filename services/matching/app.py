@@ -343,7 +343,7 @@ class Matching:
             state = NOTIFICATION.fold(events)
             if state.issued is None or state.issued.hospital_id != hospital_id:
                 continue
-            acknowledged = events[-1].occurred_at if state.acknowledged_by else None
+            acknowledged = events[-1].occurred_at if state.acknowledged else None
             out.append(
                 NotificationView(notification_id, state, events[0].occurred_at, acknowledged)
             )

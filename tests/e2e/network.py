@@ -34,6 +34,7 @@ class NetworkSite:
     matching_ops: opb_grpc.OperatorServiceStub
     delivery_host: ServiceHost
     delivery: dpb_grpc.DeliveryServiceStub
+    delivery_ops: opb_grpc.OperatorServiceStub
     tanks: int = 0
 
     @property
@@ -132,6 +133,7 @@ async def network(
                     opb_grpc.OperatorServiceStub(channel),
                     delivery,
                     dpb_grpc.DeliveryServiceStub(d_channel),
+                    opb_grpc.OperatorServiceStub(d_channel),
                 )
             )
         yield out

@@ -36,7 +36,12 @@ async def site(endpoints: Endpoints):
 
 
 def start_monitor(
-    site: BankSite, endpoints: Endpoints, topic: str, app_id: str, log: Path
+    site: BankSite,
+    endpoints: Endpoints,
+    topic: str,
+    app_id: str,
+    log: Path,
+    extra_env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
@@ -50,6 +55,7 @@ def start_monitor(
         # The timeline is in the past: judged by event time alone, not by the wall clock.
         "CELLBANK_COLDCHAIN_LIVE_CHECK_S": "3600",
         "CELLBANK_COLDCHAIN_DATADIR": str(log.parent / "faust-data"),
+        **(extra_env or {}),
     }
     command = [
         sys.executable,
@@ -65,8 +71,10 @@ def start_monitor(
         )
 
 
-def reading(site_id: str, tank_id: str, celsius: float, at: datetime) -> bytes:
-    message = epb.TemperatureReading(site_id=site_id, tank_id=tank_id, celsius=celsius)
+def reading(site_id: str, tank_id: str, celsius: float, at: datetime, device: str = "") -> bytes:
+    message = epb.TemperatureReading(
+        site_id=site_id, tank_id=tank_id, celsius=celsius, device=device
+    )
     message.measured_at.FromDatetime(at)
     return message.SerializeToString()
 

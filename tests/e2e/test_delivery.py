@@ -6,10 +6,18 @@ back the donor's other unit, notifies the hospital, and `trace` shows the whole 
 from __future__ import annotations
 
 import asyncio
+import io
+import json
+import os
+import subprocess
+import sys
+import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import grpc
 import pytest_asyncio
+from aiokafka import AIOKafkaProducer
 from cellbank.delivery.v1 import delivery_service_pb2 as dpb
 from cellbank.delivery.v1 import events_pb2 as depb
 from cellbank.donor.v1 import donor_service_pb2 as donor_pb
@@ -17,9 +25,12 @@ from cellbank.hospital.v1 import hospital_pb2 as hpb
 from cellbank.operator.v1 import operator_service_pb2 as opb
 from cellbank.storage.v1 import storage_service_pb2 as spb
 
+from deploy import cli
 from deploy.demo import auth
 from deploy.infra import Endpoints
+from deploy.processes import REPO_ROOT
 from shared.projections import wait_caught_up
+from shared.testing.plugin import make_topic
 from shared.testing.waits import eventually
 from shared.topics import (
     DELIVERY_EVENTS,
@@ -30,6 +41,7 @@ from shared.topics import (
 )
 from tests.e2e.bank_site import projected, refused
 from tests.e2e.network import NetworkSite, network
+from tests.e2e.test_cold_chain import reading, start_monitor
 from tests.e2e.test_matching import H1, order, visible
 
 OP, QA, COURIER = auth("op-alice"), auth("qa-quinn"), auth("op-bob")
@@ -105,7 +117,7 @@ async def allocated(a: NetworkSite, b: NetworkSite, viable: float, count: int = 
     return donor_id, din, units, placed
 
 
-async def test_from_order_to_infusion_then_recall_and_trace(sites):
+async def test_from_order_to_infusion_then_recall_and_trace(sites, tmp_path):
     a, b = sites
     donor_id, din, units, placed = await allocated(a, b, 8.1e8)
     (shipped,) = [u.unit_id for u in placed.units]
@@ -271,6 +283,43 @@ async def test_from_order_to_infusion_then_recall_and_trace(sites):
     by_donor = await a.delivery.Trace(dpb.TraceRequest(donor_id=donor_id), metadata=OP)
     assert {r.unit_id for r in by_donor.rows} == set(units)
 
+    # The same answer from the operator's command line, as a table and as JSON.
+    endpoints_file = tmp_path / "endpoints.json"
+    endpoints_file.write_text(json.dumps({
+        "sites": {s.site_id: {"delivery": f"127.0.0.1:{s.delivery_host.port}"} for s in sites},
+        "operator_token": "op-alice",
+    }))  # fmt: skip
+    table, json_out = io.StringIO(), io.StringIO()
+    code = await asyncio.to_thread(
+        cli.main,
+        ["trace", "--din", din, "--site", a.site_id, "--endpoints", str(endpoints_file)],
+        table,
+    )
+    assert code == 0, table.getvalue()
+    print(table.getvalue())  # the closing note quotes it
+    lines = table.getvalue().splitlines()
+    assert "HOSPITAL" in lines[1] and "PATIENT" in lines[1]
+    assert any(shipped in line and "INFUSED" in line and "PT-0001" in line for line in lines)
+    assert any(kept in line and "RECALLED" in line for line in lines)
+    code = await asyncio.to_thread(
+        cli.main,
+        ["trace", "--donor", donor_id, "--json", "--endpoints", str(endpoints_file)],
+        json_out,
+    )
+    records = json.loads(json_out.getvalue())
+    assert code == 0 and {r["unit_id"] for r in records} == set(units)
+    assert {r["hospital_id"] for r in records if r["unit_id"] == shipped} == {"H1"}
+    missing = io.StringIO()
+    assert (
+        await asyncio.to_thread(
+            cli.main,
+            ["trace", "--din", "X0000000000000", "--endpoints", str(endpoints_file)],
+            missing,
+            missing,
+        )
+        == 1
+    )
+
 
 async def test_dispatch_is_refused_when_the_shipper_cannot_hold_long_enough(sites):
     a, b = sites
@@ -379,3 +428,141 @@ async def test_receipt_before_delivery_is_refused_and_writes_nothing(sites):
     )
     after = await b.matching_ops.GetStoreStatus(opb.GetStoreStatusRequest(), metadata=OP)
     assert after.event_count == before.event_count
+
+
+async def test_a_shipper_logger_excursion_compromises_the_shipment_in_transit(sites, tmp_path):
+    """The Faust cold-chain monitor watches dry-shipper loggers too (device = shipper)."""
+    a, b = sites
+    _, _, _, placed = await allocated(a, b, 8.5e8, count=1)
+    shipper = f"DS-{uuid.uuid4().hex[:6].upper()}"
+    request = shipment_request(placed.order_id)
+    request.shipper.shipper_id = shipper
+
+    async def create() -> dpb.Shipment | None:
+        try:
+            return await a.delivery.CreateShipment(request, metadata=OP)
+        except grpc.aio.AioRpcError as err:
+            if err.code() == grpc.StatusCode.NOT_FOUND or "is PLACED" in (err.details() or ""):
+                return None
+            raise
+
+    shipment = await eventually(create, until=lambda s: s is not None, what="shipment", timeout=60)
+    assert shipment is not None
+    sid = shipment.shipment_id
+    await a.delivery.DispatchShipment(
+        dpb.DispatchShipmentRequest(shipment_id=sid, reason="go"), metadata=OP
+    )
+    await lookback_caught_up(a)
+    topic = await make_topic(a.bank.hosts[0].settings.kafka_bootstrap)
+    log = tmp_path / "coldchain.log"
+    endpoints = Endpoints(
+        a.bank.hosts[0].settings.kafka_bootstrap, a.bank.hosts[0].settings.database_url
+    )
+    monitor = start_monitor(
+        a.bank, endpoints, topic, f"coldchain-test-{uuid.uuid4().hex[:8]}", log,
+        {"CELLBANK_DELIVERY_ENDPOINTS": f"{a.site_id}=127.0.0.1:{a.delivery_host.port}"},
+    )  # fmt: skip
+    try:
+        producer = AIOKafkaProducer(bootstrap_servers=endpoints.kafka_bootstrap, acks="all")
+        await producer.start()
+        try:
+            start = datetime.now(UTC) - timedelta(minutes=30)
+            for minute in range(31):  # warm above -150 °C from minute 10 on
+                celsius = -140.0 if minute >= 10 else -185.0
+                value = reading(
+                    a.site_id, shipper, celsius, start + timedelta(minutes=minute), "shipper"
+                )
+                await producer.send(topic, value, key=shipper.encode())
+            await producer.flush()
+        finally:
+            await producer.stop()
+        compromised = await eventually(
+            lambda: a.delivery.GetShipment(dpb.GetShipmentRequest(shipment_id=sid), metadata=OP),
+            until=lambda s: s.compromised,
+            what="the shipment compromised by the monitor",
+            timeout=90,
+        )
+        assert compromised.compromise_cause.startswith(f"excursion:shipper:{shipper}")
+    except BaseException:
+        print(log.read_text()[-6000:])
+        raise
+    finally:
+        monitor.terminate()
+        try:
+            monitor.wait(30)
+        except subprocess.TimeoutExpired:
+            monitor.kill()
+            monitor.wait()
+
+
+async def test_the_sla_monitor_flags_a_shipment_that_will_miss_its_promise(sites, tmp_path):
+    a, b = sites
+    _, _, _, placed = await allocated(a, b, 8.6e8, count=1)
+    request = shipment_request(placed.order_id, transit=90)
+    request.promised_at.FromDatetime(datetime.now(UTC) + timedelta(minutes=45))  # < 90 min away
+
+    async def create() -> dpb.Shipment | None:
+        try:
+            return await a.delivery.CreateShipment(request, metadata=OP)
+        except grpc.aio.AioRpcError as err:
+            if err.code() == grpc.StatusCode.NOT_FOUND or "is PLACED" in (err.details() or ""):
+                return None
+            raise
+
+    shipment = await eventually(create, until=lambda s: s is not None, what="shipment", timeout=60)
+    assert shipment is not None
+    sid = shipment.shipment_id
+    await a.delivery.DispatchShipment(
+        dpb.DispatchShipmentRequest(shipment_id=sid, reason="go"), metadata=OP
+    )
+    log = tmp_path / "sla.log"
+    env = {
+        **os.environ,
+        "CELLBANK_KAFKA_BOOTSTRAP": a.bank.hosts[0].settings.kafka_bootstrap,
+        "CELLBANK_DELIVERY_ENDPOINTS": f"{a.site_id}=127.0.0.1:{a.delivery_host.port}",
+        "CELLBANK_SLA_TOKEN": "svc-coldchain",
+        "CELLBANK_SLA_CHECK_S": "1",
+        "CELLBANK_SLA_APP_ID": f"sla-test-{uuid.uuid4().hex[:8]}",
+        "CELLBANK_SLA_DATADIR": str(tmp_path / "faust-data"),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "services.delivery.entrypoints.sla_worker",
+        "worker",
+        "-l",
+        "info",
+    ]
+    monitor = start_sla_monitor(command, env, log)
+    try:
+        flagged = await eventually(
+            lambda: a.delivery.GetShipment(dpb.GetShipmentRequest(shipment_id=sid), metadata=OP),
+            until=lambda s: s.at_risk,
+            what="the SLA monitor to flag the shipment",
+            timeout=120,
+        )
+        assert flagged.status == "IN_TRANSIT"
+        history = await a.delivery_ops.GetAggregateHistory(
+            opb.GetAggregateHistoryRequest(aggregate_id=sid), metadata=OP
+        )
+        (risk,) = [e for e in history.entries if e.event_type.endswith("ShipmentAtRisk")]
+        assert "after the promised time" in risk.payload_json and risk.actor == "service:coldchain"
+    except BaseException:
+        print(log.read_text()[-6000:])
+        raise
+    finally:
+        monitor.terminate()
+        try:
+            monitor.wait(30)
+        except subprocess.TimeoutExpired:
+            monitor.kill()
+            monitor.wait()
+
+
+def start_sla_monitor(
+    command: list[str], env: dict[str, str], log: Path
+) -> subprocess.Popen[bytes]:
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            command, env=env, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT
+        )

@@ -35,7 +35,10 @@ def test_make_run_starts_and_stops_cleanly_on_ctrl_c(tmp_path):
             lines.append(line)
             if "press Ctrl-C" in line:
                 break
-        expected = ("kafka.Kafka", "coldchain_worker", "tank_simulator", *SERVICE_MODULES.values())
+        expected = (
+            "kafka.Kafka", "coldchain_worker", "tank_simulator", "sla_worker",
+            *SERVICE_MODULES.values(),
+        )  # fmt: skip
 
         def running() -> list[str]:
             return [

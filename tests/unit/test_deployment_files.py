@@ -103,6 +103,14 @@ def is_coldchain(command: list[str]) -> bool:
     return command[:3] == ["python", "-m", COLDCHAIN_MODULE]
 
 
+SLA_MODULE = "services.delivery.entrypoints.sla_worker"
+
+
+def is_network_worker(command: list[str]) -> bool:
+    """A network-wide Faust worker (no event store of its own): cold chain or SLA."""
+    return is_coldchain(command) or command[:3] == ["python", "-m", SLA_MODULE]
+
+
 def served_service(command: list[str]) -> str | None:
     """Which service's event store a process command runs (None: not a service process)."""
     if command == RELAY_COMMAND:
@@ -699,7 +707,7 @@ def test_k8s_deployments_run_one_relay_per_event_store() -> None:
         assert deployment["spec"]["replicas"] == 1
         assert deployment["spec"]["strategy"] == {"type": "Recreate"}
         command = k8s_container(deployment)["command"]
-        if is_coldchain(command):
+        if is_network_worker(command):
             continue  # no event store (test_k8s_coldchain_deployment_is_consistent)
         env = k8s_env(deployment)
         service = served_service(command) or env["CELLBANK_SERVICE"]
@@ -834,3 +842,35 @@ def test_k8s_coldchain_deployment_is_consistent() -> None:
     datadir = Path(k8s_env(deployment)["CELLBANK_COLDCHAIN_DATADIR"])
     mounts = [Path(mount["mountPath"]) for mount in container.get("volumeMounts", [])]
     assert any(datadir.is_relative_to(mount) for mount in mounts), datadir
+
+
+# --- the SLA monitor ------------------------------------------------------------------------------
+
+
+def sla_env_names_read() -> set[str]:
+    spec = importlib.util.find_spec(SLA_MODULE)
+    assert spec is not None and spec.origin is not None, f"{SLA_MODULE} does not exist"
+    source = Path(spec.origin)
+    return set(re.findall(r"""["'](CELLBANK_[A-Z0-9_]+)["']""", source.read_text()))
+
+
+def test_compose_sla_worker_runs_the_module_and_sets_only_variables_it_reads() -> None:
+    sla = services()["sla"]
+    assert sla["command"][:4] == ["python", "-m", SLA_MODULE, "worker"]
+    env = process_env(sla["environment"])
+    assert set(env) <= sla_env_names_read()
+    entries = parse_storage_endpoints(env["CELLBANK_DELIVERY_ENDPOINTS"])
+    assert {site for site, _, _ in entries} == set(DEFAULT_SITES)
+    for site, host, _ in entries:
+        assert host == grpc_name(site, "delivery") and host in services()
+
+
+def test_k8s_sla_worker_is_consistent() -> None:
+    (deployment,) = [
+        d
+        for d in k8s_of_kind("Deployment")
+        if k8s_container(d)["command"][:3] == ["python", "-m", SLA_MODULE]
+    ]
+    names = {e["name"] for e in k8s_container(deployment)["env"]}
+    assert names <= sla_env_names_read()
+    assert deployment["spec"]["replicas"] == 1

@@ -54,7 +54,9 @@ def decide(state: Shipment, command: ShipmentCommand) -> Sequence[ShipmentEvent]
                 if state.status is S.IN_TRANSIT:
                     return []  # dispatched already (a retried call)
                 raise PreconditionFailed("shipment not awaiting dispatch", state.status.value)
-            if not created.logger_id:
+            if not custodian.strip():
+                raise InvalidArgument("custodian", "someone is responsible for it leaving the bank")
+            if not created.logger_id.strip():
                 raise PreconditionFailed("no temperature logger", "assign a logger before dispatch")
             needed = created.planned_transit_minutes * rules.safety_factor
             hold = created.shipper.qualified_hold_hours * 60
@@ -188,9 +190,14 @@ def evolve(state: Shipment, event: ShipmentEvent) -> Shipment:
                 state, handoffs=(*state.handoffs, Handoff(from_party, to_party, place, at))
             )
         case CustodyAccepted(party, place, at, signature):
-            *done, last = state.handoffs
-            accepted = replace(last, place=place, accepted_at=at, signature=signature)
-            return replace(state, handoffs=(*done, accepted), custodian=party)
+            pending = state.pending
+            if pending is None:  # never offered (only a damaged history): record it whole
+                pending = Handoff(state.custodian, party, place, at)
+                handoffs = state.handoffs
+            else:
+                handoffs = state.handoffs[:-1]
+            accepted = replace(pending, place=place, accepted_at=at, signature=signature)
+            return replace(state, handoffs=(*handoffs, accepted), custodian=party)
         case ShipmentDelivered():
             return replace(state, status=S.DELIVERED, delivered=event)
         case ShipmentCompromised(cause):

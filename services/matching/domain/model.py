@@ -286,6 +286,7 @@ NotificationCommand = IssueNotification | AcknowledgeNotification
 class Notification:
     issued: NotificationIssued | None = None
     acknowledged_by: str = ""
+    acknowledged: bool = False
 
 
 # ---- state ------------------------------------------------------------------------------------
@@ -302,6 +303,7 @@ class Order:
     shipment_id: str = ""
     compromised: bool = False  # its shipment had a temperature excursion
     disposition: str = ""  # QA's decision on a compromised shipment (ACCEPT | REJECT)
+    returned: str = ""  # its shipment came back or was discarded (RETURNED | DISCARDED)
     received: OrderReceived | None = None
     infused: tuple[OrderInfused, ...] = ()
     adverse_events: tuple[AdverseEventReported, ...] = ()

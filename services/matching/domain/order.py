@@ -107,7 +107,11 @@ def decide(state: Order, command: OrderCommand) -> Sequence[OrderEvent]:
                 raise InvalidArgument("unit_id", f"{unit_id!r} is not a unit of this order")
             if any(i.unit_id == unit_id for i in state.infused):
                 return []
-            if state.status is not OrderStatus.RECEIVED:
+            if state.returned:
+                raise PreconditionFailed(
+                    "shipment returned", f"its shipment was {state.returned.lower()}"
+                )
+            if state.status not in (OrderStatus.RECEIVED, OrderStatus.INFUSED):
                 raise PreconditionFailed(
                     "order not received", f"order is {state.status.value}; infusion follows receipt"
                 )
@@ -145,7 +149,9 @@ def shipment_reported(state: Order, event: object) -> list[OrderEvent]:
             return [event]
         case OrderShipmentDispositioned(_, decision) if state.compromised and not state.disposition:
             return [event] if decision in ("ACCEPT", "REJECT") else []
-        case OrderShipmentReturned() if state.status is not OrderStatus.INFUSED:
+        case OrderShipmentReturned() if (
+            state.status is not OrderStatus.INFUSED and not state.returned
+        ):
             return [event]
     return []
 
@@ -200,7 +206,9 @@ def evolve(state: Order, event: OrderEvent) -> Order:
         case OrderShipmentDispositioned(_, decision):
             return replace(state, disposition=decision, status_reason=f"QA disposition: {decision}")
         case OrderShipmentReturned(shipment_id, outcome):
-            return replace(state, status_reason=f"shipment {shipment_id} {outcome.lower()}")
+            return replace(
+                state, returned=outcome, status_reason=f"shipment {shipment_id} {outcome.lower()}"
+            )
         case OrderReceived():
             return replace(state, status=OrderStatus.RECEIVED, received=event)
         case OrderInfused():
@@ -228,9 +236,11 @@ def decide_notification(
         case AcknowledgeNotification(hospital_id, by):
             if state.issued is None or state.issued.hospital_id != hospital_id:
                 raise NotFound("no such notification")
-            if state.acknowledged_by:
+            if state.acknowledged:
                 return []
-            return [NotificationAcknowledged(by)]
+            if not by.strip():
+                raise InvalidArgument("by", "an acknowledgement names who acknowledged")
+            return [NotificationAcknowledged(by.strip())]
     raise TypeError(f"unknown command {command!r}")
 
 
@@ -239,5 +249,5 @@ def evolve_notification(state: Notification, event: NotificationEvent) -> Notifi
         case NotificationIssued():
             return dataclasses.replace(state, issued=event)
         case NotificationAcknowledged(by):
-            return dataclasses.replace(state, acknowledged_by=by)
+            return dataclasses.replace(state, acknowledged_by=by, acknowledged=True)
     raise TypeError(f"unknown event {event!r}")

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from services.matching.domain.model import (
+    AdverseEventReported,
     AllocatedUnit,
     AllocationLost,
     CancelOrder,
@@ -18,14 +19,22 @@ from services.matching.domain.model import (
     OrderAllocated,
     OrderCancelled,
     OrderCommand,
+    OrderDelivered,
+    OrderDispatched,
     OrderEvent,
+    OrderInfused,
     OrderPlaced,
+    OrderReceived,
     OrderRejected,
+    OrderShipmentCompromised,
+    OrderShipmentDispositioned,
+    OrderShipmentReturned,
     OrderStatus,
     PlaceOrder,
     ProductCategory,
     RecordAllocation,
     RejectOrder,
+    Signature,
 )
 from services.matching.domain.order import decide, evolve
 from services.matching.tests.builders import NOW, TABLE, patient
@@ -293,6 +302,14 @@ SAMPLES: dict[type, OrderEvent] = {
     OrderRejected: OrderRejected("none", VERSION),
     OrderCancelled: OrderCancelled("why"),
     AllocationLost: AllocationLost("unit-1", "why"),
+    OrderDispatched: OrderDispatched("SHP-1", NOW),
+    OrderDelivered: OrderDelivered("SHP-1", NOW),
+    OrderShipmentCompromised: OrderShipmentCompromised("SHP-1", "excursion"),
+    OrderShipmentDispositioned: OrderShipmentDispositioned("SHP-1", "ACCEPT"),
+    OrderShipmentReturned: OrderShipmentReturned("SHP-1", "RETURNED"),
+    OrderReceived: OrderReceived(Signature("dr-lee", "received", NOW)),
+    OrderInfused: OrderInfused("unit-1", Signature("dr-lee", "infused", NOW), 3600.0),
+    AdverseEventReported: AdverseEventReported("ae-1", "unit-1", "rash", "MILD", NOW),
 }
 
 

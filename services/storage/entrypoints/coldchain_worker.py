@@ -1,9 +1,12 @@
 """Faust cold-chain worker: `python -m services.storage.entrypoints.coldchain_worker worker`.
 
 Watches every tank's readings on cellbank.telemetry.v1 (key: tank id) and turns excursion and
-silent-sensor facts into QuarantineTank commands to the owning site's storage service.
+silent-sensor facts into QuarantineTank commands to the owning site's storage service. Dry
+shipper loggers (readings with device = "shipper") are watched the same way; their facts go to
+the site's delivery service (ReportShipperExcursion: the shipment in transit is compromised).
 Configuration (environment): CELLBANK_KAFKA_BOOTSTRAP, CELLBANK_STORAGE_ENDPOINTS
-("LON=host:port,MAN=host:port"), CELLBANK_COLDCHAIN_TOKEN (a service token),
+("LON=host:port,MAN=host:port"), CELLBANK_DELIVERY_ENDPOINTS (same form),
+CELLBANK_COLDCHAIN_TOKEN (a service token),
 CELLBANK_COLDCHAIN_MAX_C, CELLBANK_COLDCHAIN_EXCURSION_MINUTES, CELLBANK_COLDCHAIN_SILENCE_MINUTES,
 CELLBANK_COLDCHAIN_APP_ID.
 """
@@ -19,6 +22,8 @@ from typing import Any
 
 import faust
 import grpc
+from cellbank.delivery.v1 import delivery_service_pb2 as dlv
+from cellbank.delivery.v1 import delivery_service_pb2_grpc as dlv_grpc
 from cellbank.storage.v1 import events_pb2 as epb
 from cellbank.storage.v1 import storage_service_pb2 as spb
 from cellbank.storage.v1 import storage_service_pb2_grpc as spb_grpc
@@ -44,9 +49,13 @@ def decode_reading(payload: bytes) -> Reading:
     message.ParseFromString(payload)
     if not message.tank_id or not message.HasField("measured_at"):
         raise ValueError("reading lacks tank_id or measured_at")
+    if message.device not in ("", "tank", "shipper"):
+        raise ValueError(f"unknown device {message.device!r}")
+    # A shipper is watched like a tank, under its own key (tank ids never contain ':').
+    device_id = f"{SHIPPER}{message.tank_id}" if message.device == "shipper" else message.tank_id
     return Reading(
         message.site_id,
-        message.tank_id,
+        device_id,
         message.celsius,
         message.measured_at.ToDatetime(tzinfo=UTC),
     )
@@ -66,15 +75,31 @@ RETRYABLE = frozenset(
 )
 
 
-class QuarantineDispatcher:
-    """Facts → QuarantineTank at the owning site, retried until the site answers."""
+SHIPPER = "shipper:"
 
-    def __init__(self, endpoints: dict[str, str], token: str) -> None:
+
+class QuarantineDispatcher:
+    """Facts → QuarantineTank at the owning site (a shipper's: ReportShipperExcursion at the
+    site's delivery service, which compromises the shipment in transit), retried until the
+    site answers."""
+
+    def __init__(
+        self, endpoints: dict[str, str], token: str, delivery: dict[str, str] | None = None
+    ) -> None:
         self.endpoints = endpoints
+        self.delivery = delivery or {}
         self.metadata = (("authorization", f"Bearer {token}"),)
         self._channels: dict[str, grpc.aio.Channel] = {}
 
+    def _channel(self, address: str) -> grpc.aio.Channel:
+        channel = self._channels.get(address) or grpc.aio.insecure_channel(address)
+        self._channels[address] = channel
+        return channel
+
     async def dispatch(self, fact: Fact) -> None:
+        if fact.tank_id.startswith(SHIPPER):
+            await self._shipper(fact)
+            return
         address = self.endpoints.get(fact.site_id)
         if address is None:
             log.error(
@@ -82,9 +107,7 @@ class QuarantineDispatcher:
                 extra={"site": fact.site_id, "cause": fact.cause},
             )
             return
-        channel = self._channels.get(address) or grpc.aio.insecure_channel(address)
-        self._channels[address] = channel
-        stub = spb_grpc.StorageServiceStub(channel)
+        stub = spb_grpc.StorageServiceStub(self._channel(address))
         request = spb.QuarantineTankRequest(
             tank_id=fact.tank_id, cause=fact.cause, reason=f"cold chain: {type(fact).__name__}"
         )
@@ -108,6 +131,41 @@ class QuarantineDispatcher:
                     "storage unavailable; retrying",
                     extra={"cause": fact.cause, "error": err.details()},
                 )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _shipper(self, fact: Fact) -> None:
+        address = self.delivery.get(fact.site_id)
+        shipper_id = fact.tank_id.removeprefix(SHIPPER)
+        if address is None:
+            log.error(
+                "no delivery endpoint for site; shipper fact dropped",
+                extra={"site": fact.site_id, "cause": fact.cause},
+            )
+            return
+        stub = dlv_grpc.DeliveryServiceStub(self._channel(address))
+        request = dlv.ReportShipperExcursionRequest(
+            shipper_id=shipper_id, cause=fact.cause, detail=f"cold chain: {type(fact).__name__}"
+        )
+        delay = 0.2
+        while True:
+            try:
+                reply = await stub.ReportShipperExcursion(
+                    request, metadata=self.metadata, timeout=10
+                )
+                log.warning(
+                    "shipper excursion reported",
+                    extra={"shipper": shipper_id, "cause": fact.cause,
+                           "shipments": list(reply.shipment_ids)},
+                )  # fmt: skip
+                return
+            except grpc.aio.AioRpcError as err:
+                if err.code() not in RETRYABLE:
+                    log.error(
+                        "shipper excursion refused; fact dropped",
+                        extra={"cause": fact.cause, "error": err.details()},
+                    )
+                    return
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
@@ -188,6 +246,9 @@ async def restore_watches() -> None:
 dispatcher = QuarantineDispatcher(
     parse_endpoints(os.environ.get("CELLBANK_STORAGE_ENDPOINTS", "")),
     os.environ.get("CELLBANK_COLDCHAIN_TOKEN", ""),
+    parse_endpoints(
+        os.environ.get("CELLBANK_DELIVERY_ENDPOINTS", ""), "CELLBANK_DELIVERY_ENDPOINTS"
+    ),
 )
 
 
