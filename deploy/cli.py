@@ -466,6 +466,7 @@ TRACE_COLUMNS = (
     ("status", "unit_status"), ("location", "location"), ("shipment", "shipment_id"),
     ("order", "order_id"), ("hospital", "hospital_id"), ("patient", "patient_ref"),
     ("delivered", "delivered_at"), ("received", "received_at"), ("infused", "infused_at"),
+    ("vein-to-vein", "vein_to_vein_seconds"),
 )  # fmt: skip
 
 
@@ -478,10 +479,17 @@ def trace_records(reply: dpb.TraceReply) -> list[dict[str, str]]:
             value = getattr(row, field)
             if isinstance(value, Timestamp):
                 record[field] = moment(value) if row.HasField(field) else ""
+            elif isinstance(value, float):
+                record[field] = _duration(value) if value else ""
             else:
                 record[field] = str(value)
         records.append(record)
     return records
+
+
+def _duration(seconds: float) -> str:
+    hours, rest = divmod(int(seconds), 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours < 48 else f"{hours // 24}d{hours % 24:02d}h"
 
 
 def trace_table(records: list[dict[str, str]]) -> list[str]:

@@ -29,7 +29,8 @@ _TRACE = """
 SELECT c.donor_id, d.site_id AS donor_site, c.din, c.collected_at, b.batch_id, b.released_at,
        u.unit_id, u.status AS unit_status, u.address, u.reserved_for, u.site_id AS unit_site,
        s.shipment_id, s.status AS shipment_status, s.custodian, s.delivered_at,
-       o.order_id, o.hospital_id, o.patient_ref, o.received_at, o.infused_at, o.status AS order_status
+       o.order_id, o.hospital_id, o.patient_ref, o.placed_at, o.received_at, o.infused_at,
+       o.status AS order_status
 FROM lb_collections c
 LEFT JOIN lb_donors d ON d.donor_id = c.donor_id
 LEFT JOIN lb_units u ON u.din = c.din

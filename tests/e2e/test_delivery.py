@@ -280,6 +280,7 @@ async def test_from_order_to_infusion_then_recall_and_trace(sites, tmp_path):
     assert infused_row.unit_status == "INFUSED" and infused_row.infused_at.seconds > 0
     assert infused_row.collected_at.seconds > 0 and infused_row.released_at.seconds > 0
     assert rows[kept].unit_status == "RECALLED"
+    assert infused_row.vein_to_vein_seconds > 0 and infused_row.order_to_delivery_seconds > 0
     by_donor = await a.delivery.Trace(dpb.TraceRequest(donor_id=donor_id), metadata=OP)
     assert {r.unit_id for r in by_donor.rows} == set(units)
 
@@ -566,3 +567,37 @@ def start_sla_monitor(
         return subprocess.Popen(
             command, env=env, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT
         )
+
+
+async def test_a_qa_declared_defect_recalls_the_batch(sites):
+    a, _ = sites
+    donor_id, din, units = await a.stock_donor(2, 8.7e8)
+    await lookback_caught_up(a)
+    batch_id = f"batch-{din}"
+    await refused(
+        a.delivery.DeclareProductDefect(
+            dpb.DeclareProductDefectRequest(batch_id=batch_id, reason="bag seam leak"), metadata=OP
+        ),
+        grpc.StatusCode.PERMISSION_DENIED,
+    )  # only QA declares a defect
+    await refused(
+        a.delivery.DeclareProductDefect(
+            dpb.DeclareProductDefectRequest(batch_id=batch_id), metadata=QA
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    recall = await a.delivery.DeclareProductDefect(
+        dpb.DeclareProductDefectRequest(batch_id=batch_id, reason="bag seam leak in lot 7"),
+        metadata=QA,
+    )
+    assert recall.trigger == "PRODUCT_DEFECT" and set(recall.unit_ids) == set(units)
+    assert set(recall.held_unit_ids) == set(units)  # both were in stock: held back at once
+    assert a.bank.storage is not None
+    for unit_id in units:
+        held = await projected(
+            lambda u=unit_id: a.bank.storage.GetUnit(spb.GetUnitRequest(unit_id=u), metadata=OP),
+            until=lambda u: u.status == "RECALLED",
+            what="the unit recalled",
+        )
+        assert held.status == "RECALLED"
+    assert donor_id

@@ -285,6 +285,10 @@ def _trace_row(r: Any) -> pb.TraceRow:
         hospital_id=r["hospital_id"] or "", patient_ref=r["patient_ref"] or "",
         unit_site=r["unit_site"] or "",
     )  # fmt: skip
+    if r["infused_at"] is not None and r["collected_at"] is not None:
+        row.vein_to_vein_seconds = (r["infused_at"] - r["collected_at"]).total_seconds()
+    if r["delivered_at"] is not None and r["placed_at"] is not None:
+        row.order_to_delivery_seconds = (r["delivered_at"] - r["placed_at"]).total_seconds()
     for field, column in (
         ("collected_at", "collected_at"), ("released_at", "released_at"),
         ("delivered_at", "delivered_at"), ("received_at", "received_at"),
