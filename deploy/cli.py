@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import sys
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC
@@ -539,6 +540,116 @@ def trace(args: argparse.Namespace, io: Streams) -> int:
     return 0
 
 
+# --- replay --------------------------------------------------------------------------------
+
+
+def _infra_of(endpoints: NetworkEndpoints, args: argparse.Namespace) -> tuple[str, str]:
+    bootstrap = (
+        args.kafka
+        or os.environ.get("CELLBANK_KAFKA_BOOTSTRAP", "")
+        or str(endpoints.document.get("kafka", ""))
+    )
+    server = (
+        args.database_url
+        or os.environ.get("CELLBANK_DATABASE_URL", "")
+        or str(endpoints.document.get("database_url", ""))
+    )
+    if not bootstrap or not server:
+        raise CliError(
+            "replay needs Kafka and PostgreSQL: pass --kafka and --database-url, set "
+            "CELLBANK_KAFKA_BOOTSTRAP / CELLBANK_DATABASE_URL, or use the file make run writes"
+        )
+    return bootstrap, server
+
+
+def replay(args: argparse.Namespace, io: Streams) -> int:
+    """Rebuild a site from the log; --verify compares its digests with the live site."""
+    import asyncio
+
+    from deploy.replay import differences, replay_site, site_digests, specs
+    from shared.db import database_name
+
+    endpoints = load_endpoints(args.endpoints)
+    site = endpoints.site_names(args.site)[0] if args.site else None
+    if site is None:
+        raise CliError("--site is required")
+    bootstrap, server = _infra_of(endpoints, args)
+    services = list(specs())
+    # The site's databases: shared.db.database_name, unless the file names them ("databases").
+    named = endpoints.document.get("databases", {}).get(site, {})
+    live = {name: named.get(name) or database_name(site, name) for name in services}
+    if args.restore:
+        targets = live
+    else:
+        suffix = uuid.uuid4().hex[:6]
+        targets = {name: f"cellbank_replay_{site.lower()}_{name}_{suffix}" for name in services}
+
+    async def run() -> int:
+        from shared.db import drop_database
+
+        if args.restore and not args.force:
+            present = await _databases_with_events(server, list(live.values()))
+            if present:
+                raise CliError(
+                    f"{site} still has event stores ({', '.join(present)}): --restore rebuilds a "
+                    "site whose databases are gone (stop its services and drop them, or --force)"
+                )
+        result = await replay_site(
+            site, bootstrap=bootstrap, server_url=server, targets=targets,
+            restore_events_from_log=args.restore, progress=io.warn,
+        )  # fmt: skip
+        io.print(
+            f"{site}: {result.records_replayed:,} records replayed in {result.seconds:.1f}s"
+            f" ({result.rate:,.0f} events/s)"
+            + (
+                f"; {sum(result.events_restored.values()):,} own events restored"
+                if args.restore
+                else ""
+            )
+        )
+        code = 0
+        try:
+            if args.verify and not args.restore:
+                live_digests = await site_digests(server, live, with_events=False)
+                replayed = await site_digests(server, targets, with_events=False)
+                differ = differences(live_digests, replayed)
+                for key in sorted(live_digests):
+                    io.print(f"  {key:<44} {'DIFFERS' if key in differ else 'OK'}")
+                if differ:
+                    io.print(f"DIFFERENT: {', '.join(differ)} (if the site was busy, run again)")
+                    code = 1
+                else:
+                    io.print(f"OK: {site} replayed equals live ({len(live_digests)} read models)")
+        finally:
+            if not args.restore and not args.keep:
+                for dbname in targets.values():
+                    await drop_database(server, dbname)
+        return code
+
+    return asyncio.run(run())
+
+
+async def _databases_with_events(server: str, names: list[str]) -> list[str]:
+    import asyncpg
+
+    from shared.db import with_database
+
+    present = []
+    for name in names:
+        try:
+            conn = await asyncpg.connect(with_database(server, name))
+        except asyncpg.InvalidCatalogNameError:
+            continue
+        try:
+            if await conn.fetchval(
+                "SELECT to_regclass('events') IS NOT NULL"
+            ) and await conn.fetchval("SELECT count(*) FROM events"):
+                present.append(name)
+        finally:
+            await conn.close()
+    return present
+
+
 @dataclass
 class CommandGroup:
     """A `cellbank <group>` with its actions; every action is listed in `cellbank --help`."""
@@ -607,6 +718,26 @@ def build_parser() -> argparse.ArgumentParser:
     traced.add_argument("--site", help="ask this site's lookback (default: the first site)")
     traced.add_argument("--json", action="store_true", help="the rows as a JSON array")
     listing.append(("trace", trace_help))
+
+    replay_help = "rebuild a site from the Kafka log (progress, events/s) and verify its digest"
+    replayed = commands.add_parser(
+        "replay", parents=[connection_options()], help=replay_help,
+        description="Rebuild every service of a site from the log into fresh databases (its "
+        "projections), with a progress bar; --verify compares a deterministic state digest of "
+        "each read model with the live site (exit 1 naming what differs). --restore rebuilds a "
+        "site whose databases are gone into its own databases, its events included.",
+    )  # fmt: skip
+    replayed.set_defaults(run=replay)
+    replayed.add_argument("--site", required=True, help="site id, e.g. LON")
+    replayed.add_argument("--verify", action="store_true", help="compare with the live site")
+    replayed.add_argument("--restore", action="store_true", help="rebuild a lost site in place")
+    replayed.add_argument(
+        "--force", action="store_true", help="with --restore: even if stores exist"
+    )
+    replayed.add_argument("--keep", action="store_true", help="keep the scratch databases")
+    replayed.add_argument("--kafka", help="Kafka bootstrap (default: the endpoints file)")
+    replayed.add_argument("--database-url", help="PostgreSQL server URL (default: the file)")
+    listing.append(("replay", replay_help))
 
     width = max(len(name) for name, _ in listing)
     parser.epilog = "all commands:\n" + "\n".join(

@@ -102,7 +102,7 @@ async def seed_demo(services: list[ServiceProcess], sites: list[str]) -> str:
 
 
 def endpoints_document(
-    services: list[ServiceProcess], sites: list[str], kafka_bootstrap: str
+    services: list[ServiceProcess], sites: list[str], kafka_bootstrap: str, database_url: str = ""
 ) -> dict[str, Any]:
     """What tools need to reach the running network (`cellbank`, hospital clients): every
     site's service addresses plus the public aliases, a demo hospital per hospital token with
@@ -130,6 +130,7 @@ def endpoints_document(
         "hospitals": hospitals,
         "operator_token": "op-alice",
         "kafka": kafka_bootstrap,
+        "database_url": database_url,  # the PostgreSQL server (`cellbank replay` rebuilds sites)
     }
 
 
@@ -211,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
             service.start(endpoints, args.root / "logs")
         run_async(lambda: _all_serving(services))
         write_endpoints_file(
-            endpoints_file, endpoints_document(services, sites, endpoints.kafka_bootstrap)
+            endpoints_file,
+            endpoints_document(services, sites, endpoints.kafka_bootstrap, endpoints.database_url),
         )
         demo = "" if args.no_demo else run_async(lambda: seed_demo(services, sites))
         extras = cold_chain(endpoints, services, [f"{site}-T1" for site in sites], args.root)

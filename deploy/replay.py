@@ -1,0 +1,378 @@
+"""Rebuild a site from the Kafka log, and compare deterministic state digests.
+
+A site's state is a function of the log: for each of its services, a fresh database gets the
+service's projections replayed from offset 0 (and, when its event store is gone, the site's own
+events restored from the service's topic, in hash-chain order, so the chain still verifies and
+the relay does not publish them again). Policies — projections that act (raise recalls, record
+shipment facts on orders) — are not replayed: what they did is already in the event stores.
+
+`site_digests` hashes every read-model table (rows as canonical JSON, sorted) and the event
+store (ids, versions and hashes in position order); equal digests mean equal state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from shared.db import (
+    SHARED_MIGRATIONS,
+    create_pool,
+    drop_database,
+    ensure_database,
+    migrate,
+    migration_files,
+    with_database,
+)
+from shared.digest import rows_digest
+from shared.envelope_codec import decode
+from shared.events import StoredEvent
+from shared.eventstore import utc_now
+from shared.hashchain import GENESIS
+from shared.kafka_admin import end_offsets
+from shared.postgres_eventstore import PostgresEventStore
+from shared.projections import ProjectionRunner
+from shared.service_host import ServiceContext, ServiceSpec
+from shared.settings import Settings
+from shared.topics import SERVICE_TOPICS
+
+# Bookkeeping of the runner and the relay, not state: differs between a live site and a replay.
+NOT_STATE = frozenset(
+    {
+        "events", "relay_checkpoints", "projection_checkpoints", "processed_events",
+        "parked_records", "schema_migrations",
+        "shipment_orders",  # matching's delivery policy's own lookup (policies are not replayed)
+    }
+)  # fmt: skip
+VOLATILE_COLUMNS = ("changed_xid",)  # transaction ids differ by construction
+Progress = Callable[[str], None]
+# A replay assigns no DINs (it runs no commands); donor intake's build still wants a valid FIN.
+REPLAY_FIN = "R0000"
+
+
+def specs() -> dict[str, ServiceSpec]:
+    """Every service's ServiceSpec, imported on demand (their modules are heavy)."""
+    from services.delivery.entrypoints.main import SPEC as DELIVERY
+    from services.donor_intake.entrypoints.main import SPEC as DONOR_INTAKE
+    from services.manufacturing.entrypoints.main import SPEC as MANUFACTURING
+    from services.matching.entrypoints.main import SPEC as MATCHING
+    from services.storage.entrypoints.main import SPEC as STORAGE
+
+    return {s.name: s for s in (DONOR_INTAKE, MANUFACTURING, STORAGE, MATCHING, DELIVERY)}
+
+
+@dataclass
+class Meter:
+    """events/s and ETA for a progress line on stderr (a bar when it is a terminal)."""
+
+    label: str
+    total: int
+    out: Progress
+    started: float = field(default_factory=time.monotonic)
+    last: float = 0.0
+
+    def update(self, done: int, *, final: bool = False) -> None:
+        now = time.monotonic()
+        if not final and now - self.last < 0.5:
+            return
+        self.last = now
+        elapsed = max(now - self.started, 1e-6)
+        rate = done / elapsed
+        eta = (self.total - done) / rate if rate > 0 and self.total > done else 0.0
+        width = 24
+        filled = int(width * min(1.0, done / self.total)) if self.total else width
+        bar = "#" * filled + "." * (width - filled)
+        self.out(
+            f"{self.label:<28} [{bar}] {done:,}/{self.total:,} events  {rate:,.0f} ev/s"
+            f"  ETA {eta:,.0f}s" + ("  done" if final else "")
+        )
+
+
+# ---- restoring a site's own events --------------------------------------------------------
+
+
+async def site_events_from_log(bootstrap: str, topic: str, site_id: str) -> list[StoredEvent]:
+    """The site's events on the topic (up to its current end), deduplicated by event id."""
+    ends = await end_offsets(bootstrap, [topic])
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    seen: dict[str, StoredEvent] = {}
+    try:
+        partitions = [tp for tp, end in ends.items() if end > 0]
+        if not partitions:
+            return []
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        remaining = {tp: end for tp, end in ends.items() if end > 0}
+        while remaining:
+            batch = await consumer.getmany(*remaining, timeout_ms=1000, max_records=5000)
+            for tp, records in batch.items():
+                for record in records:
+                    if record.offset >= remaining.get(tp, 0):
+                        continue
+                    with contextlib.suppress(Exception):  # poison on the log is not ours
+                        event = decode(record.value)
+                        if event.site_id == site_id:
+                            seen.setdefault(event.event_id, event)
+            for tp in list(remaining):
+                if await consumer.position(tp) >= remaining[tp]:
+                    del remaining[tp]
+    finally:
+        await consumer.stop()
+    return chain_order(list(seen.values()))
+
+
+def chain_order(events: Sequence[StoredEvent]) -> list[StoredEvent]:
+    """The store's order, recovered from the hash chain (each event links to its predecessor)."""
+    by_prev = {bytes(e.prev_hash): e for e in events}
+    ordered: list[StoredEvent] = []
+    link = GENESIS
+    while link in by_prev:
+        event = by_prev.pop(link)
+        ordered.append(event)
+        link = bytes(event.hash)
+    if by_prev:
+        raise ValueError(
+            f"{len(by_prev)} event(s) on the log do not continue the site's hash chain "
+            f"(first unlinked: {next(iter(by_prev.values())).event_id}); the log is incomplete"
+        )
+    return ordered
+
+
+async def restore_events(
+    pool: asyncpg.Pool, events: Sequence[StoredEvent], relay_name: str
+) -> None:
+    """Insert the events with positions 1..N and mark them published (they are on Kafka)."""
+    rows = [
+        (i, e.event_id, e.aggregate_id, e.aggregate_version, e.aggregate_type, e.event_type,
+         e.schema_version, e.site_id, e.occurred_at, e.recorded_at, e.actor, e.reason,
+         e.correlation_id, e.causation_id, e.payload, e.prev_hash, e.hash)
+        for i, e in enumerate(events, start=1)
+    ]  # fmt: skip
+    async with pool.acquire() as conn, conn.transaction():
+        if await conn.fetchval("SELECT count(*) FROM events"):
+            raise RuntimeError("the target event store is not empty; restore into a fresh one")
+        await conn.copy_records_to_table(
+            "events",
+            records=rows,
+            columns=[
+                "position", "event_id", "aggregate_id", "aggregate_version", "aggregate_type",
+                "event_type", "schema_version", "site_id", "occurred_at", "recorded_at", "actor",
+                "reason", "correlation_id", "causation_id", "payload", "prev_hash", "hash",
+            ],
+        )  # fmt: skip
+        await conn.execute(
+            "SELECT setval(pg_get_serial_sequence('events', 'position'), greatest($1, 1), $1 > 0)",
+            len(rows),
+        )
+        await conn.execute(
+            "INSERT INTO relay_checkpoints (relay_name, position) VALUES ($1, $2)"
+            " ON CONFLICT (relay_name) DO UPDATE SET position = $2",
+            relay_name, len(rows),
+        )  # fmt: skip
+
+
+# ---- replaying projections ----------------------------------------------------------------
+
+
+@dataclass
+class _Replay:
+    """One projection being replayed: its runner, its goal (offsets) and how far it is."""
+
+    label: str
+    pool: asyncpg.Pool
+    name: str
+    goal: dict[TopicPartition, int]
+    task: asyncio.Task[None]
+    stop: asyncio.Event
+
+    @property
+    def total(self) -> int:
+        return sum(self.goal.values())
+
+
+async def start_projections(
+    spec: ServiceSpec, pool: asyncpg.Pool, settings: Settings
+) -> list[_Replay]:
+    """Start the service's projections (not its policies) from offset 0, each aiming at the
+    log's end as it is now."""
+    store = PostgresEventStore(pool, settings.site_id, service=spec.name)
+    components = spec.build(ServiceContext(settings, pool, store, utc_now))
+    started = []
+    for projection in components.projections:
+        if getattr(projection, "acts", False):
+            continue
+        goal = await end_offsets(settings.kafka_bootstrap, list(projection.topics))
+        group = f"replay.{settings.site_id}.{spec.name}.{projection.name}.{uuid.uuid4().hex[:8]}"
+        runner = ProjectionRunner(
+            pool, projection, bootstrap=settings.kafka_bootstrap, group_id=group
+        )
+        stop = asyncio.Event()
+        task = asyncio.create_task(runner.run(stop), name=group)
+        label = f"{settings.site_id} {spec.name}.{projection.name}"
+        started.append(_Replay(label, pool, projection.name, goal, task, stop))
+    return started
+
+
+async def finish_projections(replays: list[_Replay], progress: Progress, timeout: float) -> int:
+    """Wait until every replay reached its goal, showing one progress line; stop them."""
+    total = sum(r.total for r in replays)
+    meter = Meter(f"replaying {len(replays)} read models", total, progress)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            done = 0
+            for r in replays:
+                done += await _consumed(r.pool, r.name, r.goal)
+                if r.task.done():
+                    r.task.result()  # the runner died: raise its error
+                    if await _consumed(r.pool, r.name, r.goal) < r.total:
+                        raise RuntimeError(f"{r.label} stopped before the end of the log")
+            meter.update(done)
+            if done >= total:
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"replay: {done:,}/{total:,} records after {timeout:.0f}s")
+            await asyncio.sleep(0.1)
+    finally:
+        for r in replays:
+            r.stop.set()
+        for r in replays:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(r.task, 30)
+    meter.update(total, final=True)
+    return total
+
+
+async def _consumed(pool: asyncpg.Pool, projection: str, goal: Mapping[TopicPartition, int]) -> int:
+    rows = await pool.fetch(
+        'SELECT topic, partition, "offset" FROM projection_checkpoints WHERE projection = $1',
+        projection,
+    )
+    done = {TopicPartition(r["topic"], r["partition"]): r["offset"] + 1 for r in rows}
+    return sum(min(done.get(tp, 0), end) for tp, end in goal.items())
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayResult:
+    databases: dict[str, str]  # service → the database rebuilt
+    events_restored: dict[str, int]
+    records_replayed: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.records_replayed / self.seconds if self.seconds else 0.0
+
+
+async def replay_site(
+    site_id: str,
+    *,
+    bootstrap: str,
+    server_url: str,
+    targets: Mapping[str, str],
+    restore_events_from_log: bool,
+    progress: Progress = lambda line: print(line, file=sys.stderr, flush=True),
+    services: Sequence[str] | None = None,
+    facility_id: str = REPLAY_FIN,
+    timeout: float = 1800.0,
+) -> ReplayResult:
+    """Rebuild each service of the site into `targets[service]` (a database name; an existing
+    one is dropped first unless events are restored into it … which needs it empty)."""
+    started = time.monotonic()
+    restored: dict[str, int] = {}
+    all_specs = specs()
+    pools: list[asyncpg.Pool] = []
+    replays: list[_Replay] = []
+    try:
+        for name in services or list(all_specs):
+            spec = all_specs[name]
+            dbname = targets[name]
+            await drop_database(server_url, dbname)
+            await ensure_database(server_url, dbname)
+            pool = await create_pool(with_database(server_url, dbname), min_size=2, max_size=8)
+            pools.append(pool)
+            await migrate(
+                pool, migration_files(SHARED_MIGRATIONS, *spec.borrowed_migrations, spec.migrations)
+            )
+            if restore_events_from_log:
+                events = await site_events_from_log(bootstrap, SERVICE_TOPICS[name], site_id)
+                await restore_events(pool, events, f"{site_id}.{name}.relay")
+                restored[name] = len(events)
+                progress(f"{site_id} {name}: {len(events):,} own events restored from the log")
+            settings = Settings(
+                site_id=site_id, service=name, kafka_bootstrap=bootstrap,
+                database_url=server_url, database_name=dbname, facility_id=facility_id,
+            )  # fmt: skip
+            replays += await start_projections(spec, pool, settings)
+        records = await finish_projections(replays, progress, timeout)
+    finally:
+        for r in replays:
+            r.stop.set()
+        for pool in pools:
+            await pool.close()
+    return ReplayResult(dict(targets), restored, records, time.monotonic() - started)
+
+
+# ---- digests ------------------------------------------------------------------------------
+
+
+async def database_digests(
+    server_url: str, dbname: str, *, with_events: bool = True
+) -> dict[str, str]:
+    """table → digest of every read-model table (and the event store) of one database."""
+    pool = await create_pool(with_database(server_url, dbname), min_size=1, max_size=2)
+    try:
+        tables = [
+            r["table_name"]
+            for r in await pool.fetch(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+                " AND table_type = 'BASE TABLE' ORDER BY table_name"
+            )
+        ]
+        out: dict[str, str] = {}
+        volatile = " - ".join(f"'{c}'" for c in VOLATILE_COLUMNS)
+        for table in tables:
+            if table in NOT_STATE:
+                continue
+            rows = await pool.fetch(
+                f'SELECT (to_jsonb(t) - {volatile})::text AS j FROM "{table}" t ORDER BY 1'
+            )
+            out[table] = rows_digest((r["j"],) for r in rows)
+        if with_events:
+            rows = await pool.fetch(
+                "SELECT event_id::text, aggregate_id, aggregate_version, hash FROM events"
+                " ORDER BY position"
+            )
+            out["events"] = rows_digest(tuple(r.values()) for r in rows)
+        return out
+    finally:
+        await pool.close()
+
+
+async def site_digests(
+    server_url: str, databases: Mapping[str, str], *, with_events: bool = True
+) -> dict[str, str]:
+    """`service/table` → digest over the site's databases."""
+    out: dict[str, str] = {}
+    for service, dbname in databases.items():
+        for table, digest in (
+            await database_digests(server_url, dbname, with_events=with_events)
+        ).items():
+            out[f"{service}/{table}"] = digest
+    return out
+
+
+def differences(live: Mapping[str, str], replayed: Mapping[str, str]) -> list[str]:
+    """The tables whose digests differ (or exist on one side only)."""
+    return sorted(k for k in set(live) | set(replayed) if live.get(k) != replayed.get(k))
