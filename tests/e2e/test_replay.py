@@ -13,7 +13,6 @@ import uuid
 import grpc
 import pytest_asyncio
 from cellbank.delivery.v1 import delivery_service_pb2 as dpb
-from cellbank.hospital.v1 import hospital_pb2 as hpb
 from cellbank.hospital.v1 import hospital_pb2_grpc as hpb_grpc
 from cellbank.operator.v1 import operator_service_pb2 as opb
 from cellbank.operator.v1 import operator_service_pb2_grpc as opb_grpc
@@ -29,7 +28,7 @@ from shared.testing.waits import eventually
 from tests.e2e.bank_site import site_settings
 from tests.e2e.network import NetworkSite, network
 from tests.e2e.test_delivery import OP, allocated, shipment_for
-from tests.e2e.test_matching import H1, search, visible
+from tests.e2e.test_matching import H1, search
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -51,12 +50,7 @@ async def quiesced(site: NetworkSite) -> None:
     for host in hosts(site).values():
         assert host.server is not None and host.pool is not None
         async with grpc.aio.insecure_channel(f"127.0.0.1:{host.port}") as channel:
-            ops = opb_grpc.OperatorServiceStub(channel)
-            await eventually(
-                lambda o=ops: o.GetStoreStatus(opb.GetStoreStatusRequest(), metadata=OP),
-                until=lambda s: s.published_position == s.head_position,
-                what=f"{host.spec.name}'s relay to publish everything", timeout=60,
-            )  # fmt: skip
+            await _published(opb_grpc.OperatorServiceStub(channel), host.spec.name)
     for host in hosts(site).values():
         assert host.pool is not None
         for runner in host.runners:
@@ -64,6 +58,15 @@ async def quiesced(site: NetworkSite) -> None:
                 host.pool, runner.projection.name, bootstrap=host.settings.kafka_bootstrap,
                 topics=list(runner.projection.topics), timeout=60,
             )  # fmt: skip
+
+
+async def _published(ops: opb_grpc.OperatorServiceStub, service: str) -> None:
+    await eventually(
+        lambda: ops.GetStoreStatus(opb.GetStoreStatusRequest(), metadata=OP),
+        until=lambda s: s.published_position == s.head_position,
+        what=f"{service}'s relay to publish everything",
+        timeout=60,
+    )
 
 
 async def activity(a: NetworkSite, b: NetworkSite, viable: float) -> None:
@@ -155,4 +158,3 @@ async def test_a_site_started_later_catches_up_and_serves_the_network_inventory(
     finally:
         await host.stop(grace=1)
         await drop_database(endpoints.database_url, settings.database_name)
-    assert visible and hpb
