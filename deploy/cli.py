@@ -18,6 +18,7 @@ Exit codes: 0 fine, 1 the answer is bad (a broken audit chain, an unknown aggreg
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -650,6 +651,54 @@ async def _databases_with_events(server: str, names: list[str]) -> list[str]:
     return present
 
 
+# --- watch ---------------------------------------------------------------------------------
+
+
+def watch(args: argparse.Namespace, io: Streams) -> int:
+    """Follow the network's events live (or from the beginning), filtered; Ctrl-C stops."""
+    import asyncio
+
+    from shared.event_watch import EventFilter, watch_events
+
+    bootstrap = args.kafka or os.environ.get("CELLBANK_KAFKA_BOOTSTRAP", "")
+    if not bootstrap:
+        bootstrap = str(load_endpoints(args.endpoints).document.get("kafka", ""))
+    if not bootstrap:
+        raise CliError("watch needs Kafka: --kafka, CELLBANK_KAFKA_BOOTSTRAP or the endpoints file")
+    selection = EventFilter(
+        args.site or "", args.topic or "", args.type or "", args.aggregate or ""
+    )
+    try:
+        selection.topics()
+    except Exception as exc:
+        raise CliError(str(exc)) from None
+
+    async def follow() -> int:
+        shown = 0
+        events = watch_events(bootstrap, selection, from_beginning=args.from_beginning)
+        async with contextlib.aclosing(events):  # stops its consumer when we stop
+            async for watched in events:
+                if args.json:
+                    io.print(json.dumps(watched.record(), separators=(",", ":")))
+                else:
+                    e = watched.event
+                    at = e.occurred_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+                    io.print(f"{at}  {e.site_id:<4} {watched.summary}")
+                shown += 1
+                if args.limit and shown >= args.limit:
+                    return 0
+        return 0
+
+    try:
+        return asyncio.run(
+            asyncio.wait_for(follow(), args.for_seconds) if args.for_seconds else follow()
+        )
+    except TimeoutError:
+        return 0
+    except KeyboardInterrupt:
+        return 0
+
+
 @dataclass
 class CommandGroup:
     """A `cellbank <group>` with its actions; every action is listed in `cellbank --help`."""
@@ -738,6 +787,25 @@ def build_parser() -> argparse.ArgumentParser:
     replayed.add_argument("--kafka", help="Kafka bootstrap (default: the endpoints file)")
     replayed.add_argument("--database-url", help="PostgreSQL server URL (default: the file)")
     listing.append(("replay", replay_help))
+
+    watch_help = "a live, readable stream of the network's events (filters, --json)"
+    watched = commands.add_parser(
+        "watch", parents=[connection_options()], help=watch_help,
+        description="Every event of the network as it arrives on Kafka: time, site, type, "
+        "aggregate and a one-line summary; --json prints one object per line (topic, partition, "
+        "offset, site_id, event_type, aggregate_id, occurred_at, payload, …). Ctrl-C stops.",
+    )  # fmt: skip
+    watched.set_defaults(run=watch)
+    watched.add_argument("--site", help="only events of this site")
+    watched.add_argument("--topic", help="only this topic (e.g. cellbank.storage.events.v1)")
+    watched.add_argument("--type", help="only this event type (e.g. UnitStored)")
+    watched.add_argument("--aggregate", help="only this aggregate id")
+    watched.add_argument("--from-beginning", action="store_true", help="replay the log first")
+    watched.add_argument("--json", action="store_true", help="one JSON object per line")
+    watched.add_argument("--limit", type=int, default=0, help="stop after this many events")
+    watched.add_argument("--for-seconds", type=float, default=0, help="stop after this long")
+    watched.add_argument("--kafka", help="Kafka bootstrap (default: the endpoints file)")
+    listing.append(("watch", watch_help))
 
     width = max(len(name) for name, _ in listing)
     parser.epilog = "all commands:\n" + "\n".join(

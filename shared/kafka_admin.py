@@ -61,9 +61,37 @@ async def end_offsets(bootstrap: str, topics: Iterable[str]) -> dict[TopicPartit
         await consumer.stop()
 
 
+async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+    """The topic's partitions (metadata refreshed when the consumer has none yet)."""
+    return set(consumer.partitions_for_topic(topic) or ()) or await _partitions(consumer, topic)
+
+
 async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
     await consumer._client.force_metadata_update()
     parts = consumer.partitions_for_topic(topic)
     if not parts:
         raise LookupError(f"topic {topic} does not exist")
     return set(parts)
+
+
+async def consumer_lag_by_prefix(bootstrap: str, prefixes: Iterable[str]) -> dict[str, int]:
+    """Records the consumer groups named `<prefix>.…` have still to read (committed offsets vs
+    the partitions' ends), per prefix. Groups commit for monitoring only."""
+    lag = dict.fromkeys(prefixes, 0)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        offsets: dict[str, dict[TopicPartition, int]] = {}
+        for group, *_ in await admin.list_consumer_groups():
+            if group.split(".", 1)[0] in lag:
+                committed = await admin.list_consumer_group_offsets(group)
+                offsets[group] = {tp: m.offset for tp, m in committed.items() if m.offset >= 0}
+        topics = sorted({tp.topic for committed in offsets.values() for tp in committed})
+        ends = await end_offsets(bootstrap, topics) if topics else {}
+        for group, committed in offsets.items():
+            lag[group.split(".", 1)[0]] += sum(
+                max(0, ends.get(tp, 0) - offset) for tp, offset in committed.items()
+            )
+    finally:
+        await admin.close()
+    return lag

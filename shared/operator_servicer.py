@@ -3,24 +3,41 @@ aggregate's history (who did what, when and why)."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+
 import grpc
 from cellbank.operator.v1 import operator_service_pb2 as pb
 from cellbank.operator.v1 import operator_service_pb2_grpc as pb_grpc
 
 from shared.aggregate_history import aggregate_history
 from shared.auth import current_principal, require
-from shared.errors import InvalidArgument
+from shared.errors import InvalidArgument, PreconditionFailed
+from shared.event_watch import EventFilter, Watched, watch_events
 from shared.grpc_server import ServiceBinding
 from shared.postgres_eventstore import PostgresEventStore
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["OperatorService"].full_name
 
 
+NetworkStatusSource = Callable[[], Awaitable[pb.NetworkStatus]]
+
+
 class OperatorServicer(pb_grpc.OperatorServiceServicer):
-    def __init__(self, store: PostgresEventStore, *, service: str, relay_name: str) -> None:
+    def __init__(
+        self,
+        store: PostgresEventStore,
+        *,
+        service: str,
+        relay_name: str,
+        bootstrap: str = "",
+        network_status: NetworkStatusSource | None = None,
+    ) -> None:
         self.store = store
         self.service = service
         self.relay_name = relay_name
+        self.bootstrap = bootstrap
+        self.network_status = network_status
 
     async def GetStoreStatus(
         self, request: pb.GetStoreStatusRequest, context: grpc.aio.ServicerContext
@@ -67,6 +84,43 @@ class OperatorServicer(pb_grpc.OperatorServiceServicer):
         return aggregate_history(
             request.aggregate_id, events, site_id=self.store.site_id, service=self.service
         )
+
+    async def WatchEvents(
+        self, request: pb.WatchEventsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.WatchedEvent]:
+        require(current_principal.get(), "operator", "qa", "service")
+        selection = EventFilter(
+            request.site_id.strip(), request.topic.strip(), request.event_type.strip(),
+            request.aggregate_id.strip(),
+        )  # fmt: skip
+        selection.topics()  # an unknown topic is refused before streaming starts
+        events = watch_events(self.bootstrap, selection, from_beginning=request.from_beginning)
+        async with contextlib.aclosing(events):  # the consumer stops with the call
+            async for watched in events:
+                yield watched_message(watched)
+
+    async def GetNetworkStatus(
+        self, request: pb.GetNetworkStatusRequest, context: grpc.aio.ServicerContext
+    ) -> pb.NetworkStatus:
+        require(current_principal.get(), "operator", "qa", "service")
+        if self.network_status is None:
+            raise PreconditionFailed(
+                "network status", "ask a site's delivery service (it keeps the network's lookback)"
+            )
+        return await self.network_status()
+
+
+def watched_message(watched: Watched) -> pb.WatchedEvent:
+    e = watched.event
+    out = pb.WatchedEvent(
+        topic=watched.topic, partition=watched.partition, offset=watched.offset,
+        site_id=e.site_id, event_type=e.event_type, aggregate_type=e.aggregate_type,
+        aggregate_id=e.aggregate_id, aggregate_version=e.aggregate_version, actor=e.actor,
+        reason=e.reason, summary=watched.summary, payload_json=watched.payload_json,
+        event_id=e.event_id,
+    )  # fmt: skip
+    out.occurred_at.FromDatetime(e.occurred_at)
+    return out
 
 
 def operator_binding(servicer: OperatorServicer) -> ServiceBinding:

@@ -97,7 +97,10 @@ class ProjectionRunner:
             consumer = AIOKafkaConsumer(
                 bootstrap_servers=self.bootstrap,
                 group_id=self.group_id,
-                enable_auto_commit=False,
+                # The database checkpoint is authoritative (a restart seeks to it); offsets are
+                # committed to Kafka only so operators can see each group's lag.
+                enable_auto_commit=True,
+                auto_commit_interval_ms=2000,
                 auto_offset_reset="earliest",
                 max_poll_records=self.max_records,
             )

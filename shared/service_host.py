@@ -31,7 +31,7 @@ from shared.grpc_server import (
     wait_for_termination_signal,
 )
 from shared.metrics import serve_metrics
-from shared.operator_servicer import OperatorServicer, operator_binding
+from shared.operator_servicer import NetworkStatusSource, OperatorServicer, operator_binding
 from shared.outbox_relay import OutboxRelay
 from shared.postgres_eventstore import PostgresEventStore
 from shared.projections import Projection, ProjectionRunner
@@ -59,6 +59,7 @@ class Components:
     bindings: Sequence[ServiceBinding]
     projections: Sequence[Projection] = ()
     workers: Sequence[Worker] = ()  # background loops (schedulers, publishers) run until stop
+    network_status: NetworkStatusSource | None = None  # OperatorService.GetNetworkStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +128,10 @@ class ServiceHost:
             self._tasks.append(asyncio.create_task(runner.run(self._stop), name=group))
         for worker in components.workers:
             self._tasks.append(asyncio.create_task(worker(self._stop), name=f"{name}.worker"))
-        operator = OperatorServicer(store, service=name, relay_name=relay_name)
+        operator = OperatorServicer(
+            store, service=name, relay_name=relay_name, bootstrap=s.kafka_bootstrap,
+            network_status=components.network_status,
+        )  # fmt: skip
         credentials = (
             server_credentials(s.tls_cert_file, s.tls_key_file, s.tls_client_ca_file)
             if s.tls_cert_file

@@ -126,3 +126,43 @@ class DeliveryReadModel:
 
     async def trace(self, din: str, donor_id: str, batch_id: str) -> list[Any]:
         return list(await self.pool.fetch(_TRACE, din, donor_id, batch_id))
+
+    async def network_status(self) -> dict[str, dict[str, Any]]:
+        """Per site: units by status, available units by product type, open orders, shipments
+        in transit and at risk, recalls (from the network's lookback model)."""
+        sites: dict[str, dict[str, Any]] = {}
+
+        def site(site_id: str) -> dict[str, Any]:
+            return sites.setdefault(
+                site_id,
+                {"inventory": {}, "products": {}, "open_orders": 0, "in_transit": 0,
+                 "at_risk": 0, "recalls": 0},
+            )  # fmt: skip
+
+        for r in await self.pool.fetch(
+            "SELECT site_id, CASE WHEN status = 'STORED' AND reserved_for <> '' THEN 'RESERVED'"
+            " ELSE status END AS status, count(*) AS n FROM lb_units WHERE site_id <> ''"
+            " GROUP BY 1, 2"
+        ):
+            site(r["site_id"])["inventory"][r["status"]] = r["n"]
+        for r in await self.pool.fetch(
+            "SELECT u.site_id, b.product_type, count(*) AS n FROM lb_units u"
+            " JOIN lb_batches b USING (batch_id) WHERE u.status = 'STORED' AND u.reserved_for = ''"
+            " AND u.site_id <> '' GROUP BY 1, 2"
+        ):
+            site(r["site_id"])["products"][r["product_type"]] = r["n"]
+        for r in await self.pool.fetch(
+            "SELECT site_id, count(*) AS n FROM lb_orders WHERE site_id <> '' AND status IN"
+            " ('PLACED', 'ALLOCATED', 'DISPATCHED', 'DELIVERED', 'RECEIVED') GROUP BY 1"
+        ):
+            site(r["site_id"])["open_orders"] = r["n"]
+        for r in await self.pool.fetch(
+            "SELECT site_id, count(*) FILTER (WHERE status = 'IN_TRANSIT') AS moving,"
+            " count(*) FILTER (WHERE status = 'IN_TRANSIT' AND at_risk) AS risky"
+            " FROM lb_shipments WHERE site_id <> '' GROUP BY 1"
+        ):
+            site(r["site_id"])["in_transit"] = r["moving"]
+            site(r["site_id"])["at_risk"] = r["risky"]
+        for r in await self.pool.fetch("SELECT site_id, count(*) AS n FROM lb_recalls GROUP BY 1"):
+            site(r["site_id"])["recalls"] = r["n"]
+        return sites

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cellbank.operator.v1 import operator_service_pb2 as opb
+
 from services.delivery.app import Delivery
 from services.delivery.entrypoints.grpc_servicer import DeliveryServicer, delivery_binding
 from services.delivery.projections.lookback import LookbackProjection
 from services.delivery.projections.recall_triggers import RecallTriggers
 from services.delivery.read_model import DeliveryReadModel
 from services.storage.client import StorageGateway
+from shared.kafka_admin import consumer_lag_by_prefix
 from shared.service_host import Components, ServiceContext, ServiceSpec, run
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
@@ -28,10 +31,27 @@ def build(ctx: ServiceContext) -> Components:
         ctx.store, read_model, gateway, s.site_id, ctx.clock,
         recall_every=min(5.0, s.reconcile_seconds),
     )  # fmt: skip
+
+    async def network_status() -> opb.NetworkStatus:
+        sites = await read_model.network_status()
+        lag = await consumer_lag_by_prefix(s.kafka_bootstrap, sites)
+        out = opb.NetworkStatus()
+        for site_id in sorted(sites):
+            f = sites[site_id]
+            out.sites.add(
+                site_id=site_id, inventory_by_status=f["inventory"], open_orders=f["open_orders"],
+                shipments_in_transit=f["in_transit"], shipments_at_risk=f["at_risk"],
+                active_recalls=f["recalls"], consumer_lag=lag.get(site_id, 0),
+                inventory_by_product=f["products"],
+            )  # fmt: skip
+        out.as_of.FromDatetime(ctx.clock())
+        return out
+
     return Components(
         [delivery_binding(DeliveryServicer(app, read_model, ctx.clock))],
         [LookbackProjection(), RecallTriggers(app)],
         [app.run_recalls],
+        network_status=network_status,
     )
 
 

@@ -56,6 +56,14 @@ class LookbackProjection:
             await self._shipment(
                 conn, event, DELIVERY_CODEC.decode(event.event_type, event.payload)
             )
+        elif kind == "recall":
+            e = DELIVERY_CODEC.decode(event.event_type, event.payload)
+            if isinstance(e, delivery.RecallRaised):
+                await conn.execute(
+                    "INSERT INTO lb_recalls VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                    event.aggregate_id, event.site_id, e.trigger.value, e.subject,
+                    list(e.unit_ids), event.occurred_at,
+                )  # fmt: skip
 
     async def _donor(self, conn: asyncpg.Connection, event: StoredEvent, e: object) -> None:
         if isinstance(e, donor.DonorRegistered):
