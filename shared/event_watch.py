@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -96,7 +96,7 @@ def _facts(raw: str) -> str:
 
 async def watch_events(
     bootstrap: str, selection: EventFilter, *, from_beginning: bool = False
-) -> AsyncIterator[Watched]:
+) -> AsyncGenerator[Watched, None]:
     """Every matching event from now (or the beginning) on, until the caller stops iterating."""
     topics = selection.topics()
     consumer = AIOKafkaConsumer(
