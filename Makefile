@@ -35,6 +35,7 @@ run: setup
 	$(PY) -m deploy.run
 
 test: setup
+	sh deploy/ensure_chromium.sh
 	$(PY) -m pytest
 
 lint: setup

@@ -22,6 +22,7 @@ import contextlib
 import json
 import os
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -611,9 +612,16 @@ def replay(args: argparse.Namespace, io: Streams) -> int:
         code = 0
         try:
             if args.verify and not args.restore:
-                live_digests = await site_digests(server, live, with_events=False)
                 replayed = await site_digests(server, targets, with_events=False)
-                differ = differences(live_digests, replayed)
+                # The live site may still be reading the last records the replay read: give it
+                # a moment (a site busy with new events keeps differing, and says so).
+                deadline = time.monotonic() + args.settle
+                while True:
+                    live_digests = await site_digests(server, live, with_events=False)
+                    differ = differences(live_digests, replayed)
+                    if not differ or time.monotonic() > deadline:
+                        break
+                    await asyncio.sleep(1.0)
                 for key in sorted(live_digests):
                     io.print(f"  {key:<44} {'DIFFERS' if key in differ else 'OK'}")
                 if differ:
@@ -784,6 +792,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="with --restore: even if stores exist"
     )
     replayed.add_argument("--keep", action="store_true", help="keep the scratch databases")
+    replayed.add_argument(
+        "--settle", type=float, default=30.0, help="seconds the live site may take to catch up"
+    )
     replayed.add_argument("--kafka", help="Kafka bootstrap (default: the endpoints file)")
     replayed.add_argument("--database-url", help="PostgreSQL server URL (default: the file)")
     listing.append(("replay", replay_help))

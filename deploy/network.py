@@ -174,3 +174,33 @@ def cold_chain(
         },
     )
     return [monitor, sensors, sla]
+
+
+def dashboard_process(endpoints_file: Path, port: int) -> NetworkProcess:
+    """The operator dashboard (deploy/dashboard.py) on 127.0.0.1:port."""
+    return NetworkProcess(
+        "dashboard",
+        ["deploy.dashboard", "--endpoints", str(endpoints_file), "--port", str(port)],
+        {},
+    )
+
+
+def simulator_process(
+    endpoints_file: Path, donors: int, interval: float, courier_minutes: float
+) -> NetworkProcess:
+    """The demo's bank activity and courier (deploy/simulator.py), through the APIs only."""
+    return NetworkProcess(
+        "simulator",
+        [
+            "deploy.simulator",
+            "--endpoints",
+            str(endpoints_file),
+            "--donors",
+            str(donors),
+            "--interval",
+            str(interval),
+            "--courier-minutes",
+            str(courier_minutes),
+        ],
+        {},
+    )

@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +20,19 @@ from cellbank.storage.v1 import storage_service_pb2_grpc as spb_grpc
 
 from deploy.demo import TOKENS, BankClient, register_demo_tank, released_batch, store_when_known
 from deploy.infra import DEFAULT_SITES, Endpoints, Infrastructure, ensure_site_databases
-from deploy.network import NetworkProcess, ServiceProcess, cold_chain, plan
+from deploy.network import (
+    NetworkProcess,
+    ServiceProcess,
+    cold_chain,
+    dashboard_process,
+    plan,
+    simulator_process,
+)
 from deploy.processes import (
     REPO_ROOT,
     InfraError,
     claim,
+    free_port,
     port_is_open,
     reap_abandoned,
     run_async,
@@ -56,6 +65,22 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "(default: endpoints.json next to --root, i.e. .cellbank/endpoints.json)",
     )
     parser.add_argument("--no-demo", action="store_true", help="do not seed the demo data")
+    parser.add_argument(
+        "--donors", type=int, default=int(env.get("CELLBANK_DONORS", "2")),
+        help="donors the simulator takes to stored units at every site at start (2 units each)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--simulator-interval", type=float,
+        default=float(env.get("CELLBANK_SIMULATOR_INTERVAL", "30")),
+        help="seconds between new donors afterwards (0: none)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--courier-minutes", type=float, default=1.0, help="dispatch → delivered (demo clock)"
+    )
+    parser.add_argument("--no-simulator", action="store_true", help="no simulated bank activity")
+    parser.add_argument(
+        "--dashboard-port", type=int, default=int(env.get("CELLBANK_DASHBOARD_PORT", "8080"))
+    )
     parser.add_argument(
         "--exit-when-ready", action="store_true", help="start, provision, report, then stop"
     )
@@ -102,7 +127,11 @@ async def seed_demo(services: list[ServiceProcess], sites: list[str]) -> str:
 
 
 def endpoints_document(
-    services: list[ServiceProcess], sites: list[str], kafka_bootstrap: str, database_url: str = ""
+    services: list[ServiceProcess],
+    sites: list[str],
+    kafka_bootstrap: str,
+    database_url: str = "",
+    dashboard: str = "",
 ) -> dict[str, Any]:
     """What tools need to reach the running network (`cellbank`, hospital clients): every
     site's service addresses plus the public aliases, a demo hospital per hospital token with
@@ -131,6 +160,7 @@ def endpoints_document(
         "operator_token": "op-alice",
         "kafka": kafka_bootstrap,
         "database_url": database_url,  # the PostgreSQL server (`cellbank replay` rebuilds sites)
+        "dashboard": dashboard,
     }
 
 
@@ -183,6 +213,7 @@ def _summary(
 
 
 def main(argv: list[str] | None = None) -> int:
+    started = time.monotonic()
     args = parse_args(sys.argv[1:] if argv is None else argv)
     sites = [s.strip().upper() for s in args.sites.split(",") if s.strip()]
     reap_abandoned(args.root.parent, args.root.name, remove=False)  # a previous run killed hard
@@ -211,18 +242,37 @@ def main(argv: list[str] | None = None) -> int:
         for service in services:
             service.start(endpoints, args.root / "logs")
         run_async(lambda: _all_serving(services))
+        ready_after = time.monotonic() - started
+        dashboard_port = args.dashboard_port
+        if port_is_open("127.0.0.1", dashboard_port):
+            dashboard_port = free_port()  # 8080 taken: any free port (the file says which)
+        dashboard_url = f"http://127.0.0.1:{dashboard_port}/"
         write_endpoints_file(
             endpoints_file,
-            endpoints_document(services, sites, endpoints.kafka_bootstrap, endpoints.database_url),
+            endpoints_document(
+                services, sites, endpoints.kafka_bootstrap, endpoints.database_url, dashboard_url
+            ),
         )
         demo = "" if args.no_demo else run_async(lambda: seed_demo(services, sites))
         extras = cold_chain(endpoints, services, [f"{site}-T1" for site in sites], args.root)
+        extras.append(dashboard_process(endpoints_file, dashboard_port))
+        if not args.no_simulator:
+            extras.append(
+                simulator_process(
+                    endpoints_file, args.donors, args.simulator_interval, args.courier_minutes
+                )
+            )
         for extra in extras:
             extra.start(args.root / "logs")
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
         summary = _summary(endpoints, sites, databases, services, demo, args.root, endpoints_file)
         print(summary, flush=True)
+        print(
+            f"[cellbank] dashboard {dashboard_url}   first endpoint ready {ready_after:.1f}s after"
+            f" start; all up in {time.monotonic() - started:.1f}s",
+            flush=True,
+        )
         if not args.exit_when_ready:
             stop.wait()
         print("[cellbank] stopping…", flush=True)

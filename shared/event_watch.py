@@ -95,9 +95,10 @@ def _facts(raw: str) -> str:
 
 
 async def watch_events(
-    bootstrap: str, selection: EventFilter, *, from_beginning: bool = False
+    bootstrap: str, selection: EventFilter, *, from_beginning: bool = False, tail: int = 0
 ) -> AsyncGenerator[Watched, None]:
-    """Every matching event from now (or the beginning) on, until the caller stops iterating."""
+    """Every matching event from now (or the beginning, or the last `tail` records of each
+    partition) on, until the caller stops iterating."""
     topics = selection.topics()
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
@@ -112,6 +113,10 @@ async def watch_events(
         consumer.assign(partitions)
         if from_beginning:
             await consumer.seek_to_beginning(*partitions)
+        elif tail:
+            ends = await consumer.end_offsets(partitions)
+            for tp in partitions:
+                consumer.seek(tp, max(0, ends[tp] - tail))
         else:
             await consumer.seek_to_end(*partitions)
         while True:

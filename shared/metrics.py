@@ -29,6 +29,11 @@ PROJECTION_PARKED = Counter(
 DEADLETTERED = Counter(
     "cellbank_deadlettered_total", "Poison records sent to the dead-letter topic", ["projection"]
 )
+PROJECTION_LAG = Gauge(
+    "cellbank_projection_consumer_lag",
+    "Records of a partition the projection has still to read (at its last batch)",
+    ["projection", "topic", "partition"],
+)
 GRPC_REQUESTS = Counter(
     "cellbank_grpc_requests_total", "gRPC calls by method and status code", ["method", "code"]
 )

@@ -97,10 +97,7 @@ class ProjectionRunner:
             consumer = AIOKafkaConsumer(
                 bootstrap_servers=self.bootstrap,
                 group_id=self.group_id,
-                # The database checkpoint is authoritative (a restart seeks to it); offsets are
-                # committed to Kafka only so operators can see each group's lag.
-                enable_auto_commit=True,
-                auto_commit_interval_ms=2000,
+                enable_auto_commit=False,
                 auto_offset_reset="earliest",
                 max_poll_records=self.max_records,
             )
@@ -135,6 +132,11 @@ class ProjectionRunner:
                     continue  # revoked meanwhile: its new owner resumes from the checkpoint
                 await self._process(tp, records)
             self._uncommitted[tp] = records[-1].offset + 1
+            highwater = consumer.highwater(tp)
+            if highwater is not None:
+                metrics.PROJECTION_LAG.labels(
+                    self.projection.name, tp.topic, str(tp.partition)
+                ).set(max(0, highwater - records[-1].offset - 1))
         if self._uncommitted and time.monotonic() - self._committed_at > KAFKA_COMMIT_INTERVAL_S:
             # Kafka's copy is informational (lag tools), so at most once a second; the
             # database checkpoint is the one the runner resumes from.

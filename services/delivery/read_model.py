@@ -79,6 +79,20 @@ class DeliveryReadModel:
         )  # fmt: skip
         return [r["shipment_id"] for r in rows]
 
+    async def orders_to_ship(self, site_id: str) -> list[Any]:
+        """Allocated orders whose units all belong to the site, without a shipment yet."""
+        return list(
+            await self.pool.fetch(
+                "SELECT o.order_id, o.hospital_id, o.unit_ids, o.placed_at FROM lb_orders o"
+                " WHERE o.status = 'ALLOCATED' AND cardinality(o.unit_ids) > 0"
+                " AND NOT EXISTS (SELECT 1 FROM lb_shipments s WHERE s.order_id = o.order_id)"
+                " AND NOT EXISTS (SELECT 1 FROM lb_units u WHERE u.unit_id = ANY(o.unit_ids)"
+                "                 AND u.site_id <> $1)"
+                " ORDER BY o.placed_at",
+                site_id,
+            )
+        )
+
     async def units_of(self, dins: list[str], unit_ids: list[str]) -> dict[str, str]:
         """Every unit of the DINs (and the named units) → the site that owns it."""
         rows = await self.pool.fetch(

@@ -199,6 +199,19 @@ class DeliveryServicer(pb_grpc.DeliveryServiceServicer):
             out.append(shipment_message(shipment_id, state, version))
         return pb.ListShipmentsReply(shipments=out)
 
+    async def ListOrdersToShip(
+        self, request: pb.ListOrdersToShipRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListOrdersToShipReply:
+        require(caller(), *STAFF)
+        out = []
+        for r in await self.read_model.orders_to_ship(self.app.site_id):
+            order = pb.OrderToShip(
+                order_id=r["order_id"], hospital_id=r["hospital_id"], unit_ids=r["unit_ids"]
+            )
+            _ts(order.placed_at, r["placed_at"])
+            out.append(order)
+        return pb.ListOrdersToShipReply(orders=out)
+
     async def DeclareProductDefect(
         self, request: pb.DeclareProductDefectRequest, context: grpc.aio.ServicerContext
     ) -> pb.Recall:
