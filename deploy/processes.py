@@ -30,6 +30,24 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def free_port_block(count: int, host: str = "127.0.0.1", start: int = 20000) -> int:
+    """The first port of `count` consecutive free ports, below the kernel's ephemeral range
+    (where the clients' own sockets come and go), for services planned at base + offset."""
+    for base in range(start, 32000 - count, count + 7):
+        if all(_bindable(host, port) for port in range(base, base + count)):
+            return base
+    raise InfraError(f"no {count} consecutive free ports between {start} and 32000")
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
 def port_is_open(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.5)

@@ -16,14 +16,15 @@ from cellbank.hospital.v1 import hospital_pb2_grpc as hpb_grpc
 
 from deploy import cli
 from deploy.network import SERVICE_MODULES
-from deploy.processes import REPO_ROOT, free_port, wait_until
+from deploy.processes import REPO_ROOT, free_port, free_port_block, wait_until
 
 
 def test_make_run_starts_and_stops_cleanly_on_ctrl_c(tmp_path):
     cmd = [
         sys.executable, "-m", "deploy.run", "--root", str(tmp_path / "run"), "--sites", "LON",
         "--kafka-port", str(free_port()), "--postgres-port", str(free_port()),
-        "--grpc-base-port", str(free_port()), "--metrics-base-port", str(free_port()),
+        "--grpc-base-port", str(free_port_block(10)),
+        "--metrics-base-port", str(free_port_block(10, start=25000)),
     ]  # fmt: skip
     proc = subprocess.Popen(
         cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True

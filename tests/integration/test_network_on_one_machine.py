@@ -18,7 +18,7 @@ from cellbank.hospital.v1 import hospital_pb2 as hpb
 from cellbank.hospital.v1 import hospital_pb2_grpc as hpb_grpc
 
 from deploy import cli
-from deploy.processes import REPO_ROOT, free_port, wait_until
+from deploy.processes import REPO_ROOT, free_port, free_port_block, wait_until
 
 PATIENT = hpb.PatientProfile(
     patient_ref="PT-DEMO-7", weight_kg=70, abo="O", cmv=hpb.CMV_STATUS_POSITIVE,
@@ -31,7 +31,8 @@ def test_three_sites_serve_a_hospital_end_to_end_and_replay_verifies(tmp_path):
     cmd = [
         sys.executable, "-m", "deploy.run", "--root", str(tmp_path / "run"),
         "--kafka-port", str(free_port()), "--postgres-port", str(free_port()),
-        "--grpc-base-port", str(free_port()), "--metrics-base-port", str(free_port()),
+        "--grpc-base-port", str(free_port_block(30)),
+        "--metrics-base-port", str(free_port_block(30, start=25000)),
         "--dashboard-port", str(free_port()), "--endpoints-file", str(endpoints_file),
         "--donors", "1", "--simulator-interval", "0", "--courier-minutes", "0.25",
     ]  # fmt: skip
@@ -47,6 +48,7 @@ def test_three_sites_serve_a_hospital_end_to_end_and_replay_verifies(tmp_path):
             if "press Ctrl-C" in line:
                 break
         up = time.monotonic() - started
+        assert endpoints_file.exists(), "".join(lines)[-4000:]
         document = json.loads(endpoints_file.read_text())
         assert set(document["sites"]) == {"LON", "MAN", "EDI"}
         homes = {h["home_site"] for h in document["hospitals"]}

@@ -41,7 +41,9 @@ def test_make_run_writes_every_site_service_hospital_and_the_operator_token(tmp_
     path = tmp_path / "endpoints.json"
     write_endpoints_file(path, endpoints_document(services, sites, "127.0.0.1:9092"))
     document = json.loads(path.read_text())
-    assert set(document) == {"sites", "hospitals", "operator_token", "kafka"}
+    assert set(document) == {
+        "sites", "hospitals", "operator_token", "kafka", "database_url", "dashboard"
+    }  # fmt: skip
     assert document["kafka"] == "127.0.0.1:9092"
     assert TOKENS[document["operator_token"]].startswith("operator:")
     assert list(document["sites"]) == sites
