@@ -72,7 +72,9 @@ class MatchingConfig:
         return self.hold / 2
 
     candidates_per_round: int = 20
-    rounds: int = 2  # a round whose candidates were all taken refreshes the index and tries again
+    # Rounds until no untried candidate is left (each refreshes the index); the cap only
+    # bounds a pathological loop — the network's suitable units are tried, every one.
+    max_rounds: int = 1000
     place_wait: float = 10.0  # PlaceOrder waits this long for the outcome, then answers PLACED
     reconcile_every: float = 10.0
     index_max_age: float = 0.25  # seconds a search may use the index without refreshing it
@@ -214,7 +216,7 @@ class Matching:
         tried: list[str] = [u.unit_id for u in state.released]  # units it lost or gave back
         refused = 0
         first: SearchResult | None = None
-        for _ in range(self.config.rounds):
+        for _ in range(self.config.max_rounds):
             await self.fresh_index(max_age=0)
             now = self.clock()
             result = self.index.search(
