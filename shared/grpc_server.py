@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -99,11 +101,20 @@ def _guarded(
         metrics.GRPC_REQUESTS.labels(method, code.name).inc()
         await context.abort(code, str(exc))
 
+    async def undecodable(request: Any, context: grpc.aio.ServicerContext) -> None:
+        problem = request.message if isinstance(request, Undecodable) else _nul_field(request)
+        if problem:
+            metrics.GRPC_REQUESTS.labels(method, "INVALID_ARGUMENT").inc()
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+
+    deserialize = _tolerant(handler.request_deserializer)
+
     if handler.unary_unary or handler.stream_unary:
         inner = handler.unary_unary or handler.stream_unary
 
         async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
             await enter(context)
+            await undecodable(request, context)
             started = time.perf_counter()
             try:
                 response = await inner(request, context)
@@ -118,12 +129,13 @@ def _guarded(
             if handler.unary_unary
             else grpc.stream_unary_rpc_method_handler
         )
-        return make(unary, handler.request_deserializer, handler.response_serializer)
+        return make(unary, deserialize, handler.response_serializer)
 
     inner_stream = handler.unary_stream or handler.stream_stream
 
     async def streaming(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         await enter(context)
+        await undecodable(request, context)
         try:
             async for item in inner_stream(request, context):
                 yield item
@@ -136,7 +148,47 @@ def _guarded(
         if handler.unary_stream
         else grpc.stream_stream_rpc_method_handler
     )
-    return make_stream(streaming, handler.request_deserializer, handler.response_serializer)
+    return make_stream(streaming, deserialize, handler.response_serializer)
+
+
+@dataclass(frozen=True, slots=True)
+class Undecodable:
+    """A request whose bytes are not the method's message (bad UTF-8, truncated, wrong type):
+    answered INVALID_ARGUMENT by the guard instead of grpc's INTERNAL."""
+
+    message: str
+
+
+def _nul_field(message: Any, prefix: str = "") -> str:
+    """A string field holding a NUL character (no text column can store it), named."""
+    if not isinstance(message, Message):
+        return ""
+    for field, value in message.ListFields():
+        name = prefix + field.name
+        items = list(value) if field.is_repeated else [value]
+        if field.type == FieldDescriptor.TYPE_STRING:
+            if any("\x00" in item for item in items):
+                return f"{name}: must not contain NUL characters"
+        elif field.type == FieldDescriptor.TYPE_MESSAGE:
+            for item in items:
+                found = _nul_field(item, name + ".")
+                if found:
+                    return found
+    return ""
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+    wrapped: Callable[[bytes], Any] = deserializer
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return wrapped(data)
+        except Exception as exc:  # protobuf's DecodeError, UnicodeDecodeError, …
+            return Undecodable(f"request: not a valid message ({type(exc).__name__}: {exc})")
+
+    return deserialize
 
 
 @dataclass
