@@ -6,11 +6,13 @@ read), never UNKNOWN or INTERNAL, and a refused call writes nothing."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import grpc
 import pytest
 import pytest_asyncio
+from aiokafka import AIOKafkaProducer
 from cellbank.hospital.v1 import hospital_pb2 as hpb
 from cellbank.operator.v1 import operator_service_pb2 as opb
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
@@ -20,7 +22,11 @@ from hypothesis import strategies as st
 
 from deploy.demo import auth
 from deploy.infra import Endpoints
+from shared.testing.topic_reader import records_so_far
+from shared.testing.waits import eventually
+from shared.topics import DEADLETTER, SERVICE_TOPICS
 from tests.e2e.network import NetworkSite, network
+from tests.e2e.test_matching import visible
 
 H1, OP = auth("hosp-h1"), auth("op-alice")
 SERVICE = hpb.DESCRIPTOR.services_by_name["HospitalService"]
@@ -189,3 +195,44 @@ async def test_bytes_that_are_not_the_message_are_invalid_argument(site, method,
 async def test_a_4mb_request_is_resource_exhausted(site):
     huge = hpb.PlaceOrderRequest(request_id="x" * (4 * 1024 * 1024 + 10))
     assert await invoke(site, "PlaceOrder", huge) == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+async def test_garbage_and_truncated_records_on_every_topic_are_dead_lettered_and_consumers_go_on(
+    site, endpoints: Endpoints
+):
+    """Poison on the log (not an envelope, a truncated one) goes to cellbank.deadletter.v1 with
+    the error; every consumer keeps going (new stock still reaches the network inventory)."""
+    keys = {topic: f"poison-{uuid.uuid4().hex[:8]}" for topic in SERVICE_TOPICS.values()}
+    producer = AIOKafkaProducer(bootstrap_servers=endpoints.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        for topic, key in keys.items():
+            await producer.send_and_wait(topic, b"\xff\x00 not an envelope", key=key.encode())
+            await producer.send_and_wait(topic, b"\x0a\x50truncated", key=key.encode())
+    finally:
+        await producer.stop()
+    viable = 7.9e8
+    (unit_id,) = await site.stock(1, viable)
+    found = await visible(site, viable, 1)  # storage and matching consumers went on
+    assert found.candidates[0].unit_id == unit_id
+
+    async def dead_letters() -> set[tuple[str, str]]:
+        records = await records_so_far(endpoints.kafka_bootstrap, DEADLETTER)
+        return {
+            (dict(r.headers)["original_topic"].decode(), r.key.decode())
+            for r in records
+            if r.key and r.key.decode() in keys.values()
+        }
+
+    consumed = {topic for spec in TOPIC_CONSUMERS for topic in spec}
+    expected = {(t, keys[t]) for t in keys if t in consumed}
+    seen = await eventually(
+        dead_letters, until=lambda s: expected <= s, what="poison dead-lettered", timeout=60
+    )
+    assert expected <= seen
+    for host in (*site.bank.hosts, site.matching, site.delivery_host):
+        assert host.failed() is None
+
+
+# The topics some projection of a site consumes (every event topic is read by one).
+TOPIC_CONSUMERS = [tuple(SERVICE_TOPICS.values())]
