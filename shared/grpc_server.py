@@ -245,6 +245,21 @@ def server_credentials(
     return grpc.ssl_server_credentials(pair)
 
 
+def channel_credentials(
+    ca_file: str, cert_file: str = "", key_file: str = ""
+) -> grpc.ChannelCredentials | None:
+    """For calls to other sites: TLS trusting `ca_file`, presenting a client certificate
+    (mTLS) when one is given; None (plaintext) without a CA."""
+    if not ca_file:
+        return None
+    with open(ca_file, "rb") as ca:
+        root = ca.read()
+    if cert_file and key_file:
+        with open(cert_file, "rb") as c, open(key_file, "rb") as k:
+            return grpc.ssl_channel_credentials(root, k.read(), c.read())
+    return grpc.ssl_channel_credentials(root)
+
+
 async def wait_for_termination_signal() -> None:
     """Return on SIGTERM or SIGINT (graceful stop is the caller's next step)."""
     loop = asyncio.get_running_loop()

@@ -36,6 +36,10 @@ class Settings:
     tls_cert_file: str = ""
     tls_key_file: str = ""
     tls_client_ca_file: str = ""
+    # Calls to other sites' services: trust this CA (TLS) and present this certificate (mTLS).
+    tls_ca_file: str = ""
+    tls_client_cert_file: str = ""
+    tls_client_key_file: str = ""
     # Site-to-site calls: every site's storage endpoint and this service's bearer token.
     storage_endpoints: Mapping[str, str] = field(default_factory=dict)
     service_token: str = ""
@@ -89,7 +93,21 @@ def _tls(env: Mapping[str, str]) -> dict[str, str]:
         raise InvalidArgument(
             "CELLBANK_TLS_CLIENT_CA", "mTLS needs CELLBANK_TLS_CERT and CELLBANK_TLS_KEY"
         )
-    return {"tls_cert_file": cert, "tls_key_file": key, "tls_client_ca_file": ca}
+    peer_ca = env.get("CELLBANK_TLS_CA", "")
+    client_cert = env.get("CELLBANK_TLS_CLIENT_CERT", "")
+    client_key = env.get("CELLBANK_TLS_CLIENT_KEY", "")
+    if bool(client_cert) != bool(client_key):
+        raise InvalidArgument(
+            "CELLBANK_TLS_CLIENT_CERT",
+            "CELLBANK_TLS_CLIENT_CERT and CELLBANK_TLS_CLIENT_KEY go together",
+        )
+    if client_cert and not peer_ca:
+        raise InvalidArgument("CELLBANK_TLS_CA", "a client certificate needs the CA to trust")
+    return {
+        "tls_cert_file": cert, "tls_key_file": key, "tls_client_ca_file": ca,
+        "tls_ca_file": peer_ca, "tls_client_cert_file": client_cert,
+        "tls_client_key_file": client_key,
+    }  # fmt: skip
 
 
 def _required(env: Mapping[str, str], name: str) -> str:

@@ -17,6 +17,7 @@ from services.delivery.projections.lookback import LookbackProjection
 from services.delivery.projections.recall_triggers import RecallTriggers
 from services.delivery.read_model import DeliveryReadModel
 from services.storage.client import StorageGateway
+from shared.grpc_server import channel_credentials
 from shared.kafka_admin import consumer_lag_by_prefix
 from shared.service_host import Components, ServiceContext, ServiceSpec, run
 
@@ -26,7 +27,10 @@ MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 def build(ctx: ServiceContext) -> Components:
     s = ctx.settings
     read_model = DeliveryReadModel(ctx.pool)
-    gateway = StorageGateway(s.storage_endpoints, s.service_token)
+    gateway = StorageGateway(
+        s.storage_endpoints, s.service_token,
+        credentials=channel_credentials(s.tls_ca_file, s.tls_client_cert_file, s.tls_client_key_file),
+    )  # fmt: skip
     app = Delivery(
         ctx.store, read_model, gateway, s.site_id, ctx.clock,
         recall_every=min(5.0, s.reconcile_seconds),

@@ -19,6 +19,7 @@ from services.matching.projections.delivery_policy import DeliveryPolicy
 from services.matching.read_model import IndexFeed, MatchingReadModel
 from services.storage.client import StorageGateway
 from services.storage.projections.read_models import InventoryProjection, NetworkFactsProjection
+from shared.grpc_server import channel_credentials
 from shared.service_host import Components, ServiceContext, ServiceSpec, run
 
 HERE = Path(__file__).resolve().parent.parent
@@ -43,7 +44,10 @@ def build(ctx: ServiceContext) -> Components:
     s = ctx.settings
     table, transit = load_tables(s.classification_file, s.transit_file)
     index = CandidateIndex(table, transit)
-    gateway = StorageGateway(s.storage_endpoints, s.service_token)
+    gateway = StorageGateway(
+        s.storage_endpoints, s.service_token,
+        credentials=channel_credentials(s.tls_ca_file, s.tls_client_cert_file, s.tls_client_key_file),
+    )  # fmt: skip
     app = Matching(
         ctx.store, MatchingReadModel(ctx.pool), index, IndexFeed(ctx.pool, index), gateway,
         table, transit, s.site_id, ctx.clock,
