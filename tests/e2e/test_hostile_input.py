@@ -75,13 +75,15 @@ def _field(f: FieldDescriptor, depth: int) -> st.SearchStrategy[Any] | None:
     if t in (FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_SINT64):
         return st.integers(-(2**63), 2**63 - 1)
     if t == FieldDescriptor.TYPE_MESSAGE:
-        if f.message_type.full_name == "google.protobuf.Timestamp":
+        kind = f.message_type
+        assert kind is not None
+        if kind.full_name == "google.protobuf.Timestamp":
             return st.fixed_dictionaries(
                 {"seconds": st.integers(-(2**40), 2**40), "nanos": st.integers(0, 999_999_999)}
             )
-        if f.message_type.full_name == "google.protobuf.Duration":
+        if kind.full_name == "google.protobuf.Duration":
             return st.fixed_dictionaries({"seconds": st.integers(-(2**40), 2**40)})
-        return messages(f.message_type, depth + 1) if depth < 2 else None
+        return messages(kind, depth + 1) if depth < 2 else None
     return None
 
 

@@ -14,11 +14,25 @@ from cellbank.storage.v1 import storage_service_pb2 as spb
 
 from deploy.demo import auth
 from deploy.infra import Endpoints
+from shared.testing.waits import eventually
 from tests.e2e.network import network
 from tests.e2e.test_matching import order, visible
 
 OP = auth("op-alice")
 HOSPITALS = [auth(f"hosp-r{i}") for i in range(10)]
+
+
+async def settled(sites, placed: hpb.Order) -> hpb.Order:
+    if placed.status != hpb.ORDER_STATUS_PLACED:
+        return placed
+    site = next(s for s in sites if placed.order_id.startswith(f"ORD-{s.site_id}-"))
+    hospital = HOSPITALS[int(placed.hospital_id[1:])]
+    order: hpb.Order = await eventually(
+        lambda: site.hospital.GetOrder(hpb.GetOrderRequest(order_id=placed.order_id), metadata=hospital),
+        until=lambda o: o.status != hpb.ORDER_STATUS_PLACED,
+        what=f"order {placed.order_id} allocated or rejected", timeout=120,
+    )  # fmt: skip
+    return order
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -43,6 +57,9 @@ async def test_200_orders_from_10_hospitals_for_50_units_allocate_exactly_50(sit
     results = await asyncio.gather(
         *(s.hospital.PlaceOrder(r, metadata=h, timeout=120) for s, h, r in requests)
     )
+    # PlaceOrder answers once allocated or rejected — or, when 200 sagas queue for the same
+    # units, after its wait with the order still PLACED: the saga goes on; follow it.
+    results = [await settled(sites, r) for r in results]
     statuses = Counter(r.status for r in results)
     assert statuses == {hpb.ORDER_STATUS_ALLOCATED: 50, hpb.ORDER_STATUS_REJECTED: 150}, statuses
     allocated = [r for r in results if r.status == hpb.ORDER_STATUS_ALLOCATED]
