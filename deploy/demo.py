@@ -29,7 +29,6 @@ TOKENS = {
     "hosp-h1": "hospital:H1",
     "hosp-h2": "hospital:H2",
     "hosp-h3": "hospital:H3",
-    **{f"hosp-r{i}": f"hospital:R{i}" for i in range(10)},  # the race test's ten hospitals
     "svc-matching": "service:matching",  # matching's reservations at the owning site
     "svc-delivery": "service:delivery",  # delivery's picks and recall holds at the owning site
     "svc-sla": "service:sla",  # the SLA monitor's at-risk reports

@@ -30,6 +30,7 @@ from services.delivery.domain.model import (
     ShipmentCommand,
     ShipmentCreated,
     ShipmentEvent,
+    ShipmentStatus,
     Shipper,
     Trigger,
 )
@@ -141,13 +142,33 @@ class Delivery:
     ) -> list[str]:
         """Every shipment on its way with this shipper is compromised (once per cause)."""
         compromised = []
-        for shipment_id in await self.read_model.active_shipments_with(shipper_id, self.site_id):
+        for shipment_id in await self.shipments_with(shipper_id):
             outcome = await execute(
                 self.store, SHIPMENT, shipment_id, _shipment(Compromise(cause, detail)), meta
             )
             if outcome.events or outcome.state.compromised:
                 compromised.append(shipment_id)
         return compromised
+
+    async def shipments_with(self, shipper_id: str) -> list[str]:
+        """This site's shipments in transit with the shipper, from its own event store (the
+        authority: the lookback model may not have seen a dispatch of a second ago)."""
+        pool = getattr(self.store, "pool", None)
+        if pool is None:
+            return await self.read_model.active_shipments_with(shipper_id, self.site_id)
+        rows = await pool.fetch(
+            "SELECT aggregate_id, payload FROM events WHERE event_type = $1 ORDER BY position",
+            "cellbank.delivery.v1.ShipmentCreated",
+        )
+        out = []
+        for row in rows:
+            created = SHIPMENT.codec.decode("cellbank.delivery.v1.ShipmentCreated", row["payload"])
+            if created.shipper.shipper_id != shipper_id:
+                continue
+            state, _ = await load(self.store, SHIPMENT, row["aggregate_id"])
+            if state.status is ShipmentStatus.IN_TRANSIT:
+                out.append(row["aggregate_id"])
+        return out
 
     async def shipment(self, shipment_id: str) -> tuple[Shipment, int]:
         state, version = await load(self.store, SHIPMENT, shipment_id)

@@ -26,6 +26,9 @@ from shared.settings import Settings
 from shared.testing.waits import eventually
 from shared.topics import DONOR_EVENTS, MANUFACTURING_EVENTS, STORAGE_EVENTS
 
+# Beyond the demo's: the race test's ten hospitals.
+TEST_TOKENS = {f"hosp-r{i}": f"hospital:R{i}" for i in range(10)}
+
 
 @dataclass
 class BankSite(BankClient):
@@ -69,7 +72,7 @@ def site_settings(endpoints: Endpoints, site: str, service: str, fin: str) -> Se
         service=service,
         kafka_bootstrap=endpoints.kafka_bootstrap,
         database_url=endpoints.database_url,
-        tokens=TOKENS,
+        tokens={**TOKENS, **TEST_TOKENS},
         database_name=f"cellbank_t_{site.lower()}_{service}_{uuid.uuid4().hex[:6]}",
         facility_id=fin,
     )

@@ -354,11 +354,14 @@ async def test_a_compromised_shipment_needs_qa_before_infusion(sites):
         dpb.DispatchShipmentRequest(shipment_id=sid, reason="go"), metadata=OP
     )
     await lookback_caught_up(a)
-    reply = await a.delivery.ReportShipperExcursion(
-        dpb.ReportShipperExcursionRequest(
-            shipper_id="DS-04", cause=f"excursion:DS-04:{sid}", detail="-120 °C for 12 min"
-        ),
-        metadata=auth("svc-coldchain"),
+    excursion = dpb.ReportShipperExcursionRequest(
+        shipper_id="DS-04", cause=f"excursion:DS-04:{sid}", detail="-120 °C for 12 min"
+    )
+    reply = await eventually(  # the same cause again is a no-op: retried until the dispatch
+        lambda: a.delivery.ReportShipperExcursion(excursion, metadata=auth("svc-coldchain")),
+        until=lambda r: sid in r.shipment_ids,
+        what="the shipment in transit at the delivery service",
+        timeout=60,
     )
     assert sid in reply.shipment_ids
     await a.delivery.RecordDelivery(
