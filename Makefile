@@ -8,7 +8,7 @@ PROTO_SRC := $(shell find protos/cellbank -name '*.proto')
 PROTO_STAMP := protos/.generated
 CLI := $(VENV)/bin/cellbank
 
-.PHONY: setup protos run test lint bench clean infra-up
+.PHONY: test-chaos setup protos run test lint bench clean infra-up
 
 setup: $(STAMP) $(PROTO_STAMP) $(CLI)
 
@@ -36,7 +36,11 @@ run: setup
 
 test: setup
 	sh deploy/ensure_chromium.sh
-	$(PY) -m pytest
+	$(PY) -m pytest -m "not chaos"
+
+# The slow fault tests: processes SIGKILLed, Kafka and PostgreSQL stopped for 10 s, under load.
+test-chaos: setup
+	$(PY) -m pytest -m chaos tests/chaos
 
 lint: setup
 	$(VENV)/bin/ruff check .

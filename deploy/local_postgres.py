@@ -49,7 +49,9 @@ class LocalPostgres:
             _let_others_traverse(self.bin)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self._user is not None:
-            _let_others_traverse(self.data_dir)
+            # Its parents only: PostgreSQL refuses a data directory others may enter (a
+            # restart of an initialised one would fail with "invalid permissions").
+            _let_others_traverse(self.data_dir.parent)
             entry = pwd.getpwnam(self._user)
             os.chown(self.data_dir, entry.pw_uid, entry.pw_gid)
         if not (self.data_dir / "PG_VERSION").exists():

@@ -85,6 +85,7 @@ class ProjectionRunner:
         self._dlq: AIOKafkaProducer | None = None
         self._uncommitted: dict[TopicPartition, int] = {}
         self._committed_at = 0.0
+        self._must_seek = False  # positions untrusted until sought back to the checkpoints
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Consume until stop is set or the task is cancelled."""
@@ -107,6 +108,19 @@ class ProjectionRunner:
             stack.push_async_callback(consumer.stop)
             backoff = 0.2
             while not stop.is_set():
+                if self._must_seek:
+                    # The positions are not to be trusted (a batch failed, or an assignment
+                    # came while the database was down): nothing is fetched until the consumer
+                    # is back at the stored checkpoints — a record is never skipped.
+                    try:
+                        await self._seek_to_checkpoints(consumer, consumer.assignment())
+                    except TRANSIENT_DB_ERRORS:
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(stop.wait(), backoff)
+                        backoff = min(backoff * 2, 5.0)
+                        continue
+                    self._must_seek = False
+                    consumer.resume(*consumer.assignment())
                 batches = await consumer.getmany(timeout_ms=200, max_records=self.max_records)
                 try:
                     await self._process_all(consumer, batches)
@@ -116,11 +130,10 @@ class ProjectionRunner:
                         "database unavailable; retrying from the stored checkpoints",
                         extra={"projection": self.name, "error": repr(exc), "backoff_s": backoff},
                     )
+                    self.hold_until_seek(consumer)
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), backoff)
                     backoff = min(backoff * 2, 5.0)
-                    with contextlib.suppress(*TRANSIENT_DB_ERRORS):
-                        await self._seek_to_checkpoints(consumer, consumer.assignment())
         self._consumer = None
 
     async def _process_all(
@@ -144,6 +157,11 @@ class ProjectionRunner:
             self._uncommitted, self._committed_at = {}, time.monotonic()
             with contextlib.suppress(Exception):
                 await consumer.commit(offsets)
+
+    def hold_until_seek(self, consumer: AIOKafkaConsumer) -> None:
+        """Stop fetching until the consumer is repositioned at the database checkpoints."""
+        self._must_seek = True
+        consumer.pause(*consumer.assignment())
 
     async def checkpoints(self) -> dict[TopicPartition, int]:
         rows = await self.pool.fetch(
@@ -296,8 +314,15 @@ class _SeekToCheckpoint(ConsumerRebalanceListener):
             return None
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        if self.runner._consumer is not None:
-            await self.runner._seek_to_checkpoints(self.runner._consumer, assigned)
+        consumer = self.runner._consumer
+        if consumer is None:
+            return
+        try:
+            await self.runner._seek_to_checkpoints(consumer, assigned)
+        except TRANSIENT_DB_ERRORS:
+            # The database is down: hold the partitions (never fetch from Kafka's committed
+            # offsets, which may be past records the database has not got) and seek later.
+            self.runner.hold_until_seek(consumer)
 
 
 def _key(record: ConsumerRecord) -> str:

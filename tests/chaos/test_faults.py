@@ -1,0 +1,253 @@
+"""Faults under load (`make test-chaos`): a two-site network of real processes on a private
+Kafka broker and PostgreSQL server, the simulator and hospitals ordering all along, while
+each kind of process is SIGKILLed and restarted (a service with its relay and consumers —
+storage, matching, delivery, donor intake), Kafka is stopped for 10 s and PostgreSQL for
+10 s. Afterwards every site's live state equals its replay from the log, every committed event
+is on Kafka exactly once in the site's hash chain, and nothing was promised twice."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from cellbank.hospital.v1 import hospital_pb2 as hpb
+from cellbank.hospital.v1 import hospital_pb2_grpc as hpb_grpc
+from cellbank.operator.v1 import operator_service_pb2 as opb
+from cellbank.operator.v1 import operator_service_pb2_grpc as opb_grpc
+
+from deploy.infra import Endpoints, Infrastructure
+from deploy.network import NetworkProcess, ServiceProcess, plan, simulator_process
+from deploy.processes import free_port_block
+from deploy.replay import differences, replay_site, site_digests, site_events_from_log
+from deploy.run import endpoints_document, provision, write_endpoints_file
+from shared.db import database_name, drop_database
+from shared.testing.waits import eventually
+from shared.topics import SERVICE_TOPICS
+
+pytestmark = pytest.mark.chaos
+SITES = ["LON", "MAN"]
+OP = (("authorization", "Bearer op-alice"),)
+PATIENT = hpb.PatientProfile(
+    patient_ref="PT-CHAOS", weight_kg=70, abo="O", cmv=hpb.CMV_STATUS_POSITIVE,
+    hla_alleles=["A*02:01", "A*01:01", "B*07:02", "B*08:01", "C*07:02", "C*07:01"],
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def private_infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Infrastructure]:
+    """Kafka and PostgreSQL of this test alone (it stops and restarts them)."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("CELLBANK_KAFKA_BOOTSTRAP", "CELLBANK_DATABASE_URL")
+    }
+    infra = Infrastructure(tmp_path_factory.mktemp("chaos"), env=env)
+    infra.start()
+    try:
+        yield infra
+    finally:
+        infra.stop()
+
+
+async def serving(processes: list[ServiceProcess]) -> None:
+    await asyncio.gather(*(p.wait_serving(timeout=90) for p in processes))
+
+
+async def published(process: ServiceProcess) -> None:
+    async with grpc.aio.insecure_channel(process.address) as channel:
+        ops = opb_grpc.OperatorServiceStub(channel)
+        await eventually(
+            lambda: ops.GetStoreStatus(opb.GetStoreStatusRequest(), metadata=OP, timeout=5),
+            until=lambda s: s.published_position == s.head_position,
+            what=f"{process.site} {process.service}'s relay to publish everything", timeout=120,
+        )  # fmt: skip
+
+
+async def hospitals_ordering(document: dict, stop: asyncio.Event, placed: list[hpb.Order]) -> None:
+    """Each demo hospital orders from its home site every couple of seconds (some will be
+    rejected when stock runs out); transient failures during the faults are retried later."""
+    n = 0
+    while not stop.is_set():
+        for hospital in document["hospitals"]:
+            auth = (("authorization", f"Bearer {hospital['token']}"),)
+            n += 1
+            request = hpb.PlaceOrderRequest(
+                request_id=f"chaos-{n}-{uuid.uuid4().hex[:6]}", patient=PATIENT,
+                product_type=hpb.PRODUCT_TYPE_NK, dose_cells_per_kg_min=5e6,
+                dose_cells_per_kg_max=3e7,
+            )  # fmt: skip
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                async with grpc.aio.insecure_channel(hospital["hospital_api"]) as channel:
+                    placed.append(
+                        await hpb_grpc.HospitalServiceStub(channel).PlaceOrder(
+                            request, metadata=auth, timeout=20
+                        )
+                    )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 2.0)
+
+
+async def crash_and_restart(process: ServiceProcess, endpoints: Endpoints, logs: Path) -> None:
+    assert process.proc is not None
+    process.proc.kill()  # SIGKILL: no cleanup, in-flight work lost
+    process.proc.wait()
+    process.start(endpoints, logs)
+    await process.wait_serving(timeout=90)
+
+
+async def test_nothing_is_lost_or_promised_twice_through_crashes_and_restarts(
+    private_infra: Infrastructure, tmp_path: Path
+):
+    endpoints = private_infra.endpoints
+    logs = tmp_path / "logs"
+    await provision(endpoints.database_url, SITES)
+    processes = plan(SITES, free_port_block(12), free_port_block(12, start=25000))
+    extras: list[NetworkProcess] = []
+    stop = asyncio.Event()
+    placed: list[hpb.Order] = []
+    try:
+        for p in processes:
+            p.start(endpoints, logs)
+        await serving(processes)
+        endpoints_file = tmp_path / "endpoints.json"
+        document = endpoints_document(
+            processes, SITES, endpoints.kafka_bootstrap, endpoints.database_url
+        )
+        write_endpoints_file(endpoints_file, document)
+        simulator = simulator_process(endpoints_file, donors=2, interval=3, courier_minutes=0.2)
+        simulator.start(logs)
+        extras.append(simulator)
+        load = asyncio.create_task(hospitals_ordering(document, stop, placed))
+        by = {(p.site, p.service): p for p in processes}
+        await eventually(lambda: asyncio.sleep(0, len(placed)), until=lambda n: n >= 4,
+                         what="the first orders", timeout=120)  # fmt: skip
+
+        for site, service in (("LON", "storage"), ("MAN", "matching"), ("LON", "delivery"),
+                              ("MAN", "donor_intake")):  # fmt: skip
+            await crash_and_restart(by[(site, service)], endpoints, logs)
+            simulator.check_alive()
+        assert private_infra.kafka is not None and private_infra.postgres is not None
+        private_infra.kafka.stop()
+        await asyncio.sleep(10)  # the outage itself (the fault being tested), not a wait
+        private_infra.kafka.start()
+        private_infra.postgres.stop()
+        await asyncio.sleep(10)
+        private_infra.postgres.start()
+        before = len(placed)
+        await eventually(lambda: asyncio.sleep(0, len(placed)), until=lambda n: n >= before + 4,
+                         what="orders placed again after the outages", timeout=180)  # fmt: skip
+        for p in processes:  # every service recovered by itself
+            assert p.proc is not None and p.proc.poll() is None, f"{p.site} {p.service} died"
+    finally:
+        stop.set()
+        for extra in extras:
+            extra.stop()
+        with contextlib.suppress(Exception):
+            await load
+
+    for p in processes:
+        await published(p)
+    # Never promised twice: no unit in two live orders of any site.
+    live = [o for o in placed if o.status == hpb.ORDER_STATUS_ALLOCATED]
+    units = [u.unit_id for o in live for u in o.units]
+    assert len(units) == len(set(units))
+    try:
+        for site in SITES:
+            dbs = {service: database_name(site, service) for service in SERVICE_TOPICS}
+            # Every committed event is on Kafka, once, in the site's hash chain.
+            for service, dbname in dbs.items():
+                on_log = await site_events_from_log(
+                    endpoints.kafka_bootstrap, SERVICE_TOPICS[service], site
+                )
+                digests = await site_digests(endpoints.database_url, {service: dbname})
+                stored = await _event_ids(endpoints.database_url, dbname)
+                assert [e.event_id for e in on_log] == stored, f"{site} {service}: log ≠ store"
+                assert digests[f"{service}/events"]
+            await quiet(endpoints, dbs)
+            differ: list[str] = []
+            for _ in range(3):  # a straggler (a resumed order, a renewal) re-runs the comparison
+                scratch = {
+                    s: f"cellbank_chaos_{site.lower()}_{s}_{uuid.uuid4().hex[:4]}" for s in dbs
+                }
+                try:
+                    await replay_site(
+                        site, bootstrap=endpoints.kafka_bootstrap,
+                        server_url=endpoints.database_url, targets=scratch,
+                        restore_events_from_log=False,
+                    )  # fmt: skip
+                    replayed = await site_digests(
+                        endpoints.database_url, scratch, with_events=False
+                    )
+                    live_digests = await site_digests(
+                        endpoints.database_url, dbs, with_events=False
+                    )
+                    differ = differences(live_digests, replayed)
+                finally:
+                    for dbname in scratch.values():
+                        await drop_database(endpoints.database_url, dbname)
+                if not differ:
+                    break
+            assert differ == [], f"{site}: live differs from its replay in {differ}"
+    finally:
+        for p in reversed(processes):
+            p.stop()
+    print(json.dumps({"orders": len(placed), "allocated": len(live)}))
+
+
+async def quiet(endpoints: Endpoints, dbs: dict[str, str]) -> None:
+    """No order of the site still awaiting allocation, and every projection of the site
+    caught up with the log (its checkpoints at the topics' ends)."""
+    from shared.db import create_pool, with_database
+    from shared.kafka_admin import end_offsets
+
+    async def settled() -> str:
+        for service, dbname in dbs.items():
+            pool = await create_pool(
+                with_database(endpoints.database_url, dbname), min_size=1, max_size=1
+            )
+            try:
+                if service == "matching" and await pool.fetchval(
+                    "SELECT count(*) FROM (SELECT DISTINCT ON (aggregate_id) event_type FROM events"
+                    " WHERE aggregate_type = 'order' ORDER BY aggregate_id, aggregate_version DESC) t"
+                    " WHERE event_type LIKE '%OrderPlaced' OR event_type LIKE '%AllocationLost'"
+                ):
+                    return "an order awaits allocation"
+                rows = await pool.fetch(
+                    'SELECT projection, topic, partition, "offset" FROM projection_checkpoints'
+                )
+            finally:
+                await pool.close()
+            topics = sorted({r["topic"] for r in rows})
+            ends = await end_offsets(endpoints.kafka_bootstrap, topics) if topics else {}
+            for r in rows:
+                end = next(
+                    (
+                        v
+                        for tp, v in ends.items()
+                        if tp.topic == r["topic"] and tp.partition == r["partition"]
+                    ),
+                    0,
+                )
+                if r["offset"] + 1 < end:
+                    return f"{service}.{r['projection']} at {r['offset'] + 1}/{end} of {r['topic']}[{r['partition']}]"
+        return ""
+
+    await eventually(settled, until=lambda why: not why, what="the site to settle", timeout=180)
+
+
+async def _event_ids(server_url: str, dbname: str) -> list[str]:
+    from shared.db import create_pool, with_database
+
+    pool = await create_pool(with_database(server_url, dbname), min_size=1, max_size=1)
+    try:
+        rows = await pool.fetch("SELECT event_id::text FROM events ORDER BY position")
+        return [r["event_id"] for r in rows]
+    finally:
+        await pool.close()
