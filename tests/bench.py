@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -711,6 +712,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(render(results, sizes, options, time.perf_counter() - started), flush=True)
     print("\n".join(storage_lines), flush=True)
     print("\n".join(matching_lines), flush=True)
+    report = REPO_ROOT / ".cellbank" / "bench-report.json"
+    report.write_text(
+        json.dumps(
+            {
+                "scale": options.scale, "rounds": options.rounds, "cpus": os.cpu_count(),
+                "throughput": [
+                    {"benchmark": r.benchmark, "cellbank_per_s": r.cellbank,
+                     "baseline_per_s": r.baseline, "target": r.target, "errors": r.errors}
+                    for r in results
+                ],
+                "storage": [line.strip() for line in storage_lines if line.strip()],
+                "matching": [line.strip() for line in matching_lines if line.strip()],
+            },
+            indent=2,
+        )
+    )  # fmt: skip
+    print(f"(also written to {report})", flush=True)
     return 1 if any(r.errors for r in results) else 0
 
 
