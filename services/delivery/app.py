@@ -87,8 +87,12 @@ class Delivery:
             raise NotFound(f"order {order_id} is not known here (yet: orders arrive through Kafka)")
         if order.status != "ALLOCATED":
             raise PreconditionFailed("order not allocated", f"order {order_id} is {order.status}")
+        if len(order.unit_sites) != len(order.unit_ids):
+            raise NotFound(
+                f"the units of order {order_id} are not known here yet (they arrive through Kafka)"
+            )
         foreign = sorted({s for u, s in order.unit_sites.items() if s != self.site_id})
-        if foreign or len(order.unit_sites) != len(order.unit_ids):
+        if foreign:
             raise PreconditionFailed(
                 "units owned by another site",
                 f"ship order {order_id} from {', '.join(foreign) or 'the owning site'}",
