@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,6 +27,13 @@ class Meta:
     at: datetime
     correlation_id: str = ""
     causation_id: str = ""
+
+    def correlated(self, correlation_id: str) -> Meta:
+        """The same command meta, correlated with `correlation_id` unless it already is."""
+        return dataclasses.replace(self, correlation_id=self.correlation_id or correlation_id)
+
+    def because(self, reason: str) -> Meta:
+        return dataclasses.replace(self, reason=reason)
 
 
 class ProtoEventCodec:

@@ -104,7 +104,7 @@ class Delivery:
         shipment_id = self.shipment_id_for(order_id)
         command = CreateShipment(created, meta.at)
         outcome = await execute(
-            self.store, SHIPMENT, shipment_id, _shipment(command), _correlated(meta, order_id)
+            self.store, SHIPMENT, shipment_id, _shipment(command), meta.correlated(order_id)
         )
         return shipment_id, outcome
 
@@ -157,21 +157,15 @@ class Delivery:
     async def shipments_with(self, shipper_id: str) -> list[str]:
         """This site's shipments in transit with the shipper, from its own event store (the
         authority: the lookback model may not have seen a dispatch of a second ago)."""
-        pool = getattr(self.store, "pool", None)
-        if pool is None:
-            return await self.read_model.active_shipments_with(shipper_id, self.site_id)
-        rows = await pool.fetch(
-            "SELECT aggregate_id, payload FROM events WHERE event_type = $1 ORDER BY position",
-            "cellbank.delivery.v1.ShipmentCreated",
-        )
+        rows = await self.read_model.shipments_created()
         out = []
-        for row in rows:
-            created = SHIPMENT.codec.decode("cellbank.delivery.v1.ShipmentCreated", row["payload"])
+        for shipment_id, event_type, payload in rows:
+            created = SHIPMENT.codec.decode(event_type, payload)
             if created.shipper.shipper_id != shipper_id:
                 continue
-            state, _ = await load(self.store, SHIPMENT, row["aggregate_id"])
+            state, _ = await load(self.store, SHIPMENT, shipment_id)
             if state.status is ShipmentStatus.IN_TRANSIT:
-                out.append(row["aggregate_id"])
+                out.append(shipment_id)
         return out
 
     async def shipment(self, shipment_id: str) -> tuple[Shipment, int]:
@@ -204,7 +198,7 @@ class Delivery:
         )
         await execute(
             self.store, RECALL, recall_id,
-            _recall(RaiseRecall(raised)), _correlated(meta, recall_id),
+            _recall(RaiseRecall(raised)), meta.correlated(recall_id),
         )  # fmt: skip
         log.warning(
             "recall raised",
@@ -248,23 +242,12 @@ class Delivery:
         return state
 
     async def recalls(self) -> list[tuple[str, Recall, datetime]]:
-        ids = await self.store_ids("recall")
+        ids = await self.read_model.aggregate_ids("recall")
         out = []
         for recall_id in ids:
             events = await self.store.load(recall_id)
             out.append((recall_id, RECALL.fold(events), events[0].occurred_at))
         return out
-
-    async def store_ids(self, aggregate_type: str) -> list[str]:
-        pool = getattr(self.store, "pool", None)
-        if pool is None:
-            return []
-        rows = await pool.fetch(
-            "SELECT aggregate_id, min(position) AS first FROM events WHERE aggregate_type = $1"
-            " GROUP BY aggregate_id ORDER BY first",
-            aggregate_type,
-        )
-        return [r["aggregate_id"] for r in rows]
 
     async def run_recalls(self, stop: asyncio.Event) -> None:
         """Retry holding back units of open recalls (a site was down, or not yet known)."""
@@ -286,9 +269,3 @@ def _shipment(command: ShipmentCommand) -> Callable[[Shipment], Sequence[Shipmen
 
 def _recall(command: RecallCommand) -> Callable[[Recall], Sequence[RecallEvent]]:
     return lambda state: recall_rules.decide(state, command)
-
-
-def _correlated(meta: Meta, correlation_id: str) -> Meta:
-    return Meta(
-        meta.actor, meta.reason, meta.at, meta.correlation_id or correlation_id, meta.causation_id
-    )

@@ -11,6 +11,7 @@ import asyncpg
 
 from services.delivery.domain.model import RecallNotice
 
+SHIPMENT_CREATED = "cellbank.delivery.v1.ShipmentCreated"
 HOLDING = ("DISPATCHED", "DELIVERED", "RECEIVED", "INFUSED")  # the hospital has (had) the unit
 
 
@@ -63,13 +64,27 @@ class DeliveryReadModel:
             row["placed_at"], {r["unit_id"]: r["site_id"] for r in sites},
         )  # fmt: skip
 
-    async def active_shipments_with(self, shipper_id: str, site_id: str) -> list[str]:
+    # ---- this site's own event store (the same database) ------------------------------
+
+    async def aggregate_ids(self, aggregate_type: str) -> list[str]:
+        """This site's aggregates of a type, oldest first."""
         rows = await self.pool.fetch(
-            "SELECT shipment_id FROM lb_shipments WHERE shipper_id = $1 AND site_id = $2"
-            " AND status = 'IN_TRANSIT' ORDER BY shipment_id",
-            shipper_id, site_id,
-        )  # fmt: skip
-        return [r["shipment_id"] for r in rows]
+            "SELECT aggregate_id, min(position) AS first FROM events WHERE aggregate_type = $1"
+            " GROUP BY aggregate_id ORDER BY first",
+            aggregate_type,
+        )
+        return [r["aggregate_id"] for r in rows]
+
+    async def shipments_created(self) -> list[tuple[str, str, bytes]]:
+        """(shipment id, event type, payload) of every ShipmentCreated of this site."""
+        rows = await self.pool.fetch(
+            "SELECT aggregate_id, event_type, payload FROM events WHERE event_type = $1"
+            " ORDER BY position",
+            SHIPMENT_CREATED,
+        )
+        return [(r["aggregate_id"], r["event_type"], bytes(r["payload"])) for r in rows]
+
+    # ---- the network's lookback model ----------------------------------------------------
 
     async def shipment_ids(self, site_id: str, status: str) -> list[str]:
         rows = await self.pool.fetch(

@@ -156,7 +156,7 @@ class Matching:
             try:
                 outcome = await execute(
                     self.store, ORDER, order_id, _decider(command),
-                    _with_correlation(meta, order_id),
+                    meta.correlated(order_id),
                 )  # fmt: skip
                 break
             except ConcurrencyConflict:
@@ -285,7 +285,7 @@ class Matching:
         command = CancelOrder(reason, hospital_id)
         outcome = await execute(
             self.store, ORDER, order_id, _decider(command),
-            _with_correlation(meta, order_id),
+            meta.correlated(order_id),
         )  # fmt: skip
         if outcome.events:
             self._notify(order_id)
@@ -310,7 +310,7 @@ class Matching:
         """Receipt, infusion or an adverse-event report, e-signed by the hospital."""
         await self.view(order_id, hospital_id)
         outcome = await execute(
-            self.store, ORDER, order_id, _decider(command), _with_correlation(meta, order_id)
+            self.store, ORDER, order_id, _decider(command), meta.correlated(order_id)
         )
         if outcome.events:
             self._notify(order_id)
@@ -485,12 +485,6 @@ class Matching:
             log.warning("allocated unit lost; allocating again", extra={"order_id": order_id,
                         "unit_id": unit_id, "why": why})  # fmt: skip
             self.start_allocation(order_id)
-
-
-def _with_correlation(meta: Meta, order_id: str) -> Meta:
-    return Meta(
-        meta.actor, meta.reason, meta.at, meta.correlation_id or order_id, meta.causation_id
-    )
 
 
 def _decider(command: OrderCommand) -> Callable[[Order], Sequence[OrderEvent]]:

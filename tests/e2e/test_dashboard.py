@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import urllib.request
-from pathlib import Path
 
 import pytest_asyncio
 
 from deploy.infra import Endpoints
-from deploy.processes import REPO_ROOT, free_port, stop_process, wait_until
+from deploy.network import dashboard_process
+from deploy.processes import REPO_ROOT, free_port, wait_until
 from shared.testing.browser import open_page
 from tests.e2e.network import NetworkSite, network
 
@@ -25,15 +23,6 @@ ARTIFACTS = REPO_ROOT / ".cellbank" / "test-artifacts"
 async def sites(endpoints: Endpoints):
     async with network(endpoints, sites=2) as running:
         yield running
-
-
-def start_dashboard(endpoints_file: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "deploy.dashboard", "--endpoints", str(endpoints_file),
-             "--port", str(port)],
-            cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
 
 
 def healthy(url: str) -> bool:
@@ -65,8 +54,8 @@ async def test_the_dashboard_shows_live_events_and_every_sites_inventory(
     }))  # fmt: skip
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
-    log = tmp_path / "dashboard.log"
-    dashboard = start_dashboard(endpoints_file, port, log)
+    dashboard = dashboard_process(endpoints_file, port)
+    dashboard.start(tmp_path)
     stop = asyncio.Event()
     busy = asyncio.create_task(keep_busy(a, stop))
     try:
@@ -99,9 +88,9 @@ async def test_the_dashboard_shows_live_events_and_every_sites_inventory(
             await page.screenshot(shot)
         assert shot.stat().st_size > 10_000
     except BaseException:
-        print(log.read_text()[-4000:])
+        print((tmp_path / "dashboard.log").read_text()[-4000:])
         raise
     finally:
         stop.set()
         await busy
-        stop_process(dashboard, timeout=10, name="dashboard")
+        dashboard.stop()

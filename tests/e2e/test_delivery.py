@@ -8,12 +8,9 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import os
 import subprocess
-import sys
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import grpc
 import pytest_asyncio
@@ -28,7 +25,7 @@ from cellbank.storage.v1 import storage_service_pb2 as spb
 from deploy import cli
 from deploy.demo import auth
 from deploy.infra import Endpoints
-from deploy.processes import REPO_ROOT
+from deploy.network import SLA_MODULE, NetworkProcess
 from shared.projections import wait_caught_up
 from shared.testing.plugin import make_topic
 from shared.testing.waits import eventually
@@ -76,15 +73,19 @@ def shipment_request(
     return request
 
 
-async def shipment_for(owner: NetworkSite, order_id: str, **kw: float) -> dpb.Shipment:
-    """Create the shipment once the owner's delivery service knows the order allocated (the
-    order's events reach it through Kafka)."""
+async def shipment_for(
+    owner: NetworkSite,
+    order_id: str,
+    request: dpb.CreateShipmentRequest | None = None,
+    **kw: float,
+) -> dpb.Shipment:
+    """Create the shipment (`request`, or the default one) once the owner's delivery service
+    knows the order allocated (the order's events reach it through Kafka)."""
+    request = request or shipment_request(order_id, **kw)
 
     async def attempt() -> dpb.Shipment | None:
         try:
-            return await owner.delivery.CreateShipment(
-                shipment_request(order_id, **kw), metadata=OP
-            )
+            return await owner.delivery.CreateShipment(request, metadata=OP)
         except grpc.aio.AioRpcError as err:
             if err.code() == grpc.StatusCode.NOT_FOUND or "is PLACED" in (err.details() or ""):
                 return None
@@ -441,17 +442,7 @@ async def test_a_shipper_logger_excursion_compromises_the_shipment_in_transit(si
     shipper = f"DS-{uuid.uuid4().hex[:6].upper()}"
     request = shipment_request(placed.order_id)
     request.shipper.shipper_id = shipper
-
-    async def create() -> dpb.Shipment | None:
-        try:
-            return await a.delivery.CreateShipment(request, metadata=OP)
-        except grpc.aio.AioRpcError as err:
-            if err.code() == grpc.StatusCode.NOT_FOUND or "is PLACED" in (err.details() or ""):
-                return None
-            raise
-
-    shipment = await eventually(create, until=lambda s: s is not None, what="shipment", timeout=60)
-    assert shipment is not None
+    shipment = await shipment_for(a, placed.order_id, request)
     sid = shipment.shipment_id
     await a.delivery.DispatchShipment(
         dpb.DispatchShipmentRequest(shipment_id=sid, reason="go"), metadata=OP
@@ -504,40 +495,24 @@ async def test_the_sla_monitor_flags_a_shipment_that_will_miss_its_promise(sites
     _, _, _, placed = await allocated(a, b, 8.6e8, count=1)
     request = shipment_request(placed.order_id, transit=90)
     request.promised_at.FromDatetime(datetime.now(UTC) + timedelta(minutes=45))  # < 90 min away
-
-    async def create() -> dpb.Shipment | None:
-        try:
-            return await a.delivery.CreateShipment(request, metadata=OP)
-        except grpc.aio.AioRpcError as err:
-            if err.code() == grpc.StatusCode.NOT_FOUND or "is PLACED" in (err.details() or ""):
-                return None
-            raise
-
-    shipment = await eventually(create, until=lambda s: s is not None, what="shipment", timeout=60)
-    assert shipment is not None
+    shipment = await shipment_for(a, placed.order_id, request)
     sid = shipment.shipment_id
     await a.delivery.DispatchShipment(
         dpb.DispatchShipmentRequest(shipment_id=sid, reason="go"), metadata=OP
     )
-    log = tmp_path / "sla.log"
-    env = {
-        **os.environ,
-        "CELLBANK_KAFKA_BOOTSTRAP": a.bank.hosts[0].settings.kafka_bootstrap,
-        "CELLBANK_DELIVERY_ENDPOINTS": f"{a.site_id}=127.0.0.1:{a.delivery_host.port}",
-        "CELLBANK_SLA_TOKEN": "svc-coldchain",
-        "CELLBANK_SLA_CHECK_S": "1",
-        "CELLBANK_SLA_APP_ID": f"sla-test-{uuid.uuid4().hex[:8]}",
-        "CELLBANK_SLA_DATADIR": str(tmp_path / "faust-data"),
-    }
-    command = [
-        sys.executable,
-        "-m",
-        "services.delivery.entrypoints.sla_worker",
-        "worker",
-        "-l",
-        "info",
-    ]
-    monitor = start_sla_monitor(command, env, log)
+    monitor = NetworkProcess(
+        "sla",
+        [SLA_MODULE, "worker", "-l", "info"],
+        {
+            "CELLBANK_KAFKA_BOOTSTRAP": a.bank.hosts[0].settings.kafka_bootstrap,
+            "CELLBANK_DELIVERY_ENDPOINTS": f"{a.site_id}=127.0.0.1:{a.delivery_host.port}",
+            "CELLBANK_SLA_TOKEN": "svc-coldchain",
+            "CELLBANK_SLA_CHECK_S": "1",
+            "CELLBANK_SLA_APP_ID": f"sla-test-{uuid.uuid4().hex[:8]}",
+            "CELLBANK_SLA_DATADIR": str(tmp_path / "faust-data"),
+        },
+    )
+    monitor.start(tmp_path)
     try:
         flagged = await eventually(
             lambda: a.delivery.GetShipment(dpb.GetShipmentRequest(shipment_id=sid), metadata=OP),
@@ -552,24 +527,10 @@ async def test_the_sla_monitor_flags_a_shipment_that_will_miss_its_promise(sites
         (risk,) = [e for e in history.entries if e.event_type.endswith("ShipmentAtRisk")]
         assert "after the promised time" in risk.payload_json and risk.actor == "service:coldchain"
     except BaseException:
-        print(log.read_text()[-6000:])
+        print((tmp_path / "sla.log").read_text()[-6000:])
         raise
     finally:
-        monitor.terminate()
-        try:
-            monitor.wait(30)
-        except subprocess.TimeoutExpired:
-            monitor.kill()
-            monitor.wait()
-
-
-def start_sla_monitor(
-    command: list[str], env: dict[str, str], log: Path
-) -> subprocess.Popen[bytes]:
-    with open(log, "ab") as out:
-        return subprocess.Popen(
-            command, env=env, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT
-        )
+        monitor.stop()
 
 
 async def test_a_qa_declared_defect_recalls_the_batch(sites):

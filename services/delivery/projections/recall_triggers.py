@@ -44,7 +44,7 @@ class RecallTriggers:
                 )
                 await self.app.raise_recall(
                     Trigger.DONOR_POSITIVE, event.aggregate_id, reason, e.dins, (),
-                    event.event_id, _why(meta, reason),
+                    event.event_id, meta.because(reason),
                 )  # fmt: skip
         elif event.aggregate_type == "batch":
             m = MANUFACTURING_CODEC.decode(event.event_type, event.payload)
@@ -52,9 +52,5 @@ class RecallTriggers:
                 reason = f"positive 14-day sterility of batch {event.aggregate_id}"
                 await self.app.raise_recall(
                     Trigger.STERILITY_POSITIVE, event.aggregate_id, reason, (m.din,), m.unit_ids,
-                    event.event_id, _why(meta, reason),
+                    event.event_id, meta.because(reason),
                 )  # fmt: skip
-
-
-def _why(meta: Meta, reason: str) -> Meta:
-    return Meta(meta.actor, reason, meta.at, meta.correlation_id, meta.causation_id)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from services.kernel.hla import LOCI, parse_allele
@@ -245,6 +245,16 @@ def validate_dose(dose_min: float, dose_max: float) -> None:
         raise InvalidArgument(
             "dose_cells_per_kg_min", f"{dose_min:g} is above dose_cells_per_kg_max {dose_max:g}"
         )
+
+
+def validate_needed_by(moment: datetime, now: datetime) -> datetime:
+    """When the units are needed: not in the past (5 minutes of clock skew allowed), not absurdly
+    far ahead."""
+    if moment < now - timedelta(minutes=5):
+        raise InvalidArgument("needed_by", f"{moment.isoformat()} is in the past")
+    if moment > now + timedelta(days=3650):
+        raise InvalidArgument("needed_by", "more than ten years ahead")
+    return moment
 
 
 # ---- the assessment ---------------------------------------------------------------------------

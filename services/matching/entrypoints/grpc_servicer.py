@@ -29,6 +29,7 @@ from services.matching.domain.ranking import (
     Criteria,
     needed_on,
     validate_dose,
+    validate_needed_by,
     validate_patient,
 )
 from shared.auth import require
@@ -95,11 +96,7 @@ def _needed_by(
         moment: datetime = request.needed_by.ToDatetime(tzinfo=UTC)
     except (ValueError, OverflowError):
         raise InvalidArgument("needed_by", "is not a valid timestamp") from None
-    if moment < now - timedelta(minutes=5):
-        raise InvalidArgument("needed_by", f"{moment.isoformat()} is in the past")
-    if moment > now + timedelta(days=3650):
-        raise InvalidArgument("needed_by", "more than ten years ahead")
-    return moment
+    return validate_needed_by(moment, now)
 
 
 def candidate(a: Assessment) -> pb.Candidate:

@@ -554,3 +554,17 @@ def test_rejection_with_nothing_in_stock_says_so():
 def test_needed_on_is_the_day_needed_or_today():
     assert needed_on(None, NOW) == TODAY
     assert needed_on(datetime(2026, 7, 4, 23, 0, tzinfo=UTC), NOW).isoformat() == "2026-07-04"
+
+
+def test_needed_by_may_not_be_in_the_past_nor_a_decade_away():
+    from datetime import UTC, datetime, timedelta
+
+    from services.matching.domain.ranking import validate_needed_by
+    from shared.errors import InvalidArgument
+
+    now = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+    assert validate_needed_by(now - timedelta(minutes=4), now) == now - timedelta(minutes=4)
+    for moment in (now - timedelta(minutes=6), now + timedelta(days=3651)):
+        with pytest.raises(InvalidArgument) as refused:
+            validate_needed_by(moment, now)
+        assert refused.value.field == "needed_by"
