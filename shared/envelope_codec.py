@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from cellbank.common.v1 import envelope_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from shared.events import StoredEvent
+from shared.proto_mapping import timestamp_to_datetime
 
 
 def _ts(value: datetime) -> Timestamp:
@@ -17,7 +18,7 @@ def _ts(value: datetime) -> Timestamp:
 
 
 def _dt(ts: Timestamp) -> datetime:
-    return ts.ToDatetime(tzinfo=UTC)
+    return timestamp_to_datetime(ts)
 
 
 def to_envelope(event: StoredEvent) -> envelope_pb2.EventEnvelope:

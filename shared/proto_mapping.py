@@ -12,7 +12,8 @@ import dataclasses
 import enum
 import types
 import typing
-from datetime import UTC, date, datetime
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 
 from google.protobuf.message import Message
@@ -79,38 +80,68 @@ def _scalar_out(tp: Any, value: Any) -> Any:
 
 def from_proto(message: Message, cls: type[T]) -> T:
     """Build dataclass cls from a message, field by field."""
-    kwargs = {}
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-        kwargs[f.name] = _get(message, f.name, _hints(cls)[f.name])
-    return cls(**kwargs)
+    return cls(**{name: read(message) for name, read in _plan(cls)})
 
 
-def _get(message: Message, name: str, tp: Any) -> Any:
-    tp, optional = _unwrap_optional(tp)
-    origin = typing.get_origin(tp)
-    value = getattr(message, name)
-    if origin is tuple:
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+Reader = Callable[[Message], Any]
+_PLANS: dict[Any, tuple[tuple[str, Reader], ...]] = {}
+
+
+def timestamp_to_datetime(ts: Timestamp) -> datetime:
+    """Timestamp.ToDatetime(tzinfo=UTC), without its generic conversions (a hot path of replay;
+    a valid Timestamp's nanos are 0..999,999,999, so // rounds toward zero like protobuf)."""
+    return _EPOCH + timedelta(seconds=ts.seconds, microseconds=ts.nanos // 1000)
+
+
+def _plan(cls: Any) -> tuple[tuple[str, Reader], ...]:
+    """One reader per field of cls, worked out once per class (decoding is on every replayed
+    event's path; the type inspection is not repeated per message)."""
+    plan = _PLANS.get(cls)
+    if plan is None:
+        hints = _hints(cls)
+        plan = tuple((f.name, _reader(f.name, hints[f.name])) for f in dataclasses.fields(cls))
+        _PLANS[cls] = plan
+    return plan
+
+
+def _reader(name: str, declared: Any) -> Reader:
+    tp, optional = _unwrap_optional(declared)
+    if typing.get_origin(tp) is tuple:
         (item_tp, *_rest) = typing.get_args(tp)
         if dataclasses.is_dataclass(item_tp):
-            return tuple(from_proto(v, item_tp) for v in value)  # type: ignore[arg-type]
-        return tuple(_scalar_in(item_tp, v) for v in value)
+            return lambda m: tuple(from_proto(v, item_tp) for v in getattr(m, name))  # type: ignore[arg-type]
+        item = _converter(item_tp)
+        if item is None:
+            return lambda m: tuple(getattr(m, name))
+        return lambda m: tuple(item(v) for v in getattr(m, name))
     if tp is datetime or dataclasses.is_dataclass(tp):
-        if optional and not message.HasField(name):
-            return None
         if tp is datetime:
-            ts: Timestamp = value
-            return ts.ToDatetime(tzinfo=UTC)
-        return from_proto(value, typing.cast(type, tp))
-    if optional and message.DESCRIPTOR.fields_by_name[name].has_presence:
-        return _scalar_in(tp, value) if message.HasField(name) else None
-    if optional and value == "":
-        return None
-    return _scalar_in(tp, value)
+            build: Reader = lambda m: timestamp_to_datetime(getattr(m, name))  # noqa: E731
+        else:
+            build = lambda m: from_proto(getattr(m, name), typing.cast(type, tp))  # noqa: E731
+        if optional:
+            return lambda m: build(m) if m.HasField(name) else None
+        return build
+    convert = _converter(tp)
+    plain: Reader = (
+        (lambda m: getattr(m, name)) if convert is None else (lambda m: convert(getattr(m, name)))
+    )
+    if optional:
+        # Presence where the field has it (proto3 optional), else the empty string is None.
+        def read_optional(m: Message) -> Any:
+            if m.DESCRIPTOR.fields_by_name[name].has_presence:
+                return plain(m) if m.HasField(name) else None
+            return None if getattr(m, name) == "" else plain(m)
+
+        return read_optional
+    return plain
 
 
-def _scalar_in(tp: Any, value: Any) -> Any:
+def _converter(tp: Any) -> Callable[[Any], Any] | None:
+    """How a scalar read from a message becomes the dataclass's value (None: as it is)."""
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        return tp(value)
+        return tp
     if tp is date:
-        return date.fromisoformat(value)
-    return value
+        return date.fromisoformat
+    return None
