@@ -60,6 +60,10 @@ class ProtoEventCodec:
     def event_types(self) -> list[str]:
         return sorted(self._by_name)
 
+    def names(self, *classes: type) -> frozenset[str]:
+        """The event types of these classes: a projection skips the others without decoding."""
+        return frozenset(self._by_class[c].DESCRIPTOR.full_name for c in classes)
+
 
 @dataclass(frozen=True, slots=True)
 class Outcome(Generic[S]):

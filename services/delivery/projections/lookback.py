@@ -35,14 +35,19 @@ _UNIT_STATUS = {
     storage.UnitRecalled: "RECALLED",
 }
 
+_DONOR_TYPES = DONOR_CODEC.names(donor.DonorRegistered, donor.CollectionRecorded)
+
 
 class LookbackProjection:
     name = "lookback"
     topics = (DONOR_EVENTS, MANUFACTURING_EVENTS, STORAGE_EVENTS, MATCHING_EVENTS, DELIVERY_EVENTS)
+    rows_keyed_by_aggregate = True  # batched in waves on the fast path (shared.batched_apply)
 
     async def apply(self, conn: asyncpg.Connection, event: StoredEvent) -> None:
         kind = event.aggregate_type
         if kind == "donor":
+            if event.event_type not in _DONOR_TYPES:
+                return
             await self._donor(conn, event, DONOR_CODEC.decode(event.event_type, event.payload))
         elif kind == "batch":
             await self._batch(

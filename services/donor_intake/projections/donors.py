@@ -15,6 +15,7 @@ from shared.topics import DONOR_EVENTS
 class DonorsProjection:
     name = "donors"
     topics = (DONOR_EVENTS,)
+    rows_keyed_by_aggregate = True  # batched in waves on the fast path (shared.batched_apply)
 
     async def apply(self, conn: asyncpg.Connection, event: StoredEvent) -> None:
         if event.aggregate_type != "donor":

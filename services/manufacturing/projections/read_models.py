@@ -13,15 +13,20 @@ from services.manufacturing.domain import model
 from shared.events import StoredEvent
 from shared.topics import DONOR_EVENTS, MANUFACTURING_EVENTS
 
+_DONOR_STATUS_TYPES = DONOR_CODEC.names(
+    donor_model.EligibilityDetermined, donor_model.CollectionRecorded
+)
+
 
 class DonorFactsProjection:
     """Donor eligibility and collections as published by donor intake (any site)."""
 
     name = "donor_facts"
     topics = (DONOR_EVENTS,)
+    rows_keyed_by_aggregate = True  # batched in waves on the fast path (shared.batched_apply)
 
     async def apply(self, conn: asyncpg.Connection, event: StoredEvent) -> None:
-        if event.aggregate_type != "donor":
+        if event.aggregate_type != "donor" or event.event_type not in _DONOR_STATUS_TYPES:
             return
         e = DONOR_CODEC.decode(event.event_type, event.payload)
         if isinstance(e, donor_model.EligibilityDetermined):
@@ -41,6 +46,7 @@ class DonorFactsProjection:
 class BatchesProjection:
     name = "batches"
     topics = (MANUFACTURING_EVENTS,)
+    rows_keyed_by_aggregate = True  # batched in waves on the fast path (shared.batched_apply)
 
     async def apply(self, conn: asyncpg.Connection, event: StoredEvent) -> None:
         e = CODEC.decode(event.event_type, event.payload)

@@ -14,14 +14,24 @@ from services.storage.domain.tank import tank_of
 from shared.events import StoredEvent
 from shared.topics import DONOR_EVENTS, MANUFACTURING_EVENTS, STORAGE_EVENTS
 
+# The only events network facts read; the rest are skipped without decoding.
+_FACT_TYPES = MANUFACTURING_CODEC.names(
+    manufacturing.BatchStarted, manufacturing.BatchReleased
+) | DONOR_CODEC.names(
+    donor.HlaTyped, donor.KirGenotyped, donor.CmvSerostatusRecorded, donor.BloodGroupRecorded
+)
+
 
 class NetworkFactsProjection:
     """What storage and network matching need from manufacturing and donor intake."""
 
     name = "network_facts"
     topics = (MANUFACTURING_EVENTS, DONOR_EVENTS)
+    rows_keyed_by_aggregate = True  # batched in waves on the fast path (shared.batched_apply)
 
     async def apply(self, conn: asyncpg.Connection, event: StoredEvent) -> None:
+        if event.event_type not in _FACT_TYPES:
+            return
         if event.aggregate_type == "batch":
             await self._batch(conn, event)
         elif event.aggregate_type == "donor":
@@ -35,22 +45,20 @@ class NetworkFactsProjection:
                 event.aggregate_id, e.donor_id, e.product_type,
             )  # fmt: skip
         elif isinstance(e, manufacturing.BatchReleased):
-            batch = await conn.fetchrow(
-                "SELECT donor_id, product_type FROM batch_facts WHERE batch_id = $1",
-                event.aggregate_id,
-            )
-            if batch is None:
-                raise LookupError(f"BatchReleased before BatchStarted for {event.aggregate_id}")
+            # Donor and product type come from the batch's start (same aggregate, so always
+            # written before). Written without a read, so a replay batches it (a missing start
+            # leaves donor_id NULL: refused by its NOT NULL, the record is dead-lettered).
             await conn.executemany(
                 "INSERT INTO released_units (unit_id, site_id, batch_id, donor_id, din,"
                 " product_code, product_type, viable_nk_cells, cd3_cells, volume_ml, expires_on,"
                 " segregated, restricting_allele)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+                " SELECT $1, $2, $3, b.donor_id, $4, $5, b.product_type, $6, $7, $8, $9, $10, $11"
+                " FROM (SELECT 1) AS one LEFT JOIN batch_facts b ON b.batch_id = $3"
                 " ON CONFLICT DO NOTHING",
                 [
-                    (u.unit_id, event.site_id, event.aggregate_id, batch["donor_id"], u.din,
-                     u.product_code, batch["product_type"], u.viable_nk_cells, u.cd3_cells,
-                     u.volume_ml, u.expires_on, u.segregated, u.restricting_allele)
+                    (u.unit_id, event.site_id, event.aggregate_id, u.din, u.product_code,
+                     u.viable_nk_cells, u.cd3_cells, u.volume_ml, u.expires_on, u.segregated,
+                     u.restricting_allele)
                     for u in e.units
                 ],
             )  # fmt: skip
@@ -86,6 +94,7 @@ class InventoryProjection:
 
     name = "inventory"
     topics = (STORAGE_EVENTS,)
+    rows_keyed_by_aggregate = True  # batched in waves on the fast path (shared.batched_apply)
 
     async def apply(self, conn: asyncpg.Connection, event: StoredEvent) -> None:
         if event.aggregate_type != "unit":

@@ -1,0 +1,106 @@
+"""Every projection that opts into the batched fast path (rows_keyed_by_aggregate) leaves the
+same rows applied in waves of executemany as applied one event at a time — on the real
+PostgreSQL, with the real domain events of a site's log."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from deploy.infra import Endpoints
+from deploy.replay import REPLAY_FIN, database_digests, specs
+from shared.batched_apply import apply_in_waves
+from shared.db import (
+    SHARED_MIGRATIONS,
+    create_pool,
+    drop_database,
+    ensure_database,
+    migrate,
+    migration_files,
+    with_database,
+)
+from shared.digest import rows_digest
+from shared.events import StoredEvent
+from shared.eventstore import utc_now
+from shared.postgres_eventstore import PostgresEventStore
+from shared.service_host import ServiceContext, ServiceSpec
+from shared.settings import Settings
+from tests.site_log import site_log
+
+pytestmark = pytest.mark.infra
+
+
+def interleaved_log(donors: int) -> list[tuple[str, StoredEvent]]:
+    """Donors' lives woven together round-robin (as concurrent work makes a log): every
+    aggregate's events stay in order, neighbours belong to different aggregates."""
+    lives: list[list[tuple[str, StoredEvent]]] = [[] for _ in range(donors)]
+    for n, item in enumerate(site_log(donors)):
+        lives[n // 43].append(item)
+    woven = itertools.zip_longest(*lives)
+    return [item for row in woven for item in row if item is not None]
+
+
+async def migrated(server: str, spec: ServiceSpec) -> tuple[str, asyncpg.Pool]:
+    name = f"cellbank_t_batch_{spec.name}_{uuid.uuid4().hex[:8]}"
+    await ensure_database(server, name)
+    pool = await create_pool(with_database(server, name), max_size=2)
+    await migrate(
+        pool, migration_files(SHARED_MIGRATIONS, *spec.borrowed_migrations, spec.migrations)
+    )
+    return name, pool
+
+
+@pytest.fixture
+async def pools(endpoints: Endpoints) -> AsyncIterator[list[tuple[str, asyncpg.Pool]]]:
+    made: list[tuple[str, asyncpg.Pool]] = []
+    try:
+        yield made
+    finally:
+        for name, pool in made:
+            await pool.close()
+            await drop_database(endpoints.database_url, name)
+
+
+@pytest.mark.parametrize(
+    "service", ["donor_intake", "manufacturing", "storage", "matching", "delivery"]
+)
+async def test_waves_leave_the_same_rows_as_one_event_at_a_time(
+    endpoints: Endpoints, pools: list[tuple[str, asyncpg.Pool]], service: str
+) -> None:
+    spec = specs()[service]
+    log = interleaved_log(12)
+    (one_db, one), (many_db, many) = [await migrated(endpoints.database_url, spec) for _ in "ab"]
+    pools.extend([(one_db, one), (many_db, many)])
+    settings = Settings(
+        site_id="RPL", service=service, kafka_bootstrap="-", database_url="-",
+        facility_id=REPLAY_FIN,
+    )  # fmt: skip
+    store = PostgresEventStore(one, "RPL", service=service)
+    batched = [
+        p
+        for p in spec.build(ServiceContext(settings, one, store, utc_now)).projections
+        if getattr(p, "rows_keyed_by_aggregate", False)
+    ]
+    assert batched, f"{service} has no batched projection"
+    for projection in batched:
+        events = [e for topic, e in log if topic in projection.topics]
+        assert events
+        async with one.acquire() as conn, conn.transaction():
+            for e in events:
+                await projection.apply(conn, e)
+        sizes = itertools.cycle([1, 7, 64, 500])
+        rest = events
+        while rest:
+            n = next(sizes)
+            chunk, rest = rest[:n], rest[n:]
+            async with many.acquire() as conn, conn.transaction():
+                await apply_in_waves(conn, projection.apply, chunk)
+    one_rows = await database_digests(endpoints.database_url, one_db, with_events=False)
+    many_rows = await database_digests(endpoints.database_url, many_db, with_events=False)
+    assert one_rows == many_rows
+    empty = rows_digest([])
+    assert [t for t, d in one_rows.items() if d != empty], "the log wrote no rows at all"
