@@ -12,17 +12,23 @@ store (ids, versions and hashes in position order); equal digests mean equal sta
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
+import json
+import os
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from deploy.processes import REPO_ROOT
 from shared.db import (
     SHARED_MIGRATIONS,
     create_pool,
@@ -39,7 +45,7 @@ from shared.eventstore import utc_now
 from shared.hashchain import GENESIS
 from shared.kafka_admin import end_offsets
 from shared.postgres_eventstore import PostgresEventStore
-from shared.projections import ProjectionRunner
+from shared.projections import Projection, ProjectionRunner
 from shared.service_host import ServiceContext, ServiceSpec
 from shared.settings import Settings
 from shared.topics import SERVICE_TOPICS
@@ -56,6 +62,9 @@ VOLATILE_COLUMNS = ("changed_xid",)  # transaction ids differ by construction
 Progress = Callable[[str], None]
 # A replay assigns no DINs (it runs no commands); donor intake's build still wants a valid FIN.
 REPLAY_FIN = "R0000"
+# Records a replay runner takes per poll: a bigger batch is fewer transactions and longer
+# executemany waves (live runners keep the default, for latency).
+REPLAY_FETCH_RECORDS = 6000
 
 
 def specs() -> dict[str, ServiceSpec]:
@@ -201,22 +210,38 @@ class _Replay:
         return sum(self.goal.values())
 
 
-async def start_projections(
-    spec: ServiceSpec, pool: asyncpg.Pool, settings: Settings
-) -> list[_Replay]:
-    """Start the service's projections (not its policies) from offset 0, each aiming at the
-    log's end as it is now."""
+def _replayed(spec: ServiceSpec, pool: asyncpg.Pool, settings: Settings) -> list[Projection]:
+    """The service's projections a replay runs: not its policies (they act)."""
     store = PostgresEventStore(pool, settings.site_id, service=spec.name)
     components = spec.build(ServiceContext(settings, pool, store, utc_now))
+    return [p for p in components.projections if not getattr(p, "acts", False)]
+
+
+Goals = dict[str, dict[TopicPartition, int]]  # projection → next offset to reach per partition
+
+
+async def replay_goals(spec: ServiceSpec, pool: asyncpg.Pool, settings: Settings) -> Goals:
+    """Each replayed projection's goal: its topics' ends as they are now."""
+    return {
+        p.name: await end_offsets(settings.kafka_bootstrap, list(p.topics))
+        for p in _replayed(spec, pool, settings)
+    }
+
+
+async def start_projections(
+    spec: ServiceSpec, pool: asyncpg.Pool, settings: Settings, goals: Goals | None = None
+) -> list[_Replay]:
+    """Start the service's projections (not its policies) from offset 0, each aiming at its
+    goal (by default the log's end as it is now)."""
+    goals = goals if goals is not None else await replay_goals(spec, pool, settings)
     started = []
-    for projection in components.projections:
-        if getattr(projection, "acts", False):
-            continue
-        goal = await end_offsets(settings.kafka_bootstrap, list(projection.topics))
+    for projection in _replayed(spec, pool, settings):
+        goal = goals[projection.name]
         group = f"replay.{settings.site_id}.{spec.name}.{projection.name}.{uuid.uuid4().hex[:8]}"
         runner = ProjectionRunner(
-            pool, projection, bootstrap=settings.kafka_bootstrap, group_id=group
-        )
+            pool, projection, bootstrap=settings.kafka_bootstrap, group_id=group,
+            max_records=REPLAY_FETCH_RECORDS,
+        )  # fmt: skip
         stop = asyncio.Event()
         task = asyncio.create_task(runner.run(stop), name=group)
         label = f"{settings.site_id} {spec.name}.{projection.name}"
@@ -263,6 +288,93 @@ async def _consumed(pool: asyncpg.Pool, projection: str, goal: Mapping[TopicPart
     return sum(min(done.get(tp, 0), end) for tp, end in goal.items())
 
 
+# ---- one process per service ---------------------------------------------------------------
+# A replay is CPU-bound in Python (decoding, building statements): each service's projections
+# run in a process of their own, so a site's replay uses every core. The parent prepares the
+# databases, fixes the goals, shows progress from the checkpoints and stops the workers.
+
+
+@dataclass
+class _Worker:
+    service: str
+    pool: asyncpg.Pool  # the parent's, to follow the checkpoints
+    goals: Goals
+    process: asyncio.subprocess.Process
+    log: Path
+
+    @property
+    def total(self) -> int:
+        return sum(sum(goal.values()) for goal in self.goals.values())
+
+    async def consumed(self) -> int:
+        return sum([await _consumed(self.pool, name, goal) for name, goal in self.goals.items()])
+
+    def failure(self) -> str:
+        tail = self.log.read_text(errors="replace").strip().splitlines()[-15:]
+        return f"replay of {self.service} exited with {self.process.returncode}: " + "\n".join(tail)
+
+
+def _goals_json(goals: Goals) -> str:
+    return json.dumps(
+        {
+            name: [[tp.topic, tp.partition, end] for tp, end in goal.items()]
+            for name, goal in goals.items()
+        }
+    )
+
+
+def _goals_from_json(text: str) -> Goals:
+    return {
+        name: {TopicPartition(topic, partition): end for topic, partition, end in goal}
+        for name, goal in json.loads(text).items()
+    }
+
+
+async def _start_worker(
+    settings: Settings, pool: asyncpg.Pool, goals: Goals, log_dir: Path
+) -> _Worker:
+    log = log_dir / f"{settings.service}.log"
+    with log.open("wb") as out:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "deploy.replay",
+            "--site", settings.site_id, "--service", settings.service,
+            "--kafka", settings.kafka_bootstrap, "--server-url", settings.database_url,
+            "--database", settings.database_name, "--facility", settings.facility_id,
+            "--goals", _goals_json(goals),
+            stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out, cwd=REPO_ROOT,
+        )  # fmt: skip
+    return _Worker(settings.service, pool, goals, process, log)
+
+
+async def _follow(workers: list[_Worker], progress: Progress, timeout: float) -> int:
+    total = sum(w.total for w in workers)
+    meter = Meter(f"replaying {sum(len(w.goals) for w in workers)} read models", total, progress)
+    deadline = time.monotonic() + timeout
+    while True:
+        done = sum([await w.consumed() for w in workers])
+        meter.update(done)
+        for w in workers:
+            if w.process.returncode not in (None, 0):
+                raise RuntimeError(w.failure())
+        if all(w.process.returncode == 0 for w in workers):
+            if done < total:
+                raise RuntimeError(f"replay workers ended at {done:,}/{total:,} records")
+            break
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"replay: {done:,}/{total:,} records after {timeout:.0f}s")
+        await asyncio.sleep(0.1)
+    meter.update(total, final=True)
+    return total
+
+
+async def _stop_workers(workers: list[_Worker]) -> None:
+    for w in workers:
+        if w.process.returncode is None:
+            w.process.kill()
+    for w in workers:
+        await w.process.wait()
+
+
 @dataclass(frozen=True, slots=True)
 class ReplayResult:
     databases: dict[str, str]  # service → the database rebuilt
@@ -288,40 +400,86 @@ async def replay_site(
     timeout: float = 1800.0,
 ) -> ReplayResult:
     """Rebuild each service of the site into `targets[service]` (a database name; an existing
-    one is dropped first unless events are restored into it … which needs it empty)."""
+    one is dropped first unless events are restored into it … which needs it empty). Each
+    service replays in a worker process of its own."""
     started = time.monotonic()
     restored: dict[str, int] = {}
     all_specs = specs()
     pools: list[asyncpg.Pool] = []
-    replays: list[_Replay] = []
+    workers: list[_Worker] = []
     try:
-        for name in services or list(all_specs):
-            spec = all_specs[name]
-            dbname = targets[name]
-            await drop_database(server_url, dbname)
-            await ensure_database(server_url, dbname)
-            pool = await create_pool(with_database(server_url, dbname), min_size=2, max_size=8)
-            pools.append(pool)
-            await migrate(
-                pool, migration_files(SHARED_MIGRATIONS, *spec.borrowed_migrations, spec.migrations)
-            )
-            if restore_events_from_log:
-                events = await site_events_from_log(bootstrap, SERVICE_TOPICS[name], site_id)
-                await restore_events(pool, events, f"{site_id}.{name}.relay")
-                restored[name] = len(events)
-                progress(f"{site_id} {name}: {len(events):,} own events restored from the log")
-            settings = Settings(
-                site_id=site_id, service=name, kafka_bootstrap=bootstrap,
-                database_url=server_url, database_name=dbname, facility_id=facility_id,
-            )  # fmt: skip
-            replays += await start_projections(spec, pool, settings)
-        records = await finish_projections(replays, progress, timeout)
+        with tempfile.TemporaryDirectory(prefix="cellbank-replay-") as log_dir:
+            for name in services or list(all_specs):
+                spec = all_specs[name]
+                dbname = targets[name]
+                await drop_database(server_url, dbname)
+                await ensure_database(server_url, dbname)
+                pool = await create_pool(with_database(server_url, dbname), min_size=1, max_size=2)
+                pools.append(pool)
+                await migrate(
+                    pool,
+                    migration_files(SHARED_MIGRATIONS, *spec.borrowed_migrations, spec.migrations),
+                )
+                if restore_events_from_log:
+                    events = await site_events_from_log(bootstrap, SERVICE_TOPICS[name], site_id)
+                    await restore_events(pool, events, f"{site_id}.{name}.relay")
+                    restored[name] = len(events)
+                    progress(f"{site_id} {name}: {len(events):,} own events restored from the log")
+                settings = Settings(
+                    site_id=site_id, service=name, kafka_bootstrap=bootstrap,
+                    database_url=server_url, database_name=dbname, facility_id=facility_id,
+                )  # fmt: skip
+                goals = await replay_goals(spec, pool, settings)
+                workers.append(await _start_worker(settings, pool, goals, Path(log_dir)))
+            try:
+                records = await _follow(workers, progress, timeout)
+            finally:
+                await _stop_workers(workers)
     finally:
-        for r in replays:
-            r.stop.set()
         for pool in pools:
             await pool.close()
     return ReplayResult(dict(targets), restored, records, time.monotonic() - started)
+
+
+async def _replay_one_service(args: argparse.Namespace) -> None:
+    """A worker: replay one service's projections to the goals it was given, then stop."""
+    spec = specs()[args.service]
+    settings = Settings(
+        site_id=args.site, service=args.service, kafka_bootstrap=args.kafka,
+        database_url=args.server_url, database_name=args.database, facility_id=args.facility,
+    )  # fmt: skip
+    pool = await create_pool(with_database(args.server_url, args.database), min_size=2, max_size=8)
+    try:
+        replays = await start_projections(spec, pool, settings, _goals_from_json(args.goals))
+        finishing = asyncio.ensure_future(
+            finish_projections(replays, lambda _line: None, timeout=float("inf"))
+        )
+        orphaned = asyncio.ensure_future(_parent_gone(os.getppid()))
+        await asyncio.wait({finishing, orphaned}, return_when=asyncio.FIRST_COMPLETED)
+        if not finishing.done():  # nobody waits for this replay any more: stop it
+            finishing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await finishing
+            raise SystemExit(f"replay of {args.service}: the parent process is gone")
+        orphaned.cancel()
+        finishing.result()
+    finally:
+        await pool.close()
+
+
+async def _parent_gone(parent: int) -> None:
+    while os.getppid() == parent:  # noqa: ASYNC110 - nothing signals it; polled
+        await asyncio.sleep(1.0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The worker's entry point (replay_site starts it; `cellbank replay` is the command)."""
+    parser = argparse.ArgumentParser(prog="python -m deploy.replay", description=__doc__)
+    for option in ("--site", "--service", "--kafka", "--server-url", "--database", "--goals"):
+        parser.add_argument(option, required=True)
+    parser.add_argument("--facility", default=REPLAY_FIN)
+    asyncio.run(_replay_one_service(parser.parse_args(argv)))
+    return 0
 
 
 # ---- digests ------------------------------------------------------------------------------
@@ -376,3 +534,7 @@ async def site_digests(
 def differences(live: Mapping[str, str], replayed: Mapping[str, str]) -> list[str]:
     """The tables whose digests differ (or exist on one side only)."""
     return sorted(k for k in set(live) | set(replayed) if live.get(k) != replayed.get(k))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
