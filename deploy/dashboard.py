@@ -15,7 +15,8 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, StreamingResponse
 from starlette.routing import Route
 
+from shared.errors import InvalidArgument
 from shared.event_watch import EventFilter, watch_events
+from shared.settings import parse_endpoints
 
 log = logging.getLogger(__name__)
 PAGE = Path(__file__).with_name("dashboard.html")
@@ -128,15 +131,49 @@ def create_app(network: Network) -> Starlette:
     )
 
 
+def document_from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    """The endpoints document from the environment (a container has no endpoints file):
+    CELLBANK_DELIVERY_ENDPOINTS (SITE=host:port,…), CELLBANK_OPERATOR_TOKEN (an operator
+    token the delivery services accept) and CELLBANK_KAFKA_BOOTSTRAP. ValueError names what is
+    missing or malformed."""
+    delivery = parse_endpoints(
+        env.get("CELLBANK_DELIVERY_ENDPOINTS", ""), "CELLBANK_DELIVERY_ENDPOINTS"
+    )
+    if not delivery:
+        raise ValueError("CELLBANK_DELIVERY_ENDPOINTS: required (SITE=host:port,...)")
+    token = env.get("CELLBANK_OPERATOR_TOKEN", "").strip()
+    if not token:
+        raise ValueError("CELLBANK_OPERATOR_TOKEN: required (an operator bearer token)")
+    kafka = env.get("CELLBANK_KAFKA_BOOTSTRAP", "").strip()
+    if not kafka:
+        raise ValueError("CELLBANK_KAFKA_BOOTSTRAP: required (the event stream)")
+    return {
+        "sites": {site: {"delivery": address} for site, address in delivery.items()},
+        "operator_token": token,
+        "kafka": kafka,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     from deploy.cli import load_endpoints
 
     parser = argparse.ArgumentParser(prog="python -m deploy.dashboard", description=__doc__)
-    parser.add_argument("--endpoints", help="endpoints file (default: .cellbank/endpoints.json)")
+    parser.add_argument(
+        "--endpoints",
+        help="endpoints file (default: .cellbank/endpoints.json; with CELLBANK_DELIVERY_ENDPOINTS"
+        " set and no file given, the network comes from the environment)",
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
     args = parser.parse_args(argv)
-    network = Network(load_endpoints(args.endpoints).document)
+    if args.endpoints is None and os.environ.get("CELLBANK_DELIVERY_ENDPOINTS"):
+        try:
+            document = document_from_env(os.environ)
+        except (ValueError, InvalidArgument) as exc:
+            parser.exit(2, f"dashboard: {exc}\n")
+    else:
+        document = load_endpoints(args.endpoints).document
+    network = Network(document)
     config = uvicorn.Config(
         create_app(network), host=args.host, port=args.port, log_level="warning",
         timeout_graceful_shutdown=2,

@@ -1,10 +1,10 @@
-"""docker-compose.yml, deploy/Dockerfile and deploy/k8s/ agree with the code they deploy.
-
-Every service of shared.topics.SERVICES runs at every site either as its gRPC service process
-(deploy/network.py SERVICE_MODULES; the process runs its own outbox relay) or, while it has none,
-as a bare outbox relay (`python -m shared.relay_main`); never both, which would publish every
-event twice. One network-wide Faust cold-chain monitor (deploy/network.py COLDCHAIN_MODULE) calls
-every site's storage service; it reads its own CELLBANK_* variables, not Settings.
+"""The production deployment files agree with the code they deploy: one Dockerfile per image
+(deploy/docker/), docker-compose.yml (Kafka, PostgreSQL, two sites' services, the Faust monitors,
+the dashboard) and deploy/k8s/ (Kustomize: one namespace per site, the network-wide processes,
+the Kafka topics as KafkaTopic resources). Docker and kubectl cannot run here, so this reads
+them: every service has an image and a command that exists, environment names are the ones the
+code reads (and Settings accepts the values), ports and probes match, topics match
+ARCHITECTURE.md and shared.topics.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import re
 import shlex
 import subprocess
 import sys
+import tomllib
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Mapping
 from concurrent import futures
@@ -31,92 +32,76 @@ import pytest
 import yaml
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from deploy.dashboard import document_from_env
 from deploy.demo import TOKENS as DEMO_TOKENS
 from deploy.infra import DEFAULT_SITES
-from deploy.network import COLDCHAIN_MODULE, SERVICE_MODULES, plan
+from deploy.network import COLDCHAIN_MODULE, SERVICE_MODULES, SLA_MODULE, plan
 from services.kernel.isbt128 import validate_fin
 from shared.db import database_name, with_database
 from shared.metrics import serve_metrics
-from shared.settings import PRINCIPAL_KINDS, Settings, parse_tokens
-from shared.topics import SERVICE_TOPICS, SERVICES, TELEMETRY, TOPICS
+from shared.settings import PRINCIPAL_KINDS, Settings, parse_endpoints, parse_tokens
+from shared.topics import FOREVER, SERVICE_TOPICS, SERVICES, TELEMETRY, TOPICS
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yml"
-DOCKERFILE = REPO / "deploy" / "Dockerfile"
+DOCKER = REPO / "deploy" / "docker"
 K8S = REPO / "deploy" / "k8s"
 POM = REPO / "deploy" / "kafka" / "pom.xml"
-CODE_DIRS = ("shared", "services", "deploy")
-RELAY_COMMAND = ["python", "-m", "shared.relay_main"]
-# The services with a gRPC process, and those that still run as a bare relay.
-GRPC_SERVICES = tuple(SERVICE_MODULES)
-RELAY_SERVICES = tuple(service for service in SERVICES if service not in SERVICE_MODULES)
-SITE_SERVICES = [(site, service) for site in DEFAULT_SITES for service in SERVICES]
-SITE_GRPC_SERVICES = [(site, service) for site in DEFAULT_SITES for service in GRPC_SERVICES]
-SITE_RELAYS = [(site, service) for site in DEFAULT_SITES for service in RELAY_SERVICES]
-# Host ports of the compose gRPC services: deploy/network.py's scheme from this base.
-COMPOSE_GRPC_BASE_PORT = 50200
-DEPENDS_ON_TOPICS_AND_DATABASES = {
-    "kafka-init": {"condition": "service_completed_successfully"},
-    "db-init": {"condition": "service_completed_successfully"},
-    "postgres": {"condition": "service_healthy"},
+# ARCHITECTURE.md's topic table (name → retention), transcribed: the code and every deployment
+# must create exactly these.
+ARCHITECTURE_TOPICS = {
+    "cellbank.donor.events.v1": "forever",
+    "cellbank.manufacturing.events.v1": "forever",
+    "cellbank.storage.events.v1": "forever",
+    "cellbank.matching.events.v1": "forever",
+    "cellbank.delivery.events.v1": "forever",
+    "cellbank.telemetry.v1": "bounded",
+    "cellbank.deadletter.v1": "forever",
 }
-# The cold-chain monitor: one compose service, calling each site's storage service.
-COLDCHAIN = "coldchain"
-COLDCHAIN_SERVICE = "storage"
+DASHBOARD_MODULE = "deploy.dashboard"
+GRPC_PORT = 50051  # every gRPC process listens on it in its container / pod
+DASHBOARD_PORT = 8080
+# The images: one per service (its gRPC process; the Faust monitors run in the image of the
+# service they report to) and the dashboard's (which also holds the operator CLI).
+IMAGES = {service: service.replace("_", "-") for service in SERVICE_MODULES} | {
+    "dashboard": "dashboard"
+}
+RUNS = {service: ["python", "-m", module] for service, module in SERVICE_MODULES.items()} | {
+    "dashboard": ["python", "-m", DASHBOARD_MODULE, "--host", "0.0.0.0", "--port", "8080"]
+}
+# docker-compose.yml: two sites, each with every service, host ports by deploy/network.py's
+# scheme from this base.
+COMPOSE_SITES = ("LON", "MAN")
+COMPOSE_GRPC_BASE_PORT = 50200
+COMPOSE_SITE_SERVICES = [(site, service) for site in COMPOSE_SITES for service in SERVICE_MODULES]
+K8S_SITE_SERVICES = [(site, service) for site in DEFAULT_SITES for service in SERVICE_MODULES]
 COLDCHAIN_REQUIRED_ENV = {
     "CELLBANK_KAFKA_BOOTSTRAP",
     "CELLBANK_STORAGE_ENDPOINTS",
     "CELLBANK_COLDCHAIN_TOKEN",
 }
+CODE_PATTERN = re.compile(r"""["'](CELLBANK_[A-Z0-9_]+)["']""")
 
 
-def module_command(service: str) -> list[str]:
-    return ["python", "-m", SERVICE_MODULES[service]]
+def module_exists(command: list[str]) -> bool:
+    assert command[:2] == ["python", "-m"], command
+    return importlib.util.find_spec(command[2]) is not None
 
 
-# --- parsing helpers -------------------------------------------------------------------------
+def module_env_names(module: str) -> set[str]:
+    """The CELLBANK_* names a module's own source reads (the Faust workers, the dashboard)."""
+    spec = importlib.util.find_spec(module)
+    assert spec is not None and spec.origin is not None, f"{module} does not exist"
+    return set(CODE_PATTERN.findall(Path(spec.origin).read_text()))
 
 
-@cache
-def compose() -> dict[str, Any]:
-    return yaml.safe_load(COMPOSE.read_text())
-
-
-def services() -> dict[str, dict[str, Any]]:
-    return compose()["services"]
-
-
-def grpc_name(site: str, service: str) -> str:
-    return f"{site.lower()}-{service.replace('_', '-')}"
-
-
-def relay_name(site: str, service: str) -> str:
-    return f"{grpc_name(site, service)}-relay"
-
-
-def process_name(site: str, service: str) -> str:
-    """The compose service that runs the event store (and so the relay) of site and service."""
-    return grpc_name(site, service) if service in SERVICE_MODULES else relay_name(site, service)
-
-
-def is_coldchain(command: list[str]) -> bool:
-    return command[:3] == ["python", "-m", COLDCHAIN_MODULE]
-
-
-SLA_MODULE = "services.delivery.entrypoints.sla_worker"
-
-
-def is_network_worker(command: list[str]) -> bool:
-    """A network-wide Faust worker (no event store of its own): cold chain or SLA."""
-    return is_coldchain(command) or command[:3] == ["python", "-m", SLA_MODULE]
-
-
-def served_service(command: list[str]) -> str | None:
-    """Which service's event store a process command runs (None: not a service process)."""
-    if command == RELAY_COMMAND:
-        return None
-    by_command = {tuple(module_command(service)): service for service in SERVICE_MODULES}
-    return by_command.get(tuple(command))
+def env_names_the_code_reads() -> set[str]:
+    return {
+        name
+        for folder in ("shared", "services", "deploy")
+        for path in (REPO / folder).rglob("*.py")
+        for name in CODE_PATTERN.findall(path.read_text())
+    }
 
 
 _VARIABLE = re.compile(r"\$\$|\$\{(\w+)(?::?-([^}]*))?\}")
@@ -133,6 +118,187 @@ def process_env(environment: Mapping[str, Any]) -> dict[str, str]:
     for name, value in environment.items():
         assert isinstance(value, str), f"{name}: {value!r} must be a quoted string"
     return {name: interpolate(value) for name, value in environment.items()}
+
+
+def metrics_listen_on_loopback_only() -> bool:
+    default = inspect.signature(serve_metrics).parameters["addr"].default
+    return default in {"127.0.0.1", "localhost"}
+
+
+# --- the Dockerfiles ---------------------------------------------------------------------------
+
+
+def dockerfile(image: str) -> Path:
+    return DOCKER / f"{image}.Dockerfile"
+
+
+def instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with line continuations joined and comments dropped."""
+    logical = re.sub(r"\\\n", " ", path.read_text())
+    result = []
+    for line in logical.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            keyword, _, args = line.partition(" ")
+            result.append((keyword.upper(), args.strip()))
+    return result
+
+
+def stages(path: Path) -> list[list[tuple[str, str]]]:
+    """The instructions of each build stage (global ARGs before the first FROM are dropped)."""
+    result: list[list[tuple[str, str]]] = []
+    for keyword, args in instructions(path):
+        if keyword == "FROM":
+            result.append([])
+        if result:
+            result[-1].append((keyword, args))
+    return result
+
+
+def global_args(path: Path) -> dict[str, str]:
+    found = {}
+    for keyword, args in instructions(path):
+        if keyword == "FROM":
+            break
+        if keyword == "ARG":
+            name, _, value = args.partition("=")
+            found[name] = value
+    return found
+
+
+def stage_env(stage: list[tuple[str, str]]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for keyword, args in stage:
+        if keyword == "ENV":
+            for word in shlex.split(args):
+                name, _, value = word.partition("=")
+                env[name] = value
+    return env
+
+
+def image_user(path: Path) -> str:
+    users = [args for keyword, args in stages(path)[-1] if keyword == "USER"]
+    assert users, f"{path.name}: the image would run as root"
+    return users[-1].split(":")[0]
+
+
+def image_port(image: str) -> int:
+    (port,) = [int(a) for k, a in stages(dockerfile(image))[-1] if k == "EXPOSE"]
+    return port
+
+
+def image_cmd(path: Path) -> list[str]:
+    (cmd,) = [json.loads(args) for keyword, args in stages(path)[-1] if keyword == "CMD"]
+    return list(cmd)
+
+
+def first_party_imports(folders: tuple[str, ...]) -> set[str]:
+    """Top-level names the code in these folders imports that live in this repository."""
+    roots: set[str] = set()
+    for folder in folders:
+        for path in (REPO / folder).rglob("*.py"):
+            if "tests" in path.relative_to(REPO).parts or "testing" in path.parts:
+                continue  # not in the images (.dockerignore) and not run by them
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Import):
+                    roots.update(alias.name.split(".")[0] for alias in node.names)
+                elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                    roots.add(node.module.split(".")[0])
+    return {
+        "protos" if (REPO / "protos" / name).is_dir() else name
+        for name in roots
+        if (REPO / name).is_dir() or (REPO / "protos" / name).is_dir()
+    }
+
+
+@pytest.mark.parametrize("image", sorted(set(IMAGES.values())))
+def test_each_image_is_a_multi_stage_build_on_a_pinned_python_of_the_project(image: str) -> None:
+    path = dockerfile(image)
+    assert path.is_file(), f"no Dockerfile for {image}"
+    built = stages(path)
+    assert len(built) >= 2, "multi-stage: build tools stay out of the runtime image"
+    base = global_args(path)["PYTHON_IMAGE"]
+    # Pinned: a full patch version and a named Debian release, never a moving tag.
+    match = re.fullmatch(
+        r"python:(\d+)\.(\d+)\.(\d+)-slim-(bookworm|trixie)(@sha256:[0-9a-f]{64})?", base
+    )
+    assert match, f"{base}: not a pinned base"
+    target = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["ruff"]["target-version"]
+    assert target == f"py{match[1]}{match[2]}", f"{base} is not the Python the project targets"
+    for stage in built:
+        assert stage[0] == ("FROM", "${PYTHON_IMAGE}" + (" AS build" if stage is built[0] else ""))
+
+
+@pytest.mark.parametrize("image", sorted(set(IMAGES.values())))
+def test_each_image_installs_the_pinned_requirements_and_generates_protos_in_its_build_stage(
+    image: str,
+) -> None:
+    build, runtime = stages(dockerfile(image))[0], stages(dockerfile(image))[-1]
+    runs = [args for keyword, args in build if keyword == "RUN"]
+    assert any("pip install -r requirements.txt -c constraints.txt" in r for r in runs)
+    assert ("COPY", "requirements.txt deploy/constraints.txt ./") in build
+    generate = next(i for i, (k, a) in enumerate(build) if k == "RUN" and "-m deploy.protos" in a)
+    assert any(k == "COPY" and a.startswith("protos/") for k, a in build[:generate])
+    # The runtime stage gets the installed packages and the generated code, not the tools' cache.
+    copied_from_build = [a for k, a in runtime if k == "COPY" and a.startswith("--from=build")]
+    assert "--from=build /opt/venv /opt/venv" in copied_from_build
+    assert "--from=build /app/protos/ protos/" in copied_from_build
+    env = stage_env(runtime)
+    assert env["PATH"].startswith("/opt/venv/bin:")
+    workdir = next(a for k, a in runtime if k == "WORKDIR")
+    assert set(env["PYTHONPATH"].split(":")) == {workdir, f"{workdir}/protos"}
+    assert env["PYTHONDONTWRITEBYTECODE"] == "1"  # read-only root filesystem in k8s
+
+
+@pytest.mark.parametrize(("service", "image"), sorted(IMAGES.items()))
+def test_each_image_runs_its_command_as_a_numeric_non_root_user(service: str, image: str) -> None:
+    path = dockerfile(image)
+    uid = image_user(path)
+    assert uid.isdigit() and int(uid) != 0  # numeric, so runAsNonRoot can verify it
+    assert image_cmd(path) == RUNS[service]
+    assert module_exists(image_cmd(path))
+    assert image_port(image) == (DASHBOARD_PORT if service == "dashboard" else GRPC_PORT)
+
+
+@pytest.mark.parametrize(("service", "image"), sorted(IMAGES.items()))
+def test_each_image_copies_every_package_its_code_imports(service: str, image: str) -> None:
+    runtime = stages(dockerfile(image))[-1]
+    copied = {args.split()[-1].rstrip("/") for keyword, args in runtime if keyword == "COPY"}
+    folders = ("shared", "services", "deploy") if service == "dashboard" else ("shared", "services")
+    needed = first_party_imports(folders) | set(folders) | {"protos"}
+    assert needed <= copied, f"not copied: {sorted(needed - copied)}"
+
+
+def test_the_build_context_leaves_out_generated_code_tests_and_local_state() -> None:
+    ignored = set((REPO / ".dockerignore").read_text().split())
+    assert {".venv", ".cellbank", ".git", "protos/**/*_pb2*.py*", "**/tests/"} <= ignored
+
+
+def test_every_image_is_used_and_every_dockerfile_is_an_image() -> None:
+    assert {p.name for p in DOCKER.glob("*.Dockerfile")} == {
+        f"{image}.Dockerfile" for image in IMAGES.values()
+    }
+    assert not (REPO / "deploy" / "Dockerfile").exists(), "the one-image Dockerfile is gone"
+
+
+# --- docker-compose.yml ------------------------------------------------------------------------
+
+
+@cache
+def compose() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+def services() -> dict[str, dict[str, Any]]:
+    return compose()["services"]
+
+
+def grpc_name(site: str, service: str) -> str:
+    return f"{site.lower()}-{service.replace('_', '-')}"
+
+
+def env_of(name: str) -> dict[str, str]:
+    return process_env(services()[name].get("environment", {}))
 
 
 def kafka_topics_invocations() -> Iterator[dict[str, list[str]]]:
@@ -153,122 +319,256 @@ def kafka_topics_invocations() -> Iterator[dict[str, list[str]]]:
         yield options
 
 
-def dockerfile_instructions() -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) with line continuations joined and comments dropped."""
-    logical = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
-    result = []
-    for line in logical.splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            keyword, _, args = line.partition(" ")
-            result.append((keyword.upper(), args.strip()))
-    return result
-
-
-def dockerfile_env() -> dict[str, str]:
-    env: dict[str, str] = {}
-    for keyword, args in dockerfile_instructions():
-        if keyword == "ENV":
-            for word in shlex.split(args):
-                name, _, value = word.partition("=")
-                env[name] = value
-    return env
-
-
-@cache
-def k8s_documents() -> list[dict[str, Any]]:
-    docs = [
-        doc
-        for path in sorted(K8S.glob("*.yaml"))
-        for doc in yaml.safe_load_all(path.read_text())
-        if doc is not None
-    ]
-    assert docs, "deploy/k8s holds no manifests"
-    return docs
-
-
-def k8s_of_kind(kind: str) -> list[dict[str, Any]]:
-    return [doc for doc in k8s_documents() if doc["kind"] == kind]
-
-
-def k8s_container(deployment: Mapping[str, Any]) -> dict[str, Any]:
-    (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    return container
-
-
-def k8s_env(deployment: Mapping[str, Any]) -> dict[str, str]:
-    """The container's literal environment: its ConfigMaps, then its own `value`s."""
-    configmaps = {cm["metadata"]["name"]: cm for cm in k8s_of_kind("ConfigMap")}
-    container = k8s_container(deployment)
-    env: dict[str, str] = {}
-    for source in container.get("envFrom", []):
-        env |= configmaps[source["configMapRef"]["name"]]["data"]
-    env |= {item["name"]: item["value"] for item in container.get("env", []) if "value" in item}
-    return process_env(env)
-
-
-def k8s_secret_env(deployment: Mapping[str, Any]) -> set[str]:
-    """The container's variables that come from a Secret."""
-    return {
-        item["name"]
-        for item in k8s_container(deployment).get("env", [])
-        if "secretKeyRef" in item.get("valueFrom", {})
-    }
-
-
-def k8s_grpc_deployments() -> list[tuple[str, dict[str, Any]]]:
-    """(service, Deployment) of every Deployment that runs a gRPC service process."""
-    found = []
-    for deployment in k8s_of_kind("Deployment"):
-        service = served_service(k8s_container(deployment)["command"])
-        if service is not None:
-            found.append((service, deployment))
-    return found
-
-
-def run_healthcheck(test: list[str], grpc_port: int) -> int:
-    """Run a compose healthcheck (CMD form, python from this venv) against a port."""
+def run_healthcheck(test: list[str], env: dict[str, str]) -> int:
+    """Run a compose healthcheck (CMD form, python from this venv) in a bare environment."""
     assert test[0] == "CMD" and test[1] == "python", f"{test[:2]}: expected CMD python"
-    # A bare environment, as in the container: no proxy settings that gRPC would follow.
-    env = {"CELLBANK_GRPC_PORT": str(grpc_port), "PATH": "/usr/bin:/bin"}
-    return subprocess.run([sys.executable, *test[2:]], env=env, timeout=60).returncode
+    bare = {"PATH": "/usr/bin:/bin", **env}  # no proxy settings that gRPC would follow
+    return subprocess.run([sys.executable, *test[2:]], env=bare, timeout=60).returncode
 
 
-def metrics_listen_on_loopback_only() -> bool:
-    default = inspect.signature(serve_metrics).parameters["addr"].default
-    return default in {"127.0.0.1", "localhost"}
+def test_the_code_s_topics_are_architecture_md_s() -> None:
+    assert {t.name: "forever" if t.retention_ms == FOREVER else "bounded" for t in TOPICS} == (
+        ARCHITECTURE_TOPICS
+    )
+    assert set(SERVICE_TOPICS.values()) <= set(ARCHITECTURE_TOPICS)
 
 
-def env_names_the_code_reads() -> set[str]:
-    pattern = re.compile(r"""["'](CELLBANK_[A-Z0-9_]+)["']""")
-    return {
-        name
-        for folder in CODE_DIRS
-        for path in (REPO / folder).rglob("*.py")
-        for name in pattern.findall(path.read_text())
+def test_compose_runs_the_kafka_version_the_local_broker_uses() -> None:
+    version = ET.parse(POM).getroot().findtext("{*}properties/{*}kafka.version")
+    assert version
+    assert services()["kafka"]["image"] == f"apache/kafka:{version}"  # the official image
+    assert services()["kafka-init"]["image"] == f"apache/kafka:{version}"
+
+
+def test_compose_kafka_is_a_single_kraft_node_that_never_auto_creates_topics() -> None:
+    env = env_of("kafka")
+    assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == f"{env['KAFKA_NODE_ID']}@kafka:9093"
+    assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+    assert "PLAINTEXT://kafka:9092" in env["KAFKA_ADVERTISED_LISTENERS"].split(",")
+
+
+def test_compose_creates_exactly_architecture_md_s_topics_with_the_code_s_configs() -> None:
+    specs = {spec.name: spec for spec in TOPICS}
+    created = []
+    for options in kafka_topics_invocations():
+        spec = specs[options["--topic"][0]]
+        created.append(spec.name)
+        configs = dict(item.partition("=")[::2] for item in options["--config"])
+        assert configs == spec.config(int(options["--replication-factor"][0])), spec.name
+        assert int(options["--partitions"][0]) >= 1
+        assert "--create" in options and "--if-not-exists" in options
+        assert options["--bootstrap-server"] == ["kafka:9092"]
+    assert sorted(created) == sorted(ARCHITECTURE_TOPICS)
+
+
+def test_compose_runs_two_sites_each_with_every_service_once_and_the_network_processes() -> None:
+    expected = {grpc_name(site, service) for site, service in COMPOSE_SITE_SERVICES}
+    expected |= {"kafka", "kafka-init", "postgres", "coldchain", "sla", "dashboard"}
+    assert set(services()) == expected
+    stores = [
+        (env_of(name)["CELLBANK_SITE_ID"], env_of(name)["CELLBANK_SERVICE"])
+        for name in services()
+        if "CELLBANK_SERVICE" in env_of(name)
+    ]
+    assert sorted(stores) == sorted(COMPOSE_SITE_SERVICES), "each event store runs exactly once"
+
+
+@pytest.mark.parametrize(("site", "service"), COMPOSE_SITE_SERVICES)
+def test_compose_service_runs_its_command_in_its_own_image(site: str, service: str) -> None:
+    process = services()[grpc_name(site, service)]
+    image = IMAGES[service]
+    assert process["image"] == f"cellbank-{image}:local"
+    assert process["build"] == {"context": ".", "dockerfile": f"deploy/docker/{image}.Dockerfile"}
+    assert process["command"] == RUNS[service] == image_cmd(dockerfile(image))
+    assert module_exists(process["command"])
+    assert process["depends_on"] == {
+        "kafka-init": {"condition": "service_completed_successfully"},
+        "postgres": {"condition": "service_healthy"},
+    }
+    assert process["restart"] == "unless-stopped"
+
+
+@pytest.mark.parametrize(("site", "service"), COMPOSE_SITE_SERVICES)
+def test_compose_service_environment_is_accepted_by_settings(site: str, service: str) -> None:
+    env = env_of(grpc_name(site, service))
+    settings = Settings.from_env(env, service=service)  # as shared.service_host.run reads it
+    assert (settings.site_id, settings.service) == (site, service)
+    assert settings.kafka_bootstrap == "kafka:9092"
+    assert settings.grpc_host == "0.0.0.0"  # reachable through the published port
+    assert settings.grpc_port == image_port(IMAGES[service])
+    assert settings.metrics_port > 0  # fixed, not picked at random
+    assert settings.tokens, "no bearer token: every call would be refused"
+    kinds = {principal.partition(":")[0] for principal in settings.tokens.values()}
+    assert kinds <= set(PRINCIPAL_KINDS)
+    validate_fin(settings.facility_id)
+    database_name(settings.site_id, settings.service)
+    if service in ("matching", "delivery"):  # they call the owning site's storage
+        assert settings.storage_endpoints == {
+            s: f"{grpc_name(s, 'storage')}:{GRPC_PORT}" for s in COMPOSE_SITES
+        }
+        assert DEMO_TOKENS[settings.service_token] == f"service:{service}"
+
+
+def test_compose_tokens_come_from_the_environment_with_the_demo_tokens_as_local_default() -> None:
+    for site, service in COMPOSE_SITE_SERVICES:
+        raw = services()[grpc_name(site, service)]["environment"]["CELLBANK_TOKENS"]
+        assert raw.startswith("${CELLBANK_TOKENS:-"), f"{site} {service}: not overridable"
+        assert parse_tokens(interpolate(raw)) == DEMO_TOKENS  # what deploy/demo.py sends
+
+
+def test_compose_each_site_has_one_valid_facility_id_of_its_own() -> None:
+    fins = {
+        site: {env_of(grpc_name(site, service))["CELLBANK_FACILITY_ID"] for service in SERVICES}
+        for site in COMPOSE_SITES
+    }
+    assert all(len(site_fins) == 1 for site_fins in fins.values()), fins
+    per_site = [validate_fin(next(iter(site_fins))) for site_fins in fins.values()]
+    assert len(set(per_site)) == len(per_site), f"two sites share a FIN: {fins}"
+
+
+def test_compose_grpc_healthcheck_asks_the_grpc_health_service() -> None:
+    checks = {
+        tuple(services()[grpc_name(site, service)]["healthcheck"]["test"])
+        for site, service in COMPOSE_SITE_SERVICES
+    }
+    servicer = health.HealthServicer()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    env = {"CELLBANK_GRPC_PORT": str(port)}
+    try:
+        for check in checks:
+            servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+            assert run_healthcheck(list(check), env) == 0, "healthy server reported unhealthy"
+            servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+            assert run_healthcheck(list(check), env) != 0, "NOT_SERVING reported healthy"
+    finally:
+        server.stop(None).wait()
+    for check in checks:
+        assert run_healthcheck(list(check), env) != 0, "no server reported healthy"
+
+
+def test_compose_services_are_published_on_loopback_by_the_per_site_scheme() -> None:
+    expected = {
+        (p.site, p.service): p.grpc_port
+        for p in plan(list(COMPOSE_SITES), COMPOSE_GRPC_BASE_PORT, 0)
+    }
+    for site, service in COMPOSE_SITE_SERVICES:
+        process = services()[grpc_name(site, service)]
+        (mapping,) = process["ports"]
+        host_ip, host_port, container_port = mapping.split(":")
+        assert host_ip == "127.0.0.1"
+        assert int(container_port) == int(env_of(grpc_name(site, service))["CELLBANK_GRPC_PORT"])
+        assert int(host_port) == expected[(site, service)], f"{site} {service}"
+
+
+def test_compose_host_ports_are_unique_and_loopback_only() -> None:
+    published = [mapping for service in services().values() for mapping in service.get("ports", [])]
+    assert all(mapping.startswith("127.0.0.1:") for mapping in published), published
+    host_ports = [mapping.split(":")[1] for mapping in published]
+    assert len(host_ports) == len(set(host_ports)), f"a host port is published twice: {published}"
+
+
+def test_compose_database_url_reaches_the_postgres_service_with_its_credentials() -> None:
+    postgres = services()["postgres"]
+    assert postgres["image"] == "postgres:18"  # the official image
+    pg_env = env_of("postgres")
+    for site, service in COMPOSE_SITE_SERVICES:
+        url = env_of(grpc_name(site, service))["CELLBANK_DATABASE_URL"]
+        parts = urlsplit(url)
+        assert (parts.scheme, parts.hostname, parts.port) == ("postgresql", "postgres", 5432)
+        assert parts.username == pg_env.get("POSTGRES_USER", "postgres")
+        assert parts.password == pg_env["POSTGRES_PASSWORD"]
+        # A server URL: the service creates and migrates its own database on it.
+        target = with_database(url, database_name(site, service))
+        assert urlsplit(target).path == f"/{database_name(site, service)}"
+
+
+def test_compose_coldchain_runs_the_worker_in_storage_s_image_with_what_it_reads() -> None:
+    coldchain = services()["coldchain"]
+    assert coldchain["image"] == services()[grpc_name(COMPOSE_SITES[0], "storage")]["image"]
+    assert coldchain["command"][:4] == ["python", "-m", COLDCHAIN_MODULE, "worker"]
+    assert module_exists(coldchain["command"])
+    env = env_of("coldchain")
+    read = module_env_names(COLDCHAIN_MODULE)
+    assert COLDCHAIN_REQUIRED_ENV <= set(env) <= read
+    assert "ports" not in coldchain  # it serves nothing
+    assert coldchain["depends_on"] == {
+        "kafka-init": {"condition": "service_completed_successfully"}
+    } | {grpc_name(site, "storage"): {"condition": "service_healthy"} for site in COMPOSE_SITES}
+    for variable, service in (
+        ("CELLBANK_STORAGE_ENDPOINTS", "storage"), ("CELLBANK_DELIVERY_ENDPOINTS", "delivery")
+    ):  # fmt: skip
+        assert parse_endpoints(env[variable], variable) == {
+            site: f"{grpc_name(site, service)}:{GRPC_PORT}" for site in COMPOSE_SITES
+        }
+
+
+def test_compose_coldchain_token_is_a_service_token_every_storage_service_accepts() -> None:
+    raw = services()["coldchain"]["environment"]["CELLBANK_COLDCHAIN_TOKEN"]
+    assert raw.startswith("${CELLBANK_COLDCHAIN_TOKEN:-"), "not overridable"
+    token = interpolate(raw)
+    assert DEMO_TOKENS[token].partition(":")[0] == "service"
+    for site in COMPOSE_SITES:
+        tokens = parse_tokens(env_of(grpc_name(site, "storage"))["CELLBANK_TOKENS"])
+        assert tokens.get(token, "").partition(":")[0] == "service", f"{site} storage refuses it"
+
+
+def test_compose_coldchain_worker_reads_its_environment_as_intended() -> None:
+    env = env_of("coldchain")
+    config = coldchain_config(env)
+    assert config["brokers"] == ["kafka://kafka:9092"]
+    assert config["endpoints"] == parse_endpoints(env["CELLBANK_STORAGE_ENDPOINTS"])
+    (topic,) = config["topics"]
+    created = {options["--topic"][0]: options for options in kafka_topics_invocations()}
+    assert topic == TELEMETRY and topic in created
+    # Its table's changelog is co-partitioned with the telemetry topic, on the same broker(s).
+    assert config["partitions"] == int(created[topic]["--partitions"][0])
+    assert config["replication_factor"] == int(created[topic]["--replication-factor"][0])
+    max_celsius, excursion_minutes, silence_minutes = config["rules"]
+    assert max_celsius < -135  # below water's glass transition: cryogenic, not a freezer
+    assert excursion_minutes > 0 and silence_minutes > 0
+    # The image's user cannot write to its working directory: Faust's data directory is /tmp.
+    assert Path(config["datadir"]).parts[:2] == ("/", "tmp"), config["datadir"]
+
+
+def test_compose_sla_worker_runs_in_delivery_s_image_with_what_it_reads() -> None:
+    sla = services()["sla"]
+    assert sla["image"] == services()[grpc_name(COMPOSE_SITES[0], "delivery")]["image"]
+    assert sla["command"][:4] == ["python", "-m", SLA_MODULE, "worker"]
+    assert module_exists(sla["command"])
+    env = env_of("sla")
+    assert set(env) <= module_env_names(SLA_MODULE)
+    assert parse_endpoints(env["CELLBANK_DELIVERY_ENDPOINTS"], "CELLBANK_DELIVERY_ENDPOINTS") == {
+        site: f"{grpc_name(site, 'delivery')}:{GRPC_PORT}" for site in COMPOSE_SITES
     }
 
 
-def coldchain_source() -> Path:
-    spec = importlib.util.find_spec(COLDCHAIN_MODULE)
-    assert spec is not None and spec.origin is not None, f"{COLDCHAIN_MODULE} does not exist"
-    return Path(spec.origin)
+def test_compose_dashboard_reads_every_site_s_delivery_service_and_is_published() -> None:
+    dashboard = services()["dashboard"]
+    assert dashboard["image"] == "cellbank-dashboard:local"
+    assert dashboard["build"]["dockerfile"] == "deploy/docker/dashboard.Dockerfile"
+    assert "command" not in dashboard or dashboard["command"] == RUNS["dashboard"]
+    env = env_of("dashboard")
+    assert set(env) <= module_env_names(DASHBOARD_MODULE)
+    document = document_from_env(env)  # what the dashboard reads in its container
+    assert document["sites"] == {
+        site: {"delivery": f"{grpc_name(site, 'delivery')}:{GRPC_PORT}"} for site in COMPOSE_SITES
+    }
+    assert DEMO_TOKENS[document["operator_token"]].startswith("operator:")
+    assert dashboard["ports"] == [f"127.0.0.1:{DASHBOARD_PORT}:{image_port('dashboard')}"]
+    assert "/healthz" in " ".join(dashboard["healthcheck"]["test"])
 
 
-def env_names_the_coldchain_reads() -> set[str]:
-    """The CELLBANK_* names of the cold-chain worker's module (it does not use Settings)."""
-    return set(re.findall(r"""["'](CELLBANK_[A-Z0-9_]+)["']""", coldchain_source().read_text()))
-
-
-def parse_storage_endpoints(raw: str) -> list[tuple[str, str, int]]:
-    """CELLBANK_STORAGE_ENDPOINTS, strictly: every entry SITE=host:port, nothing else."""
-    entries = []
-    for item in raw.split(","):
-        site, sep, address = item.partition("=")
-        host, colon, port = address.rpartition(":")
-        assert sep and colon and host and port.isdigit(), f"{item!r}: expected SITE=host:port"
-        entries.append((site, host, int(port)))
-    return entries
+def test_compose_dependencies_exist_and_healthy_ones_have_a_healthcheck() -> None:
+    assert "pg_isready" in " ".join(services()["postgres"]["healthcheck"]["test"])
+    for name, service in services().items():
+        for dependency, rule in service.get("depends_on", {}).items():
+            assert dependency in services(), f"{name} depends on unknown {dependency}"
+            if rule["condition"] == "service_healthy":
+                assert "healthcheck" in services()[dependency], f"{dependency} has none"
 
 
 def coldchain_config(env: Mapping[str, str]) -> dict[str, Any]:
@@ -305,572 +605,321 @@ print(json.dumps({{
     return result
 
 
-def first_party_imports() -> set[str]:
-    """Top-level names imported by the deployed code that live in this repository."""
-    roots: set[str] = set()
-    for folder in CODE_DIRS:
-        for path in (REPO / folder).rglob("*.py"):
-            for node in ast.walk(ast.parse(path.read_text())):
-                if isinstance(node, ast.Import):
-                    roots.update(alias.name.split(".")[0] for alias in node.names)
-                elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-                    roots.add(node.module.split(".")[0])
-    return {name for name in roots if (REPO / name).is_dir() or (REPO / "protos" / name).is_dir()}
+# --- deploy/k8s (Kustomize) ---------------------------------------------------------------------
+
+KUSTOMIZE_KEYS = {
+    "apiVersion", "kind", "namespace", "resources", "labels", "configMapGenerator",
+    "generatorOptions",
+}  # fmt: skip
 
 
-# --- docker-compose.yml ------------------------------------------------------------------------
+def kustomize(directory: Path) -> list[dict[str, Any]]:
+    """`kubectl kustomize directory` for the features these manifests use (resources, namespace,
+    labels with includeSelectors, configMapGenerator with literals, no name hash); anything else
+    fails here rather than being silently rendered differently from kustomize."""
+    kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
+    unknown = set(kustomization) - KUSTOMIZE_KEYS
+    assert not unknown, f"{directory}: this test does not render {sorted(unknown)}"
+    docs: list[dict[str, Any]] = []
+    for resource in kustomization.get("resources", []):
+        path = (directory / resource).resolve()
+        if path.is_dir():
+            docs += kustomize(path)
+        else:
+            docs += [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+    hashed = not kustomization.get("generatorOptions", {}).get("disableNameSuffixHash", False)
+    for generator in kustomization.get("configMapGenerator", []):
+        assert set(generator) <= {"name", "literals"}, generator
+        assert not hashed, "referenced by name: the hash suffix must be off"
+        data = dict(item.partition("=")[::2] for item in generator["literals"])
+        docs.append(
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": generator["name"]},
+             "data": data}
+        )  # fmt: skip
+    for entry in kustomization.get("labels", []):
+        for doc in docs:
+            doc["metadata"].setdefault("labels", {}).update(entry["pairs"])
+            if entry.get("includeSelectors"):
+                spec = doc.get("spec", {})
+                if doc["kind"] == "Service":
+                    spec["selector"].update(entry["pairs"])
+                if doc["kind"] == "Deployment":
+                    spec["selector"]["matchLabels"].update(entry["pairs"])
+                    spec["template"]["metadata"]["labels"].update(entry["pairs"])
+    if "namespace" in kustomization:
+        for doc in docs:
+            if doc["kind"] != "Namespace":
+                doc["metadata"]["namespace"] = kustomization["namespace"]
+    return docs
 
 
-def test_compose_runs_the_kafka_version_the_local_broker_uses() -> None:
-    version = ET.parse(POM).getroot().findtext("{*}properties/{*}kafka.version")
-    assert version
-    assert services()["kafka"]["image"] == f"apache/kafka:{version}"
-    assert services()["kafka-init"]["image"] == f"apache/kafka:{version}"
+def site_dir(site: str) -> Path:
+    return K8S / "sites" / site.lower()
 
 
-def test_compose_kafka_is_a_single_kraft_node_that_never_auto_creates_topics() -> None:
-    env = process_env(services()["kafka"]["environment"])
-    assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
-    assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == f"{env['KAFKA_NODE_ID']}@kafka:9093"
-    assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
-    assert "PLAINTEXT://kafka:9092" in env["KAFKA_ADVERTISED_LISTENERS"].split(",")
+@cache
+def rendered(directory: Path) -> tuple[dict[str, Any], ...]:
+    return tuple(kustomize(directory))
 
 
-def test_compose_creates_every_topic_the_code_publishes_to() -> None:
-    created = [options["--topic"][0] for options in kafka_topics_invocations()]
-    assert sorted(created) == sorted(spec.name for spec in TOPICS)
-    assert set(SERVICE_TOPICS.values()) <= set(created)
+def of_kind(docs: tuple[dict[str, Any], ...], kind: str) -> list[dict[str, Any]]:
+    return [doc for doc in docs if doc["kind"] == kind]
 
 
-def test_compose_topics_get_the_retention_and_configs_the_code_defines() -> None:
-    specs = {spec.name: spec for spec in TOPICS}
-    for options in kafka_topics_invocations():
-        spec = specs[options["--topic"][0]]
-        replication_factor = int(options["--replication-factor"][0])
-        configs = dict(item.partition("=")[::2] for item in options["--config"])
-        assert configs["retention.ms"] == str(spec.retention_ms), spec.name
-        assert configs == spec.config(replication_factor), spec.name
-        assert int(options["--partitions"][0]) >= 1
-        assert "--create" in options and "--if-not-exists" in options
-        assert options["--bootstrap-server"] == ["kafka:9092"]
+def container(deployment: Mapping[str, Any]) -> dict[str, Any]:
+    (only,) = deployment["spec"]["template"]["spec"]["containers"]
+    return only
 
 
-def test_service_modules_are_services_of_the_network() -> None:
-    assert GRPC_SERVICES, "deploy/network.py SERVICE_MODULES is empty"
-    assert set(GRPC_SERVICES) <= set(SERVICES)
-    for service, module in SERVICE_MODULES.items():
-        assert importlib.import_module(module).SPEC.name == service
+def pod_env(docs: tuple[dict[str, Any], ...], deployment: Mapping[str, Any]) -> dict[str, str]:
+    """The container's literal environment: its ConfigMaps (envFrom, configMapKeyRef), then its
+    own `value`s. Secrets are left out (secret_env)."""
+    configmaps = {cm["metadata"]["name"]: cm["data"] for cm in of_kind(docs, "ConfigMap")}
+    env: dict[str, str] = {}
+    for source in container(deployment).get("envFrom", []):
+        env |= configmaps[source["configMapRef"]["name"]]
+    for item in container(deployment).get("env", []):
+        if "value" in item:
+            env[item["name"]] = item["value"]
+        elif "configMapKeyRef" in item.get("valueFrom", {}):
+            ref = item["valueFrom"]["configMapKeyRef"]
+            env[item["name"]] = configmaps[ref["name"]][ref["key"]]
+    return process_env(env)
 
 
-def test_compose_runs_every_event_store_exactly_once() -> None:
-    """One relay per site and service: a process and a relay of one store would double-publish."""
-    runs: dict[tuple[str, str], list[str]] = {}
-    for name, service in services().items():
-        command: list[str] = service.get("command") or []
-        if command != RELAY_COMMAND and served_service(command) is None:
-            continue
-        env = process_env(service["environment"])
-        served = served_service(command) or env["CELLBANK_SERVICE"]
-        runs.setdefault((env["CELLBANK_SITE_ID"], served), []).append(name)
-    assert runs == {pair: [process_name(*pair)] for pair in SITE_SERVICES}
-
-
-def test_compose_has_one_relay_per_site_and_service_without_a_process() -> None:
-    relays = {name for name in services() if name.endswith("-relay")}
-    assert relays == {relay_name(site, service) for site, service in SITE_RELAYS}
-
-
-# --- docker-compose.yml: the gRPC service processes ---------------------------------------------
-
-
-def test_compose_has_one_grpc_process_per_site_and_service_module() -> None:
-    processes = {
-        name
-        for name, service in services().items()
-        if served_service(service.get("command") or []) is not None
+def secret_env(deployment: Mapping[str, Any]) -> set[str]:
+    return {
+        item["name"]
+        for item in container(deployment).get("env", [])
+        if "secretKeyRef" in item.get("valueFrom", {})
     }
-    assert processes == {grpc_name(site, service) for site, service in SITE_GRPC_SERVICES}
 
 
-@pytest.mark.parametrize(("site", "service"), SITE_GRPC_SERVICES)
-def test_compose_grpc_process_runs_its_module_after_topics_and_databases_exist(
-    site: str, service: str
-) -> None:
-    process = services()[grpc_name(site, service)]
-    assert process["command"] == module_command(service)
-    assert importlib.util.find_spec(SERVICE_MODULES[service]) is not None
-    assert process["build"] == {"context": ".", "dockerfile": "deploy/Dockerfile"}
-    assert process["depends_on"] == DEPENDS_ON_TOPICS_AND_DATABASES
-    assert process["restart"] == "unless-stopped"
-
-
-@pytest.mark.parametrize(("site", "service"), SITE_GRPC_SERVICES)
-def test_compose_grpc_process_environment_is_accepted_by_settings(site: str, service: str) -> None:
-    env = process_env(services()[grpc_name(site, service)]["environment"])
-    settings = Settings.from_env(env, service=service)  # as shared.service_host.run reads it
-    assert (settings.site_id, settings.service) == (site, service)
-    assert env.get("CELLBANK_SERVICE", service) == service
-    assert settings.kafka_bootstrap == "kafka:9092"
-    assert settings.grpc_host == "0.0.0.0"  # reachable through the published port
-    assert settings.grpc_port > 0 and settings.metrics_port > 0  # fixed, not picked at random
-    assert settings.tokens, "no bearer token: every call would be refused"
-    assert {principal.partition(":")[0] for principal in settings.tokens.values()} <= set(
-        PRINCIPAL_KINDS
-    )
-    validate_fin(settings.facility_id)
-    database_name(settings.site_id, settings.service)
-
-
-def test_compose_tokens_come_from_the_environment_with_the_demo_tokens_as_local_default() -> None:
-    for site, service in SITE_GRPC_SERVICES:
-        raw = services()[grpc_name(site, service)]["environment"]["CELLBANK_TOKENS"]
-        assert raw.startswith("${CELLBANK_TOKENS:-"), f"{site} {service}: not overridable"
-        assert parse_tokens(interpolate(raw)) == DEMO_TOKENS  # what deploy/demo.py sends
-
-
-def test_compose_each_site_has_one_valid_facility_id_of_its_own() -> None:
-    fins: dict[str, set[str]] = {}
-    for site, service in SITE_SERVICES:
-        env = process_env(services()[process_name(site, service)]["environment"])
-        if "CELLBANK_FACILITY_ID" in env or service == "donor_intake":
-            fins.setdefault(site, set()).add(validate_fin(env["CELLBANK_FACILITY_ID"]))
-    assert set(fins) >= {site for site, service in SITE_GRPC_SERVICES if service == "donor_intake"}
-    assert all(len(site_fins) == 1 for site_fins in fins.values()), fins
-    per_site = [next(iter(site_fins)) for site_fins in fins.values()]
-    assert len(set(per_site)) == len(per_site), f"two sites share a FIN: {fins}"
-
-
-def test_compose_grpc_healthcheck_asks_the_grpc_health_service() -> None:
-    checks = {
-        tuple(services()[grpc_name(site, service)]["healthcheck"]["test"])
-        for site, service in SITE_GRPC_SERVICES
-    }
-    servicer = health.HealthServicer()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    try:
-        for check in checks:
-            servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-            assert run_healthcheck(list(check), port) == 0, "healthy server reported unhealthy"
-            servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
-            assert run_healthcheck(list(check), port) != 0, "NOT_SERVING reported healthy"
-    finally:
-        server.stop(None).wait()
-    for check in checks:
-        assert run_healthcheck(list(check), port) != 0, "no server reported healthy"
-
-
-def test_compose_grpc_processes_are_published_on_loopback_by_a_per_site_scheme() -> None:
-    expected = {
-        (p.site, p.service): p.grpc_port
-        for p in plan(list(DEFAULT_SITES), COMPOSE_GRPC_BASE_PORT, 0)
-    }
-    for site, service in SITE_GRPC_SERVICES:
-        process = services()[grpc_name(site, service)]
-        env = process_env(process["environment"])
-        (mapping,) = process["ports"]
-        host_ip, host_port, container_port = mapping.split(":")
-        assert host_ip == "127.0.0.1"
-        assert container_port == env["CELLBANK_GRPC_PORT"]
-        assert int(host_port) == expected[(site, service)], f"{site} {service}"
-
-
-def test_compose_host_ports_are_unique_and_loopback_only() -> None:
-    published = [mapping for service in services().values() for mapping in service.get("ports", [])]
-    assert all(mapping.startswith("127.0.0.1:") for mapping in published), published
-    host_ports = [mapping.split(":")[1] for mapping in published]
-    assert len(host_ports) == len(set(host_ports)), f"a host port is published twice: {published}"
-
-
-def test_relay_module_exists() -> None:
-    assert importlib.util.find_spec(RELAY_COMMAND[-1]) is not None
-
-
-def test_compose_database_url_reaches_the_postgres_service_with_its_credentials() -> None:
-    postgres = services()["postgres"]
-    assert postgres["image"] == "postgres:18"
-    pg_env = process_env(postgres["environment"])
-    for site, service in SITE_SERVICES:
-        url = process_env(services()[process_name(site, service)]["environment"])
-        parts = urlsplit(url["CELLBANK_DATABASE_URL"])
-        assert (parts.scheme, parts.hostname, parts.port) == ("postgresql", "postgres", 5432)
-        assert parts.username == pg_env.get("POSTGRES_USER", "postgres")
-        assert parts.password == pg_env["POSTGRES_PASSWORD"]
-        # A server URL: relay_main and service_host swap in the site's database for the path.
-        target = with_database(url["CELLBANK_DATABASE_URL"], database_name(site, service))
-        assert urlsplit(target).path == f"/{database_name(site, service)}"
-
-
-def test_compose_creates_the_database_every_process_connects_to() -> None:
-    db_init = services()["db-init"]
-    assert "ensure_site_databases(" in " ".join(db_init["command"])
-    # ensure_site_databases defaults to DEFAULT_SITES x SERVICES: exactly the processes' pairs.
-    sites = {
-        services()[process_name(site, service)]["environment"]["CELLBANK_SITE_ID"]
-        for site, service in SITE_SERVICES
-    }
-    assert sites == set(DEFAULT_SITES)
-    for site, service in SITE_SERVICES:
-        url = services()[process_name(site, service)]["environment"]["CELLBANK_DATABASE_URL"]
-        assert db_init["environment"]["CELLBANK_DATABASE_URL"] == url
-    assert db_init["depends_on"] == {"postgres": {"condition": "service_healthy"}}
-
-
-# --- docker-compose.yml: the cold-chain monitor ------------------------------------------------
-
-
-def coldchain_env() -> dict[str, str]:
-    return process_env(services()[COLDCHAIN]["environment"])
-
-
-def test_compose_runs_one_coldchain_worker_of_the_module_that_exists() -> None:
-    monitors = [
-        name for name, service in services().items() if is_coldchain(service.get("command") or [])
+def deployment_running(docs: tuple[dict[str, Any], ...], command: list[str]) -> dict[str, Any]:
+    (found,) = [
+        d for d in of_kind(docs, "Deployment") if container(d)["command"][:3] == command[:3]
     ]
-    assert monitors == [COLDCHAIN]
-    coldchain = services()[COLDCHAIN]
-    coldchain_source()
-    assert coldchain["command"][3] == "worker"  # the Faust CLI command that consumes
-    assert coldchain["build"] == {"context": ".", "dockerfile": "deploy/Dockerfile"}
-    assert coldchain["restart"] == "unless-stopped"
-    assert "ports" not in coldchain  # it serves nothing
+    return found
 
 
-def test_compose_coldchain_sets_the_variables_the_worker_reads_and_no_others() -> None:
-    env = coldchain_env()
-    cellbank = {name for name in env if name.startswith("CELLBANK_")}
-    read = env_names_the_coldchain_reads()
-    assert COLDCHAIN_REQUIRED_ENV <= read, "the worker no longer reads a required variable"
-    assert COLDCHAIN_REQUIRED_ENV <= cellbank
-    assert cellbank <= read, f"not read by the worker: {sorted(cellbank - read)}"
+def image_of(deployment: Mapping[str, Any]) -> str:
+    """The image's name without registry and tag, which names its Dockerfile."""
+    reference = container(deployment)["image"]
+    name = reference.rsplit("/", 1)[-1].split(":")[0]
+    assert name.startswith("cellbank-"), reference
+    return name.removeprefix("cellbank-")
 
 
-def test_compose_coldchain_calls_every_site_s_storage_service_in_compose() -> None:
-    entries = parse_storage_endpoints(coldchain_env()["CELLBANK_STORAGE_ENDPOINTS"])
-    sites = [site for site, _, _ in entries]
-    assert sorted(sites) == sorted(DEFAULT_SITES), "one endpoint per site, every site"
-    for site, host, port in entries:
-        storage = grpc_name(site, COLDCHAIN_SERVICE)
-        assert host == storage, f"{site}: {host} is not its storage service"
-        env = process_env(services()[storage]["environment"])
-        assert env["CELLBANK_SITE_ID"] == site
-        assert port == int(env["CELLBANK_GRPC_PORT"]), f"{site}: the container's gRPC port"
+def k8s_dns(site: str, service: str) -> str:
+    return f"{service.replace('_', '-')}.cellbank-{site.lower()}.svc:{GRPC_PORT}"
 
 
-def test_compose_coldchain_token_is_a_service_token_every_storage_service_accepts() -> None:
-    raw = services()[COLDCHAIN]["environment"]["CELLBANK_COLDCHAIN_TOKEN"]
-    assert raw.startswith("${CELLBANK_COLDCHAIN_TOKEN:-"), "not overridable"
-    token = interpolate(raw)
-    assert DEMO_TOKENS[token].partition(":")[0] == "service"  # what deploy/demo.py declares
-    for site in DEFAULT_SITES:
-        storage = process_env(services()[grpc_name(site, COLDCHAIN_SERVICE)]["environment"])
-        principal = parse_tokens(storage["CELLBANK_TOKENS"]).get(token, "")
-        assert principal.partition(":")[0] == "service", f"{site} storage refuses it"
+def all_rendered() -> list[tuple[dict[str, Any], ...]]:
+    return [rendered(site_dir(s)) for s in DEFAULT_SITES] + [
+        rendered(K8S / "network"),
+        rendered(K8S / "kafka"),
+    ]
 
 
-def test_compose_coldchain_starts_after_the_topics_and_the_storage_services() -> None:
-    expected = {"kafka-init": {"condition": "service_completed_successfully"}} | {
-        grpc_name(site, COLDCHAIN_SERVICE): {"condition": "service_healthy"}
-        for site in DEFAULT_SITES
-    }
-    assert services()[COLDCHAIN]["depends_on"] == expected
-
-
-def test_compose_coldchain_worker_reads_its_environment_as_intended() -> None:
-    env = coldchain_env()
-    config = coldchain_config(env)
-    storage = process_env(services()[grpc_name(DEFAULT_SITES[0], COLDCHAIN_SERVICE)]["environment"])
-    assert config["brokers"] == [f"kafka://{storage['CELLBANK_KAFKA_BOOTSTRAP']}"]
-    assert config["endpoints"] == {
-        site: f"{host}:{port}"
-        for site, host, port in parse_storage_endpoints(env["CELLBANK_STORAGE_ENDPOINTS"])
-    }
-    (topic,) = config["topics"]
-    created = {options["--topic"][0]: options for options in kafka_topics_invocations()}
-    assert topic == TELEMETRY and topic in created
-    # Its table's changelog is co-partitioned with the telemetry topic, on the same broker(s).
-    assert config["partitions"] == int(created[topic]["--partitions"][0])
-    assert config["replication_factor"] == int(created[topic]["--replication-factor"][0])
-    max_celsius, excursion_minutes, silence_minutes = config["rules"]
-    assert max_celsius < -135  # below water's glass transition: cryogenic, not a freezer
-    assert excursion_minutes > 0 and silence_minutes > 0
-    # The image's user cannot write to its working directory (root's /app): Faust's data
-    # directory must be elsewhere.
-    assert Path(config["datadir"]).is_absolute()
-    assert Path(config["datadir"]).parts[:2] == ("/", "tmp"), config["datadir"]
-
-
-def test_compose_dependencies_exist_and_healthy_ones_have_a_healthcheck() -> None:
-    assert "pg_isready" in " ".join(services()["postgres"]["healthcheck"]["test"])
-    for name, service in services().items():
-        for dependency, rule in service.get("depends_on", {}).items():
-            assert dependency in services(), f"{name} depends on unknown {dependency}"
-            if rule["condition"] == "service_healthy":
-                assert "healthcheck" in services()[dependency], f"{dependency} has none"
-
-
-def test_no_deployment_sets_a_cellbank_variable_the_code_never_reads() -> None:
-    known = env_names_the_code_reads()
-    configured = (
-        {name for service in services().values() for name in service.get("environment", {})}
-        | {name for cm in k8s_of_kind("ConfigMap") for name in cm["data"]}
-        | {
-            item["name"]
-            for deployment in k8s_of_kind("Deployment")
-            for item in k8s_container(deployment).get("env", [])
-        }
+def test_k8s_has_a_site_overlay_for_every_site_of_the_network() -> None:
+    assert sorted(p.name for p in (K8S / "sites").iterdir()) == sorted(
+        s.lower() for s in DEFAULT_SITES
     )
-    unknown = {name for name in configured if name.startswith("CELLBANK_")} - known
-    assert not unknown, f"typo or stale name: {sorted(unknown)}"
-    assert env_names_the_coldchain_reads() <= known  # the worker's own names count as read
 
 
-# --- deploy/Dockerfile -------------------------------------------------------------------------
-
-
-def test_dockerfile_builds_on_the_python_version_the_project_targets() -> None:
-    assert dockerfile_instructions()[0] == ("FROM", "python:3.11-slim")
-
-
-def test_dockerfile_installs_the_pinned_requirements() -> None:
-    instructions = dockerfile_instructions()
-    assert ("COPY", "requirements.txt ./") in instructions
-    assert any(k == "RUN" and "pip install -r requirements.txt" in a for k, a in instructions)
-
-
-def test_dockerfile_copies_every_package_the_code_imports() -> None:
-    copied = {
-        args.split()[0].rstrip("/")
-        for keyword, args in dockerfile_instructions()
-        if keyword == "COPY"
-    }
-    needed = {
-        "protos" if (REPO / "protos" / name).is_dir() else name for name in first_party_imports()
-    }
-    needed |= set(CODE_DIRS) | {"protos"}
-    assert needed <= copied, f"not copied: {sorted(needed - copied)}"
-
-
-def test_dockerfile_generates_protos_after_copying_them_and_puts_them_on_the_path() -> None:
-    instructions = dockerfile_instructions()
-    generate = next(
-        i for i, (k, a) in enumerate(instructions) if k == "RUN" and "python -m deploy.protos" in a
-    )
-    copies = [i for i, (k, a) in enumerate(instructions) if k == "COPY"]
-    assert max(copies) < generate
-    workdir = next(a for k, a in instructions if k == "WORKDIR")
-    path = dockerfile_env()["PYTHONPATH"].split(":")
-    assert workdir in path and f"{workdir}/protos" in path
-
-
-def test_dockerfile_runs_as_a_numeric_non_root_user() -> None:
-    users = [args for keyword, args in dockerfile_instructions() if keyword == "USER"]
-    assert users, "the image would run as root"
-    uid = users[-1].split(":")[0]
-    assert uid.isdigit() and int(uid) != 0  # numeric, so runAsNonRoot can verify it
-
-
-# --- deploy/k8s --------------------------------------------------------------------------------
-
-
-def test_k8s_manifests_live_in_the_declared_site_namespace() -> None:
-    (namespace,) = k8s_of_kind("Namespace")
-    for doc in k8s_documents():
+@pytest.mark.parametrize("site", DEFAULT_SITES)
+def test_k8s_site_lives_in_its_own_namespace(site: str) -> None:
+    docs = rendered(site_dir(site))
+    (namespace,) = of_kind(docs, "Namespace")
+    assert namespace["metadata"]["name"] == f"cellbank-{site.lower()}"
+    for doc in docs:
         assert {"apiVersion", "kind", "metadata"} <= set(doc)
+        assert doc["metadata"]["labels"]["cellbank.network/site"] == site
         if doc["kind"] != "Namespace":
             assert doc["metadata"]["namespace"] == namespace["metadata"]["name"]
 
 
-def test_k8s_configmap_env_is_accepted_by_settings() -> None:
-    for configmap in k8s_of_kind("ConfigMap"):
-        env = process_env(configmap["data"])
-        assert all(name.startswith("CELLBANK_") for name in env)
-        settings = Settings.from_env(env, service=SERVICES[0])
-        database_name(settings.site_id, settings.service)
-        if settings.facility_id:
-            validate_fin(settings.facility_id)
+@pytest.mark.parametrize(("site", "service"), K8S_SITE_SERVICES)
+def test_k8s_site_runs_each_service_once_in_its_image_with_settings_it_accepts(
+    site: str, service: str
+) -> None:
+    docs = rendered(site_dir(site))
+    deployment = deployment_running(docs, RUNS[service])
+    assert container(deployment)["command"] == RUNS[service]
+    assert module_exists(RUNS[service])
+    assert image_of(deployment) == IMAGES[service] and dockerfile(IMAGES[service]).is_file()
+    # One replica, replaced not rolled: two relays of one event store would double-publish.
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    env = pod_env(docs, deployment)
+    settings = Settings.from_env(env, service=service)
+    assert (settings.site_id, settings.service) == (site, service)
+    assert settings.grpc_host == "0.0.0.0"  # the kubelet probes the pod IP
+    assert settings.grpc_port == GRPC_PORT == image_port(IMAGES[service])
+    validate_fin(settings.facility_id)
+    assert urlsplit(settings.database_url).password is None  # from a Secret, as PGPASSWORD
+    assert {"CELLBANK_TOKENS", "PGPASSWORD"} <= secret_env(deployment)
+    assert "CELLBANK_TOKENS" not in env
+    if service in ("matching", "delivery"):
+        assert settings.storage_endpoints == {s: k8s_dns(s, "storage") for s in DEFAULT_SITES}
+        assert "CELLBANK_SERVICE_TOKEN" in secret_env(deployment)
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert labels["cellbank.network/service"] == service
+    assert labels["cellbank.network/site"] == site
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert "cellbank.network/site" in deployment["spec"]["selector"]["matchLabels"]
 
 
-def test_k8s_configmap_holds_no_database_password() -> None:
-    for configmap in k8s_of_kind("ConfigMap"):
-        assert urlsplit(configmap["data"]["CELLBANK_DATABASE_URL"]).password is None
+@pytest.mark.parametrize(("site", "service"), K8S_SITE_SERVICES)
+def test_k8s_service_is_probed_on_the_grpc_health_service_and_reachable(
+    site: str, service: str
+) -> None:
+    docs = rendered(site_dir(site))
+    deployment = deployment_running(docs, RUNS[service])
+    c = container(deployment)
+    ports = {port["name"]: port["containerPort"] for port in c["ports"]}
+    assert ports["grpc"] == GRPC_PORT
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert c[probe]["grpc"]["port"] == GRPC_PORT, probe  # grpc.health.v1, no token needed
+    selecting = [
+        svc
+        for svc in of_kind(docs, "Service")
+        if svc["spec"]["selector"].items()
+        <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    ]
+    (svc,) = selecting
+    others = [
+        d
+        for d in of_kind(docs, "Deployment")
+        if d is not deployment
+        and svc["spec"]["selector"].items() <= d["spec"]["template"]["metadata"]["labels"].items()
+    ]
+    assert not others, f"{svc['metadata']['name']} selects several Deployments"
+    assert svc["metadata"]["name"] == service.replace("_", "-")  # what k8s_dns calls
+    assert any(port["targetPort"] in {"grpc", GRPC_PORT} for port in svc["spec"]["ports"])
 
 
-def test_k8s_deployments_run_one_relay_per_event_store() -> None:
-    deployments = k8s_of_kind("Deployment")
-    assert deployments
-    stores: list[tuple[str, str]] = []
-    for deployment in deployments:
-        # One replica, replaced not rolled: two relays of one event store would double-publish.
-        assert deployment["spec"]["replicas"] == 1
-        assert deployment["spec"]["strategy"] == {"type": "Recreate"}
-        command = k8s_container(deployment)["command"]
-        if is_network_worker(command):
-            continue  # no event store (test_k8s_coldchain_deployment_is_consistent)
-        env = k8s_env(deployment)
-        service = served_service(command) or env["CELLBANK_SERVICE"]
-        assert command == RELAY_COMMAND or served_service(command) is not None, command
-        stores.append((env["CELLBANK_SITE_ID"], service))
-    assert len(stores) == len(set(stores)), f"an event store runs twice: {stores}"
-
-
-def test_k8s_relay_deployment_gets_settings_from_the_site_configmap() -> None:
-    relays = [d for d in k8s_of_kind("Deployment") if k8s_container(d)["command"] == RELAY_COMMAND]
-    assert bool(relays) == bool(RELAY_SERVICES)  # only services without a process need one
-    for deployment in relays:
-        settings = Settings.from_env(k8s_env(deployment))
-        assert settings.service in RELAY_SERVICES  # the others run their own relay
-
-
-def test_k8s_runs_donor_intake_as_a_grpc_service() -> None:
-    served = {
-        (k8s_env(deployment)["CELLBANK_SITE_ID"], service)
-        for service, deployment in k8s_grpc_deployments()
-    }
-    assert ("LON", "donor_intake") in served
-
-
-def test_k8s_grpc_deployment_is_consistent() -> None:
-    for service, deployment in k8s_grpc_deployments():
-        container = k8s_container(deployment)
-        assert container["command"] == module_command(service)
-        env = k8s_env(deployment)
-        assert env.get("CELLBANK_SERVICE", service) == service
-        # Bearer tokens come from a Secret, never from a manifest.
-        assert "CELLBANK_TOKENS" in k8s_secret_env(deployment)
-        assert "CELLBANK_TOKENS" not in env
-        settings = Settings.from_env(env, service=service)
-        assert settings.grpc_host == "0.0.0.0"  # the kubelet probes the pod IP
-        assert settings.grpc_port > 0
-        validate_fin(settings.facility_id)
-        labels = deployment["spec"]["template"]["metadata"]["labels"]
-        assert labels["cellbank.network/service"] == service
-        assert labels["cellbank.network/site"] == settings.site_id
-        assert deployment["spec"]["selector"]["matchLabels"] == labels
-        ports = {port["name"]: port["containerPort"] for port in container["ports"]}
-        assert ports["grpc"] == settings.grpc_port
-        assert container["readinessProbe"]["grpc"]["port"] == settings.grpc_port
-        for probe in ("startupProbe", "livenessProbe"):
-            if "grpc" in container.get(probe, {}):
-                assert container[probe]["grpc"]["port"] == settings.grpc_port, probe
-
-
-def test_k8s_every_grpc_deployment_has_a_service_that_selects_only_it() -> None:
-    deployments = k8s_of_kind("Deployment")
-    for service, deployment in k8s_grpc_deployments():
-        container = k8s_container(deployment)
-        grpc_port = next(p for p in container["ports"] if p["name"] == "grpc")["containerPort"]
-        namespace = deployment["metadata"]["namespace"]
-        matching = []
-        for svc in k8s_of_kind("Service"):
-            selector = svc["spec"]["selector"].items()
-            selected = [
-                d
-                for d in deployments
-                if d["metadata"]["namespace"] == svc["metadata"]["namespace"]
-                and selector <= d["spec"]["template"]["metadata"]["labels"].items()
-            ]
-            if deployment in selected:
-                assert selected == [deployment], f"{svc['metadata']['name']} selects several"
-                matching.append(svc)
-        assert len(matching) == 1, f"{service}: {len(matching)} Services"
-        (svc,) = matching
-        assert svc["metadata"]["namespace"] == namespace
-        assert any(port["targetPort"] in {"grpc", grpc_port} for port in svc["spec"]["ports"]), (
-            "no Service port reaches the gRPC port"
-        )
+def test_k8s_every_deployment_runs_as_the_images_non_root_user_on_a_read_only_root() -> None:
+    for docs in all_rendered():
+        for deployment in of_kind(docs, "Deployment"):
+            uid = image_user(dockerfile(image_of(deployment)))
+            security = deployment["spec"]["template"]["spec"]["securityContext"]
+            assert security["runAsNonRoot"] is True
+            assert security["runAsUser"] == int(uid)
+            c = container(deployment)
+            assert c["securityContext"]["readOnlyRootFilesystem"] is True
+            assert c["securityContext"]["allowPrivilegeEscalation"] is False
 
 
 def test_k8s_probes_do_not_reach_for_a_loopback_only_endpoint() -> None:
     """The kubelet's httpGet/tcpSocket probes go to the pod IP, not to the pod's loopback."""
-    if not metrics_listen_on_loopback_only():
-        pytest.skip("metrics listen on all interfaces")
-    for deployment in k8s_of_kind("Deployment"):
-        container = k8s_container(deployment)
-        metrics = {"metrics", int(k8s_env(deployment).get("CELLBANK_METRICS_PORT", "0"))}
-        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-            for action in ("httpGet", "tcpSocket"):
-                target = container.get(probe, {}).get(action)
-                if target is not None:
-                    assert target["port"] not in metrics, f"{probe} {action} of the metrics port"
+    loopback_metrics = metrics_listen_on_loopback_only()
+    for docs in all_rendered():
+        for deployment in of_kind(docs, "Deployment"):
+            env = pod_env(docs, deployment)
+            if not loopback_metrics or env.get("CELLBANK_METRICS_HOST") == "0.0.0.0":
+                continue
+            metrics = {"metrics", int(env.get("CELLBANK_METRICS_PORT", "0"))}
+            for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+                for action in ("httpGet", "tcpSocket"):
+                    target = container(deployment).get(probe, {}).get(action)
+                    if target is not None:
+                        assert target["port"] not in metrics, f"{probe} {action} of metrics"
 
 
-def test_k8s_runs_as_the_dockerfile_user() -> None:
-    uid = next(a for k, a in reversed(dockerfile_instructions()) if k == "USER").split(":")[0]
-    for deployment in k8s_of_kind("Deployment"):
-        security = deployment["spec"]["template"]["spec"]["securityContext"]
-        assert security["runAsNonRoot"] is True
-        assert security["runAsUser"] == int(uid)
-
-
-def test_k8s_coldchain_deployment_is_consistent() -> None:
-    monitors = [d for d in k8s_of_kind("Deployment") if is_coldchain(k8s_container(d)["command"])]
-    assert len(monitors) <= 1, "one cold-chain monitor for the network"
-    if not monitors:
-        pytest.skip("no cold-chain Deployment in the sketch")
-    (deployment,) = monitors
+def test_k8s_network_runs_one_coldchain_monitor_in_storage_s_image() -> None:
+    docs = rendered(K8S / "network")
+    deployment = deployment_running(docs, ["python", "-m", COLDCHAIN_MODULE])
+    assert image_of(deployment) == IMAGES["storage"]
+    assert container(deployment)["command"] == services()["coldchain"]["command"]
     assert deployment["spec"]["replicas"] == 1
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
-    container = k8s_container(deployment)
-    assert container["command"] == services()[COLDCHAIN]["command"]
-    items = {item["name"]: item for item in container.get("env", [])}
-    cellbank = {name for name in items if name.startswith("CELLBANK_")}
-    assert COLDCHAIN_REQUIRED_ENV <= cellbank <= env_names_the_coldchain_reads()
-    # The bearer token comes from a Secret, never from a manifest.
-    assert "CELLBANK_COLDCHAIN_TOKEN" in k8s_secret_env(deployment)
-    # Kafka: the one the sites use.
-    ref = items["CELLBANK_KAFKA_BOOTSTRAP"]["valueFrom"]["configMapKeyRef"]
-    configmaps = {cm["metadata"]["name"]: cm for cm in k8s_of_kind("ConfigMap")}
-    assert ref["key"] in configmaps[ref["name"]]["data"]
-    # Each site's storage Service, named as the site's gRPC Services are (donor-intake.yaml).
-    grpc_ports = {
-        next(p for p in k8s_container(d)["ports"] if p["name"] == "grpc")["containerPort"]
-        for _, d in k8s_grpc_deployments()
+    env = pod_env(docs, deployment)
+    names = {item["name"] for item in container(deployment)["env"]}
+    assert COLDCHAIN_REQUIRED_ENV <= names <= module_env_names(COLDCHAIN_MODULE)
+    assert "CELLBANK_COLDCHAIN_TOKEN" in secret_env(deployment)
+    assert parse_endpoints(env["CELLBANK_STORAGE_ENDPOINTS"]) == {
+        s: k8s_dns(s, "storage") for s in DEFAULT_SITES
     }
-    (grpc_port,) = grpc_ports
-    (namespace,) = k8s_of_kind("Namespace")
-    site_namespace = namespace["metadata"]["name"].removesuffix(DEFAULT_SITES[0].lower())
-    entries = parse_storage_endpoints(k8s_env(deployment)["CELLBANK_STORAGE_ENDPOINTS"])
-    assert sorted(site for site, _, _ in entries) == sorted(DEFAULT_SITES)
-    service_name = COLDCHAIN_SERVICE.replace("_", "-")
-    for site, host, port in entries:
-        assert host == f"{service_name}.{site_namespace}{site.lower()}.svc", site
-        assert port == grpc_port, site
+    assert parse_endpoints(env["CELLBANK_DELIVERY_ENDPOINTS"], "CELLBANK_DELIVERY_ENDPOINTS") == {
+        s: k8s_dns(s, "delivery") for s in DEFAULT_SITES
+    }
+    config = coldchain_config({**env, "CELLBANK_COLDCHAIN_TOKEN": "svc-coldchain"})
+    assert config["brokers"] == [f"kafka://{env['CELLBANK_KAFKA_BOOTSTRAP'].split(',')[0]}"]
+    (topic,) = [t for t in of_kind(rendered(K8S / "kafka"), "KafkaTopic")
+                if t["spec"]["topicName"] == TELEMETRY]  # fmt: skip
+    assert config["partitions"] == topic["spec"]["partitions"]  # co-partitioned changelog
+    assert config["replication_factor"] == topic["spec"]["replicas"]
     # A read-only root filesystem: Faust's data directory must be on a mounted volume.
-    datadir = Path(k8s_env(deployment)["CELLBANK_COLDCHAIN_DATADIR"])
-    mounts = [Path(mount["mountPath"]) for mount in container.get("volumeMounts", [])]
+    datadir = Path(env["CELLBANK_COLDCHAIN_DATADIR"])
+    mounts = [Path(m["mountPath"]) for m in container(deployment).get("volumeMounts", [])]
     assert any(datadir.is_relative_to(mount) for mount in mounts), datadir
 
 
-# --- the SLA monitor ------------------------------------------------------------------------------
-
-
-def sla_env_names_read() -> set[str]:
-    spec = importlib.util.find_spec(SLA_MODULE)
-    assert spec is not None and spec.origin is not None, f"{SLA_MODULE} does not exist"
-    source = Path(spec.origin)
-    return set(re.findall(r"""["'](CELLBANK_[A-Z0-9_]+)["']""", source.read_text()))
-
-
-def test_compose_sla_worker_runs_the_module_and_sets_only_variables_it_reads() -> None:
-    sla = services()["sla"]
-    assert sla["command"][:4] == ["python", "-m", SLA_MODULE, "worker"]
-    env = process_env(sla["environment"])
-    assert set(env) <= sla_env_names_read()
-    entries = parse_storage_endpoints(env["CELLBANK_DELIVERY_ENDPOINTS"])
-    assert {site for site, _, _ in entries} == set(DEFAULT_SITES)
-    for site, host, _ in entries:
-        assert host == grpc_name(site, "delivery") and host in services()
-
-
-def test_k8s_sla_worker_is_consistent() -> None:
-    (deployment,) = [
-        d
-        for d in k8s_of_kind("Deployment")
-        if k8s_container(d)["command"][:3] == ["python", "-m", SLA_MODULE]
-    ]
-    names = {e["name"] for e in k8s_container(deployment)["env"]}
-    assert names <= sla_env_names_read()
+def test_k8s_network_runs_one_sla_monitor_in_delivery_s_image() -> None:
+    docs = rendered(K8S / "network")
+    deployment = deployment_running(docs, ["python", "-m", SLA_MODULE])
+    assert image_of(deployment) == IMAGES["delivery"]
+    assert module_exists(container(deployment)["command"])
+    names = {item["name"] for item in container(deployment)["env"]}
+    assert names <= module_env_names(SLA_MODULE)
     assert deployment["spec"]["replicas"] == 1
+    env = pod_env(docs, deployment)
+    assert parse_endpoints(env["CELLBANK_DELIVERY_ENDPOINTS"], "CELLBANK_DELIVERY_ENDPOINTS") == {
+        s: k8s_dns(s, "delivery") for s in DEFAULT_SITES
+    }
+
+
+def test_k8s_network_runs_the_dashboard_against_every_site() -> None:
+    docs = rendered(K8S / "network")
+    deployment = deployment_running(docs, RUNS["dashboard"])
+    assert image_of(deployment) == IMAGES["dashboard"]
+    assert container(deployment)["command"] == RUNS["dashboard"]
+    names = {item["name"] for item in container(deployment)["env"]}
+    assert names <= module_env_names(DASHBOARD_MODULE)
+    assert "CELLBANK_OPERATOR_TOKEN" in secret_env(deployment)
+    env = pod_env(docs, deployment) | {"CELLBANK_OPERATOR_TOKEN": "from-the-secret"}
+    document = document_from_env(env)
+    assert document["sites"] == {s: {"delivery": k8s_dns(s, "delivery")} for s in DEFAULT_SITES}
+    ports = {p["name"]: p["containerPort"] for p in container(deployment)["ports"]}
+    assert ports["http"] == image_port("dashboard")
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container(deployment)[probe]["httpGet"]["path"] == "/healthz"
+    (svc,) = [s for s in of_kind(docs, "Service") if s["metadata"]["name"] == "dashboard"]
+    assert (
+        svc["spec"]["selector"].items()
+        <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    )
+
+
+def test_k8s_kafka_topics_are_architecture_md_s_with_production_configs() -> None:
+    topics = of_kind(rendered(K8S / "kafka"), "KafkaTopic")
+    specs = {spec.name: spec for spec in TOPICS}
+    assert sorted(t["spec"]["topicName"] for t in topics) == sorted(ARCHITECTURE_TOPICS)
+    for topic in topics:
+        spec = specs[topic["spec"]["topicName"]]
+        assert topic["apiVersion"] == "kafka.strimzi.io/v1beta2"
+        assert topic["metadata"]["labels"]["strimzi.io/cluster"] == "cellbank"
+        assert topic["spec"]["replicas"] == 3  # production: 3 brokers, RF=3
+        assert topic["spec"]["config"] == spec.config(3)  # min.insync.replicas=2
+        assert topic["spec"]["partitions"] >= 1
+    network = of_kind(rendered(K8S / "network"), "ConfigMap")
+    (kafka,) = {cm["data"]["CELLBANK_KAFKA_BOOTSTRAP"] for cm in network}
+    namespace = yaml.safe_load((K8S / "kafka" / "kustomization.yaml").read_text())["namespace"]
+    assert all(f".{namespace}.svc:" in broker for broker in kafka.split(","))
+
+
+def test_no_deployment_sets_a_cellbank_variable_the_code_never_reads() -> None:
+    known = env_names_the_code_reads()
+    configured = {
+        name for service in services().values() for name in service.get("environment", {})
+    }
+    for docs in all_rendered():
+        configured |= {name for cm in of_kind(docs, "ConfigMap") for name in cm["data"]}
+        configured |= {
+            item["name"]
+            for d in of_kind(docs, "Deployment")
+            for item in container(d).get("env", [])
+        }
+    unknown = {name for name in configured if name.startswith("CELLBANK_")} - known
+    assert not unknown, f"typo or stale name: {sorted(unknown)}"
