@@ -1,19 +1,24 @@
-"""Throughput of the event store, outbox relay and projection runner, each beside a raw baseline.
+"""`make bench`: one table (also written to .cellbank/bench-report.json) of every figure beside
+the baseline measured in the same run, with the ratio.
 
 `make bench` (or `python -m tests.bench [--quick]`) starts its own Kafka and PostgreSQL under
-.cellbank/bench (or uses CELLBANK_KAFKA_BOOTSTRAP / CELLBANK_DATABASE_URL), measures, prints a
-table on stdout and stops everything it started. CELLBANK_BENCH_SCALE shrinks or grows the
-work (1.0 by default; --quick takes a tenth of it, in one round instead of three). Each figure
-is the median of its rounds; the two sides alternate, each round on a fresh database and topic.
-Benchmarks inform, they never fail on timing: the exit status is non-zero only when a benchmark
-could not run or produced wrong results.
+.cellbank/bench (or uses CELLBANK_KAFKA_BOOTSTRAP / CELLBANK_DATABASE_URL), measures, prints the
+table on stdout (progress on stderr) and stops everything it started. CELLBANK_BENCH_SCALE
+shrinks or grows the work (1.0 by default; --quick takes a tenth of it, in one round instead of
+three). Benchmarks inform, they never fail on timing: the exit status is non-zero only when a
+benchmark could not run or produced wrong results.
 
-Baselines do the same work without the platform's guarantees, in the same run:
-- append: the same rows, batch shape and concurrency, one transaction per batch, inserted into a
-  plain table (no indexes, no lock, no hash chain, no version check);
-- relay: a bare AIOKafkaProducer (acks=all, idempotence, the relay's batching settings) sending
-  the relay's own encoded envelopes, keys and headers; start-up is timed on both sides;
-- projection: a bare AIOKafkaConsumer in a fresh group reading the same records, no database.
+The rows, in order (each module's docstring says how):
+- append, relay, projection throughput (this module): each figure the median of its rounds; the
+  two sides alternate, each round on a fresh database and topic. Baselines: the same rows, batch
+  shape and concurrency inserted into a plain table (no indexes, lock, hash chain or version
+  check); a bare AIOKafkaProducer (acks=all, idempotence, the relay's batching) sending the
+  relay's own envelopes, keys and headers; a bare AIOKafkaConsumer reading the same records;
+- cold-chain readings/s and ReserveUnit latency (tests/bench_storage.py);
+- SearchInventory at 100,000 units, PlaceOrder -> ALLOCATED, cross-site propagation
+  (tests/bench_matching.py);
+- replay of a site with >= 1,000,000 events (tests/bench_replay.py);
+- memory per service, caught up on that log (tests/bench_memory.py).
 """
 
 from __future__ import annotations
@@ -50,7 +55,8 @@ from shared.postgres_eventstore import PostgresEventStore
 from shared.projections import ProjectionRunner, wait_caught_up
 from shared.testing.waits import eventually
 from shared.topics import FOREVER, TopicSpec
-from tests import bench_matching, bench_storage
+from tests import bench_matching, bench_memory, bench_replay, bench_storage
+from tests.bench_report import Row, render
 from tests.factories import new_event
 
 T = TypeVar("T")
@@ -618,57 +624,33 @@ async def run_all(
     return results
 
 
-def _rate(value: float | None) -> str:
-    return "error" if value is None else f"{value:,.0f}"
-
-
-def _target(result: Result) -> str:
-    if result.target is None:
-        return "-"
-    if result.cellbank is None:
-        return f">= {result.target:,.0f}"
-    verdict = "met" if result.cellbank >= result.target else "not met"
-    return f">= {result.target:,.0f} ({verdict})"
-
-
 @dataclass(frozen=True, slots=True)
 class Options:
     scale: float
     rounds: int
 
 
-def render(results: list[Result], sizes: Sizes, options: Options, wall: float) -> str:
-    header = ("benchmark", "cellbank events/s", "baseline events/s", "ratio", "target (issue)")
-    rows = [
-        (
+BASELINE_IS = {
+    "append": "plain INSERT, no lock/chain/check",
+    "relay": "bare producer, same records",
+    "projection": "bare consumer, no database",
+}
+
+
+def rows_of(results: list[Result]) -> list[Row]:
+    """The throughput results as rows of the report (medians of the rounds)."""
+    return [
+        Row(
             r.benchmark,
-            _rate(r.cellbank),
-            _rate(r.baseline),
-            f"{r.cellbank / r.baseline:.2f}" if r.cellbank and r.baseline else "-",
-            _target(r),
+            "events/s",
+            r.cellbank,
+            r.baseline,
+            BASELINE_IS[r.benchmark.split(" ")[0].rstrip(":")],
+            target=r.target,
+            error="; ".join(r.errors),
         )
         for r in results
     ]
-    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
-
-    def line(row: Sequence[str]) -> str:
-        cells = [row[0].ljust(widths[0])]
-        cells += [cell.rjust(width) for cell, width in zip(row[1:4], widths[1:4], strict=True)]
-        cells.append(row[4].ljust(widths[4]))
-        return "  ".join(cells).rstrip()
-
-    out = [
-        f"CellBank benchmarks: scale {options.scale:g}, median of {options.rounds} round(s),"
-        f" {os.cpu_count()} cpus; {sizes.appends_per_case:,} appends per append case,"
-        f" {sizes.stream_events:,} events relayed and projected",
-        line(header),
-        "  ".join("-" * w for w in widths),
-        *(line(row) for row in rows),
-        "ratio = cellbank / baseline; targets are informational (they never fail the run)",
-    ]
-    out += [f"error in {r.benchmark}: {e}" for r in results for e in r.errors]
-    out.append(f"total wall time: {wall:.1f}s")
-    return "\n".join(out)
 
 
 def options_from(argv: Sequence[str] | None) -> Options:
@@ -697,39 +679,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress(f"removing leftovers of an earlier run in {ROOT}")
         shutil.rmtree(ROOT, ignore_errors=True)
     infra = Infrastructure(ROOT)
+    rows: list[Row] = []
     try:
         progress("starting infrastructure")
         with contextlib.redirect_stdout(sys.stderr):
             endpoints = infra.start()
-        results = asyncio.run(run_all(endpoints, infra, sizes, options.rounds))
-        storage_lines = asyncio.run(bench_storage.run(endpoints, options.scale, ROOT / "logs"))
-        matching_lines = asyncio.run(bench_matching.run(endpoints, options.scale))
+        rows += rows_of(asyncio.run(run_all(endpoints, infra, sizes, options.rounds)))
+        rows += asyncio.run(bench_storage.run(endpoints, options.scale, ROOT / "logs"))
+        rows += asyncio.run(bench_matching.run(endpoints, options.scale))
+        # Last: the replay leaves a million-event log on the topics, which the memory figure's
+        # services then catch up on (every other benchmark would have to read it too).
+        rows += asyncio.run(bench_replay.run(endpoints, options.scale))
+        rows += asyncio.run(bench_memory.run(endpoints))
     finally:
         progress("stopping infrastructure")
         with contextlib.redirect_stdout(sys.stderr):
             infra.stop()
         shutil.rmtree(ROOT, ignore_errors=True)
-    print(render(results, sizes, options, time.perf_counter() - started), flush=True)
-    print("\n".join(storage_lines), flush=True)
-    print("\n".join(matching_lines), flush=True)
+    wall = time.perf_counter() - started
+    title = (
+        f"CellBank benchmarks: scale {options.scale:g}, {os.cpu_count()} cpus; throughput rows are"
+        f" the median of {options.rounds} round(s) ({sizes.appends_per_case:,} appends per append"
+        f" case, {sizes.stream_events:,} events relayed and projected); total {wall:.0f}s"
+    )
+    print(render(rows, title), flush=True)
     report = REPO_ROOT / ".cellbank" / "bench-report.json"
+    report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(
         json.dumps(
-            {
-                "scale": options.scale, "rounds": options.rounds, "cpus": os.cpu_count(),
-                "throughput": [
-                    {"benchmark": r.benchmark, "cellbank_per_s": r.cellbank,
-                     "baseline_per_s": r.baseline, "target": r.target, "errors": r.errors}
-                    for r in results
-                ],
-                "storage": [line.strip() for line in storage_lines if line.strip()],
-                "matching": [line.strip() for line in matching_lines if line.strip()],
-            },
+            {"scale": options.scale, "rounds": options.rounds, "cpus": os.cpu_count(),
+             "wall_s": wall, "rows": [r.as_json() for r in rows]},
             indent=2,
         )
     )  # fmt: skip
     print(f"(also written to {report})", flush=True)
-    return 1 if any(r.errors for r in results) else 0
+    return 1 if any(r.error for r in rows) else 0
 
 
 if __name__ == "__main__":

@@ -20,9 +20,10 @@ import statistics
 import sys
 import time
 import uuid
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import grpc
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from cellbank.hospital.v1 import hospital_pb2 as hpb
 from cellbank.hospital.v1 import hospital_pb2_grpc as hpb_grpc
 from cellbank.storage.v1 import storage_service_pb2 as spb
@@ -33,9 +34,12 @@ from deploy.infra import Endpoints
 from services.matching.entrypoints.main import SPEC as MATCHING_SPEC
 from services.storage.entrypoints.main import SPEC as STORAGE_SPEC
 from shared.db import drop_database
+from shared.kafka_admin import ensure_topics
 from shared.service_host import ServiceHost
 from shared.settings import Settings
 from shared.testing.waits import eventually
+from shared.topics import TopicSpec
+from tests.bench_report import Row, render
 
 H1 = auth("hosp-h1")
 PATIENT = hpb.PatientProfile(
@@ -160,7 +164,8 @@ async def search_latency(
         await drop_database(endpoints.database_url, host.settings.database_name)
 
 
-async def order_latency(endpoints: Endpoints, orders: int) -> tuple[float, float]:
+async def order_latency(endpoints: Endpoints, orders: int) -> tuple[float, float, float, float]:
+    """PlaceOrder → ALLOCATED p50/p99 (ms), then the ReserveUnit-alone baseline's."""
     storage = ServiceHost(STORAGE_SPEC, settings(endpoints, "BNA", "storage"))
     await storage.start()
     matching: ServiceHost | None = None
@@ -219,7 +224,33 @@ async def order_latency(endpoints: Endpoints, orders: int) -> tuple[float, float
                 latencies.append(time.perf_counter() - started)
                 if placed.status != hpb.ORDER_STATUS_ALLOCATED:
                     raise RuntimeError(f"order {n} not allocated: {placed.status_reason}")
-        return percentiles(latencies)
+            # Baseline: the saga's one remote call alone — ReserveUnit at A from the client,
+            # as many calls, one at a time, on units stored after the orders.
+            spare = [f"{u}-spare" for u in units]
+            await storage.pool.executemany(
+                "INSERT INTO released_units VALUES ($1, 'BNA', 'b', 'd', 'G100126000001',"
+                " 'S1001-01', 'NK-ALLO', 7e8, 2e5, 20, $2, false)",
+                [(u, expires) for u in spare],
+            )
+            await st.RegisterTank(
+                spb.RegisterTankRequest(tank_id="BNA-T2", racks=1, reason="bench",
+                                        boxes_per_rack=(orders + per_box - 1) // per_box,
+                                        positions_per_box=per_box), metadata=op,
+            )  # fmt: skip
+            reserve_only = []
+            service = auth("svc-matching")
+            hold = datetime.now(UTC) + timedelta(hours=1)
+            for i, unit in enumerate(spare):
+                address = f"BNA-T2/R1/B{i // per_box + 1}/P{i % per_box + 1:02d}"
+                await st.StoreUnit(
+                    spb.StoreUnitRequest(unit_id=unit, address=address, reason="bench"), metadata=op
+                )
+                reserve = spb.ReserveUnitRequest(unit_id=unit, order_id=f"ORD-{i}", reason="bench")
+                reserve.hold_until.FromDatetime(hold)
+                started = time.perf_counter()
+                await st.ReserveUnit(reserve, metadata=service)
+                reserve_only.append(time.perf_counter() - started)
+        return (*percentiles(latencies), *percentiles(reserve_only))
     finally:
         if matching is not None:
             await matching.stop(grace=1)
@@ -228,25 +259,30 @@ async def order_latency(endpoints: Endpoints, orders: int) -> tuple[float, float
         await drop_database(endpoints.database_url, storage.settings.database_name)
 
 
-async def run(endpoints: Endpoints, scale: float) -> list[str]:
+async def run(endpoints: Endpoints, scale: float) -> list[Row]:
     units = max(10_000, int(100_000 * min(scale, 1.0)))
     s = await search_latency(endpoints, units, sites=10, calls=max(100, int(1000 * scale)))
     orders = max(50, int(200 * scale))
-    o50, o99 = await order_latency(endpoints, orders)
-    p50, p99 = await propagation_latency(endpoints, max(50, int(200 * scale)))
+    o50, o99, r50, r99 = await order_latency(endpoints, orders)
+    samples = max(50, int(200 * scale))
+    p50, p99 = await propagation_latency(endpoints, samples)
+    progress(f"propagation baseline: {samples} records through a bare producer and consumer")
+    k50, k99 = await kafka_latency(endpoints.kafka_bootstrap, samples)
+    search = f"SearchInventory, {units:,} units of 10 sites"
+    sql = "one SQL filter + ORDER BY"
+    order = f"PlaceOrder -> ALLOCATED at B, unit of A, {orders} orders"
+    reserve = "ReserveUnit alone at A"
+    hop = "append at A -> in B's projection"
+    bare = "bare producer -> consumer"
     return [
-        "",
-        "matching (HospitalService over gRPC, 2 sites for orders)",
-        f"  SearchInventory, {units:,} available units of 10 sites (index loaded in"
-        f" {s['load_s']:.1f} s): p50 {s['p50']:.1f} ms  p99 {s['p99']:.1f} ms"
-        f"   baseline one SQL filter+ORDER BY p50 {s['base_p50']:.1f} ms p99 {s['base_p99']:.1f} ms"
-        f"   target p99 <= 25 ms ({'met' if s['p99'] <= 25 else 'not met'})",
-        f"  PlaceOrder -> ALLOCATED (reserved at the owning site), {orders} orders:"
-        f" p50 {o50:.1f} ms  p99 {o99:.1f} ms"
-        f"   target p99 <= 100 ms ({'met' if o99 <= 100 else 'not met'})",
-        f"  cross-site propagation (append at A → visible in B's projection): p50 {p50:.1f} ms"
-        f"  p99 {p99:.1f} ms   target p99 <= 250 ms ({'met' if p99 <= 250 else 'not met'})",
-    ]
+        Row(f"{search} p50", "ms", s["p50"], s["base_p50"], sql, higher_is_better=False),
+        Row(f"{search} p99", "ms", s["p99"], s["base_p99"], sql, target=25, higher_is_better=False),
+        Row(f"{order} p50", "ms", o50, r50, reserve, higher_is_better=False),
+        Row(f"{order} p99", "ms", o99, r99, reserve, target=100, higher_is_better=False),
+        Row(f"cross-site propagation ({hop}) p50", "ms", p50, k50, bare, higher_is_better=False),
+        Row(f"cross-site propagation ({hop}) p99", "ms", p99, k99, bare, target=250,
+            higher_is_better=False),
+    ]  # fmt: skip
 
 
 async def _standalone(scale: float) -> None:  # pragma: no cover - manual runs
@@ -255,11 +291,54 @@ async def _standalone(scale: float) -> None:  # pragma: no cover - manual runs
     endpoints = Endpoints(
         os.environ["CELLBANK_KAFKA_BOOTSTRAP"], os.environ["CELLBANK_DATABASE_URL"]
     )
-    print("\n".join(await run(endpoints, scale)))
+    print(render(await run(endpoints, scale), "matching"))
 
 
 if __name__ == "__main__":
     asyncio.run(_standalone(float(sys.argv[1]) if len(sys.argv) > 1 else 1.0))
+
+
+async def kafka_latency(bootstrap: str, samples: int) -> tuple[float, float]:
+    """Baseline of propagation: one record produced (acks=all) → received by a bare consumer
+    already at the end of the topic, one at a time; p50/p99 in ms."""
+    topic = f"bench.latency.{uuid.uuid4().hex[:8]}"
+    await ensure_topics(bootstrap, [TopicSpec(topic, -1, "bench")], partitions=3)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, group_id=f"bench.latency.{uuid.uuid4().hex[:8]}",
+        auto_offset_reset="latest", enable_auto_commit=False, fetch_max_wait_ms=100,
+    )  # fmt: skip
+    await producer.start()
+    await consumer.start()
+    try:
+
+        async def assignment() -> set[TopicPartition]:
+            return consumer.assignment()
+
+        await eventually(
+            assignment,
+            until=lambda assigned: len(assigned) == 3,
+            what="the baseline consumer's assignment",
+            timeout=60,
+        )
+        for tp in consumer.assignment():
+            await consumer.position(tp)  # pinned at the end before the first record
+        latencies = []
+        for n in range(samples):
+            key = f"k{n}".encode()
+            started = time.perf_counter()
+            await producer.send_and_wait(topic, b"x" * 300, key=key)
+            while not any(
+                r.key == key
+                for rs in (await consumer.getmany(timeout_ms=1000)).values()
+                for r in rs
+            ):
+                pass
+            latencies.append(time.perf_counter() - started)
+        return percentiles(latencies)
+    finally:
+        await consumer.stop()
+        await producer.stop()
 
 
 async def propagation_latency(endpoints: Endpoints, samples: int) -> tuple[float, float]:

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from cellbank.storage.v1 import events_pb2 as epb
 from cellbank.storage.v1 import storage_service_pb2 as spb
 from cellbank.storage.v1 import storage_service_pb2_grpc as spb_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from deploy.demo import TOKENS, auth
 from deploy.infra import Endpoints
@@ -33,6 +35,7 @@ from shared.settings import Settings
 from shared.testing.topic_reader import records_so_far
 from shared.testing.waits import eventually
 from shared.topics import TopicSpec
+from tests.bench_report import Row
 
 PARTITIONS = 3
 TANKS = 300
@@ -192,10 +195,18 @@ async def cold_chain_throughput(
     return faust_rate, await _raw_consume(endpoints.kafka_bootstrap, readings)
 
 
-async def reserve_latency(
-    endpoints: Endpoints, clients: int, per_client: int
-) -> tuple[float, float, float]:
-    """p50/p99 (ms) of ReserveUnit over gRPC with `clients` concurrent callers, and calls/s."""
+@dataclass(frozen=True, slots=True)
+class ReserveFigures:
+    p50: float  # ms
+    p99: float
+    calls_per_s: float
+    health_p50: float  # the baseline: gRPC health Check, same clients
+    health_p99: float
+
+
+async def reserve_latency(endpoints: Endpoints, clients: int, per_client: int) -> ReserveFigures:
+    """p50/p99 (ms) of ReserveUnit over gRPC with `clients` concurrent callers, calls/s, and
+    the health-check baseline."""
     settings = Settings(
         site_id="BEN", service="storage", kafka_bootstrap=endpoints.kafka_bootstrap,
         database_url=endpoints.database_url, tokens=TOKENS,
@@ -250,26 +261,43 @@ async def reserve_latency(
             started = time.perf_counter()
             await asyncio.gather(*(client(units[c::clients]) for c in range(clients)))
             wall = time.perf_counter() - started
-        cuts = statistics.quantiles(latencies, n=100)
-        return cuts[49] * 1000, cuts[98] * 1000, len(latencies) / wall
+            # Baseline: the same clients, the same number of calls, to the service's gRPC
+            # health Check (transport, auth-free, no database): the floor of any call.
+            health = health_pb2_grpc.HealthStub(channel)
+            floor: list[float] = []
+
+            async def checker(n: int) -> None:
+                for _ in range(n):
+                    started = time.perf_counter()
+                    await health.Check(health_pb2.HealthCheckRequest())
+                    floor.append(time.perf_counter() - started)
+
+            await asyncio.gather(*(checker(per_client) for _ in range(clients)))
+        cuts, base = statistics.quantiles(latencies, n=100), statistics.quantiles(floor, n=100)
+        return ReserveFigures(
+            cuts[49] * 1000,
+            cuts[98] * 1000,
+            len(latencies) / wall,
+            base[49] * 1000,
+            base[98] * 1000,
+        )
     finally:
         await host.stop(grace=1)
         await drop_database(endpoints.database_url, settings.database_name)
 
 
-async def run(endpoints: Endpoints, scale: float, log_dir: Path) -> list[str]:
-    """The storage figures as printable lines."""
+async def run(endpoints: Endpoints, scale: float, log_dir: Path) -> list[Row]:
+    """The storage figures as rows of the report."""
     readings = max(10_000, int(200_000 * scale))
     faust_rate, raw_rate = await cold_chain_throughput(endpoints, readings, log_dir)
-    p50, p99, rate = await reserve_latency(
-        endpoints, clients=8, per_client=max(10, int(100 * scale))
-    )
+    clients = 8
+    r = await reserve_latency(endpoints, clients=clients, per_client=max(10, int(100 * scale)))
+    floor = f"gRPC health Check, {clients} clients"
     return [
-        "",
-        "storage and cold chain",
-        f"  cold-chain monitor (Faust, {readings:,} readings): {faust_rate:,.0f} readings/s"
-        f"   baseline raw consume+decode {raw_rate:,.0f}/s   ratio {faust_rate / raw_rate:.2f}"
-        f"   target >= 20,000/s ({'met' if faust_rate >= 20_000 else 'not met'})",
-        f"  ReserveUnit over gRPC, 8 concurrent clients: p50 {p50:.1f} ms  p99 {p99:.1f} ms"
-        f"  ({rate:,.0f} calls/s)",
-    ]
+        Row(f"cold-chain monitor (Faust), {readings:,} readings", "readings/s", faust_rate,
+            raw_rate, "bare consumer + decode", target=20_000),
+        Row(f"ReserveUnit p50, {clients} concurrent clients", "ms", r.p50, r.health_p50, floor,
+            higher_is_better=False),
+        Row(f"ReserveUnit p99, {clients} concurrent clients ({r.calls_per_s:,.0f} calls/s)", "ms",
+            r.p99, r.health_p99, floor, higher_is_better=False),
+    ]  # fmt: skip

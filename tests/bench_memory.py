@@ -1,0 +1,167 @@
+"""Memory per service (part of `make bench`): one site's processes as `make run` starts them —
+the five services and the two Faust monitors — each caught up on the log the benchmarks left on
+the topics (after the replay benchmark: a network of over a million events). The figure is the
+process's peak resident memory (VmHWM); its current one (VmRSS) is in the label. Baseline: a
+bare Python process that imports the stack (grpc, protobuf, aiokafka, asyncpg) and idles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import asyncpg
+from aiokafka import TopicPartition
+
+from deploy.infra import Endpoints, ensure_site_databases
+from deploy.network import NetworkProcess, ServiceProcess, cold_chain, plan
+from deploy.processes import free_port_block
+from deploy.replay import specs
+from shared.db import create_pool, database_name, drop_database, with_database
+from shared.kafka_admin import end_offsets
+from shared.service_host import ServiceContext
+from shared.settings import Settings
+from tests.bench_report import Row
+
+SITE = "MEM"
+FIN = "M1001"
+BARE = (
+    "import asyncio, grpc, aiokafka, asyncpg, google.protobuf, sys; "
+    "print('ready', flush=True); sys.stdin.read()"
+)
+
+
+def progress(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def memory_mib(pid: int) -> tuple[float, float]:
+    """(peak, current) resident memory of a process, in MiB."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmHWM", "VmRSS"):
+            fields[key] = int(value.split()[0]) / 1024  # kB
+    return fields["VmHWM"], fields["VmRSS"]
+
+
+def bare_python_mib() -> float:
+    process = subprocess.Popen(
+        [sys.executable, "-c", BARE], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    try:
+        assert process.stdout is not None
+        process.stdout.readline()  # "ready": everything imported
+        return memory_mib(process.pid)[1]
+    finally:
+        process.kill()
+        process.wait()
+
+
+async def _projection_goals(
+    endpoints: Endpoints,
+) -> dict[str, dict[str, dict[TopicPartition, int]]]:
+    """service → projection → the topics' ends now (policies too: they run live)."""
+    goals: dict[str, dict[str, dict[TopicPartition, int]]] = {}
+    for name, spec in specs().items():
+        settings = Settings(
+            site_id=SITE, service=name, kafka_bootstrap=endpoints.kafka_bootstrap,
+            database_url=endpoints.database_url, facility_id=FIN,
+        )  # fmt: skip
+        components = spec.build(ServiceContext(settings, None, None, time.time))  # type: ignore[arg-type]
+        goals[name] = {
+            p.name: await end_offsets(endpoints.kafka_bootstrap, list(p.topics))
+            for p in components.projections
+        }
+    return goals
+
+
+async def _caught_up(pool: asyncpg.Pool, goals: dict[str, dict[TopicPartition, int]]) -> bool:
+    rows = await pool.fetch(
+        'SELECT projection, topic, partition, "offset" FROM projection_checkpoints'
+    )
+    done = {(r["projection"], r["topic"], r["partition"]): r["offset"] + 1 for r in rows}
+    return all(
+        done.get((name, tp.topic, tp.partition), 0) >= end
+        for name, goal in goals.items()
+        for tp, end in goal.items()
+        if end > 0
+    )
+
+
+async def run(endpoints: Endpoints, timeout: float = 900.0) -> list[Row]:
+    goals = await _projection_goals(endpoints)
+    databases = await ensure_site_databases(endpoints.database_url, [SITE])
+    try:
+        return await _measure(endpoints, goals, timeout)
+    finally:
+        for name in databases:
+            await drop_database(endpoints.database_url, name)
+
+
+async def _measure(
+    endpoints: Endpoints, goals: dict[str, dict[str, dict[TopicPartition, int]]], timeout: float
+) -> list[Row]:
+    base = free_port_block(20)
+    services = plan([SITE], base, base + 10)
+    for service in services:
+        service.env["CELLBANK_FACILITY_ID"] = FIN  # not one of the demo sites: no default FIN
+    with tempfile.TemporaryDirectory(prefix="cellbank-bench-memory-") as tmp:
+        workers = [
+            p for p in cold_chain(endpoints, services, [], Path(tmp)) if p.name != "tank-sensors"
+        ]
+        started: list[ServiceProcess | NetworkProcess] = []
+        try:
+            for service in services:
+                service.start(endpoints, Path(tmp) / "logs")
+                started.append(service)
+            for worker in workers:
+                worker.start(Path(tmp) / "logs")
+                started.append(worker)
+            for service in services:
+                await service.wait_serving()
+            total = sum(end for g in goals.values() for goal in g.values() for end in goal.values())
+            progress(f"memory: {SITE}'s services catching up on {total:,} records of the log")
+            began = time.monotonic()
+            pools = {
+                s.service: await create_pool(
+                    with_database(endpoints.database_url, database_name(SITE, s.service)),
+                    max_size=1,
+                )
+                for s in services
+            }
+            try:
+                while not all([await _caught_up(pools[n], goals[n]) for n in pools]):
+                    if time.monotonic() - began > timeout:
+                        raise TimeoutError(f"{SITE}'s services not caught up after {timeout:.0f}s")
+                    for process in started:
+                        if process.proc is not None and process.proc.poll() is not None:
+                            raise RuntimeError(f"{process} exited with {process.proc.returncode}")
+                    await asyncio.sleep(1.0)
+            finally:
+                for pool in pools.values():
+                    await pool.close()
+            progress(f"memory: caught up in {time.monotonic() - began:.0f}s")
+            figures = []
+            for process in started:
+                assert process.proc is not None
+                name = process.service if isinstance(process, ServiceProcess) else process.name
+                figures.append((name, *memory_mib(process.proc.pid)))
+        except Exception:
+            for log in sorted((Path(tmp) / "logs").glob("*.log")):
+                tail = log.read_text(errors="replace").splitlines()[-10:]
+                progress(f"memory: {log.name}:\n" + "\n".join(tail))
+            raise
+        finally:
+            for process in reversed(started):
+                process.stop()
+    bare = bare_python_mib()
+    return [
+        Row(f"memory: {name} (peak; now {now:,.0f} MiB)", "MiB", peak, bare,
+            "bare Python + the stack's imports", higher_is_better=False)
+        for name, peak, now in figures
+    ]  # fmt: skip

@@ -1,0 +1,133 @@
+"""Replay of a site with >= 1,000,000 events (part of `make bench`).
+
+The log is synthesised (tests/site_log.py), not made through the APIs (a million events through
+gRPC would take the whole bench budget): the real domain events of donor intake, manufacturing
+and storage in the platform's envelopes, as a site's relays publish them — 43 events a donor,
+every one applied by the read models that read it.
+
+The replay is deploy.replay.replay_site — what `cellbank replay --site` runs — into fresh
+databases. Baseline: the same consumers (one per replayed projection, the same topics) reading
+and decoding every envelope, no database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+import uuid
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from deploy.infra import Endpoints
+from deploy.replay import REPLAY_FIN, replay_site, specs
+from shared.db import drop_database
+from shared.envelope_codec import decode, encode
+from shared.kafka_admin import end_offsets, ensure_topics
+from shared.service_host import ServiceContext
+from shared.settings import Settings
+from shared.topics import TOPICS
+from tests.bench_report import Row
+from tests.site_log import EVENTS_PER_DONOR, SITE, T0, site_log
+
+
+def progress(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+async def publish_site_log(bootstrap: str, events: int) -> int:
+    """Publish a site's log of at least `events` events; returns how many were published."""
+    await ensure_topics(bootstrap, TOPICS)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=50,
+        max_batch_size=1024 * 1024,
+    )  # fmt: skip
+    await producer.start()
+    sent, total = 0, -(-events // EVENTS_PER_DONOR) * EVENTS_PER_DONOR
+    started = time.monotonic()
+    try:
+        futures: list[asyncio.Future[object]] = []
+        for topic, event in site_log(total // EVENTS_PER_DONOR):
+            futures.append(
+                await producer.send(topic, encode(event), key=event.aggregate_id.encode())
+            )
+            sent += 1
+            if len(futures) >= 20_000:
+                await asyncio.gather(*futures)
+                futures.clear()
+                progress(
+                    f"replay: published {sent:,}/{total:,} events"
+                    f" ({sent / (time.monotonic() - started):,.0f}/s)"
+                )
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    return sent
+
+
+def _replayed_projections() -> list[tuple[str, tuple[str, ...]]]:
+    """(service.projection, topics) of every projection a site replay runs (not policies)."""
+    settings = Settings(
+        site_id=SITE, service="x", kafka_bootstrap="-", database_url="-", facility_id=REPLAY_FIN
+    )
+    found = []
+    for name, spec in specs().items():
+        components = spec.build(ServiceContext(settings, None, None, lambda: T0))  # type: ignore[arg-type]
+        for p in components.projections:
+            if not getattr(p, "acts", False):
+                found.append((f"{name}.{p.name}", tuple(p.topics)))
+    return found
+
+
+async def consume_baseline(bootstrap: str, projections: list[tuple[str, tuple[str, ...]]]) -> int:
+    """Every replayed projection's topics read and decoded from offset 0, concurrently."""
+
+    async def one(topics: tuple[str, ...]) -> int:
+        goal = sum((await end_offsets(bootstrap, list(topics))).values())
+        consumer = AIOKafkaConsumer(
+            *topics, bootstrap_servers=bootstrap, group_id=f"bench.baseline.{uuid.uuid4().hex[:8]}",
+            enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=2000,
+        )  # fmt: skip
+        await consumer.start()
+        try:
+            seen = 0
+            while seen < goal:
+                batches = await consumer.getmany(timeout_ms=200, max_records=2000)
+                for records in batches.values():
+                    for record in records:
+                        decode(record.value or b"")
+                    seen += len(records)
+            return seen
+        finally:
+            await consumer.stop()
+
+    return sum(await asyncio.gather(*(one(topics) for _, topics in projections)))
+
+
+async def run(endpoints: Endpoints, scale: float) -> list[Row]:
+    events = max(50_000, int(1_000_000 * scale))
+    bootstrap = endpoints.kafka_bootstrap
+    progress(f"replay: publishing a site log of {events:,} events (untimed)")
+    published = await publish_site_log(bootstrap, events)
+    projections = _replayed_projections()
+    progress(f"replay: baseline, {len(projections)} bare consumers reading and decoding")
+    started = time.monotonic()
+    await consume_baseline(bootstrap, projections)
+    baseline_s = time.monotonic() - started
+    targets = {name: f"cellbank_bench_replay_{name}_{uuid.uuid4().hex[:6]}" for name in specs()}
+    try:
+        result = await replay_site(
+            SITE, bootstrap=bootstrap, server_url=endpoints.database_url, targets=targets,
+            restore_events_from_log=False, progress=progress,
+        )  # fmt: skip
+    finally:
+        for database in targets.values():
+            await drop_database(endpoints.database_url, database)
+    records, seconds = result.records_replayed, result.seconds
+    bare = "bare consumers + decode, no database"
+    return [
+        Row(f"replay of a site: {records:,} records into {len(projections)} read models",
+            "records/s", records / seconds, records / baseline_s, bare, target=50_000),
+        Row(f"replay of a site: the same, per event of its {published:,}-event log",
+            "events/s", published / seconds, published / baseline_s, bare, target=50_000),
+    ]  # fmt: skip
