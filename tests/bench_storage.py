@@ -152,6 +152,7 @@ def _start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
         "worker",
         "-l",
         "warn",
+        "--without-web",  # as deployed; no port to collide with
     ]
     with open(log, "ab") as out:
         return subprocess.Popen(
