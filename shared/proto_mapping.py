@@ -88,9 +88,17 @@ Reader = Callable[[Message], Any]
 _PLANS: dict[Any, tuple[tuple[str, Reader], ...]] = {}
 
 
+# What protobuf accepts as a Timestamp: 0001-01-01T00:00:00Z .. 9999-12-31T23:59:59.999999999Z.
+_MIN_SECONDS, _MAX_SECONDS = -62_135_596_800, 253_402_300_799
+
+
 def timestamp_to_datetime(ts: Timestamp) -> datetime:
-    """Timestamp.ToDatetime(tzinfo=UTC), without its generic conversions (a hot path of replay;
-    a valid Timestamp's nanos are 0..999,999,999, so // rounds toward zero like protobuf)."""
+    """Timestamp.ToDatetime(tzinfo=UTC), without its generic conversions (a hot path of replay).
+    Like it, refuses a timestamp out of the valid range with ValueError (so a bad record is
+    poison, dead-lettered, never a crash); with nanos in 0..999,999,999, // rounds toward zero
+    as protobuf does."""
+    if not _MIN_SECONDS <= ts.seconds <= _MAX_SECONDS or not 0 <= ts.nanos <= 999_999_999:
+        raise ValueError(f"timestamp out of range: seconds={ts.seconds} nanos={ts.nanos}")
     return _EPOCH + timedelta(seconds=ts.seconds, microseconds=ts.nanos // 1000)
 
 
