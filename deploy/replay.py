@@ -65,6 +65,7 @@ REPLAY_FIN = "R0000"
 # Records a replay runner takes per poll: a bigger batch is fewer transactions and longer
 # executemany waves (live runners keep the default, for latency).
 REPLAY_FETCH_RECORDS = 6000
+REPLAY_SERVER_ENV = "CELLBANK_REPLAY_SERVER_URL"  # a worker's PostgreSQL server (not in argv)
 
 
 def specs() -> dict[str, ServiceSpec]:
@@ -334,14 +335,17 @@ async def _start_worker(
     settings: Settings, pool: asyncpg.Pool, goals: Goals, log_dir: Path
 ) -> _Worker:
     log = log_dir / f"{settings.service}.log"
+    # The server URL (it may hold a password) goes through the environment, not the command
+    # line that `ps` shows.
+    env = {**os.environ, REPLAY_SERVER_ENV: settings.database_url}
     with log.open("wb") as out:
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "deploy.replay",
             "--site", settings.site_id, "--service", settings.service,
-            "--kafka", settings.kafka_bootstrap, "--server-url", settings.database_url,
-            "--database", settings.database_name, "--facility", settings.facility_id,
+            "--kafka", settings.kafka_bootstrap, "--database", settings.database_name,
+            "--facility", settings.facility_id, "--parent-pid", str(os.getpid()),
             "--goals", _goals_json(goals),
-            stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out, cwd=REPO_ROOT,
+            stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out, cwd=REPO_ROOT, env=env,
         )  # fmt: skip
     return _Worker(settings.service, pool, goals, process, log)
 
@@ -357,6 +361,7 @@ async def _follow(workers: list[_Worker], progress: Progress, timeout: float) ->
             if w.process.returncode not in (None, 0):
                 raise RuntimeError(w.failure())
         if all(w.process.returncode == 0 for w in workers):
+            done = sum([await w.consumed() for w in workers])  # their last commits included
             if done < total:
                 raise RuntimeError(f"replay workers ended at {done:,}/{total:,} records")
             break
@@ -431,11 +436,9 @@ async def replay_site(
                 )  # fmt: skip
                 goals = await replay_goals(spec, pool, settings)
                 workers.append(await _start_worker(settings, pool, goals, Path(log_dir)))
-            try:
-                records = await _follow(workers, progress, timeout)
-            finally:
-                await _stop_workers(workers)
+            records = await _follow(workers, progress, timeout)
     finally:
+        await _stop_workers(workers)  # whatever failed (or was cancelled) on the way
         for pool in pools:
             await pool.close()
     return ReplayResult(dict(targets), restored, records, time.monotonic() - started)
@@ -444,17 +447,18 @@ async def replay_site(
 async def _replay_one_service(args: argparse.Namespace) -> None:
     """A worker: replay one service's projections to the goals it was given, then stop."""
     spec = specs()[args.service]
+    server_url = os.environ[REPLAY_SERVER_ENV]
     settings = Settings(
         site_id=args.site, service=args.service, kafka_bootstrap=args.kafka,
-        database_url=args.server_url, database_name=args.database, facility_id=args.facility,
+        database_url=server_url, database_name=args.database, facility_id=args.facility,
     )  # fmt: skip
-    pool = await create_pool(with_database(args.server_url, args.database), min_size=2, max_size=8)
+    pool = await create_pool(with_database(server_url, args.database), min_size=2, max_size=8)
     try:
         replays = await start_projections(spec, pool, settings, _goals_from_json(args.goals))
         finishing = asyncio.ensure_future(
             finish_projections(replays, lambda _line: None, timeout=float("inf"))
         )
-        orphaned = asyncio.ensure_future(_parent_gone(os.getppid()))
+        orphaned = asyncio.ensure_future(_parent_gone(args.parent_pid))
         await asyncio.wait({finishing, orphaned}, return_when=asyncio.FIRST_COMPLETED)
         if not finishing.done():  # nobody waits for this replay any more: stop it
             finishing.cancel()
@@ -468,6 +472,7 @@ async def _replay_one_service(args: argparse.Namespace) -> None:
 
 
 async def _parent_gone(parent: int) -> None:
+    """Returns once the process that started this worker is no longer its parent."""
     while os.getppid() == parent:  # noqa: ASYNC110 - nothing signals it; polled
         await asyncio.sleep(1.0)
 
@@ -475,8 +480,9 @@ async def _parent_gone(parent: int) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """The worker's entry point (replay_site starts it; `cellbank replay` is the command)."""
     parser = argparse.ArgumentParser(prog="python -m deploy.replay", description=__doc__)
-    for option in ("--site", "--service", "--kafka", "--server-url", "--database", "--goals"):
+    for option in ("--site", "--service", "--kafka", "--database", "--goals"):
         parser.add_argument(option, required=True)
+    parser.add_argument("--parent-pid", type=int, required=True)
     parser.add_argument("--facility", default=REPLAY_FIN)
     asyncio.run(_replay_one_service(parser.parse_args(argv)))
     return 0
