@@ -34,11 +34,11 @@ import statistics
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import FrameType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -670,6 +670,16 @@ def _terminate(signum: int, _frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)  # unwinds through the finally blocks that stop the servers
 
 
+def guarded(name: str, run: Callable[[], Coroutine[Any, Any, list[Row]]]) -> list[Row]:
+    """One benchmark module's rows; if it fails, one error row instead (the others still run
+    and the table is still printed and written)."""
+    try:
+        return asyncio.run(run())
+    except Exception as exc:
+        progress(f"{name} benchmarks FAILED: {exc!r}")
+        return [Row(f"{name} benchmarks", "-", None, error=repr(exc))]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     options = options_from(argv)
@@ -685,12 +695,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.redirect_stdout(sys.stderr):
             endpoints = infra.start()
         rows += rows_of(asyncio.run(run_all(endpoints, infra, sizes, options.rounds)))
-        rows += asyncio.run(bench_storage.run(endpoints, options.scale, ROOT / "logs"))
-        rows += asyncio.run(bench_matching.run(endpoints, options.scale))
+        rows += guarded(
+            "storage", lambda: bench_storage.run(endpoints, options.scale, ROOT / "logs")
+        )
+        rows += guarded("matching", lambda: bench_matching.run(endpoints, options.scale))
         # Last: the replay leaves a million-event log on the topics, which the memory figure's
         # services then catch up on (every other benchmark would have to read it too).
-        rows += asyncio.run(bench_replay.run(endpoints, options.scale))
-        rows += asyncio.run(bench_memory.run(endpoints))
+        rows += guarded("replay", lambda: bench_replay.run(endpoints, options.scale))
+        rows += guarded("memory", lambda: bench_memory.run(endpoints))
     finally:
         progress("stopping infrastructure")
         with contextlib.redirect_stdout(sys.stderr):

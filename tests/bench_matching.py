@@ -294,10 +294,6 @@ async def _standalone(scale: float) -> None:  # pragma: no cover - manual runs
     print(render(await run(endpoints, scale), "matching"))
 
 
-if __name__ == "__main__":
-    asyncio.run(_standalone(float(sys.argv[1]) if len(sys.argv) > 1 else 1.0))
-
-
 async def kafka_latency(bootstrap: str, samples: int) -> tuple[float, float]:
     """Baseline of propagation: one record produced (acks=all) → received by a bare consumer
     already at the end of the topic, one at a time; p50/p99 in ms."""
@@ -328,12 +324,14 @@ async def kafka_latency(bootstrap: str, samples: int) -> tuple[float, float]:
             key = f"k{n}".encode()
             started = time.perf_counter()
             await producer.send_and_wait(topic, b"x" * 300, key=key)
+            deadline = time.monotonic() + 30
             while not any(
                 r.key == key
                 for rs in (await consumer.getmany(timeout_ms=1000)).values()
                 for r in rs
             ):
-                pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"record {n} not received within 30 s")
             latencies.append(time.perf_counter() - started)
         return percentiles(latencies)
     finally:
@@ -382,3 +380,7 @@ async def propagation_latency(endpoints: Endpoints, samples: int) -> tuple[float
         for host in (matching, storage):
             await host.stop(grace=1)
             await drop_database(endpoints.database_url, host.settings.database_name)
+
+
+if __name__ == "__main__":
+    asyncio.run(_standalone(float(sys.argv[1]) if len(sys.argv) > 1 else 1.0))

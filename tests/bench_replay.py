@@ -90,8 +90,10 @@ async def consume_baseline(bootstrap: str, projections: list[tuple[str, tuple[st
         )  # fmt: skip
         await consumer.start()
         try:
-            seen = 0
+            seen, deadline = 0, time.monotonic() + max(120.0, goal / 5_000)
             while seen < goal:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"baseline consumer read {seen:,} of {goal:,} records")
                 batches = await consumer.getmany(timeout_ms=200, max_records=2000)
                 for records in batches.values():
                     for record in records:
