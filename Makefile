@@ -12,9 +12,9 @@ CLI := $(VENV)/bin/cellbank
 
 setup: $(STAMP) $(PROTO_STAMP) $(CLI)
 
-$(STAMP): requirements.txt deploy/constraints.txt
+$(STAMP): requirements.txt deploy/requirements-dev.txt deploy/constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --disable-pip-version-check -q -r requirements.txt -c deploy/constraints.txt
+	$(VENV)/bin/pip install --disable-pip-version-check -q -r requirements.txt -r deploy/requirements-dev.txt -c deploy/constraints.txt
 	$(PY) -c "import site, pathlib; pathlib.Path(site.getsitepackages()[0], 'cellbank.pth').write_text('$(CURDIR)\n$(CURDIR)/protos\n')"
 	touch $(STAMP)
 

