@@ -19,17 +19,19 @@ from services.donor_intake.adapters.codec import CODEC as DONOR_CODEC
 from services.donor_intake.domain import model as donor
 from services.manufacturing.adapters.codec import CODEC as MANUFACTURING_CODEC
 from services.manufacturing.domain import model as manufacturing
+from services.matching.adapters.codec import CODEC as MATCHING_CODEC
+from services.matching.domain import model as matching
 from services.storage.adapters.codec import CODEC as STORAGE_CODEC
 from services.storage.domain import model as storage
 from shared.events import StoredEvent
 from shared.hashchain import GENESIS, event_hash
-from shared.topics import DONOR_EVENTS, MANUFACTURING_EVENTS, STORAGE_EVENTS
+from shared.topics import DONOR_EVENTS, MANUFACTURING_EVENTS, MATCHING_EVENTS, STORAGE_EVENTS
 
 SITE = "RPL"
 EVENTS_PER_DONOR = 43
 MARKERS = ("HIV-1/2", "HIV-1 NAT", "HBsAg", "anti-HBc", "HCV", "HCV NAT", "HTLV-I/II", "Syphilis")
 T0 = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
-SERVICES = ("donor_intake", "manufacturing", "storage")  # whose events the log holds
+SERVICES = ("donor_intake", "manufacturing", "storage", "matching")  # whose events it holds
 
 
 class Store:
@@ -47,6 +49,7 @@ class Store:
             "donor_intake": DONOR_CODEC,
             "manufacturing": MANUFACTURING_CODEC,
             "storage": STORAGE_CODEC,
+            "matching": MATCHING_CODEC,
         }[self.service]
         event_type, payload = codec.encode(event)
         self.position += 1
@@ -134,3 +137,35 @@ def site_log(donors: int, first: int = 0) -> Iterator[tuple[str, StoredEvent]]:
     stores = new_stores()
     for n in range(first, first + donors):
         yield from donor_life(n, stores)
+
+
+def order_life(n: int, stores: dict[str, Store]) -> Iterator[tuple[str, StoredEvent]]:
+    """(topic, event) of one hospital order's life at the site — placed, allocated, shipped,
+    delivered, received, infused — and the recall notice its hospital then gets and
+    acknowledges (not part of the replay benchmark's log: the lookback read model's tests)."""
+    at = T0 + timedelta(minutes=n)
+    order_id, notice = f"ORD-{SITE}-{n:08d}", f"NTF-{SITE}-{n:08d}"
+    unit = f"G1234{26 + n // 1_000_000 % 70:02d}{n % 1_000_000:06d}-S1001-01"
+    signed = matching.Signature("H1 nurse", "received", at)
+    order_events: list[object] = [
+        matching.OrderPlaced(
+            "H1", f"req-{n}",
+            matching.PatientSnapshot(f"PT-{n}", 70.0, ("A*02:01",), "O", matching.Cmv.NEGATIVE),
+            matching.ProductCategory.NK, 5e6, 3e7, None,
+        ),
+        matching.OrderAllocated(
+            (matching.AllocatedUnit(unit, unit[:13], SITE, 1e7, 3, 42.0, ("KIR +40",)),),
+            "kir-ligand-2026.1+rank-1",
+        ),
+        matching.OrderDispatched(f"SHP-{n}", at),
+        matching.OrderDelivered(f"SHP-{n}", at),
+        matching.OrderReceived(signed),
+        matching.OrderInfused(unit, signed, 3600.0),
+    ]  # fmt: skip
+    m = stores["matching"]
+    for version, e in enumerate(order_events, start=1):
+        yield MATCHING_EVENTS, m.event("order", order_id, version, e, at)
+    issued = matching.NotificationIssued("H1", f"RCL-{n}", order_id, (unit,), "recall")
+    yield MATCHING_EVENTS, m.event("notification", notice, 1, issued, at)
+    acknowledged = matching.NotificationAcknowledged("H1 nurse")
+    yield MATCHING_EVENTS, m.event("notification", notice, 2, acknowledged, at)
