@@ -50,6 +50,7 @@ from shared.db import create_pool, drop_database, ensure_database, migrate, with
 from shared.envelope_codec import encode
 from shared.events import NewEvent, StoredEvent
 from shared.kafka_admin import end_offsets, ensure_topics
+from shared.kafka_clients import reliable_producer
 from shared.outbox_relay import OutboxRelay
 from shared.postgres_eventstore import PostgresEventStore
 from shared.projections import ProjectionRunner, wait_caught_up
@@ -415,15 +416,9 @@ def relay_messages(events: Sequence[StoredEvent]) -> list[Message]:
 
 
 async def relay_baseline(messages: list[Message], kafka: Kafka, topic: str) -> float:
-    # Same delivery settings as shared.kafka_clients.reliable_producer, so the ratio isolates
-    # the relay's own work (reading the store, encoding, checkpointing, batch-at-a-time waits).
-    producer = AIOKafkaProducer(
-        bootstrap_servers=kafka.bootstrap,
-        acks="all",
-        enable_idempotence=True,
-        linger_ms=5,
-        max_batch_size=256 * 1024,
-    )
+    # The relay's own producer settings (shared.kafka_clients.reliable_producer), so the ratio
+    # isolates the relay's own work (reading the store, encoding, checkpointing, batch waits).
+    producer = reliable_producer(kafka.bootstrap)
     start = time.perf_counter()
     await producer.start()
     try:
