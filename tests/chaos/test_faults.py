@@ -1,4 +1,4 @@
-"""Faults under load (`make test-chaos`): a two-site network of real processes on a private
+"""Faults under load (`make test-chaos`): a three-site network of real processes on a private
 Kafka broker and PostgreSQL server, the simulator and hospitals ordering all along, while
 each kind of process is SIGKILLed and restarted (a service with its relay and consumers —
 storage, matching, delivery, donor intake), Kafka is stopped for 10 s and PostgreSQL for
@@ -32,7 +32,7 @@ from shared.testing.waits import eventually
 from shared.topics import SERVICE_TOPICS
 
 pytestmark = pytest.mark.chaos
-SITES = ["LON", "MAN"]
+SITES = ["LON", "MAN", "EDI"]
 OP = (("authorization", "Bearer op-alice"),)
 PATIENT = hpb.PatientProfile(
     patient_ref="PT-CHAOS", weight_kg=70, abo="O", cmv=hpb.CMV_STATUS_POSITIVE,
@@ -108,7 +108,8 @@ async def test_nothing_is_lost_or_promised_twice_through_crashes_and_restarts(
     endpoints = private_infra.endpoints
     logs = tmp_path / "logs"
     await provision(endpoints.database_url, SITES)
-    processes = plan(SITES, free_port_block(12), free_port_block(12, start=25000))
+    ports = 10 * len(SITES)  # plan(): base + 10 x site + service
+    processes = plan(SITES, free_port_block(ports), free_port_block(ports, start=25000))
     extras: list[NetworkProcess] = []
     stop = asyncio.Event()
     placed: list[hpb.Order] = []
@@ -152,8 +153,8 @@ async def _faults_and_checks(
         await eventually(lambda: asyncio.sleep(0, len(placed)), until=lambda n: n >= 4,
                          what="the first orders", timeout=120)  # fmt: skip
 
-        for site, service in (("LON", "storage"), ("MAN", "matching"), ("LON", "delivery"),
-                              ("MAN", "donor_intake")):  # fmt: skip
+        for site, service in (("LON", "storage"), ("MAN", "matching"), ("EDI", "delivery"),
+                              ("MAN", "donor_intake"), ("EDI", "storage")):  # fmt: skip
             await crash_and_restart(by[(site, service)], endpoints, logs)
             simulator.check_alive()
         assert private_infra.kafka is not None and private_infra.postgres is not None
