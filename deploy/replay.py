@@ -24,6 +24,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -45,7 +46,7 @@ from shared.eventstore import utc_now
 from shared.hashchain import GENESIS
 from shared.kafka_admin import end_offsets
 from shared.postgres_eventstore import PostgresEventStore
-from shared.projections import Projection, ProjectionRunner
+from shared.projections import Projection, ProjectionRunner, consumed, next_offsets
 from shared.service_host import ServiceContext, ServiceSpec
 from shared.settings import Settings
 from shared.topics import SERVICE_TOPICS
@@ -211,21 +212,31 @@ class _Replay:
         return sum(self.goal.values())
 
 
-def _replayed(spec: ServiceSpec, pool: asyncpg.Pool, settings: Settings) -> list[Projection]:
-    """The service's projections a replay runs: not its policies (they act)."""
-    store = PostgresEventStore(pool, settings.site_id, service=spec.name)
-    components = spec.build(ServiceContext(settings, pool, store, utc_now))
-    return [p for p in components.projections if not getattr(p, "acts", False)]
+def service_projections(
+    spec: ServiceSpec,
+    settings: Settings,
+    pool: asyncpg.Pool | None = None,
+    *,
+    policies: bool = False,
+) -> list[Projection]:
+    """The projections the service's build makes — without its policies (projections that
+    act), the ones a replay runs. Building connects to nothing: without a pool, to list them."""
+    connections = cast(asyncpg.Pool, pool)  # only kept by the components, not used here
+    store = PostgresEventStore(connections, settings.site_id, service=spec.name)
+    components = spec.build(ServiceContext(settings, connections, store, utc_now))
+    return [p for p in components.projections if policies or not getattr(p, "acts", False)]
 
 
 Goals = dict[str, dict[TopicPartition, int]]  # projection → next offset to reach per partition
 
 
-async def replay_goals(spec: ServiceSpec, pool: asyncpg.Pool, settings: Settings) -> Goals:
-    """Each replayed projection's goal: its topics' ends as they are now."""
+async def projection_goals(
+    spec: ServiceSpec, settings: Settings, *, policies: bool = False
+) -> Goals:
+    """Each projection's goal (see service_projections): its topics' ends as they are now."""
     return {
         p.name: await end_offsets(settings.kafka_bootstrap, list(p.topics))
-        for p in _replayed(spec, pool, settings)
+        for p in service_projections(spec, settings, policies=policies)
     }
 
 
@@ -234,9 +245,9 @@ async def start_projections(
 ) -> list[_Replay]:
     """Start the service's projections (not its policies) from offset 0, each aiming at its
     goal (by default the log's end as it is now)."""
-    goals = goals if goals is not None else await replay_goals(spec, pool, settings)
+    goals = goals if goals is not None else await projection_goals(spec, settings)
     started = []
-    for projection in _replayed(spec, pool, settings):
+    for projection in service_projections(spec, settings, pool):
         goal = goals[projection.name]
         group = f"replay.{settings.site_id}.{spec.name}.{projection.name}.{uuid.uuid4().hex[:8]}"
         runner = ProjectionRunner(
@@ -281,12 +292,7 @@ async def finish_projections(replays: list[_Replay], progress: Progress, timeout
 
 
 async def _consumed(pool: asyncpg.Pool, projection: str, goal: Mapping[TopicPartition, int]) -> int:
-    rows = await pool.fetch(
-        'SELECT topic, partition, "offset" FROM projection_checkpoints WHERE projection = $1',
-        projection,
-    )
-    done = {TopicPartition(r["topic"], r["partition"]): r["offset"] + 1 for r in rows}
-    return sum(min(done.get(tp, 0), end) for tp, end in goal.items())
+    return consumed(await next_offsets(pool, projection), goal)
 
 
 # ---- one process per service ---------------------------------------------------------------
@@ -434,7 +440,7 @@ async def replay_site(
                     site_id=site_id, service=name, kafka_bootstrap=bootstrap,
                     database_url=server_url, database_name=dbname, facility_id=facility_id,
                 )  # fmt: skip
-                goals = await replay_goals(spec, pool, settings)
+                goals = await projection_goals(spec, settings)
                 workers.append(await _start_worker(settings, pool, goals, Path(log_dir)))
             records = await _follow(workers, progress, timeout)
     finally:

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 import asyncpg
@@ -169,20 +169,13 @@ class ProjectionRunner:
         self._must_seek = True
         consumer.pause(*consumer.assignment())
 
-    async def checkpoints(self) -> dict[TopicPartition, int]:
-        rows = await self.pool.fetch(
-            'SELECT topic, partition, "offset" FROM projection_checkpoints WHERE projection = $1',
-            self.name,
-        )
-        return {TopicPartition(r["topic"], r["partition"]): r["offset"] for r in rows}
-
     async def _seek_to_checkpoints(
         self, consumer: AIOKafkaConsumer, partitions: Sequence[TopicPartition] | set[TopicPartition]
     ) -> None:
-        stored = await self.checkpoints()
+        positions = await next_offsets(self.pool, self.name)
         for tp in partitions:
-            if tp in stored:
-                consumer.seek(tp, stored[tp] + 1)
+            if tp in positions:
+                consumer.seek(tp, positions[tp])
             else:
                 await consumer.seek_to_beginning(tp)
 
@@ -359,6 +352,22 @@ def _decode_all(
     return decoded, poison
 
 
+async def next_offsets(pool: asyncpg.Pool, projection: str) -> dict[TopicPartition, int]:
+    """The offset the projection reads next, per partition it has a checkpoint for (the
+    checkpoint is the last offset handled, so this is checkpoint + 1; like end_offsets)."""
+    rows = await pool.fetch(
+        'SELECT topic, partition, "offset" FROM projection_checkpoints WHERE projection = $1',
+        projection,
+    )
+    return {TopicPartition(r["topic"], r["partition"]): r["offset"] + 1 for r in rows}
+
+
+def consumed(positions: Mapping[TopicPartition, int], goal: Mapping[TopicPartition, int]) -> int:
+    """How many of the goal's records (next offsets to reach, per partition) are behind the
+    positions."""
+    return sum(min(positions.get(tp, 0), end) for tp, end in goal.items())
+
+
 async def wait_caught_up(
     pool: asyncpg.Pool,
     projection: str,
@@ -376,11 +385,7 @@ async def wait_caught_up(
     goal = targets if targets is not None else await end_offsets(bootstrap, topics)
     deadline = time.monotonic() + timeout
     while True:
-        rows = await pool.fetch(
-            'SELECT topic, partition, "offset" FROM projection_checkpoints WHERE projection = $1',
-            projection,
-        )
-        done = {TopicPartition(r["topic"], r["partition"]): r["offset"] + 1 for r in rows}
+        done = await next_offsets(pool, projection)
         behind = {tp: (done.get(tp, 0), end) for tp, end in goal.items() if done.get(tp, 0) < end}
         if not behind:
             return

@@ -15,15 +15,13 @@ import time
 from pathlib import Path
 
 import asyncpg
-from aiokafka import TopicPartition
 
 from deploy.infra import Endpoints, ensure_site_databases
 from deploy.network import NetworkProcess, ServiceProcess, cold_chain, plan
 from deploy.processes import free_port_block
-from deploy.replay import specs
+from deploy.replay import Goals, projection_goals, specs
 from shared.db import create_pool, database_name, drop_database, with_database
-from shared.kafka_admin import end_offsets
-from shared.service_host import ServiceContext
+from shared.projections import next_offsets
 from shared.settings import Settings
 from tests.bench_report import Row
 
@@ -62,35 +60,23 @@ def bare_python_mib() -> float:
         process.wait()
 
 
-async def _projection_goals(
-    endpoints: Endpoints,
-) -> dict[str, dict[str, dict[TopicPartition, int]]]:
+async def _projection_goals(endpoints: Endpoints) -> dict[str, Goals]:
     """service → projection → the topics' ends now (policies too: they run live)."""
-    goals: dict[str, dict[str, dict[TopicPartition, int]]] = {}
-    for name, spec in specs().items():
-        settings = Settings(
+    return {
+        name: await projection_goals(spec, Settings(
             site_id=SITE, service=name, kafka_bootstrap=endpoints.kafka_bootstrap,
             database_url=endpoints.database_url, facility_id=FIN,
-        )  # fmt: skip
-        components = spec.build(ServiceContext(settings, None, None, time.time))  # type: ignore[arg-type]
-        goals[name] = {
-            p.name: await end_offsets(endpoints.kafka_bootstrap, list(p.topics))
-            for p in components.projections
-        }
-    return goals
+        ), policies=True)
+        for name, spec in specs().items()
+    }  # fmt: skip
 
 
-async def _caught_up(pool: asyncpg.Pool, goals: dict[str, dict[TopicPartition, int]]) -> bool:
-    rows = await pool.fetch(
-        'SELECT projection, topic, partition, "offset" FROM projection_checkpoints'
-    )
-    done = {(r["projection"], r["topic"], r["partition"]): r["offset"] + 1 for r in rows}
-    return all(
-        done.get((name, tp.topic, tp.partition), 0) >= end
-        for name, goal in goals.items()
-        for tp, end in goal.items()
-        if end > 0
-    )
+async def _caught_up(pool: asyncpg.Pool, goals: Goals) -> bool:
+    for name, goal in goals.items():
+        positions = await next_offsets(pool, name)
+        if any(positions.get(tp, 0) < end for tp, end in goal.items()):
+            return False
+    return True
 
 
 async def run(endpoints: Endpoints, timeout: float = 900.0) -> list[Row]:
@@ -103,9 +89,7 @@ async def run(endpoints: Endpoints, timeout: float = 900.0) -> list[Row]:
             await drop_database(endpoints.database_url, name)
 
 
-async def _measure(
-    endpoints: Endpoints, goals: dict[str, dict[str, dict[TopicPartition, int]]], timeout: float
-) -> list[Row]:
+async def _measure(endpoints: Endpoints, goals: dict[str, Goals], timeout: float) -> list[Row]:
     base = free_port_block(20)
     services = plan([SITE], base, base + 10)
     for service in services:

@@ -20,15 +20,14 @@ import uuid
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from deploy.infra import Endpoints
-from deploy.replay import REPLAY_FIN, replay_site, specs
+from deploy.replay import REPLAY_FIN, replay_site, service_projections, specs
 from shared.db import drop_database
 from shared.envelope_codec import decode, encode
 from shared.kafka_admin import end_offsets, ensure_topics
-from shared.service_host import ServiceContext
 from shared.settings import Settings
 from shared.topics import TOPICS
 from tests.bench_report import Row
-from tests.site_log import EVENTS_PER_DONOR, SITE, T0, site_log
+from tests.site_log import EVENTS_PER_DONOR, SITE, site_log
 
 
 def progress(message: str) -> None:
@@ -67,16 +66,14 @@ async def publish_site_log(bootstrap: str, events: int) -> int:
 
 def _replayed_projections() -> list[tuple[str, tuple[str, ...]]]:
     """(service.projection, topics) of every projection a site replay runs (not policies)."""
-    settings = Settings(
-        site_id=SITE, service="x", kafka_bootstrap="-", database_url="-", facility_id=REPLAY_FIN
-    )
-    found = []
-    for name, spec in specs().items():
-        components = spec.build(ServiceContext(settings, None, None, lambda: T0))  # type: ignore[arg-type]
-        for p in components.projections:
-            if not getattr(p, "acts", False):
-                found.append((f"{name}.{p.name}", tuple(p.topics)))
-    return found
+    return [
+        (f"{name}.{p.name}", tuple(p.topics))
+        for name, spec in specs().items()
+        for p in service_projections(spec, Settings(
+            site_id=SITE, service=name, kafka_bootstrap="-", database_url="-",
+            facility_id=REPLAY_FIN,
+        ))
+    ]  # fmt: skip
 
 
 async def consume_baseline(bootstrap: str, projections: list[tuple[str, tuple[str, ...]]]) -> int:

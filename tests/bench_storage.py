@@ -25,7 +25,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from deploy.demo import TOKENS, auth
 from deploy.infra import Endpoints
-from deploy.processes import REPO_ROOT
+from deploy.processes import REPO_ROOT, stop_process
 from services.storage.coldchain.watch import ColdChainRules
 from services.storage.entrypoints.main import SPEC as STORAGE_SPEC
 from shared.db import drop_database
@@ -135,12 +135,7 @@ async def _faust_run(endpoints: Endpoints, readings: int, log_dir: Path) -> floa
         )
         return time.perf_counter() - started
     finally:
-        worker.terminate()
-        try:
-            worker.wait(30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
+        stop_process(worker, timeout=30, name="the Faust worker")
 
 
 def _start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -156,8 +151,9 @@ def _start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     ]
     with open(log, "ab") as out:
         return subprocess.Popen(
-            command, env=env, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT
-        )
+            command, env=env, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,  # stopped with deploy.processes.stop_process
+        )  # fmt: skip
 
 
 async def _raw_consume(bootstrap: str, readings: int) -> float:

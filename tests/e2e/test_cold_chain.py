@@ -19,7 +19,7 @@ from cellbank.storage.v1 import storage_service_pb2 as spb
 
 from deploy.demo import auth, now
 from deploy.infra import Endpoints
-from deploy.processes import REPO_ROOT
+from deploy.processes import REPO_ROOT, stop_process
 from shared.testing.plugin import make_topic
 from shared.testing.topic_reader import records_so_far
 from shared.testing.waits import eventually
@@ -67,8 +67,9 @@ def start_monitor(
     ]
     with open(log, "ab") as out:
         return subprocess.Popen(
-            command, env=env, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT
-        )
+            command, env=env, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,  # stopped with deploy.processes.stop_process
+        )  # fmt: skip
 
 
 def reading(site_id: str, tank_id: str, celsius: float, at: datetime, device: str = "") -> bytes:
@@ -181,9 +182,4 @@ async def test_excursion_and_silent_sensor_quarantine_their_tanks_but_a_short_sp
         print(log.read_text()[-6000:])  # the monitor's own account, in the test report
         raise
     finally:
-        monitor.terminate()
-        try:
-            monitor.wait(30)
-        except subprocess.TimeoutExpired:
-            monitor.kill()
-            monitor.wait()
+        stop_process(monitor, timeout=30, name="the cold-chain monitor")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import subprocess
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -26,6 +25,7 @@ from deploy import cli
 from deploy.demo import auth
 from deploy.infra import Endpoints
 from deploy.network import SLA_MODULE, NetworkProcess
+from deploy.processes import stop_process
 from shared.projections import wait_caught_up
 from shared.testing.plugin import make_topic
 from shared.testing.waits import eventually
@@ -482,12 +482,7 @@ async def test_a_shipper_logger_excursion_compromises_the_shipment_in_transit(si
         print(log.read_text()[-6000:])
         raise
     finally:
-        monitor.terminate()
-        try:
-            monitor.wait(30)
-        except subprocess.TimeoutExpired:
-            monitor.kill()
-            monitor.wait()
+        stop_process(monitor, timeout=30, name="the cold-chain monitor")
 
 
 async def test_the_sla_monitor_flags_a_shipment_that_will_miss_its_promise(sites, tmp_path):
