@@ -30,7 +30,7 @@ WITH changed AS (
 )
 SELECT i.unit_id, i.site_id, i.din, i.product_type, i.status, i.expires_on, i.viable_nk_cells,
        i.cd3_cells, i.reserved_for, i.hold_until, i.version,
-       r.restricting_allele, d.hla, d.kir_genes, d.cmv, d.abo
+       r.restricting_allele, r.donor_id, d.hla, d.kir_genes, d.cmv, d.abo
 FROM changed JOIN inventory i USING (unit_id)
 LEFT JOIN released_units r USING (unit_id)
 LEFT JOIN donor_facts d ON d.donor_id = r.donor_id
@@ -75,6 +75,7 @@ def _profile(r: asyncpg.Record) -> UnitProfile:
         donor_abo=r["abo"] or "",
         restricting_allele=r["restricting_allele"] or "",
         version=r["version"],
+        donor_id=r["donor_id"] or "",
     )
 
 

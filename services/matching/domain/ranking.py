@@ -174,6 +174,7 @@ class UnitProfile:
     donor_abo: str
     restricting_allele: str
     version: int
+    donor_id: str = ""  # the donor (several units of one dose prefer one donor); "" = unknown
 
 
 @dataclass(frozen=True, slots=True)
