@@ -68,6 +68,8 @@ class OrderPlaced:
     dose_min: float
     dose_max: float
     needed_by: datetime | None  # None: no date given (units must not be expired now)
+    # Several units may make the dose when no single one reaches it (False in older events).
+    allow_multiple_units: bool = False
 
 
 @dataclass(frozen=True, slots=True)

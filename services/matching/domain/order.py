@@ -1,5 +1,5 @@
 """The order aggregate: placed → allocated | rejected; cancelled while live; a lost unit
-sends it back to allocation. The allocation itself (which unit) is the saga's, not this."""
+sends it back to allocation. The allocation itself (which units) is the saga's, not this."""
 
 from __future__ import annotations
 
@@ -65,6 +65,13 @@ def decide(state: Order, command: OrderCommand) -> Sequence[OrderEvent]:
                 raise PreconditionFailed("order not awaiting allocation", state.status.value)
             if not units:
                 raise InvalidArgument("units", "an allocation names at least one unit")
+            assert state.placed is not None
+            if len(units) > 1 and not state.placed.allow_multiple_units:
+                raise PreconditionFailed(
+                    "one unit ordered", "the order does not allow several units for its dose"
+                )
+            if len({u.unit_id for u in units}) != len(units):
+                raise InvalidArgument("units", "a unit is named twice")
             return [OrderAllocated(units, version)]
         case RejectOrder(reason, version):
             if state.status is OrderStatus.REJECTED:
@@ -182,9 +189,11 @@ def evolve(state: Order, event: OrderEvent) -> Order:
                 status_reason="",
             )
         case OrderRejected(reason, version):
+            # Units kept from an allocation that lost one of its several units go back too.
             return replace(
                 state, status=OrderStatus.REJECTED, status_reason=reason,
-                classification_version=version,
+                classification_version=version, units=(),
+                released=(*state.released, *state.units),
             )  # fmt: skip
         case OrderCancelled(reason):
             return replace(

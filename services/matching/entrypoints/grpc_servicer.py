@@ -135,6 +135,7 @@ def order_message(view: OrderView) -> pb.Order:
         classification_version=state.classification_version,
         product_type=_PRODUCT_TYPE[placed.product_type],
         patient_ref=placed.patient.patient_ref,
+        allow_multiple_units=placed.allow_multiple_units,
     )
     if view.placed_at is not None:
         out.placed_at.FromDatetime(view.placed_at)
@@ -188,6 +189,7 @@ class HospitalServicer(pb_grpc.HospitalServiceServicer):
             dose_min=request.dose_cells_per_kg_min,
             dose_max=request.dose_cells_per_kg_max,
             needed_by=_needed_by(request, now),
+            allow_multiple_units=request.allow_multiple_units,
         )
         validate_dose(placed.dose_min, placed.dose_max)
         meta = Meta(str(principal), f"order {request_id} placed by {principal.name}", now)

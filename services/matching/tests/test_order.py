@@ -51,6 +51,7 @@ PLACE = OrderPlaced(
     dose_max=3e7,
     needed_by=NOW + timedelta(days=2),
 )
+PLACE_SEVERAL = dataclasses.replace(PLACE, request_id="req-2", allow_multiple_units=True)
 UNIT_1 = AllocatedUnit("unit-1", "G123426000001", "LON", 1e7, 3, 55.0, ("dose ok",))
 UNIT_2 = AllocatedUnit("unit-2", "G123426000002", "MAN", 1.2e7, 1, 41.5, ("dose ok",))
 
@@ -118,8 +119,9 @@ def test_the_same_request_again_records_nothing_whatever_became_of_the_order(his
         {"product_type": ProductCategory.CAR_NK},
         {"needed_by": None},
         {"hospital_id": "H2"},
+        {"allow_multiple_units": True},
     ],
-    ids=["dose", "patient", "product", "needed_by", "hospital"],
+    ids=["dose", "patient", "product", "needed_by", "hospital", "several units"],
 )
 def test_the_same_request_id_with_different_content_is_refused(changes):
     other = dataclasses.replace(PLACE, **changes)
@@ -148,10 +150,25 @@ def test_commands_for_an_order_never_placed_are_not_found(command):
 
 
 def test_record_allocation_of_a_placed_order_allocates_it():
-    assert when(PLACED, RecordAllocation((UNIT_1, UNIT_2), VERSION)) == [
+    assert when(PLACED, RecordAllocation((UNIT_1,), VERSION)) == [
+        OrderAllocated((UNIT_1,), VERSION)
+    ]
+    order = given(*ALLOCATED)
+    assert (order.status, order.units) == (OrderStatus.ALLOCATED, (UNIT_1,))
+    assert order.holds("unit-1") and not order.holds("unit-2")
+
+
+def test_an_order_is_for_one_unit_unless_it_allows_several():
+    assert PLACE.allow_multiple_units is False  # the default, and what older events decode to
+    with pytest.raises(PreconditionFailed, match="one unit ordered"):
+        when(PLACED, RecordAllocation((UNIT_1, UNIT_2), VERSION))
+
+
+def test_an_order_allowing_several_units_allocates_them_all():
+    assert when((PLACE_SEVERAL,), RecordAllocation((UNIT_1, UNIT_2), VERSION)) == [
         OrderAllocated((UNIT_1, UNIT_2), VERSION)
     ]
-    order = given(*PLACED, OrderAllocated((UNIT_1, UNIT_2), VERSION))
+    order = given(PLACE_SEVERAL, OrderAllocated((UNIT_1, UNIT_2), VERSION))
     assert order.status is OrderStatus.ALLOCATED
     assert order.units == (UNIT_1, UNIT_2)
     assert order.classification_version == VERSION
@@ -181,6 +198,11 @@ def test_an_allocation_names_at_least_one_unit():
     with pytest.raises(InvalidArgument) as e:
         when(PLACED, RecordAllocation((), VERSION))
     assert e.value.field == "units"
+
+
+def test_an_allocation_names_a_unit_once():
+    with pytest.raises(InvalidArgument, match="named twice"):
+        when((PLACE_SEVERAL,), RecordAllocation((UNIT_1, UNIT_1), VERSION))
 
 
 def test_an_order_that_lost_its_unit_can_be_allocated_again():
@@ -225,6 +247,12 @@ def test_a_live_order_can_be_cancelled_with_a_reason(history):
     assert when(history, cancel("  patient condition changed ")) == [
         OrderCancelled("patient condition changed")
     ]
+
+
+def test_cancelling_an_order_of_several_units_releases_them_all():
+    order = given(PLACE_SEVERAL, OrderAllocated((UNIT_1, UNIT_2), VERSION), OrderCancelled("x"))
+    assert order.released == (UNIT_1, UNIT_2)
+    assert not order.holds("unit-1") and not order.holds("unit-2")
 
 
 def test_cancelling_an_allocated_order_releases_its_units():
@@ -277,6 +305,20 @@ def test_losing_one_of_two_units_keeps_the_other_and_releases_the_lost_one():
     assert (order.status, order.units, order.released) == (
         OrderStatus.PLACED, (UNIT_1,), (UNIT_2,),
     )  # fmt: skip
+    assert order.holds("unit-1")  # kept while allocation runs again; the saga may reuse it
+
+
+def test_rejecting_an_order_that_kept_a_unit_releases_it():
+    order = given(
+        PLACE_SEVERAL,
+        OrderAllocated((UNIT_1, UNIT_2), VERSION),
+        AllocationLost("unit-2", "quarantined"),
+        OrderRejected("no other unit makes the dose", VERSION),
+    )
+    assert (order.status, order.units, order.released) == (
+        OrderStatus.REJECTED, (), (UNIT_2, UNIT_1),
+    )  # fmt: skip
+    assert not order.holds("unit-1")
 
 
 def test_losing_the_same_unit_again_records_nothing():
