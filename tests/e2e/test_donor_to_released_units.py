@@ -9,7 +9,7 @@ import pytest
 from cellbank.donor.v1 import donor_service_pb2 as dpb
 from cellbank.manufacturing.v1 import manufacturing_service_pb2 as mpb
 
-from deploy.demo import HLA, PASSING_QC, auth, now
+from deploy.demo import HLA, PASSING_QC, auth, now, ts
 from deploy.infra import Endpoints
 from services.kernel.isbt128 import din_check_character
 from tests.e2e.bank_site import BankSite, bank_site, projected, refused
@@ -31,6 +31,11 @@ async def test_donor_is_screened_collected_manufactured_and_released_into_units(
         dpb.ValidateDinRequest(din=f"{din}{collection.check_character}"), metadata=auth("op-bob")
     )
     assert checked.din == din and checked.type3_flag == collection.type3_flag
+    for flag in ("00", "42", f"{collection.type3_flag:02d}"):  # unused, Type 2, Type 3 flags
+        scanned = await site.donors.ValidateDin(
+            dpb.ValidateDinRequest(din=f"={din}{flag}"), metadata=auth("op-bob")
+        )
+        assert (scanned.din, scanned.type3_flag) == (din, collection.type3_flag)
 
     view = await projected(
         lambda: site.donors.GetDonor(
@@ -43,15 +48,18 @@ async def test_donor_is_screened_collected_manufactured_and_released_into_units(
     assert [a for h in view.hla if h.locus == "A" for a in h.alleles] == ["A*02:01", "A*24:02"]
 
     batch_id = await site.start_batch(din)
-    await site.process(batch_id, now())
+    cryopreserved = now()
+    await site.process(batch_id, cryopreserved)
     await site.qc(batch_id, now(), PASSING_QC)
     released = await site.release(batch_id)
 
-    assert [u.product_code for u in released.units] == ["S1001-01", "S1001-02"]
+    assert [u.product_code for u in released.units] == ["S1001VA0", "S1001VB0"]
     for unit in released.units:
         assert unit.din == din and unit.status == "RELEASED" and not unit.segregated
         assert unit.unit_id == f"{din}-{unit.product_code}"
-        assert unit.expires_on == (today + timedelta(days=5 * 365)).isoformat()
+        # shelf life counts from cryopreservation (UTC day), not from the QA signature
+        expires_on = cryopreserved.date() + timedelta(days=5 * 365)
+        assert unit.expires_on == expires_on.isoformat()
         assert not unit.labels
     units = await projected(
         lambda: site.manufacturing.ListUnits(
@@ -85,6 +93,26 @@ async def test_release_with_failed_qc_is_refused_naming_the_test_and_persists_no
     before = await site.event_counts()
     details = await refused(site.release(batch_id), grpc.StatusCode.FAILED_PRECONDITION)
     assert "QC viability: 60 does not meet ≥ 70 %" in details
+    assert await site.event_counts() == before
+
+
+async def test_release_of_a_batch_never_cryopreserved_is_refused_and_persists_nothing(
+    site: BankSite,
+):
+    donor_id = await site.eligible_donor(now().date())
+    din = (await site.collect(donor_id, now())).din
+    batch_id = await site.start_batch(din)
+    await site.manufacturing.RecordProcessStep(
+        mpb.RecordProcessStepRequest(
+            batch_id=batch_id, reason="batch record", step="HARVEST", performed_at=ts(now()),
+            viable_cells=2e9, viability_pct=93,
+        ),
+        metadata=auth("op-alice"),
+    )  # fmt: skip
+    await site.qc(batch_id, now(), PASSING_QC)
+    before = await site.event_counts()
+    details = await refused(site.release(batch_id), grpc.StatusCode.FAILED_PRECONDITION)
+    assert "cryopreservation: no CRYOPRESERVATION step recorded" in details
     assert await site.event_counts() == before
 
 
@@ -199,3 +227,10 @@ async def test_negative_cell_count_and_bad_din_are_invalid_arguments(site: BankS
         grpc.StatusCode.INVALID_ARGUMENT,
     )
     assert details.startswith("din:") and "check" in details
+    details = await refused(
+        site.donors.ValidateDin(
+            dpb.ValidateDinRequest(din="=G12341765432171"), metadata=auth("op-alice")
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    assert details.startswith("din:") and "flag 71" in details

@@ -5,10 +5,10 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
+from datetime import UTC, date, timedelta
 
 from services.kernel.hla import parse_allele
-from services.kernel.isbt128 import validate_din
+from services.kernel.isbt128 import MAX_DIVISIONS, expired, validate_din
 from services.manufacturing.domain.model import (
     NOT_EVALUATED_LABELS,
     Batch,
@@ -122,6 +122,16 @@ def person(name: str) -> str:
     return name.strip().casefold()
 
 
+def expiry(state: Batch, product: ProductType) -> date | None:
+    """The units' expiry: the product's stability counted from cryopreservation (never from
+    release, so a slow QA signature does not lengthen shelf life); None if not cryopreserved.
+    The first CRYOPRESERVATION step counts if several were recorded: the cells froze then."""
+    frozen = [s.performed_at for s in state.steps if s.step == Step.CRYOPRESERVATION.value]
+    if not frozen:
+        return None
+    return min(frozen).astimezone(UTC).date() + timedelta(days=product.stability_days)
+
+
 def release_failures(state: Batch, command: ReleaseBatch, product: ProductType) -> list[str]:
     """Every release rule the batch breaks (empty = releasable)."""
     failures: list[str] = []
@@ -151,12 +161,23 @@ def release_failures(state: Batch, command: ReleaseBatch, product: ProductType) 
         elif not result.passed:
             shown = f"{result.value:g}" if result.value is not None else repr(result.text)
             failures.append(f"QC {test.name}: {shown} does not meet {test.describe()}")
+    expires_on = expiry(state, product)
+    if expires_on is None:
+        failures.append(
+            "cryopreservation: no CRYOPRESERVATION step recorded (expiry counts from it)"
+        )
+    elif expired(expires_on, command.signature.signed_at.astimezone(UTC).date()):
+        failures.append(f"stability: the units expired on {expires_on.isoformat()}")
     if not command.units:
         failures.append("units: at least one unit (dose) is required")
     return failures
 
 
 def release(state: Batch, command: ReleaseBatch, product: ProductType) -> list[BatchEvent]:
+    if len(command.units) > MAX_DIVISIONS:
+        raise InvalidArgument(
+            "units", f"a batch is divided into at most {MAX_DIVISIONS} units (A0…Z0)"
+        )
     for i, unit in enumerate(command.units):
         nk, cd3, volume = unit.viable_nk_cells, unit.cd3_cells, unit.volume_ml
         if not all(map(math.isfinite, (nk, cd3, volume))) or nk <= 0 or volume <= 0 or cd3 < 0:
@@ -166,15 +187,16 @@ def release(state: Batch, command: ReleaseBatch, product: ProductType) -> list[B
         if unit.restricting_allele:
             parse_allele(unit.restricting_allele, field=f"units[{i}].restricting_allele")
     failures = release_failures(state, command, product)
-    if failures:
+    expires = expiry(state, product)
+    if failures or expires is None:  # no expiry: a failure names the missing cryopreservation
         raise PreconditionFailed("release refused", "; ".join(failures))
     urgent = command.donor_eligibility != "ELIGIBLE"
-    expires = command.signature.signed_at.date() + timedelta(days=product.stability_days)
+    count = len(command.units)
     units = tuple(
         UnitRecord(
-            unit_id=f"{state.din}-{product.product_code(division)}",
+            unit_id=f"{state.din}-{product.product_code(division, count)}",
             din=state.din,
-            product_code=product.product_code(division),
+            product_code=product.product_code(division, count),
             division=division,
             viable_nk_cells=spec.viable_nk_cells,
             cd3_cells=spec.cd3_cells,

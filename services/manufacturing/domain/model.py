@@ -41,8 +41,8 @@ class Signature:
 class UnitRecord:
     unit_id: str
     din: str
-    product_code: str
-    division: int
+    product_code: str  # ISBT 128, e.g. S1001VA0; older events keep S1001-01
+    division: int  # the unit's place 1..N in its batch; its ISBT division ends the product code
     viable_nk_cells: float
     cd3_cells: float
     volume_ml: float

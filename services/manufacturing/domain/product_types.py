@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.kernel.isbt128 import UNDIVIDED, division_code, parse_product_code, product_code
 from shared.errors import InvalidArgument
 
 
@@ -59,11 +60,16 @@ class ReleaseTest:
 @dataclass(frozen=True, slots=True)
 class ProductType:
     code: str  # e.g. NK-ALLO
-    description_code: str  # ISBT 128 product description code (5 chars), product code prefix
+    description_code: str  # ISBT 128 product description code αoooo (E/F/S, or local A–D)
     stability_days: int
     tests: tuple[ReleaseTest, ...]
     cd3_per_kg_limit: float  # checked again at matching against the recipient's weight
     spec_version: str
+    collection_type: str = "V"  # ISBT 128 type of donation: the product code's `t`
+
+    def __post_init__(self) -> None:
+        """A misconfigured code is refused when the configuration is read, not at release."""
+        parse_product_code(f"{self.description_code}{self.collection_type}{UNDIVIDED}")
 
     def test(self, name: str) -> ReleaseTest:
         for t in self.tests:
@@ -71,14 +77,19 @@ class ProductType:
                 return t
         raise InvalidArgument("test", f"{name!r} is not in the {self.code} release specification")
 
-    def product_code(self, division: int) -> str:
-        """Product code with the division (unit 1..N of one batch), e.g. S1001-01."""
-        return f"{self.description_code}-{division:02d}"
+    def product_code(self, ordinal: int, of: int) -> str:
+        """The ISBT 128 product code of unit `ordinal` (1..`of`) of one batch: S1001V00 for a
+        batch made into one unit, S1001VA0, S1001VB0, … for a batch divided into several."""
+        return product_code(self.description_code, self.collection_type, division_code(ordinal, of))
 
 
 ALLOGENEIC_NK = ProductType(
     code="NK-ALLO",
     description_code="S1001",
+    # V, volunteer allogeneic: off-the-shelf NK units come from unrelated volunteer donors by
+    # leukapheresis and go to any matched recipient (not autologous `1`, not directed `D`/`2`);
+    # a bank paying its donors would configure `P`.
+    collection_type="V",
     stability_days=5 * 365,
     cd3_per_kg_limit=2e5,
     spec_version="NK-ALLO-2026.1",

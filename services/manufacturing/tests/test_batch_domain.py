@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 
+from services.kernel.isbt128 import parse_product_code
+from services.manufacturing.adapters.codec import CODEC
 from services.manufacturing.domain.batch import Command, decide, evolve
 from services.manufacturing.domain.model import (
     NOT_EVALUATED_LABELS,
@@ -41,6 +44,7 @@ from shared.errors import InvalidArgument, NotFound, PreconditionFailed
 PRODUCTS = load_product_types()
 DIN = "G123426000001"
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+CRYOPRESERVED_AT = datetime(2026, 3, 21, 23, 30, tzinfo=UTC)
 SIGNED_AT = datetime(2026, 3, 25, 16, 45, tzinfo=UTC)
 STARTED: tuple[BatchEvent, ...] = (
     BatchStarted("batch-1", DIN, "donor-1", "NK-ALLO", "NK-ALLO-2026.1", "olga"),
@@ -71,9 +75,15 @@ def qc(test: str, value: float | None = None, text: str = "") -> RecordQcResult:
     return RecordQcResult(test, value, text, T0 + timedelta(days=20))
 
 
-def step(step: Step = Step.HARVEST, by: str = "olga", **changes) -> RecordProcessStep:
+def step(
+    step: Step = Step.HARVEST, by: str = "olga", at: datetime = T0 + timedelta(days=1), **changes
+) -> RecordProcessStep:
     values = {"day": 0, "viable_cells": 3e9, "viability_pct": 92.0, **changes}
-    return RecordProcessStep(step, performed_by=by, performed_at=T0 + timedelta(days=1), **values)
+    return RecordProcessStep(step, performed_by=by, performed_at=at, **values)
+
+
+def steps(events: tuple[BatchEvent, ...], *commands: RecordProcessStep) -> tuple[BatchEvent, ...]:
+    return (*events, *(e for c in commands for e in when(events, c)))
 
 
 def with_qc(events: tuple[BatchEvent, ...], **overrides) -> tuple[BatchEvent, ...]:
@@ -82,7 +92,12 @@ def with_qc(events: tuple[BatchEvent, ...], **overrides) -> tuple[BatchEvent, ..
     return (*events, *recorded)
 
 
-QC_PASSED = with_qc((*STARTED, *when(STARTED, step(Step.EXPANSION_DAY, by="pavel", day=14))))
+PROCESSED = steps(
+    STARTED,
+    step(Step.EXPANSION_DAY, by="pavel", day=14),
+    step(Step.CRYOPRESERVATION, by="pavel", at=CRYOPRESERVED_AT),
+)
+QC_PASSED = with_qc(PROCESSED)
 
 
 def release(
@@ -363,19 +378,85 @@ def test_release_records_the_signature_and_donor_eligibility():
 def test_release_divides_the_batch_into_units_with_din_product_code_and_counts():
     units = released_units(when(QC_PASSED, release()))
     assert [(u.unit_id, u.din, u.product_code, u.division) for u in units] == [
-        (f"{DIN}-S1001-01", DIN, "S1001-01", 1),
-        (f"{DIN}-S1001-02", DIN, "S1001-02", 2),
-        (f"{DIN}-S1001-03", DIN, "S1001-03", 3),
+        (f"{DIN}-S1001VA0", DIN, "S1001VA0", 1),
+        (f"{DIN}-S1001VB0", DIN, "S1001VB0", 2),
+        (f"{DIN}-S1001VC0", DIN, "S1001VC0", 3),
     ]
     assert [(u.viable_nk_cells, u.cd3_cells, u.volume_ml) for u in units] == [
         (s.viable_nk_cells, s.cd3_cells, s.volume_ml) for s in UNITS
     ]
 
 
-def test_units_expire_after_the_product_stability_from_the_signing_date():
+def test_a_batch_made_into_one_unit_is_the_undivided_product_00():
+    (unit,) = released_units(when(QC_PASSED, release(units=UNITS[:1])))
+    assert (unit.unit_id, unit.product_code, unit.division) == (f"{DIN}-S1001V00", "S1001V00", 1)
+
+
+def test_release_refuses_more_units_than_isbt_divisions_a0_to_z0():
+    with pytest.raises(InvalidArgument) as refused:
+        when(QC_PASSED, release(units=UNITS[:1] * 27))
+    assert refused.value.field == "units"
+    assert len(released_units(when(QC_PASSED, release(units=UNITS[:1] * 26)))) == 26
+
+
+def test_every_released_product_code_is_a_valid_isbt_128_code():
+    for count in (1, 2, 26):
+        units = released_units(when(QC_PASSED, release(units=UNITS[:1] * count)))
+        assert all(str(parse_product_code(u.product_code)) == u.product_code for u in units)
+        assert len({u.unit_id for u in units}) == count
+
+
+def test_units_expire_the_product_stability_after_cryopreservation():
     units = released_units(when(QC_PASSED, release()))
-    expected = SIGNED_AT.date() + timedelta(days=ALLOGENEIC_NK.stability_days)
+    expected = CRYOPRESERVED_AT.date() + timedelta(days=ALLOGENEIC_NK.stability_days)
     assert {u.expires_on for u in units} == {expected}
+
+
+def test_a_slow_qa_release_does_not_lengthen_shelf_life():
+    prompt = released_units(when(QC_PASSED, release()))
+    slow = dataclasses.replace(
+        release(), signature=Signature("quinn", SIGNED_AT + timedelta(days=90), "QA")
+    )
+    assert {u.expires_on for u in released_units(when(QC_PASSED, slow))} == {
+        u.expires_on for u in prompt
+    }
+
+
+def test_the_first_cryopreservation_step_counts_when_several_were_recorded():
+    again = steps(
+        QC_PASSED, step(Step.CRYOPRESERVATION, by="pavel", at=CRYOPRESERVED_AT + timedelta(days=3))
+    )
+    units = released_units(when(again, release()))
+    assert {u.expires_on for u in units} == {
+        CRYOPRESERVED_AT.date() + timedelta(days=ALLOGENEIC_NK.stability_days)
+    }
+
+
+def test_expiry_counts_the_utc_day_of_cryopreservation():
+    late_evening = datetime(2026, 3, 21, 23, 30, tzinfo=timezone(timedelta(hours=-5)))  # 22nd UTC
+    frozen = with_qc(steps(STARTED, step(Step.CRYOPRESERVATION, by="pavel", at=late_evening)))
+    units = released_units(when(frozen, release()))
+    assert {u.expires_on for u in units} == {date(2026, 3, 22) + timedelta(days=5 * 365)}
+
+
+def test_release_refused_without_a_recorded_cryopreservation_step():
+    not_frozen = with_qc(steps(STARTED, step(Step.FORMULATION, by="pavel")))
+    message = refusal(not_frozen, release())
+    assert "cryopreservation: no CRYOPRESERVATION step recorded" in message
+
+
+def test_release_refused_once_the_stability_limit_has_passed():
+    late = SIGNED_AT.replace(year=2031, month=3, day=21)  # 5 × 365 days after 2026-03-21 is 03-20
+    message = refusal(
+        QC_PASSED, dataclasses.replace(release(), signature=Signature("quinn", late, "QA"))
+    )
+    assert "stability: the units expired on 2031-03-20" in message
+
+
+def test_release_on_the_last_day_of_stability_is_allowed():
+    last_day = SIGNED_AT.replace(year=2031, month=3, day=20)
+    signed = dataclasses.replace(release(), signature=Signature("quinn", last_day, "QA"))
+    assert {u.expires_on for u in released_units(when(QC_PASSED, signed))} == {date(2031, 3, 20)}
 
 
 def test_units_are_released_unlabelled_and_unsegregated_for_an_eligible_donor():
@@ -428,8 +509,38 @@ def test_negative_sterility_after_release_is_recorded():
 def test_positive_sterility_after_release_recalls_every_unit_of_the_batch():
     assert when(RELEASED, RecordSterilityResult(True, date(2026, 3, 25))) == [
         SterilityResultRecorded(True, date(2026, 3, 25)),
-        BatchSterilityFailed(DIN, (f"{DIN}-S1001-01", f"{DIN}-S1001-02", f"{DIN}-S1001-03")),
+        BatchSterilityFailed(DIN, (f"{DIN}-S1001VA0", f"{DIN}-S1001VB0", f"{DIN}-S1001VC0")),
     ]
+
+
+# Units released before ISBT 128 product codes carried `S1001-01`: their stored events are read
+# as they were written, and a recall still names them by those ids.
+OLD_FORM_UNITS = tuple(
+    UnitRecord(
+        f"{DIN}-S1001-{n:02d}", DIN, f"S1001-{n:02d}", n, 1e9, 1e5, 20.0, date(2031, 3, 25),
+        "RELEASED", False, (),
+    )
+    for n in (1, 2)
+)  # fmt: skip
+OLD_FORM_RELEASED = (
+    *QC_PASSED,
+    BatchReleased(Signature("quinn", SIGNED_AT, "QA release"), "ELIGIBLE", "", OLD_FORM_UNITS),
+)
+
+
+def test_a_stored_release_with_pre_isbt_product_codes_decodes_and_replays_as_written():
+    stored = [CODEC.decode(*CODEC.encode(e)) for e in OLD_FORM_RELEASED]
+    state = given(*stored)
+    assert [(u.unit_id, u.product_code, u.division) for u in state.units] == [
+        (f"{DIN}-S1001-01", "S1001-01", 1),
+        (f"{DIN}-S1001-02", "S1001-02", 2),
+    ]
+
+
+def test_a_recall_of_a_pre_isbt_batch_names_its_units_by_their_stored_ids():
+    assert when(OLD_FORM_RELEASED, RecordSterilityResult(True, date(2026, 3, 25)))[1] == (
+        BatchSterilityFailed(DIN, (f"{DIN}-S1001-01", f"{DIN}-S1001-02"))
+    )
 
 
 def test_positive_sterility_is_kept_in_the_batch_state():
@@ -480,7 +591,32 @@ def test_product_types_load_from_json_beside_the_built_in_type(tmp_path):
         ReleaseTest("viability", Rule.AT_LEAST, 80, "%"),
         ReleaseTest("sterility_14d", Rule.NEGATIVE, required_for_release=False),
     )
-    assert (vst.stability_days, vst.product_code(2)) == (730, "S2001-02")
+    assert (vst.stability_days, vst.product_code(2, of=3)) == (730, "S2001VB0")
+
+
+def test_the_collection_type_is_product_type_configuration(tmp_path):
+    path = tmp_path / "product_types.json"
+    path.write_text(json.dumps([{**VST, "code": "NK-PAID", "collection_type": "P"}]))
+    assert load_product_types(path)["NK-PAID"].product_code(1, of=1) == "S2001P00"
+    assert (ALLOGENEIC_NK.collection_type, ALLOGENEIC_NK.product_code(1, of=2)) == ("V", "S1001VA0")
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"description_code": "S1001-"}, {"description_code": "X1001"}, {"collection_type": "-"}],
+)
+def test_a_product_type_with_a_malformed_isbt_code_is_refused_when_loaded(tmp_path, change):
+    path = tmp_path / "product_types.json"
+    path.write_text(json.dumps([{**VST, **change}]))
+    with pytest.raises(InvalidArgument) as refused:
+        load_product_types(path)
+    assert refused.value.field == "product_code"
+
+
+def test_a_local_description_code_may_be_configured_where_iccbba_has_none(tmp_path):
+    path = tmp_path / "product_types.json"
+    path.write_text(json.dumps([{**VST, "code": "CAR-NK", "description_code": "A0042"}]))
+    assert load_product_types(path)["CAR-NK"].product_code(3, of=3) == "A0042VC0"
 
 
 def test_product_type_json_overrides_the_built_in_spec(tmp_path):

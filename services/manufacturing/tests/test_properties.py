@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from services.kernel.isbt128 import parse_product_code
 from services.manufacturing.adapters.codec import CODEC
 from services.manufacturing.domain.batch import Command, decide, evolve
 from services.manufacturing.domain.model import (
@@ -90,6 +91,15 @@ signed_releases = st.builds(  # a QA signer outside the operators, for an eligib
     st.sampled_from(["ELIGIBLE", "PENDING", "INELIGIBLE"]),
     st.integers(1, 4),
 )
+cryopreservations = st.builds(  # release needs one: expiry counts from it
+    RecordProcessStep,
+    st.just(Step.CRYOPRESERVATION),
+    st.just(0),
+    st.sampled_from(["olga", "pavel"]),
+    moments,
+    st.just(3e9),
+    st.just(92.0),
+)
 sterility_results = st.builds(RecordSterilityResult, st.booleans(), st.dates(date(2026, 3, 1)))
 commands = st.one_of(
     single(
@@ -113,6 +123,7 @@ commands = st.one_of(
             st.sampled_from([92.0, 92.0, 100.0, 101.0, -1.0]),
         )
     ),
+    single(cryopreservations),
     all_qc_passing,
     all_qc_passing,
     single(
@@ -131,8 +142,9 @@ commands = st.one_of(
 )
 # most histories start a batch run by olga, so QC, release and sterility are reached often
 start = StartBatch("batch-1", DIN, "donor-1", "NK-ALLO", "olga")
+frozen = RecordProcessStep(Step.CRYOPRESERVATION, 0, "pavel", T0, 3e9, 92.0)
 histories = st.tuples(
-    st.integers(0, 3).map(lambda n: (start,) if n else ()),
+    st.integers(0, 3).map(lambda n: ((), (start,), (start, frozen), (start, frozen))[n]),
     st.lists(commands, max_size=20),
 ).map(lambda h: [*h[0], *(c for step in h[1] for c in step)])
 
@@ -152,6 +164,14 @@ def check_decision(before: Batch, command: Command, events: list[BatchEvent], af
             assert urgent is bool(event.urgent_physician_request)
             assert [u.division for u in event.units] == list(range(1, len(command.units) + 1))
             assert len({u.unit_id for u in event.units}) == len(event.units) >= 1
+            assert all(
+                parse_product_code(u.product_code) and u.unit_id == f"{u.din}-{u.product_code}"
+                for u in event.units
+            )
+            # shelf life counts from the first cryopreservation, whenever QA signs
+            frozen = min(s.performed_at for s in before.steps if s.step == "CRYOPRESERVATION")
+            expires = frozen.astimezone(UTC).date() + timedelta(days=ALLOGENEIC_NK.stability_days)
+            assert {u.expires_on for u in event.units} == {expires}
             assert all(
                 u.din == before.din
                 and u.status == "RELEASED"
