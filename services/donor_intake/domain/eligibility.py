@@ -7,26 +7,31 @@ from datetime import date, timedelta
 
 from services.donor_intake.domain.model import Consent, Donor, Eligibility, Result
 
-# US 21 CFR 1271.85 / EU 2006/17/EC, plus HTLV-I/II for leukocyte-rich cells.
+# US 21 CFR 1271.85 / EU 2006/17/EC with HBV NAT, plus HTLV-I/II for leukocyte-rich cells:
+# each must be negative.
 DEFAULT_MARKERS = (
     "anti-HIV-1/2",
     "HIV-1 NAT",
     "HBsAg",
     "anti-HBc",
+    "HBV NAT",
     "anti-HCV",
     "HCV NAT",
     "syphilis",
     "HTLV-I/II",
 )
+# Leukocyte-rich cells also need a CMV result, but a reactive one is a matching attribute, not a
+# disqualification.
+ATTRIBUTE_MARKERS = ("CMV",)
 
 
 @dataclass(frozen=True, slots=True)
 class EligibilityRules:
     """Configuration per product type / jurisdiction; its version is stored with each decision."""
 
-    version: str = "cellbank-nk-2026.1"
-    required_markers: tuple[str, ...] = DEFAULT_MARKERS
-    attribute_markers: tuple[str, ...] = ("CMV",)  # recorded, never disqualifying
+    version: str = "cellbank-nk-2026.2"  # 2026.2: HBV NAT required, a CMV result required
+    required_markers: tuple[str, ...] = DEFAULT_MARKERS  # negative within the window
+    attribute_markers: tuple[str, ...] = ATTRIBUTE_MARKERS  # a result within the window, any
     days_before: int = 7  # specimen may be drawn this many days before collection…
     days_after: int = 7  # …or after it
 
@@ -45,9 +50,10 @@ class EligibilityRules:
 def determine_eligibility(
     donor: Donor, as_of: date, rules: EligibilityRules
 ) -> tuple[Eligibility, tuple[str, ...]]:
-    """ELIGIBLE only when consent is given, the donor is not deferred, the questionnaire passed
-    and every required marker is negative within the window; otherwise INELIGIBLE or PENDING,
-    with every reason listed."""
+    """ELIGIBLE only when consent is given, the donor is not deferred, the questionnaire passed,
+    every required marker is negative within the window and every attribute marker (CMV) has a
+    result within the window, reactive or not; otherwise INELIGIBLE or PENDING, with every
+    reason listed."""
     ineligible: list[str] = []
     pending: list[str] = []
     if donor.consent is Consent.WITHDRAWN:
@@ -70,12 +76,22 @@ def determine_eligibility(
         elif result.result is Result.POSITIVE:
             ineligible.append(f"{marker}: positive")
         elif not rules.in_window(result.specimen_date, as_of):
-            pending.append(
-                f"{marker}: specimen {result.specimen_date.isoformat()} outside the window"
-                f" (-{rules.days_before}/+{rules.days_after} days of {as_of.isoformat()})"
-            )
+            pending.append(_outside_window(marker, result.specimen_date, as_of, rules))
+    for marker in rules.attribute_markers:
+        result = donor.screening.get(marker)
+        if result is None:
+            pending.append(f"{marker}: no result")
+        elif not rules.in_window(result.specimen_date, as_of):
+            pending.append(_outside_window(marker, result.specimen_date, as_of, rules))
     if ineligible:
         return Eligibility.INELIGIBLE, tuple(ineligible + pending)
     if pending:
         return Eligibility.PENDING, tuple(pending)
     return Eligibility.ELIGIBLE, ()
+
+
+def _outside_window(marker: str, specimen: date, as_of: date, rules: EligibilityRules) -> str:
+    return (
+        f"{marker}: specimen {specimen.isoformat()} outside the window"
+        f" (-{rules.days_before}/+{rules.days_after} days of {as_of.isoformat()})"
+    )

@@ -66,7 +66,7 @@ SCREENED = (
     QuestionnaireRecorded(True),
     *(
         ScreeningResultRecorded(m, Result.NEGATIVE, TODAY - timedelta(days=2))
-        for m in DEFAULT_MARKERS
+        for m in (*DEFAULT_MARKERS, "CMV")
     ),
 )
 
@@ -258,7 +258,44 @@ def test_determined_eligibility_is_kept_in_the_donor_state():
 def test_pending_lists_every_marker_without_result():
     status, reasons = eligibility((*CONSENTED, QuestionnaireRecorded(True)))
     assert status is Eligibility.PENDING
-    assert reasons == tuple(f"{m}: no result" for m in DEFAULT_MARKERS)
+    assert reasons == tuple(f"{m}: no result" for m in (*DEFAULT_MARKERS, "CMV"))
+
+
+def test_hbv_nat_is_a_default_required_marker():
+    assert "HBV NAT" in DEFAULT_MARKERS and "HBV NAT" in RULES.required_markers
+    without = tuple(
+        e
+        for e in SCREENED
+        if not (isinstance(e, ScreeningResultRecorded) and e.marker == "HBV NAT")
+    )
+    assert eligibility(without) == (Eligibility.PENDING, ("HBV NAT: no result",))
+    positive = ScreeningResultRecorded("HBV NAT", Result.POSITIVE, TODAY)
+    assert eligibility((*SCREENED, positive)) == (Eligibility.INELIGIBLE, ("HBV NAT: positive",))
+
+
+def test_a_donor_without_a_cmv_result_is_pending_not_eligible():
+    without = tuple(
+        e for e in SCREENED if not (isinstance(e, ScreeningResultRecorded) and e.marker == "CMV")
+    )
+    assert eligibility(without) == (Eligibility.PENDING, ("CMV: no result",))
+
+
+def test_a_reactive_cmv_result_does_not_disqualify():
+    reactive = ScreeningResultRecorded("CMV", Result.POSITIVE, TODAY)
+    assert eligibility((*SCREENED, reactive)) == (Eligibility.ELIGIBLE, ())
+
+
+def test_a_cmv_specimen_outside_the_window_is_pending():
+    stale = ScreeningResultRecorded("CMV", Result.POSITIVE, TODAY - timedelta(days=8))
+    assert eligibility((*SCREENED, stale)) == (
+        Eligibility.PENDING,
+        ("CMV: specimen 2026-02-22 outside the window (-7/+7 days of 2026-03-02)",),
+    )
+
+
+def test_the_default_rules_carry_the_version_that_requires_hbv_nat_and_cmv():
+    assert RULES.version == "cellbank-nk-2026.2"
+    assert RULES.attribute_markers == ("CMV",)
 
 
 def test_pending_while_questionnaire_not_recorded():
@@ -331,8 +368,8 @@ def test_window_is_configurable_for_apheresis_donors():
     assert eligibility((*SCREENED, old), rules=apheresis) == (Eligibility.ELIGIBLE, ())
 
 
-def test_required_markers_are_configurable():
-    rules = EligibilityRules(required_markers=("HBsAg",))
+def test_required_and_attribute_markers_are_configurable():
+    rules = EligibilityRules(required_markers=("HBsAg",), attribute_markers=())
     events = (
         *CONSENTED,
         QuestionnaireRecorded(True),

@@ -56,15 +56,18 @@ screen_all_negative = days.map(
         for m in DEFAULT_MARKERS
     )
 )
-made_eligible = st.integers(-3, 0).map(
-    lambda n: (
+made_eligible = st.builds(  # a CMV result is required too; a reactive one does not disqualify
+    lambda n, cmv: (
         GiveConsent("CF-NK v3"),
         RecordQuestionnaire(True),
         *(
             RecordScreeningResult(m, Result.NEGATIVE, TODAY + timedelta(n), TODAY)
             for m in DEFAULT_MARKERS
         ),
-    )
+        RecordScreeningResult("CMV", cmv, TODAY + timedelta(n), TODAY),
+    ),
+    st.integers(-3, 0),
+    st.sampled_from(Result),
 )
 collection_commands = st.builds(
     RecordCollection,
@@ -146,6 +149,7 @@ def check_decision(before: Donor, events: list[DonorEvent], after: Donor) -> Non
             s.result is Result.POSITIVE and s.marker in RULES.required_markers
             for s in after.screening.values()
         )
+        assert all(m in after.screening for m in RULES.known_markers)  # CMV included
 
 
 @settings(deadline=None, max_examples=100)
