@@ -52,7 +52,7 @@ class StorageReadModel:
             "SELECT i.*, r.donor_id, d.hla, d.kir_genes, d.cmv, d.abo, d.rh"
             " FROM inventory i JOIN released_units r USING (unit_id)"
             " LEFT JOIN donor_facts d ON d.donor_id = r.donor_id"
-            " WHERE i.status = 'STORED' AND i.expires_on > $3"
+            " WHERE i.status = 'STORED' AND i.expires_on >= $3"  # usable to the day's end
             " AND (i.reserved_for = '' OR i.hold_until <= $2)"
             " AND ($1 = '' OR i.product_type = $1) ORDER BY i.expires_on, i.unit_id",
             product_type, now, now.date(),
@@ -93,7 +93,7 @@ class StorageReadModel:
 
     async def expiring(self, site_id: str, today: date, limit: int = 100) -> list[str]:
         rows = await self.pool.fetch(
-            "SELECT unit_id FROM inventory WHERE site_id = $1 AND expires_on <= $2"
+            "SELECT unit_id FROM inventory WHERE site_id = $1 AND expires_on < $2"
             " AND status = 'STORED' LIMIT $3",
             site_id, today, limit,
         )  # fmt: skip

@@ -6,6 +6,7 @@ import dataclasses
 from collections.abc import Sequence
 from datetime import datetime
 
+from services.kernel.isbt128 import expired
 from services.storage.domain.model import (
     DiscardUnit,
     Disposition,
@@ -92,8 +93,8 @@ def decide(state: StoredUnit, command: Command) -> Sequence[UnitEvent]:
             # once past its stability limit anyway.
             if state.facts is None or state.status is not UnitStatus.STORED:
                 return []
-            if state.facts.expires_on > today:
-                return []
+            if not expired(state.facts.expires_on, today):
+                return []  # usable until its expiry day ends
             return [*_release_reservation(state, "expired"), UnitExpired(state.facts.expires_on)]
         case PickUnit(order_id, now):
             return pick(state, order_id, now)
@@ -119,7 +120,7 @@ def store(state: StoredUnit, command: StoreUnit) -> list[UnitEvent]:
         raise PreconditionFailed(
             "only RELEASED units are stored", f"{command.unit_id} was not released"
         )
-    if command.facts.expires_on <= command.today:
+    if expired(command.facts.expires_on, command.today):
         raise PreconditionFailed("unit expired", f"on {command.facts.expires_on.isoformat()}")
     return [UnitStored(command.address, command.facts)]
 
@@ -173,9 +174,11 @@ def _require_available(state: StoredUnit, now: datetime) -> None:
         raise PreconditionFailed("unit is quarantined", "pending QA disposition")
     if state.status is UnitStatus.RECALLED:
         raise PreconditionFailed("unit is recalled")
-    if state.status is UnitStatus.EXPIRED or (state.facts and state.facts.expires_on <= now.date()):
-        expired = state.facts.expires_on.isoformat() if state.facts else "?"
-        raise PreconditionFailed("unit is expired", f"on {expired}")
+    if state.status is UnitStatus.EXPIRED or (
+        state.facts and expired(state.facts.expires_on, now.date())
+    ):
+        on = state.facts.expires_on.isoformat() if state.facts else "?"
+        raise PreconditionFailed("unit is expired", f"on {on}")
     if state.status is not UnitStatus.STORED:
         raise PreconditionFailed("unit not in stock", state.status.value)
 

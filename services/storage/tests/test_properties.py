@@ -184,13 +184,13 @@ def check_unit_step(before: StoredUnit, command: unit.Command, events: list[Unit
             ), "two reservations at once"
             assert before.status is UnitStatus.STORED  # never quarantined/recalled/expired
             assert before.facts is not None
-            assert before.facts.expires_on > command.now.date()
+            assert before.facts.expires_on >= command.now.date()  # usable to its day's end
             assert event.hold_until > command.now
         if isinstance(event, UnitPicked):
             assert isinstance(command, PickUnit)
             assert before.status is UnitStatus.STORED
             assert before.facts is not None
-            assert before.facts.expires_on > command.now.date()
+            assert before.facts.expires_on >= command.now.date()  # usable to its day's end
             active = before.active_reservation(command.now)
             assert active is not None and active.order_id == event.order_id
         state = unit.evolve(state, event)

@@ -102,15 +102,17 @@ def test_store_refuses_a_unit_manufacturing_never_released():
         when((), store(facts=None))
 
 
-@pytest.mark.parametrize("days_left", [0, -1, -300])
+@pytest.mark.parametrize("days_left", [-1, -300])
 def test_store_refuses_an_expired_unit(days_left):
     facts = dataclasses.replace(FACTS, expires_on=TODAY + timedelta(days_left))
     with pytest.raises(PreconditionFailed, match="unit expired"):
         when((), store(facts=facts))
 
 
-def test_store_accepts_a_unit_expiring_tomorrow():
-    facts = dataclasses.replace(FACTS, expires_on=TODAY + timedelta(1))
+@pytest.mark.parametrize("days_left", [0, 1], ids=["today", "tomorrow"])
+def test_store_accepts_a_unit_expiring_today_or_later(days_left):
+    """An expiry date means the end of that day: a unit expiring today is still usable."""
+    facts = dataclasses.replace(FACTS, expires_on=TODAY + timedelta(days_left))
     assert when((), store(facts=facts)) == [UnitStored(HERE, facts)]
 
 
@@ -282,9 +284,19 @@ def test_reserve_refused_naming_why_the_unit_is_unavailable(history, why):
 
 
 def test_reserve_refused_once_the_stability_limit_passed_even_before_expiry_is_recorded():
-    at_expiry = datetime(2027, 3, 1, 8, tzinfo=UTC)
+    day_after = datetime(2027, 3, 2, 0, 0, tzinfo=UTC)  # EXPIRES_ON has ended
     with pytest.raises(PreconditionFailed, match="unit is expired"):
-        when(STORED, reserve(hold=at_expiry + timedelta(hours=1), now=at_expiry))
+        when(STORED, reserve(hold=day_after + timedelta(hours=1), now=day_after))
+
+
+@pytest.mark.parametrize("hour", [0, 8, 23])
+def test_a_unit_can_be_reserved_and_picked_all_of_its_expiry_day(hour):
+    on_expiry_day = datetime(2027, 3, 1, hour, tzinfo=UTC)
+    reserved = when(STORED, reserve(hold=on_expiry_day + timedelta(minutes=30), now=on_expiry_day))
+    assert reserved == [UnitReserved("order-1", on_expiry_day + timedelta(minutes=30))]
+    assert when((*STORED, *reserved), PickUnit("order-1", on_expiry_day)) == [
+        UnitPicked("order-1", HERE)
+    ]
 
 
 def test_second_reservation_refused_naming_the_holder():
@@ -350,18 +362,19 @@ def test_reservation_expired_twice_records_nothing():
 # ---- unit expiry ----------------------------------------------------------------------------
 
 
-def test_unit_not_expired_before_its_stability_limit():
-    assert when(STORED, ExpireUnit(EXPIRES_ON - timedelta(days=1))) == []
+@pytest.mark.parametrize("today", [EXPIRES_ON - timedelta(days=1), EXPIRES_ON])
+def test_unit_not_expired_until_its_expiry_day_has_ended(today):
+    assert when(STORED, ExpireUnit(today)) == []
 
 
-@pytest.mark.parametrize("today", [EXPIRES_ON, EXPIRES_ON + timedelta(days=10)])
-def test_unit_expires_at_its_stability_limit(today):
+@pytest.mark.parametrize("today", [EXPIRES_ON + timedelta(days=1), EXPIRES_ON + timedelta(days=10)])
+def test_unit_expires_the_day_after_its_expiry_date(today):
     assert when(STORED, ExpireUnit(today)) == [UnitExpired(EXPIRES_ON)]
     assert given(*EXPIRED).status is UnitStatus.EXPIRED
 
 
 def test_expiry_releases_the_reservation():
-    assert when(RESERVED, ExpireUnit(EXPIRES_ON)) == [
+    assert when(RESERVED, ExpireUnit(EXPIRES_ON + timedelta(days=1))) == [
         ReservationReleased("order-1", "expired"),
         UnitExpired(EXPIRES_ON),
     ]
@@ -373,7 +386,7 @@ def test_expiry_releases_the_reservation():
     ids=["expired", "picked", "discarded", "quarantined-keeps-its-pending-disposition"],
 )
 def test_expiry_records_nothing_for_units_expired_or_gone(history):
-    assert when(history, ExpireUnit(EXPIRES_ON)) == []
+    assert when(history, ExpireUnit(EXPIRES_ON + timedelta(days=1))) == []
 
 
 # ---- pick, discard, recall ------------------------------------------------------------------
