@@ -46,6 +46,9 @@ class Settings:
     # Matching's versioned classification table and transit table (built-ins when empty).
     classification_file: str = ""
     transit_file: str = ""
+    # Matching: the IPD-IMGT/HLA release directory KIR ligands are read from ("" = none: the
+    # service starts, says so loudly and scores no KIR-ligand points).
+    hla_reference: str = ""
     # Matching: how long a live order's reservation holds (renewed at half-life) and how often
     # the reconciler resumes orders, returns orphaned holds and notices units taken back.
     hold_seconds: float = 24 * 3600.0
@@ -76,6 +79,7 @@ class Settings:
             service_token=env.get("CELLBANK_SERVICE_TOKEN", ""),
             classification_file=env.get("CELLBANK_CLASSIFICATION_FILE", ""),
             transit_file=env.get("CELLBANK_TRANSIT_FILE", ""),
+            hla_reference=env.get("CELLBANK_HLA_REFERENCE", "").strip(),
             hold_seconds=_seconds(env, "CELLBANK_HOLD_SECONDS", 24 * 3600.0),
             reconcile_seconds=_seconds(env, "CELLBANK_RECONCILE_SECONDS", 10.0),
             **_tls(env),

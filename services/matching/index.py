@@ -15,6 +15,7 @@ from datetime import date, datetime
 import numpy as np
 import numpy.typing as npt
 
+from services.matching.domain.kir_b_content import b_content
 from services.matching.domain.model import Cmv, ProductCategory
 from services.matching.domain.ranking import (
     Assessment,
@@ -81,7 +82,7 @@ class CandidateIndex:
         self.allo = grow(get("allo"), np.int64, 0)
         self.cmv = grow(get("cmv"), np.int8, 0)
         self.abo = grow(get("abo"), np.int8, -1)
-        self.b_genes = grow(get("b_genes"), np.int64, 0)
+        self.b_points = grow(get("b_points"), np.float64, 0.0)
         self._free.extend(range(n - 1, len(self._profiles) - 1, -1))
         self._profiles.extend([None] * (n - len(self._profiles)))
 
@@ -113,12 +114,20 @@ class CandidateIndex:
         self.cd3[slot] = unit.cd3_cells
         self.expires[slot] = unit.expires_on.toordinal()
         self.site[slot] = self._site(unit.site_id)
-        self.typed[slot] = bool(unit.donor_hla and unit.donor_kir)
+        # KIR-ligand points need the donor's ligands known at allele level (and a reference).
+        self.typed[slot] = bool(
+            unit.donor_hla
+            and unit.donor_kir
+            and t.reference is not None
+            and t.ligand_typing(unit.donor_hla).known
+        )
         self.allo[slot] = mask(t.alloreactive_ligands(unit.donor_hla, unit.donor_kir))
         self.cmv[slot] = _CMV.get(unit.donor_cmv, 0)
         antigens = abo_antigens(unit.donor_abo)
         self.abo[slot] = -1 if antigens is None else antigens
-        self.b_genes[slot] = len(t.b_genes(unit.donor_kir))
+        self.b_points[slot] = (
+            t.b_content_points(b_content(unit.donor_kir)) if unit.donor_kir else 0.0
+        )
         if availability.reserved_for and availability.hold_until is not None:
             self.held_until[slot] = availability.hold_until.timestamp()
             self._reserved_for[slot] = availability.reserved_for
@@ -231,9 +240,10 @@ class CandidateIndex:
         t = self.table
         weights = t.weights
         p = criteria.patient
-        patient_ligands = mask(t.ligands(p.hla_alleles))
-        allo = self.allo[slots] & ~patient_ligands
-        kir = np.where(self.typed[slots] & (allo != 0), weights.kir_alloreactive, 0.0)
+        patient = t.ligand_typing(p.hla_alleles)
+        allo = self.allo[slots] & ~mask(patient.ligands)
+        scored = self.typed[slots] & (allo != 0) & patient.known
+        kir = np.where(scored, weights.kir_alloreactive, 0.0)
         hla = np.zeros(len(slots))
         if p.cmv is Cmv.NEGATIVE:
             cmv_table = np.array(
@@ -261,7 +271,7 @@ class CandidateIndex:
                     np.where(major, weights.abo_major_incompatible, weights.abo_minor_incompatible),
                 ),
             )
-        b = weights.kir_b_gene * self.b_genes[slots]
+        b = self.b_points[slots]
         hours = np.array(
             [self.transit.hours(s, criteria.hospital_id) for s in self._sites] or [0.0]
         )

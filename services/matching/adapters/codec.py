@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from cellbank.matching.v1 import events_pb2 as pb
 
-from services.matching.domain import model, order
+from services.matching.domain import model, order, reference
 from shared.commands import Aggregate, ProtoEventCodec
 
 CODEC = ProtoEventCodec(
@@ -24,8 +24,10 @@ CODEC = ProtoEventCodec(
         model.AdverseEventReported: pb.AdverseEventReported,
         model.NotificationIssued: pb.NotificationIssued,
         model.NotificationAcknowledged: pb.NotificationAcknowledged,
+        reference.HlaReferenceLoaded: pb.HlaReferenceLoaded,
     }
 )
 
 ORDER = Aggregate("order", model.Order(), order.evolve, CODEC)
 NOTIFICATION = Aggregate("notification", model.Notification(), order.evolve_notification, CODEC)
+HLA_REFERENCE = Aggregate("hla_reference", reference.ReferenceState(), reference.evolve, CODEC)

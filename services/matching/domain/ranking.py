@@ -1,8 +1,9 @@
 """Which units suit a patient and in what order: dose, CD3+, expiry, KIR-ligand (NK, CAR-NK),
 shared HLA (VST), CMV, ABO, KIR B-content, delivery time and expiry. Every factor is explained.
 
-The tables (ligand groups, weights, limits) are versioned data passed in; this module only
-applies them. `assess` is the reference: the search index computes the same scores in bulk.
+Ligand classes come per allele from an IPD-IMGT/HLA release (`kir_ligand`); the weights and
+limits are a versioned table passed in; this module only applies them. `assess` is the
+reference: the search index computes the same scores in bulk.
 """
 
 from __future__ import annotations
@@ -11,13 +12,29 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
+from functools import lru_cache
+from typing import Any, Protocol
 
 from services.kernel.hla import LOCI, parse_allele
+from services.matching.domain.kir_b_content import UNDETERMINED, BContent, b_content
+from services.matching.domain.kir_ligand import (
+    A3_A11,
+    AMBIGUOUS,
+    BW4_80I,
+    BW4_80T,
+    C1,
+    C2,
+    CLASS_I_LOCI,
+    RULES_VERSION,
+    AlleleNameError,
+)
 from services.matching.domain.model import Cmv, PatientSnapshot, ProductCategory
 from shared.errors import InvalidArgument
 
 LIGANDS = ("C1", "C2", "Bw4", "A3/A11")  # bit i of a ligand mask = LIGANDS[i]
+# An allele's ligand class → the ligand group its KIR recognises (both Bw4 subtypes: KIR3DL1).
+KIR_LIGAND_OF_CLASS = {C1: "C1", C2: "C2", BW4_80I: "Bw4", BW4_80T: "Bw4", A3_A11: "A3/A11"}
+NO_REFERENCE = "no-hla-reference"
 ABO_GROUPS = ("A", "B", "AB", "O")
 MAX_WEIGHT_KG = 300.0
 MIN_WEIGHT_KG = 0.3
@@ -34,38 +51,58 @@ class Weights:
     abo_identical: float
     abo_minor_incompatible: float
     abo_major_incompatible: float
-    kir_b_gene: float
+    kir_b_content_better: float
+    kir_b_content_best: float
     transit_per_hour: float
     expiry_soonest: float
 
 
-@dataclass(frozen=True, slots=True)
-class Classification:
-    """One version of the KIR-ligand table and the ranking weights and limits."""
+class LigandReference(Protocol):
+    """An HLA reference release that classifies allele names (see `kir_ligand.HlaReference`)."""
 
-    version: str
-    ligand_of_prefix: Mapping[str, str]  # "C*16:01" / "C*07" → "C1"
-    not_a_ligand: frozenset[str]
+    @property
+    def version(self) -> str: ...
+
+    def classify(self, text: str) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class LigandTyping:
+    """The KIR ligands an HLA typing carries, or why they are not known."""
+
+    ligands: frozenset[str]  # ligand groups (C1, C2, Bw4, A3/A11)
+    unresolved: tuple[str, ...]  # alleles whose ligand is ambiguous at the typed resolution
+    unknown: tuple[str, ...]  # alleles the reference does not know
+
+    @property
+    def known(self) -> bool:
+        return not self.unresolved and not self.unknown
+
+
+@dataclass(frozen=True)
+class Classification:
+    """One version of the ranking table (weights, limits, KIR per ligand) with the HLA
+    reference release that classifies alleles (None: no KIR-ligand points, said loudly)."""
+
+    rank_version: str
     kir_for_ligand: Mapping[str, frozenset[str]]
-    kir_b_genes: tuple[str, ...]
     product_prefixes: Mapping[ProductCategory, tuple[str, ...]]
     cd3_limit_per_kg: Mapping[ProductCategory, float]
     vst_min_shared: int
     expiry_horizon_days: int
     weights: Weights
+    reference: LigandReference | None = None
 
     @classmethod
-    def from_dict(cls, raw: Mapping[str, Any]) -> Classification:
-        ligand_of = {p: ligand for ligand, ps in raw["kir_ligands"].items() for p in ps}
-        unknown = set(raw["kir_ligands"]) - set(LIGANDS)
+    def from_dict(
+        cls, raw: Mapping[str, Any], reference: LigandReference | None = None
+    ) -> Classification:
+        unknown = set(raw["kir_for_ligand"]) - set(LIGANDS)
         if unknown:
             raise ValueError(f"unknown ligands {sorted(unknown)} in table {raw['version']}")
         return cls(
-            version=raw["version"],
-            ligand_of_prefix=ligand_of,
-            not_a_ligand=frozenset(raw.get("not_a_ligand", ())),
+            rank_version=raw["version"],
             kir_for_ligand={k: frozenset(v) for k, v in raw["kir_for_ligand"].items()},
-            kir_b_genes=tuple(raw["kir_b_genes"]),
             product_prefixes={
                 ProductCategory(k): tuple(v) for k, v in raw["product_prefixes"].items()
             },
@@ -75,7 +112,15 @@ class Classification:
             vst_min_shared=int(raw["vst_min_shared_alleles"]),
             expiry_horizon_days=int(raw["expiry_horizon_days"]),
             weights=Weights(**{k: float(v) for k, v in raw["weights"].items()}),
+            reference=reference,
         )
+
+    @property
+    def version(self) -> str:
+        """What a match records: the reference release, the ligand rules and the ranking table,
+        e.g. ipd-imgt-hla-3.58.0+kir-ligand-2+rank-2."""
+        release = self.reference.version if self.reference is not None else NO_REFERENCE
+        return f"{release}+{RULES_VERSION}+{self.rank_version}"
 
     def category_of(self, product_type: str) -> ProductCategory | None:
         """The orderable category of a manufacturing product type code (longest prefix)."""
@@ -86,42 +131,65 @@ class Classification:
                     best = (len(prefix), category)
         return best[1]
 
-    def ligand(self, allele: str) -> str | None:
-        """The KIR ligand an allele carries (most specific table entry), or None."""
-        name = allele.strip()
-        if name.endswith("N") or any(_covers(p, name) for p in self.not_a_ligand):
-            return None  # a null allele is not expressed: no ligand
-        best = ""
-        for prefix in self.ligand_of_prefix:
-            if _covers(prefix, name) and len(prefix) > len(best):
-                best = prefix
-        return self.ligand_of_prefix[best] if best else None
+    def ligand_class(self, allele: str) -> str:
+        """The allele's class (C1, C2, Bw4-80I, Bw4-80T, A3/A11, none, ambiguous, not-expressed)
+        in the reference; `unknown` where the reference does not know it or none is loaded."""
+        if self.reference is None:
+            return "unknown"
+        return _classify(self.reference, allele.strip())
 
-    def ambiguous(self, allele: str) -> bool:
-        """A low-resolution allele whose group the table splits (e.g. C*16): ligand unknown."""
-        name = allele.strip()
-        splits = (*self.ligand_of_prefix, *self.not_a_ligand)
-        return any(p.startswith(name + ":") for p in splits) and not name.endswith("N")
-
-    def ligands(self, alleles: Iterable[str]) -> frozenset[str]:
-        found = (self.ligand(a) for a in alleles)
-        return frozenset(x for x in found if x is not None)
+    def ligand_typing(self, alleles: Iterable[str]) -> LigandTyping:
+        """The KIR ligands of a typing's class I alleles; ambiguous or unknown ones listed."""
+        ligands: set[str] = set()
+        unresolved: list[str] = []
+        unknown: list[str] = []
+        for allele in alleles:
+            if allele.partition("*")[0].removeprefix("HLA-") not in CLASS_I_LOCI:
+                continue
+            found = self.ligand_class(allele)
+            if found == "unknown":
+                unknown.append(allele)
+            elif found == AMBIGUOUS:
+                unresolved.append(allele)
+            elif found in KIR_LIGAND_OF_CLASS:
+                ligands.add(KIR_LIGAND_OF_CLASS[found])
+        return LigandTyping(frozenset(ligands), tuple(unresolved), tuple(unknown))
 
     def alloreactive_ligands(self, hla: Iterable[str], kir: Iterable[str]) -> frozenset[str]:
         """The donor's ligands for which the donor also carries the inhibitory KIR: if the
         patient lacks one of these, the donor's NK cells are alloreactive (GvH direction)."""
         genes = set(kir)
         return frozenset(
-            lig for lig in self.ligands(hla) if self.kir_for_ligand.get(lig, frozenset()) & genes
+            lig
+            for lig in self.ligand_typing(hla).ligands
+            if self.kir_for_ligand.get(lig, frozenset()) & genes
         )
 
-    def b_genes(self, kir: Iterable[str]) -> tuple[str, ...]:
-        present = set(kir)
-        return tuple(g for g in self.kir_b_genes if g in present)
+    def b_content_points(self, content: BContent) -> float:
+        w = self.weights
+        return {"Better": w.kir_b_content_better, "Best": w.kir_b_content_best}.get(
+            content.group, 0.0
+        )
+
+    def refuse_retired(self, alleles: Iterable[str], field: str) -> None:
+        """InvalidArgument for a name the reference has retired (deleted or renamed), naming
+        the current name; names it does not know at all are allowed (scored without ligand)."""
+        if self.reference is None:
+            return
+        for i, allele in enumerate(alleles):
+            try:
+                self.reference.classify(allele)
+            except AlleleNameError as exc:
+                if exc.retired:
+                    raise InvalidArgument(f"{field}[{i}]", str(exc)) from None
 
 
-def _covers(prefix: str, allele: str) -> bool:
-    return allele == prefix or allele.startswith(prefix + ":")
+@lru_cache(maxsize=65536)  # an index refresh classifies every donor's alleles again
+def _classify(reference: LigandReference, allele: str) -> str:
+    try:
+        return reference.classify(allele)
+    except AlleleNameError:
+        return "unknown"
 
 
 def mask(ligands: Iterable[str]) -> int:
@@ -314,10 +382,8 @@ def assess(
     reasons.append(why)
     b_points = 0.0
     if criteria.category in (ProductCategory.NK, ProductCategory.CAR_NK):
-        b = table.b_genes(unit.donor_kir)
-        b_points = w.kir_b_gene * len(b)
-        listed = f" ({', '.join(b)})" if b else ""
-        reasons.append(f"donor KIR B-content: {len(b)} B genes{listed} ({b_points:+g})")
+        b_points, why = _b_content(unit, table)
+        reasons.append(why)
     transit_points = w.transit_per_hour * hours
     reasons.append(f"delivery ≈ {hours:g} h from {unit.site_id} ({transit_points:+.1f})")
     days = (unit.expires_on - today).days
@@ -333,12 +399,20 @@ def _donor_two_field(unit: UnitProfile) -> set[str]:
 
 
 def _kir(unit: UnitProfile, patient: PatientSnapshot, table: Classification) -> tuple[float, str]:
+    if table.reference is None:
+        return 0.0, (
+            "KIR-ligand not scored: no HLA reference release is configured"
+            " (CELLBANK_HLA_REFERENCE) (+0)"
+        )
     if not unit.donor_hla or not unit.donor_kir:
         return 0.0, "KIR-ligand not assessed: donor HLA or KIR not typed (+0)"
-    patient_ligands = table.ligands(patient.hla_alleles)
-    unknown = [a for a in patient.hla_alleles if table.ambiguous(a)]
-    caveat = f"; patient {', '.join(unknown)} ligand unknown at this resolution" if unknown else ""
-    mismatched = table.ligands(unit.donor_hla) - patient_ligands
+    patient_typing = table.ligand_typing(patient.hla_alleles)
+    donor_typing = table.ligand_typing(unit.donor_hla)
+    unsure = _unsure("patient", patient_typing) + _unsure("donor", donor_typing)
+    if unsure:
+        return 0.0, f"KIR-ligand not scored: {'; '.join(unsure)} (+0)"
+    patient_ligands = patient_typing.ligands
+    mismatched = donor_typing.ligands - patient_ligands
     alloreactive = table.alloreactive_ligands(unit.donor_hla, unit.donor_kir) - patient_ligands
     if alloreactive:
         detail = ", ".join(
@@ -348,14 +422,39 @@ def _kir(unit: UnitProfile, patient: PatientSnapshot, table: Classification) -> 
         points = table.weights.kir_alloreactive
         return (
             points,
-            f"KIR-ligand GvH mismatch, alloreactive: patient lacks {detail}{caveat} ({points:+g})",
+            f"KIR-ligand GvH mismatch, alloreactive: patient lacks {detail} ({points:+g})",
         )
     if mismatched:
         return 0.0, (
             f"KIR-ligand mismatch ({', '.join(sorted(mismatched))}) but donor lacks the"
-            f" matching KIR: not alloreactive{caveat} (+0)"
+            f" matching KIR: not alloreactive (+0)"
         )
-    return 0.0, f"no KIR-ligand mismatch: patient carries every donor ligand{caveat} (+0)"
+    return 0.0, "no KIR-ligand mismatch: patient carries every donor ligand (+0)"
+
+
+def _unsure(who: str, typing: LigandTyping) -> list[str]:
+    out = []
+    if typing.unresolved:
+        out.append(
+            f"{who} {', '.join(typing.unresolved)} needs allele-level typing"
+            " (ligand ambiguous at this resolution)"
+        )
+    if typing.unknown:
+        out.append(f"{who} {', '.join(typing.unknown)} not in the HLA reference release")
+    return out
+
+
+def _b_content(unit: UnitProfile, table: Classification) -> tuple[float, str]:
+    if not unit.donor_kir:
+        return 0.0, "donor KIR B-content: KIR not typed (+0)"
+    content = b_content(unit.donor_kir)
+    points = table.b_content_points(content)
+    if content.group == UNDETERMINED:
+        return 0.0, (
+            f"donor KIR B-content undetermined: the genotype can't tell Cen/Tel"
+            f" ({content.describe()}) (+0)"
+        )
+    return points, f"donor KIR B-content {content.group} ({content.describe()}) ({points:+g})"
 
 
 def _cmv(donor: str, patient: Cmv, w: Weights) -> tuple[float, str]:

@@ -1,5 +1,6 @@
-"""Shared builders for the matching unit tests: the real versioned tables, a patient, a unit,
-criteria — each with defaults that make a suitable NK match, overridden field by field."""
+"""Shared builders for the matching unit tests: the real versioned ranking table with a small
+hand-written HLA reference, a patient, a unit, criteria — each with defaults that make a
+suitable NK match, overridden field by field."""
 
 from __future__ import annotations
 
@@ -7,11 +8,36 @@ import dataclasses
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from services.matching.domain.kir_ligand import HlaReference
 from services.matching.domain.model import Cmv, PatientSnapshot, ProductCategory
 from services.matching.domain.ranking import Assessment, Criteria, UnitProfile, assess
 from services.matching.entrypoints.main import load_tables
 
-TABLE, TRANSIT = load_tables()
+# A hand-written stand-in for an IPD-IMGT/HLA release (the real one may not be committed):
+# each allele's class as the motif rules give it, with groups that split (C*16, C*03, B*15) and
+# groups that agree (C*07 here, A*02), null and questionable alleles, and a renamed name.
+FIXTURE_CLASSES = {
+    "A*01:01:01:01": "none", "A*01:01:01:02N": "not-expressed", "A*02:01:01:01": "none",
+    "A*02:01:01:02L": "none", "A*03:01:01:01": "A3/A11", "A*11:01:01:01": "A3/A11",
+    "A*23:01:01:01": "Bw4-80I", "A*24:02:01:01": "Bw4-80I", "A*24:04": "none",
+    "A*25:01:01:01": "Bw4-80I", "A*32:01:01:01": "Bw4-80I",
+    "B*07:02:01:01": "none", "B*08:01:01:01": "none", "B*15:01:01:01": "none",
+    "B*15:13:01": "Bw4-80I", "B*27:05:02:01": "Bw4-80T", "B*27:08": "Bw4-80T",
+    "B*44:02:01:01": "Bw4-80T", "B*44:03:01:01": "Bw4-80T", "B*46:01:01:01": "C1",
+    "B*73:01:01:01": "C1",
+    "C*03:04:01:01": "C1", "C*03:07": "C2", "C*04:01:01:01": "C2", "C*04:09N": "not-expressed",
+    "C*05:01:01:01": "C2", "C*07:01:01:01": "C1", "C*07:02:01:01": "C1", "C*07:02:01:17Q": "ambiguous",
+    "C*16:01:01:01": "C1", "C*16:02:01:01": "C2", "C*16:04:01": "C1",
+}  # fmt: skip
+FIXTURE_REFERENCE = HlaReference(
+    release="fixture",
+    checksums={},
+    classes=FIXTURE_CLASSES,
+    other_names=frozenset({"DRB1*15:01:01:01", "DQB1*06:02:01:01"}),
+    retired={"C*07:99": ("C*07:02:01:01", "renamed C*07:02:01:01 (fixture)")},
+    groups={"C*07:02:01G": ("C*07:02:01:01", "C*07:02:01:17Q")},
+)
+TABLE, TRANSIT = load_tables(reference=FIXTURE_REFERENCE)
 W = TABLE.weights
 
 NOW = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)

@@ -27,10 +27,11 @@ STORED = Availability("STORED", "", None)
 POOL = {
     "A": ("A*01:01", "A*02:01", "A*03:01", "A*11:01", "A*24:02", "A*32:01"),
     "B": ("B*07:02", "B*08:01", "B*15:01", "B*15:13", "B*27:05", "B*27:08", "B*44:02"),
-    "C": ("C*03:04", "C*04:01", "C*05:01", "C*07:02", "C*16:01", "C*16:02"),
+    "C": ("C*03:04", "C*04:01", "C*05:01", "C*07:02", "C*16:01", "C*16:02", "C*16", "C*03:07"),
 }
 KIR_GENES = sorted(
-    {*TABLE.kir_b_genes, *(g for gs in TABLE.kir_for_ligand.values() for g in gs)}
+    {"KIR2DL2", "KIR2DS1", "KIR2DS2", "KIR2DS5", "KIR3DS1", "KIR2DS4"}
+    | {g for gs in TABLE.kir_for_ligand.values() for g in gs}
     | {"KIR2DL1", "KIR2DL3", "KIR3DL1"}
 )
 PRODUCTS = ("NK-ALLO", "CAR-NK-X", "VST-X")

@@ -8,11 +8,19 @@ import json
 import pytest
 
 from services.matching.domain.model import ProductCategory
-from services.matching.domain.ranking import LIGANDS, Classification, mask
+from services.matching.domain.ranking import (
+    LIGANDS,
+    Classification,
+    LigandTyping,
+    assess,
+    mask,
+)
 from services.matching.entrypoints.main import DEFAULT_CLASSIFICATION
 from services.matching.tests.builders import (
     PATIENT_HLA,
     TABLE,
+    TODAY,
+    TRANSIT,
     W,
     assessed,
     criteria,
@@ -20,6 +28,7 @@ from services.matching.tests.builders import (
     reason_with,
     unit,
 )
+from shared.errors import InvalidArgument
 
 RAW = json.loads(DEFAULT_CLASSIFICATION.read_text())
 
@@ -34,37 +43,29 @@ C2_BW4 = ("A*02:01", "A*01:01", "B*07:02", "B*44:02", "C*07:02", "C*05:01")
 # ---- the table ----------------------------------------------------------------------------------
 
 
-def test_the_table_is_versioned():
-    assert TABLE.version == RAW["version"] == "kir-ligand-2026.1+rank-1"
+def test_the_version_names_the_reference_release_the_ligand_rules_and_the_ranking_table():
+    assert RAW["version"] == "rank-2"
+    assert TABLE.version == "ipd-imgt-hla-fixture+kir-ligand-2+rank-2"
 
 
-def test_from_dict_maps_every_listed_prefix_to_its_ligand():
-    for ligand, prefixes in RAW["kir_ligands"].items():
-        for prefix in prefixes:
-            assert TABLE.ligand_of_prefix[prefix] == ligand
+def test_without_a_reference_the_version_says_so():
+    assert Classification.from_dict(RAW).version == "no-hla-reference+kir-ligand-2+rank-2"
 
 
 def test_from_dict_reads_kir_genes_limits_and_weights():
     assert TABLE.kir_for_ligand["C2"] == frozenset({"KIR2DL1"})
     assert TABLE.kir_for_ligand["C1"] == frozenset({"KIR2DL2", "KIR2DL3"})
-    assert TABLE.not_a_ligand == frozenset({"B*27:08"})
+    assert TABLE.kir_for_ligand["Bw4"] == frozenset({"KIR3DL1"})
     assert TABLE.cd3_limit_per_kg == {ProductCategory.NK: 2e5, ProductCategory.CAR_NK: 2e5}
     assert TABLE.vst_min_shared == 2
     assert TABLE.weights.kir_alloreactive == 40.0
-    assert all(isinstance(v, float) for v in (W.kir_b_gene, W.transit_per_hour))
+    assert all(isinstance(v, float) for v in (W.kir_b_content_best, W.transit_per_hour))
 
 
 def test_from_dict_refuses_a_ligand_the_model_does_not_know():
-    raw = {**RAW, "kir_ligands": {**RAW["kir_ligands"], "Bw6": ["B*07"]}}
+    raw = {**RAW, "kir_for_ligand": {**RAW["kir_for_ligand"], "Bw6": ["KIR9"]}}
     with pytest.raises(ValueError, match="unknown ligands \\['Bw6'\\]"):
         Classification.from_dict(raw)
-
-
-def test_from_dict_without_not_a_ligand_entry_has_none():
-    raw = {k: v for k, v in RAW.items() if k != "not_a_ligand"}
-    table = Classification.from_dict(raw)
-    assert table.not_a_ligand == frozenset()
-    assert table.ligand("B*27:08") == "Bw4"
 
 
 @pytest.mark.parametrize(
@@ -97,59 +98,51 @@ def test_category_of_takes_the_longest_matching_prefix():
     [
         ("C*07:02", "C1"),
         ("C*05:01", "C2"),
+        ("C*03:07", "C2"),  # C*03 is mostly C1; this allele carries Lys80
+        ("C*03", "ambiguous"),  # so the group is split
         ("C*16:01", "C1"),
         ("C*16:02", "C2"),
-        ("C*16:04", "C1"),
-        ("C*16", None),
-        ("B*44:02", "Bw4"),
-        ("B*07:02", None),
-        ("B*27:05", "Bw4"),
-        ("B*27:08", None),
-        ("B*27:08:01", None),
-        ("A*24:02", "Bw4"),
-        ("A*23:01", "Bw4"),
-        ("A*32:01", "Bw4"),
+        ("C*16", "ambiguous"),
+        ("C*07", "C1"),  # every expressed member agrees (the Q member is not counted)
+        ("B*44:02", "Bw4-80T"),
+        ("B*07:02", "none"),
+        ("B*46:01", "C1"),
+        ("A*24:02", "Bw4-80I"),
+        ("A*24:04", "none"),
         ("A*11:01", "A3/A11"),
-        ("A*03:01", "A3/A11"),
-        ("A*02:01", None),
-        ("B*15:01", None),
-        ("B*15:13", "Bw4"),
-        ("C*07:02:01:03", "C1"),
-        ("C*07", "C1"),
+        ("C*07:02:01:01", "C1"),
+        ("C*07:02:01G", "C1"),
+        ("C*04:09N", "not-expressed"),
+        ("A*01:01:01:02N", "not-expressed"),
+        ("C*07:02:01:17Q", "ambiguous"),
+        ("DRB1*15:01", "none"),
         (" C*05:01 ", "C2"),
+        ("C*99:99", "unknown"),
     ],
 )
-def test_ligand_of_an_allele(allele, ligand):
-    assert TABLE.ligand(allele) == ligand
+def test_ligand_class_of_an_allele(allele, ligand):
+    assert TABLE.ligand_class(allele) == ligand
 
 
-def test_a_prefix_only_covers_whole_fields():
-    # C*01 is C1, but C*010 is not an allele of the C*01 group
-    assert TABLE.ligand("C*010:01") is None
+def test_without_a_reference_every_class_is_unknown():
+    assert Classification.from_dict(RAW).ligand_class("C*07:02") == "unknown"
 
 
-@pytest.mark.parametrize(
-    ("allele", "ambiguous"),
-    [
-        ("C*16", True),  # the table splits C*16 into C*16:01 (C1) and C*16:02 (C2)
-        ("B*15", True),  # only some B*15 alleles are Bw4
-        ("C*16:01", False),
-        ("C*07", False),  # all of C*07 is C1
-        ("A*02", False),  # no ligand at all, not ambiguous
-        ("B*07:02", False),
-    ],
-)
-def test_a_low_resolution_allele_is_ambiguous_only_when_the_table_splits_its_group(
-    allele, ambiguous
-):
-    assert TABLE.ambiguous(allele) is ambiguous
+def test_ligand_typing_collects_ligand_groups_and_what_is_not_known():
+    assert TABLE.ligand_typing(PATIENT_HLA) == LigandTyping(frozenset({"C1"}), (), ())
+    assert TABLE.ligand_typing(C2_BW4).ligands == {"C1", "C2", "Bw4"}
+    assert TABLE.ligand_typing(A11).ligands == {"C1", "A3/A11"}
+    typing = TABLE.ligand_typing(("C*04:09N", "C*16", "A*02:01", "B*99:01", "DRB1*15:01"))
+    assert typing == LigandTyping(frozenset(), ("C*16",), ("B*99:01",))
+    assert not typing.known
 
 
-def test_ligands_of_a_typing_are_the_set_of_its_alleles_ligands():
-    assert TABLE.ligands(PATIENT_HLA) == {"C1"}
-    assert TABLE.ligands(C2_BW4) == {"C1", "C2", "Bw4"}
-    assert TABLE.ligands(A11) == {"C1", "A3/A11"}
-    assert TABLE.ligands(("B*27:08", "C*16", "A*02:01")) == frozenset()
+def test_a_retired_allele_name_is_refused_with_the_current_name():
+    with pytest.raises(InvalidArgument) as refused:
+        TABLE.refuse_retired(("A*02:01", "C*07:99"), "patient.hla_alleles")
+    assert refused.value.field == "patient.hla_alleles[1]"
+    assert "renamed C*07:02:01:01" in str(refused.value)
+    TABLE.refuse_retired(("A*02:01", "C*99:99"), "patient.hla_alleles")  # unknown: allowed
 
 
 def test_ligand_mask_has_one_bit_per_ligand():
@@ -278,11 +271,47 @@ def test_a_donor_without_hla_or_kir_typing_is_not_assessed_and_scores_nothing(ch
     assert a.score == assessed(unit(**changes)).score
 
 
-def test_a_patient_allele_of_ambiguous_group_is_flagged_in_the_reason():
-    p = ("A*02:01", "A*01:01", "B*07:02", "B*08:01", "C*16", "C*07:02")
+@pytest.mark.parametrize("low_resolution", ["C*16", "C*03"])
+def test_a_patient_typed_at_low_resolution_earns_no_kir_points_and_needs_allele_typing(
+    low_resolution,
+):
+    p = ("A*02:01", "A*01:01", "B*07:02", "B*08:01", low_resolution, "C*07:02")
     a, points = kir_points(C1_C2, ("KIR2DL1",), patient_hla=p)
-    assert points == pytest.approx(40)  # C*16 may be C2, but only known ligands count
-    assert "patient C*16 ligand unknown at this resolution" in reason_with(a, "KIR-ligand")
+    assert points == pytest.approx(0)  # the patient may carry C2: no alloreactivity claimed
+    assert reason_with(a, "KIR-ligand") == (
+        f"KIR-ligand not scored: patient {low_resolution} needs allele-level typing"
+        " (ligand ambiguous at this resolution) (+0)"
+    )
+
+
+def test_a_donor_typed_at_low_resolution_earns_no_kir_points():
+    donor = ("A*02:01", "A*01:01", "B*07:02", "B*08:01", "C*16", "C*05:01")
+    a, points = kir_points(donor, ("KIR2DL1",))
+    assert points == pytest.approx(0)
+    assert "donor C*16 needs allele-level typing" in reason_with(a, "KIR-ligand")
+
+
+def test_a_c3_07_patient_carries_c2_so_a_c2_c2_kir2dl1_donor_is_not_alloreactive():
+    p = ("A*02:01", "A*01:01", "B*07:02", "B*08:01", "C*03:07", "C*07:01")
+    a, points = kir_points(C2_C2, ("KIR2DL1", "KIR2DL3"), patient_hla=p)
+    assert points == pytest.approx(0)
+    assert "alloreactive" not in reason_with(a, "KIR-ligand")
+
+
+def test_an_allele_the_reference_does_not_know_earns_no_kir_points():
+    p = ("A*02:01", "A*01:01", "B*07:02", "B*08:01", "C*99:99", "C*07:02")
+    a, points = kir_points(C1_C2, ("KIR2DL1",), patient_hla=p)
+    assert points == pytest.approx(0)
+    assert "patient C*99:99 not in the HLA reference release" in reason_with(a, "KIR-ligand")
+
+
+def test_without_a_reference_no_kir_points_and_the_reason_says_why():
+    table = Classification.from_dict(RAW)
+    a = assess(unit(donor_hla=C1_C2, donor_kir=("KIR2DL1",)), criteria(), table, TRANSIT, TODAY)
+    assert reason_with(a, "KIR-ligand") == (
+        "KIR-ligand not scored: no HLA reference release is configured"
+        " (CELLBANK_HLA_REFERENCE) (+0)"
+    )
 
 
 def test_vst_products_get_no_kir_ligand_assessment():
@@ -297,8 +326,8 @@ def test_vst_products_get_no_kir_ligand_assessment():
 
 
 def test_a_null_allele_carries_no_ligand():
-    assert TABLE.ligand("C*04:09N") is None
-    # consequence: a C1/C1 donor with a null C2 allele is scored alloreactive for C2
+    assert TABLE.ligand_class("C*04:09N") == "not-expressed"
+    # consequence: a C1/C1 donor with a null C2 allele has no C2 to be alloreactive for
     _, points = kir_points(
         ("A*02:01", "A*01:01", "B*07:02", "B*08:01", "C*07:02", "C*04:09N"), ("KIR2DL1",)
     )

@@ -59,7 +59,7 @@ def test_a_suitable_unit_scores_the_sum_of_its_factors_and_explains_each():
         "no KIR-ligand mismatch: patient carries every donor ligand (+0)",
         "CMV-negative donor for a CMV-negative patient (+15)",
         "ABO identical (A) (+10)",
-        "donor KIR B-content: 0 B genes (+0)",
+        "donor KIR B-content Neutral (Cen-A/A, Tel-A/A; 0 B motif(s)) (+0)",
         "delivery ≈ 1 h from LON (-2.0)",
         "expires 2027-06-01, in 365 days (+4.00)",
     )
@@ -298,12 +298,37 @@ def test_abo_identical_scores_best_then_minor_then_unknown_then_major(
 # ---- KIR B-content ------------------------------------------------------------------------------
 
 
-def test_each_donor_kir_b_gene_adds_points():
-    u = unit(donor_kir=("KIR2DL1", "KIR3DS1", "KIR2DS1", "KIR2DL2", "KIR2DL3"))
-    a = assessed(u)
-    assert a.score - assessed().score == pytest.approx(3 * W.kir_b_gene) == 6
+def test_a_cen_b_b_donor_is_best_and_outranks_a_cen_a_b_tel_b_b_donor_with_more_b_genes():
+    best = assessed(unit(donor_kir=("KIR2DL2", "KIR2DS2", "KIR3DL1", "KIR2DS4", "KIR2DL1")))
+    better = assessed(
+        unit(donor_kir=("KIR2DL3", "KIR2DL2", "KIR2DS2", "KIR3DS1", "KIR2DS1", "KIR2DL1"))
+    )
+    assert best.score - assessed().score == pytest.approx(W.kir_b_content_best) == 10
+    assert better.score - assessed().score == pytest.approx(W.kir_b_content_better) == 5
+    assert best.score > better.score  # 2 B motifs (Cen-B/B) above 3 (Cen-A/B, Tel-B/B)
+    assert reason_with(best, "B-content") == (
+        "donor KIR B-content Best (Cen-B/B, Tel-A/A; 2 B motif(s)) (+10)"
+    )
+    assert reason_with(better, "B-content") == (
+        "donor KIR B-content Better (Cen-A/B, Tel-B/B; 3 B motif(s)) (+5)"
+    )
+
+
+def test_a_neutral_donor_scores_no_b_content_points():
+    a = assessed(unit(donor_kir=("KIR2DL3", "KIR2DL2", "KIR3DL1", "KIR2DL1")))  # 1 B motif
+    assert a.score == pytest.approx(assessed().score)
     assert reason_with(a, "B-content") == (
-        "donor KIR B-content: 3 B genes (KIR2DL2, KIR2DS1, KIR3DS1) (+6)"
+        "donor KIR B-content Neutral (Cen-A/B, Tel-A/A; 1 B motif(s)) (+0)"
+    )
+
+
+def test_b_content_the_genotype_cannot_place_is_said_and_scores_nothing():
+    a = assessed(unit(donor_kir=("KIR2DL1", "KIR2DL2", "KIR2DL3", "KIR2DS5")))
+    assert a.score == pytest.approx(assessed().score)
+    assert reason_with(a, "B-content") == (
+        "donor KIR B-content undetermined: the genotype can't tell Cen/Tel (Cen-A/B,"
+        " Tel-undetermined; ? B motif(s); KIR2DS5 present, Cen or Tel unknown from gene"
+        " presence) (+0)"
     )
 
 
