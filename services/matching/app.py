@@ -1,14 +1,16 @@
 """Matching at one site: search the network inventory, and the order saga — reserve the best
-candidate at its owning site (the owner decides), record the allocation, or reject."""
+candidate (or, where the order allows, the fewest units making the dose together) at its owning
+site (the owner decides), record the allocation, or reject."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -16,6 +18,7 @@ from prometheus_client import Counter, Histogram
 
 from services.matching.adapters.codec import NOTIFICATION, ORDER
 from services.matching.domain import order as order_rules
+from services.matching.domain.dose_plan import MAX_UNITS_PER_DOSE, DoseLimits, plan_dose
 from services.matching.domain.model import (
     AcknowledgeNotification,
     AllocatedUnit,
@@ -35,9 +38,11 @@ from services.matching.domain.model import (
     RejectOrder,
 )
 from services.matching.domain.ranking import (
+    Assessment,
     Classification,
     Criteria,
     Transit,
+    UnitProfile,
     needed_on,
     rejection_reason,
 )
@@ -75,9 +80,28 @@ class MatchingConfig:
     # Rounds until no untried candidate is left (each refreshes the index); the cap only
     # bounds a pathological loop — the network's suitable units are tried, every one.
     max_rounds: int = 1000
+    # Several units for one dose (orders that allow it): at most this many, chosen among the
+    # best this many available units of the category.
+    max_units_per_dose: int = MAX_UNITS_PER_DOSE
+    dose_plan_pool: int = 50
     place_wait: float = 10.0  # PlaceOrder waits this long for the outcome, then answers PLACED
     reconcile_every: float = 10.0
     index_max_age: float = 0.25  # seconds a search may use the index without refreshing it
+
+
+@dataclass(slots=True)
+class _Attempt:
+    """One run of an order's allocation saga: what it saw and what it tried."""
+
+    order_id: str
+    version: int  # the order's version when the saga read it (every append expects it)
+    hospital_id: str
+    meta: Meta
+    started: float
+    kept: dict[str, AllocatedUnit]  # still held after losing one of several units
+    tried: list[str]  # units lost, given back or refused: not candidates again
+    refused: int = 0
+    given_back: set[str] = dataclasses.field(default_factory=set)  # released by compensation
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,72 +237,167 @@ class Matching:
             at=self.clock(),
             correlation_id=order_id,
         )
-        tried: list[str] = [u.unit_id for u in state.released]  # units it lost or gave back
-        refused = 0
+        saga = _Attempt(order_id, view.version, placed.hospital_id, meta, started,
+                        kept={u.unit_id: u for u in state.units},
+                        tried=[u.unit_id for u in state.released])  # fmt: skip
         first: SearchResult | None = None
         for _ in range(self.config.max_rounds):
             await self.fresh_index(max_age=0)
             now = self.clock()
             result = self.index.search(
                 criteria, now=now, limit=self.config.candidates_per_round,
-                for_order=order_id, exclude=tried,
+                for_order=order_id, exclude=saga.tried,
             )  # fmt: skip
             first = first or result
             if not result.ranked:
                 break
             for candidate in result.ranked:
-                unit = candidate.unit
-                reserved = await self.storage.reserve(
-                    unit.site_id, unit.unit_id, order_id, now + self.config.hold,
-                    expected_version=unit.version,
-                    reason=f"allocated to order {order_id} of hospital {placed.hospital_id}",
-                )  # fmt: skip
-                RESERVATION_ATTEMPTS.labels("reserved" if reserved.ok else "refused").inc()
-                if not reserved.ok:
-                    tried.append(unit.unit_id)
-                    refused += 1
-                    log.info(
-                        "candidate not reserved; trying the next",
-                        extra={"order_id": order_id, "unit_id": unit.unit_id, "why": reserved.why},
-                    )
+                versions = await self._reserve_all(saga, (candidate,), now)
+                if versions is None:
                     continue
+                unit = candidate.unit
                 allocated = AllocatedUnit(
                     unit.unit_id, unit.din, unit.site_id, candidate.dose_per_kg,
-                    reserved.version, candidate.score, candidate.reasons,
+                    versions[unit.unit_id], candidate.score, candidate.reasons,
                 )  # fmt: skip
-                command = RecordAllocation((allocated,), self.table.version)
-                try:
-                    await execute(
-                        self.store, ORDER, order_id, _decider(command),
-                        meta, expected_version=view.version,
-                    )  # fmt: skip
-                except (ConcurrencyConflict, PreconditionFailed) as exc:
-                    # The order changed meanwhile (cancelled): give the unit back.
-                    log.info("order changed during allocation", extra={"order_id": order_id,
-                             "error": str(exc)})  # fmt: skip
-                    await self.storage.release(
-                        unit.site_id, unit.unit_id, order_id, f"order {order_id} changed"
-                    )
-                    self._notify(order_id)
-                    return
-                self._notify(order_id)
-                ORDERS.labels("allocated").inc()
-                ALLOCATION_SECONDS.observe(time.perf_counter() - started)
+                await self._record(saga, (allocated,))
                 return
         assert first is not None
-        reason = rejection_reason(criteria, first.excluded, refused)
+        several = ""
+        if placed.allow_multiple_units:
+            if await self._allocate_several(saga, criteria):
+                return
+            several = (
+                f"; several units were allowed, but no {self.config.max_units_per_dose} or fewer"
+                " available units of one site make the dose within the CD3+ limit"
+            )
+        reason = rejection_reason(criteria, first.excluded, saga.refused) + several
         command_r = RejectOrder(reason, self.table.version)
         try:
             await execute(
                 self.store, ORDER, order_id, _decider(command_r),
-                meta, expected_version=view.version,
+                meta, expected_version=saga.version,
             )  # fmt: skip
         except (ConcurrencyConflict, PreconditionFailed):
             return  # cancelled meanwhile
         finally:
             self._notify(order_id)
+        await self._give_back(saga, saga.kept.values(), f"order {order_id} rejected", kept=False)
         ORDERS.labels("rejected").inc()
         ALLOCATION_SECONDS.observe(time.perf_counter() - started)
+
+    async def _allocate_several(self, saga: _Attempt, criteria: Criteria) -> bool:
+        """No single unit reaches the dose: reserve the fewest that do together (dose_plan),
+        all or none; a refused unit sends the saga to the next plan. True once recorded."""
+        # Units below the minimum are candidates here: only their sum must reach it.
+        relaxed = dataclasses.replace(criteria, dose_min=0.0)
+        limits = DoseLimits(
+            criteria.dose_min, criteria.dose_max,
+            self.table.cd3_limit_per_kg.get(criteria.category), criteria.patient.weight_kg,
+        )  # fmt: skip
+        for _ in range(self.config.max_rounds):
+            await self.fresh_index(max_age=0)
+            now = self.clock()
+            result = self.index.search(
+                relaxed, now=now, limit=self.config.dose_plan_pool,
+                for_order=saga.order_id, exclude=saga.tried,
+            )  # fmt: skip
+            plan = plan_dose(result.ranked, limits, self.config.max_units_per_dose)
+            if plan is None:
+                return False
+            versions = await self._reserve_all(saga, plan.parts, now)
+            if versions is None:
+                continue  # compensated: plan again without the refused unit
+            units = tuple(
+                AllocatedUnit(
+                    a.unit.unit_id,
+                    a.unit.din,
+                    a.unit.site_id,
+                    a.dose_per_kg,
+                    versions[a.unit.unit_id],
+                    a.score,
+                    plan.reasons(a, limits),
+                )
+                for a in plan.parts
+            )
+            await self._record(saga, units)
+            return True
+        return False
+
+    async def _reserve_all(
+        self, saga: _Attempt, parts: Sequence[Assessment], now: datetime
+    ) -> dict[str, int] | None:
+        """Reserve every unit at its owning site, all or none: on a refusal give back what
+        this attempt took and remember the refused unit. The units' versions after, or None."""
+        versions: dict[str, int] = {}
+        # One order of reservation everywhere: rival sagas collide on their first shared unit
+        # (before either holds the rest) instead of each holding part of the other's plan.
+        for candidate in sorted(parts, key=lambda a: a.unit.unit_id):
+            unit = candidate.unit
+            # The index's version guards against a unit changed since it was seen; a unit this
+            # order holds, or held a moment ago in this saga, has moved on by our own doing
+            # (and the owner still refuses one taken, quarantined or gone meanwhile).
+            ours = unit.unit_id in saga.kept or unit.unit_id in saga.given_back
+            reserved = await self.storage.reserve(
+                unit.site_id, unit.unit_id, saga.order_id, now + self.config.hold,
+                expected_version=None if ours else unit.version,
+                reason=f"allocated to order {saga.order_id} of hospital {saga.hospital_id}",
+            )  # fmt: skip
+            RESERVATION_ATTEMPTS.labels("reserved" if reserved.ok else "refused").inc()
+            if reserved.ok:
+                versions[unit.unit_id] = reserved.version
+                continue
+            saga.tried.append(unit.unit_id)
+            saga.refused += 1
+            log.info(
+                "candidate not reserved; trying the next",
+                extra={"order_id": saga.order_id, "unit_id": unit.unit_id, "why": reserved.why},
+            )
+            taken = [p.unit for p in parts if p.unit.unit_id in versions]
+            await self._give_back(
+                saga, taken, f"unit {unit.unit_id} of the same dose was not reserved"
+            )
+            return None
+        return versions
+
+    async def _record(self, saga: _Attempt, units: tuple[AllocatedUnit, ...]) -> None:
+        order_id = saga.order_id
+        command = RecordAllocation(units, self.table.version)
+        try:
+            await execute(
+                self.store, ORDER, order_id, _decider(command),
+                saga.meta, expected_version=saga.version,
+            )  # fmt: skip
+        except (ConcurrencyConflict, PreconditionFailed) as exc:
+            # The order changed meanwhile (cancelled): give the units back.
+            log.info("order changed during allocation", extra={"order_id": order_id,
+                     "error": str(exc)})  # fmt: skip
+            await self._give_back(saga, units, f"order {order_id} changed")
+            self._notify(order_id)
+            return
+        chosen = {u.unit_id for u in units}
+        dropped = [u for u in saga.kept.values() if u.unit_id not in chosen]
+        await self._give_back(saga, dropped, f"order {order_id} allocated other units", kept=False)
+        self._notify(order_id)
+        ORDERS.labels("allocated").inc()
+        ALLOCATION_SECONDS.observe(time.perf_counter() - saga.started)
+
+    async def _give_back(
+        self,
+        saga: _Attempt,
+        units: Iterable[AllocatedUnit | UnitProfile],
+        why: str,
+        *,
+        kept: bool = True,
+    ) -> None:
+        """Release units this attempt reserved (and, with kept=False, those the order kept
+        from before); a failed release is left to the reconciler, which finds the hold
+        orphaned."""
+        for u in units:
+            if kept and u.unit_id in saga.kept:
+                continue  # the order's own since before this attempt: not ours to give back
+            if await self.storage.release(u.site_id, u.unit_id, saga.order_id, why):
+                saga.given_back.add(u.unit_id)
 
     async def cancel(self, order_id: str, hospital_id: str, reason: str, meta: Meta) -> OrderView:
         await self.view(order_id, hospital_id)  # NOT_FOUND for another hospital's order
