@@ -5,6 +5,8 @@
                                                      who did what, when and why to an aggregate
     cellbank trace --din DIN | --donor ID | --batch ID [--site SITE] [--json]
                                                      lookback: the genealogy down to the recipient
+    cellbank hla classify [--json] [--reference DIR] ALLELE... | -
+                                                     KIR-ligand class of HLA alleles
 
 It finds the network through an endpoints file (written by `make run`), so it needs no flags on
 a developer machine. The file-loading and gRPC helpers (`load_endpoints`, `resolve_token`,
@@ -37,7 +39,7 @@ from cellbank.operator.v1 import operator_service_pb2 as opb
 from cellbank.operator.v1 import operator_service_pb2_grpc as opb_grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from deploy.processes import REPO_ROOT
+from deploy.processes import REPO_ROOT, hla_reference_dir
 from shared.topics import SERVICES
 
 T = TypeVar("T")
@@ -707,6 +709,41 @@ def watch(args: argparse.Namespace, io: Streams) -> int:
         return 0
 
 
+def hla_classify(args: argparse.Namespace, io: Streams) -> int:
+    """One line per allele (or one JSON object); exit 1 naming every name it cannot classify."""
+    from services.matching.adapters.hla_release import ReleaseError, load_release
+    from services.matching.domain.kir_ligand import AlleleNameError
+
+    directory = args.reference or hla_reference_dir()
+    if not directory:
+        raise CliError(
+            "no IPD-IMGT/HLA release: pass --reference DIR or set CELLBANK_HLA_REFERENCE"
+        )
+    names = list(args.alleles)
+    if names == ["-"]:
+        names = [line.strip() for line in sys.stdin if line.strip()]
+    if not names:
+        raise CliError("name at least one allele (or - to read them from standard input)")
+    try:
+        reference = load_release(Path(directory))
+    except ReleaseError as exc:
+        raise CliError(f"{directory}: {exc}") from None
+    failed = 0
+    for name in names:
+        try:
+            ligand = reference.classify(name)
+        except AlleleNameError as exc:
+            failed += 1
+            io.warn(f"cellbank: error: {exc}")
+            continue
+        if args.json:
+            line = {"allele": name.strip(), "ligand": ligand, "reference": reference.version}
+            io.print(json.dumps(line))
+        else:
+            io.print(f"{name.strip()}\t{ligand}\t{reference.version}")
+    return 1 if failed else 0
+
+
 @dataclass
 class CommandGroup:
     """A `cellbank <group>` with its actions; every action is listed in `cellbank --help`."""
@@ -817,6 +854,24 @@ def build_parser() -> argparse.ArgumentParser:
     watched.add_argument("--for-seconds", type=float, default=0, help="stop after this long")
     watched.add_argument("--kafka", help="Kafka bootstrap (default: the endpoints file)")
     listing.append(("watch", watch_help))
+
+    hla = commands.add_parser("hla", help="HLA reference: KIR-ligand classes of alleles")
+    hla_actions = hla.add_subparsers(title="hla commands", metavar="ACTION", required=True)
+    classify_help = "KIR-ligand class of each allele, from the IPD-IMGT/HLA release"
+    classify = hla_actions.add_parser(
+        "classify", help=classify_help,
+        description="One line per allele: name, class (C1, C2, Bw4-80I, Bw4-80T, A3/A11, none, "
+        "ambiguous, not-expressed) and the release; --json one object per line. Names may be "
+        "alleles (C*03:07), groups (C*16), G or P groups; `-` reads names from standard input. "
+        "Exit 1 naming each invalid, unknown or retired name (with its current name).",
+    )  # fmt: skip
+    classify.set_defaults(run=hla_classify)
+    classify.add_argument("alleles", nargs="+", metavar="ALLELE", help="e.g. C*03:07, or -")
+    classify.add_argument("--json", action="store_true", help="one JSON object per line")
+    classify.add_argument(
+        "--reference", help="release directory (default: CELLBANK_HLA_REFERENCE or the dev copy)"
+    )
+    listing.append(("hla classify", classify_help))
 
     width = max(len(name) for name, _ in listing)
     parser.epilog = "all commands:\n" + "\n".join(

@@ -14,7 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from deploy.demo import TOKENS
 from deploy.infra import Endpoints
-from deploy.processes import REPO_ROOT, InfraError, stop_process
+from deploy.processes import REPO_ROOT, InfraError, hla_reference_dir, stop_process
 
 # The services that exist so far, in start order (manufacturing consumes donor events).
 SERVICE_MODULES = {
@@ -52,6 +52,7 @@ class ServiceProcess:
             "CELLBANK_GRPC_PORT": str(self.grpc_port),
             "CELLBANK_METRICS_PORT": str(self.metrics_port),
             "CELLBANK_TOKENS": ",".join(f"{t}={p}" for t, p in TOKENS.items()),
+            "CELLBANK_HLA_REFERENCE": hla_reference_dir(),
             **self.env,
         }
         log_dir.mkdir(parents=True, exist_ok=True)

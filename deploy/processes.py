@@ -16,6 +16,19 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# The IPD-IMGT/HLA release for development, tests and CI: the handbook's copy beside the
+# checkout (its licence forbids committing it). Production sets CELLBANK_HLA_REFERENCE.
+DEV_HLA_REFERENCE = REPO_ROOT.parent / "shared" / "reference" / "ipd-imgt-hla" / "3.58.0"
+
+
+def hla_reference_dir() -> str:
+    """CELLBANK_HLA_REFERENCE if set, else the development copy ("" when there is none)."""
+    configured = os.environ.get("CELLBANK_HLA_REFERENCE", "").strip()
+    if configured:
+        return configured
+    return str(DEV_HLA_REFERENCE) if DEV_HLA_REFERENCE.is_dir() else ""
+
+
 CACHE_DIR = Path(os.environ.get("CELLBANK_CACHE_DIR", REPO_ROOT / ".cellbank" / "cache"))
 
 

@@ -16,6 +16,7 @@ from cellbank.storage.v1 import storage_service_pb2_grpc as spb_grpc
 
 from deploy.demo import TOKENS, BankClient, random_fin
 from deploy.infra import Endpoints
+from deploy.processes import hla_reference_dir
 from services.donor_intake.entrypoints.main import SPEC as DONOR_SPEC
 from services.manufacturing.entrypoints.main import SPEC as MANUFACTURING_SPEC
 from services.storage.entrypoints.main import SPEC as STORAGE_SPEC
@@ -75,6 +76,7 @@ def site_settings(endpoints: Endpoints, site: str, service: str, fin: str) -> Se
         tokens={**TOKENS, **TEST_TOKENS},
         database_name=f"cellbank_t_{site.lower()}_{service}_{uuid.uuid4().hex[:6]}",
         facility_id=fin,
+        hla_reference=hla_reference_dir(),
     )
 
 

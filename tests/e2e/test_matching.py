@@ -90,7 +90,7 @@ async def test_search_ranks_the_whole_networks_units_and_explains_each(sites):
     found = await visible(b, viable, 3)
     assert {c.unit_id for c in found.candidates} == units
     assert {c.site_id for c in found.candidates} == {a.site_id, b.site_id}
-    assert found.classification_version == "kir-ligand-2026.1+rank-1"
+    assert found.classification_version == "ipd-imgt-hla-3.58.0+kir-ligand-2+rank-2"
     scores = [c.score for c in found.candidates]
     assert scores == sorted(scores, reverse=True)
     best = found.candidates[0]
@@ -98,6 +98,64 @@ async def test_search_ranks_the_whole_networks_units_and_explains_each(sites):
     assert any("alloreactive" in r for r in best.reasons), best.reasons
     assert any(r.startswith("delivery") for r in best.reasons)
     assert best.estimated_delivery.seconds > 0 and best.expires_at.seconds > 0
+
+
+def patient_typed(*alleles: str) -> hpb.PatientProfile:
+    out = hpb.PatientProfile()
+    out.CopyFrom(PATIENT)
+    del out.hla_alleles[:]
+    out.hla_alleles.extend(alleles)
+    return out
+
+
+async def kir_reason(site: NetworkSite, viable: float, patient: hpb.PatientProfile) -> str:
+    low, high = dose_window(viable)
+    request = hpb.SearchInventoryRequest(
+        patient=patient, product_type=hpb.PRODUCT_TYPE_NK, dose_cells_per_kg_min=low,
+        dose_cells_per_kg_max=high,
+    )  # fmt: skip
+    found = await eventually(
+        lambda: site.hospital.SearchInventory(request, metadata=H1),
+        until=lambda r: len(r.candidates) == 1,
+        what=f"the unit of {viable:g} cells at {site.site_id}'s matching",
+        timeout=60,
+    )
+    (why,) = [r for r in found.candidates[0].reasons if "KIR-ligand" in r]
+    return why
+
+
+async def test_kir_ligands_are_read_per_allele_from_the_reference_release(sites):
+    # The demo donor carries C1 (C*07:02), C2 (C*05:01) and Bw4, with KIR2DL1/2DL3/3DL1.
+    a, b = sites
+    viable = 6.11e8
+    await a.stock(1, viable)
+    bw4 = ("A*24:02", "A*01:01", "B*07:02", "B*08:01")
+    # C*03:04 is C1: the patient lacks C2 → the donor's KIR2DL1 NK cells are alloreactive.
+    c1_c1 = await kir_reason(b, viable, patient_typed(*bw4, "C*03:04", "C*07:01"))
+    assert c1_c1 == "KIR-ligand GvH mismatch, alloreactive: patient lacks C2 (donor KIR2DL1) (+40)"
+    # C*03:07 is C2 (Lys80) although C*03 is mostly C1: nothing is missing, no points.
+    c2_c1 = await kir_reason(b, viable, patient_typed(*bw4, "C*03:07", "C*07:01"))
+    assert c2_c1 == "no KIR-ligand mismatch: patient carries every donor ligand (+0)"
+    # Typed only to C*16 (C1 and C2 alleles): no KIR-ligand points, and the reason says why.
+    low_res = await kir_reason(b, viable, patient_typed(*bw4, "C*16", "C*07:01"))
+    assert low_res == (
+        "KIR-ligand not scored: patient C*16 needs allele-level typing"
+        " (ligand ambiguous at this resolution) (+0)"
+    )
+
+
+async def test_a_retired_allele_name_is_refused_naming_the_current_one(sites):
+    _, b = sites
+    retired = patient_typed("A*01:34N", "A*01:01", "B*07:02", "B*08:01", "C*07:02", "C*07:01")
+    request = hpb.PlaceOrderRequest(
+        request_id=uuid.uuid4().hex, patient=retired, product_type=hpb.PRODUCT_TYPE_NK,
+        dose_cells_per_kg_min=1e6, dose_cells_per_kg_max=1e7,
+    )  # fmt: skip
+    error = await refused(
+        b.hospital.PlaceOrder(request, metadata=H1), grpc.StatusCode.INVALID_ARGUMENT
+    )
+    assert "patient.hla_alleles[0]" in error
+    assert "renamed A*01:01:38L" in error
 
 
 async def test_an_order_at_one_site_allocates_a_unit_owned_by_another(sites):

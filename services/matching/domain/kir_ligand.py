@@ -211,7 +211,7 @@ class HlaReference:
     def _member_class(self, member: AlleleName) -> tuple[str, str]:
         if member.locus not in CLASS_I_LOCI:
             return member.suffix, NONE
-        return member.suffix, self.classes[member.text]
+        return member.suffix, self.classes.get(member.text, AMBIGUOUS)
 
 
 def classify_release(

@@ -26,6 +26,7 @@ from services.matching.domain.model import (
 )
 from services.matching.domain.ranking import (
     Assessment,
+    Classification,
     Criteria,
     needed_on,
     validate_dose,
@@ -71,12 +72,14 @@ def parse_category(value: int) -> ProductCategory:
     return _CATEGORY[value]
 
 
-def parse_patient(patient: pb.PatientProfile, present: bool) -> PatientSnapshot:
+def parse_patient(
+    patient: pb.PatientProfile, present: bool, table: Classification
+) -> PatientSnapshot:
     if not present:
         raise InvalidArgument("patient", "is required")
     if patient.cmv not in _CMV:
         raise InvalidArgument("patient.cmv", f"{patient.cmv} is not a CmvStatus")
-    return validate_patient(
+    checked = validate_patient(
         PatientSnapshot(
             patient.patient_ref,
             patient.weight_kg,
@@ -85,6 +88,8 @@ def parse_patient(patient: pb.PatientProfile, present: bool) -> PatientSnapshot:
             _CMV[patient.cmv],
         )
     )
+    table.refuse_retired(checked.hla_alleles, "patient.hla_alleles")
+    return checked
 
 
 def _needed_by(
@@ -156,7 +161,7 @@ class HospitalServicer(pb_grpc.HospitalServiceServicer):
     ) -> pb.SearchInventoryResponse:
         principal = require(caller(), "hospital", "operator")
         now = self.clock()
-        patient = parse_patient(request.patient, request.HasField("patient"))
+        patient = parse_patient(request.patient, request.HasField("patient"), self.app.table)
         category = parse_category(request.product_type)
         validate_dose(request.dose_cells_per_kg_min, request.dose_cells_per_kg_max)
         if not 0 <= request.limit <= MAX_LIMIT:
@@ -184,7 +189,7 @@ class HospitalServicer(pb_grpc.HospitalServiceServicer):
         placed = OrderPlaced(
             hospital_id=principal.name,
             request_id=request_id,
-            patient=parse_patient(request.patient, request.HasField("patient")),
+            patient=parse_patient(request.patient, request.HasField("patient"), self.app.table),
             product_type=parse_category(request.product_type),
             dose_min=request.dose_cells_per_kg_min,
             dose_max=request.dose_cells_per_kg_max,
