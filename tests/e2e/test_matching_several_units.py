@@ -1,6 +1,7 @@
 """Several units for one dose, through HospitalService on two bank sites: allocated only when
-the order allows it, cancelled all together, and reserved all or none — a unit taken meanwhile
-sends the saga to the next combination, or to a rejection that leaves nothing reserved."""
+the order allows it, cancelled all together, a lost unit replaced while the others stay held,
+and reserved all or none — a unit taken meanwhile sends the saga to the next combination, or
+to a rejection that leaves nothing reserved."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ ELSEWHERE = "ORD-ELSEWHERE-"  # an order of no site here: no reconciler gives it
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def sites(endpoints: Endpoints):
-    async with network(endpoints, sites=2) as running:
+    async with network(endpoints, sites=2, reconcile_seconds=0.5) as running:
         yield running
 
 
@@ -88,6 +89,31 @@ async def test_a_dose_of_two_units_is_allocated_only_when_the_order_allows_sever
     assert cancelled.status == hpb.ORDER_STATUS_CANCELLED
     for unit_id in units:
         assert (await unit_at_owner(a, unit_id)).reserved_for == ""
+
+
+async def test_losing_one_of_several_units_keeps_the_others_and_finds_a_replacement(sites):
+    a, _ = sites
+    viable = 4.3e8
+    units = sorted(await a.stock(3, viable))
+    await visible(a, viable, 3)
+    placed = await a.hospital.PlaceOrder(several(viable, 2, allow=True), metadata=H1)
+    assert sorted(u.unit_id for u in placed.units) == units[:2], placed.status_reason
+    stream = a.hospital.WatchOrder(hpb.WatchOrderRequest(order_id=placed.order_id), metadata=H1)
+    assert (await stream.read()).status == hpb.ORDER_STATUS_ALLOCATED
+    assert a.bank.storage is not None
+    await a.bank.storage.QuarantineUnit(
+        spb.QuarantineUnitRequest(unit_id=units[0], reason="tank alarm", cause="excursion:test"),
+        metadata=auth("op-alice"),
+    )
+    seen = []
+    while (update := await stream.read()).status != hpb.ORDER_STATUS_ALLOCATED:
+        seen.append(update.status)
+    stream.cancel()
+    assert seen == [hpb.ORDER_STATUS_PLACED]
+    assert sorted(u.unit_id for u in update.units) == units[1:]
+    for unit_id in units[1:]:
+        assert (await unit_at_owner(a, unit_id)).reserved_for == placed.order_id
+    assert (await unit_at_owner(a, units[0])).status == "QUARANTINED"
 
 
 async def test_a_taken_unit_sends_the_saga_to_the_next_combination(sites):
