@@ -197,6 +197,11 @@ class RunningServer:
     port: int
     health: health.aio.HealthServicer
 
+    async def set_health(self, name: str, *, serving: bool) -> None:
+        """The health-check status of a named part (`grpc.health.v1.Health/Check` by name)."""
+        status = health_pb2.HealthCheckResponse
+        await self.health.set(name, status.SERVING if serving else status.NOT_SERVING)
+
     async def stop(self, grace: float = 5.0) -> None:
         """Report NOT_SERVING, let in-flight calls finish for `grace` seconds, then stop."""
         await self.health.enter_graceful_shutdown()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,6 +60,9 @@ class Components:
     projections: Sequence[Projection] = ()
     workers: Sequence[Worker] = ()  # background loops (schedulers, publishers) run until stop
     network_status: NetworkStatusSource | None = None  # OperatorService.GetNetworkStatus
+    # Health of named parts beside the service's own: a part that is NOT_SERVING degrades the
+    # service without stopping it (e.g. matching without an HLA reference scores no KIR points).
+    health_details: Mapping[str, bool] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +147,8 @@ class ServiceHost:
             port=s.grpc_port,
             credentials=credentials,
         )
+        for part, healthy in components.health_details.items():
+            await self.server.set_health(part, serving=healthy)
         if s.metrics_port:
             serve_metrics(s.metrics_port, s.metrics_host)
         log.info(

@@ -165,7 +165,7 @@ class DeliveryReadModel:
             return sites.setdefault(
                 site_id,
                 {"inventory": {}, "products": {}, "open_orders": 0, "in_transit": 0,
-                 "at_risk": 0, "recalls": 0},
+                 "at_risk": 0, "recalls": 0, "hla_reference": None},
             )  # fmt: skip
 
         for r in await self.pool.fetch(
@@ -194,4 +194,6 @@ class DeliveryReadModel:
             site(r["site_id"])["at_risk"] = r["risky"]
         for r in await self.pool.fetch("SELECT site_id, count(*) AS n FROM lb_recalls GROUP BY 1"):
             site(r["site_id"])["recalls"] = r["n"]
+        for r in await self.pool.fetch("SELECT * FROM lb_hla_references"):
+            site(r["site_id"])["hla_reference"] = dict(r)
         return sites

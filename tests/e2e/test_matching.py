@@ -91,6 +91,7 @@ async def test_search_ranks_the_whole_networks_units_and_explains_each(sites):
     assert {c.unit_id for c in found.candidates} == units
     assert {c.site_id for c in found.candidates} == {a.site_id, b.site_id}
     assert found.classification_version == "ipd-imgt-hla-3.58.0+kir-ligand-2+rank-2"
+    assert not found.notes  # the reference is loaded: nothing to warn about
     scores = [c.score for c in found.candidates]
     assert scores == sorted(scores, reverse=True)
     best = found.candidates[0]

@@ -98,8 +98,11 @@ async def test_network_status_shows_each_sites_inventory_orders_and_shipments(si
     await lookback_caught_up(a)
     status = await eventually(
         lambda: a.delivery_ops.GetNetworkStatus(opb.GetNetworkStatusRequest(), metadata=OP),
-        until=lambda s: any(x.site_id == b.site_id and x.open_orders >= 1 for x in s.sites),
-        what="the order in the network status",
+        until=lambda s: any(
+            x.site_id == b.site_id and x.open_orders >= 1 and x.hla_reference.release
+            for x in s.sites
+        ),
+        what="the order and the HLA reference in the network status",
         timeout=60,
     )
     by_site = {s.site_id: s for s in status.sites}
@@ -108,6 +111,13 @@ async def test_network_status_shows_each_sites_inventory_orders_and_shipments(si
     assert by_site[a.site_id].inventory_by_product["NK-ALLO"] >= 1
     assert by_site[b.site_id].open_orders >= 1
     assert by_site[a.site_id].consumer_lag >= 0
+    # Which IPD-IMGT/HLA release classifies KIR ligands at the site, recorded by its matching.
+    reference = by_site[b.site_id].hla_reference
+    assert reference.release == "3.58.0"
+    assert reference.classification_version == "ipd-imgt-hla-3.58.0+kir-ligand-2+rank-2"
+    assert set(reference.checksums) >= {"C_prot.fasta", "Allelelist.txt", "Deleted_alleles.txt"}
+    assert all(len(h) == 64 for h in reference.checksums.values())
+    assert reference.recorded_by.startswith(b.site_id) and reference.recorded_at.seconds > 0
     # Any other service says where to ask.
     await refused(
         b.matching_ops.GetNetworkStatus(opb.GetNetworkStatusRequest(), metadata=OP),

@@ -48,6 +48,13 @@ def build(ctx: ServiceContext) -> Components:
                 active_recalls=f["recalls"], consumer_lag=lag.get(site_id, 0),
                 inventory_by_product=f["products"],
             )  # fmt: skip
+            if (ref := f["hla_reference"]) is not None:
+                status = out.sites[-1].hla_reference
+                status.release, status.source = ref["release"], ref["source"]
+                status.classification_version = ref["classification_version"]
+                status.recorded_by = ref["recorded_by"]
+                status.checksums.update(dict(c.split("=", 1) for c in ref["checksums"].split()))
+                status.recorded_at.FromDatetime(ref["recorded_at"])
         out.as_of.FromDatetime(ctx.clock())
         return out
 

@@ -14,6 +14,7 @@ from services.manufacturing.adapters.codec import CODEC as MANUFACTURING_CODEC
 from services.manufacturing.domain import model as manufacturing
 from services.matching.adapters.codec import CODEC as MATCHING_CODEC
 from services.matching.domain import model as matching
+from services.matching.domain import reference as hla_reference
 from services.storage.adapters.codec import CODEC as STORAGE_CODEC
 from services.storage.domain import model as storage
 from shared.events import StoredEvent
@@ -57,6 +58,10 @@ class LookbackProjection:
             await self._unit(conn, event, STORAGE_CODEC.decode(event.event_type, event.payload))
         elif kind in ("order", "notification"):
             await self._order(conn, event, MATCHING_CODEC.decode(event.event_type, event.payload))
+        elif kind == "hla_reference":
+            e = MATCHING_CODEC.decode(event.event_type, event.payload)
+            if isinstance(e, hla_reference.HlaReferenceLoaded):
+                await self._hla_reference(conn, event, e)
         elif kind == "shipment":
             await self._shipment(
                 conn, event, DELIVERY_CODEC.decode(event.event_type, event.payload)
@@ -69,6 +74,20 @@ class LookbackProjection:
                     event.aggregate_id, event.site_id, e.trigger.value, e.subject,
                     list(e.unit_ids), event.occurred_at,
                 )  # fmt: skip
+
+    async def _hla_reference(
+        self, conn: asyncpg.Connection, event: StoredEvent, e: hla_reference.HlaReferenceLoaded
+    ) -> None:
+        checksums = " ".join(f"{c.file}={c.sha256}" for c in e.checksums)
+        # The newest record of the site wins, whatever order a redelivery brings them in.
+        await conn.execute(
+            "INSERT INTO lb_hla_references VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+            " ON CONFLICT (site_id) DO UPDATE SET release = $2, classification_version = $3,"
+            " checksums = $4, source = $5, recorded_by = $6, recorded_at = $7,"
+            " aggregate_version = $8 WHERE lb_hla_references.aggregate_version < $8",
+            event.site_id, e.release, e.classification_version, checksums, e.source,
+            event.actor, event.occurred_at, event.aggregate_version,
+        )  # fmt: skip
 
     async def _donor(self, conn: asyncpg.Connection, event: StoredEvent, e: object) -> None:
         if isinstance(e, donor.DonorRegistered):

@@ -65,6 +65,8 @@ class LigandReference(Protocol):
 
     def classify(self, text: str) -> str: ...
 
+    def __hash__(self) -> int: ...  # classifications are cached per reference
+
 
 @dataclass(frozen=True, slots=True)
 class LigandTyping:

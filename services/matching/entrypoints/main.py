@@ -30,6 +30,8 @@ from shared.grpc_server import channel_credentials
 from shared.service_host import Components, ServiceContext, ServiceSpec, Worker, run
 
 log = logging.getLogger(__name__)
+# Health check name saying whether KIR ligands can be classified (NOT_SERVING: no reference).
+HLA_REFERENCE_HEALTH = "cellbank.matching.v1.HlaReference"
 HERE = Path(__file__).resolve().parent.parent
 MIGRATIONS = HERE / "migrations"
 STORAGE_MIGRATIONS = HERE.parent / "storage" / "migrations"
@@ -105,6 +107,7 @@ def build(ctx: ServiceContext) -> Components:
         [hospital_binding(HospitalServicer(app, ctx.clock))],
         [NetworkFactsProjection(), InventoryProjection(), DeliveryPolicy(app)],
         [reference_recorder(ctx, table, source), app.run_index, app.run_reconciler],
+        health_details={HLA_REFERENCE_HEALTH: reference is not None},
     )
 
 
