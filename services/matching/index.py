@@ -199,7 +199,7 @@ class CandidateIndex:
             rule(f"CD3+ above {cd3_limit:g} cells/kg", self.cd3 / p.weight_kg > cd3_limit)
         needed_day = max(criteria.needed_on, now.date())
         rule(
-            f"expires on or before {needed_day.isoformat()}", self.expires <= needed_day.toordinal()
+            f"expires before {needed_day.isoformat()}", self.expires < needed_day.toordinal()
         )
         slots = np.nonzero(ok)[0]
         today = now.date()

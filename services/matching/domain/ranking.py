@@ -254,7 +254,7 @@ class Criteria:
     category: ProductCategory
     dose_min: float
     dose_max: float
-    needed_on: date  # units must not expire on or before this day
+    needed_on: date  # units must still be usable on this day (an expiry date ends at midnight)
 
 
 @dataclass(frozen=True, slots=True)
@@ -353,8 +353,8 @@ def assess(
     if cd3_limit is not None and cd3 > cd3_limit:
         return out(f"CD3+ above {cd3_limit:g} cells/kg")
     needed = max(criteria.needed_on, today)
-    if unit.expires_on <= needed:
-        return out(f"expires on or before {needed.isoformat()}")
+    if unit.expires_on < needed:  # expiring on the day needed: usable until that day ends
+        return out(f"expires before {needed.isoformat()}")
     w = table.weights
     reasons = [
         f"dose {dose:.3g} cells/kg within {criteria.dose_min:.3g}–{criteria.dose_max:.3g}"

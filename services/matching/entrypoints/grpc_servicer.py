@@ -119,7 +119,8 @@ def candidate(a: Assessment) -> pb.Candidate:
         dose_cells_per_kg=a.dose_per_kg, score=a.score, reasons=a.reasons,
     )  # fmt: skip
     out.estimated_delivery.FromTimedelta(timedelta(hours=a.transit_hours))
-    out.expires_at.FromDatetime(datetime.combine(a.unit.expires_on, time(), tzinfo=UTC))
+    # An expiry date means the end of that day (ISBT 128 Data Structure 004/005).
+    out.expires_at.FromDatetime(datetime.combine(a.unit.expires_on, time(23, 59, 59), tzinfo=UTC))
     return out
 
 

@@ -83,6 +83,7 @@ def reference_recorder(ctx: ServiceContext, table: Classification, source: str) 
             ctx.store, HLA_REFERENCE, reference_id(ctx.settings.site_id),
             lambda state: decide(state, command), Meta(actor, reason, ctx.clock()),
         )  # fmt: skip
+        await stop.wait()  # a worker that returns would stop the service
 
     return record
 

@@ -129,14 +129,14 @@ def test_vst_products_have_no_cd3_limit():
 
 @pytest.mark.parametrize(
     ("days_after_needed", "excluded"),
-    [(-30, True), (-1, True), (0, True), (1, False)],
-    ids=["long before", "day before", "on the day", "day after"],
+    [(-30, True), (-1, True), (0, False), (1, False)],
+    ids=["long before", "day before", "on the day (usable until it ends)", "day after"],
 )
-def test_a_unit_expiring_on_or_before_the_day_needed_is_excluded(days_after_needed, excluded):
+def test_a_unit_expiring_before_the_day_needed_is_excluded(days_after_needed, excluded):
     needed = TODAY + timedelta(days=9)
     u = unit(expires_on=needed + timedelta(days=days_after_needed))
     a = assessed(u, criteria(needed_on=needed))
-    assert a.excluded == ("expires on or before 2026-06-10" if excluded else "")
+    assert a.excluded == ("expires before 2026-06-10" if excluded else "")
 
 
 def test_a_unit_expired_before_today_is_never_suitable():
