@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
 from pathlib import Path
 
@@ -68,10 +69,13 @@ def load_release(directory: Path, cache_dir: Path | None = DEFAULT_CACHE) -> Hla
     document = _derive(directory)
     reference = _from_document(document, sums)  # parses every name before it is cached
     if cached is not None:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        partial = cached.with_suffix(".tmp")
-        partial.write_text(json.dumps(document))
-        partial.replace(cached)
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            partial = cached.with_suffix(f".{os.getpid()}.tmp")
+            partial.write_text(json.dumps(document))
+            partial.replace(cached)  # atomic: a reader sees the whole file or none
+        except OSError as exc:  # e.g. a read-only root in a container: derive at each start
+            log.warning("HLA reference not cached in %s: %s", cached.parent, exc)
     return reference
 
 
