@@ -198,9 +198,7 @@ class CandidateIndex:
         if cd3_limit is not None:
             rule(f"CD3+ above {cd3_limit:g} cells/kg", self.cd3 / p.weight_kg > cd3_limit)
         needed_day = max(criteria.needed_on, now.date())
-        rule(
-            f"expires before {needed_day.isoformat()}", self.expires < needed_day.toordinal()
-        )
+        rule(f"expires before {needed_day.isoformat()}", self.expires < needed_day.toordinal())
         slots = np.nonzero(ok)[0]
         today = now.date()
         if criteria.category is ProductCategory.VST:

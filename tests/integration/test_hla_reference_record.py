@@ -50,7 +50,9 @@ async def start(pool: asyncpg.Pool, directory: str) -> list[HlaReferenceLoaded]:
     reference, source = load_reference(directory)
     table, _ = load_tables(reference=reference)
     ctx = context(pool)
-    await reference_recorder(ctx, table, source)(asyncio.Event())
+    stopped = asyncio.Event()
+    stopped.set()  # the recorder records, then waits for the service to stop
+    await asyncio.wait_for(reference_recorder(ctx, table, source)(stopped), 30)
     events = await ctx.store.load(reference_id(SITE))
     return [HLA_REFERENCE.codec.decode(e.event_type, e.payload) for e in events]
 

@@ -5,6 +5,7 @@ order does not matter; within one aggregate, Kafka keeps the order."""
 from __future__ import annotations
 
 import asyncpg
+from cellbank.matching.v1 import events_pb2 as matching_pb
 
 from services.delivery.adapters.codec import CODEC as DELIVERY_CODEC
 from services.delivery.domain import model as delivery
@@ -14,7 +15,6 @@ from services.manufacturing.adapters.codec import CODEC as MANUFACTURING_CODEC
 from services.manufacturing.domain import model as manufacturing
 from services.matching.adapters.codec import CODEC as MATCHING_CODEC
 from services.matching.domain import model as matching
-from services.matching.domain import reference as hla_reference
 from services.storage.adapters.codec import CODEC as STORAGE_CODEC
 from services.storage.domain import model as storage
 from shared.events import StoredEvent
@@ -37,6 +37,7 @@ _UNIT_STATUS = {
 }
 
 _DONOR_TYPES = DONOR_CODEC.names(donor.DonorRegistered, donor.CollectionRecorded)
+_HLA_REFERENCE_LOADED = matching_pb.HlaReferenceLoaded.DESCRIPTOR.full_name
 
 
 class LookbackProjection:
@@ -58,10 +59,10 @@ class LookbackProjection:
             await self._unit(conn, event, STORAGE_CODEC.decode(event.event_type, event.payload))
         elif kind in ("order", "notification"):
             await self._order(conn, event, MATCHING_CODEC.decode(event.event_type, event.payload))
-        elif kind == "hla_reference":
-            e = MATCHING_CODEC.decode(event.event_type, event.payload)
-            if isinstance(e, hla_reference.HlaReferenceLoaded):
-                await self._hla_reference(conn, event, e)
+        elif kind == "hla_reference" and event.event_type == _HLA_REFERENCE_LOADED:
+            # read from the published message itself, not matching's domain classes
+            loaded = matching_pb.HlaReferenceLoaded.FromString(event.payload)
+            await self._hla_reference(conn, event, loaded)
         elif kind == "shipment":
             await self._shipment(
                 conn, event, DELIVERY_CODEC.decode(event.event_type, event.payload)
@@ -76,7 +77,7 @@ class LookbackProjection:
                 )  # fmt: skip
 
     async def _hla_reference(
-        self, conn: asyncpg.Connection, event: StoredEvent, e: hla_reference.HlaReferenceLoaded
+        self, conn: asyncpg.Connection, event: StoredEvent, e: matching_pb.HlaReferenceLoaded
     ) -> None:
         checksums = " ".join(f"{c.file}={c.sha256}" for c in e.checksums)
         # The newest record of the site wins, whatever order a redelivery brings them in.

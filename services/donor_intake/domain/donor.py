@@ -45,8 +45,9 @@ from shared.errors import InvalidArgument, NotFound, PreconditionFailed
 
 DONOR_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{3,63}$")
 KIR_GENES = frozenset(
-    {"KIR2DL1", "KIR2DL2", "KIR2DL3", "KIR2DL4", "KIR2DL5", "KIR2DS1", "KIR2DS2", "KIR2DS3",
-     "KIR2DS4", "KIR2DS5", "KIR3DL1", "KIR3DL2", "KIR3DL3", "KIR3DS1", "KIR2DP1", "KIR3DP1"}
+    {"KIR2DL1", "KIR2DL2", "KIR2DL3", "KIR2DL4", "KIR2DL5", "KIR2DL5A", "KIR2DL5B", "KIR2DS1",
+     "KIR2DS2", "KIR2DS3", "KIR2DS4", "KIR2DS5", "KIR3DL1", "KIR3DL2", "KIR3DL3", "KIR3DS1",
+     "KIR2DP1", "KIR3DP1"}
 )  # fmt: skip
 ABO = frozenset({"A", "B", "AB", "O"})
 RH = frozenset({"POS", "NEG"})

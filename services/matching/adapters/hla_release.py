@@ -1,9 +1,8 @@
-"""Reads an IPD-IMGT/HLA release directory into an `HlaReference`, caching what it derives.
+"""Reads an IPD-IMGT/HLA release directory into an `HlaReference`, caching what it derives."""
 
-The release's licence forbids redistributing its data or tables derived from it, so nothing
-here is committed: the directory is given at run time (CELLBANK_HLA_REFERENCE) and the derived
-classes are cached under `.cellbank/` keyed by the files' SHA-256 checksums.
-"""
+# The release's licence forbids redistributing its data or tables derived from it, so nothing
+# here is committed: the directory is given at run time (CELLBANK_HLA_REFERENCE) and the derived
+# classes are cached under `.cellbank/` keyed by the files' SHA-256 checksums.
 
 from __future__ import annotations
 
@@ -16,6 +15,8 @@ from pathlib import Path
 
 from services.matching.domain.kir_ligand import (
     CLASS_I_LOCI,
+    LEADER_LENGTH,
+    LIGAND_CLASSES,
     RULES_VERSION,
     HlaReference,
     classify_release,
@@ -23,6 +24,8 @@ from services.matching.domain.kir_ligand import (
 )
 
 log = logging.getLogger(__name__)
+# Bump with any change to how this module or the alignment derives classes: it keys the cache.
+DERIVATION_VERSION = 1
 
 PROTEIN_FILES = tuple(f"{locus}_prot.fasta" for locus in CLASS_I_LOCI)
 REQUIRED_FILES = (
@@ -58,7 +61,7 @@ def load_release(directory: Path, cache_dir: Path | None = DEFAULT_CACHE) -> Hla
     """The classified release in `directory`: from the cache when the files' checksums match
     a cached classification made by the same rules, else derived (a few seconds) and cached."""
     sums = checksums(directory)
-    fingerprint = json.dumps([RULES_VERSION, sorted(sums.items())]).encode()
+    fingerprint = json.dumps([RULES_VERSION, DERIVATION_VERSION, sorted(sums.items())]).encode()
     key = hashlib.sha256(fingerprint).hexdigest()[:24]
     cached = cache_dir / f"{key}.json" if cache_dir is not None else None
     if cached is not None and cached.is_file():
@@ -66,8 +69,11 @@ def load_release(directory: Path, cache_dir: Path | None = DEFAULT_CACHE) -> Hla
             return _from_document(json.loads(cached.read_text()), sums)
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("ignoring unreadable HLA cache %s: %s", cached, exc)
-    document = _derive(directory)
-    reference = _from_document(document, sums)  # parses every name before it is cached
+    try:
+        document = _derive(directory)
+        reference = _from_document(document, sums)  # parses every name before it is cached
+    except (ValueError, KeyError, IndexError) as exc:  # malformed names, bytes, layout
+        raise ReleaseError(f"{directory}: not a readable IPD-IMGT/HLA release ({exc})") from exc
     if cached is not None:
         try:
             cached.parent.mkdir(parents=True, exist_ok=True)
@@ -80,6 +86,9 @@ def load_release(directory: Path, cache_dir: Path | None = DEFAULT_CACHE) -> Hla
 
 
 def _from_document(document: dict, sums: dict[str, str]) -> HlaReference:
+    unknown = set(document["classes"].values()) - set(LIGAND_CLASSES)
+    if unknown:
+        raise ValueError(f"classes {sorted(unknown)} are not ligand classes")
     return HlaReference(
         release=document["release"],
         checksums=sums,
@@ -152,7 +161,7 @@ def read_fasta(path: Path) -> dict[str, str]:
 def _full_length(sequences: dict[str, str], locus: str) -> str:
     """The first allele published with its leader peptide (starts with Met) and expressed."""
     for name, sequence in sequences.items():
-        if sequence.startswith("M") and len(sequence) > 300 and name[-1].isdigit():
+        if sequence.startswith("M") and len(sequence) > LEADER_LENGTH + 150 and name[-1].isdigit():
             return name
     raise ReleaseError(f"{locus}_prot.fasta has no full-length expressed allele to align to")
 

@@ -1,9 +1,9 @@
-"""Donor KIR B-content (Cooley et al., Blood 2010): centromeric and telomeric motifs from gene
-presence, grouped Neutral (0–1 B motifs) < Better (≥ 2, not Cen-B/B) < Best (Cen-B/B).
+"""Donor KIR B-content (Cooley et al., Blood 2010): Neutral < Better < Best from gene presence."""
 
-A count of B genes is not the score: a Cen-B/B donor (2 motifs) is Best, above a Cen-A/B
-Tel-B/B donor (3 motifs, Better) — the order the outcome data give.
-"""
+# Centromeric and telomeric motifs from gene presence, grouped Neutral (0–1 B motifs) < Better
+# (≥ 2, not Cen-B/B) < Best (Cen-B/B). A count of B genes is not the score: a Cen-B/B donor (2
+# motifs) is Best, above a Cen-A/B Tel-B/B donor (3 motifs, Better) — the order the outcome
+# data give.
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ from dataclasses import dataclass
 
 NEUTRAL, BETTER, BEST, UNDETERMINED = "Neutral", "Better", "Best", "undetermined"
 B_CONTENT_GROUPS = (NEUTRAL, BETTER, BEST)
-# Genes whose presence alone can't place them centromeric or telomeric (KIR2DL5A/B, KIR2DS3,
-# KIR2DS5 sit on either side): reported, not counted — as in Cooley's calculator.
-EITHER_SIDE = ("KIR2DL5", "KIR2DL5A", "KIR2DL5B", "KIR2DS3", "KIR2DS5")
+# Genes whose presence alone can't place them centromeric or telomeric (KIR2DL5 untyped for
+# A/B, KIR2DS3, KIR2DS5 sit on either side): reported, not counted — as in Cooley's calculator.
+# (KIR2DL5B is centromeric and KIR2DL5A telomeric: placed, but they don't change the motifs.)
+EITHER_SIDE = ("KIR2DL5", "KIR2DS3", "KIR2DS5")
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +29,8 @@ class BContent:
     def describe(self) -> str:
         motifs = "?" if self.b_motifs is None else str(self.b_motifs)
         text = f"Cen-{self.centromeric}, Tel-{self.telomeric}; {motifs} B motif(s)"
+        if self.group == BETTER and self.centromeric == UNDETERMINED:
+            text += "; at least Better (Best if Cen-B/B)"
         if self.unplaced:
             text += f"; {', '.join(self.unplaced)} present, Cen or Tel unknown from gene presence"
         return text

@@ -1,15 +1,14 @@
-"""KIR ligands of HLA class I alleles, from each allele's protein sequence (mature numbering).
+"""KIR ligands of HLA class I alleles, from each allele's protein sequence (mature numbering)."""
 
-Pure rules (DOMAIN.md, Matching): HLA-C residue 80 Asn → C1, Lys → C2; HLA-A/-B Leu82-Arg83 →
-Bw4 (Ile80 → Bw4-80I, Thr80 → Bw4-80T); HLA-B Val76 + Asn80 → C1; A*03/A*11 → A3/A11. Null,
-secreted and cytoplasmic alleles (N, S, C) present no ligand; Q and A (questionable, aberrant
-expression) are ambiguous. A name that stands for several alleles (a first-field group, a
-two-field name, a G or P group) has a ligand only where every expressed member agrees.
-
-Where the rules do not decide (a Bw4 motif with a residue 80 other than Ile/Thr; an HLA-C
-residue 80 other than Asn/Lys; a sequence that does not reach residues 76–83) the answer is
-`ambiguous`: it earns no KIR-ligand points, which is the conservative side.
-"""
+# Pure rules (DOMAIN.md, Matching): HLA-C residue 80 Asn → C1, Lys → C2; HLA-A/-B Leu82-Arg83 →
+# Bw4 (Ile80 → Bw4-80I, Thr80 → Bw4-80T); HLA-B Val76 + Asn80 → C1; A*03/A*11 → A3/A11. Null,
+# secreted and cytoplasmic alleles (N, S, C) present no ligand; Q and A (questionable, aberrant
+# expression) are ambiguous. A name that stands for several alleles (a first-field group, a
+# two-field name, a G or P group) has a ligand only where every expressed member agrees.
+#
+# Where the rules do not decide (a Bw4 motif with a residue 80 other than Ile/Thr; an HLA-C
+# residue 80 other than Asn/Lys; a sequence that does not reach residues 76–83) the answer is
+# `ambiguous`: it earns no KIR-ligand points, which is the conservative side.
 
 from __future__ import annotations
 
@@ -30,6 +29,7 @@ RESIDUES = (76, 80, 82, 83)  # what the rules read
 _ANCHOR = range(50, 111)  # mature residues aligned to place a sequence (around 76–83)
 _K = 5
 
+MAX_NAME = 40  # the longest real names (e.g. DPB1*1000:01:01:01N) are about 20 characters
 NAME = re.compile(
     r"^(?P<locus>[A-Z][A-Z0-9]*)\*(?P<fields>[0-9]{2,4}(?::[0-9]{2,4}){0,3})(?P<suffix>[NLSQCAGP]?)$"
 )
@@ -39,7 +39,8 @@ class AlleleNameError(ValueError):
     """A name the reference cannot classify: malformed, unknown, or no longer current."""
 
     def __init__(self, name: str, problem: str, current: str = "", retired: bool = False) -> None:
-        super().__init__(f"{name}: {problem}")
+        shown = name if len(name) <= 40 else f"{name[:40]}… ({len(name)} characters)"
+        super().__init__(f"{shown}: {problem}")
         self.name, self.problem, self.current, self.retired = name, problem, current, retired
 
 
@@ -57,7 +58,7 @@ class AlleleName:
 def parse_name(text: str) -> AlleleName:
     """`C*03:07`, `HLA-A*24:02:01:02L`, `A*01:01:01G`, `C*16`; AlleleNameError if malformed."""
     raw = text.strip().removeprefix("HLA-")
-    m = NAME.match(raw)
+    m = NAME.match(raw) if len(raw) <= MAX_NAME else None
     if m is None:
         raise AlleleNameError(text, "not HLA allele nomenclature (e.g. C*03:07)")
     return AlleleName(m["locus"], tuple(m["fields"].split(":")), m["suffix"])
@@ -185,6 +186,12 @@ class HlaReference:
         canonical = name.text
         if canonical in self.classes:
             return self.classes[canonical]
+        if canonical in self.retired and canonical not in self.other_names:
+            # before prefixes: a name that dropped a suffix (A*01:159 → A*01:159Q) is refused
+            current, description = self.retired[canonical]
+            problem = f"no longer an allele name in IPD-IMGT/HLA {self.release}"
+            detail = f"; renamed {current}" if current else f" ({description})"
+            raise AlleleNameError(text, problem + detail, current, retired=True)
         if name.suffix in ("G", "P"):
             members = self.groups.get(canonical)
             if members is None:
@@ -201,11 +208,6 @@ class HlaReference:
             if name.suffix:
                 return ligand_of_allele(name, consensus(self._member_class(m) for m in found))
             return consensus(self._member_class(m) for m in found)
-        if canonical in self.retired:
-            current, description = self.retired[canonical]
-            problem = f"no longer an allele name in IPD-IMGT/HLA {self.release}"
-            detail = f"; renamed {current}" if current else f" ({description})"
-            raise AlleleNameError(text, problem + detail, current, retired=True)
         raise AlleleNameError(text, f"unknown in IPD-IMGT/HLA {self.release}")
 
     def _member_class(self, member: AlleleName) -> tuple[str, str]:

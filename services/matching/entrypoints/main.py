@@ -8,10 +8,13 @@ Serves the public HospitalService. Reads every site's inventory with storage's p
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from datetime import timedelta
 from pathlib import Path
+
+import asyncpg
 
 from services.matching.adapters.codec import HLA_REFERENCE
 from services.matching.adapters.hla_release import ReleaseError, load_release
@@ -26,6 +29,7 @@ from services.matching.read_model import IndexFeed, MatchingReadModel
 from services.storage.client import StorageGateway
 from services.storage.projections.read_models import InventoryProjection, NetworkFactsProjection
 from shared.commands import Meta, execute
+from shared.errors import ConcurrencyConflict
 from shared.grpc_server import channel_credentials
 from shared.service_host import Components, ServiceContext, ServiceSpec, Worker, run
 
@@ -79,10 +83,20 @@ def reference_recorder(ctx: ServiceContext, table: Classification, source: str) 
         )
         actor = f"{ctx.settings.site_id} matching (CELLBANK_HLA_REFERENCE)"
         reason = "HLA reference at start" if reference else "no HLA reference at start"
-        await execute(
-            ctx.store, HLA_REFERENCE, reference_id(ctx.settings.site_id),
-            lambda state: decide(state, command), Meta(actor, reason, ctx.clock()),
-        )  # fmt: skip
+        delay = 0.5
+        while not stop.is_set():
+            try:
+                await execute(
+                    ctx.store, HLA_REFERENCE, reference_id(ctx.settings.site_id),
+                    lambda state: decide(state, command), Meta(actor, reason, ctx.clock()),
+                )  # fmt: skip
+                break
+            except (ConcurrencyConflict, OSError, asyncpg.PostgresError) as exc:
+                # the database is briefly away, or another instance recorded first: try again
+                log.warning("recording the HLA reference failed, retrying: %r", exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                delay = min(delay * 2, 30.0)
         await stop.wait()  # a worker that returns would stop the service
 
     return record

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from services.matching.domain.model import Cmv, PatientSnapshot, ProductCategory
-from services.matching.domain.ranking import Criteria, UnitProfile, assess, rank
+from services.matching.domain.ranking import Classification, Criteria, UnitProfile, assess, rank
 from services.matching.index import MARGIN, Availability, CandidateIndex
 from services.matching.tests.builders import NOW, TABLE, TODAY, TRANSIT, criteria, unit
 
@@ -49,7 +49,9 @@ patients = st.builds(
     PatientSnapshot,
     patient_ref=st.just("pt-1"),
     weight_kg=st.floats(2.0, 150.0),
-    hla_alleles=typing_of({**POOL, "B": (*POOL["B"], "B*15"), "C": (*POOL["C"], "C*16")}),
+    hla_alleles=typing_of(
+        {**POOL, "B": (*POOL["B"], "B*15"), "C": (*POOL["C"], "C*16", "C*99:99")}
+    ),
     abo=st.sampled_from(ABO),
     cmv=st.sampled_from(Cmv),
 )
@@ -185,8 +187,13 @@ PROPERTY = settings(
 )
 
 
-def indexed(units: list[UnitProfile], order: list[int] | None = None, **kw: Any) -> CandidateIndex:
-    index = CandidateIndex(TABLE, TRANSIT, **kw)
+def indexed(
+    units: list[UnitProfile],
+    order: list[int] | None = None,
+    table: Classification = TABLE,
+    **kw: Any,
+) -> CandidateIndex:
+    index = CandidateIndex(table, TRANSIT, **kw)
     for i in order if order is not None else range(len(units)):
         index.upsert(units[i], STORED)
     return index
@@ -229,16 +236,19 @@ def test_search_breaks_score_ties_like_rank(scenario):
     check_against_reference(*scenario)
 
 
+WITHOUT_REFERENCE = dataclasses.replace(TABLE, reference=None)
+
+
 @PROPERTY
-@given(scenarios(ties=False))
-def test_vectorised_scores_equal_assess_scores_unit_by_unit(scenario):
+@given(scenarios(ties=False), st.sampled_from([TABLE, WITHOUT_REFERENCE]))
+def test_vectorised_scores_equal_assess_scores_unit_by_unit(scenario, table):
     c, units, order, _ = scenario
     if c.category is ProductCategory.VST:
         c = dataclasses.replace(c, category=ProductCategory.NK)
-    suitable = [a for a in (assess(u, c, TABLE, TRANSIT, TODAY) for u in units) if not a.excluded]
-    index = indexed(units, order)
+    suitable = [a for a in (assess(u, c, table, TRANSIT, TODAY) for u in units) if not a.excluded]
+    index = indexed(units, order, table)
     slots = np.array([index._slot[a.unit.unit_id] for a in suitable], dtype=np.intp)
-    scores = index._scores(slots, c, TODAY, TABLE.weights)
+    scores = index._scores(slots, c, TODAY, table.weights)
     assert scores.tolist() == pytest.approx([a.score for a in suitable], rel=1e-12, abs=1e-12)
 
 

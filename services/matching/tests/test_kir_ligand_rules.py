@@ -160,6 +160,7 @@ def test_a_name_standing_for_several_alleles(name, expected):
         ("C*16:01:02G", "no such G/P group", ""),
         ("C16", "not HLA allele nomenclature", ""),
         ("C*16:01X", "not HLA allele nomenclature", ""),
+        ("C*" + "1" * 100_000, "(100002 characters): not HLA allele nomenclature", ""),
     ],
 )
 def test_names_the_reference_cannot_classify_are_refused_saying_why(name, problem, current):
