@@ -7,6 +7,9 @@
                                                      lookback: the genealogy down to the recipient
     cellbank hla classify [--json] [--reference DIR] ALLELE... | -
                                                      KIR-ligand class of HLA alleles
+    cellbank hla show [--site SITE] [--json]         the release each site's matching uses
+    cellbank hla approve --site SITE --directory DIR --release R --reason WHY
+                                                     move a site to another release (recorded)
 
 It finds the network through an endpoints file (written by `make run`), so it needs no flags on
 a developer machine. The file-loading and gRPC helpers (`load_endpoints`, `resolve_token`,
@@ -744,6 +747,77 @@ def hla_classify(args: argparse.Namespace, io: Streams) -> int:
     return 1 if failed else 0
 
 
+def hla_call(address: str, token: str, timeout: float, call: Callable[[Any, Any], T]) -> T:
+    """Run `call(stub, metadata)` against the HlaReferenceService at `address`."""
+    from cellbank.matching.v1 import hla_reference_service_pb2_grpc as hpb_grpc
+
+    with grpc.insecure_channel(address) as channel:
+        try:
+            return call(hpb_grpc.HlaReferenceServiceStub(channel), bearer(token))
+        except grpc.RpcError as exc:
+            code = 2 if rpc_code(exc) in UNREACHABLE else 1
+            raise CliError(f"matching {call_problem(address, exc)}", code) from None
+
+
+def in_use_record(site: str, in_use: Any) -> dict[str, Any]:
+    return {
+        "site": site, "release": in_use.release,
+        "classification_version": in_use.classification_version, "source": in_use.source,
+        "checksums": {c.file: c.sha256 for c in in_use.checksums},
+        "recorded_by": in_use.recorded_by, "reason": in_use.reason,
+        "recorded_at": moment(in_use.recorded_at) if in_use.recorded_by else "",
+    }  # fmt: skip
+
+
+def in_use_line(record: dict[str, Any]) -> str:
+    release = f"IPD-IMGT/HLA {record['release']}" if record["release"] else "no HLA reference"
+    by = f"; recorded by {record['recorded_by']} at {record['recorded_at']}" if record[
+        "recorded_by"] else ""  # fmt: skip
+    why = f" ({record['reason']})" if record["reason"] else ""
+    return f"{record['site']}\t{release}\t{record['classification_version']}\t{record['source']}{by}{why}"
+
+
+def matching_address(endpoints: NetworkEndpoints, site: str) -> str:
+    address = endpoints.sites[site].get("matching")
+    if not address:
+        raise CliError(f"site {site} has no matching endpoint in {endpoints.path}")
+    return address
+
+
+def hla_show(args: argparse.Namespace, io: Streams) -> int:
+    from cellbank.matching.v1 import hla_reference_service_pb2 as hpb
+
+    endpoints = load_endpoints(args.endpoints)
+    token = resolve_token(args.token, endpoints)
+    for site in endpoints.site_names(args.site):
+        in_use = hla_call(
+            matching_address(endpoints, site), token, args.timeout,
+            lambda stub, md: stub.GetHlaReference(
+                hpb.GetHlaReferenceRequest(), metadata=md, timeout=args.timeout
+            ),
+        )  # fmt: skip
+        record = in_use_record(site, in_use)
+        io.print(json.dumps(record) if args.json else in_use_line(record))
+    return 0
+
+
+def hla_approve(args: argparse.Namespace, io: Streams) -> int:
+    from cellbank.matching.v1 import hla_reference_service_pb2 as hpb
+
+    endpoints = load_endpoints(args.endpoints)
+    token = resolve_token(args.token, endpoints)
+    (site,) = endpoints.site_names(args.site)
+    request = hpb.ApproveHlaReferenceRequest(
+        directory=args.directory, release=args.release, reason=args.reason
+    )
+    in_use = hla_call(
+        matching_address(endpoints, site), token, args.timeout,
+        lambda stub, md: stub.ApproveHlaReference(request, metadata=md, timeout=args.timeout),
+    )  # fmt: skip
+    io.print(in_use_line(in_use_record(site, in_use)))
+    return 0
+
+
 @dataclass
 class CommandGroup:
     """A `cellbank <group>` with its actions; every action is listed in `cellbank --help`."""
@@ -872,6 +946,30 @@ def build_parser() -> argparse.ArgumentParser:
         "--reference", help="release directory (default: CELLBANK_HLA_REFERENCE or the dev copy)"
     )
     listing.append(("hla classify", classify_help))
+    show_help = "the IPD-IMGT/HLA release each site's matching classifies with, and its record"
+    show = hla_actions.add_parser(
+        "show", parents=[connection_options()], help=show_help,
+        description="One line per site (--json: one object): release, classification version, "
+        "directory, and who recorded it when and why; checksums with --json.",
+    )  # fmt: skip
+    show.set_defaults(run=hla_show)
+    show.add_argument("--site", help="site id, e.g. LON (default: every site in the file)")
+    show.add_argument("--json", action="store_true", help="one JSON object per site")
+    listing.append(("hla show", show_help))
+    approve_help = "move a site's matching to another IPD-IMGT/HLA release (recorded)"
+    approve = hla_actions.add_parser(
+        "approve", parents=[connection_options()], help=approve_help,
+        description="The site's matching loads the release in DIR (a path on its server), "
+        "checks it is RELEASE, records who approved it, when and why, and classifies with it "
+        "from now on, across restarts. Validate it first with `cellbank hla classify "
+        "--reference DIR`. Exit 1 if refused (naming why), 2 if unreachable.",
+    )  # fmt: skip
+    approve.set_defaults(run=hla_approve)
+    approve.add_argument("--site", required=True, help="site id, e.g. LON")
+    approve.add_argument("--directory", required=True, help="the release directory")
+    approve.add_argument("--release", required=True, help="the release it must be, e.g. 3.58.0")
+    approve.add_argument("--reason", required=True, help="why (recorded with the approval)")
+    listing.append(("hla approve", approve_help))
 
     width = max(len(name) for name, _ in listing)
     parser.epilog = "all commands:\n" + "\n".join(

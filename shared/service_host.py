@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,29 @@ from shared.topics import SERVICE_TOPICS
 log = logging.getLogger(__name__)
 
 
+class HealthDetails:
+    """Health of named parts beside the service's own (`grpc.health.v1.Health/Check` by name):
+    a part NOT_SERVING degrades the service without stopping it. Set any time; the host shows
+    it once its server runs."""
+
+    def __init__(self) -> None:
+        self._parts: dict[str, bool] = {}
+        self._server: RunningServer | None = None
+
+    def __getitem__(self, part: str) -> bool:
+        return self._parts[part]
+
+    async def set(self, part: str, *, serving: bool) -> None:
+        self._parts[part] = serving
+        if self._server is not None:
+            await self._server.set_health(part, serving=serving)
+
+    async def attach(self, server: RunningServer) -> None:
+        self._server = server
+        for part, serving in self._parts.items():
+            await server.set_health(part, serving=serving)
+
+
 @dataclass(frozen=True, slots=True)
 class ServiceContext:
     """What a service's composition root gets to build its servicers and projections."""
@@ -49,6 +72,7 @@ class ServiceContext:
     pool: asyncpg.Pool
     store: PostgresEventStore
     clock: Clock
+    health: HealthDetails = field(default_factory=HealthDetails)
 
 
 Worker = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
@@ -60,9 +84,9 @@ class Components:
     projections: Sequence[Projection] = ()
     workers: Sequence[Worker] = ()  # background loops (schedulers, publishers) run until stop
     network_status: NetworkStatusSource | None = None  # OperatorService.GetNetworkStatus
-    # Health of named parts beside the service's own: a part that is NOT_SERVING degrades the
-    # service without stopping it (e.g. matching without an HLA reference scores no KIR points).
-    health_details: Mapping[str, bool] = field(default_factory=dict)
+    # Run once, in order, after migrations and before the relay, projections, workers and the
+    # server start (e.g. matching settling which HLA reference release it classifies with).
+    startup: Sequence[Callable[[], Coroutine[Any, Any, None]]] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +137,10 @@ class ServiceHost:
             ),
         )
         store = PostgresEventStore(self.pool, s.site_id, service=name, clock=self.clock)
-        components = self.spec.build(ServiceContext(s, self.pool, store, self.clock))
+        context = ServiceContext(s, self.pool, store, self.clock)
+        components = self.spec.build(context)
+        for step in components.startup:
+            await step()
         relay_name = f"{s.site_id}.{name}.relay"
         relay = OutboxRelay(
             store,
@@ -147,8 +174,7 @@ class ServiceHost:
             port=s.grpc_port,
             credentials=credentials,
         )
-        for part, healthy in components.health_details.items():
-            await self.server.set_health(part, serving=healthy)
+        await context.health.attach(self.server)
         if s.metrics_port:
             serve_metrics(s.metrics_port, s.metrics_host)
         log.info(

@@ -151,6 +151,11 @@ class Matching:
         self._changed: dict[str, asyncio.Event] = {}
         self._suspects: dict[tuple[str, str], datetime] = {}  # (unit, order) → first seen orphaned
 
+    def use_table(self, table: Classification) -> None:
+        """Rank with another table from now on (a newly approved HLA reference release)."""
+        self.table = table
+        self.index.use_table(table)
+
     # ---- search ---------------------------------------------------------------------------
 
     async def fresh_index(self, max_age: float | None = None) -> None:

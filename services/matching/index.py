@@ -106,7 +106,6 @@ class CandidateIndex:
                 self._alloc(max(16, len(self._profiles) * 2))
             slot = self._free.pop()
             self._slot[unit.unit_id] = slot
-        t = self.table
         self._profiles[slot] = unit
         self.alive[slot] = True
         self.category[slot] = _CATEGORIES.index(category)
@@ -114,6 +113,20 @@ class CandidateIndex:
         self.cd3[slot] = unit.cd3_cells
         self.expires[slot] = unit.expires_on.toordinal()
         self.site[slot] = self._site(unit.site_id)
+        self._classify(slot, unit)
+        self.cmv[slot] = _CMV.get(unit.donor_cmv, 0)
+        antigens = abo_antigens(unit.donor_abo)
+        self.abo[slot] = -1 if antigens is None else antigens
+        if availability.reserved_for and availability.hold_until is not None:
+            self.held_until[slot] = availability.hold_until.timestamp()
+            self._reserved_for[slot] = availability.reserved_for
+        else:
+            self.held_until[slot] = _NOT_HELD
+            self._reserved_for.pop(slot, None)
+
+    def _classify(self, slot: int, unit: UnitProfile) -> None:
+        """The unit's columns that depend on the table and its HLA reference."""
+        t = self.table
         # KIR-ligand points need the donor's ligands known at allele level (and a reference).
         self.typed[slot] = bool(
             unit.donor_hla
@@ -122,18 +135,16 @@ class CandidateIndex:
             and t.ligand_typing(unit.donor_hla).known
         )
         self.allo[slot] = mask(t.alloreactive_ligands(unit.donor_hla, unit.donor_kir))
-        self.cmv[slot] = _CMV.get(unit.donor_cmv, 0)
-        antigens = abo_antigens(unit.donor_abo)
-        self.abo[slot] = -1 if antigens is None else antigens
         self.b_points[slot] = (
             t.b_content_points(b_content(unit.donor_kir)) if unit.donor_kir else 0.0
         )
-        if availability.reserved_for and availability.hold_until is not None:
-            self.held_until[slot] = availability.hold_until.timestamp()
-            self._reserved_for[slot] = availability.reserved_for
-        else:
-            self.held_until[slot] = _NOT_HELD
-            self._reserved_for.pop(slot, None)
+
+    def use_table(self, table: Classification) -> None:
+        """Score with another table (e.g. a newly approved HLA reference) from now on."""
+        self.table = table
+        for slot, unit in enumerate(self._profiles):
+            if unit is not None:
+                self._classify(slot, unit)
 
     def remove(self, unit_id: str) -> None:
         slot = self._slot.pop(unit_id, None)

@@ -17,6 +17,7 @@ from cellbank.delivery.v1 import delivery_service_pb2
 from cellbank.donor.v1 import donor_service_pb2
 from cellbank.hospital.v1 import hospital_pb2
 from cellbank.manufacturing.v1 import manufacturing_service_pb2
+from cellbank.matching.v1 import hla_reference_service_pb2
 from cellbank.operator.v1 import operator_service_pb2 as opb
 from cellbank.storage.v1 import storage_service_pb2
 from google.protobuf import symbol_database
@@ -33,7 +34,7 @@ from tests.e2e.bank_site import site_settings
 from tests.e2e.network import NetworkSite, network
 
 MODULES = (donor_service_pb2, manufacturing_service_pb2, storage_service_pb2, hospital_pb2,
-           delivery_service_pb2, opb)  # fmt: skip
+           delivery_service_pb2, opb, hla_reference_service_pb2)  # fmt: skip
 SERVICES = [s for m in MODULES for s in m.DESCRIPTOR.services_by_name.values()]
 REFUSED = {
     grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.NOT_FOUND,
@@ -46,6 +47,7 @@ SERVICE_OF = {  # which process of a site serves each gRPC service
     "cellbank.hospital.v1.HospitalService": "matching",
     "cellbank.delivery.v1.DeliveryService": "delivery",
     "cellbank.operator.v1.OperatorService": "storage",
+    "cellbank.matching.v1.HlaReferenceService": "matching",
 }
 
 

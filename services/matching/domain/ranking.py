@@ -8,6 +8,7 @@ reference: the search index computes the same scores in bulk.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -116,6 +117,9 @@ class Classification:
             weights=Weights(**{k: float(v) for k, v in raw["weights"].items()}),
             reference=reference,
         )
+
+    def with_reference(self, reference: LigandReference | None) -> Classification:
+        return dataclasses.replace(self, reference=reference)
 
     @property
     def version(self) -> str:

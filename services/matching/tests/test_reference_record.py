@@ -9,6 +9,7 @@ from services.matching.domain.reference import (
     HlaReferenceLoaded,
     RecordReference,
     ReferenceState,
+    adopt_at_start,
     decide,
     evolve,
 )
@@ -55,3 +56,21 @@ def test_any_change_is_recorded(changed):
 def test_an_absurd_source_is_refused():
     with pytest.raises(PreconditionFailed):
         decide(ReferenceState(), RecordReference("", "v", {}, "x" * 5000))
+
+
+def test_the_service_adopts_a_first_release_but_never_moves_to_another():
+    assert adopt_at_start(ReferenceState(), V358) == decide(ReferenceState(), V358)
+    none = RecordReference("", "no-hla-reference+kir-ligand-2+rank-2", {}, "none configured")
+    assert adopt_at_start(after(none), V358) != []  # nothing on record yet: adopted
+    other = RecordReference("3.59.0", "ipd-imgt-hla-3.59.0+kir-ligand-2+rank-2", {"A": "2"}, "/n")
+    with pytest.raises(PreconditionFailed, match="needs an operator"):
+        adopt_at_start(after(V358), other)
+    assert adopt_at_start(after(V358), none) == []  # the approved release stays on record
+    assert after(V358, none).approved == after(V358).approved
+
+
+def test_same_release_compares_name_and_files():
+    state = after(V358)
+    assert state.same_release("3.58.0", {"A": "1"})
+    assert not state.same_release("3.58.0", {"A": "edited"})
+    assert not ReferenceState().same_release("3.58.0", {"A": "1"})
