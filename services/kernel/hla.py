@@ -45,6 +45,11 @@ def _mhcgnomes() -> Any:
     return _parser
 
 
+def warm_up() -> None:
+    """Load the nomenclature tables now (seconds), not on the first request that needs them."""
+    _mhcgnomes()
+
+
 def parse_allele(text: str, *, field: str = "hla") -> HlaAllele:
     """Parse `A*02:01`, `C*07:02:01:03`, `A*02:01N`, `DRB1*15:01`, `A*02:01:01G`.
 

@@ -274,7 +274,8 @@ class Matching:
                 return
             several = (
                 f"; several units were allowed, but no {self.config.max_units_per_dose} or fewer"
-                " available units of one site make the dose within the CD3+ limit"
+                f" of the {self.config.dose_plan_pool} best-ranked available units, all of one"
+                " site, make the dose within the CD3+ limit"
             )
         reason = rejection_reason(criteria, first.excluded, saga.refused) + several
         command_r = RejectOrder(reason, self.table.version)

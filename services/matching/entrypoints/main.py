@@ -7,10 +7,12 @@ Serves the public HospitalService (and HlaReferenceService for operators). Reads
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import timedelta
 from pathlib import Path
 
+from services.kernel import hla as hla_nomenclature
 from services.matching.app import Matching, MatchingConfig
 from services.matching.domain.ranking import Classification, LigandReference, Transit
 from services.matching.entrypoints.grpc_servicer import HospitalServicer, hospital_binding
@@ -45,6 +47,11 @@ def load_tables(
     return table, transit
 
 
+async def warm_hla_nomenclature() -> None:
+    # The first hospital request would otherwise wait seconds for mhcgnomes' tables.
+    await asyncio.to_thread(hla_nomenclature.warm_up)
+
+
 def build(ctx: ServiceContext) -> Components:
     s = ctx.settings
     # No reference until `settle_at_start` has read the one on record (no KIR points before).
@@ -71,7 +78,7 @@ def build(ctx: ServiceContext) -> Components:
         ],
         [NetworkFactsProjection(), InventoryProjection(), DeliveryPolicy(app)],
         [app.run_index, app.run_reconciler],
-        startup=[references.settle_at_start],
+        startup=[references.settle_at_start, warm_hla_nomenclature],
     )
 
 
