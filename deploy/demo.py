@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
@@ -41,6 +42,7 @@ HLA = {
     "DRB1": ["DRB1*15:01", "DRB1*04:01"],
     "DQB1": ["DQB1*06:02", "DQB1*03:02"],
 }
+DEMO_KIR = ("KIR2DL1", "KIR2DL3", "KIR3DL1", "KIR2DS4")
 PASSING_QC: list[tuple[str, float | None, str]] = [
     ("viability", 92.0, ""),
     ("purity_cd56_cd3neg", 95.0, ""),
@@ -99,8 +101,14 @@ class BankClient:
         m = await self.manufacturing_ops.GetStoreStatus(request, metadata=auth("op-alice"))
         return d.event_count, m.event_count
 
-    async def eligible_donor(self, today: date) -> str:
-        """Register → consent → screen → questionnaire → type → ELIGIBLE; the donor id."""
+    async def eligible_donor(
+        self,
+        today: date,
+        hla: Mapping[str, Sequence[str]] | None = None,
+        kir: Sequence[str] = DEMO_KIR,
+    ) -> str:
+        """Register → consent → screen → questionnaire → type → ELIGIBLE; the donor id.
+        `hla` replaces loci of the demo typing (e.g. {"C": ["C*05:01", "C*04:01"]})."""
         op = auth("op-alice")
         donor = await self.donors.RegisterDonor(
             dpb.RegisterDonorRequest(
@@ -136,8 +144,8 @@ class BankClient:
             dpb.RecordTypingRequest(
                 donor_id=donor_id,
                 reason="typing lab",
-                hla=[dpb.HlaLocus(locus=k, alleles=v) for k, v in HLA.items()],
-                kir_genes=["KIR2DL1", "KIR2DL3", "KIR3DL1", "KIR2DS4"],
+                hla=[dpb.HlaLocus(locus=k, alleles=v) for k, v in {**HLA, **(hla or {})}.items()],
+                kir_genes=list(kir),
                 abo="O",
                 rh="POS",
                 cmv="POSITIVE",

@@ -4,7 +4,7 @@ matching services wired to every site's storage — the network the hospital API
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
@@ -15,7 +15,7 @@ from cellbank.manufacturing.v1 import manufacturing_service_pb2 as mpb
 from cellbank.operator.v1 import operator_service_pb2_grpc as opb_grpc
 from cellbank.storage.v1 import storage_service_pb2 as spb
 
-from deploy.demo import PASSING_QC, auth, now, store_when_known
+from deploy.demo import DEMO_KIR, PASSING_QC, auth, now, store_when_known
 from deploy.infra import Endpoints
 from services.delivery.entrypoints.main import SPEC as DELIVERY_SPEC
 from services.matching.entrypoints.main import SPEC as MATCHING_SPEC
@@ -47,12 +47,18 @@ class NetworkSite:
         return ids
 
     async def stock_donor(
-        self, count: int, viable_nk_cells: float, cd3_cells: float = 2e5
+        self,
+        count: int,
+        viable_nk_cells: float,
+        cd3_cells: float = 2e5,
+        hla: Mapping[str, Sequence[str]] | None = None,
+        kir: Sequence[str] = DEMO_KIR,
     ) -> tuple[str, str, list[str]]:
-        """Like `stock`; also the donor id and the collection's DIN."""
+        """Like `stock`; also the donor id and the collection's DIN. `hla`/`kir`: the donor's
+        typing instead of the demo donor's (loci replaced one by one)."""
         site = self.bank
         assert site.storage is not None
-        donor_id = await site.eligible_donor(now().date())
+        donor_id = await site.eligible_donor(now().date(), hla, kir)
         din = (await site.collect(donor_id, now())).din
         batch_id = await site.start_batch(din)
         await site.process(batch_id, now())

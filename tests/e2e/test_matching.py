@@ -145,6 +145,22 @@ async def test_kir_ligands_are_read_per_allele_from_the_reference_release(sites)
     )
 
 
+async def test_a_c3_07_patient_is_not_given_alloreactive_points_for_a_c2_c2_kir2dl1_donor(sites):
+    # The case: C*03:07 is C2 (Lys80), so a C*03:07/C*07:01 patient carries C2 and a
+    # C2/C2 donor with KIR2DL1 is not alloreactive against it (a group table said it was).
+    a, b = sites
+    viable = 6.17e8
+    c2_c2 = {"A": ["A*02:01", "A*01:01"], "B": ["B*07:02", "B*08:01"], "C": ["C*05:01", "C*04:01"]}
+    await a.stock_donor(1, viable, hla=c2_c2, kir=("KIR2DL1", "KIR2DL3", "KIR3DL1"))
+    bw6 = ("A*02:01", "A*01:01", "B*07:02", "B*08:01")
+    c3_07 = await kir_reason(b, viable, patient_typed(*bw6, "C*03:07", "C*07:01"))
+    assert c3_07 == "no KIR-ligand mismatch: patient carries every donor ligand (+0)"
+    c3_04 = await kir_reason(b, viable, patient_typed(*bw6, "C*03:04", "C*07:01"))
+    assert c3_04 == "KIR-ligand GvH mismatch, alloreactive: patient lacks C2 (donor KIR2DL1) (+40)"
+    c16 = await kir_reason(b, viable, patient_typed(*bw6, "C*16", "C*07:01"))
+    assert "KIR-ligand not scored: patient C*16 needs allele-level typing" in c16
+
+
 async def test_a_retired_allele_name_is_refused_naming_the_current_one(sites):
     _, b = sites
     retired = patient_typed("A*01:34N", "A*01:01", "B*07:02", "B*08:01", "C*07:02", "C*07:01")
