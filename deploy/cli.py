@@ -929,47 +929,40 @@ def build_parser() -> argparse.ArgumentParser:
     watched.add_argument("--kafka", help="Kafka bootstrap (default: the endpoints file)")
     listing.append(("watch", watch_help))
 
-    hla = commands.add_parser("hla", help="HLA reference: KIR-ligand classes of alleles")
-    hla_actions = hla.add_subparsers(title="hla commands", metavar="ACTION", required=True)
-    classify_help = "KIR-ligand class of each allele, from the IPD-IMGT/HLA release"
-    classify = hla_actions.add_parser(
-        "classify", help=classify_help,
+    hla = group("hla", "HLA reference: KIR-ligand classes, the release each site uses")
+    classify = hla.add(
+        "classify", hla_classify,
+        help="KIR-ligand class of each allele, from the IPD-IMGT/HLA release",
         description="One line per allele: name, class (C1, C2, Bw4-80I, Bw4-80T, A3/A11, none, "
         "ambiguous, not-expressed) and the release; --json one object per line. Names may be "
         "alleles (C*03:07), groups (C*16), G or P groups; `-` reads names from standard input. "
         "Exit 1 naming each invalid, unknown or retired name (with its current name).",
     )  # fmt: skip
-    classify.set_defaults(run=hla_classify)
     classify.add_argument("alleles", nargs="+", metavar="ALLELE", help="e.g. C*03:07, or -")
     classify.add_argument("--json", action="store_true", help="one JSON object per line")
     classify.add_argument(
         "--reference", help="release directory (default: CELLBANK_HLA_REFERENCE or the dev copy)"
     )
-    listing.append(("hla classify", classify_help))
-    show_help = "the IPD-IMGT/HLA release each site's matching classifies with, and its record"
-    show = hla_actions.add_parser(
-        "show", parents=[connection_options()], help=show_help,
+    show = hla.add(
+        "show", hla_show,
+        help="the IPD-IMGT/HLA release each site's matching classifies with, and its record",
         description="One line per site (--json: one object): release, classification version, "
         "directory, and who recorded it when and why; checksums with --json.",
     )  # fmt: skip
-    show.set_defaults(run=hla_show)
     show.add_argument("--site", help="site id, e.g. LON (default: every site in the file)")
     show.add_argument("--json", action="store_true", help="one JSON object per site")
-    listing.append(("hla show", show_help))
-    approve_help = "move a site's matching to another IPD-IMGT/HLA release (recorded)"
-    approve = hla_actions.add_parser(
-        "approve", parents=[connection_options()], help=approve_help,
+    approve = hla.add(
+        "approve", hla_approve,
+        help="move a site's matching to another IPD-IMGT/HLA release (recorded)",
         description="The site's matching loads the release in DIR (a path on its server), "
         "checks it is RELEASE, records who approved it, when and why, and classifies with it "
         "from now on, across restarts. Validate it first with `cellbank hla classify "
         "--reference DIR`. Exit 1 if refused (naming why), 2 if unreachable.",
     )  # fmt: skip
-    approve.set_defaults(run=hla_approve)
     approve.add_argument("--site", required=True, help="site id, e.g. LON")
     approve.add_argument("--directory", required=True, help="the release directory")
     approve.add_argument("--release", required=True, help="the release it must be, e.g. 3.58.0")
     approve.add_argument("--reason", required=True, help="why (recorded with the approval)")
-    listing.append(("hla approve", approve_help))
 
     width = max(len(name) for name, _ in listing)
     parser.epilog = "all commands:\n" + "\n".join(
