@@ -31,6 +31,7 @@ from cellbank.storage.v1 import storage_service_pb2_grpc as spb_grpc
 
 from deploy.demo import TOKENS, auth
 from deploy.infra import Endpoints
+from deploy.processes import hla_reference_dir
 from services.matching.entrypoints.main import SPEC as MATCHING_SPEC
 from services.storage.entrypoints.main import SPEC as STORAGE_SPEC
 from shared.db import drop_database
@@ -63,6 +64,7 @@ def settings(endpoints: Endpoints, site: str, service: str, **extra: object) -> 
         site_id=site, service=service, kafka_bootstrap=endpoints.kafka_bootstrap,
         database_url=endpoints.database_url, tokens=TOKENS,
         database_name=f"cellbank_bench_{service}_{uuid.uuid4().hex[:6]}",
+        hla_reference=hla_reference_dir(),  # KIR ligands classified as in production
     )  # fmt: skip
     return dataclasses.replace(base, **extra)  # type: ignore[arg-type]
 
