@@ -98,4 +98,8 @@ TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.TooManyConnectionsError,
     asyncpg.CannotConnectNowError,
     asyncpg.AdminShutdownError,
+    # A connection broken mid-operation while the server shuts down can leave asyncpg's
+    # protocol in a state it reports as "another operation is in progress": the connection's
+    # fault, not the data's (seen in the fault tests' PostgreSQL outage).
+    asyncpg.InternalClientError,
 )

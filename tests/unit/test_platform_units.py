@@ -120,3 +120,16 @@ async def test_any_sequence_of_appends_keeps_versions_contiguous_and_chain_intac
         )
     assert await store.head_position() == sum(versions.values())
     assert (await store.verify_chain()).intact
+
+
+def test_a_connection_broken_mid_operation_is_a_database_failure_not_poison():
+    # asyncpg reports a protocol left mid-operation by a server shutting down as
+    # InternalClientError; projections must retry it, never dead-letter the record or die.
+    import asyncpg
+
+    from shared.db import TRANSIENT_DB_ERRORS
+
+    error = asyncpg.InternalClientError(
+        "cannot switch to state 15; another operation (2) is in progress"
+    )
+    assert isinstance(error, TRANSIENT_DB_ERRORS)
