@@ -5,11 +5,13 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
+import asyncpg
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shared.auth import Principal, TokenAuthenticator, require
+from shared.db import TRANSIENT_DB_ERRORS
 from shared.envelope_codec import decode, encode
 from shared.errors import ConcurrencyConflict, InvalidArgument, PermissionDenied, Unauthenticated
 from shared.eventstore import InMemoryEventStore
@@ -125,10 +127,6 @@ async def test_any_sequence_of_appends_keeps_versions_contiguous_and_chain_intac
 def test_a_connection_broken_mid_operation_is_a_database_failure_not_poison():
     # asyncpg reports a protocol left mid-operation by a server shutting down as
     # InternalClientError; projections must retry it, never dead-letter the record or die.
-    import asyncpg
-
-    from shared.db import TRANSIENT_DB_ERRORS
-
     error = asyncpg.InternalClientError(
         "cannot switch to state 15; another operation (2) is in progress"
     )
