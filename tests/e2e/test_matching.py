@@ -125,40 +125,33 @@ async def kir_reason(site: NetworkSite, viable: float, patient: hpb.PatientProfi
     return why
 
 
-async def test_kir_ligands_are_read_per_allele_from_the_reference_release(sites):
-    # The demo donor carries C1 (C*07:02), C2 (C*05:01) and Bw4, with KIR2DL1/2DL3/3DL1.
+BW4 = ("A*24:02", "A*01:01", "B*07:02", "B*08:01")
+BW6 = ("A*02:01", "A*01:01", "B*07:02", "B*08:01")
+C2_C2 = {"A": ["A*02:01", "A*01:01"], "B": ["B*07:02", "B*08:01"], "C": ["C*05:01", "C*04:01"]}
+
+
+@pytest.mark.parametrize(
+    ("viable", "donor_hla", "patient_a_b"),
+    [(6.11e8, None, BW4), (6.17e8, C2_C2, BW6)],
+    ids=["demo donor C1/C2 Bw4, Bw4 patient", "the issue's C2/C2 donor, Bw6 patient"],
+)
+async def test_kir_ligands_are_read_per_allele_from_the_reference_release(
+    sites, viable, donor_hla, patient_a_b
+):
+    # C*03:07 is C2 (Lys80) though C*03 is mostly C1: a C*03:07/C*07:01 patient carries C2,
+    # so a donor whose KIR2DL1 NK cells would attack a C1/C1 patient is not alloreactive
+    # against it (the old group table said it was); C*16 alone can't tell C1 from C2.
     a, b = sites
-    viable = 6.11e8
-    await a.stock(1, viable)
-    bw4 = ("A*24:02", "A*01:01", "B*07:02", "B*08:01")
-    # C*03:04 is C1: the patient lacks C2 → the donor's KIR2DL1 NK cells are alloreactive.
-    c1_c1 = await kir_reason(b, viable, patient_typed(*bw4, "C*03:04", "C*07:01"))
+    await a.stock_donor(1, viable, hla=donor_hla, kir=("KIR2DL1", "KIR2DL3", "KIR3DL1"))
+    c1_c1 = await kir_reason(b, viable, patient_typed(*patient_a_b, "C*03:04", "C*07:01"))
     assert c1_c1 == "KIR-ligand GvH mismatch, alloreactive: patient lacks C2 (donor KIR2DL1) (+40)"
-    # C*03:07 is C2 (Lys80) although C*03 is mostly C1: nothing is missing, no points.
-    c2_c1 = await kir_reason(b, viable, patient_typed(*bw4, "C*03:07", "C*07:01"))
+    c2_c1 = await kir_reason(b, viable, patient_typed(*patient_a_b, "C*03:07", "C*07:01"))
     assert c2_c1 == "no KIR-ligand mismatch: patient carries every donor ligand (+0)"
-    # Typed only to C*16 (C1 and C2 alleles): no KIR-ligand points, and the reason says why.
-    low_res = await kir_reason(b, viable, patient_typed(*bw4, "C*16", "C*07:01"))
+    low_res = await kir_reason(b, viable, patient_typed(*patient_a_b, "C*16", "C*07:01"))
     assert low_res == (
         "KIR-ligand not scored: patient C*16 needs allele-level typing"
         " (ligand ambiguous at this resolution) (+0)"
     )
-
-
-async def test_a_c3_07_patient_is_not_given_alloreactive_points_for_a_c2_c2_kir2dl1_donor(sites):
-    # The case: C*03:07 is C2 (Lys80), so a C*03:07/C*07:01 patient carries C2 and a
-    # C2/C2 donor with KIR2DL1 is not alloreactive against it (a group table said it was).
-    a, b = sites
-    viable = 6.17e8
-    c2_c2 = {"A": ["A*02:01", "A*01:01"], "B": ["B*07:02", "B*08:01"], "C": ["C*05:01", "C*04:01"]}
-    await a.stock_donor(1, viable, hla=c2_c2, kir=("KIR2DL1", "KIR2DL3", "KIR3DL1"))
-    bw6 = ("A*02:01", "A*01:01", "B*07:02", "B*08:01")
-    c3_07 = await kir_reason(b, viable, patient_typed(*bw6, "C*03:07", "C*07:01"))
-    assert c3_07 == "no KIR-ligand mismatch: patient carries every donor ligand (+0)"
-    c3_04 = await kir_reason(b, viable, patient_typed(*bw6, "C*03:04", "C*07:01"))
-    assert c3_04 == "KIR-ligand GvH mismatch, alloreactive: patient lacks C2 (donor KIR2DL1) (+40)"
-    c16 = await kir_reason(b, viable, patient_typed(*bw6, "C*16", "C*07:01"))
-    assert "KIR-ligand not scored: patient C*16 needs allele-level typing" in c16
 
 
 async def test_a_retired_allele_name_is_refused_naming_the_current_one(sites):

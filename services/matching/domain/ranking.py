@@ -177,6 +177,15 @@ class Classification:
             content.group, 0.0
         )
 
+    def search_notes(self, category: ProductCategory) -> list[str]:
+        """What holds for a whole search of the category (KIR ligands count for NK products)."""
+        if self.reference is None and category is not ProductCategory.VST:
+            return [
+                "KIR-ligand points are off: no HLA reference release is configured at this site"
+                " (CELLBANK_HLA_REFERENCE)"
+            ]
+        return []
+
     def refuse_retired(self, alleles: Iterable[str], field: str) -> None:
         """InvalidArgument for a name the reference has retired (deleted or renamed), naming
         the current name; names it does not know at all are allowed (scored without ligand)."""

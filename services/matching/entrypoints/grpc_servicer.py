@@ -72,15 +72,6 @@ def parse_category(value: int) -> ProductCategory:
     return _CATEGORY[value]
 
 
-def search_notes(table: Classification, category: ProductCategory) -> list[str]:
-    if table.reference is None and category is not ProductCategory.VST:
-        return [
-            "KIR-ligand points are off: no HLA reference release is configured at this site"
-            " (CELLBANK_HLA_REFERENCE)"
-        ]
-    return []
-
-
 def parse_patient(
     patient: pb.PatientProfile, present: bool, table: Classification
 ) -> PatientSnapshot:
@@ -186,7 +177,7 @@ class HospitalServicer(pb_grpc.HospitalServiceServicer):
             candidates=[candidate(a) for a in result.ranked],
             classification_version=self.app.table.version,
             excluded=[f"{rule}: {n}" for rule, n in sorted(result.excluded.items())],
-            notes=search_notes(self.app.table, criteria.category),
+            notes=self.app.table.search_notes(criteria.category),
         )
 
     async def PlaceOrder(

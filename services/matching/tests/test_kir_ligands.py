@@ -332,3 +332,13 @@ def test_a_null_allele_carries_no_ligand():
         ("A*02:01", "A*01:01", "B*07:02", "B*08:01", "C*07:02", "C*04:09N"), ("KIR2DL1",)
     )
     assert points == pytest.approx(0)
+
+
+def test_a_search_without_a_reference_notes_that_kir_points_are_off_for_nk_products():
+    without = Classification.from_dict(RAW)
+    assert without.search_notes(ProductCategory.NK) == [
+        "KIR-ligand points are off: no HLA reference release is configured at this site"
+        " (CELLBANK_HLA_REFERENCE)"
+    ]
+    assert without.search_notes(ProductCategory.VST) == []
+    assert TABLE.search_notes(ProductCategory.NK) == []
