@@ -55,9 +55,11 @@ def max_items(field: FieldDescriptor) -> int:
     return COUNTS.get(field.full_name, ITEMS)
 
 
-def violation(message: Message, prefix: str = "") -> str:
+def violation(message: object, prefix: str = "") -> str:
     """The first field over its bound, named with the rule ("reason: at most 2000 characters
-    (got 600000)"); "" when every field is within bounds."""
+    (got 600000)"); "" when every field is within bounds (or it is not a message at all)."""
+    if not isinstance(message, Message):
+        return ""
     for field, value in message.ListFields():
         path = prefix + field.name
         if field.is_repeated and len(value) > max_items(field):

@@ -50,3 +50,7 @@ class PermissionDenied(CellBankError):
 
 class StoreBusy(CellBankError):
     """The event store could not take its append lock in time; retry the command."""
+
+
+class ResourceExhausted(CellBankError):
+    """The caller holds as much of a bounded resource as it may (e.g. open streams)."""

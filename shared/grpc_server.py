@@ -16,7 +16,7 @@ from google.protobuf.message import Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from shared import metrics
+from shared import bounds, metrics
 from shared.auth import Principal, TokenAuthenticator, current_principal
 from shared.errors import (
     CellBankError,
@@ -25,6 +25,7 @@ from shared.errors import (
     NotFound,
     PermissionDenied,
     PreconditionFailed,
+    ResourceExhausted,
     StoreBusy,
     Unauthenticated,
 )
@@ -39,6 +40,7 @@ STATUS_OF: tuple[tuple[type[CellBankError], grpc.StatusCode], ...] = (
     (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
     (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     (StoreBusy, grpc.StatusCode.UNAVAILABLE),
+    (ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
 )
 
 OPEN_SERVICES = frozenset(
@@ -102,7 +104,11 @@ def _guarded(
         await context.abort(code, str(exc))
 
     async def undecodable(request: Any, context: grpc.aio.ServicerContext) -> None:
-        problem = request.message if isinstance(request, Undecodable) else _nul_field(request)
+        problem = (
+            request.message
+            if isinstance(request, Undecodable)
+            else _nul_field(request) or bounds.violation(request)
+        )
         if problem:
             metrics.GRPC_REQUESTS.labels(method, "INVALID_ARGUMENT").inc()
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
@@ -215,9 +221,19 @@ async def start_server(
     host: str = "127.0.0.1",
     port: int = 0,
     credentials: grpc.ServerCredentials | None = None,
+    maximum_concurrent_rpcs: int = bounds.MAX_CONCURRENT_RPCS,
 ) -> RunningServer:
-    """Build, bind and start a grpc.aio server with health checking and reflection."""
-    server = grpc.aio.server(interceptors=[GuardInterceptor(authenticator)])
+    """Build, bind and start a grpc.aio server with health checking and reflection; messages
+    over bounds.MAX_MESSAGE_BYTES and calls beyond `maximum_concurrent_rpcs` are refused
+    RESOURCE_EXHAUSTED."""
+    server = grpc.aio.server(
+        interceptors=[GuardInterceptor(authenticator)],
+        options=[
+            ("grpc.max_receive_message_length", bounds.MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", bounds.MAX_MESSAGE_BYTES),
+        ],
+        maximum_concurrent_rpcs=maximum_concurrent_rpcs,
+    )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for binding in bindings:

@@ -36,7 +36,7 @@ def bounded_fields(descriptor: Descriptor, chain: Chain = ()) -> Iterator[Chain]
     for field in descriptor.fields:
         if field.type == FieldDescriptor.TYPE_STRING or field.is_repeated:
             yield (*chain, field)
-        if field.type == FieldDescriptor.TYPE_MESSAGE and field not in chain:
+        if field.message_type is not None and field not in chain:
             yield from bounded_fields(field.message_type, (*chain, field))
 
 

@@ -11,6 +11,7 @@ from shared.errors import (
     NotFound,
     PermissionDenied,
     PreconditionFailed,
+    ResourceExhausted,
     StoreBusy,
     Unauthenticated,
 )
@@ -27,6 +28,7 @@ from shared.grpc_server import status_for
         (Unauthenticated("no token"), grpc.StatusCode.UNAUTHENTICATED),
         (PermissionDenied("hospital"), grpc.StatusCode.PERMISSION_DENIED),
         (StoreBusy("lock"), grpc.StatusCode.UNAVAILABLE),
+        (ResourceExhausted("4 open streams"), grpc.StatusCode.RESOURCE_EXHAUSTED),
     ],
 )
 def test_domain_errors_map_to_their_status(error, code):
