@@ -494,10 +494,10 @@ class Matching:
         return [_view(i, streams[i]) for i in ids if streams[i]]
 
     async def watch(self, order_id: str, hospital_id: str) -> AsyncIterator[OrderView]:
-        """The order now, then each new version; ends once it can change no more."""
+        """The order now, then each new version; ends once it is settled (Order.settled)."""
         view = await self.view(order_id, hospital_id)
         yield view
-        while view.state.status not in (OrderStatus.REJECTED, OrderStatus.CANCELLED):
+        while not view.state.settled:
             changed = self._changed.setdefault(order_id, asyncio.Event())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), 0.5)  # other processes: poll

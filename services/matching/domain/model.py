@@ -318,5 +318,14 @@ class Order:
     def live(self) -> bool:
         return self.status in LIVE
 
+    @property
+    def settled(self) -> bool:
+        """Nothing more happens to it but the hospital's own reports: it was rejected or
+        cancelled, every unit was infused, or its shipment came back or was discarded."""
+        if self.status in (OrderStatus.REJECTED, OrderStatus.CANCELLED) or self.returned:
+            return True
+        infused = {i.unit_id for i in self.infused}
+        return self.status is OrderStatus.INFUSED and all(u.unit_id in infused for u in self.units)
+
     def holds(self, unit_id: str) -> bool:
         return self.live and any(u.unit_id == unit_id for u in self.units)

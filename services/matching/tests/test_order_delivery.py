@@ -508,3 +508,37 @@ def test_notification_evolve_and_decide_refuse_what_is_not_theirs():
 )
 def test_every_delivery_lifecycle_event_round_trips_through_the_codec(event):
     assert CODEC.decode(*CODEC.encode(event)) == event
+
+
+SETTLED = {
+    "rejected": REJECTED,
+    "cancelled": CANCELLED,
+    "cancelled after allocation": CANCELLED_ALLOCATED,
+    "infused": INFUSED,
+    "both units infused": (
+        *TWO_UNITS_RECEIVED,
+        OrderInfused("unit-1", INFUSION, SECONDS),
+        OrderInfused("unit-2", INFUSION, SECONDS),
+    ),
+    "returned": RETURNED,
+    "discarded": DISCARDED,
+}
+UNSETTLED = {
+    **{k: v for k, v in BEFORE_DISPATCH.items() if k in ("placed", "allocated", "lost")},
+    "dispatched": DISPATCHED,
+    "delivered": DELIVERED,
+    "received": RECEIVED,
+    "compromised": COMPROMISED,
+    "one of two units infused": (*TWO_UNITS_RECEIVED, OrderInfused("unit-1", INFUSION, SECONDS)),
+}
+
+
+@pytest.mark.parametrize("events", SETTLED.values(), ids=SETTLED.keys())
+def test_an_order_is_settled_once_nothing_more_happens_to_it(events):
+    """WatchOrder ends at a settled order (Matching.watch)."""
+    assert given(*events).settled
+
+
+@pytest.mark.parametrize("events", UNSETTLED.values(), ids=UNSETTLED.keys())
+def test_an_order_still_on_its_way_is_not_settled(events):
+    assert not given(*events).settled
