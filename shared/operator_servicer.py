@@ -12,8 +12,10 @@ from cellbank.operator.v1 import operator_service_pb2_grpc as pb_grpc
 
 from shared.aggregate_history import aggregate_history
 from shared.auth import current_principal, require
+from shared.caller_streams import CallerStreams
 from shared.errors import InvalidArgument, PreconditionFailed
 from shared.event_watch import EventFilter, Watched, watch_events
+from shared.grpc_requests import caller
 from shared.grpc_server import ServiceBinding
 from shared.postgres_eventstore import PostgresEventStore
 
@@ -38,6 +40,7 @@ class OperatorServicer(pb_grpc.OperatorServiceServicer):
         self.relay_name = relay_name
         self.bootstrap = bootstrap
         self.network_status = network_status
+        self.watches = CallerStreams()
 
     async def GetStoreStatus(
         self, request: pb.GetStoreStatusRequest, context: grpc.aio.ServicerContext
@@ -94,10 +97,11 @@ class OperatorServicer(pb_grpc.OperatorServiceServicer):
             request.aggregate_id.strip(),
         )  # fmt: skip
         selection.topics()  # an unknown topic is refused before streaming starts
-        events = watch_events(self.bootstrap, selection, from_beginning=request.from_beginning)
-        async with contextlib.aclosing(events):  # the consumer stops with the call
-            async for watched in events:
-                yield watched_message(watched)
+        with self.watches.slot(str(caller()), "WatchEvents"):
+            events = watch_events(self.bootstrap, selection, from_beginning=request.from_beginning)
+            async with contextlib.aclosing(events):  # the consumer stops with the call
+                async for watched in events:
+                    yield watched_message(watched)
 
     async def GetNetworkStatus(
         self, request: pb.GetNetworkStatusRequest, context: grpc.aio.ServicerContext

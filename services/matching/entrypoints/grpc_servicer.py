@@ -34,6 +34,7 @@ from services.matching.domain.ranking import (
     validate_patient,
 )
 from shared.auth import require
+from shared.caller_streams import CallerStreams
 from shared.commands import Meta
 from shared.errors import InvalidArgument
 from shared.grpc_requests import Clock, caller, required
@@ -156,6 +157,7 @@ class HospitalServicer(pb_grpc.HospitalServiceServicer):
     def __init__(self, app: Matching, clock: Clock) -> None:
         self.app = app
         self.clock = clock
+        self.watches = CallerStreams()
 
     async def SearchInventory(
         self, request: pb.SearchInventoryRequest, context: grpc.aio.ServicerContext
@@ -230,8 +232,10 @@ class HospitalServicer(pb_grpc.HospitalServiceServicer):
         self, request: pb.WatchOrderRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.Order]:
         principal = require(caller(), "hospital")
-        async for view in self.app.watch(required(request.order_id, "order_id"), principal.name):
-            yield order_message(view)
+        order_id = required(request.order_id, "order_id")
+        with self.watches.slot(str(principal), "WatchOrder"):
+            async for view in self.app.watch(order_id, principal.name):
+                yield order_message(view)
 
     async def ConfirmReceipt(
         self, request: pb.ConfirmReceiptRequest, context: grpc.aio.ServicerContext
