@@ -9,6 +9,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Protocol
 
+from shared.bounds import MAX_ENVELOPE_BYTES
+from shared.envelope_codec import to_envelope
 from shared.errors import ConcurrencyConflict, InvalidArgument
 from shared.events import NewEvent, StoredEvent
 from shared.hashchain import GENESIS, ChainReport, event_hash, verify_chain
@@ -64,8 +66,16 @@ class EventStore(Protocol):
         ...
 
 
-def validate_append(aggregate_id: str, expected_version: int, events: Sequence[NewEvent]) -> None:
-    """Argument checks every adapter applies before touching storage."""
+def validate_append(
+    aggregate_id: str,
+    expected_version: int,
+    events: Sequence[NewEvent],
+    *,
+    site_id: str = "",
+    max_envelope_bytes: int = MAX_ENVELOPE_BYTES,
+) -> None:
+    """Argument checks every adapter applies before touching storage; an event whose envelope
+    would be larger than the topic accepts is refused (the relay could never publish it)."""
     if not aggregate_id:
         raise InvalidArgument("aggregate_id", "must not be empty")
     if expected_version < 0:
@@ -101,6 +111,29 @@ def validate_append(aggregate_id: str, expected_version: int, events: Sequence[N
             raise InvalidArgument("actor", "every event records who did it")
         if e.occurred_at.tzinfo is None:
             raise InvalidArgument("occurred_at", "must be timezone-aware")
+        size = envelope_bytes(e, aggregate_id, site_id)
+        if size > max_envelope_bytes:
+            raise InvalidArgument(
+                "events",
+                f"{e.event_type} {e.event_id} of {aggregate_id[:80]}: its envelope would be"
+                f" {size} bytes; the topic takes at most {max_envelope_bytes}",
+            )
+
+
+def envelope_bytes(new: NewEvent, aggregate_id: str, site_id: str) -> int:
+    """The size of the event's envelope once stored, as the relay publishes it (the store's
+    position, version and hashes taken at their largest, so never an underestimate but for a
+    few bytes of timestamp)."""
+    largest = 2**63 - 1
+    stored = StoredEvent(
+        position=largest, event_id=new.event_id, event_type=new.event_type,
+        schema_version=new.schema_version, aggregate_type=new.aggregate_type,
+        aggregate_id=aggregate_id, aggregate_version=largest, site_id=site_id,
+        occurred_at=new.occurred_at, recorded_at=new.occurred_at, actor=new.actor,
+        reason=new.reason, correlation_id=new.correlation_id, causation_id=new.causation_id,
+        payload=new.payload, prev_hash=GENESIS, hash=GENESIS,
+    )  # fmt: skip
+    return int(to_envelope(stored).ByteSize())
 
 
 def seal(
@@ -139,8 +172,11 @@ def seal(
 class InMemoryEventStore:
     """EventStore for tests and pure-domain runs; same contract as PostgresEventStore."""
 
-    def __init__(self, site_id: str, clock: Clock = utc_now) -> None:
+    def __init__(
+        self, site_id: str, clock: Clock = utc_now, *, max_envelope_bytes: int = MAX_ENVELOPE_BYTES
+    ) -> None:
         self.site_id = site_id
+        self.max_envelope_bytes = max_envelope_bytes
         self._clock = clock
         self._events: list[StoredEvent] = []
         self._by_aggregate: dict[str, list[StoredEvent]] = {}
@@ -150,7 +186,10 @@ class InMemoryEventStore:
     async def append(
         self, aggregate_id: str, expected_version: int, events: Sequence[NewEvent]
     ) -> AppendResult:
-        validate_append(aggregate_id, expected_version, events)
+        validate_append(
+            aggregate_id, expected_version, events,
+            site_id=self.site_id, max_envelope_bytes=self.max_envelope_bytes,
+        )  # fmt: skip
         async with self._lock:
             known = [self._by_id[e.event_id] for e in events if e.event_id in self._by_id]
             if known:

@@ -11,6 +11,7 @@ from datetime import datetime
 import asyncpg
 
 from shared import metrics
+from shared.bounds import MAX_ENVELOPE_BYTES
 from shared.errors import ConcurrencyConflict, InvalidArgument, StoreBusy
 from shared.events import NewEvent, StoredEvent
 from shared.eventstore import AppendResult, Clock, seal, utc_now, validate_append
@@ -73,8 +74,10 @@ class PostgresEventStore:
         service: str = "",
         clock: Clock = utc_now,
         lock_timeout_ms: int = 5000,
+        max_envelope_bytes: int = MAX_ENVELOPE_BYTES,
     ) -> None:
         self.pool = pool
+        self.max_envelope_bytes = max_envelope_bytes
         self.site_id = site_id
         self.service = service
         self._clock = clock
@@ -86,7 +89,10 @@ class PostgresEventStore:
     async def append(
         self, aggregate_id: str, expected_version: int, events: Sequence[NewEvent]
     ) -> AppendResult:
-        validate_append(aggregate_id, expected_version, events)
+        validate_append(
+            aggregate_id, expected_version, events,
+            site_id=self.site_id, max_envelope_bytes=self.max_envelope_bytes,
+        )  # fmt: skip
         request = _Request(aggregate_id, expected_version, events, _future())
         self._queue.append(request)
         # Group commit: appends that arrive while a transaction runs are written together in

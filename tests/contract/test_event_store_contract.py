@@ -9,6 +9,8 @@ from itertools import pairwise
 import asyncpg
 import pytest
 
+from shared.bounds import MAX_ENVELOPE_BYTES
+from shared.envelope_codec import encode
 from shared.errors import ConcurrencyConflict, InvalidArgument
 from shared.eventstore import AppendResult, EventStore, InMemoryEventStore
 from shared.hashchain import GENESIS
@@ -86,6 +88,26 @@ async def test_bad_append_names_the_field_and_writes_nothing(
         await store.append(agg, version, events)
     assert err.value.field.startswith(field)
     assert await store.head_position() == 0
+
+
+async def test_an_event_too_big_for_the_topic_is_refused_naming_it_and_writes_nothing(
+    store: EventStore,
+):
+    agg = aggregate_id()
+    await store.append(agg, 0, [new_event(1)])
+    head = await store.head_position()
+    fits = new_event(2, payload=b"x" * (MAX_ENVELOPE_BYTES - 1_000))
+    too_big = new_event(3, payload=b"x" * MAX_ENVELOPE_BYTES)
+    with pytest.raises(InvalidArgument) as err:
+        await store.append(agg, 1, [fits, too_big])
+    assert err.value.field == "events"
+    assert too_big.event_id in err.value.rule and too_big.event_type in err.value.rule
+    assert f"at most {MAX_ENVELOPE_BYTES}" in err.value.rule
+    size = int(err.value.rule.split("would be ")[1].split(" bytes")[0])
+    assert MAX_ENVELOPE_BYTES < size < MAX_ENVELOPE_BYTES + 1_000
+    assert await store.head_position() == head
+    stored = await store.append(agg, 1, [fits])
+    assert len(encode(stored.events[0])) <= MAX_ENVELOPE_BYTES
 
 
 async def test_load_up_to_version(store: EventStore):
