@@ -19,22 +19,10 @@ from cellbank.storage.v1 import storage_service_pb2 as spb
 from cellbank.storage.v1 import storage_service_pb2_grpc as spb_grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from deploy import identities
 from services.donor_intake.domain.eligibility import DEFAULT_MARKERS
 from shared.testing.waits import eventually
 
-TOKENS = {
-    "op-alice": "operator:alice",
-    "op-bob": "operator:bob",
-    "qa-quinn": "qa:quinn",
-    "qa-alice": "qa:alice",  # alice also holds a QA role: the two-person rule must still stop her
-    "hosp-h1": "hospital:H1",
-    "hosp-h2": "hospital:H2",
-    "hosp-h3": "hospital:H3",
-    "svc-matching": "service:matching",  # matching's reservations at the owning site
-    "svc-delivery": "service:delivery",  # delivery's picks and recall holds at the owning site
-    "svc-sla": "service:sla",  # the SLA monitor's at-risk reports
-    "svc-coldchain": "service:coldchain",  # the cold-chain monitor's calls to storage
-}
 HLA = {
     "A": ["A*02:01", "A*24:02"],
     "B": ["B*07:02", "B*44:02"],
@@ -56,8 +44,10 @@ PASSING_QC: list[tuple[str, float | None, str]] = [
 ]
 
 
-def auth(token: str) -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {token}"),)
+def auth(who: str) -> tuple[tuple[str, str], ...]:
+    """Call metadata with the access token of a demo person or client (deploy/identities.py:
+    "op-alice", "qa-quinn", "hosp-h1", "clin-h1", a username or a client id)."""
+    return identities.metadata(who)
 
 
 def ts(moment: datetime) -> Timestamp:

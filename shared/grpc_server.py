@@ -6,9 +6,10 @@ import asyncio
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from dataclasses import field as dataclass_field
+from typing import Any, Protocol
 
 import grpc
 from google.protobuf.descriptor import FieldDescriptor
@@ -17,7 +18,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from shared import bounds, metrics
-from shared.auth import Principal, TokenAuthenticator, current_principal
+from shared.access import AccessTable, check
+from shared.auth import Principal, current_principal
 from shared.errors import (
     CellBankError,
     ConcurrencyConflict,
@@ -63,13 +65,26 @@ class ServiceBinding:
     name: str
     servicer: object
     register: Callable[[Any, Any], None]
+    access: AccessTable = dataclass_field(
+        default_factory=dict
+    )  # RPC name → roles (shared/access.py)
+
+
+class Authenticator(Protocol):
+    async def authenticate(
+        self, metadata: Iterable[tuple[str, str | bytes]] | None
+    ) -> Principal: ...
 
 
 class GuardInterceptor(grpc.aio.ServerInterceptor):
-    """Authenticates every call (health and reflection stay open) and maps domain errors."""
+    """Authenticates every call (health and reflection stay open), lets it through only if the
+    service's access table allows one of the caller's roles, and maps domain errors."""
 
-    def __init__(self, authenticator: TokenAuthenticator) -> None:
+    def __init__(
+        self, authenticator: Authenticator, access: Mapping[str, AccessTable] | None = None
+    ) -> None:
         self.authenticator = authenticator
+        self.access = dict(access or {})
 
     async def intercept_service(
         self,
@@ -81,10 +96,11 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or service in OPEN_SERVICES:
             return handler
         try:
-            principal: Principal | CellBankError = self.authenticator.authenticate(
+            principal: Principal | CellBankError = await self.authenticator.authenticate(
                 details.invocation_metadata
             )
-        except Unauthenticated as exc:
+            check(self.access.get(service, {}), service, details.method.split("/")[-1], principal)
+        except (Unauthenticated, PermissionDenied) as exc:
             principal = exc
         return _guarded(handler, details.method, principal)
 
@@ -94,8 +110,9 @@ def _guarded(
 ) -> grpc.RpcMethodHandler:
     async def enter(context: grpc.aio.ServicerContext) -> None:
         if isinstance(principal, CellBankError):
-            metrics.GRPC_REQUESTS.labels(method, "UNAUTHENTICATED").inc()
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(principal))
+            code = status_for(principal)
+            metrics.GRPC_REQUESTS.labels(method, code.name).inc()
+            await context.abort(code, str(principal))
         current_principal.set(principal)  # type: ignore[arg-type]
 
     async def fail(context: grpc.aio.ServicerContext, exc: CellBankError) -> None:
@@ -217,7 +234,7 @@ class RunningServer:
 async def start_server(
     bindings: Sequence[ServiceBinding],
     *,
-    authenticator: TokenAuthenticator,
+    authenticator: Authenticator,
     host: str = "127.0.0.1",
     port: int = 0,
     credentials: grpc.ServerCredentials | None = None,
@@ -227,7 +244,7 @@ async def start_server(
     over bounds.MAX_MESSAGE_BYTES and calls beyond `maximum_concurrent_rpcs` are refused
     RESOURCE_EXHAUSTED."""
     server = grpc.aio.server(
-        interceptors=[GuardInterceptor(authenticator)],
+        interceptors=[GuardInterceptor(authenticator, {b.name: b.access for b in bindings})],
         options=[
             ("grpc.max_receive_message_length", bounds.MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", bounds.MAX_MESSAGE_BYTES),

@@ -12,7 +12,7 @@ from typing import Any
 
 import asyncpg
 
-from shared.auth import TokenAuthenticator
+from shared.auth import JwtAuthenticator
 from shared.db import (
     SHARED_MIGRATIONS,
     create_pool,
@@ -169,7 +169,9 @@ class ServiceHost:
         )
         self.server = await start_server(
             [*components.bindings, operator_binding(operator)],
-            authenticator=TokenAuthenticator(s.tokens),
+            authenticator=JwtAuthenticator(
+                issuer=s.oidc_issuer, audience=s.oidc_audience, jwks_url=s.oidc_jwks_url
+            ),
             host=s.grpc_host,
             port=s.grpc_port,
             credentials=credentials,

@@ -10,8 +10,6 @@ from dataclasses import dataclass, field
 from shared.errors import InvalidArgument
 
 _SITE = re.compile(r"^[A-Z]{3}$")
-# qa: quality-assurance staff, the only ones whose e-signature releases a batch.
-PRINCIPAL_KINDS = ("hospital", "operator", "qa", "service")
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,7 +22,16 @@ class Settings:
     database_url: str
     grpc_port: int = 0
     metrics_port: int = 0
-    tokens: Mapping[str, str] = field(default_factory=dict)
+    # OIDC: access tokens are checked against this issuer's keys and must name this audience.
+    oidc_issuer: str = ""
+    oidc_audience: str = "cellbank"
+    oidc_jwks_url: str = ""  # default: Keycloak's {issuer}/protocol/openid-connect/certs
+    # This service's own client (client-credentials grant) for calls to other services.
+    oidc_token_url: str = ""  # default: Keycloak's {issuer}/protocol/openid-connect/token
+    oidc_client_id: str = ""
+    oidc_client_secret: str = field(default="", repr=False)
+    # Part 11: a signature needs the person's sign-in (`auth_time`) within this many seconds.
+    signing_window_seconds: float = 300.0
     log_level: str = "INFO"
     grpc_host: str = "127.0.0.1"
     metrics_host: str = "127.0.0.1"  # 0.0.0.0 in containers, so Prometheus can scrape
@@ -40,9 +47,8 @@ class Settings:
     tls_ca_file: str = ""
     tls_client_cert_file: str = ""
     tls_client_key_file: str = ""
-    # Site-to-site calls: every site's storage endpoint and this service's bearer token.
+    # Site-to-site calls: every site's storage endpoint.
     storage_endpoints: Mapping[str, str] = field(default_factory=dict)
-    service_token: str = ""
     # Matching's versioned classification table and transit table (built-ins when empty).
     classification_file: str = ""
     transit_file: str = ""
@@ -53,6 +59,14 @@ class Settings:
     # the reconciler resumes orders, returns orphaned holds and notices units taken back.
     hold_seconds: float = 24 * 3600.0
     reconcile_seconds: float = 10.0
+    # Storage: the longest a reservation may be held (`hold_until` beyond now + this is refused).
+    max_hold_seconds: float = 7 * 24 * 3600.0
+
+    @property
+    def token_url(self) -> str:
+        return (
+            self.oidc_token_url or f"{self.oidc_issuer.rstrip('/')}/protocol/openid-connect/token"
+        )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, service: str = "") -> Settings:
@@ -68,7 +82,13 @@ class Settings:
             database_url=_required(env, "CELLBANK_DATABASE_URL"),
             grpc_port=_port(env, "CELLBANK_GRPC_PORT"),
             metrics_port=_port(env, "CELLBANK_METRICS_PORT"),
-            tokens=parse_tokens(env.get("CELLBANK_TOKENS", "")),
+            oidc_issuer=_required(env, "CELLBANK_OIDC_ISSUER").rstrip("/"),
+            oidc_audience=env.get("CELLBANK_OIDC_AUDIENCE", "").strip() or "cellbank",
+            oidc_jwks_url=env.get("CELLBANK_OIDC_JWKS_URL", "").strip(),
+            oidc_token_url=env.get("CELLBANK_OIDC_TOKEN_URL", "").strip(),
+            oidc_client_id=env.get("CELLBANK_OIDC_CLIENT_ID", "").strip(),
+            oidc_client_secret=secret(env, "CELLBANK_OIDC_CLIENT_SECRET"),
+            signing_window_seconds=_seconds(env, "CELLBANK_SIGNING_WINDOW_SECONDS", 300.0),
             log_level=env.get("CELLBANK_LOG_LEVEL", "INFO").upper(),
             grpc_host=env.get("CELLBANK_GRPC_HOST", "127.0.0.1"),
             metrics_host=env.get("CELLBANK_METRICS_HOST", "127.0.0.1"),
@@ -76,12 +96,12 @@ class Settings:
             relay_topic=env.get("CELLBANK_RELAY_TOPIC", ""),
             facility_id=env.get("CELLBANK_FACILITY_ID", ""),
             storage_endpoints=parse_endpoints(env.get("CELLBANK_STORAGE_ENDPOINTS", "")),
-            service_token=env.get("CELLBANK_SERVICE_TOKEN", ""),
             classification_file=env.get("CELLBANK_CLASSIFICATION_FILE", ""),
             transit_file=env.get("CELLBANK_TRANSIT_FILE", ""),
             hla_reference=env.get("CELLBANK_HLA_REFERENCE", "").strip(),
             hold_seconds=_seconds(env, "CELLBANK_HOLD_SECONDS", 24 * 3600.0),
             reconcile_seconds=_seconds(env, "CELLBANK_RECONCILE_SECONDS", 10.0),
+            max_hold_seconds=_seconds(env, "CELLBANK_MAX_HOLD_SECONDS", 7 * 24 * 3600.0),
             **_tls(env),
         )
 
@@ -155,17 +175,13 @@ def parse_endpoints(raw: str, name: str = "CELLBANK_STORAGE_ENDPOINTS") -> dict[
     return endpoints
 
 
-def parse_tokens(raw: str) -> dict[str, str]:
-    """`token=kind:name,token2=kind:name` → {token: "kind:name"} (bearer token → principal)."""
-    tokens: dict[str, str] = {}
-    for item in filter(None, (part.strip() for part in raw.split(","))):
-        token, sep, principal = item.partition("=")
-        kind, colon, name = principal.partition(":")
-        if not sep or not colon or not token or not name:
-            raise InvalidArgument("CELLBANK_TOKENS", f"entry {item!r} must be token=kind:name")
-        if kind not in PRINCIPAL_KINDS:
-            raise InvalidArgument(
-                "CELLBANK_TOKENS", f"kind {kind!r} must be one of {', '.join(PRINCIPAL_KINDS)}"
-            )
-        tokens[token] = principal
-    return tokens
+def secret(env: Mapping[str, str], name: str) -> str:
+    """A secret from `NAME`, or from the file `NAME_FILE` names (a mounted Kubernetes Secret)."""
+    path = env.get(f"{name}_FILE", "").strip()
+    if path:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                return handle.read().strip()
+        except OSError as exc:
+            raise InvalidArgument(f"{name}_FILE", f"cannot be read: {exc}") from None
+    return env.get(name, "").strip()

@@ -488,8 +488,8 @@ class Matching:
             raise NotFound(f"order {order_id} not found")
         return view
 
-    async def orders_of(self, hospital_actor: str) -> list[OrderView]:
-        ids = await self.read_model.order_ids_of(hospital_actor)
+    async def orders_of(self, hospital_id: str) -> list[OrderView]:
+        ids = await self.read_model.order_ids_of(hospital_id)
         streams = await self.read_model.events_of(ids)
         return [_view(i, streams[i]) for i in ids if streams[i]]
 

@@ -95,11 +95,15 @@ class MatchingReadModel:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
-    async def order_ids_of(self, hospital_actor: str, limit: int = 500) -> list[str]:
+    async def order_ids_of(self, hospital_id: str, limit: int = 500) -> list[str]:
+        """Orders placed by the hospital's system (`hospital:H1`) or one of its people
+        (`clinician:h1-clara@H1`), newest first."""
         rows = await self.pool.fetch(
-            "SELECT aggregate_id FROM events WHERE event_type = $1 AND actor = $2"
-            " ORDER BY position DESC LIMIT $3",
-            ORDER_PLACED, hospital_actor, limit,
+            "SELECT aggregate_id FROM events WHERE event_type = $1"
+            " AND (actor = $2 OR (actor LIKE $3 AND right(actor, $4) = $5))"
+            " ORDER BY position DESC LIMIT $6",
+            ORDER_PLACED, f"hospital:{hospital_id}", "%@%", len(hospital_id) + 1,
+            f"@{hospital_id}", limit,
         )  # fmt: skip
         return [r["aggregate_id"] for r in rows]
 

@@ -1,5 +1,5 @@
 """Calls to a unit's owning site's StorageService (the owner decides): reserve, release, pick,
-recall. Used by matching and delivery with their service token."""
+recall. Used by matching and delivery with their own client's access token."""
 
 from __future__ import annotations
 
@@ -11,6 +11,9 @@ from datetime import datetime
 import grpc
 from cellbank.storage.v1 import storage_service_pb2 as spb
 from cellbank.storage.v1 import storage_service_pb2_grpc as spb_grpc
+
+from shared.errors import Unauthenticated
+from shared.oidc import ClientCredentials
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +38,13 @@ class StorageGateway:
     def __init__(
         self,
         endpoints: Mapping[str, str],
-        token: str,
+        tokens: ClientCredentials,
         *,
         timeout: float = 5.0,
         credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         self.endpoints = dict(endpoints)
-        self.metadata = (("authorization", f"Bearer {token}"),)
+        self.tokens = tokens  # this service's own client (client-credentials grant)
         self.timeout = timeout
         self.credentials = credentials
         self._stubs: dict[str, spb_grpc.StorageServiceStub] = {}
@@ -61,6 +64,12 @@ class StorageGateway:
             self._stubs[site_id] = spb_grpc.StorageServiceStub(channel)
         return self._stubs[site_id]
 
+    async def _metadata(self) -> tuple[tuple[str, str], ...]:
+        try:
+            return await self.tokens.ametadata()
+        except Unauthenticated as exc:  # callers treat it like an unreachable site
+            raise LookupError(f"no access token for site-to-site calls: {exc}") from None
+
     async def reserve(
         self,
         site_id: str,
@@ -78,7 +87,11 @@ class StorageGateway:
         if expected_version is not None:
             request.expected_version = expected_version
         try:
-            reply = await stub.ReserveUnit(request, metadata=self.metadata, timeout=self.timeout)
+            reply = await stub.ReserveUnit(
+                request, metadata=await self.tokens.ametadata(), timeout=self.timeout
+            )
+        except Unauthenticated as exc:  # no token from the identity provider: try again later
+            return Reserved(False, why=f"UNAVAILABLE: {exc}")
         except grpc.aio.AioRpcError as err:
             if err.code() not in REFUSALS:
                 log.warning(
@@ -96,7 +109,12 @@ class StorageGateway:
             return False
         request = spb.ReleaseReservationRequest(unit_id=unit_id, order_id=order_id, reason=reason)
         try:
-            await stub.ReleaseReservation(request, metadata=self.metadata, timeout=self.timeout)
+            await stub.ReleaseReservation(
+                request, metadata=await self.tokens.ametadata(), timeout=self.timeout
+            )
+        except Unauthenticated as exc:
+            log.warning("release call failed", extra={"site": site_id, "error": str(exc)})
+            return False
         except grpc.aio.AioRpcError as err:
             if err.code() is grpc.StatusCode.FAILED_PRECONDITION:
                 return True  # not (or no longer) reserved for this order
@@ -113,7 +131,7 @@ class StorageGateway:
         if stub is None:
             raise LookupError(f"site {site_id} has no storage endpoint configured")
         request = spb.PickUnitRequest(unit_id=unit_id, order_id=order_id, reason=reason)
-        reply = await stub.PickUnit(request, metadata=self.metadata, timeout=self.timeout)
+        reply = await stub.PickUnit(request, metadata=await self._metadata(), timeout=self.timeout)
         return int(reply.version)
 
     async def recall(self, site_id: str, unit_id: str, recall_id: str, reason: str) -> str:
@@ -123,7 +141,9 @@ class StorageGateway:
         if stub is None:
             raise LookupError(f"site {site_id} has no storage endpoint configured")
         request = spb.RecallUnitRequest(unit_id=unit_id, recall_id=recall_id, reason=reason)
-        reply = await stub.RecallUnit(request, metadata=self.metadata, timeout=self.timeout)
+        reply = await stub.RecallUnit(
+            request, metadata=await self._metadata(), timeout=self.timeout
+        )
         return str(reply.status)
 
     async def close(self) -> None:

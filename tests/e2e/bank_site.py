@@ -14,7 +14,8 @@ import pytest
 from cellbank.operator.v1 import operator_service_pb2_grpc as opb_grpc
 from cellbank.storage.v1 import storage_service_pb2_grpc as spb_grpc
 
-from deploy.demo import TOKENS, BankClient, random_fin
+from deploy.demo import BankClient, random_fin
+from deploy.identities import demo_realm
 from deploy.infra import Endpoints
 from deploy.processes import hla_reference_dir
 from services.donor_intake.entrypoints.main import SPEC as DONOR_SPEC
@@ -26,10 +27,6 @@ from shared.service_host import ServiceHost
 from shared.settings import Settings
 from shared.testing.waits import eventually
 from shared.topics import DONOR_EVENTS, MANUFACTURING_EVENTS, STORAGE_EVENTS
-
-# Beyond the demo's: the race test's ten hospitals.
-TEST_TOKENS = {f"hosp-r{i}": f"hospital:R{i}" for i in range(10)}
-
 
 @dataclass
 class BankSite(BankClient):
@@ -68,12 +65,16 @@ class BankSite(BankClient):
 
 
 def site_settings(endpoints: Endpoints, site: str, service: str, fin: str) -> Settings:
+    client = demo_realm().service_client(site, service)
     return Settings(
         site_id=site,
         service=service,
         kafka_bootstrap=endpoints.kafka_bootstrap,
         database_url=endpoints.database_url,
-        tokens={**TOKENS, **TEST_TOKENS},
+        oidc_issuer=endpoints.identity.issuer,
+        oidc_audience=endpoints.identity.audience,
+        oidc_client_id=client.client_id,
+        oidc_client_secret=client.secret,
         database_name=f"cellbank_t_{site.lower()}_{service}_{uuid.uuid4().hex[:6]}",
         facility_id=fin,
         hla_reference=hla_reference_dir(),

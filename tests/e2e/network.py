@@ -106,7 +106,6 @@ async def network(
                     endpoints, bank.site_id, "delivery", bank.hosts[0].settings.facility_id
                 ),
                 storage_endpoints=storage,
-                service_token="svc-delivery",
                 reconcile_seconds=1.0,
             )
             delivery = ServiceHost(DELIVERY_SPEC, delivery_settings)
@@ -122,7 +121,6 @@ async def network(
                     endpoints, bank.site_id, "matching", bank.hosts[0].settings.facility_id
                 ),
                 storage_endpoints=storage,
-                service_token="svc-matching",
                 **matching,  # type: ignore[arg-type]
             )
             host = ServiceHost(MATCHING_SPEC, settings)

@@ -15,7 +15,18 @@ from google.protobuf.message import Message
 from services.delivery.app import Delivery
 from services.delivery.domain import model
 from services.delivery.read_model import DeliveryReadModel
-from shared.auth import require
+from shared.access import (
+    CLINICIAN,
+    COURIER,
+    MONITOR_COLDCHAIN,
+    MONITOR_SLA,
+    OPERATOR,
+    QA,
+    STAFF,
+    AccessTable,
+    roles,
+)  # fmt: skip
+from shared.auth import signing_role
 from shared.commands import Meta, Outcome
 from shared.errors import InvalidArgument, NotFound
 from shared.grpc_requests import (
@@ -31,7 +42,6 @@ from shared.grpc_requests import (
 from shared.grpc_server import ServiceBinding
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["DeliveryService"].full_name
-STAFF = ("operator", "qa", "service")
 
 
 def _ts(target: Any, value: datetime | None) -> None:
@@ -86,7 +96,6 @@ class DeliveryServicer(pb_grpc.DeliveryServiceServicer):
     async def CreateShipment(
         self, request: pb.CreateShipmentRequest, context: grpc.aio.ServicerContext
     ) -> pb.Shipment:
-        require(caller(), "operator")
         if not request.HasField("shipper"):
             raise InvalidArgument(
                 "shipper", "the dry shipper (id, qualified hold hours) is required"
@@ -108,7 +117,6 @@ class DeliveryServicer(pb_grpc.DeliveryServiceServicer):
     async def DispatchShipment(
         self, request: pb.DispatchShipmentRequest, context: grpc.aio.ServicerContext
     ) -> pb.Shipment:
-        require(caller(), "operator")
         shipment_id = required(request.shipment_id, "shipment_id")
         outcome = await self.app.dispatch(
             shipment_id, meta(request.reason, self.clock), expected_version(request)
@@ -118,27 +126,24 @@ class DeliveryServicer(pb_grpc.DeliveryServiceServicer):
     async def HandOver(
         self, request: pb.HandOverRequest, context: grpc.aio.ServicerContext
     ) -> pb.Shipment:
-        require(caller(), "operator", "service")
         command = model.HandOver(request.to_party, request.place, self.clock())
         return await self._handle(request, command)
 
     async def AcceptCustody(
         self, request: pb.AcceptCustodyRequest, context: grpc.aio.ServicerContext
     ) -> pb.Shipment:
-        principal = require(caller(), "operator", "service", "hospital", "qa")
-        signature = model.ESignature(principal.name, request.signature_meaning, self.clock())
+        principal = caller()
+        signature = model.ESignature(principal.username, request.signature_meaning, self.clock())
         return await self._handle(request, model.AcceptCustody(request.place, signature))
 
     async def RecordDelivery(
         self, request: pb.RecordDeliveryRequest, context: grpc.aio.ServicerContext
     ) -> pb.Shipment:
-        require(caller(), "operator", "service")
         return await self._handle(request, model.RecordDelivery(self.clock(), request.place))
 
     async def ReportShipperExcursion(
         self, request: pb.ReportShipperExcursionRequest, context: grpc.aio.ServicerContext
     ) -> pb.ReportShipperExcursionReply:
-        require(caller(), "service", "operator", "qa")
         shipper_id = required(request.shipper_id, "shipper_id")
         cause = required(request.cause, "cause")
         why = f"shipper {shipper_id}: {request.detail or cause}"
@@ -151,16 +156,18 @@ class DeliveryServicer(pb_grpc.DeliveryServiceServicer):
         self, request: pb.DispositionShipmentRequest, context: grpc.aio.ServicerContext
     ) -> pb.Shipment:
         principal = caller()  # the domain checks the QA role
-        signature = model.ESignature(principal.name, request.signature_meaning, self.clock())
+        signature = model.ESignature(principal.username, request.signature_meaning, self.clock())
         command = model.DispositionShipment(
-            parse_enum(model.Decision, request.decision, "decision"), principal.kind, signature
+            parse_enum(model.Decision, request.decision, "decision"),
+            signing_role(principal),
+            signature,
         )
         return await self._handle(request, command)
 
     async def FlagAtRisk(
         self, request: pb.FlagAtRiskRequest, context: grpc.aio.ServicerContext
     ) -> pb.Shipment:
-        principal = require(caller(), "service", "operator")
+        principal = caller()
         shipment_id = required(request.shipment_id, "shipment_id")
         why = request.why or "will miss its promised delivery time"
         command = model.FlagAtRisk(timestamp(request, "expected_at"), why)
@@ -172,7 +179,6 @@ class DeliveryServicer(pb_grpc.DeliveryServiceServicer):
     async def RecordReturn(
         self, request: pb.RecordReturnRequest, context: grpc.aio.ServicerContext
     ) -> pb.Shipment:
-        require(caller(), "operator", "qa")
         command = model.RecordReturn(
             parse_enum(model.ReturnOutcome, request.outcome, "outcome"), request.reason
         )
@@ -181,7 +187,6 @@ class DeliveryServicer(pb_grpc.DeliveryServiceServicer):
     async def GetShipment(
         self, request: pb.GetShipmentRequest, context: grpc.aio.ServicerContext
     ) -> pb.Shipment:
-        require(caller(), *STAFF)
         shipment_id = required(request.shipment_id, "shipment_id")
         state, version = await self.app.shipment(shipment_id)
         return shipment_message(shipment_id, state, version)
@@ -189,7 +194,6 @@ class DeliveryServicer(pb_grpc.DeliveryServiceServicer):
     async def ListShipments(
         self, request: pb.ListShipmentsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListShipmentsReply:
-        require(caller(), *STAFF)
         out = []
         for shipment_id in await self.read_model.shipment_ids(self.app.site_id, request.status):
             try:
@@ -202,7 +206,6 @@ class DeliveryServicer(pb_grpc.DeliveryServiceServicer):
     async def ListOrdersToShip(
         self, request: pb.ListOrdersToShipRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListOrdersToShipReply:
-        require(caller(), *STAFF)
         out = []
         for r in await self.read_model.orders_to_ship(self.app.site_id):
             order = pb.OrderToShip(
@@ -215,7 +218,7 @@ class DeliveryServicer(pb_grpc.DeliveryServiceServicer):
     async def DeclareProductDefect(
         self, request: pb.DeclareProductDefectRequest, context: grpc.aio.ServicerContext
     ) -> pb.Recall:
-        principal = require(caller(), "qa")
+        principal = caller()
         if bool(request.batch_id) == bool(request.din):
             raise InvalidArgument("batch_id", "name exactly one of batch_id or din")
         reason = required(request.reason, "reason")
@@ -240,7 +243,6 @@ class DeliveryServicer(pb_grpc.DeliveryServiceServicer):
     async def ListRecalls(
         self, request: pb.ListRecallsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListRecallsReply:
-        require(caller(), *STAFF)
         out = []
         for recall_id, state, raised_at in await self.app.recalls():
             r = state.raised
@@ -258,7 +260,6 @@ class DeliveryServicer(pb_grpc.DeliveryServiceServicer):
     async def Trace(
         self, request: pb.TraceRequest, context: grpc.aio.ServicerContext
     ) -> pb.TraceReply:
-        require(caller(), *STAFF)
         given = [f for f in ("din", "donor_id", "batch_id") if getattr(request, f).strip()]
         if len(given) != 1:
             raise InvalidArgument("din", "name exactly one of din, donor_id or batch_id")
@@ -311,5 +312,27 @@ def _trace_row(r: Any) -> pb.TraceRow:
     return row
 
 
+# Who may call which RPC (README, "Roles"): the guard enforces it before any handler runs.
+ACCESS: AccessTable = {
+    "CreateShipment": roles(OPERATOR),
+    "DispatchShipment": roles(OPERATOR),
+    "HandOver": roles(OPERATOR, COURIER),
+    "AcceptCustody": roles(OPERATOR, COURIER, CLINICIAN),  # only the handoff's named receiver
+    "RecordDelivery": roles(OPERATOR, COURIER),
+    "ReportShipperExcursion": roles(OPERATOR, QA, COURIER, MONITOR_COLDCHAIN),
+    "DispositionShipment": roles(QA),
+    "FlagAtRisk": roles(OPERATOR, MONITOR_SLA),
+    "RecordReturn": roles(OPERATOR, QA),
+    "GetShipment": STAFF | roles(COURIER),
+    "ListShipments": STAFF | roles(COURIER),
+    "ListOrdersToShip": STAFF,
+    "DeclareProductDefect": roles(QA),
+    "ListRecalls": STAFF,
+    "Trace": STAFF,
+}
+
+
 def delivery_binding(servicer: DeliveryServicer) -> ServiceBinding:
-    return ServiceBinding(SERVICE_NAME, servicer, pb_grpc.add_DeliveryServiceServicer_to_server)
+    return ServiceBinding(
+        SERVICE_NAME, servicer, pb_grpc.add_DeliveryServiceServicer_to_server, ACCESS
+    )

@@ -2,7 +2,7 @@
 
 Ships the units this site owns (picking them from its StorageService), keeps the network's
 genealogy for lookback and trace, and raises and executes recalls (holding units back at every
-site's storage: CELLBANK_STORAGE_ENDPOINTS, CELLBANK_SERVICE_TOKEN).
+site's storage: CELLBANK_STORAGE_ENDPOINTS, CELLBANK_OIDC_CLIENT_ID/_SECRET).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from services.delivery.read_model import DeliveryReadModel
 from services.storage.client import StorageGateway
 from shared.grpc_server import channel_credentials
 from shared.kafka_admin import consumer_lag_by_prefix
+from shared.oidc import ClientCredentials
 from shared.service_host import Components, ServiceContext, ServiceSpec, run
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
@@ -28,7 +29,8 @@ def build(ctx: ServiceContext) -> Components:
     s = ctx.settings
     read_model = DeliveryReadModel(ctx.pool)
     gateway = StorageGateway(
-        s.storage_endpoints, s.service_token,
+        s.storage_endpoints,
+        ClientCredentials(s.token_url, s.oidc_client_id, s.oidc_client_secret),
         credentials=channel_credentials(s.tls_ca_file, s.tls_client_cert_file, s.tls_client_key_file),
     )  # fmt: skip
     app = Delivery(

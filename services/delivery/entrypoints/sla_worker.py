@@ -5,7 +5,7 @@ shipment in transit that will miss its promised delivery time to the owning site
 service (FlagAtRisk → ShipmentAtRisk, which operators see). The rule is
 services/delivery/domain/sla.py; this app only keeps the watches and sends the command.
 Configuration (environment): CELLBANK_KAFKA_BOOTSTRAP, CELLBANK_DELIVERY_ENDPOINTS
-("LON=host:port,…"), CELLBANK_SLA_TOKEN (a service token), CELLBANK_SLA_CHECK_S (10),
+("LON=host:port,…"), CELLBANK_OIDC_ISSUER, CELLBANK_OIDC_CLIENT_ID and CELLBANK_OIDC_CLIENT_SECRET (its client), CELLBANK_SLA_CHECK_S (10),
 CELLBANK_SLA_MARGIN_MINUTES (15), CELLBANK_SLA_APP_ID, CELLBANK_SLA_DATADIR,
 CELLBANK_DELIVERY_TOPIC (tests).
 """
@@ -28,6 +28,7 @@ from services.delivery.adapters.codec import CODEC
 from services.delivery.domain import model
 from services.delivery.domain.sla import SlaWatch, at_risk
 from shared.envelope_codec import decode
+from shared.oidc import ClientCredentials
 from shared.settings import parse_endpoints
 from shared.topics import DELIVERY_EVENTS
 
@@ -87,7 +88,7 @@ watches = app.Table(
 endpoints = parse_endpoints(
     os.environ.get("CELLBANK_DELIVERY_ENDPOINTS", ""), "CELLBANK_DELIVERY_ENDPOINTS"
 )
-metadata = (("authorization", f"Bearer {os.environ.get('CELLBANK_SLA_TOKEN', '')}"),)
+tokens = ClientCredentials.from_env()  # the monitor's own client (role monitor-sla)
 margin = timedelta(minutes=float(os.environ.get("CELLBANK_SLA_MARGIN_MINUTES", "15")))
 
 
@@ -129,7 +130,7 @@ async def check_promises() -> None:
         try:
             async with grpc.aio.insecure_channel(address) as channel:
                 await dpb_grpc.DeliveryServiceStub(channel).FlagAtRisk(
-                    request, metadata=metadata, timeout=10
+                    request, metadata=await tokens.ametadata(), timeout=10
                 )
         except grpc.aio.AioRpcError as err:
             log.warning(

@@ -13,11 +13,15 @@ from services.donor_intake.app import DonorIntake
 from services.donor_intake.domain import model
 from services.donor_intake.read_model import DonorReadModel
 from services.kernel.isbt128 import parse_din
-from shared.auth import require
+from shared.access import (
+    OPERATOR,
+    STAFF,
+    AccessTable,
+    roles,
+)  # fmt: skip
 from shared.commands import Outcome
 from shared.grpc_requests import (
     Clock,
-    caller,
     dispatch,
     expected_version,
     meta,
@@ -48,13 +52,11 @@ class DonorIntakeServicer(pb_grpc.DonorIntakeServiceServicer):
         self.clock = clock
 
     async def _handle(self, request: Message, command: Any) -> pb.DonorReply:
-        require(caller(), "operator")
         return _reply(await dispatch(self.app.handle, request, "donor_id", command, self.clock))
 
     async def RegisterDonor(
         self, request: pb.RegisterDonorRequest, context: grpc.aio.ServicerContext
     ) -> pb.DonorReply:
-        require(caller(), "operator")
         return _reply(await self.app.register(request.donor_ref, meta(request.reason, self.clock)))
 
     async def GiveConsent(
@@ -112,7 +114,6 @@ class DonorIntakeServicer(pb_grpc.DonorIntakeServiceServicer):
     async def RecordCollection(
         self, request: pb.RecordCollectionRequest, context: grpc.aio.ServicerContext
     ) -> pb.CollectionReply:
-        require(caller(), "operator")
         command = model.RecordCollection(
             din="",
             collected_at=timestamp(request, "collected_at"),
@@ -139,7 +140,6 @@ class DonorIntakeServicer(pb_grpc.DonorIntakeServiceServicer):
     async def GetDonor(
         self, request: pb.GetDonorRequest, context: grpc.aio.ServicerContext
     ) -> pb.DonorView:
-        require(caller(), "operator", "service")
         return await self.read_model.donor(required(request.donor_id, "donor_id"))
 
     async def ValidateDin(
@@ -151,5 +151,23 @@ class DonorIntakeServicer(pb_grpc.DonorIntakeServiceServicer):
         )
 
 
+# Who may call which RPC (README, "Roles"): donors' data is for the bank's staff only.
+ACCESS: AccessTable = {
+    "RegisterDonor": roles(OPERATOR),
+    "GiveConsent": roles(OPERATOR),
+    "WithdrawConsent": roles(OPERATOR),
+    "RecordScreeningResult": roles(OPERATOR),
+    "RecordQuestionnaire": roles(OPERATOR),
+    "DetermineEligibility": roles(OPERATOR),
+    "DeferDonor": roles(OPERATOR),
+    "RecordTyping": roles(OPERATOR),
+    "RecordCollection": roles(OPERATOR),
+    "GetDonor": STAFF,
+    "ValidateDin": STAFF,
+}
+
+
 def donor_intake_binding(servicer: DonorIntakeServicer) -> ServiceBinding:
-    return ServiceBinding(SERVICE_NAME, servicer, pb_grpc.add_DonorIntakeServiceServicer_to_server)
+    return ServiceBinding(
+        SERVICE_NAME, servicer, pb_grpc.add_DonorIntakeServiceServicer_to_server, ACCESS
+    )

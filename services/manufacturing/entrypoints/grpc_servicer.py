@@ -12,7 +12,14 @@ from google.protobuf.message import Message
 from services.manufacturing.app import Manufacturing
 from services.manufacturing.domain import model
 from services.manufacturing.read_model import ManufacturingReadModel, unit_view
-from shared.auth import require
+from shared.access import (
+    OPERATOR,
+    QA,
+    STAFF,
+    AccessTable,
+    roles,
+)  # fmt: skip
+from shared.auth import signing_role
 from shared.commands import Outcome
 from shared.grpc_requests import (
     Clock,
@@ -47,11 +54,11 @@ class ManufacturingServicer(pb_grpc.ManufacturingServiceServicer):
     async def StartBatch(
         self, request: pb.StartBatchRequest, context: grpc.aio.ServicerContext
     ) -> pb.BatchReply:
-        principal = require(caller(), "operator")
+        principal = caller()
         outcome = await self.app.start_batch(
             required(request.din, "din"),
             required(request.product_type, "product_type"),
-            principal.name,  # a person: the two-person rule compares people, not roles
+            principal.username,  # a person: the two-person rule compares people, not roles
             meta(request.reason, self.clock),
         )
         return _reply(outcome)
@@ -59,11 +66,11 @@ class ManufacturingServicer(pb_grpc.ManufacturingServiceServicer):
     async def RecordProcessStep(
         self, request: pb.RecordProcessStepRequest, context: grpc.aio.ServicerContext
     ) -> pb.BatchReply:
-        principal = require(caller(), "operator")
+        principal = caller()
         command = model.RecordProcessStep(
             step=parse_enum(model.Step, request.step, "step"),
             day=request.day,
-            performed_by=principal.name,
+            performed_by=principal.username,
             performed_at=timestamp(request, "performed_at"),
             viable_cells=request.viable_cells,
             viability_pct=request.viability_pct,
@@ -73,7 +80,6 @@ class ManufacturingServicer(pb_grpc.ManufacturingServiceServicer):
     async def RecordQcResult(
         self, request: pb.RecordQcResultRequest, context: grpc.aio.ServicerContext
     ) -> pb.BatchReply:
-        require(caller(), "operator", "qa")
         command = model.RecordQcResult(
             test=required(request.test, "test"),
             value=request.value if request.HasField("value") else None,
@@ -88,8 +94,10 @@ class ManufacturingServicer(pb_grpc.ManufacturingServiceServicer):
         principal = caller()  # the domain checks the signing role and the two-person rule
         command_meta = meta(request.reason, self.clock)
         command = model.ReleaseBatch(
-            signature=model.Signature(principal.name, command_meta.at, request.signature_meaning),
-            signer_role=principal.kind,
+            signature=model.Signature(
+                principal.username, command_meta.at, request.signature_meaning
+            ),
+            signer_role=signing_role(principal),
             donor_eligibility="",
             units=tuple(
                 model.UnitSpec(
@@ -113,7 +121,6 @@ class ManufacturingServicer(pb_grpc.ManufacturingServiceServicer):
     async def RecordSterilityResult(
         self, request: pb.RecordSterilityResultRequest, context: grpc.aio.ServicerContext
     ) -> pb.BatchReply:
-        require(caller(), "operator", "qa")
         command = model.RecordSterilityResult(
             request.positive, parse_date(request.specimen_date, "specimen_date")
         )
@@ -122,13 +129,11 @@ class ManufacturingServicer(pb_grpc.ManufacturingServiceServicer):
     async def GetBatch(
         self, request: pb.GetBatchRequest, context: grpc.aio.ServicerContext
     ) -> pb.BatchView:
-        require(caller(), "operator", "qa", "service")
         return await self.read_model.batch(required(request.batch_id, "batch_id"))
 
     async def ListUnits(
         self, request: pb.ListUnitsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListUnitsReply:
-        require(caller(), "operator", "qa", "service")
         return pb.ListUnitsReply(units=await self.read_model.units(request.din))
 
     async def _handle(self, request: Message, command: Any) -> pb.BatchReply:
@@ -152,7 +157,19 @@ def _unit_row(unit: model.UnitRecord) -> dict[str, object]:
     }
 
 
+# Who may call which RPC (README, "Roles"): only QA signs a release.
+ACCESS: AccessTable = {
+    "StartBatch": roles(OPERATOR),
+    "RecordProcessStep": roles(OPERATOR),
+    "RecordQcResult": STAFF,
+    "ReleaseBatch": roles(QA),
+    "RecordSterilityResult": STAFF,
+    "GetBatch": STAFF,
+    "ListUnits": STAFF,
+}
+
+
 def manufacturing_binding(servicer: ManufacturingServicer) -> ServiceBinding:
     return ServiceBinding(
-        SERVICE_NAME, servicer, pb_grpc.add_ManufacturingServiceServicer_to_server
+        SERVICE_NAME, servicer, pb_grpc.add_ManufacturingServiceServicer_to_server, ACCESS
     )

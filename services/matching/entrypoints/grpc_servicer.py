@@ -33,12 +33,20 @@ from services.matching.domain.ranking import (
     validate_needed_by,
     validate_patient,
 )
-from shared.auth import require
+from shared.access import (
+    CLINICIAN,
+    HOSPITAL_CALLERS,
+    OPERATOR,
+    AccessTable,
+    roles,
+)  # fmt: skip
+from shared.auth import Principal
 from shared.caller_streams import CallerStreams
 from shared.commands import Meta
-from shared.errors import InvalidArgument
+from shared.errors import InvalidArgument, PermissionDenied
 from shared.grpc_requests import Clock, caller, required
 from shared.grpc_server import ServiceBinding
+from shared.signing import meaning, signer
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["HospitalService"].full_name
 MAX_LIMIT = 100
@@ -154,15 +162,28 @@ def order_message(view: OrderView) -> pb.Order:
 
 
 class HospitalServicer(pb_grpc.HospitalServiceServicer):
-    def __init__(self, app: Matching, clock: Clock) -> None:
+    def __init__(self, app: Matching, clock: Clock, signing_window: float = 300.0) -> None:
         self.app = app
         self.clock = clock
+        self.signing_window = signing_window  # Part 11: how recent the signer's sign-in is
         self.watches = CallerStreams()
+
+    def _signature(
+        self, principal: Principal, signature: pb.Signature, present: bool, now: datetime
+    ) -> Signature:
+        """Part 11: the signed-in person's name (a request's signer_name may only repeat it),
+        what the signature means, and when (server time)."""
+        if not present:
+            raise InvalidArgument("signature", "an e-signature (its meaning) is required")
+        person = signer(
+            principal, self.signing_window, signature.signer_name, "signature.signer_name"
+        )
+        return Signature(person.name, meaning(signature.meaning, "signature.meaning"), now)
 
     async def SearchInventory(
         self, request: pb.SearchInventoryRequest, context: grpc.aio.ServicerContext
     ) -> pb.SearchInventoryResponse:
-        principal = require(caller(), "hospital", "operator")
+        principal = caller()
         now = self.clock()
         patient = parse_patient(request.patient, request.HasField("patient"), self.app.table)
         category = parse_category(request.product_type)
@@ -170,7 +191,7 @@ class HospitalServicer(pb_grpc.HospitalServiceServicer):
         if not 0 <= request.limit <= MAX_LIMIT:
             raise InvalidArgument("limit", f"must be 0 (default {DEFAULT_LIMIT}) to {MAX_LIMIT}")
         criteria = Criteria(
-            principal.name if principal.kind == "hospital" else "",
+            principal.hospital if principal.has(*HOSPITAL_CALLERS) else "",
             patient, category, request.dose_cells_per_kg_min, request.dose_cells_per_kg_max,
             needed_on(_needed_by(request, now), now),
         )  # fmt: skip
@@ -185,13 +206,13 @@ class HospitalServicer(pb_grpc.HospitalServiceServicer):
     async def PlaceOrder(
         self, request: pb.PlaceOrderRequest, context: grpc.aio.ServicerContext
     ) -> pb.Order:
-        principal = require(caller(), "hospital")
+        principal = caller()
         now = self.clock()
         request_id = required(request.request_id, "request_id")
         if len(request_id) > 128 or not request_id.isprintable():
             raise InvalidArgument("request_id", "at most 128 printable characters")
         placed = OrderPlaced(
-            hospital_id=principal.name,
+            hospital_id=_hospital(principal),
             request_id=request_id,
             patient=parse_patient(request.patient, request.HasField("patient"), self.app.table),
             product_type=parse_category(request.product_type),
@@ -201,71 +222,77 @@ class HospitalServicer(pb_grpc.HospitalServiceServicer):
             allow_multiple_units=request.allow_multiple_units,
         )
         validate_dose(placed.dose_min, placed.dose_max)
-        meta = Meta(str(principal), f"order {request_id} placed by {principal.name}", now)
+        meta = Meta(str(principal), f"order {request_id} placed by {principal.label}", now)
         return order_message(await self.app.place(placed, meta))
 
     async def GetOrder(
         self, request: pb.GetOrderRequest, context: grpc.aio.ServicerContext
     ) -> pb.Order:
-        principal = require(caller(), "hospital")
+        principal = caller()
         return order_message(
-            await self.app.view(required(request.order_id, "order_id"), principal.name)
+            await self.app.view(required(request.order_id, "order_id"), _hospital(principal))
         )
 
     async def ListOrders(
         self, request: pb.ListOrdersRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListOrdersResponse:
-        principal = require(caller(), "hospital")
-        views = await self.app.orders_of(str(principal))
+        principal = caller()
+        views = await self.app.orders_of(_hospital(principal))
         return pb.ListOrdersResponse(orders=[order_message(v) for v in views])
 
     async def CancelOrder(
         self, request: pb.CancelOrderRequest, context: grpc.aio.ServicerContext
     ) -> pb.Order:
-        principal = require(caller(), "hospital")
+        principal = caller()
         order_id = required(request.order_id, "order_id")
         reason = required(request.reason, "reason")
         meta = Meta(str(principal), reason, self.clock())
-        return order_message(await self.app.cancel(order_id, principal.name, reason, meta))
+        return order_message(await self.app.cancel(order_id, _hospital(principal), reason, meta))
 
     async def WatchOrder(
         self, request: pb.WatchOrderRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.Order]:
-        principal = require(caller(), "hospital")
+        principal = caller()
         order_id = required(request.order_id, "order_id")
         with self.watches.slot(str(principal), "WatchOrder"):
-            async for view in self.app.watch(order_id, principal.name):
+            async for view in self.app.watch(order_id, _hospital(principal)):
                 yield order_message(view)
 
     async def ConfirmReceipt(
         self, request: pb.ConfirmReceiptRequest, context: grpc.aio.ServicerContext
     ) -> pb.Order:
-        principal = require(caller(), "hospital")
+        principal = caller()
         now = self.clock()
-        signature = _signature(request.signature, request.HasField("signature"), now)
+        signature = self._signature(
+            principal, request.signature, request.HasField("signature"), now
+        )
         order_id = required(request.order_id, "order_id")
-        command = ConfirmReceipt(principal.name, signature)
+        hospital = _hospital(principal)
+        command = ConfirmReceipt(hospital, signature)
         meta = Meta(str(principal), f"receipt confirmed: {signature.meaning}", now)
-        return order_message(await self.app.hospital_step(order_id, principal.name, command, meta))
+        return order_message(await self.app.hospital_step(order_id, hospital, command, meta))
 
     async def ConfirmInfusion(
         self, request: pb.ConfirmInfusionRequest, context: grpc.aio.ServicerContext
     ) -> pb.Order:
-        principal = require(caller(), "hospital")
+        principal = caller()
         now = self.clock()
-        signature = _signature(request.signature, request.HasField("signature"), now)
+        signature = self._signature(
+            principal, request.signature, request.HasField("signature"), now
+        )
         order_id = required(request.order_id, "order_id")
         unit_id = required(request.unit_id, "unit_id")
-        view = await self.app.view(order_id, principal.name)
+        hospital = _hospital(principal)
+        view = await self.app.view(order_id, hospital)
         since = (now - view.placed_at).total_seconds() if view.placed_at else 0.0
-        command = ConfirmInfusion(principal.name, unit_id, signature, since)
+        command = ConfirmInfusion(hospital, unit_id, signature, since)
         meta = Meta(str(principal), f"infusion of {unit_id}: {signature.meaning}", now)
-        return order_message(await self.app.hospital_step(order_id, principal.name, command, meta))
+        return order_message(await self.app.hospital_step(order_id, hospital, command, meta))
 
     async def ReportAdverseEvent(
         self, request: pb.ReportAdverseEventRequest, context: grpc.aio.ServicerContext
     ) -> pb.AdverseEventReport:
-        principal = require(caller(), "hospital")
+        principal = caller()
         now = self.clock()
         order_id = required(request.order_id, "order_id")
         unit_id = required(request.unit_id, "unit_id")
@@ -289,9 +316,8 @@ class HospitalServicer(pb_grpc.HospitalServiceServicer):
             report_id, unit_id, description, request.severity.strip() or "UNSPECIFIED", occurred
         )
         meta = Meta(str(principal), f"adverse event reported for {unit_id}", now)
-        await self.app.hospital_step(
-            order_id, principal.name, ReportAdverseEvent(principal.name, report), meta
-        )
+        hospital = _hospital(principal)
+        await self.app.hospital_step(order_id, hospital, ReportAdverseEvent(hospital, report), meta)
         out = pb.AdverseEventReport(report_id=report_id, order_id=order_id, unit_id=unit_id)
         out.recorded_at.FromDatetime(now)
         return out
@@ -299,8 +325,8 @@ class HospitalServicer(pb_grpc.HospitalServiceServicer):
     async def ListNotifications(
         self, request: pb.ListNotificationsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListNotificationsResponse:
-        principal = require(caller(), "hospital")
-        views = await self.app.notifications(principal.name)
+        principal = caller()
+        views = await self.app.notifications(_hospital(principal))
         if request.unacknowledged_only:
             views = [v for v in views if v.acknowledged_at is None]
         return pb.ListNotificationsResponse(notifications=[notification_message(v) for v in views])
@@ -308,11 +334,11 @@ class HospitalServicer(pb_grpc.HospitalServiceServicer):
     async def AcknowledgeNotification(
         self, request: pb.AcknowledgeNotificationRequest, context: grpc.aio.ServicerContext
     ) -> pb.Notification:
-        principal = require(caller(), "hospital")
+        principal = caller()
         notification_id = required(request.notification_id, "notification_id")
         meta = Meta(str(principal), "notification acknowledged", self.clock())
         return notification_message(
-            await self.app.acknowledge(notification_id, principal.name, meta)
+            await self.app.acknowledge(notification_id, _hospital(principal), meta)
         )
 
 
@@ -329,16 +355,31 @@ def notification_message(view: NotificationView) -> pb.Notification:
     return out
 
 
-def _signature(signature: pb.Signature, present: bool, now: datetime) -> Signature:
-    """An e-signature: who signed (name), what it means, and when (server time)."""
-    if not present:
-        raise InvalidArgument("signature", "an e-signature (signer_name, meaning) is required")
-    return Signature(
-        required(signature.signer_name, "signature.signer_name"),
-        required(signature.meaning, "signature.meaning"),
-        now,
-    )
+def _hospital(principal: Principal) -> str:
+    """The hospital a hospital system or clinician acts for (its `/hospitals/<id>` group)."""
+    if not principal.hospital:
+        raise PermissionDenied(f"{principal} belongs to no hospital (no /hospitals/<id> group)")
+    return principal.hospital
+
+
+# Who may call which RPC (README, "Roles"): a hospital's system or its clinicians; only a
+# clinician (a signed-in person) signs receipt and infusion. Operators may search.
+ACCESS: AccessTable = {
+    "SearchInventory": HOSPITAL_CALLERS | roles(OPERATOR),
+    "PlaceOrder": HOSPITAL_CALLERS,
+    "GetOrder": HOSPITAL_CALLERS,
+    "ListOrders": HOSPITAL_CALLERS,
+    "CancelOrder": HOSPITAL_CALLERS,
+    "WatchOrder": HOSPITAL_CALLERS,
+    "ConfirmReceipt": roles(CLINICIAN),
+    "ConfirmInfusion": roles(CLINICIAN),
+    "ReportAdverseEvent": HOSPITAL_CALLERS,
+    "ListNotifications": HOSPITAL_CALLERS,
+    "AcknowledgeNotification": HOSPITAL_CALLERS,
+}
 
 
 def hospital_binding(servicer: HospitalServicer) -> ServiceBinding:
-    return ServiceBinding(SERVICE_NAME, servicer, pb_grpc.add_HospitalServiceServicer_to_server)
+    return ServiceBinding(
+        SERVICE_NAME, servicer, pb_grpc.add_HospitalServiceServicer_to_server, ACCESS
+    )

@@ -7,8 +7,13 @@ from cellbank.matching.v1 import hla_reference_service_pb2 as pb
 from cellbank.matching.v1 import hla_reference_service_pb2_grpc as pb_grpc
 
 from services.matching.hla_references import HlaReferences, InUse
-from shared.auth import require
-from shared.grpc_requests import Clock, caller, meta
+from shared.access import (
+    OPERATOR,
+    STAFF,
+    AccessTable,
+    roles,
+)  # fmt: skip
+from shared.grpc_requests import Clock, meta
 from shared.grpc_server import ServiceBinding
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["HlaReferenceService"].full_name
@@ -22,13 +27,11 @@ class HlaReferenceServicer(pb_grpc.HlaReferenceServiceServicer):
     async def GetHlaReference(
         self, request: pb.GetHlaReferenceRequest, context: grpc.aio.ServicerContext
     ) -> pb.HlaReferenceInUse:
-        require(caller(), "operator", "qa")
         return in_use_message(await self.references.in_use())
 
     async def ApproveHlaReference(
         self, request: pb.ApproveHlaReferenceRequest, context: grpc.aio.ServicerContext
     ) -> pb.HlaReferenceInUse:
-        require(caller(), "operator")
         command_meta = meta(request.reason, self.clock)
         await self.references.approve(request.directory, request.release, command_meta)
         return in_use_message(await self.references.in_use())
@@ -50,5 +53,14 @@ def in_use_message(in_use: InUse) -> pb.HlaReferenceInUse:
     return out
 
 
+# Who may call which RPC (README, "Roles"): operators change the release, staff read it.
+ACCESS: AccessTable = {
+    "GetHlaReference": STAFF,
+    "ApproveHlaReference": roles(OPERATOR),
+}
+
+
 def hla_reference_binding(servicer: HlaReferenceServicer) -> ServiceBinding:
-    return ServiceBinding(SERVICE_NAME, servicer, pb_grpc.add_HlaReferenceServiceServicer_to_server)
+    return ServiceBinding(
+        SERVICE_NAME, servicer, pb_grpc.add_HlaReferenceServiceServicer_to_server, ACCESS
+    )

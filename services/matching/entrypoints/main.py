@@ -2,7 +2,7 @@
 
 Serves the public HospitalService (and HlaReferenceService for operators). Reads every site's inventory with storage's projections
 (into its own database) and reserves units at their owning site's StorageService
-(CELLBANK_STORAGE_ENDPOINTS, CELLBANK_SERVICE_TOKEN).
+(CELLBANK_STORAGE_ENDPOINTS, CELLBANK_OIDC_CLIENT_ID/_SECRET).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from services.matching.read_model import IndexFeed, MatchingReadModel
 from services.storage.client import StorageGateway
 from services.storage.projections.read_models import InventoryProjection, NetworkFactsProjection
 from shared.grpc_server import channel_credentials
+from shared.oidc import ClientCredentials
 from shared.service_host import Components, ServiceContext, ServiceSpec, run
 
 HERE = Path(__file__).resolve().parent.parent
@@ -58,7 +59,8 @@ def build(ctx: ServiceContext) -> Components:
     table, transit = load_tables(s.classification_file, s.transit_file)
     index = CandidateIndex(table, transit)
     gateway = StorageGateway(
-        s.storage_endpoints, s.service_token,
+        s.storage_endpoints,
+        ClientCredentials(s.token_url, s.oidc_client_id, s.oidc_client_secret),
         credentials=channel_credentials(s.tls_ca_file, s.tls_client_cert_file, s.tls_client_key_file),
     )  # fmt: skip
     app = Matching(
@@ -73,7 +75,7 @@ def build(ctx: ServiceContext) -> Components:
     )
     return Components(
         [
-            hospital_binding(HospitalServicer(app, ctx.clock)),
+            hospital_binding(HospitalServicer(app, ctx.clock, s.signing_window_seconds)),
             hla_reference_binding(HlaReferenceServicer(references, ctx.clock)),
         ],
         [NetworkFactsProjection(), InventoryProjection(), DeliveryPolicy(app)],

@@ -6,7 +6,7 @@ shipper loggers (readings with device = "shipper") are watched the same way; the
 the site's delivery service (ReportShipperExcursion: the shipment in transit is compromised).
 Configuration (environment): CELLBANK_KAFKA_BOOTSTRAP, CELLBANK_STORAGE_ENDPOINTS
 ("LON=host:port,MAN=host:port"), CELLBANK_DELIVERY_ENDPOINTS (same form),
-CELLBANK_COLDCHAIN_TOKEN (a service token),
+CELLBANK_OIDC_ISSUER, CELLBANK_OIDC_CLIENT_ID and CELLBANK_OIDC_CLIENT_SECRET (its client),
 CELLBANK_COLDCHAIN_MAX_C, CELLBANK_COLDCHAIN_EXCURSION_MINUTES, CELLBANK_COLDCHAIN_SILENCE_MINUTES,
 CELLBANK_COLDCHAIN_APP_ID.
 """
@@ -30,6 +30,7 @@ from cellbank.storage.v1 import storage_service_pb2_grpc as spb_grpc
 
 from services.storage.coldchain.monitor import TankMonitor
 from services.storage.coldchain.watch import ColdChainRules, Fact, Reading, TankWatch
+from shared.oidc import ClientCredentials
 from shared.settings import parse_endpoints
 from shared.topics import TELEMETRY
 
@@ -84,11 +85,14 @@ class QuarantineDispatcher:
     site answers."""
 
     def __init__(
-        self, endpoints: dict[str, str], token: str, delivery: dict[str, str] | None = None
+        self,
+        endpoints: dict[str, str],
+        tokens: ClientCredentials,
+        delivery: dict[str, str] | None = None,
     ) -> None:
         self.endpoints = endpoints
         self.delivery = delivery or {}
-        self.metadata = (("authorization", f"Bearer {token}"),)
+        self.tokens = tokens  # the monitor's own client (role monitor-coldchain)
         self._channels: dict[str, grpc.aio.Channel] = {}
 
     def _channel(self, address: str) -> grpc.aio.Channel:
@@ -114,7 +118,9 @@ class QuarantineDispatcher:
         delay = 0.2
         while True:
             try:
-                reply = await stub.QuarantineTank(request, metadata=self.metadata, timeout=10)
+                reply = await stub.QuarantineTank(
+                    request, metadata=await self.tokens.ametadata(), timeout=10
+                )
                 log.warning(
                     "tank quarantined by the cold-chain monitor",
                     extra={"tank": fact.tank_id, "cause": fact.cause, "units": len(reply.unit_ids)},
@@ -151,7 +157,7 @@ class QuarantineDispatcher:
         while True:
             try:
                 reply = await stub.ReportShipperExcursion(
-                    request, metadata=self.metadata, timeout=10
+                    request, metadata=await self.tokens.ametadata(), timeout=10
                 )
                 log.warning(
                     "shipper excursion reported",
@@ -245,7 +251,7 @@ async def restore_watches() -> None:
 
 dispatcher = QuarantineDispatcher(
     parse_endpoints(os.environ.get("CELLBANK_STORAGE_ENDPOINTS", "")),
-    os.environ.get("CELLBANK_COLDCHAIN_TOKEN", ""),
+    ClientCredentials.from_env(),
     parse_endpoints(
         os.environ.get("CELLBANK_DELIVERY_ENDPOINTS", ""), "CELLBANK_DELIVERY_ENDPOINTS"
     ),

@@ -14,7 +14,17 @@ from services.storage.coldchain.watch import Reading, validate_reading
 from services.storage.domain import model, tank
 from services.storage.entrypoints.telemetry import TelemetryPublisher
 from services.storage.read_model import StorageReadModel
-from shared.auth import require
+from shared.access import (
+    MONITOR_COLDCHAIN,
+    OPERATOR,
+    QA,
+    SERVICE_DELIVERY,
+    SERVICE_MATCHING,
+    STAFF,
+    AccessTable,
+    roles,
+)  # fmt: skip
+from shared.auth import signing_role
 from shared.commands import Outcome
 from shared.errors import InvalidArgument
 from shared.grpc_requests import (
@@ -64,7 +74,6 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
     async def RegisterTank(
         self, request: pb.RegisterTankRequest, context: grpc.aio.ServicerContext
     ) -> pb.TankReply:
-        require(caller(), "operator")
         command = model.RegisterTank(
             required(request.tank_id, "tank_id"), request.racks, request.boxes_per_rack,
             request.positions_per_box, tuple(request.segregated_boxes),
@@ -79,7 +88,6 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
     async def StoreUnit(
         self, request: pb.StoreUnitRequest, context: grpc.aio.ServicerContext
     ) -> pb.UnitReply:
-        require(caller(), "operator")
         unit_id = required(request.unit_id, "unit_id")
         outcome = await self.app.store_unit(
             unit_id, required(request.address, "address"), meta(request.reason, self.clock)
@@ -89,7 +97,6 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
     async def MoveUnit(
         self, request: pb.MoveUnitRequest, context: grpc.aio.ServicerContext
     ) -> pb.UnitReply:
-        require(caller(), "operator")
         outcome = await self.app.move(
             required(request.unit_id, "unit_id"), required(request.to_address, "to_address"),
             meta(request.reason, self.clock), expected_version(request),
@@ -99,14 +106,12 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
     async def QuarantineUnit(
         self, request: pb.QuarantineUnitRequest, context: grpc.aio.ServicerContext
     ) -> pb.UnitReply:
-        require(caller(), "operator", "qa", "service")
         command = model.QuarantineUnit(required(request.cause, "cause"), request.reason)
         return await self._handle(request, command)
 
     async def QuarantineTank(
         self, request: pb.QuarantineTankRequest, context: grpc.aio.ServicerContext
     ) -> pb.QuarantineTankReply:
-        require(caller(), "operator", "qa", "service")
         tank_id = required(request.tank_id, "tank_id")
         units = await self.app.quarantine_tank(
             tank_id, required(request.cause, "cause"), meta(request.reason, self.clock)
@@ -119,14 +124,13 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
         principal = caller()  # the domain checks the QA role
         command = model.DispositionUnit(
             parse_enum(model.Disposition, request.decision, "decision"),
-            principal.name, principal.kind, request.signature_meaning,
+            principal.username, signing_role(principal), request.signature_meaning,
         )  # fmt: skip
         return await self._handle(request, command)
 
     async def ReserveUnit(
         self, request: pb.ReserveUnitRequest, context: grpc.aio.ServicerContext
     ) -> pb.UnitReply:
-        require(caller(), "operator", "service")
         command = model.ReserveUnit(
             required(request.order_id, "order_id"), timestamp(request, "hold_until"), self.clock()
         )
@@ -135,7 +139,6 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
     async def ReleaseReservation(
         self, request: pb.ReleaseReservationRequest, context: grpc.aio.ServicerContext
     ) -> pb.UnitReply:
-        require(caller(), "operator", "service")
         return await self._handle(
             request, model.ReleaseReservation(required(request.order_id, "order_id"))
         )
@@ -143,7 +146,6 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
     async def PickUnit(
         self, request: pb.PickUnitRequest, context: grpc.aio.ServicerContext
     ) -> pb.UnitReply:
-        require(caller(), "operator", "service")  # delivery picks when a shipment dispatches
         return await self._handle(
             request, model.PickUnit(required(request.order_id, "order_id"), self.clock())
         )
@@ -151,13 +153,11 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
     async def DiscardUnit(
         self, request: pb.DiscardUnitRequest, context: grpc.aio.ServicerContext
     ) -> pb.UnitReply:
-        require(caller(), "operator", "qa")
         return await self._handle(request, model.DiscardUnit(request.reason))
 
     async def RecallUnit(
         self, request: pb.RecallUnitRequest, context: grpc.aio.ServicerContext
     ) -> pb.UnitReply:
-        require(caller(), "operator", "qa", "service")
         return await self._handle(
             request, model.RecallUnit(required(request.recall_id, "recall_id"), request.reason)
         )
@@ -165,13 +165,11 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
     async def GetUnit(
         self, request: pb.GetUnitRequest, context: grpc.aio.ServicerContext
     ) -> pb.InventoryUnit:
-        require(caller(), "operator", "qa", "service")
         return await self.read_model.unit(required(request.unit_id, "unit_id"), self.site_id)
 
     async def ListInventory(
         self, request: pb.ListInventoryRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListInventoryReply:
-        require(caller(), "operator", "qa", "service")
         units = await self.read_model.inventory(
             self.site_id, request.status, request.product_type, request.tank_id
         )
@@ -180,7 +178,6 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
     async def ListNetworkInventory(
         self, request: pb.ListNetworkInventoryRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListNetworkInventoryReply:
-        require(caller(), "operator", "service")
         return pb.ListNetworkInventoryReply(
             units=await self.read_model.network(request.product_type, self.clock())
         )
@@ -188,7 +185,6 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
     async def RecordTemperature(
         self, request: pb.RecordTemperatureRequest, context: grpc.aio.ServicerContext
     ) -> pb.RecordTemperatureReply:
-        require(caller(), "service", "operator")
         tank_id = required(request.tank_id, "tank_id")
         tank.tank_of(f"{tank_id}/R1/B1/P01")  # validates the tank id's form
         if not tank_id.startswith(f"{self.site_id}-"):
@@ -201,5 +197,28 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
         return _reply(await dispatch(self.app.handle, request, "unit_id", command, self.clock))
 
 
+# Who may call which RPC (README, "Roles"): matching reserves/releases (and extends by
+# reserving again), delivery picks and recalls, the cold-chain monitor only reports.
+ACCESS: AccessTable = {
+    "RegisterTank": roles(OPERATOR),
+    "StoreUnit": roles(OPERATOR),
+    "MoveUnit": roles(OPERATOR),
+    "QuarantineUnit": STAFF,
+    "QuarantineTank": STAFF | roles(MONITOR_COLDCHAIN),
+    "DispositionUnit": roles(QA),
+    "ReserveUnit": roles(OPERATOR, SERVICE_MATCHING),
+    "ReleaseReservation": roles(OPERATOR, SERVICE_MATCHING),
+    "PickUnit": roles(OPERATOR, SERVICE_DELIVERY),
+    "DiscardUnit": STAFF,
+    "RecallUnit": STAFF | roles(SERVICE_DELIVERY),
+    "GetUnit": STAFF,
+    "ListInventory": STAFF,
+    "ListNetworkInventory": STAFF,
+    "RecordTemperature": roles(OPERATOR, MONITOR_COLDCHAIN),
+}
+
+
 def storage_binding(servicer: StorageServicer) -> ServiceBinding:
-    return ServiceBinding(SERVICE_NAME, servicer, pb_grpc.add_StorageServiceServicer_to_server)
+    return ServiceBinding(
+        SERVICE_NAME, servicer, pb_grpc.add_StorageServiceServicer_to_server, ACCESS
+    )
