@@ -17,6 +17,11 @@ RELAY_PUBLISHED = Counter(
 )
 RELAY_POSITION = Gauge("cellbank_relay_position", "Last store position published", ["relay"])
 RELAY_ERRORS = Counter("cellbank_relay_errors_total", "Relay publish failures (retried)", ["relay"])
+RELAY_PARKED = Counter(
+    "cellbank_relay_parked_total",
+    "Records the relay can never publish (e.g. too large for the topic), parked for an operator",
+    ["relay"],
+)
 PROJECTION_APPLIED = Counter(
     "cellbank_projection_applied_total", "Events applied to a projection", ["projection"]
 )

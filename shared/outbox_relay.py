@@ -5,17 +5,44 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import (
+    CorruptRecordException,
+    InvalidTimestampError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+)
 
 from shared import metrics
 from shared.envelope_codec import encode
 from shared.events import StoredEvent
 from shared.kafka_clients import reliable_producer
-from shared.postgres_eventstore import EVENTS_CHANNEL, PostgresEventStore
+from shared.postgres_eventstore import (
+    EVENT_COLUMNS,
+    EVENTS_CHANNEL,
+    PostgresEventStore,
+    row_to_event,
+)
+from shared.relay_parking import RelayParking
 
 log = logging.getLogger(__name__)
+
+# Refusals of one record rather than of Kafka: sending it again can never succeed.
+UNPUBLISHABLE = (
+    MessageSizeTooLargeError, RecordListTooLargeError, CorruptRecordException,
+    InvalidTimestampError,
+)  # fmt: skip
+# The gRPC health part that is NOT_SERVING while a parked record awaits an operator.
+RELAY_HEALTH = "cellbank.relay"
+Health = Callable[[bool], Awaitable[None]]  # serving?
+
+
+class BrokerRefusedRecord(Exception):
+    """Kafka refused a record after later ones were sent: start over with a fresh producer."""
 
 
 class OutboxRelay:
@@ -23,6 +50,8 @@ class OutboxRelay:
 
     The position lives in the store's own database (relay_checkpoints), so a crash anywhere
     only means republishing from the last stored position; consumers dedupe by event_id.
+    A record Kafka can never take is parked (relay_parked, with the error), its aggregate's
+    later records wait behind it, `health(False)` is reported and every other aggregate flows.
     """
 
     def __init__(
@@ -35,6 +64,7 @@ class OutboxRelay:
         batch_size: int = 2000,
         idle_poll_s: float = 0.5,
         max_backoff_s: float = 5.0,
+        health: Health | None = None,
     ) -> None:
         self.store = store
         self.pool: asyncpg.Pool = store.pool
@@ -45,7 +75,10 @@ class OutboxRelay:
         self.idle_poll_s = idle_poll_s
         self.max_backoff_s = max_backoff_s
         self.position = 0
+        self.parking = RelayParking(self.pool, name)
+        self.health = health
         self._wakeup = asyncio.Event()
+        self._publishing = asyncio.Lock()  # the pump's batch vs an operator's resolve
 
     async def stored_position(self) -> int:
         value = await self.pool.fetchval(
@@ -77,6 +110,8 @@ class OutboxRelay:
                 try:
                     await producer.start()
                     self.position = await self.stored_position()
+                    await self.parking.load()
+                    await self._report_health()
                     log.info("relay started", extra={"relay": self.name, "position": self.position})
                     await self._pump(producer, stop)
                     backoff = 0.2
@@ -110,26 +145,84 @@ class OutboxRelay:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(_first(self._wakeup, stop), self.idle_poll_s)
                 continue
-            await self.publish(producer, batch)
-            await self._save_position(batch[-1].position)
+            async with self._publishing:
+                await self.publish(producer, batch)
+                await self._save_position(batch[-1].position)
 
     async def publish(self, producer: AIOKafkaProducer, batch: list[StoredEvent]) -> None:
-        """Send every event (key = aggregate id) and wait until all are acknowledged."""
-        futures = [
-            await producer.send(
-                self.topic,
-                value=encode(event),
-                key=event.aggregate_id.encode(),
-                headers=[
-                    ("event_type", event.event_type.encode()),
-                    ("event_id", event.event_id.encode()),
-                    ("site_id", event.site_id.encode()),
-                ],
+        """Send every event (key = aggregate id) and wait until all are acknowledged; a record
+        Kafka can never take is parked instead, and its aggregate's later records held."""
+        sent: list[tuple[StoredEvent, asyncio.Future[Any]]] = []
+        for event in batch:
+            if event.aggregate_id in self.parking.aggregates:
+                await self.parking.hold(event)
+                continue
+            try:
+                sent.append((event, await self._send(producer, event)))
+            except UNPUBLISHABLE as exc:  # refused before sending (larger than it may send)
+                await self._park(event, exc)
+        results = await asyncio.gather(*(f for _, f in sent), return_exceptions=True)
+        refused = [(e, r) for (e, _), r in zip(sent, results, strict=True) if _refused(r)]
+        for event, error in refused:
+            await self._park(event, error)
+        for result in results:
+            if isinstance(result, BaseException) and not _refused(result):
+                raise result  # Kafka itself failed: retried from the stored position
+        if refused:
+            raise BrokerRefusedRecord(f"{len(refused)} record(s) parked; restarting the producer")
+        metrics.RELAY_PUBLISHED.labels(self.name).inc(len(sent))
+
+    async def _send(self, producer: AIOKafkaProducer, event: StoredEvent) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = await producer.send(
+            self.topic,
+            value=encode(event),
+            key=event.aggregate_id.encode(),
+            headers=[
+                ("event_type", event.event_type.encode()),
+                ("event_id", event.event_id.encode()),
+                ("site_id", event.site_id.encode()),
+            ],
+        )
+        return future
+
+    async def _park(self, event: StoredEvent, exc: BaseException) -> None:
+        await self.parking.park(event, f"{type(exc).__name__}: {exc}"[:2000])
+        await self._report_health()
+
+    async def _report_health(self) -> None:
+        if self.health is not None:
+            await self.health(not self.parking.aggregates)
+
+    async def resolve(self, aggregate_id: str) -> int:
+        """An operator's decision on a parked aggregate: its unpublishable record stays in the
+        store (never on the topic), the records held behind it are published now, in order,
+        and the aggregate flows again. Returns how many were published."""
+        async with self._publishing:
+            positions = await self.parking.held_positions(aggregate_id)
+            rows = await self.pool.fetch(
+                f"SELECT {EVENT_COLUMNS} FROM events WHERE position = ANY($1::bigint[])"
+                " ORDER BY position",
+                positions,
             )
-            for event in batch
-        ]
-        await asyncio.gather(*futures)
-        metrics.RELAY_PUBLISHED.labels(self.name).inc(len(batch))
+            await self.parking.forget(aggregate_id)
+            held = [row_to_event(r) for r in rows]
+            if held:
+                producer = reliable_producer(self.bootstrap)
+                await producer.start()
+                try:
+                    await self.publish(producer, held)
+                finally:
+                    await producer.stop()
+            await self._report_health()
+            log.warning(
+                "parked aggregate resolved by an operator",
+                extra={"relay": self.name, "aggregate_id": aggregate_id, "published": len(held)},
+            )
+            return len(held)
+
+
+def _refused(result: object) -> bool:
+    return isinstance(result, UNPUBLISHABLE)
 
 
 async def _first(*events: asyncio.Event) -> None:
