@@ -28,7 +28,10 @@ async def main() -> None:
     pool = await create_pool(with_database(settings.database_url, dbname), max_size=4)
     try:
         await migrate(pool)
-        store = PostgresEventStore(pool, settings.site_id, service=settings.service)
+        store = PostgresEventStore(
+            pool, settings.site_id, service=settings.service,
+            max_envelope_bytes=settings.max_envelope_bytes,
+        )  # fmt: skip
         relay = OutboxRelay(
             store,
             topic=topic,

@@ -32,7 +32,7 @@ from shared.grpc_server import (
 )
 from shared.metrics import serve_metrics
 from shared.operator_servicer import NetworkStatusSource, OperatorServicer, operator_binding
-from shared.outbox_relay import OutboxRelay
+from shared.outbox_relay import RELAY_HEALTH, OutboxRelay
 from shared.postgres_eventstore import PostgresEventStore
 from shared.projections import Projection, ProjectionRunner
 from shared.settings import Settings
@@ -136,7 +136,10 @@ class ServiceHost:
                 SHARED_MIGRATIONS, *self.spec.borrowed_migrations, self.spec.migrations
             ),
         )
-        store = PostgresEventStore(self.pool, s.site_id, service=name, clock=self.clock)
+        store = PostgresEventStore(
+            self.pool, s.site_id, service=name, clock=self.clock,
+            max_envelope_bytes=s.max_envelope_bytes,
+        )  # fmt: skip
         context = ServiceContext(s, self.pool, store, self.clock)
         components = self.spec.build(context)
         for step in components.startup:
@@ -147,6 +150,8 @@ class ServiceHost:
             topic=s.relay_topic or SERVICE_TOPICS[name],
             bootstrap=s.kafka_bootstrap,
             name=relay_name,
+            # A parked record (one Kafka never takes) awaits an operator: say so on health.
+            health=lambda serving: context.health.set(RELAY_HEALTH, serving=serving),
         )
         self._tasks.append(asyncio.create_task(relay.run(self._stop), name=relay_name))
         for projection in components.projections:
@@ -175,6 +180,7 @@ class ServiceHost:
             host=s.grpc_host,
             port=s.grpc_port,
             credentials=credentials,
+            maximum_concurrent_rpcs=s.grpc_max_concurrent_rpcs,
         )
         await context.health.attach(self.server)
         if s.metrics_port:

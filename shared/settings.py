@@ -7,6 +7,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from shared.bounds import MAX_CONCURRENT_RPCS, MAX_ENVELOPE_BYTES
 from shared.errors import InvalidArgument
 
 _SITE = re.compile(r"^[A-Z]{3}$")
@@ -61,6 +62,10 @@ class Settings:
     reconcile_seconds: float = 10.0
     # Storage: the longest a reservation may be held (`hold_until` beyond now + this is refused).
     max_hold_seconds: float = 7 * 24 * 3600.0
+    # Bounds (README, "Input limits"): the largest event envelope an append accepts (below the
+    # topics' max.message.bytes) and the calls one gRPC server runs at once.
+    max_envelope_bytes: int = MAX_ENVELOPE_BYTES
+    grpc_max_concurrent_rpcs: int = MAX_CONCURRENT_RPCS
 
     @property
     def token_url(self) -> str:
@@ -102,6 +107,10 @@ class Settings:
             hold_seconds=_seconds(env, "CELLBANK_HOLD_SECONDS", 24 * 3600.0),
             reconcile_seconds=_seconds(env, "CELLBANK_RECONCILE_SECONDS", 10.0),
             max_hold_seconds=_seconds(env, "CELLBANK_MAX_HOLD_SECONDS", 7 * 24 * 3600.0),
+            max_envelope_bytes=_count(env, "CELLBANK_MAX_ENVELOPE_BYTES", MAX_ENVELOPE_BYTES),
+            grpc_max_concurrent_rpcs=_count(
+                env, "CELLBANK_GRPC_MAX_CONCURRENT_RPCS", MAX_CONCURRENT_RPCS
+            ),
             **_tls(env),
         )
 
@@ -145,6 +154,15 @@ def _port(env: Mapping[str, str], name: str) -> int:
     raw = env.get(name, "0")
     if not raw.isdigit() or not 0 <= int(raw) <= 65535:
         raise InvalidArgument(name, "must be a port number 0-65535 (0 = pick a free one)")
+    return int(raw)
+
+
+def _count(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or not 0 < int(raw) < 2**31:
+        raise InvalidArgument(name, f"{raw!r} must be a positive whole number")
     return int(raw)
 
 

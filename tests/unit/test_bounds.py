@@ -16,6 +16,8 @@ from google.protobuf.message import Message
 
 from shared import bounds
 from shared.bounds import violation
+from shared.errors import InvalidArgument
+from shared.settings import Settings
 
 PROTOS = Path(__file__).resolve().parents[2] / "protos"
 
@@ -130,3 +132,23 @@ def test_overrides_give_a_contract_its_own_bound():
 def test_every_override_names_a_real_request_field():
     names = {chain[-1].full_name for d in request_types() for chain in bounded_fields(d)}
     assert set(bounds.CHARS) | set(bounds.COUNTS) <= names
+
+
+ENV = {
+    "CELLBANK_SITE_ID": "LON",
+    "CELLBANK_KAFKA_BOOTSTRAP": "127.0.0.1:9092",
+    "CELLBANK_DATABASE_URL": "postgresql://localhost/x",
+    "CELLBANK_OIDC_ISSUER": "http://127.0.0.1:8080/realms/cellbank",
+}
+
+
+def test_the_envelope_and_concurrent_call_limits_are_settings_with_safe_defaults():
+    default = Settings.from_env(ENV)
+    assert default.max_envelope_bytes == bounds.MAX_ENVELOPE_BYTES < 1_048_576
+    assert default.grpc_max_concurrent_rpcs == bounds.MAX_CONCURRENT_RPCS
+    tuned = Settings.from_env(
+        ENV | {"CELLBANK_MAX_ENVELOPE_BYTES": "500000", "CELLBANK_GRPC_MAX_CONCURRENT_RPCS": "64"}
+    )
+    assert (tuned.max_envelope_bytes, tuned.grpc_max_concurrent_rpcs) == (500_000, 64)
+    with pytest.raises(InvalidArgument, match="CELLBANK_MAX_ENVELOPE_BYTES"):
+        Settings.from_env(ENV | {"CELLBANK_MAX_ENVELOPE_BYTES": "1MB"})
