@@ -1,5 +1,8 @@
 """`cellbank`: the operator's command line against a running network.
 
+    cellbank login [--username U --password P | --client-id C --client-secret S]
+                                                     sign in (a browser, via a printed URL and code)
+    cellbank logout                                  forget the sign-in
     cellbank audit verify [--site SITE]              every service's hash chain, per site
     cellbank audit log --aggregate ID [--site SITE] [--json]
                                                      who did what, when and why to an aggregate
@@ -12,12 +15,14 @@
                                                      move a site to another release (recorded)
 
 It finds the network through an endpoints file (written by `make run`), so it needs no flags on
-a developer machine. The file-loading and gRPC helpers (`load_endpoints`, `resolve_token`,
-`connection_options`, `operator_call`, `CliError`) are meant for the other subcommands too:
-each subcommand is one function `(args, streams) -> exit code`, registered in `build_parser`.
+a developer machine, and calls it with the access token of whoever signed in with `cellbank
+login` (deploy/sign_in.py: cached per user and issuer, renewed with the refresh token). The
+file-loading and gRPC helpers (`load_endpoints`, `signed_in_token`, `connection_options`,
+`operator_call`, `CliError`) are meant for the other subcommands too: each subcommand is one
+function `(args, streams) -> exit code`, registered in `build_parser`.
 
 Exit codes: 0 fine, 1 the answer is bad (a broken audit chain, an unknown aggregate),
-2 the question could not be answered (no endpoints file, an unreachable service, a bad token).
+2 the question could not be answered (no endpoints file, an unreachable service, not signed in).
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from cellbank.operator.v1 import operator_service_pb2 as opb
 from cellbank.operator.v1 import operator_service_pb2_grpc as opb_grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from deploy import sign_in
 from deploy.processes import REPO_ROOT, hla_reference_dir
 from shared.topics import SERVICES
 
@@ -49,7 +55,6 @@ T = TypeVar("T")
 
 DEFAULT_ENDPOINTS_FILE = REPO_ROOT / ".cellbank" / "endpoints.json"
 ENDPOINTS_ENV = "CELLBANK_ENDPOINTS_FILE"
-TOKEN_ENV = "CELLBANK_TOKEN"
 DEFAULT_TIMEOUT = 60.0
 # gRPC codes that mean "nobody answered", as opposed to "it answered no".
 UNREACHABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
@@ -82,12 +87,12 @@ class Streams:
 
 @dataclass(frozen=True, slots=True)
 class NetworkEndpoints:
-    """The parsed endpoints file: each site's service addresses, the operator token, and the
+    """The parsed endpoints file: each site's service addresses, the identity provider, and the
     whole document (hospitals, kafka, …) for subcommands that need more."""
 
     path: Path
     sites: dict[str, dict[str, str]]
-    operator_token: str
+    identity: dict[str, str]
     document: dict[str, Any]
 
     def site_names(self, only: str | None = None) -> list[str]:
@@ -135,7 +140,8 @@ def load_endpoints(
 
 
 def parse_endpoints(document: object, path: Path) -> NetworkEndpoints:
-    """The endpoints document, checked: {"sites": {SITE: {name: "host:port"}}, ...}."""
+    """The endpoints document, checked: {"sites": {SITE: {name: "host:port"}},
+    "identity": {"issuer": URL, ...}, ...}."""
     if not isinstance(document, dict):
         raise CliError(f"endpoints file {path}: expected a JSON object")
     sites = document.get("sites")
@@ -152,10 +158,10 @@ def parse_endpoints(document: object, path: Path) -> NetworkEndpoints:
                     f"got {address!r}"
                 )
         parsed[site.upper()] = dict(entries)
-    token = document.get("operator_token", "")
-    if not isinstance(token, str):
-        raise CliError(f"endpoints file {path}: operator_token: expected a string")
-    return NetworkEndpoints(path, parsed, token, document)
+    identity = document.get("identity", {})
+    if not isinstance(identity, dict) or not all(isinstance(v, str) for v in identity.values()):
+        raise CliError(f"endpoints file {path}: identity: expected an object of strings")
+    return NetworkEndpoints(path, parsed, identity, document)
 
 
 def _is_address(value: str) -> bool:
@@ -163,17 +169,14 @@ def _is_address(value: str) -> bool:
     return bool(host and colon and port.isdigit())
 
 
-def resolve_token(
-    explicit: str | None, endpoints: NetworkEndpoints, env: Mapping[str, str] = os.environ
-) -> str:
-    """--token, else $CELLBANK_TOKEN, else the file's operator_token."""
-    token = explicit or env.get(TOKEN_ENV, "").strip() or endpoints.operator_token
-    if not token:
-        raise CliError(
-            f"no bearer token: pass --token, set {TOKEN_ENV}, or add operator_token to "
-            f"{endpoints.path}"
-        )
-    return token
+def signed_in_token(endpoints: NetworkEndpoints, env: Mapping[str, str] = os.environ) -> str:
+    """The access token of whoever signed in with `cellbank login` at the network's issuer
+    ($CELLBANK_OIDC_ISSUER, else the file's identity); CliError "not signed in" otherwise."""
+    try:
+        issuer = sign_in.choose_issuer(None, endpoints.identity, env)
+        return sign_in.access_token(sign_in.Provider.of(issuer, endpoints.identity), env)
+    except sign_in.SignInError as exc:
+        raise CliError(str(exc)) from None
 
 
 # --- gRPC helpers --------------------------------------------------------------------------
@@ -217,13 +220,110 @@ def connection_options() -> argparse.ArgumentParser:
         help=f"endpoints file (default: ${ENDPOINTS_ENV} or {DEFAULT_ENDPOINTS_FILE})",
     )
     common.add_argument(
-        "--token", help=f"bearer token (default: ${TOKEN_ENV} or the file's operator_token)"
-    )
-    common.add_argument(
         "--timeout",
         type=float,
         default=DEFAULT_TIMEOUT,
         help=f"seconds per call (default {DEFAULT_TIMEOUT:.0f})",
+    )
+    return common
+
+
+# --- login / logout ------------------------------------------------------------------------
+
+
+def login_provider(args: argparse.Namespace) -> sign_in.Provider:
+    """The issuer to sign in at: --issuer, $CELLBANK_OIDC_ISSUER, or the endpoints file's (which
+    is optional here: signing in needs only the issuer)."""
+    identity: dict[str, str] | None = None
+    try:
+        identity = load_endpoints(args.endpoints).identity
+    except CliError:
+        if args.endpoints:
+            raise  # the file named on the command line must be there
+    return sign_in.Provider.of(sign_in.choose_issuer(args.issuer, identity, os.environ), identity)
+
+
+def _client_secret(args: argparse.Namespace) -> str:
+    """--client-secret, --client-secret-file, or $CELLBANK_OIDC_CLIENT_SECRET(_FILE): a file or
+    the environment keeps the secret out of the process list and the shell history."""
+    from shared.settings import secret
+
+    if args.client_secret:
+        return str(args.client_secret)
+    if args.client_secret_file:
+        try:
+            return Path(args.client_secret_file).read_text().strip()
+        except OSError as exc:
+            raise CliError(f"cannot read the client secret: {exc}") from None
+    found = secret(os.environ, "CELLBANK_OIDC_CLIENT_SECRET")
+    if not found:
+        raise CliError(
+            "--client-id needs its secret: --client-secret-file FILE, --client-secret, or "
+            "CELLBANK_OIDC_CLIENT_SECRET(_FILE)"
+        )
+    return found
+
+
+def login(args: argparse.Namespace, io: Streams) -> int:
+    """Sign in and cache the tokens: a browser (device flow) unless a password or a client is
+    given."""
+    provider = login_provider(args)
+    if args.client_id and args.username:
+        raise CliError("sign in as a person (--username) or as a system (--client-id), not both")
+    if args.client_id:
+        session = sign_in.client_login(provider, args.client_id, _client_secret(args))
+    elif args.username:
+        password = args.password
+        if password is None:
+            import getpass
+
+            password = getpass.getpass(f"password of {args.username} at {provider.issuer}: ")
+        session = sign_in.password_login(provider, args.username, password)
+    else:
+        session = sign_in.device_login(provider, io.warn)
+    path = sign_in.token_file(provider.issuer)
+    sign_in.save(session, path)
+    io.print(f"signed in to {provider.issuer} as {signed_in_as(session.access_token)}")
+    io.print(f"tokens kept in {path} (readable by you only); `cellbank logout` forgets them")
+    return 0
+
+
+def signed_in_as(access_token: str) -> str:
+    """`alice (Alice Morgan; operator, qa; site LON)` from the token's own claims."""
+    from shared.auth import principal_from_claims
+    from shared.oidc import unverified_claims
+
+    who = principal_from_claims(unverified_claims(access_token))
+    details = [d for d in (who.name, ", ".join(sorted(who.roles))) if d]
+    details += [f"site {who.site}"] if who.site else []
+    details += [f"hospital {who.hospital}"] if who.hospital else []
+    label = who.client_id if who.username.startswith("service-account-") else who.username
+    return f"{label} ({'; '.join(details)})" if details else label
+
+
+def logout(args: argparse.Namespace, io: Streams) -> int:
+    provider = login_provider(args)
+    session = sign_in.logout(provider)
+    if session is None:
+        io.print(f"not signed in to {provider.issuer}")
+    else:
+        io.print(f"signed out {session.who} from {provider.issuer}")
+    return 0
+
+
+def identity_options() -> argparse.ArgumentParser:
+    """The options of `login` and `logout`: where the issuer comes from."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--endpoints",
+        metavar="FILE",
+        help=f"endpoints file naming the issuer (default: ${ENDPOINTS_ENV} or "
+        f"{DEFAULT_ENDPOINTS_FILE})",
+    )
+    common.add_argument(
+        "--issuer",
+        metavar="URL",
+        help=f"the OIDC issuer (default: ${sign_in.ISSUER_ENV} or the endpoints file's)",
     )
     return common
 
@@ -287,7 +387,7 @@ def audit_verify(args: argparse.Namespace, io: Streams) -> int:
     """Every service's chain at the site(s); a broken chain outranks an unreachable service
     in the exit code, since tampering is the finding this command exists for."""
     endpoints = load_endpoints(args.endpoints)
-    token = resolve_token(args.token, endpoints)
+    token = signed_in_token(endpoints)
     checks = []
     for site in endpoints.site_names(args.site):
         services = endpoints.services_of(site)
@@ -434,7 +534,7 @@ def audit_log(args: argparse.Namespace, io: Streams) -> int:
     """Ask every service of the site(s): an id may name aggregates in more than one store (a
     unit is made by manufacturing and kept by storage), and each store tells its part."""
     endpoints = load_endpoints(args.endpoints)
-    token = resolve_token(args.token, endpoints)
+    token = signed_in_token(endpoints)
     sites = endpoints.site_names(args.site)
     histories, failures = [], []
     for site in sites:
@@ -516,7 +616,7 @@ def trace_table(records: list[dict[str, str]]) -> list[str]:
 
 def trace(args: argparse.Namespace, io: Streams) -> int:
     endpoints = load_endpoints(args.endpoints)
-    token = resolve_token(args.token, endpoints)
+    token = signed_in_token(endpoints)
     chosen = [(k, getattr(args, k)) for k in ("din", "donor", "batch") if getattr(args, k)]
     if len(chosen) != 1:
         raise CliError("name exactly one of --din, --donor or --batch")
@@ -788,7 +888,7 @@ def hla_show(args: argparse.Namespace, io: Streams) -> int:
     from cellbank.matching.v1 import hla_reference_service_pb2 as hpb
 
     endpoints = load_endpoints(args.endpoints)
-    token = resolve_token(args.token, endpoints)
+    token = signed_in_token(endpoints)
     for site in endpoints.site_names(args.site):
         in_use = hla_call(
             matching_address(endpoints, site), token, args.timeout,
@@ -805,7 +905,7 @@ def hla_approve(args: argparse.Namespace, io: Streams) -> int:
     from cellbank.matching.v1 import hla_reference_service_pb2 as hpb
 
     endpoints = load_endpoints(args.endpoints)
-    token = resolve_token(args.token, endpoints)
+    token = signed_in_token(endpoints)
     (site,) = endpoints.site_names(args.site)
     request = hpb.ApproveHlaReferenceRequest(
         directory=args.directory, release=args.release, reason=args.reason
@@ -851,6 +951,29 @@ def build_parser() -> argparse.ArgumentParser:
             title=f"{name} commands", metavar="ACTION", required=True
         )
         return CommandGroup(sub, name, listing)
+
+    login_help = "sign in: a browser (URL and code), --username/--password, or a client"
+    signing_in = commands.add_parser(
+        "login", parents=[identity_options()], help=login_help,
+        description="Sign in at the network's identity provider and keep the tokens for the "
+        "other commands (~/.cellbank/tokens, 0600; renewed with the refresh token). People: "
+        "without options, open the printed URL in any browser and sign in there (device "
+        "authorization flow). Demo realm and scripts: --username/--password (password grant). "
+        "Automation: --client-id with the client's secret (client-credentials grant).",
+    )  # fmt: skip
+    signing_in.set_defaults(run=login)
+    signing_in.add_argument("--username", help="a person's username (password grant)")
+    signing_in.add_argument("--password", help="their password (asked for when left out)")
+    signing_in.add_argument("--client-id", help="a confidential client (client credentials)")
+    signing_in.add_argument("--client-secret", help="its secret (prefer --client-secret-file)")
+    signing_in.add_argument("--client-secret-file", metavar="FILE", help="a file holding it")
+    listing.append(("login", login_help))
+    logout_help = "forget the sign-in (and end its session at the identity provider)"
+    signing_out = commands.add_parser(
+        "logout", parents=[identity_options()], help=logout_help, description=logout_help
+    )
+    signing_out.set_defaults(run=logout)
+    listing.append(("logout", logout_help))
 
     audit = group("audit", "audit trail: verify hash chains, read an aggregate's history")
     verify = audit.add(
@@ -986,6 +1109,9 @@ def main(
     except CliError as exc:
         io.warn(f"cellbank: error: {exc}")
         return exc.code
+    except sign_in.SignInError as exc:
+        io.warn(f"cellbank: error: {exc}")
+        return 2
 
 
 if __name__ == "__main__":

@@ -18,8 +18,10 @@ from typing import Any
 import grpc
 from cellbank.storage.v1 import storage_service_pb2_grpc as spb_grpc
 
-from deploy.demo import TOKENS, BankClient, register_demo_tank, released_batch, store_when_known
+from deploy.demo import BankClient, register_demo_tank, released_batch, store_when_known
+from deploy.identities import DemoRealm, demo_realm
 from deploy.infra import DEFAULT_SITES, Endpoints, Infrastructure, ensure_site_databases
+from deploy.keycloak import Identity
 from deploy.network import (
     NetworkProcess,
     ServiceProcess,
@@ -132,43 +134,82 @@ def endpoints_document(
     kafka_bootstrap: str,
     database_url: str = "",
     dashboard: str = "",
+    *,
+    identity: Identity,
 ) -> dict[str, Any]:
     """What tools need to reach the running network (`cellbank`, hospital clients): every
-    site's service addresses plus the public aliases, a demo hospital per hospital token with
-    home sites spread over the sites in order, the operator token and Kafka."""
+    site's service addresses plus the public aliases, the identity provider, the demo realm's
+    hospitals (client credentials, clinicians; home sites spread over the sites in order) and
+    staff, Kafka. The credentials are the demo realm's: this file exists only for a local run."""
     by_site: dict[str, dict[str, str]] = {site: {} for site in sites}
     for s in services:
         by_site[s.site][s.service] = s.address
     for entries in by_site.values():
         entries["hospital_api"] = entries["matching"]  # HospitalService is served by matching
         entries["operator_api"] = entries["storage"]  # any service serves OperatorService
-    hospital_tokens = [
-        (t, p.split(":", 1)[1]) for t, p in TOKENS.items() if p.startswith("hospital:")
-    ]
-    hospitals = [
-        {
-            "id": hospital,
-            "token": token,
-            "home_site": sites[i % len(sites)],
-            "hospital_api": by_site[sites[i % len(sites)]]["hospital_api"],
-        }
-        for i, (token, hospital) in enumerate(hospital_tokens)
-    ]
+    realm = demo_realm()
     return {
+        "identity": identity.as_json(),
         "sites": by_site,
-        "hospitals": hospitals,
-        "operator_token": "op-alice",
+        "hospitals": demo_hospitals(realm, sites, by_site),
+        "users": demo_staff(realm),
         "kafka": kafka_bootstrap,
         "database_url": database_url,  # the PostgreSQL server (`cellbank replay` rebuilds sites)
         "dashboard": dashboard,
     }
 
 
+def demo_hospitals(
+    realm: DemoRealm, sites: list[str], by_site: dict[str, dict[str, str]]
+) -> list[dict[str, Any]]:
+    """Each hospital of the realm: its system's client and its clinicians' sign-ins."""
+    hospitals = sorted({c.hospital for c in realm.clients.values() if c.hospital})
+    documents = []
+    for i, hospital in enumerate(hospitals):
+        home = sites[i % len(sites)]
+        client = realm.hospital_client(hospital)
+        documents.append(
+            {
+                "id": hospital,
+                "home_site": home,
+                "hospital_api": by_site[home]["hospital_api"],
+                "client_id": client.client_id,
+                "client_secret": client.secret,
+                "clinicians": [
+                    {"username": u.username, "password": u.password, "name": u.name}
+                    for u in realm.clinicians(hospital)
+                ],
+            }
+        )
+    return documents
+
+
+STAFF_ROLES = frozenset({"operator", "qa", "courier"})
+
+
+def demo_staff(realm: DemoRealm) -> list[dict[str, Any]]:
+    """The realm's operators, QA staff and couriers (people who sign in with `cellbank login`)."""
+    return [
+        {
+            "username": u.username,
+            "password": u.password,
+            "name": u.name,
+            "roles": list(u.roles),
+            "site": u.site,
+        }
+        for u in realm.users.values()
+        if STAFF_ROLES.intersection(u.roles)
+    ]
+
+
 def write_endpoints_file(path: Path, document: dict[str, Any]) -> None:
-    """Atomically (write, then rename), so a tool reading it never sees half a file."""
+    """Atomically (write, then rename), so a tool reading it never sees half a file; readable
+    by its owner only, since it holds the demo realm's passwords and client secrets."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(document, indent=2) + "\n")
+    partial.unlink(missing_ok=True)
+    with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
+        out.write(json.dumps(document, indent=2) + "\n")
     os.replace(partial, path)
 
 
@@ -200,9 +241,13 @@ def _summary(
         + ", ".join(
             f"{s.site} 127.0.0.1:{s.grpc_port}" for s in services if s.service == "matching"
         ),
-        "  tokens     " + ", ".join(f"{t} ({p})" for t, p in TOKENS.items()),
+        f"  identity   OIDC issuer {endpoints.identity.issuer}",
+        "             sign in: `cellbank login` (a browser), or for the demo "
+        "`cellbank login --username alice --password demo-alice`",
+        "             demo people (operators, QA, couriers, clinicians) and hospital clients "
+        "with their passwords/secrets: the endpoints file",
         f"  logs       {root / 'logs'}",
-        f"  endpoints  {endpoints_file}   (for `cellbank audit verify`, `cellbank audit log`)",
+        f"  endpoints  {endpoints_file}   (for `cellbank`, hospital clients and the simulator)",
         "  Point your own tools at it with:",
         f"    export CELLBANK_KAFKA_BOOTSTRAP={endpoints.kafka_bootstrap}",
         f"    export CELLBANK_DATABASE_URL={endpoints.database_url}",
@@ -250,7 +295,12 @@ def main(argv: list[str] | None = None) -> int:
         write_endpoints_file(
             endpoints_file,
             endpoints_document(
-                services, sites, endpoints.kafka_bootstrap, endpoints.database_url, dashboard_url
+                services,
+                sites,
+                endpoints.kafka_bootstrap,
+                endpoints.database_url,
+                dashboard_url,
+                identity=endpoints.identity,
             ),
         )
         demo = "" if args.no_demo else run_async(lambda: seed_demo(services, sites))

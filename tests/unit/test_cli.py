@@ -1,13 +1,18 @@
 """`cellbank` without a network: the endpoints file (as `make run` writes it and as the CLI reads
-it), the report lines, signature extraction, and the commands' listing."""
+it), the sign-in's token cache and device-flow polling, the report lines, signature extraction,
+and the commands' listing."""
 
 from __future__ import annotations
 
 import io
 import json
+import os
+import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cellbank.operator.v1 import operator_service_pb2 as opb
@@ -24,47 +29,77 @@ from deploy.cli import (
     load_endpoints,
     main,
     parse_endpoints,
-    resolve_token,
     signatures,
+    signed_in_token,
 )
-from deploy.demo import TOKENS
+from deploy.identities import demo_realm
+from deploy.keycloak import Identity
 from deploy.network import plan
+from deploy.processes import free_port
 from deploy.run import endpoints_document, write_endpoints_file
+from deploy.sign_in import Provider, Session, SignInError, device_login, load, save, token_file
 from shared.topics import SERVICES
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_make_run_writes_every_site_service_hospital_and_the_operator_token(tmp_path):
+ISSUER = "http://127.0.0.1:1/realms/cellbank"
+
+
+def test_make_run_writes_every_site_service_hospital_and_the_demo_identities(tmp_path):
     sites = ["LON", "MAN", "EDI"]
     services = plan(sites, 50100, 9300)
     path = tmp_path / "endpoints.json"
-    write_endpoints_file(path, endpoints_document(services, sites, "127.0.0.1:9092"))
+    document = endpoints_document(services, sites, "127.0.0.1:9092", identity=Identity(ISSUER))
+    write_endpoints_file(path, document)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600  # it holds the demo passwords
     document = json.loads(path.read_text())
     assert set(document) == {
-        "sites", "hospitals", "operator_token", "kafka", "database_url", "dashboard"
+        "identity", "sites", "hospitals", "users", "kafka", "database_url", "dashboard"
     }  # fmt: skip
+    assert document["identity"] == {
+        "issuer": ISSUER,
+        "token_url": f"{ISSUER}/protocol/openid-connect/token",
+        "jwks_url": f"{ISSUER}/protocol/openid-connect/certs",
+        "cli_client_id": "cellbank-cli",
+    }
     assert document["kafka"] == "127.0.0.1:9092"
-    assert TOKENS[document["operator_token"]].startswith("operator:")
     assert list(document["sites"]) == sites
     lon = document["sites"]["LON"]
     assert lon["donor_intake"] == "127.0.0.1:50100" and lon["storage"] == "127.0.0.1:50102"
     assert lon["hospital_api"] == lon["matching"] and lon["operator_api"] == lon["storage"]
     for site, entries in document["sites"].items():
         assert {s.service for s in services if s.site == site} <= set(entries)
-    hospital_tokens = [t for t, p in TOKENS.items() if p.startswith("hospital:")]
-    assert [h["token"] for h in document["hospitals"]] == hospital_tokens
+    realm = demo_realm()
     assert [(h["id"], h["home_site"]) for h in document["hospitals"]] == [
         ("H1", "LON"),
         ("H2", "MAN"),
         ("H3", "EDI"),
     ]
     for hospital in document["hospitals"]:
+        assert set(hospital) == {
+            "id", "home_site", "hospital_api", "client_id", "client_secret", "clinicians"
+        }  # fmt: skip
         assert hospital["hospital_api"] == document["sites"][hospital["home_site"]]["matching"]
+        client = realm.clients[hospital["client_id"]]
+        assert (client.hospital, client.secret) == (hospital["id"], hospital["client_secret"])
+        assert hospital["clinicians"] == [
+            {"username": u.username, "password": u.password, "name": u.name}
+            for u in realm.clinicians(hospital["id"])
+        ]
+        assert hospital["clinicians"], f"{hospital['id']} has nobody to sign for it"
+    users = {u["username"]: u for u in document["users"]}
+    assert set(users) == {"alice", "bob", "quinn", "carl", "cora"}  # no clinician, no system
+    assert users["alice"] == {
+        "username": "alice", "password": "demo-alice", "name": "Alice Morgan",
+        "roles": ["operator", "qa"], "site": "LON",
+    }  # fmt: skip
+    assert users["carl"]["roles"] == ["courier"]
+    assert "token" not in json.dumps(list(document["hospitals"][0]))  # static tokens are gone
     assert not list(tmp_path.glob(".*partial"))  # written by rename: never seen half-written
     endpoints = load_endpoints(path, env={})  # and the CLI reads exactly what make run writes
     assert [s for s, _ in endpoints.services_of("MAN")] == [s for s in SERVICES if s in lon]
-    assert endpoints.operator_token == document["operator_token"]
+    assert endpoints.identity == document["identity"]
 
 
 def test_a_missing_endpoints_file_says_to_start_the_network_or_pass_one(tmp_path):
@@ -82,7 +117,8 @@ def test_a_missing_endpoints_file_says_to_start_the_network_or_pass_one(tmp_path
         ({"sites": {}}, "sites:"),
         ({"sites": {"LON": "x"}}, "sites.LON:"),
         ({"sites": {"LON": {"storage": "nowhere"}}}, "sites.LON.storage:"),
-        ({"sites": {"LON": {"storage": "h:1"}}, "operator_token": 7}, "operator_token:"),
+        ({"sites": {"LON": {"storage": "h:1"}}, "identity": "x"}, "identity:"),
+        ({"sites": {"LON": {"storage": "h:1"}}, "identity": {"issuer": 7}}, "identity:"),
     ],
 )
 def test_a_malformed_endpoints_file_names_the_field(document, field):
@@ -90,16 +126,120 @@ def test_a_malformed_endpoints_file_names_the_field(document, field):
         parse_endpoints(document, Path("e.json"))
 
 
-def test_the_token_comes_from_the_flag_then_the_environment_then_the_file():
-    endpoints = parse_endpoints(
-        {"sites": {"lon": {"storage": "h:1"}}, "operator_token": "op-file"}, Path("e.json")
-    )
+def test_sites_are_named_case_insensitively_and_checked_against_the_file():
+    endpoints = parse_endpoints({"sites": {"lon": {"storage": "h:1"}}}, Path("e.json"))
     assert endpoints.site_names() == ["LON"] and endpoints.site_names("lon") == ["LON"]
-    assert resolve_token("op-flag", endpoints, env={"CELLBANK_TOKEN": "op-env"}) == "op-flag"
-    assert resolve_token(None, endpoints, env={"CELLBANK_TOKEN": "op-env"}) == "op-env"
-    assert resolve_token(None, endpoints, env={}) == "op-file"
     with pytest.raises(CliError, match=r"'EDI' is not in e.json \(sites: LON\)"):
         endpoints.site_names("EDI")
+
+
+def test_without_a_sign_in_a_command_says_to_run_cellbank_login_and_exits_2(tmp_path):
+    issuer = f"http://127.0.0.1:{free_port()}/realms/cellbank"  # nobody answers there
+    path = tmp_path / "endpoints.json"
+    path.write_text(json.dumps({"sites": {"LON": {"storage": "127.0.0.1:1"}},
+                                "identity": {"issuer": issuer}}))  # fmt: skip
+    env = {"XDG_CONFIG_HOME": str(tmp_path / "config")}
+    with pytest.raises(CliError, match=r"not signed in: run `cellbank login`"):
+        signed_in_token(load_endpoints(path, env={}), env=env)
+    code = subprocess.run(  # the installed command: the message and the exit code it gives
+        [sys.executable, "-m", "deploy.cli", "audit", "verify", "--endpoints", str(path)],
+        env={**_clean_env(), **env}, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert code.returncode == 2 and not code.stdout, code.stderr
+    assert "cellbank: error: not signed in: run `cellbank login`" in code.stderr
+
+
+def _clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("CELLBANK_")}
+
+
+def test_the_token_cache_is_per_issuer_and_readable_by_its_owner_only(tmp_path):
+    env = {"XDG_CONFIG_HOME": str(tmp_path)}
+    path = token_file(ISSUER, env)
+    assert path.parent == tmp_path / "cellbank" / "tokens"
+    assert token_file(ISSUER + "/", env) == path != token_file(ISSUER + "-other", env)
+    assert token_file(ISSUER, {}).is_relative_to(Path.home() / ".cellbank" / "tokens")
+    session = Session(ISSUER, "cellbank-cli", "password", "alice", "at", time.time() + 300, "rt")
+    save(session, path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert load(path) == session and session.fresh()
+    path.write_text("{not json")
+    assert load(path) is None  # a damaged cache is a sign-out, not a crash
+
+
+class FakeIssuer:
+    """The device endpoint and the token endpoint, answering from a script."""
+
+    def __init__(self, token_replies: list[tuple[int, dict[str, Any]]]) -> None:
+        self.token_replies = token_replies
+        self.calls: list[tuple[str, dict[str, str]]] = []
+        self.slept: list[float] = []
+        self.now = 0.0
+
+    def post(self, url: str, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        self.calls.append((url, form))
+        if url.endswith("/device"):
+            return 200, {
+                "device_code": "DC", "user_code": "WXYZ-1234", "interval": 2, "expires_in": 30,
+                "verification_uri": "http://idp/device",
+                "verification_uri_complete": "http://idp/device?user_code=WXYZ-1234",
+            }  # fmt: skip
+        return self.token_replies.pop(0)
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+    def clock(self) -> float:
+        return self.now
+
+
+PROVIDER = Provider(ISSUER, "http://idp/token", "http://idp/device")
+
+
+def _login(issuer: FakeIssuer) -> tuple[Session, list[str]]:
+    told: list[str] = []
+    session = device_login(
+        PROVIDER, told.append, post=issuer.post, sleep=issuer.sleep, clock=issuer.clock
+    )
+    return session, told
+
+
+def test_the_device_flow_shows_the_url_and_code_then_polls_slowing_down_when_asked():
+    import jwt
+
+    access = jwt.encode({"preferred_username": "alice", "azp": "cellbank-cli"}, "k" * 32)
+    issuer = FakeIssuer([
+        (400, {"error": "authorization_pending"}),
+        (400, {"error": "slow_down"}),
+        (400, {"error": "authorization_pending"}),
+        (200, {"access_token": access, "expires_in": 900, "refresh_token": "rt"}),
+    ])  # fmt: skip
+    session, told = _login(issuer)
+    assert "http://idp/device?user_code=WXYZ-1234" in told[0] and "WXYZ-1234" in told[1]
+    assert issuer.slept == [2, 2, 7, 7]  # the interval, +5 s after slow_down (RFC 8628)
+    polls = [form for url, form in issuer.calls if url == "http://idp/token"]
+    assert all(
+        form == {"grant_type": "urn:ietf:params:oauth:grant-type:device_code",
+                 "device_code": "DC", "client_id": "cellbank-cli"}
+        for form in polls
+    )  # fmt: skip
+    assert (session.who, session.grant, session.refresh_token) == ("alice", "device_code", "rt")
+
+
+@pytest.mark.parametrize(
+    ("replies", "message"),
+    [
+        ([(400, {"error": "access_denied"})], "declined"),
+        ([(400, {"error": "expired_token"})], "expired"),
+        ([(400, {"error": "authorization_pending"})] * 20, "expired"),  # past expires_in
+        ([(400, {"error": "invalid_client", "error_description": "no"})], "invalid_client: no"),
+    ],
+)
+def test_the_device_flow_stops_when_declined_expired_or_refused(replies, message):
+    with pytest.raises(SignInError, match=message):
+        _login(FakeIssuer(list(replies)))
 
 
 def test_report_lines_name_the_site_service_and_the_broken_event():
