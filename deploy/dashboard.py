@@ -1,11 +1,14 @@
 """The operator dashboard: `python -m deploy.dashboard [--endpoints FILE] [--port N]`.
 
-One page, live: the network's events as they happen (server-sent events from Kafka), every
-site's inventory by status and available stock by product type, open orders, shipments with
-their SLA status, active excursions (quarantined units, compromised shipments) and recalls.
-It reads the endpoints file `make run` writes and asks each site's delivery service
+One page, live: the network's events as they happen (server-sent events from one shared Kafka
+reader), every site's inventory by status and available stock by product type, open orders,
+shipments with their SLA status, active excursions (quarantined units, compromised shipments)
+and recalls. Operators sign in at the network's OIDC issuer (deploy/dashboard_login.py); every
+route but /healthz and the sign-in steps needs a session of a person with the `operator` role
+(the page redirects to sign-in, the API answers 401 JSON, anyone else gets 403). Events are
+redacted by role (deploy/dashboard_events.py). Each site's delivery service is asked
 (OperatorService.GetNetworkStatus, DeliveryService.ListShipments / ListRecalls) with the
-operator token; it writes nothing.
+signed-in operator's own access token; the dashboard writes nothing and holds no token of its own.
 """
 
 from __future__ import annotations
@@ -13,10 +16,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import json
 import logging
 import os
-from collections.abc import AsyncIterator, Mapping
+import urllib.parse
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,54 +35,78 @@ from cellbank.operator.v1 import operator_service_pb2_grpc as opb_grpc
 from google.protobuf.json_format import MessageToDict
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, StreamingResponse
+from starlette.responses import (
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from starlette.routing import Route
 
-from shared.errors import InvalidArgument
+from deploy.dashboard_events import EventHub, TooManyStreams, redacted
+from deploy.dashboard_login import (
+    LOGIN_COOKIE,
+    LOGIN_TTL_S,
+    SESSION_COOKIE,
+    Login,
+    OidcClient,
+    Session,
+)
+from deploy.keycloak import AUDIENCE, DASHBOARD_CLIENT_ID, REALM_FILE
+from shared.auth import OPERATOR
+from shared.errors import InvalidArgument, Unauthenticated
 from shared.event_watch import EventFilter, watch_events
-from shared.settings import parse_endpoints
+from shared.settings import parse_endpoints, secret
 
 log = logging.getLogger(__name__)
 PAGE = Path(__file__).with_name("dashboard.html")
+KEEPALIVE_S = 15.0
+
+
+@dataclass(frozen=True, slots=True)
+class DashboardConfig:
+    """What the dashboard needs: delivery endpoints, Kafka, its OIDC client, stream caps."""
+
+    sites: dict[str, str]  # site → delivery service host:port
+    kafka: str
+    oidc: OidcClient
+    max_streams: int = 20
+    max_streams_per_user: int = 5
+    public_url: str = ""  # https://… behind a proxy; else the URL the browser used
 
 
 class Network:
-    """What the dashboard knows of the network: delivery endpoints, token, Kafka."""
+    """The delivery services, asked on behalf of the signed-in operator."""
 
-    def __init__(self, document: dict[str, Any]) -> None:
-        self.sites: dict[str, dict[str, str]] = document.get("sites", {})
-        self.token = str(document.get("operator_token", "op-alice"))
-        self.kafka = str(document.get("kafka", ""))
-        self.metadata = (("authorization", f"Bearer {self.token}"),)
+    def __init__(self, sites: Mapping[str, str]) -> None:
+        self.sites = dict(sites)
 
-    def delivery(self) -> list[tuple[str, str]]:
-        return [(s, e["delivery"]) for s, e in sorted(self.sites.items()) if "delivery" in e]
-
-    async def status(self) -> dict[str, Any]:
+    async def status(self, metadata: tuple[tuple[str, str], ...]) -> dict[str, Any]:
         """Network status (from the first delivery service that answers), with every site's
         shipments and recalls."""
         out: dict[str, Any] = {"sites": [], "shipments": [], "recalls": [], "errors": []}
         answered = False
-        for site, address in self.delivery():
+        for site, address in sorted(self.sites.items()):
             async with grpc.aio.insecure_channel(address) as channel:
                 try:
                     if not answered:
                         status = await opb_grpc.OperatorServiceStub(channel).GetNetworkStatus(
-                            opb.GetNetworkStatusRequest(), metadata=self.metadata, timeout=5
+                            opb.GetNetworkStatusRequest(), metadata=metadata, timeout=5
                         )
                         out["sites"] = [_dict(s) for s in status.sites]
                         out["as_of"] = status.as_of.ToJsonString()
                         answered = True
                     stub = dpb_grpc.DeliveryServiceStub(channel)
                     shipments = await stub.ListShipments(
-                        dpb.ListShipmentsRequest(), metadata=self.metadata, timeout=5
+                        dpb.ListShipmentsRequest(), metadata=metadata, timeout=5
                     )
                     out["shipments"] += [
                         {**_dict(s), "site_id": site} for s in shipments.shipments
                         if s.status in ("CREATED", "IN_TRANSIT", "DELIVERED")
                     ]  # fmt: skip
                     recalls = await stub.ListRecalls(
-                        dpb.ListRecallsRequest(), metadata=self.metadata, timeout=5
+                        dpb.ListRecallsRequest(), metadata=metadata, timeout=5
                     )
                     out["recalls"] += [{**_dict(r), "site_id": site} for r in recalls.recalls]
                 except grpc.aio.AioRpcError as err:
@@ -90,68 +120,280 @@ def _dict(message: Any) -> dict[str, Any]:
     )
 
 
-def create_app(network: Network) -> Starlette:
-    async def page(request: Request) -> HTMLResponse:
-        return HTMLResponse(PAGE.read_text())
+Handler = Callable[[Request, Session], Awaitable[Response]]
 
-    async def status(request: Request) -> JSONResponse:
-        return JSONResponse(await network.status())
 
-    async def events(request: Request) -> StreamingResponse:
-        selection = EventFilter(
-            request.query_params.get("site", ""), request.query_params.get("topic", ""),
-            request.query_params.get("type", ""), request.query_params.get("aggregate", ""),
+def create_app(config: DashboardConfig, hub: EventHub | None = None) -> Starlette:
+    network = Network(config.sites)
+    login = Login(config.oidc)
+    events_hub = hub or EventHub(
+        lambda: watch_events(config.kafka, EventFilter(), tail=20),
+        max_streams=config.max_streams, max_streams_per_user=config.max_streams_per_user,
+    )  # fmt: skip
+
+    def base(request: Request) -> str:
+        return (config.public_url or str(request.base_url)).rstrip("/") + "/"
+
+    def secure(request: Request) -> bool:
+        return base(request).startswith("https://")
+
+    def operator_only(handler: Handler, *, api: bool) -> Callable[[Request], Awaitable[Response]]:
+        async def guarded(request: Request) -> Response:
+            session = login.sessions.get(request.cookies.get(SESSION_COOKIE))
+            if session is not None:
+                try:
+                    session = await login.fresh(session)
+                except Unauthenticated:
+                    session = None
+            if session is None:
+                if api:
+                    return JSONResponse(
+                        {"error": "sign in first", "login": "/login"}, status_code=401,
+                        headers={"WWW-Authenticate": 'Bearer realm="cellbank-dashboard"'},
+                    )  # fmt: skip
+                return await begin_login(request)
+            if not session.principal.has(OPERATOR):
+                who = session.principal.username
+                why = f"{who} is signed in but is not an operator; the dashboard is for operators"
+                if api:
+                    return JSONResponse({"error": why}, status_code=403)
+                return HTMLResponse(
+                    f"<!doctype html><title>Not an operator</title><p>{_escape(why)}.</p>"
+                    '<p><a href="/logout">Sign out</a></p>', status_code=403,
+                )  # fmt: skip
+            return await handler(request, session)
+
+        return guarded
+
+    async def begin_login(request: Request) -> Response:
+        try:
+            url, state = await login.begin(base(request) + "callback")
+        except Unauthenticated as exc:
+            return HTMLResponse(f"<p>{_escape(str(exc))}</p>", status_code=503)
+        response = RedirectResponse(url, status_code=302)
+        response.set_cookie(
+            LOGIN_COOKIE, state, max_age=int(LOGIN_TTL_S), httponly=True, samesite="lax",
+            secure=secure(request), path="/",
         )  # fmt: skip
+        return response
 
-        async def stream() -> AsyncIterator[str]:
-            yield ": connected\n\n"
-            source = watch_events(network.kafka, selection, tail=20)
-            async with contextlib.aclosing(source):
-                async for watched in source:
-                    if await request.is_disconnected():
-                        return
-                    record = watched.record()
-                    record["summary"] = watched.summary
-                    yield f"data: {json.dumps(record, separators=(',', ':'))}\n\n"
+    async def callback(request: Request) -> Response:
+        params = request.query_params
+        if params.get("error"):
+            why = f"{params.get('error')}: {params.get('error_description', '')}"[:300]
+            return HTMLResponse(
+                f"<p>Sign-in refused ({_escape(why)}).</p><p><a href='/'>Try again</a></p>",
+                status_code=401,
+            )
+        try:
+            session = await login.complete(
+                params.get("state", ""), request.cookies.get(LOGIN_COOKIE), params.get("code", "")
+            )
+        except Unauthenticated as exc:
+            return HTMLResponse(
+                f"<p>{_escape(str(exc))}</p><p><a href='/'>Sign in</a></p>", status_code=401
+            )
+        response = RedirectResponse(base(request), status_code=303)
+        response.delete_cookie(LOGIN_COOKIE, path="/")
+        response.set_cookie(
+            SESSION_COOKIE, session.id, httponly=True, samesite="lax", secure=secure(request),
+            path="/",
+        )  # fmt: skip
+        return response
 
-        return StreamingResponse(
-            stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+    async def logout(request: Request) -> Response:
+        session_id = request.cookies.get(SESSION_COOKIE)
+        session = login.sessions.drop(session_id) if session_id else None
+        response = RedirectResponse(await login.logout_url(session, base(request)), 303)
+        response.delete_cookie(SESSION_COOKIE, path="/")
+        return response
+
+    async def page(request: Request, session: Session) -> Response:
+        return HTMLResponse(PAGE.read_text(), headers={"Cache-Control": "no-store"})
+
+    async def me(request: Request, session: Session) -> Response:
+        p = session.principal
+        return JSONResponse(
+            {"username": p.username, "name": p.name, "roles": sorted(p.roles), "site": p.site}
         )
 
+    async def status(request: Request, session: Session) -> Response:
+        return JSONResponse(await network.status(session.metadata))
+
+    async def events(request: Request, session: Session) -> Response:
+        q = request.query_params
+        selection = EventFilter(
+            q.get("site", ""), q.get("topic", ""), q.get("type", ""), q.get("aggregate", "")
+        )
+        try:
+            selection.topics()
+        except InvalidArgument as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        try:
+            subscription = events_hub.subscribe(session.principal.username, selection)
+            subscriber = subscription.__enter__()
+        except TooManyStreams as exc:
+            return JSONResponse({"error": str(exc)}, status_code=503, headers={"Retry-After": "10"})
+
+        async def stream() -> AsyncIterator[str]:
+            try:
+                yield ": connected\n\n"
+                while True:
+                    current = login.sessions.get(session.id, touch=False)
+                    if current is None or not current.principal.has(OPERATOR):
+                        yield "event: signed-out\ndata: {}\n\n"
+                        return
+                    try:
+                        watched = await asyncio.wait_for(subscriber.queue.get(), KEEPALIVE_S)
+                    except TimeoutError:
+                        yield ": keep-alive\n\n"
+                        continue
+                    dropped = subscriber.take_dropped()
+                    if dropped:
+                        yield f"event: dropped\ndata: {json.dumps({'dropped': dropped})}\n\n"
+                    record = redacted(watched, current.principal.roles)
+                    yield f"data: {json.dumps(record, separators=(',', ':'))}\n\n"
+            finally:
+                subscription.__exit__(None, None, None)
+
+        return StreamingResponse(
+            stream(), media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )  # fmt: skip
+
     async def health(request: Request) -> JSONResponse:
-        return JSONResponse({"ok": True})
+        return JSONResponse(
+            {"ok": True, "live_streams": events_hub.streams,
+             "kafka_readers_opened": events_hub.readers_opened}
+        )  # fmt: skip
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await events_hub.stop()
 
     return Starlette(
         routes=[
-            Route("/", page),
-            Route("/api/status", status),
-            Route("/api/events", events),
+            Route("/", operator_only(page, api=False)),
+            Route("/login", begin_login),
+            Route("/callback", callback),
+            Route("/logout", logout, methods=["GET", "POST"]),
+            Route("/api/me", operator_only(me, api=True)),
+            Route("/api/status", operator_only(status, api=True)),
+            Route("/api/events", operator_only(events, api=True)),
             Route("/healthz", health),
-        ]
+        ],
+        lifespan=lifespan,
     )
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def document_from_env(env: Mapping[str, str]) -> dict[str, Any]:
     """The endpoints document from the environment (a container has no endpoints file):
-    CELLBANK_DELIVERY_ENDPOINTS (SITE=host:port,…), CELLBANK_OPERATOR_TOKEN (an operator
-    token the delivery services accept) and CELLBANK_KAFKA_BOOTSTRAP. ValueError names what is
-    missing or malformed."""
+    CELLBANK_DELIVERY_ENDPOINTS (SITE=host:port,…), CELLBANK_KAFKA_BOOTSTRAP and
+    CELLBANK_OIDC_ISSUER (the issuer operators sign in at). ValueError names what is missing or
+    malformed."""
     delivery = parse_endpoints(
         env.get("CELLBANK_DELIVERY_ENDPOINTS", ""), "CELLBANK_DELIVERY_ENDPOINTS"
     )
     if not delivery:
         raise ValueError("CELLBANK_DELIVERY_ENDPOINTS: required (SITE=host:port,...)")
-    token = env.get("CELLBANK_OPERATOR_TOKEN", "").strip()
-    if not token:
-        raise ValueError("CELLBANK_OPERATOR_TOKEN: required (an operator bearer token)")
     kafka = env.get("CELLBANK_KAFKA_BOOTSTRAP", "").strip()
     if not kafka:
         raise ValueError("CELLBANK_KAFKA_BOOTSTRAP: required (the event stream)")
+    issuer = env.get("CELLBANK_OIDC_ISSUER", "").strip().rstrip("/")
+    if not issuer:
+        raise ValueError("CELLBANK_OIDC_ISSUER: required (the OIDC issuer operators sign in at)")
     return {
         "sites": {site: {"delivery": address} for site, address in delivery.items()},
-        "operator_token": token,
         "kafka": kafka,
+        "identity": {"issuer": issuer},
     }
+
+
+def config_from(
+    document: Mapping[str, Any], env: Mapping[str, str], *, local_run: bool
+) -> DashboardConfig:
+    """The dashboard's configuration from an endpoints document and the environment.
+
+    The issuer is CELLBANK_OIDC_ISSUER or the document's "identity"; the client is
+    CELLBANK_DASHBOARD_CLIENT_ID / CELLBANK_DASHBOARD_CLIENT_SECRET (or _SECRET_FILE). Only for
+    the local run's endpoints file with an issuer on this machine do they default to the demo
+    realm's dashboard client. ValueError names what is missing."""
+    identity = document.get("identity") or {}
+    if not isinstance(identity, Mapping):
+        raise ValueError('endpoints "identity": expected an object')
+    issuer = env.get("CELLBANK_OIDC_ISSUER", "").strip() or str(identity.get("issuer", ""))
+    issuer = issuer.rstrip("/")
+    if not issuer:
+        raise ValueError(
+            'no OIDC issuer: set CELLBANK_OIDC_ISSUER or give the endpoints file an "identity"'
+        )
+    demo = local_run and _on_this_machine(issuer)
+    client_id = env.get("CELLBANK_DASHBOARD_CLIENT_ID", "").strip() or (
+        DASHBOARD_CLIENT_ID if demo else ""
+    )
+    if not client_id:
+        raise ValueError("CELLBANK_DASHBOARD_CLIENT_ID: required (the dashboard's OIDC client)")
+    client_secret = secret(env, "CELLBANK_DASHBOARD_CLIENT_SECRET") or (
+        _demo_secret(client_id) if demo else ""
+    )
+    if not client_secret:
+        raise ValueError(
+            "CELLBANK_DASHBOARD_CLIENT_SECRET (or _FILE): required (the dashboard client's secret)"
+        )
+    sites = {
+        site: str(entry["delivery"])
+        for site, entry in (document.get("sites") or {}).items()
+        if isinstance(entry, Mapping) and "delivery" in entry
+    }
+    return DashboardConfig(
+        sites=sites,
+        kafka=str(document.get("kafka", "")),
+        oidc=OidcClient(
+            issuer,
+            client_id,
+            client_secret,
+            audience=env.get("CELLBANK_OIDC_AUDIENCE", "").strip() or AUDIENCE,
+            jwks_url=env.get("CELLBANK_OIDC_JWKS_URL", "").strip()
+            or str(identity.get("jwks_url", "")),
+        ),
+        max_streams=_positive(env, "CELLBANK_DASHBOARD_MAX_STREAMS", 20),
+        max_streams_per_user=_positive(env, "CELLBANK_DASHBOARD_MAX_STREAMS_PER_USER", 5),
+        public_url=env.get("CELLBANK_DASHBOARD_URL", "").strip(),
+    )
+
+
+def _on_this_machine(issuer: str) -> bool:
+    host = urllib.parse.urlsplit(issuer).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _demo_secret(client_id: str) -> str:
+    """The demo realm's secret for the client (the realm file is only for the local run)."""
+    realm = json.loads(REALM_FILE.read_text())
+    return next(
+        (str(c.get("secret", "")) for c in realm["clients"] if c["clientId"] == client_id), ""
+    )
+
+
+def _positive(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{name}: expected a positive whole number, got {raw!r}")
+    return int(raw)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -166,19 +408,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
     args = parser.parse_args(argv)
-    if args.endpoints is None and os.environ.get("CELLBANK_DELIVERY_ENDPOINTS"):
-        try:
-            document = document_from_env(os.environ)
-        except (ValueError, InvalidArgument) as exc:
-            parser.exit(2, f"dashboard: {exc}\n")
-    else:
-        document = load_endpoints(args.endpoints).document
-    network = Network(document)
-    config = uvicorn.Config(
-        create_app(network), host=args.host, port=args.port, log_level="warning",
-        timeout_graceful_shutdown=2,
+    try:
+        if args.endpoints is None and os.environ.get("CELLBANK_DELIVERY_ENDPOINTS"):
+            config = config_from(document_from_env(os.environ), os.environ, local_run=False)
+        else:
+            document = load_endpoints(args.endpoints).document
+            config = config_from(document, os.environ, local_run=True)
+    except (ValueError, InvalidArgument) as exc:
+        parser.exit(2, f"dashboard: {exc}\n")
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(config), host=args.host, port=args.port, log_level="warning",
+            timeout_graceful_shutdown=2,
+        )
     )  # fmt: skip
-    server = uvicorn.Server(config)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(server.serve())
     return 0
