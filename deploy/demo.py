@@ -44,10 +44,10 @@ PASSING_QC: list[tuple[str, float | None, str]] = [
 ]
 
 
-def auth(who: str) -> tuple[tuple[str, str], ...]:
+def auth(who: str) -> identities.Caller:
     """Call metadata with the access token of a demo person or client (deploy/identities.py:
     "op-alice", "qa-quinn", "hosp-h1", "clin-h1", a username or a client id)."""
-    return identities.metadata(who)
+    return identities.Caller(who)
 
 
 def ts(moment: datetime) -> Timestamp:

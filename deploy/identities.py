@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
 
@@ -178,3 +179,26 @@ def metadata(who: str) -> Metadata:
     if name not in realm.users and name not in realm.clients:
         return (("authorization", f"Bearer {who}"),)
     return source().metadata(who)
+
+
+class Caller(Sequence[tuple[str, str]]):
+    """Call metadata for `who`, resolved when a call uses it (so a module may name its caller
+    before the identity provider is up); the token is the cached, renewed one."""
+
+    def __init__(self, who: str) -> None:
+        self.who = who
+
+    def _items(self) -> Metadata:
+        return metadata(self.who)
+
+    def __getitem__(self, index: int) -> tuple[str, str]:  # type: ignore[override]
+        return self._items()[index]
+
+    def __len__(self) -> int:
+        return len(self._items())
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self._items())
+
+    def __repr__(self) -> str:
+        return f"Caller({self.who!r})"

@@ -12,7 +12,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from deploy.demo import TOKENS
+from deploy.identities import demo_realm
 from deploy.infra import Endpoints
 from deploy.processes import REPO_ROOT, InfraError, hla_reference_dir, stop_process
 
@@ -51,7 +51,8 @@ class ServiceProcess:
             "CELLBANK_DATABASE_URL": endpoints.database_url,
             "CELLBANK_GRPC_PORT": str(self.grpc_port),
             "CELLBANK_METRICS_PORT": str(self.metrics_port),
-            "CELLBANK_TOKENS": ",".join(f"{t}={p}" for t, p in TOKENS.items()),
+            **endpoints.identity.service_env(),
+            **_client_env(demo_realm().service_client(self.site, self.service).client_id),
             "CELLBANK_HLA_REFERENCE": hla_reference_dir(),
             **self.env,
         }
@@ -102,13 +103,17 @@ def plan(sites: list[str], grpc_base: int, metrics_base: int) -> list[ServicePro
     storage = ",".join(f"{p.site}={p.address}" for p in processes if p.service == "storage")
     for p in processes:
         if p.service in ("matching", "delivery"):  # reserve / pick / recall at the owning site
-            p.env.update(
-                {
-                    "CELLBANK_STORAGE_ENDPOINTS": storage,
-                    "CELLBANK_SERVICE_TOKEN": f"svc-{p.service}",
-                }
-            )
+            p.env["CELLBANK_STORAGE_ENDPOINTS"] = storage
     return processes
+
+
+def _client_env(client_id: str) -> dict[str, str]:
+    """A process's own OIDC client (the demo realm's secret: local run only)."""
+    client = demo_realm().clients[client_id]
+    return {
+        "CELLBANK_OIDC_CLIENT_ID": client.client_id,
+        "CELLBANK_OIDC_CLIENT_SECRET": client.secret,
+    }
 
 
 @dataclass
@@ -155,7 +160,8 @@ def cold_chain(
             "CELLBANK_KAFKA_BOOTSTRAP": endpoints.kafka_bootstrap,
             "CELLBANK_STORAGE_ENDPOINTS": storage,
             "CELLBANK_DELIVERY_ENDPOINTS": delivery,
-            "CELLBANK_COLDCHAIN_TOKEN": "svc-coldchain",
+            **endpoints.identity.service_env(),
+            **_client_env("monitor-coldchain"),
             "CELLBANK_COLDCHAIN_DATADIR": str(data_dir / "coldchain"),
         },
     )
@@ -170,7 +176,8 @@ def cold_chain(
         {
             "CELLBANK_KAFKA_BOOTSTRAP": endpoints.kafka_bootstrap,
             "CELLBANK_DELIVERY_ENDPOINTS": delivery,
-            "CELLBANK_SLA_TOKEN": "svc-sla",
+            **endpoints.identity.service_env(),
+            **_client_env("monitor-sla"),
             "CELLBANK_SLA_DATADIR": str(data_dir / "sla"),
         },
     )

@@ -1,4 +1,5 @@
-"""Never promised twice, at scale: 10 hospitals place 200 orders at once, at three sites, for
+"""Never promised twice, at scale: 7 callers of 3 hospitals (their systems and clinicians,
+each with their own token) place 200 orders at once, at three sites, for
 50 suitable units spread over those sites → exactly 50 allocated, every other order rejected
 with a reason, no unit in two live orders, and the owners' reservations equal the allocations."""
 
@@ -19,14 +20,16 @@ from tests.e2e.network import network
 from tests.e2e.test_matching import order, visible
 
 OP = auth("op-alice")
-HOSPITALS = [auth(f"hosp-r{i}") for i in range(10)]
+CALLERS = [auth(who) for who in
+           ("hosp-h1", "h1-clara", "h1-david", "hosp-h2", "h2-erin", "hosp-h3", "h3-farid")]  # fmt: skip
+BY_HOSPITAL = {"H1": CALLERS[0], "H2": CALLERS[3], "H3": CALLERS[5]}
 
 
 async def settled(sites, placed: hpb.Order) -> hpb.Order:
     if placed.status != hpb.ORDER_STATUS_PLACED:
         return placed
     site = next(s for s in sites if placed.order_id.startswith(f"ORD-{s.site_id}-"))
-    hospital = HOSPITALS[int(placed.hospital_id[1:])]
+    hospital = BY_HOSPITAL[placed.hospital_id]
     order: hpb.Order = await eventually(
         lambda: site.hospital.GetOrder(hpb.GetOrderRequest(order_id=placed.order_id), metadata=hospital),
         until=lambda o: o.status != hpb.ORDER_STATUS_PLACED,
@@ -41,7 +44,7 @@ async def sites(endpoints: Endpoints):
         yield running
 
 
-async def test_200_orders_from_10_hospitals_for_50_units_allocate_exactly_50(sites):
+async def test_200_orders_from_7_callers_of_3_hospitals_for_50_units_allocate_exactly_50(sites):
     viable = 7.7e8
     stocked = await asyncio.gather(
         sites[0].stock(17, viable), sites[1].stock(17, viable), sites[2].stock(16, viable)
@@ -51,7 +54,11 @@ async def test_200_orders_from_10_hospitals_for_50_units_allocate_exactly_50(sit
     for site in sites:
         await visible(site, viable, 50)
     requests = [
-        (sites[i % 3], HOSPITALS[i % 10], order(viable, request_id=f"race-{i}-{uuid.uuid4().hex}"))
+        (
+            sites[i % 3],
+            CALLERS[i % len(CALLERS)],
+            order(viable, request_id=f"race-{i}-{uuid.uuid4().hex}"),
+        )
         for i in range(200)
     ]
     results = await asyncio.gather(

@@ -1,4 +1,6 @@
-"""gRPC bootstrap: health, reflection, bearer-token auth, domain error → status mapping."""
+"""gRPC bootstrap: health, reflection, the guard (authentication, the access table), domain
+error → status mapping. Tokens here are opaque stand-ins (a fake authenticator): the JWT
+checks themselves are tested in test_jwt_auth.py and, over Keycloak, in e2e/test_access.py."""
 
 from __future__ import annotations
 
@@ -12,13 +14,27 @@ from cellbank.operator.v1 import operator_service_pb2_grpc as pb_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from shared.auth import TokenAuthenticator
+from shared.auth import HOSPITAL, OPERATOR, Principal
+from shared.auth import bearer as bearer_of
+from shared.errors import Unauthenticated
 from shared.grpc_server import RunningServer, start_server
 from shared.operator_servicer import SERVICE_NAME, OperatorServicer, operator_binding
 from shared.postgres_eventstore import PostgresEventStore
 from tests.factories import aggregate_id, new_event
 
-TOKENS = {"op-token": "operator:alice", "hosp-token": "hospital:H1"}
+PRINCIPALS = {
+    "op-token": Principal("s-alice", "alice", frozenset({OPERATOR}), "Alice Morgan"),
+    "hosp-token": Principal("s-h1", "service-account-hospital-h1", frozenset({HOSPITAL}),
+                            client_id="hospital-h1", hospital="H1"),
+}  # fmt: skip
+
+
+class FakeAuthenticator:
+    async def authenticate(self, metadata):
+        principal = PRINCIPALS.get(bearer_of(metadata))
+        if principal is None:
+            raise Unauthenticated("the bearer token is not recognised")
+        return principal
 
 
 @pytest.fixture
@@ -26,9 +42,7 @@ async def server(pool: asyncpg.Pool) -> AsyncIterator[RunningServer]:
     store = PostgresEventStore(pool, "LON")
     await store.append(aggregate_id(), 0, [new_event(1), new_event(2)])
     servicer = OperatorServicer(store, service="storage", relay_name="LON.storage.relay")
-    running = await start_server(
-        [operator_binding(servicer)], authenticator=TokenAuthenticator(TOKENS)
-    )
+    running = await start_server([operator_binding(servicer)], authenticator=FakeAuthenticator())
     try:
         yield running
     finally:
