@@ -4,10 +4,15 @@
 Drives the real services through their gRPC APIs only (no back doors), as the people of each
 bank would: donors registered and screened, collections, batches with QC, QA releases, units
 stored in a demo tank of every site — a few donors per site at start, then one more donor every
-`--interval` seconds, round the sites. And a courier: every allocated order whose units a site
-owns gets a shipment, is dispatched, handed over twice (each receiver e-signs) and delivered
-within about `--courier-minutes` (the demo clock), so a hospital can confirm receipt and
-infusion. Stops on SIGTERM/SIGINT.
+`--interval` seconds, round the sites. And couriers: every allocated order whose units a site
+owns gets a shipment, is dispatched, handed from the bank to a courier, to a second courier at
+the hub and to the ordering hospital (each receiver e-signs in person: the couriers and one of
+the hospital's clinicians) and delivered within about `--courier-minutes` (the demo clock), so
+the hospital can confirm receipt and infusion. Stops on SIGTERM/SIGINT.
+
+Everyone signs in for real at the issuer the endpoints file names (its "identity"): the demo
+flow's staff, the couriers of its "users" and the clinicians of its "hospitals", each with the
+password grant of the CLI client (renewed well inside the signing window).
 """
 
 from __future__ import annotations
@@ -19,8 +24,10 @@ import itertools
 import logging
 import signal
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import grpc
 from cellbank.delivery.v1 import delivery_service_pb2 as dpb
@@ -29,11 +36,55 @@ from cellbank.delivery.v1 import events_pb2 as depb
 from cellbank.storage.v1 import storage_service_pb2 as spb
 from cellbank.storage.v1 import storage_service_pb2_grpc as spb_grpc
 
+from deploy import identities
 from deploy.demo import BankClient, auth, released_batch, store_when_known
+from deploy.keycloak import CLI_CLIENT_ID, Identity
 
 log = logging.getLogger("cellbank.simulator")
-OP, COURIER = auth("op-alice"), auth("op-bob")
+OP = auth("op-alice")  # the bank's operator: tanks, shipments, dispatch
 RACKS, BOXES, POSITIONS = 4, 4, 10
+ACCEPTED = "Received shipper sealed, logger running"
+
+
+@dataclass(frozen=True)
+class Cast:
+    """Who carries and who receives, from the endpoints file: its couriers (users with the
+    courier role) and a clinician of each hospital."""
+
+    couriers: tuple[str, ...]
+    clinicians: dict[str, str]  # hospital id → username
+
+    @classmethod
+    def of(cls, document: dict[str, Any]) -> Cast:
+        couriers = tuple(
+            u["username"] for u in document.get("users", []) if "courier" in u.get("roles", [])
+        )
+        clinicians = {
+            h["id"]: h["clinicians"][0]["username"]
+            for h in document.get("hospitals", [])
+            if h.get("clinicians")
+        }
+        return cls(couriers, clinicians)
+
+    def receiver(self, to_party: str) -> Sequence[tuple[str, str]]:
+        """The call metadata of the person who accepts what is handed to `to_party`."""
+        kind, _, ident = to_party.partition(":")
+        if kind == "courier":
+            return auth(ident)
+        if kind == "hospital" and ident in self.clinicians:
+            return auth(self.clinicians[ident])
+        return OP
+
+
+def sign_in_at(document: dict[str, Any]) -> None:
+    """Every demo sign-in of this process goes to the issuer the endpoints file names."""
+    identity = document.get("identity") or {}
+    if not identity.get("issuer"):
+        raise SystemExit(
+            'the endpoints file names no identity provider ("identity"): restart `make run`'
+        )
+    cli = str(identity.get("cli_client_id") or CLI_CLIENT_ID)
+    identities.configure(Identity(str(identity["issuer"]), cli_client_id=cli))
 
 
 @dataclass
@@ -96,6 +147,7 @@ class Courier:
     """Moves each of a site's shipments through its steps on the demo clock."""
 
     minutes: float
+    cast: Cast
     started: dict[str, datetime] = field(default_factory=dict)
 
     def due(self, shipment_id: str, fraction: float) -> bool:
@@ -137,26 +189,47 @@ class Courier:
         self.started[shipment.shipment_id] = datetime.now(UTC)
         log.info("dispatched", extra={"shipment": shipment.shipment_id, "order": order.order_id})
 
+    def legs(self, site: Site, shipment: dpb.Shipment) -> list[tuple[str, str, float, Any]]:
+        """(receiver, place, when on the demo clock, who hands over) of each handoff: bank →
+        courier → second courier at the hub → the hospital's clinician, as far as the cast
+        allows."""
+        carriers = self.cast.couriers[:2]
+        legs: list[tuple[str, str, float, Any]] = []
+        giver: Any = OP
+        for courier, place, at in zip(
+            carriers, (f"{site.site_id} bank dock", "regional hub"), (0.2, 0.5), strict=False
+        ):
+            legs.append((f"courier:{courier}", place, at, giver))
+            giver = auth(courier)
+        if carriers and shipment.hospital_id in self.cast.clinicians:
+            place = f"hospital {shipment.hospital_id} cell therapy lab"
+            legs.append((f"hospital:{shipment.hospital_id}", place, 0.9, giver))
+        return legs
+
+    def deliverer(self) -> Any:
+        """The last courier carries it into the hospital (the bank's operator without one)."""
+        carriers = self.cast.couriers[:2]
+        return auth(carriers[-1]) if carriers else OP
+
     async def _advance(self, site: Site, shipment: dpb.Shipment) -> None:
         sid = shipment.shipment_id
         accepted = [h for h in shipment.handoffs if h.HasField("accepted_at")]
-        legs = (("courier:CellExpress", f"{site.site_id} bank dock", 0.2),
-                ("courier:CellExpress-hub", "regional hub", 0.5))  # fmt: skip
+        legs = self.legs(site, shipment)
         if shipment.pending_to:
             step = site.delivery.AcceptCustody(
                 dpb.AcceptCustodyRequest(
                     shipment_id=sid, place=shipment.handoffs[-1].place, reason="collected",
-                    signature_meaning="Received shipper sealed, logger running",
+                    signature_meaning=ACCEPTED,
                 ),
-                metadata=COURIER,
+                metadata=self.cast.receiver(shipment.pending_to),
             )  # fmt: skip
         elif len(accepted) < len(legs):
-            party, place, at = legs[len(accepted)]
+            party, place, at, giver = legs[len(accepted)]
             if not self.due(sid, at):
                 return
             step = site.delivery.HandOver(
                 dpb.HandOverRequest(shipment_id=sid, to_party=party, place=place, reason="handoff"),
-                metadata=OP,
+                metadata=giver,
             )
         elif self.due(sid, 1.0):
             step = site.delivery.RecordDelivery(
@@ -164,7 +237,7 @@ class Courier:
                     shipment_id=sid, place=f"hospital {shipment.hospital_id} cell therapy lab",
                     reason="handed to the hospital",
                 ),
-                metadata=OP,
+                metadata=self.deliverer(),
             )  # fmt: skip
         else:
             return
@@ -178,6 +251,7 @@ async def run(args: argparse.Namespace, stop: asyncio.Event) -> None:
     from deploy.cli import load_endpoints
 
     network = load_endpoints(args.endpoints)
+    sign_in_at(network.document)
     channels: list[grpc.aio.Channel] = []
 
     def channel(address: str) -> grpc.aio.Channel:
@@ -193,7 +267,7 @@ async def run(args: argparse.Namespace, stop: asyncio.Event) -> None:
         )
         for name, e in network.sites.items()
     ]
-    courier = Courier(args.courier_minutes)
+    courier = Courier(args.courier_minutes, Cast.of(network.document))
     try:
         for site in sites:
             await register_tank(site)
