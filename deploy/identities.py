@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
+from typing import TypedDict
 
 from deploy.keycloak import REALM_FILE, Identity
 from shared.oidc import Metadata, Token, request_token
@@ -202,3 +203,21 @@ class Caller(Sequence[tuple[str, str]]):
 
     def __repr__(self) -> str:
         return f"Caller({self.who!r})"
+
+
+class OidcFields(TypedDict):
+    oidc_issuer: str
+    oidc_audience: str
+    oidc_client_id: str
+    oidc_client_secret: str
+
+
+def service_oidc(identity: Identity, site: str, service: str) -> OidcFields:
+    """Settings fields of a site service in the demo realm: the issuer and its own client."""
+    client = demo_realm().service_client(site, service)
+    return {
+        "oidc_issuer": identity.issuer,
+        "oidc_audience": identity.audience,
+        "oidc_client_id": client.client_id,
+        "oidc_client_secret": client.secret,
+    }

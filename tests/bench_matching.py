@@ -29,7 +29,8 @@ from cellbank.hospital.v1 import hospital_pb2_grpc as hpb_grpc
 from cellbank.storage.v1 import storage_service_pb2 as spb
 from cellbank.storage.v1 import storage_service_pb2_grpc as spb_grpc
 
-from deploy.demo import TOKENS, auth
+from deploy.demo import auth
+from deploy.identities import service_oidc
 from deploy.infra import Endpoints
 from deploy.processes import hla_reference_dir
 from services.matching.entrypoints.main import SPEC as MATCHING_SPEC
@@ -62,8 +63,9 @@ def progress(message: str) -> None:
 def settings(endpoints: Endpoints, site: str, service: str, **extra: object) -> Settings:
     base = Settings(
         site_id=site, service=service, kafka_bootstrap=endpoints.kafka_bootstrap,
-        database_url=endpoints.database_url, tokens=TOKENS,
+        database_url=endpoints.database_url,
         database_name=f"cellbank_bench_{service}_{uuid.uuid4().hex[:6]}",
+        **service_oidc(endpoints.identity, site, service),
         hla_reference=hla_reference_dir(),  # KIR ligands classified as in production
     )  # fmt: skip
     return dataclasses.replace(base, **extra)  # type: ignore[arg-type]
@@ -182,7 +184,7 @@ async def order_latency(endpoints: Endpoints, orders: int) -> tuple[float, float
         )
         matching = ServiceHost(
             MATCHING_SPEC,
-            settings(endpoints, "BNB", "matching", service_token="svc-matching",
+            settings(endpoints, "BNB", "matching",
                      storage_endpoints={"BNA": f"127.0.0.1:{storage.port}"}),
         )  # fmt: skip
         await matching.start()

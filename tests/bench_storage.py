@@ -23,7 +23,8 @@ from cellbank.storage.v1 import storage_service_pb2 as spb
 from cellbank.storage.v1 import storage_service_pb2_grpc as spb_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from deploy.demo import TOKENS, auth
+from deploy.demo import auth
+from deploy.identities import service_oidc
 from deploy.infra import Endpoints
 from deploy.processes import REPO_ROOT, stop_process
 from services.storage.coldchain.watch import ColdChainRules
@@ -206,8 +207,9 @@ async def reserve_latency(endpoints: Endpoints, clients: int, per_client: int) -
     the health-check baseline."""
     settings = Settings(
         site_id="BEN", service="storage", kafka_bootstrap=endpoints.kafka_bootstrap,
-        database_url=endpoints.database_url, tokens=TOKENS,
+        database_url=endpoints.database_url,
         database_name=f"cellbank_bench_storage_{uuid.uuid4().hex[:6]}",
+        **service_oidc(endpoints.identity, "BEN", "storage"),
     )  # fmt: skip
     host = ServiceHost(STORAGE_SPEC, settings)
     await host.start()

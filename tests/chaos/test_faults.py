@@ -22,6 +22,7 @@ from cellbank.hospital.v1 import hospital_pb2_grpc as hpb_grpc
 from cellbank.operator.v1 import operator_service_pb2 as opb
 from cellbank.operator.v1 import operator_service_pb2_grpc as opb_grpc
 
+from deploy.identities import Caller
 from deploy.infra import Endpoints, Infrastructure
 from deploy.network import NetworkProcess, ServiceProcess, plan, simulator_process
 from deploy.processes import free_port_block
@@ -33,7 +34,7 @@ from shared.topics import SERVICE_TOPICS
 
 pytestmark = pytest.mark.chaos
 SITES = ["LON", "MAN", "EDI"]
-OP = (("authorization", "Bearer op-alice"),)
+OP = Caller("op-alice")
 PATIENT = hpb.PatientProfile(
     patient_ref="PT-CHAOS", weight_kg=70, abo="O", cmv=hpb.CMV_STATUS_POSITIVE,
     hla_alleles=["A*02:01", "A*01:01", "B*07:02", "B*08:01", "C*07:02", "C*07:01"],
@@ -76,7 +77,7 @@ async def hospitals_ordering(document: dict, stop: asyncio.Event, placed: list[h
     n = 0
     while not stop.is_set():
         for hospital in document["hospitals"]:
-            auth = (("authorization", f"Bearer {hospital['token']}"),)
+            auth = Caller(hospital["client_id"])  # the hospital system's client credentials
             n += 1
             request = hpb.PlaceOrderRequest(
                 request_id=f"chaos-{n}-{uuid.uuid4().hex[:6]}", patient=PATIENT,

@@ -15,7 +15,7 @@ from cellbank.operator.v1 import operator_service_pb2_grpc as opb_grpc
 from cellbank.storage.v1 import storage_service_pb2_grpc as spb_grpc
 
 from deploy.demo import BankClient, random_fin
-from deploy.identities import demo_realm
+from deploy.identities import service_oidc
 from deploy.infra import Endpoints
 from deploy.processes import hla_reference_dir
 from services.donor_intake.entrypoints.main import SPEC as DONOR_SPEC
@@ -27,6 +27,7 @@ from shared.service_host import ServiceHost
 from shared.settings import Settings
 from shared.testing.waits import eventually
 from shared.topics import DONOR_EVENTS, MANUFACTURING_EVENTS, STORAGE_EVENTS
+
 
 @dataclass
 class BankSite(BankClient):
@@ -65,16 +66,12 @@ class BankSite(BankClient):
 
 
 def site_settings(endpoints: Endpoints, site: str, service: str, fin: str) -> Settings:
-    client = demo_realm().service_client(site, service)
     return Settings(
         site_id=site,
         service=service,
         kafka_bootstrap=endpoints.kafka_bootstrap,
         database_url=endpoints.database_url,
-        oidc_issuer=endpoints.identity.issuer,
-        oidc_audience=endpoints.identity.audience,
-        oidc_client_id=client.client_id,
-        oidc_client_secret=client.secret,
+        **service_oidc(endpoints.identity, site, service),
         database_name=f"cellbank_t_{site.lower()}_{service}_{uuid.uuid4().hex[:6]}",
         facility_id=fin,
         hla_reference=hla_reference_dir(),

@@ -18,6 +18,7 @@ from cellbank.storage.v1 import events_pb2 as epb
 from cellbank.storage.v1 import storage_service_pb2 as spb
 
 from deploy.demo import auth, now
+from deploy.identities import demo_realm
 from deploy.infra import Endpoints
 from deploy.processes import REPO_ROOT, stop_process
 from shared.testing.plugin import make_topic
@@ -47,7 +48,9 @@ def start_monitor(
         **os.environ,
         "CELLBANK_KAFKA_BOOTSTRAP": endpoints.kafka_bootstrap,
         "CELLBANK_STORAGE_ENDPOINTS": f"{site.site_id}=127.0.0.1:{site.storage_port}",
-        "CELLBANK_COLDCHAIN_TOKEN": "svc-coldchain",
+        **endpoints.identity.service_env(),
+        "CELLBANK_OIDC_CLIENT_ID": "monitor-coldchain",
+        "CELLBANK_OIDC_CLIENT_SECRET": demo_realm().clients["monitor-coldchain"].secret,
         "CELLBANK_TELEMETRY_TOPIC": topic,
         "CELLBANK_COLDCHAIN_APP_ID": app_id,
         "CELLBANK_COLDCHAIN_EXCURSION_MINUTES": "10",

@@ -100,7 +100,7 @@ async def test_a_rebuilt_site_has_the_live_sites_digest(sites, endpoints: Endpoi
         # The operator's command: rebuild into scratch databases and verify against live.
         endpoints_file = tmp_path / "endpoints.json"
         endpoints_file.write_text(json.dumps({
-            "sites": {a.site_id: {}}, "operator_token": "op-alice",
+            "sites": {a.site_id: {}},
             "kafka": endpoints.kafka_bootstrap, "database_url": endpoints.database_url,
             "databases": {a.site_id: live_dbs},
         }))  # fmt: skip
