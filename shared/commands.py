@@ -6,14 +6,16 @@ import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from google.protobuf.message import Message
 
 from shared.errors import ConcurrencyConflict, InvalidArgument
 from shared.events import NewEvent, StoredEvent
 from shared.eventstore import EventStore
+from shared.ids import new_event_id
 from shared.proto_mapping import from_proto, to_proto
+from shared.signing import RecordLink
 
 S = TypeVar("S")
 
@@ -90,6 +92,18 @@ class Aggregate(Generic[S]):
         return state
 
 
+@runtime_checkable
+class Signed(Protocol):
+    """A domain event holding an e-signature: it links the signature to the event it becomes
+    (event id, aggregate version) and hashes what was signed, before the event is stored."""
+
+    def sealed(self, link: RecordLink) -> Any: ...
+
+
+def _sealed(event: object, link: RecordLink) -> object:
+    return event.sealed(link) if isinstance(event, Signed) else event
+
+
 async def load(store: EventStore, kind: Aggregate[S], aggregate_id: str) -> tuple[S, int]:
     """The aggregate's current state and version (0 = never written)."""
     events = await store.load(aggregate_id)
@@ -118,10 +132,15 @@ async def execute(
     decided = list(decide(state))
     if not decided:
         return Outcome(state, version, ())
+    event_ids = [new_event_id() for _ in decided]
+    decided = [
+        _sealed(event, RecordLink(aggregate_id, version + i, event_id))
+        for i, (event, event_id) in enumerate(zip(decided, event_ids, strict=True), start=1)
+    ]
     for event in decided:
         state = kind.evolve(state, event)
     new = []
-    for event in decided:
+    for event, event_id in zip(decided, event_ids, strict=True):
         event_type, payload = kind.codec.encode(event)
         new.append(
             NewEvent(
@@ -134,6 +153,7 @@ async def execute(
                 schema_version=kind.codec.schema_version,
                 correlation_id=meta.correlation_id,
                 causation_id=meta.causation_id,
+                event_id=event_id,
             )
         )
     result = await store.append(aggregate_id, version, new)

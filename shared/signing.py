@@ -6,7 +6,12 @@ have authenticated recently (`auth_time` within the configured window)."""
 
 from __future__ import annotations
 
+import enum
+import hashlib
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
 
 from shared.auth import Principal, require_recent_sign_in
 from shared.errors import InvalidArgument, PermissionDenied
@@ -47,3 +52,39 @@ def meaning(text: str, field: str = "meaning", vocabulary: tuple[str, ...] = ())
     if vocabulary and value.lower() not in vocabulary:
         raise InvalidArgument(field, f"must be one of: {', '.join(vocabulary)}")
     return value
+
+
+@dataclass(frozen=True, slots=True)
+class RecordLink:
+    """The stored event a signature is part of (11.70): known only once the command's events
+    are about to be appended, so the command plumbing supplies it (`shared.commands.execute`)."""
+
+    aggregate_id: str
+    aggregate_version: int
+    event_id: str
+
+
+def signed_content_hash(link: RecordLink, content: Mapping[str, object]) -> str:
+    """SHA-256 (hex) over canonical JSON of the record link and what was signed (signer, time,
+    meaning, decision, …): a signature copied to another record, or a record whose signed
+    content was altered, no longer matches its hash."""
+    body = {
+        "aggregate_id": link.aggregate_id,
+        "aggregate_version": link.aggregate_version,
+        "event_id": link.event_id,
+        "signed": dict(content),
+    }
+    text = json.dumps(
+        body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_canonical
+    )
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _canonical(value: object) -> object:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat(timespec="microseconds")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, enum.Enum):
+        return value.value
+    raise TypeError(f"{type(value).__name__} is not part of a signed record's canonical form")

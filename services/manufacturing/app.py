@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 
 from services.kernel.isbt128 import validate_din
@@ -51,13 +52,7 @@ class Manufacturing:
         if not state.batch_id:
             raise NotFound(f"batch {batch_id} not started")
         eligibility = await self.read_model.donor_eligibility(state.donor_id)
-        decided = ReleaseBatch(
-            signature=command.signature,
-            signer_role=command.signer_role,
-            donor_eligibility=eligibility,
-            units=command.units,
-            urgent_physician_request=command.urgent_physician_request,
-        )
+        decided = dataclasses.replace(command, donor_eligibility=eligibility)
         return await self.handle(batch_id, decided, meta, expected_version)
 
     async def handle(

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+
+from services.delivery.domain.custody import Person
+from shared.signing import RecordLink, signed_content_hash
 
 
 class ShipmentStatus(enum.StrEnum):
@@ -41,9 +46,24 @@ class Shipper:
 
 @dataclass(frozen=True, slots=True)
 class ESignature:
+    """The signed-in person (name, issuer subject), meaning, time, and the record it belongs to
+    (event id + hash of what was signed)."""
+
     signer_name: str
     meaning: str
     signed_at: datetime
+    signer_subject: str = ""  # empty only in records from before people signed in
+    event_id: str = ""
+    content_hash: str = ""
+
+    def linked(self, link: RecordLink, record: Mapping[str, object]) -> ESignature:
+        signed = {
+            **record, "signer_name": self.signer_name, "signer_subject": self.signer_subject,
+            "signed_at": self.signed_at, "meaning": self.meaning,
+        }  # fmt: skip
+        return dataclasses.replace(
+            self, event_id=link.event_id, content_hash=signed_content_hash(link, signed)
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +112,10 @@ class CustodyAccepted:
     at: datetime
     signature: ESignature
 
+    def sealed(self, link: RecordLink) -> CustodyAccepted:
+        record = {"record": "CustodyAccepted", "party": self.party, "place": self.place}
+        return dataclasses.replace(self, signature=self.signature.linked(link, record))
+
 
 @dataclass(frozen=True, slots=True)
 class ShipmentDelivered:
@@ -111,6 +135,10 @@ class ShipmentCompromised:
 class ShipmentDispositioned:
     decision: Decision
     signature: ESignature
+
+    def sealed(self, link: RecordLink) -> ShipmentDispositioned:
+        record = {"record": "ShipmentDispositioned", "decision": self.decision.value}
+        return dataclasses.replace(self, signature=self.signature.linked(link, record))
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +194,7 @@ class HandOver:
 class AcceptCustody:
     place: str
     signature: ESignature
+    receiver: Person  # who accepts: only a person of the handoff's named party may
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ import dataclasses
 import math
 from collections.abc import Sequence
 
+from services.delivery.domain.custody import party, stands_for
 from services.delivery.domain.model import (
     AcceptCustody,
     Compromise,
@@ -35,7 +36,7 @@ from services.delivery.domain.model import (
     ShipmentReturned,
     ShipmentStatus,
 )
-from shared.errors import InvalidArgument, NotFound, PreconditionFailed
+from shared.errors import InvalidArgument, NotFound, PermissionDenied, PreconditionFailed
 
 S = ShipmentStatus
 
@@ -79,19 +80,22 @@ def decide(state: Shipment, command: ShipmentCommand) -> Sequence[ShipmentEvent]
                 raise PreconditionFailed(
                     "handoff already offered", f"to {state.pending.to_party}, not yet accepted"
                 )
-            to_party = to_party.strip()
-            if not to_party:
-                raise InvalidArgument("to_party", "is required")
+            to_party = party(to_party)
             if to_party == state.custodian:
                 raise InvalidArgument("to_party", f"{to_party} already holds the shipment")
             if not place.strip():
                 raise InvalidArgument("place", "a handoff records where it happened")
             return [CustodyOffered(state.custodian, to_party, place.strip(), at)]
-        case AcceptCustody(place, signature):
+        case AcceptCustody(place, signature, receiver):
             _in_transit(state)
             pending = state.pending
             if pending is None:
                 raise PreconditionFailed("no handoff to accept", "the custodian offers it first")
+            if not stands_for(receiver, pending.to_party):
+                raise PermissionDenied(
+                    f"custody is offered to {pending.to_party}: only that party's person may"
+                    f" accept it, not {receiver}"
+                )
             if not signature.meaning.strip():
                 raise InvalidArgument(
                     "signature_meaning", "the receiver's e-signature says what it means"

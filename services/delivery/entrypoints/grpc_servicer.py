@@ -14,6 +14,7 @@ from google.protobuf.message import Message
 
 from services.delivery.app import Delivery
 from services.delivery.domain import model
+from services.delivery.domain.custody import Person
 from services.delivery.read_model import DeliveryReadModel
 from shared.access import (
     CLINICIAN,
@@ -26,7 +27,7 @@ from shared.access import (
     AccessTable,
     roles,
 )  # fmt: skip
-from shared.auth import signing_role
+from shared.auth import Principal, signing_role
 from shared.commands import Meta, Outcome
 from shared.errors import InvalidArgument, NotFound
 from shared.grpc_requests import (
@@ -40,6 +41,7 @@ from shared.grpc_requests import (
     timestamp,
 )
 from shared.grpc_server import ServiceBinding
+from shared.signing import meaning, signer
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["DeliveryService"].full_name
 
@@ -77,6 +79,9 @@ def shipment_message(shipment_id: str, state: model.Shipment, version: int) -> p
         if h.signature is not None:
             handoff.signature.signer_name = h.signature.signer_name
             handoff.signature.meaning = h.signature.meaning
+            handoff.signature.signer_subject = h.signature.signer_subject
+            handoff.signature.event_id = h.signature.event_id
+            handoff.signature.content_hash = h.signature.content_hash
             _ts(handoff.signature.signed_at, h.signature.signed_at)
     return out
 
@@ -88,10 +93,23 @@ def _finite(value: float, field: str) -> float:
 
 
 class DeliveryServicer(pb_grpc.DeliveryServiceServicer):
-    def __init__(self, app: Delivery, read_model: DeliveryReadModel, clock: Clock) -> None:
+    def __init__(
+        self,
+        app: Delivery,
+        read_model: DeliveryReadModel,
+        clock: Clock,
+        signing_window: float = 300.0,
+    ) -> None:
         self.app = app
         self.read_model = read_model
         self.clock = clock
+        self.signing_window = signing_window  # Part 11: how recent the signer's sign-in is
+
+    def _signature(self, principal: Principal, text: str) -> model.ESignature:
+        """Part 11: the signed-in person, freshly authenticated, and what the signing means."""
+        person = signer(principal, self.signing_window)
+        said = meaning(text, "signature_meaning")
+        return model.ESignature(person.name, said, self.clock(), person.subject)
 
     async def CreateShipment(
         self, request: pb.CreateShipmentRequest, context: grpc.aio.ServicerContext
@@ -133,8 +151,9 @@ class DeliveryServicer(pb_grpc.DeliveryServiceServicer):
         self, request: pb.AcceptCustodyRequest, context: grpc.aio.ServicerContext
     ) -> pb.Shipment:
         principal = caller()
-        signature = model.ESignature(principal.username, request.signature_meaning, self.clock())
-        return await self._handle(request, model.AcceptCustody(request.place, signature))
+        signature = self._signature(principal, request.signature_meaning)
+        receiver = Person(principal.username, principal.roles, principal.hospital, principal.site)
+        return await self._handle(request, model.AcceptCustody(request.place, signature, receiver))
 
     async def RecordDelivery(
         self, request: pb.RecordDeliveryRequest, context: grpc.aio.ServicerContext
@@ -156,7 +175,7 @@ class DeliveryServicer(pb_grpc.DeliveryServiceServicer):
         self, request: pb.DispositionShipmentRequest, context: grpc.aio.ServicerContext
     ) -> pb.Shipment:
         principal = caller()  # the domain checks the QA role
-        signature = model.ESignature(principal.username, request.signature_meaning, self.clock())
+        signature = self._signature(principal, request.signature_meaning)
         command = model.DispositionShipment(
             parse_enum(model.Decision, request.decision, "decision"),
             signing_role(principal),

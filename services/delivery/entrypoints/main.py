@@ -61,7 +61,7 @@ def build(ctx: ServiceContext) -> Components:
         return out
 
     return Components(
-        [delivery_binding(DeliveryServicer(app, read_model, ctx.clock))],
+        [delivery_binding(DeliveryServicer(app, read_model, ctx.clock, s.signing_window_seconds))],
         [LookbackProjection(), RecallTriggers(app)],
         [app.run_recalls],
         network_status=network_status,

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from services.delivery.adapters.codec import CODEC
 from services.delivery.domain import recall, shipment
+from services.delivery.domain.custody import Person, stands_for
 from services.delivery.domain.model import (
     AcceptCustody,
     Compromise,
@@ -51,7 +52,13 @@ S = ShipmentStatus
 
 # ---- shipments ------------------------------------------------------------------------------
 
-PARTIES = [BANK, COURIER, "courier-eve", "H1-nurse", WARD]
+PARTIES = [BANK, COURIER, "courier:eve", "hospital:H1", WARD]
+RECEIVERS = [
+    Person("bob", frozenset({"courier"})),
+    Person("eve", frozenset({"courier"})),
+    Person("h1-kim", frozenset({"clinician"}), hospital="H1"),
+    Person("alice", frozenset({"operator"}), site="LON"),
+]
 # a few instants around the promise (NOW + 6 h), so deliveries are early, on time and late
 instants = st.sampled_from([-1, 0, 1, 4, 6, 8]).map(lambda h: NOW + timedelta(hours=h))
 places = st.sampled_from(["LON dock", "H1 door", "H1 ward", " "])
@@ -80,7 +87,7 @@ WEIGHTED_SHIPMENT_COMMANDS: list[tuple[int, st.SearchStrategy[ShipmentCommand]]]
     (1, st.builds(CreateShipment, createds, instants)),
     (2, st.builds(Dispatch, instants, st.sampled_from(PARTIES[:2]), rules)),
     (6, st.builds(HandOver, st.sampled_from([*PARTIES, "", " "]), places, instants)),
-    (5, st.builds(AcceptCustody, places, signatures)),
+    (5, st.builds(AcceptCustody, places, signatures, st.sampled_from(RECEIVERS))),
     (2, st.builds(RecordDelivery, instants, places)),
     (2, st.builds(Compromise, st.sampled_from(["excursion:a", "silence:b"]), st.just("d"))),
     (
@@ -128,6 +135,7 @@ def check_shipment_step(
             assert isinstance(command, AcceptCustody)
             assert state.pending is not None, "accepted without an offer"
             assert event.party == state.pending.to_party == after.custodian
+            assert stands_for(command.receiver, event.party), "accepted by another party"
             assert event.signature.meaning.strip()
         else:
             assert after.custodian == state.custodian, f"custody moved by {event}"

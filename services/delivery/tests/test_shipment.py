@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from services.delivery.domain.custody import Person
 from services.delivery.domain.model import (
     AcceptCustody,
     Compromise,
@@ -40,7 +41,7 @@ from services.delivery.domain.model import (
     Shipper,
 )
 from services.delivery.domain.shipment import decide, evolve
-from shared.errors import InvalidArgument, NotFound, PreconditionFailed
+from shared.errors import InvalidArgument, NotFound, PermissionDenied, PreconditionFailed
 
 NOW = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)
 PLACED_AT = NOW - timedelta(hours=2)
@@ -60,8 +61,12 @@ CREATED = ShipmentCreated(
     promised_at=PROMISED,
     order_placed_at=PLACED_AT,
 )
-BANK = "LON-dispatch"
-COURIER = "courier-bob"
+BANK = "bank:LON"
+COURIER = "courier:bob"
+EVE = "courier:eve"
+WARD_PARTY = "hospital:H1"
+BOB = Person("bob", frozenset({"courier"}))
+NURSE = Person("h1-kim", frozenset({"clinician"}), hospital="H1")
 WARD = "H1-cell-lab"
 CAUSE = "excursion:LON-DS-04:2026-06-01T10:00:00+00:00"
 SIGNED = ESignature("Bob Courier", "received sealed shipper", NOW + timedelta(minutes=11))
@@ -121,8 +126,10 @@ def hand_over(to_party: str = COURIER, place: str = "LON dock") -> HandOver:
     return HandOver(to_party, place, NOW + timedelta(minutes=10))
 
 
-def accept(place: str = "LON dock", meaning: str = SIGNED.meaning) -> AcceptCustody:
-    return AcceptCustody(place, dataclasses.replace(SIGNED, meaning=meaning))
+def accept(
+    place: str = "LON dock", meaning: str = SIGNED.meaning, by: Person = BOB
+) -> AcceptCustody:
+    return AcceptCustody(place, dataclasses.replace(SIGNED, meaning=meaning), by)
 
 
 def deliver(at: datetime = ARRIVED, place: str = WARD) -> RecordDelivery:
@@ -343,11 +350,11 @@ def test_hand_over_offers_custody_without_moving_it():
 
 def test_a_second_offer_while_one_is_pending_is_refused_naming_the_first():
     with pytest.raises(PreconditionFailed, match="handoff already offered") as refused:
-        when(OFFERED, hand_over("courier-eve"))
+        when(OFFERED, hand_over(EVE))
     assert COURIER in str(refused.value)
 
 
-@pytest.mark.parametrize("to_party", ["", "   ", BANK, f"  {BANK} "])
+@pytest.mark.parametrize("to_party", ["", "   ", BANK, f"  {BANK} ", "bank:lon"])
 def test_hand_over_needs_another_party_than_the_custodian(to_party):
     assert refused_field(IN_TRANSIT, hand_over(to_party)) == "to_party"
 
@@ -399,13 +406,51 @@ def test_accept_custody_needs_the_meaning_of_the_signature(meaning):
 
 def test_custody_passes_on_along_a_chain_of_accepted_offers():
     nurse_signs = ESignature("Nurse Kim", "received at ward", NOW + timedelta(hours=3))
-    offered = (*HANDED, *when(HANDED, hand_over("H1-nurse", "H1 door")))
+    offered = (*HANDED, *when(HANDED, hand_over(WARD_PARTY, "H1 door")))
     assert given(*offered).custodian == COURIER
-    shipment = given(*offered, *when(offered, AcceptCustody("H1 door", nurse_signs)))
-    assert shipment.custodian == "H1-nurse"
+    shipment = given(*offered, *when(offered, AcceptCustody("H1 door", nurse_signs, NURSE)))
+    assert shipment.custodian == WARD_PARTY
     assert [(h.from_party, h.to_party) for h in shipment.handoffs] == [
-        (BANK, COURIER), (COURIER, "H1-nurse"),
+        (BANK, COURIER), (COURIER, WARD_PARTY),
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "someone",
+    [
+        Person("eve", frozenset({"courier"})),  # another courier
+        Person("bob", frozenset({"operator"})),  # bob's username, but not as a courier
+        Person("alice", frozenset({"operator", "qa"}), site="LON"),
+        NURSE,
+    ],
+    ids=["another courier", "same name, not a courier", "operator", "clinician"],
+)
+def test_only_the_named_receiver_accepts_custody(someone):
+    with pytest.raises(PermissionDenied, match=f"offered to {COURIER}"):
+        when(OFFERED, accept(by=someone))
+    assert given(*OFFERED).custodian == BANK
+
+
+def test_the_receiver_is_checked_before_the_meaning():
+    with pytest.raises(PermissionDenied):
+        when(OFFERED, accept(meaning=" ", by=NURSE))
+
+
+def test_a_hospital_handoff_is_accepted_by_a_clinician_of_that_hospital_only():
+    offered = (*HANDED, *when(HANDED, hand_over("hospital:h1", "H1 door")))
+    assert given(*offered).pending == Handoff(
+        COURIER, WARD_PARTY, "H1 door", NOW + timedelta(minutes=10)
+    )
+    other_hospital = Person("h2-erin", frozenset({"clinician"}), hospital="H2")
+    with pytest.raises(PermissionDenied):
+        when(offered, accept("H1 door", by=other_hospital))
+    (accepted,) = when(offered, accept("H1 door", by=NURSE))
+    assert isinstance(accepted, CustodyAccepted) and accepted.party == WARD_PARTY
+
+
+@pytest.mark.parametrize("to_party", ["SpeedyBio", "courier:", "vendor:x", "courier:a:b"])
+def test_hand_over_names_a_party_a_person_can_stand_for(to_party):
+    assert refused_field(IN_TRANSIT, hand_over(to_party)) == "to_party"
 
 
 def test_custody_may_go_back_to_an_earlier_custodian():

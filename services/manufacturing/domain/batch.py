@@ -139,9 +139,10 @@ def release_failures(state: Batch, command: ReleaseBatch, product: ProductType) 
         failures.append("batch already released")
     if command.signer_role != "qa":
         failures.append(f"signing role: release needs a QA signature, not {command.signer_role!r}")
+    signer = {person(command.signature.name), person(command.signer_username)} - {""}
     if not command.signature.name.strip():
         failures.append("signature: the signer's name is required")
-    elif person(command.signature.name) in {person(name) for name in state.operators}:
+    elif signer & {person(name) for name in state.operators}:
         failures.append(
             f"two-person rule: {command.signature.name} ran this batch and cannot release it"
         )

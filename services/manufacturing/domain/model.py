@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from dataclasses import dataclass, field
 from datetime import date, datetime
+
+from shared.signing import RecordLink, signed_content_hash
 
 
 class BatchStatus(enum.StrEnum):
@@ -22,6 +25,9 @@ class Step(enum.StrEnum):
     CRYOPRESERVATION = "CRYOPRESERVATION"
 
 
+# What a QA batch-release signature may mean (21 CFR 11.50(a)(3)): a fixed vocabulary.
+RELEASE_MEANINGS = ("approved", "approved for release", "released for clinical use")
+
 NOT_EVALUATED_LABELS = (
     "NOT EVALUATED FOR INFECTIOUS SUBSTANCES",
     "WARNING: Advise patient of communicable disease risks",
@@ -30,11 +36,15 @@ NOT_EVALUATED_LABELS = (
 
 @dataclass(frozen=True, slots=True)
 class Signature:
-    """An e-signature: who, when, and what the signing means."""
+    """An e-signature: who (the signed-in person's name and issuer subject), when, what the
+    signing means, and the record it belongs to (event id + hash of what was signed)."""
 
     name: str
     signed_at: datetime
     meaning: str
+    subject: str = ""  # empty only in records from before people signed in
+    event_id: str = ""
+    content_hash: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +109,24 @@ class BatchReleased:
     donor_eligibility: str
     urgent_physician_request: str
     units: tuple[UnitRecord, ...]
+
+    def sealed(self, link: RecordLink) -> BatchReleased:
+        """Links the QA signature to this release record: what was released, on which donor
+        eligibility, by whom, when, meaning what."""
+        s = self.signature
+        signed = {
+            "record": "BatchReleased", "name": s.name, "subject": s.subject,
+            "signed_at": s.signed_at, "meaning": s.meaning,
+            "donor_eligibility": self.donor_eligibility,
+            "urgent_physician_request": self.urgent_physician_request,
+            "units": [u.unit_id for u in self.units],
+        }  # fmt: skip
+        return dataclasses.replace(
+            self,
+            signature=dataclasses.replace(
+                s, event_id=link.event_id, content_hash=signed_content_hash(link, signed)
+            ),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +206,7 @@ class ReleaseBatch:
     donor_eligibility: str  # current, from the donor read model
     units: tuple[UnitSpec, ...]
     urgent_physician_request: str = ""
+    signer_username: str = ""  # the signer's login: the two-person rule compares it too
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,6 +33,7 @@ from shared.grpc_requests import (
     timestamp,
 )
 from shared.grpc_server import ServiceBinding
+from shared.signing import meaning, signer
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ManufacturingService"].full_name
 
@@ -45,11 +46,16 @@ def _reply(outcome: Outcome[model.Batch]) -> pb.BatchReply:
 
 class ManufacturingServicer(pb_grpc.ManufacturingServiceServicer):
     def __init__(
-        self, app: Manufacturing, read_model: ManufacturingReadModel, clock: Clock
+        self,
+        app: Manufacturing,
+        read_model: ManufacturingReadModel,
+        clock: Clock,
+        signing_window: float = 300.0,
     ) -> None:
         self.app = app
         self.read_model = read_model
         self.clock = clock
+        self.signing_window = signing_window  # Part 11: how recent the signer's sign-in is
 
     async def StartBatch(
         self, request: pb.StartBatchRequest, context: grpc.aio.ServicerContext
@@ -92,11 +98,11 @@ class ManufacturingServicer(pb_grpc.ManufacturingServiceServicer):
         self, request: pb.ReleaseBatchRequest, context: grpc.aio.ServicerContext
     ) -> pb.ReleaseBatchReply:
         principal = caller()  # the domain checks the signing role and the two-person rule
+        person = signer(principal, self.signing_window)  # Part 11: the signed-in person
+        said = meaning(request.signature_meaning, "signature_meaning", model.RELEASE_MEANINGS)
         command_meta = meta(request.reason, self.clock)
         command = model.ReleaseBatch(
-            signature=model.Signature(
-                principal.username, command_meta.at, request.signature_meaning
-            ),
+            signature=model.Signature(person.name, command_meta.at, said, person.subject),
             signer_role=signing_role(principal),
             donor_eligibility="",
             units=tuple(
@@ -106,6 +112,7 @@ class ManufacturingServicer(pb_grpc.ManufacturingServiceServicer):
                 for u in request.units
             ),
             urgent_physician_request=request.urgent_physician_request,
+            signer_username=person.username,
         )
         outcome = await self.app.release(
             required(request.batch_id, "batch_id"), command, command_meta, expected_version(request)

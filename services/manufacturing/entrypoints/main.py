@@ -23,7 +23,9 @@ def build(ctx: ServiceContext) -> Components:
     product_types = load_product_types(Path(configured) if configured else None)
     read_model = ManufacturingReadModel(ctx.pool)
     app = Manufacturing(ctx.store, read_model, product_types, ctx.settings.site_id)
-    servicer = ManufacturingServicer(app, read_model, ctx.clock)
+    servicer = ManufacturingServicer(
+        app, read_model, ctx.clock, ctx.settings.signing_window_seconds
+    )
     return Components(
         [manufacturing_binding(servicer)], [DonorFactsProjection(), BatchesProjection()]
     )

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+
+from shared.signing import RecordLink, signed_content_hash
 
 
 class ProductCategory(enum.StrEnum):
@@ -97,9 +101,24 @@ class AllocationLost:
 
 @dataclass(frozen=True, slots=True)
 class Signature:
+    """A clinician's e-signature: the signed-in person (name, issuer subject), meaning, time,
+    and the record it belongs to (event id + hash of what was signed)."""
+
     signer_name: str
     meaning: str
     signed_at: datetime
+    signer_subject: str = ""  # empty only in records from before people signed in
+    event_id: str = ""
+    content_hash: str = ""
+
+    def linked(self, link: RecordLink, record: Mapping[str, object]) -> Signature:
+        signed = {
+            **record, "signer_name": self.signer_name, "signer_subject": self.signer_subject,
+            "signed_at": self.signed_at, "meaning": self.meaning,
+        }  # fmt: skip
+        return dataclasses.replace(
+            self, event_id=link.event_id, content_hash=signed_content_hash(link, signed)
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,12 +155,20 @@ class OrderShipmentReturned:
 class OrderReceived:
     signature: Signature
 
+    def sealed(self, link: RecordLink) -> OrderReceived:
+        record = {"record": "OrderReceived"}
+        return dataclasses.replace(self, signature=self.signature.linked(link, record))
+
 
 @dataclass(frozen=True, slots=True)
 class OrderInfused:
     unit_id: str
     signature: Signature
     order_to_infusion_seconds: float
+
+    def sealed(self, link: RecordLink) -> OrderInfused:
+        record = {"record": "OrderInfused", "unit_id": self.unit_id}
+        return dataclasses.replace(self, signature=self.signature.linked(link, record))
 
 
 @dataclass(frozen=True, slots=True)

@@ -178,7 +178,8 @@ class HospitalServicer(pb_grpc.HospitalServiceServicer):
         person = signer(
             principal, self.signing_window, signature.signer_name, "signature.signer_name"
         )
-        return Signature(person.name, meaning(signature.meaning, "signature.meaning"), now)
+        said = meaning(signature.meaning, "signature.meaning")
+        return Signature(person.name, said, now, person.subject)
 
     async def SearchInventory(
         self, request: pb.SearchInventoryRequest, context: grpc.aio.ServicerContext

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from dataclasses import dataclass, field
 from datetime import date, datetime
+
+from shared.signing import RecordLink, signed_content_hash
 
 
 class UnitStatus(enum.StrEnum):
@@ -108,9 +111,38 @@ class UnitQuarantined:
 
 
 @dataclass(frozen=True, slots=True)
-class QuarantineLifted:
-    signed_by: str
+class Signature:
+    """A QA disposition's e-signature: the signed-in person (name, issuer subject), meaning,
+    time, and the record it belongs to (event id + hash of what was signed)."""
+
+    signer_name: str
     meaning: str
+    signed_at: datetime
+    signer_subject: str
+    event_id: str = ""
+    content_hash: str = ""
+
+    def linked(self, link: RecordLink, decision: str, address: str) -> Signature:
+        signed = {
+            "record": "DispositionUnit", "decision": decision, "address": address,
+            "signer_name": self.signer_name, "signer_subject": self.signer_subject,
+            "signed_at": self.signed_at, "meaning": self.meaning,
+        }  # fmt: skip
+        return dataclasses.replace(
+            self, event_id=link.event_id, content_hash=signed_content_hash(link, signed)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantineLifted:
+    signed_by: str  # the signer's username
+    meaning: str
+    signature: Signature | None = None  # None only in records from before people signed in
+
+    def sealed(self, link: RecordLink) -> QuarantineLifted:
+        if self.signature is None:
+            return self
+        return dataclasses.replace(self, signature=self.signature.linked(link, "RELEASE", ""))
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +178,13 @@ class UnitPicked:
 class UnitDiscarded:
     from_address: str
     why: str
+    signature: Signature | None = None  # a QA disposition's (DISCARD); none for other discards
+
+    def sealed(self, link: RecordLink) -> UnitDiscarded:
+        if self.signature is None:
+            return self
+        signature = self.signature.linked(link, "DISCARD", self.from_address)
+        return dataclasses.replace(self, signature=signature)
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,9 +272,10 @@ class QuarantineUnit:
 @dataclass(frozen=True, slots=True)
 class DispositionUnit:
     decision: Disposition
-    signer: str
+    signer: str  # the signer's username
     signer_role: str
     meaning: str
+    signature: Signature | None = None  # the signed-in person's (the servicer sets it)
 
 
 @dataclass(frozen=True, slots=True)

@@ -133,8 +133,9 @@ def disposition(state: StoredUnit, command: DispositionUnit) -> list[UnitEvent]:
     if state.status is not UnitStatus.QUARANTINED:
         raise PreconditionFailed("unit not quarantined", state.status.value)
     if command.decision is Disposition.RELEASE:
-        return [QuarantineLifted(command.signer, command.meaning)]
-    return [UnitDiscarded(state.address, f"QA disposition: {command.meaning}")]
+        return [QuarantineLifted(command.signer, command.meaning, command.signature)]
+    why = f"QA disposition: {command.meaning}"
+    return [UnitDiscarded(state.address, why, command.signature)]
 
 
 def reserve(state: StoredUnit, command: ReserveUnit) -> list[UnitEvent]:

@@ -38,6 +38,7 @@ from shared.grpc_requests import (
     timestamp,
 )
 from shared.grpc_server import ServiceBinding
+from shared.signing import meaning, signer
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["StorageService"].full_name
 
@@ -64,12 +65,14 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
         telemetry: TelemetryPublisher,
         site_id: str,
         clock: Clock,
+        signing_window: float = 300.0,
     ) -> None:
         self.app = app
         self.read_model = read_model
         self.telemetry = telemetry
         self.site_id = site_id
         self.clock = clock
+        self.signing_window = signing_window  # Part 11: how recent the signer's sign-in is
 
     async def RegisterTank(
         self, request: pb.RegisterTankRequest, context: grpc.aio.ServicerContext
@@ -122,9 +125,12 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
         self, request: pb.DispositionUnitRequest, context: grpc.aio.ServicerContext
     ) -> pb.UnitReply:
         principal = caller()  # the domain checks the QA role
+        person = signer(principal, self.signing_window)  # Part 11: the signed-in person
+        said = meaning(request.signature_meaning, "signature_meaning")
+        signature = model.Signature(person.name, said, self.clock(), person.subject)
         command = model.DispositionUnit(
             parse_enum(model.Disposition, request.decision, "decision"),
-            principal.username, signing_role(principal), request.signature_meaning,
+            person.username, signing_role(principal), said, signature,
         )  # fmt: skip
         return await self._handle(request, command)
 

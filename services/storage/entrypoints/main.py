@@ -21,7 +21,9 @@ def build(ctx: ServiceContext) -> Components:
     app = Storage(ctx.store, read_model, site)
     telemetry = TelemetryPublisher(ctx.settings.kafka_bootstrap)
     scheduler = DeadlineScheduler(app, read_model, site, ctx.clock)
-    servicer = StorageServicer(app, read_model, telemetry, site, ctx.clock)
+    servicer = StorageServicer(
+        app, read_model, telemetry, site, ctx.clock, ctx.settings.signing_window_seconds
+    )
     return Components(
         [storage_binding(servicer)],
         [NetworkFactsProjection(), InventoryProjection()],
