@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -120,6 +121,7 @@ class LocalKeycloak:
         self.heap_mb = heap_mb
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_file = data_dir / "keycloak.log"
+        self.start_seconds = 0.0
 
     @property
     def identity(self) -> Identity:
@@ -154,8 +156,11 @@ class LocalKeycloak:
                 ],
                 stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
             )  # fmt: skip
+        started = time.monotonic()
         try:
             wait_until(self._ready, timeout=timeout, what=f"Keycloak on 127.0.0.1:{self.port}")
+            self.start_seconds = time.monotonic() - started
+            print(f"[cellbank] Keycloak ready in {self.start_seconds:.1f}s", flush=True)
         except InfraError as exc:
             self.stop()
             tail = log_tail(self.data_dir / "stdout.log")
