@@ -53,15 +53,37 @@ class Page:
         return reply.get("result", {}).get("value")
 
     async def wait_for(self, expression: str, *, timeout: float, what: str) -> Any:
-        """Evaluate until the value is truthy (no fixed sleeps: a deadline)."""
+        """Evaluate until the value is truthy (no fixed sleeps: a deadline). While the page
+        navigates (a sign-in redirect) an evaluation may fail: that counts as not yet."""
         deadline = time.monotonic() + timeout
         value = None
         while time.monotonic() < deadline:
-            value = await self.evaluate(expression)
+            try:
+                value = await self.evaluate(expression)
+            except RuntimeError:  # the page's context went away mid-navigation
+                value = None
             if value:
                 return value
             await asyncio.sleep(0.2)
         raise TimeoutError(f"{what} not seen in the page within {timeout}s (last: {value!r})")
+
+    async def sign_in(self, username: str, password: str, *, timeout: float = 30.0) -> None:
+        """Fill the identity provider's (Keycloak's) sign-in form the page was sent to, submit
+        it, and wait until the browser has left the identity provider."""
+        await self.wait_for(
+            "document.readyState === 'complete' && document.querySelector('#kc-form-login') !== null",
+            timeout=timeout, what="the identity provider's sign-in form",
+        )  # fmt: skip
+        here = await self.evaluate("location.origin")
+        await self.evaluate(
+            f"document.querySelector('#username').value = {json.dumps(username)};"
+            f"document.querySelector('#password').value = {json.dumps(password)};"
+            "document.querySelector('#kc-form-login').submit(); true"
+        )
+        await self.wait_for(
+            f"location.origin !== {json.dumps(here)} && document.readyState !== 'loading'",
+            timeout=timeout, what=f"{username}'s sign-in to complete",
+        )  # fmt: skip
 
     async def screenshot(self, path: Path) -> None:
         shot = await self.call("Page.captureScreenshot", format="png")

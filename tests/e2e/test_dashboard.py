@@ -1,22 +1,34 @@
-"""The operator dashboard in a real browser (headless Chromium) while the network works: live
-events stream in and every site's inventory appears. The screenshot is kept as an artifact
-(.cellbank/test-artifacts/dashboard.png)."""
+"""The operator dashboard over real Keycloak and a working network: nothing without a session
+(sign-in redirect / 401 on every route), 403 for anyone but an operator, the page in headless
+Chromium after signing in at Keycloak's form, live events with patients' and donors' fields
+redacted by role, streams capped, and one Kafka reader however many streams are open. The
+screenshot is kept as an artifact (.cellbank/test-artifacts/dashboard.png)."""
 
 from __future__ import annotations
 
 import asyncio
+import html
 import json
-import urllib.request
+import re
+import urllib.parse
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
 
+import aiohttp
 import pytest_asyncio
 
+from deploy.identities import demo_realm
 from deploy.infra import Endpoints
 from deploy.network import dashboard_process
-from deploy.processes import REPO_ROOT, free_port, wait_until
+from deploy.processes import REPO_ROOT, free_port
 from shared.testing.browser import open_page
+from shared.testing.waits import eventually
 from tests.e2e.network import NetworkSite, network
+from tests.e2e.test_matching import H1, PATIENT, order
 
 ARTIFACTS = REPO_ROOT / ".cellbank" / "test-artifacts"
+MAX_STREAMS = 6
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -25,12 +37,120 @@ async def sites(endpoints: Endpoints):
         yield running
 
 
-def healthy(url: str) -> bool:
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def dashboard(sites, endpoints: Endpoints, tmp_path_factory) -> AsyncIterator[str]:
+    """The dashboard as `make run` starts it (the endpoints file with the identity provider and
+    no token of its own); its base URL."""
+    folder = tmp_path_factory.mktemp("dashboard")
+    endpoints_file = folder / "endpoints.json"
+    endpoints_file.write_text(json.dumps({
+        "sites": {s.site_id: {"delivery": f"127.0.0.1:{s.delivery_host.port}"} for s in sites},
+        "kafka": endpoints.kafka_bootstrap, "identity": endpoints.identity.as_json(),
+    }))  # fmt: skip
+    port = free_port()
+    process = dashboard_process(endpoints_file, port)
+    process.env.update({
+        "CELLBANK_DASHBOARD_MAX_STREAMS": str(MAX_STREAMS),
+        "CELLBANK_DASHBOARD_MAX_STREAMS_PER_USER": str(MAX_STREAMS),
+    })  # fmt: skip
+    process.start(folder)
+    base = f"http://127.0.0.1:{port}/"
     try:
-        with urllib.request.urlopen(url, timeout=2) as reply:
-            return bool(reply.status == 200)
-    except OSError:
-        return False
+        await eventually(lambda: health(base), until=lambda h: bool(h), timeout=30,
+                         what="the dashboard's health")  # fmt: skip
+        yield base
+    except BaseException:
+        print((folder / "dashboard.log").read_text()[-4000:])
+        raise
+    finally:
+        process.stop()
+
+
+async def health(base: str) -> dict[str, Any]:
+    try:
+        async with aiohttp.ClientSession() as http, http.get(base + "healthz") as reply:
+            return dict(await reply.json()) if reply.status == 200 else {}
+    except aiohttp.ClientError:
+        return {}
+
+
+def browser_like(endpoints: Endpoints) -> aiohttp.ClientSession:
+    """A cookie-keeping client; Keycloak's Secure cookies are kept for its http://127.0.0.1
+    origin as a browser keeps them for a loopback origin."""
+    issuer = urllib.parse.urlsplit(endpoints.identity.issuer)
+    jar = aiohttp.CookieJar(
+        unsafe=True, treat_as_secure_origin=[f"{issuer.scheme}://{issuer.netloc}"]
+    )
+    return aiohttp.ClientSession(cookie_jar=jar)
+
+
+@asynccontextmanager
+async def signed_in(base: str, endpoints: Endpoints, username: str) -> AsyncIterator[Any]:
+    """A client with `username`'s dashboard session, signed in through Keycloak's form (the
+    authorization code flow the browser makes)."""
+    password = demo_realm().users[username].password
+    async with browser_like(endpoints) as http:
+        async with http.get(base) as form:
+            assert str(form.url).startswith(endpoints.identity.issuer), form.url
+            action = re.search(r'id="kc-form-login"[^>]*action="([^"]+)"', await form.text())
+        assert action, "Keycloak's sign-in form"
+        credentials = {"username": username, "password": password}
+        async with http.post(html.unescape(action.group(1)), data=credentials) as landed:
+            assert str(landed.url) == base, f"{username} did not land on the dashboard"
+        yield http
+
+
+async def sse(http: Any, base: str) -> AsyncGenerator[dict[str, Any], None]:
+    """The data records of one /api/events stream."""
+    async with http.get(base + "api/events") as reply:
+        assert reply.status == 200, await reply.text()
+        async for line in reply.content:
+            if line.startswith(b"data: "):
+                yield json.loads(line[6:])
+
+
+async def collect(
+    stream: AsyncIterator[dict[str, Any]], *event_types: str, timeout: float = 60
+) -> dict[str, dict[str, Any]]:
+    """The first record of each of the event types (short names) on the stream."""
+    found: dict[str, dict[str, Any]] = {}
+    async with asyncio.timeout(timeout):
+        async for record in stream:
+            short = record["event_type"].rsplit(".", 1)[-1]
+            if short in event_types:
+                found.setdefault(short, record)
+            if len(found) == len(event_types):
+                return found
+    raise AssertionError(f"the stream ended with only {sorted(found)} of {event_types}")
+
+
+async def test_without_a_session_every_route_is_refused(dashboard, endpoints) -> None:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(dashboard, allow_redirects=False) as page:
+            assert page.status == 302
+            to = page.headers["Location"]
+            assert to.startswith(endpoints.identity.authorization_url + "?")
+            query = urllib.parse.parse_qs(urllib.parse.urlsplit(to).query)
+            assert query["code_challenge_method"] == ["S256"] and query["state"]
+            assert query["redirect_uri"] == [dashboard + "callback"]
+        for route in ("api/status", "api/events", "api/me"):
+            async with http.get(dashboard + route) as reply:
+                assert reply.status == 401, route
+                assert (await reply.json())["login"] == "/login"
+        forged = {"cellbank_session": "made-up-session-id"}
+        async with http.get(dashboard + "api/events", cookies=forged) as reply:
+            assert reply.status == 401
+        async with http.get(dashboard + "callback?code=x&state=y") as reply:
+            assert reply.status == 401  # a callback this browser did not start
+
+
+async def test_people_who_are_not_operators_are_refused(dashboard, endpoints) -> None:
+    for username in ("quinn", "h1-clara"):  # QA only; a clinician
+        async with signed_in(dashboard, endpoints, username) as http:
+            for route in ("", "api/status", "api/events"):
+                async with http.get(dashboard + route) as reply:
+                    assert reply.status == 403, (username, route)
+                    assert "not an operator" in await reply.text()
 
 
 async def keep_busy(site: NetworkSite, stop: asyncio.Event) -> None:
@@ -41,34 +161,26 @@ async def keep_busy(site: NetworkSite, stop: asyncio.Event) -> None:
         viable += 1e6
 
 
-async def test_the_dashboard_shows_live_events_and_every_sites_inventory(
-    sites, endpoints, tmp_path
-):
+async def test_an_operator_signs_in_and_sees_live_events_and_every_sites_inventory(
+    sites, dashboard
+) -> None:
     a, b = sites
     await a.stock(2, 9.85e8)
     await b.stock(1, 9.86e8)
-    endpoints_file = tmp_path / "endpoints.json"
-    endpoints_file.write_text(json.dumps({
-        "sites": {s.site_id: {"delivery": f"127.0.0.1:{s.delivery_host.port}"} for s in sites},
-        "operator_token": "op-alice", "kafka": endpoints.kafka_bootstrap,
-    }))  # fmt: skip
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/"
-    dashboard = dashboard_process(endpoints_file, port)
-    dashboard.start(tmp_path)
     stop = asyncio.Event()
     busy = asyncio.create_task(keep_busy(a, stop))
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     try:
-        await asyncio.to_thread(
-            wait_until, lambda: healthy(url + "healthz"), timeout=30, what="the dashboard"
-        )
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        async with open_page(url) as page:
+        async with open_page(dashboard) as page:
+            await page.sign_in("bob", demo_realm().users["bob"].password)
+            who = await page.wait_for(
+                "document.querySelector('#who').textContent", timeout=30, what="who signed in"
+            )
+            assert "Bob" in who and "operator" in who
             events = await page.wait_for(
                 "document.querySelectorAll('#events .event').length", timeout=60,
                 what="live events over SSE",
             )  # fmt: skip
-            assert events > 0
             types = await page.evaluate(
                 "[...document.querySelectorAll('#events .event')].map(e => e.dataset.type).join(' ')"
             )
@@ -87,10 +199,56 @@ async def test_the_dashboard_shows_live_events_and_every_sites_inventory(
             shot = ARTIFACTS / "dashboard.png"
             await page.screenshot(shot)
         assert shot.stat().st_size > 10_000
-    except BaseException:
-        print((tmp_path / "dashboard.log").read_text()[-4000:])
-        raise
     finally:
         stop.set()
         await busy
-        dashboard.stop()
+
+
+async def test_events_reach_each_operator_redacted_for_their_role(sites, dashboard, endpoints):
+    a, b = sites
+    async with (
+        signed_in(dashboard, endpoints, "bob") as bob,  # operator
+        signed_in(dashboard, endpoints, "alice") as alice,  # operator and QA
+    ):
+        bobs, alices = sse(bob, dashboard), sse(alice, dashboard)
+        # both streams open (their first record may be recent history) before the events happen
+        await anext(bobs)
+        await anext(alices)
+        await a.stock_donor(1, 9.87e8)
+        await b.hospital.PlaceOrder(order(9.87e8), metadata=H1)
+        wanted = ("HlaTyped", "BloodGroupRecorded", "OrderPlaced")
+        for_bob, for_alice = await collect(bobs, *wanted), await collect(alices, *wanted)
+        assert for_bob["HlaTyped"]["payload"]["loci"] == "[redacted]"
+        assert for_alice["HlaTyped"]["payload"]["loci"] != "[redacted]"  # QA reviews typing
+        assert for_bob["BloodGroupRecorded"]["payload"]["abo"] == "[redacted]"
+        assert for_bob["HlaTyped"]["aggregate_id"]  # the metadata stays
+        for placed in (for_bob["OrderPlaced"], for_alice["OrderPlaced"]):
+            assert placed["payload"]["patient"] == "[redacted]"  # nobody, whatever the role
+            assert placed["payload"]["hospital_id"] == "H1"
+            seen = json.dumps(placed)
+            assert PATIENT.patient_ref not in seen
+            assert not any(allele in seen for allele in PATIENT.hla_alleles)
+        await bobs.aclose()
+        await alices.aclose()
+
+
+async def test_streams_are_capped_and_share_one_kafka_reader(dashboard, endpoints) -> None:
+    await eventually(lambda: health(dashboard), until=lambda h: h.get("live_streams") == 0,
+                     timeout=30, what="earlier streams to close")  # fmt: skip
+    async with signed_in(dashboard, endpoints, "bob") as bob:
+        streams = [sse(bob, dashboard) for _ in range(MAX_STREAMS)]
+        for stream in streams:
+            await asyncio.wait_for(anext(stream), 60)
+        now = await health(dashboard)
+        assert now["live_streams"] == MAX_STREAMS
+        assert now["kafka_readers_opened"] == 1  # one consumer for the page, SSE tests and these
+        async with bob.get(dashboard + "api/events") as refused:
+            assert refused.status == 503
+            assert f"at most {MAX_STREAMS} live event streams" in (await refused.json())["error"]
+        for stream in streams:
+            await stream.aclose()
+        await eventually(lambda: health(dashboard), until=lambda h: h.get("live_streams") == 0,
+                         timeout=30, what="the streams' slots to come back")  # fmt: skip
+        async with bob.get(dashboard + "api/me") as me:
+            assert me.status == 200
+        assert (await health(dashboard))["kafka_readers_opened"] == 1
