@@ -3,7 +3,10 @@
 # `python -m deploy.cli audit verify|log`, `trace`, `replay --site S`, `watch`.
 # Build from the repository root: docker build -f deploy/docker/dashboard.Dockerfile -t cellbank-dashboard .
 # In a container the dashboard reads the network from the environment: CELLBANK_DELIVERY_ENDPOINTS,
-# CELLBANK_OPERATOR_TOKEN and CELLBANK_KAFKA_BOOTSTRAP (deploy/dashboard.py document_from_env).
+# CELLBANK_KAFKA_BOOTSTRAP, CELLBANK_OIDC_ISSUER and its client, CELLBANK_DASHBOARD_CLIENT_ID and
+# CELLBANK_DASHBOARD_CLIENT_SECRET(_FILE) (deploy/dashboard.py); no secret is baked in. The CLI
+# in it signs in with `python -m deploy.cli login --issuer URL` (tokens under $HOME or
+# $XDG_CONFIG_HOME: give it a writable one).
 ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
 
 # --- build: the dependencies in a virtualenv, the protobuf code generated from protos/ -------

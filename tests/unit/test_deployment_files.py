@@ -4,7 +4,9 @@ the dashboard) and deploy/k8s/ (Kustomize: one namespace per site, the network-w
 the Kafka topics as KafkaTopic resources). Docker and kubectl cannot run here, so this reads
 them: every service has an image and a command that exists, environment names are the ones the
 code reads (and Settings accepts the values), ports and probes match, topics match
-ARCHITECTURE.md and shared.topics.
+ARCHITECTURE.md and shared.topics. And secrets: none has a default or sits inline; every process
+names the OIDC issuer and its own client, whose secret comes from the operator (compose: a
+required variable; k8s: a mounted Secret).
 """
 
 from __future__ import annotations
@@ -33,13 +35,13 @@ import yaml
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from deploy.dashboard import document_from_env
-from deploy.demo import TOKENS as DEMO_TOKENS
 from deploy.infra import DEFAULT_SITES
+from deploy.keycloak import REALM_FILE
 from deploy.network import COLDCHAIN_MODULE, SERVICE_MODULES, SLA_MODULE, plan
 from services.kernel.isbt128 import validate_fin
 from shared.db import database_name, with_database
 from shared.metrics import serve_metrics
-from shared.settings import PRINCIPAL_KINDS, Settings, parse_endpoints, parse_tokens
+from shared.settings import Settings, parse_endpoints
 from shared.topics import FOREVER, SERVICE_TOPICS, SERVICES, TELEMETRY, TOPICS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -78,9 +80,18 @@ K8S_SITE_SERVICES = [(site, service) for site in DEFAULT_SITES for service in SE
 COLDCHAIN_REQUIRED_ENV = {
     "CELLBANK_KAFKA_BOOTSTRAP",
     "CELLBANK_STORAGE_ENDPOINTS",
-    "CELLBANK_COLDCHAIN_TOKEN",
+    "CELLBANK_OIDC_ISSUER",
+    "CELLBANK_OIDC_CLIENT_ID",
 }
 CODE_PATTERN = re.compile(r"""["'](CELLBANK_[A-Z0-9_]+)["']""")
+# shared.settings.secret(env, "NAME") reads NAME or the file NAME_FILE names.
+SECRET_PATTERN = re.compile(r"""secret\(\s*\w+,\s*["'](CELLBANK_[A-Z0-9_]+)["']""")
+# The clients the processes call other services as (deploy/keycloak/cellbank-realm.json).
+MONITOR_CLIENTS = {"coldchain": "monitor-coldchain", "sla": "monitor-sla"}
+DASHBOARD_CLIENT = "cellbank-dashboard"
+SECRET_WORDS = re.compile(r"SECRET|PASSWORD|TOKEN", re.IGNORECASE)
+# What `${NAME:?message}` stands for in these tests: a value the operator set.
+_REQUIRED = "from-env-{}"
 
 
 def module_exists(command: list[str]) -> bool:
@@ -88,11 +99,29 @@ def module_exists(command: list[str]) -> bool:
     return importlib.util.find_spec(command[2]) is not None
 
 
+@cache
+def realm_clients() -> set[str]:
+    """The client ids the realm kept in the repo defines (deploy/keycloak/cellbank-realm.json)."""
+    return {client["clientId"] for client in json.loads(REALM_FILE.read_text())["clients"]}
+
+
+def names_read(source: str) -> set[str]:
+    """The CELLBANK_* names a source reads, with NAME_FILE for each secret read by `secret()`."""
+    return set(CODE_PATTERN.findall(source)) | {
+        f"{name}_FILE" for name in SECRET_PATTERN.findall(source)
+    }
+
+
 def module_env_names(module: str) -> set[str]:
     """The CELLBANK_* names a module's own source reads (the Faust workers, the dashboard)."""
     spec = importlib.util.find_spec(module)
     assert spec is not None and spec.origin is not None, f"{module} does not exist"
-    return set(CODE_PATTERN.findall(Path(spec.origin).read_text()))
+    return names_read(Path(spec.origin).read_text())
+
+
+def client_env_names() -> set[str]:
+    """What a process's own OIDC client reads (shared.oidc.ClientCredentials.from_env)."""
+    return module_env_names("shared.oidc") | {"CELLBANK_OIDC_CLIENT_SECRET_FILE"}
 
 
 def env_names_the_code_reads() -> set[str]:
@@ -100,16 +129,34 @@ def env_names_the_code_reads() -> set[str]:
         name
         for folder in ("shared", "services", "deploy")
         for path in (REPO / folder).rglob("*.py")
-        for name in CODE_PATTERN.findall(path.read_text())
+        for name in names_read(path.read_text())
     }
 
 
-_VARIABLE = re.compile(r"\$\$|\$\{(\w+)(?::?-([^}]*))?\}")
+_VARIABLE = re.compile(r"\$\$|\$\{(\w+)(?:(:?-)([^}]*)|(:?\?)([^}]*))?\}")
 
 
 def interpolate(value: str) -> str:
-    """What Compose makes of a value when no variable is set: ${X:-default} → default."""
-    return _VARIABLE.sub(lambda m: "$" if m.group(0) == "$$" else (m.group(2) or ""), value)
+    """What Compose makes of a value when only the required variables are set: ${X:-default}
+    → default, ${X:?message} → the operator's value (from-env-X)."""
+
+    def value_of(m: re.Match[str]) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        if m.group(4):
+            return _REQUIRED.format(m.group(1))
+        return m.group(3) or ""
+
+    return _VARIABLE.sub(value_of, value)
+
+
+def variables(value: str) -> list[tuple[str, str]]:
+    """(name, how) of each ${...} in a compose value: how is "default", "required" or "plain"."""
+    return [
+        (m.group(1), "default" if m.group(2) else "required" if m.group(4) else "plain")
+        for m in _VARIABLE.finditer(value)
+        if m.group(0) != "$$"
+    ]
 
 
 def process_env(environment: Mapping[str, Any]) -> dict[str, str]:
@@ -398,23 +445,58 @@ def test_compose_service_environment_is_accepted_by_settings(site: str, service:
     assert settings.grpc_host == "0.0.0.0"  # reachable through the published port
     assert settings.grpc_port == image_port(IMAGES[service])
     assert settings.metrics_port > 0  # fixed, not picked at random
-    assert settings.tokens, "no bearer token: every call would be refused"
-    kinds = {principal.partition(":")[0] for principal in settings.tokens.values()}
-    assert kinds <= set(PRINCIPAL_KINDS)
+    assert settings.oidc_issuer == _REQUIRED.format("CELLBANK_OIDC_ISSUER")
+    assert settings.oidc_client_id == grpc_name(site, service)  # its own client, e.g. lon-storage
+    assert settings.oidc_client_id in realm_clients()  # one the realm defines
+    assert settings.oidc_client_secret.startswith("from-env-"), "the operator's, never a default"
     validate_fin(settings.facility_id)
     database_name(settings.site_id, settings.service)
     if service in ("matching", "delivery"):  # they call the owning site's storage
         assert settings.storage_endpoints == {
             s: f"{grpc_name(s, 'storage')}:{GRPC_PORT}" for s in COMPOSE_SITES
         }
-        assert DEMO_TOKENS[settings.service_token] == f"service:{service}"
 
 
-def test_compose_tokens_come_from_the_environment_with_the_demo_tokens_as_local_default() -> None:
-    for site, service in COMPOSE_SITE_SERVICES:
-        raw = services()[grpc_name(site, service)]["environment"]["CELLBANK_TOKENS"]
-        assert raw.startswith("${CELLBANK_TOKENS:-"), f"{site} {service}: not overridable"
-        assert parse_tokens(interpolate(raw)) == DEMO_TOKENS  # what deploy/demo.py sends
+def raw_env(name: str) -> dict[str, str]:
+    return dict(services()[name].get("environment", {}))
+
+
+def test_compose_no_secret_has_a_default_or_a_literal_value() -> None:
+    text = COMPOSE.read_text()
+    assert "CELLBANK_TOKENS" not in text and "demo-" not in text
+    for name, how in variables(text):
+        if SECRET_WORDS.search(name):
+            assert how == "required", f"${{{name}}} must be ${{{name}:?…}}: no default secret"
+    for service, spec in services().items():
+        for variable, value in spec.get("environment", {}).items():
+            if SECRET_WORDS.search(variable):
+                used = variables(value)
+                assert used and all(how == "required" for _, how in used), (service, variable)
+                assert re.fullmatch(r"\$\{\w+:\?[^}]+\}", value), f"{service} {variable}: inline"
+    url = raw_env(grpc_name(COMPOSE_SITES[0], "storage"))["CELLBANK_DATABASE_URL"]
+    password = re.fullmatch(r"postgresql://postgres:(.*)@postgres:5432/postgres", url)
+    assert password and variables(password[1]) == [("POSTGRES_PASSWORD", "required")], url
+
+
+def test_compose_every_process_names_the_issuer_its_own_client_and_a_secret_of_its_own() -> None:
+    clients = {grpc_name(site, service): grpc_name(site, service)
+               for site, service in COMPOSE_SITE_SERVICES} | MONITOR_CLIENTS  # fmt: skip
+    secret_variables = []
+    for process, client in clients.items():
+        env = raw_env(process)
+        assert variables(env["CELLBANK_OIDC_ISSUER"]) == [("CELLBANK_OIDC_ISSUER", "required")]
+        assert env["CELLBANK_OIDC_CLIENT_ID"] == client, process
+        assert client in realm_clients(), f"{client}: no such client in the realm"
+        ((variable, how),) = variables(env["CELLBANK_OIDC_CLIENT_SECRET"])
+        assert how == "required", process
+        secret_variables.append(variable)
+    dashboard = raw_env("dashboard")
+    assert variables(dashboard["CELLBANK_OIDC_ISSUER"]) == [("CELLBANK_OIDC_ISSUER", "required")]
+    assert dashboard["CELLBANK_DASHBOARD_CLIENT_ID"] == DASHBOARD_CLIENT
+    ((variable, how),) = variables(dashboard["CELLBANK_DASHBOARD_CLIENT_SECRET"])
+    assert how == "required"
+    secret_variables.append(variable)
+    assert len(set(secret_variables)) == len(secret_variables), "two clients share a secret"
 
 
 def test_compose_each_site_has_one_valid_facility_id_of_its_own() -> None:
@@ -492,7 +574,7 @@ def test_compose_coldchain_runs_the_worker_in_storage_s_image_with_what_it_reads
     assert coldchain["command"][:4] == ["python", "-m", COLDCHAIN_MODULE, "worker"]
     assert module_exists(coldchain["command"])
     env = env_of("coldchain")
-    read = module_env_names(COLDCHAIN_MODULE)
+    read = module_env_names(COLDCHAIN_MODULE) | client_env_names()
     assert COLDCHAIN_REQUIRED_ENV <= set(env) <= read
     assert "ports" not in coldchain  # it serves nothing
     assert coldchain["depends_on"] == {
@@ -504,16 +586,6 @@ def test_compose_coldchain_runs_the_worker_in_storage_s_image_with_what_it_reads
         assert parse_endpoints(env[variable], variable) == {
             site: f"{grpc_name(site, service)}:{GRPC_PORT}" for site in COMPOSE_SITES
         }
-
-
-def test_compose_coldchain_token_is_a_service_token_every_storage_service_accepts() -> None:
-    raw = services()["coldchain"]["environment"]["CELLBANK_COLDCHAIN_TOKEN"]
-    assert raw.startswith("${CELLBANK_COLDCHAIN_TOKEN:-"), "not overridable"
-    token = interpolate(raw)
-    assert DEMO_TOKENS[token].partition(":")[0] == "service"
-    for site in COMPOSE_SITES:
-        tokens = parse_tokens(env_of(grpc_name(site, "storage"))["CELLBANK_TOKENS"])
-        assert tokens.get(token, "").partition(":")[0] == "service", f"{site} storage refuses it"
 
 
 def test_compose_coldchain_worker_reads_its_environment_as_intended() -> None:
@@ -540,7 +612,7 @@ def test_compose_sla_worker_runs_in_delivery_s_image_with_what_it_reads() -> Non
     assert sla["command"][:4] == ["python", "-m", SLA_MODULE, "worker"]
     assert module_exists(sla["command"])
     env = env_of("sla")
-    assert set(env) <= module_env_names(SLA_MODULE)
+    assert set(env) <= module_env_names(SLA_MODULE) | client_env_names()
     assert parse_endpoints(env["CELLBANK_DELIVERY_ENDPOINTS"], "CELLBANK_DELIVERY_ENDPOINTS") == {
         site: f"{grpc_name(site, 'delivery')}:{GRPC_PORT}" for site in COMPOSE_SITES
     }
@@ -557,7 +629,7 @@ def test_compose_dashboard_reads_every_site_s_delivery_service_and_is_published(
     assert document["sites"] == {
         site: {"delivery": f"{grpc_name(site, 'delivery')}:{GRPC_PORT}"} for site in COMPOSE_SITES
     }
-    assert DEMO_TOKENS[document["operator_token"]].startswith("operator:")
+    assert document["identity"] == {"issuer": _REQUIRED.format("CELLBANK_OIDC_ISSUER")}
     assert dashboard["ports"] == [f"127.0.0.1:{DASHBOARD_PORT}:{image_port('dashboard')}"]
     assert "/healthz" in " ".join(dashboard["healthcheck"]["test"])
 
@@ -695,6 +767,33 @@ def secret_env(deployment: Mapping[str, Any]) -> set[str]:
     }
 
 
+def secret_files(deployment: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
+    """Each file the container sees from a Secret volume: path → (Secret, key)."""
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"].get("volumes", [])}
+    files = {}
+    for mount in container(deployment).get("volumeMounts", []):
+        secret = volumes[mount["name"]].get("secret")
+        if secret is None:
+            continue
+        assert mount.get("readOnly") is True, f"{mount['name']}: a secret mounted writable"
+        for item in secret["items"]:
+            files[f"{mount['mountPath']}/{item['path']}"] = (secret["secretName"], item["key"])
+    return files
+
+
+def secret_file_of(deployment: Mapping[str, Any], env: Mapping[str, str], name: str) -> str:
+    """The Secret key a *_FILE variable points at: the file must be a mounted Secret's."""
+    path = env[name]
+    files = secret_files(deployment)
+    assert path in files, f"{name}={path} is not a file of a mounted Secret"
+    return files[path][1]
+
+
+def without_secret_files(env: Mapping[str, str]) -> dict[str, str]:
+    """The environment minus *_FILE secrets (their files exist only in the pod)."""
+    return {k: v for k, v in env.items() if not k.endswith("_SECRET_FILE")}
+
+
 def deployment_running(docs: tuple[dict[str, Any], ...], command: list[str]) -> dict[str, Any]:
     (found,) = [
         d for d in of_kind(docs, "Deployment") if container(d)["command"][:3] == command[:3]
@@ -752,17 +851,25 @@ def test_k8s_site_runs_each_service_once_in_its_image_with_settings_it_accepts(
     assert deployment["spec"]["replicas"] == 1
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
     env = pod_env(docs, deployment)
-    settings = Settings.from_env(env, service=service)
+    settings = Settings.from_env(without_secret_files(env), service=service)
     assert (settings.site_id, settings.service) == (site, service)
     assert settings.grpc_host == "0.0.0.0"  # the kubelet probes the pod IP
     assert settings.grpc_port == GRPC_PORT == image_port(IMAGES[service])
     validate_fin(settings.facility_id)
     assert urlsplit(settings.database_url).password is None  # from a Secret, as PGPASSWORD
-    assert {"CELLBANK_TOKENS", "PGPASSWORD"} <= secret_env(deployment)
-    assert "CELLBANK_TOKENS" not in env
+    assert "PGPASSWORD" in secret_env(deployment)
+    # Its own OIDC client at the issuer every process checks tokens against; the secret a file.
+    (network,) = [
+        cm for cm in of_kind(docs, "ConfigMap") if cm["metadata"]["name"] == "cellbank-network"
+    ]
+    assert settings.oidc_issuer == network["data"]["CELLBANK_OIDC_ISSUER"].rstrip("/")
+    assert settings.oidc_client_id == grpc_name(site, service)  # e.g. lon-storage
+    assert settings.oidc_client_id in realm_clients()
+    assert "CELLBANK_OIDC_CLIENT_SECRET" not in env  # never a literal
+    key = secret_file_of(deployment, env, "CELLBANK_OIDC_CLIENT_SECRET_FILE")
+    assert key == service.replace("_", "-")
     if service in ("matching", "delivery"):
         assert settings.storage_endpoints == {s: k8s_dns(s, "storage") for s in DEFAULT_SITES}
-        assert "CELLBANK_SERVICE_TOKEN" in secret_env(deployment)
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert labels["cellbank.network/service"] == service
     assert labels["cellbank.network/site"] == site
@@ -827,7 +934,7 @@ def test_k8s_probes_do_not_reach_for_a_loopback_only_endpoint() -> None:
                         assert target["port"] not in metrics, f"{probe} {action} of metrics"
 
 
-def test_k8s_network_runs_one_coldchain_monitor_in_storage_s_image() -> None:
+def test_k8s_network_runs_one_coldchain_monitor_in_storage_s_image(tmp_path: Path) -> None:
     docs = rendered(K8S / "network")
     deployment = deployment_running(docs, ["python", "-m", COLDCHAIN_MODULE])
     assert image_of(deployment) == IMAGES["storage"]
@@ -836,15 +943,20 @@ def test_k8s_network_runs_one_coldchain_monitor_in_storage_s_image() -> None:
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
     env = pod_env(docs, deployment)
     names = {item["name"] for item in container(deployment)["env"]}
-    assert COLDCHAIN_REQUIRED_ENV <= names <= module_env_names(COLDCHAIN_MODULE)
-    assert "CELLBANK_COLDCHAIN_TOKEN" in secret_env(deployment)
+    assert (
+        COLDCHAIN_REQUIRED_ENV <= names <= module_env_names(COLDCHAIN_MODULE) | client_env_names()
+    )
+    assert env["CELLBANK_OIDC_CLIENT_ID"] == MONITOR_CLIENTS["coldchain"]
+    assert secret_file_of(deployment, env, "CELLBANK_OIDC_CLIENT_SECRET_FILE") == "coldchain"
     assert parse_endpoints(env["CELLBANK_STORAGE_ENDPOINTS"]) == {
         s: k8s_dns(s, "storage") for s in DEFAULT_SITES
     }
     assert parse_endpoints(env["CELLBANK_DELIVERY_ENDPOINTS"], "CELLBANK_DELIVERY_ENDPOINTS") == {
         s: k8s_dns(s, "delivery") for s in DEFAULT_SITES
     }
-    config = coldchain_config({**env, "CELLBANK_COLDCHAIN_TOKEN": "svc-coldchain"})
+    secret = tmp_path / "client-secret"  # what the mounted Secret holds in the pod
+    secret.write_text("from-the-secret")
+    config = coldchain_config({**env, "CELLBANK_OIDC_CLIENT_SECRET_FILE": str(secret)})
     assert config["brokers"] == [f"kafka://{env['CELLBANK_KAFKA_BOOTSTRAP'].split(',')[0]}"]
     (topic,) = [t for t in of_kind(rendered(K8S / "kafka"), "KafkaTopic")
                 if t["spec"]["topicName"] == TELEMETRY]  # fmt: skip
@@ -862,9 +974,11 @@ def test_k8s_network_runs_one_sla_monitor_in_delivery_s_image() -> None:
     assert image_of(deployment) == IMAGES["delivery"]
     assert module_exists(container(deployment)["command"])
     names = {item["name"] for item in container(deployment)["env"]}
-    assert names <= module_env_names(SLA_MODULE)
+    assert names <= module_env_names(SLA_MODULE) | client_env_names()
     assert deployment["spec"]["replicas"] == 1
     env = pod_env(docs, deployment)
+    assert env["CELLBANK_OIDC_CLIENT_ID"] == MONITOR_CLIENTS["sla"]
+    assert secret_file_of(deployment, env, "CELLBANK_OIDC_CLIENT_SECRET_FILE") == "sla"
     assert parse_endpoints(env["CELLBANK_DELIVERY_ENDPOINTS"], "CELLBANK_DELIVERY_ENDPOINTS") == {
         s: k8s_dns(s, "delivery") for s in DEFAULT_SITES
     }
@@ -877,8 +991,9 @@ def test_k8s_network_runs_the_dashboard_against_every_site() -> None:
     assert container(deployment)["command"] == RUNS["dashboard"]
     names = {item["name"] for item in container(deployment)["env"]}
     assert names <= module_env_names(DASHBOARD_MODULE)
-    assert "CELLBANK_OPERATOR_TOKEN" in secret_env(deployment)
-    env = pod_env(docs, deployment) | {"CELLBANK_OPERATOR_TOKEN": "from-the-secret"}
+    env = pod_env(docs, deployment)
+    assert env["CELLBANK_DASHBOARD_CLIENT_ID"] == DASHBOARD_CLIENT
+    assert secret_file_of(deployment, env, "CELLBANK_DASHBOARD_CLIENT_SECRET_FILE") == "dashboard"
     document = document_from_env(env)
     assert document["sites"] == {s: {"delivery": k8s_dns(s, "delivery")} for s in DEFAULT_SITES}
     ports = {p["name"]: p["containerPort"] for p in container(deployment)["ports"]}
@@ -907,6 +1022,34 @@ def test_k8s_kafka_topics_are_architecture_md_s_with_production_configs() -> Non
     (kafka,) = {cm["data"]["CELLBANK_KAFKA_BOOTSTRAP"] for cm in network}
     namespace = yaml.safe_load((K8S / "kafka" / "kustomization.yaml").read_text())["namespace"]
     assert all(f".{namespace}.svc:" in broker for broker in kafka.split(","))
+
+
+def test_k8s_every_process_has_the_issuer_and_a_client_secret_from_a_secret_never_inline() -> None:
+    k8s_text = "\n".join(p.read_text() for p in K8S.rglob("*.yaml"))
+    assert "CELLBANK_TOKENS" not in k8s_text and "demo-" not in k8s_text
+    for docs in all_rendered():
+        for deployment in of_kind(docs, "Deployment"):
+            env = pod_env(docs, deployment)
+            name = deployment["metadata"]["name"]
+            assert env["CELLBANK_OIDC_ISSUER"].startswith("https://"), name
+            for variable in env:
+                # A secret is a secretKeyRef or a mounted file, never a value in the manifest.
+                if SECRET_WORDS.search(variable):
+                    assert variable.endswith("_FILE"), f"{name}: {variable} is inline"
+                    secret_file_of(deployment, env, variable)
+            client = env.get("CELLBANK_OIDC_CLIENT_ID") or env.get("CELLBANK_DASHBOARD_CLIENT_ID")
+            assert client in realm_clients(), f"{name}: client {client!r}"
+    for configmap in (cm for docs in all_rendered() for cm in of_kind(docs, "ConfigMap")):
+        assert not any(SECRET_WORDS.search(k) for k in configmap["data"]), configmap["metadata"]
+
+
+def test_no_deployment_file_mentions_the_static_tokens() -> None:
+    files = [COMPOSE, *DOCKER.glob("*.Dockerfile"), *K8S.rglob("*.yaml")]
+    for path in files:
+        text = path.read_text()
+        for gone in ("CELLBANK_TOKENS", "CELLBANK_SERVICE_TOKEN", "CELLBANK_OPERATOR_TOKEN",
+                     "CELLBANK_COLDCHAIN_TOKEN", "CELLBANK_SLA_TOKEN"):  # fmt: skip
+            assert gone not in text, f"{path.relative_to(REPO)} still names {gone}"
 
 
 def test_no_deployment_sets_a_cellbank_variable_the_code_never_reads() -> None:
