@@ -1,4 +1,4 @@
-"""Pure units of the common library: ids, envelope codec, settings, tokens, hash chain."""
+"""Pure units of the common library: ids, envelope codec, settings, roles, hash chain."""
 
 from __future__ import annotations
 
@@ -10,20 +10,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.auth import Principal, TokenAuthenticator, require
+from shared.auth import Principal, require
 from shared.db import TRANSIENT_DB_ERRORS
 from shared.envelope_codec import decode, encode
 from shared.errors import ConcurrencyConflict, InvalidArgument, PermissionDenied, Unauthenticated
 from shared.eventstore import InMemoryEventStore
 from shared.hashchain import GENESIS, verify_chain
 from shared.ids import uuid7
-from shared.settings import Settings, parse_tokens
+from shared.settings import Settings
 from tests.factories import new_event
 
 ENV = {
     "CELLBANK_SITE_ID": "LON",
     "CELLBANK_KAFKA_BOOTSTRAP": "127.0.0.1:9092",
     "CELLBANK_DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/postgres",
+    "CELLBANK_OIDC_ISSUER": "https://id.example/realms/cellbank/",
 }
 
 
@@ -47,17 +48,19 @@ def test_garbage_is_not_an_envelope(data):
         decode(data)
 
 
-def test_settings_read_from_environment():
+def test_settings_read_from_environment(tmp_path):
+    secret = tmp_path / "client-secret"
+    secret.write_text("s3cret\n")  # a mounted Kubernetes Secret ends with a newline
     s = Settings.from_env(
-        {**ENV, "CELLBANK_GRPC_PORT": "50051", "CELLBANK_TOKENS": "t1=operator:alice"},
+        {**ENV, "CELLBANK_GRPC_PORT": "50051", "CELLBANK_OIDC_CLIENT_ID": "lon-storage",
+         "CELLBANK_OIDC_CLIENT_SECRET_FILE": str(secret)},
         service="storage",
-    )
-    assert (s.site_id, s.service, s.grpc_port, dict(s.tokens)) == (
-        "LON",
-        "storage",
-        50051,
-        {"t1": "operator:alice"},
-    )
+    )  # fmt: skip
+    assert (s.site_id, s.service, s.grpc_port) == ("LON", "storage", 50051)
+    assert (s.oidc_issuer, s.oidc_audience) == ("https://id.example/realms/cellbank", "cellbank")
+    assert (s.oidc_client_id, s.oidc_client_secret) == ("lon-storage", "s3cret")
+    assert s.token_url == "https://id.example/realms/cellbank/protocol/openid-connect/token"
+    assert "s3cret" not in repr(s)
 
 
 @pytest.mark.parametrize(
@@ -67,8 +70,9 @@ def test_settings_read_from_environment():
         ({"CELLBANK_KAFKA_BOOTSTRAP": ""}, "CELLBANK_KAFKA_BOOTSTRAP"),
         ({"CELLBANK_DATABASE_URL": " "}, "CELLBANK_DATABASE_URL"),
         ({"CELLBANK_GRPC_PORT": "70000"}, "CELLBANK_GRPC_PORT"),
-        ({"CELLBANK_TOKENS": "t1=admin:bob"}, "CELLBANK_TOKENS"),
-        ({"CELLBANK_TOKENS": "t1"}, "CELLBANK_TOKENS"),
+        ({"CELLBANK_OIDC_ISSUER": ""}, "CELLBANK_OIDC_ISSUER"),
+        ({"CELLBANK_OIDC_CLIENT_SECRET_FILE": "/nonexistent"}, "CELLBANK_OIDC_CLIENT_SECRET_FILE"),
+        ({"CELLBANK_SIGNING_WINDOW_SECONDS": "soon"}, "CELLBANK_SIGNING_WINDOW_SECONDS"),
         ({"CELLBANK_TLS_CERT": "/c.pem"}, "CELLBANK_TLS_CERT"),
         ({"CELLBANK_TLS_CLIENT_CA": "/ca.pem"}, "CELLBANK_TLS_CLIENT_CA"),
     ],
@@ -79,19 +83,13 @@ def test_bad_settings_name_the_variable(override, field):
     assert err.value.field == field
 
 
-def test_bearer_tokens_map_to_principals():
-    auth = TokenAuthenticator(parse_tokens("abc=hospital:H1, def=operator:alice"))
-    assert auth.authenticate([("authorization", "Bearer abc")]) == Principal("hospital", "H1")
-    assert auth.authenticate([("Authorization", b"bearer def")]) == Principal("operator", "alice")
-    for metadata in ([], [("authorization", "Bearer nope")], [("authorization", "abc")]):
-        with pytest.raises(Unauthenticated):
-            auth.authenticate(metadata)
-
-
-def test_require_checks_the_principal_kind():
-    assert require(Principal("operator", "a"), "operator") == Principal("operator", "a")
+def test_require_checks_the_principal_s_roles():
+    alice = Principal("sub-a", "alice", frozenset({"operator", "qa"}))
+    assert require(alice, "operator") == alice and require(alice, "courier", "qa") == alice
     with pytest.raises(PermissionDenied):
-        require(Principal("hospital", "H1"), "operator")
+        require(
+            Principal("sub-h", "service-account-hospital-h1", frozenset({"hospital"})), "operator"
+        )
     with pytest.raises(Unauthenticated):
         require(None, "operator")
 
