@@ -1,6 +1,7 @@
 """`cellbank audit verify` and `cellbank audit log` against a real site (donor_intake,
-manufacturing, storage in-process over real Kafka and PostgreSQL): a released batch's history
-with its QA e-signature, and a chain rewritten behind the store's back found and named."""
+manufacturing, storage in-process over real Kafka, PostgreSQL and Keycloak), signed in with
+`cellbank login`: a released batch's history with its QA e-signature, and a chain rewritten
+behind the store's back found and named."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import pytest_asyncio
 
 from deploy import cli
 from deploy.demo import register_demo_tank, released_batch
+from deploy.identities import demo_realm
 from deploy.infra import Endpoints
 from deploy.processes import free_port
 from tests.e2e.bank_site import BankSite, bank_site
@@ -58,9 +60,26 @@ async def cellbank(*argv: str) -> Run:
     return Run(code, out.getvalue(), err.getvalue())
 
 
-def write_endpoints(path: Path, site: str, services: dict[str, str], token: str = "op-alice"):
-    path.write_text(json.dumps({"sites": {site: services}, "operator_token": token}))
+def write_endpoints(path: Path, site: str, services: dict[str, str], identity: dict[str, str]):
+    path.write_text(json.dumps({"sites": {site: services}, "identity": identity}))
     return path
+
+
+async def login(endpoints_file: Path, who: str) -> None:
+    """`cellbank login` as a demo person (password grant) or a demo client (credentials)."""
+    realm = demo_realm()
+    if who in realm.users:
+        how = ["--username", who, "--password", realm.users[who].password]
+    else:
+        how = ["--client-id", who, "--client-secret", realm.clients[who].secret]
+    run = await cellbank("login", *how, "--endpoints", str(endpoints_file))
+    assert run.code == 0, run.err
+
+
+@pytest.fixture(autouse=True)
+def token_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test signs in into a token cache of its own."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -75,11 +94,20 @@ async def audited(
         finished = datetime.now(UTC)
         folder = tmp_path_factory.mktemp("audit-cli")
         audited = Audited(site, released.batch_id, folder / "endpoints.json", started, finished)
-        write_endpoints(audited.endpoints_file, site.site_id, audited.services())
+        write_endpoints(
+            audited.endpoints_file, site.site_id, audited.services(),
+            endpoints.identity.as_json(),
+        )  # fmt: skip
         yield audited
 
 
-async def test_verify_reports_every_service_of_the_site_intact(audited: Audited):
+@pytest_asyncio.fixture(loop_scope="session")
+async def operator(audited: Audited) -> None:
+    """Alice (an operator) has run `cellbank login`."""
+    await login(audited.endpoints_file, "alice")
+
+
+async def test_verify_reports_every_service_of_the_site_intact(audited: Audited, operator: None):
     site_id = audited.site.site_id
     run = await cellbank(
         "audit", "verify", "--site", site_id, "--endpoints", str(audited.endpoints_file)
@@ -97,7 +125,9 @@ async def test_verify_reports_every_service_of_the_site_intact(audited: Audited)
     assert all(count > 0 for count in counts)  # donor, batch and tank events were checked
 
 
-async def test_log_shows_who_did_what_when_and_why_and_the_qa_signature(audited: Audited):
+async def test_log_shows_who_did_what_when_and_why_and_the_qa_signature(
+    audited: Audited, operator: None
+):
     run = await cellbank(
         "audit", "log", "--aggregate", audited.batch_id, "--endpoints", str(audited.endpoints_file)
     )
@@ -122,7 +152,7 @@ async def test_log_shows_who_did_what_when_and_why_and_the_qa_signature(audited:
     assert audited.started.replace(microsecond=0) <= signed_at <= audited.finished
 
 
-async def test_log_as_json_is_one_parsable_object_per_event(audited: Audited):
+async def test_log_as_json_is_one_parsable_object_per_event(audited: Audited, operator: None):
     run = await cellbank(
         "audit", "log", "--aggregate", audited.batch_id, "--json",
         "--site", audited.site.site_id, "--endpoints", str(audited.endpoints_file),
@@ -140,7 +170,9 @@ async def test_log_as_json_is_one_parsable_object_per_event(audited: Audited):
     assert len(release["payload"]["units"]) == 2
 
 
-async def test_an_aggregate_no_service_knows_is_reported_with_exit_1(audited: Audited):
+async def test_an_aggregate_no_service_knows_is_reported_with_exit_1(
+    audited: Audited, operator: None
+):
     run = await cellbank(
         "audit", "log", "--aggregate", "B-never-made", "--endpoints", str(audited.endpoints_file)
     )
@@ -150,26 +182,35 @@ async def test_an_aggregate_no_service_knows_is_reported_with_exit_1(audited: Au
 
 async def test_qa_may_read_a_history_and_a_hospital_may_not(audited: Audited):
     common = ["--aggregate", audited.batch_id, "--endpoints", str(audited.endpoints_file)]
-    qa = await cellbank("audit", "log", *common, "--token", "qa-quinn")
+    await login(audited.endpoints_file, "quinn")
+    qa = await cellbank("audit", "log", *common)
     assert qa.code == 0 and "BatchReleased" in qa.out
-    hospital = await cellbank("audit", "log", *common, "--token", "hosp-h1")
+    await login(audited.endpoints_file, "hospital-h1")  # a hospital's system, signed in
+    hospital = await cellbank("audit", "log", *common)
     assert hospital.code == 2 and not hospital.out
     assert "PERMISSION_DENIED" in hospital.err and "manufacturing" in hospital.err
 
 
+async def test_without_signing_in_the_cli_says_to_log_in_and_asks_no_service(audited: Audited):
+    run = await cellbank("audit", "verify", "--endpoints", str(audited.endpoints_file))
+    assert run.code == 2 and not run.out
+    assert "not signed in: run `cellbank login`" in run.err
+
+
 async def test_an_unreachable_service_fails_verification_naming_it(
-    audited: Audited, tmp_path: Path
+    audited: Audited, operator: None, tmp_path: Path
 ):
     site_id = audited.site.site_id
     services = {**audited.services(), "matching": f"127.0.0.1:{free_port()}"}
-    path = write_endpoints(tmp_path / "endpoints.json", site_id, services)
+    identity = json.loads(audited.endpoints_file.read_text())["identity"]
+    path = write_endpoints(tmp_path / "endpoints.json", site_id, services, identity)
     run = await cellbank("audit", "verify", "--site", site_id, "--endpoints", str(path))
     assert run.code == 2
     assert f"{site_id} matching unreachable at {services['matching']}" in run.err
     assert "OK" not in run.out.splitlines()
 
 
-async def test_a_rewritten_event_breaks_the_chain_at_that_event(audited: Audited):
+async def test_a_rewritten_event_breaks_the_chain_at_that_event(audited: Audited, operator: None):
     """An attacker with database access rewrites the reason of the QA release; verify must name
     the site, the service and the event. The original is put back afterwards."""
     site_id = audited.site.site_id

@@ -139,7 +139,9 @@ async def test_an_approved_release_whose_files_changed_is_not_used(pool, tmp_pat
     assert not again.health[HLA_REFERENCE_HEALTH]
 
 
-async def test_approval_over_grpc_is_operators_only_and_names_refused_fields(endpoints, tmp_path):
+async def test_approval_over_grpc_is_operators_only_and_names_refused_fields(
+    endpoints, tmp_path, monkeypatch
+):
     """And a matching without a reference serves: health detail NOT_SERVING (the service
     SERVING), every search notes it; once approved, all of that turns."""
     settings = dataclasses.replace(
@@ -202,9 +204,14 @@ async def test_approval_over_grpc_is_operators_only_and_names_refused_fields(end
         endpoints_file = tmp_path / "endpoints.json"
         endpoints_file.write_text(
             json.dumps({"sites": {"HRN": {"matching": f"127.0.0.1:{host.port}"}},
-                        "operator_token": "op-alice"})
+                        "identity": endpoints.identity.as_json()})
         )  # fmt: skip
         base = ["--endpoints", str(endpoints_file)]
+        monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))  # its own token cache
+        signed_in = await cellbank(
+            "login", "--username", "alice", "--password", "demo-alice", *base
+        )
+        assert signed_in[0] == 0, signed_in[2]
         shown = await cellbank("hla", "show", "--json", *base)
         assert shown[0] == 0, shown[2]
         assert json.loads(shown[1])["release"] == "3.58.0"
