@@ -6,6 +6,7 @@ import importlib
 from collections.abc import Iterator
 from pathlib import Path
 
+import cellbank
 import pytest
 from cellbank.donor.v1 import donor_service_pb2 as dpb
 from cellbank.hospital.v1 import hospital_pb2 as hpb
@@ -19,15 +20,14 @@ from shared.bounds import violation
 from shared.errors import InvalidArgument
 from shared.settings import Settings
 
-PROTOS = Path(__file__).resolve().parents[2] / "protos"
-
 
 def request_types() -> Iterator[Descriptor]:
-    """The input message of every method of every service under protos/."""
-    for path in sorted(PROTOS.glob("cellbank/*/v1/*_pb2.py")):
-        module = importlib.import_module(".".join(path.relative_to(PROTOS).with_suffix("").parts))
-        for service in module.DESCRIPTOR.services_by_name.values():
-            yield from (method.input_type for method in service.methods)
+    """The input message of every method of every service generated from protos/."""
+    for root in sorted(set(cellbank.__path__)):
+        for path in sorted(Path(root).glob("*/v1/*_pb2.py")):
+            module = importlib.import_module(f"cellbank.{path.parent.parent.name}.v1.{path.stem}")
+            for service in module.DESCRIPTOR.services_by_name.values():
+                yield from (method.input_type for method in service.methods)
 
 
 Chain = tuple[FieldDescriptor, ...]  # the field and the message fields leading to it
@@ -127,6 +127,12 @@ def test_overrides_give_a_contract_its_own_bound():
     )
     boxes = [f"R{r}/B{b}" for r in range(1, 51) for b in range(1, 41)]
     assert violation(spb.RegisterTankRequest(tank_id="T1", segregated_boxes=boxes)) == ""
+
+
+def test_the_requests_of_every_service_are_checked():
+    services = {d.full_name.split(".")[1] for d in request_types()}
+    assert services >= {"donor", "manufacturing", "storage", "matching", "delivery", "hospital"}
+    assert "operator" in services and len(CASES) > 100
 
 
 def test_every_override_names_a_real_request_field():
