@@ -26,13 +26,15 @@ from shared.testing.topic_reader import records_so_far
 from shared.testing.waits import eventually
 from shared.topics import DEADLETTER, SERVICE_TOPICS
 from tests.e2e.network import NetworkSite, network
-from tests.e2e.test_matching import visible
+from tests.e2e.test_matching import order, visible
 
-H1, OP = auth("hosp-h1"), auth("op-alice")
+H1, H2, OP = auth("hosp-h1"), auth("hosp-h2"), auth("op-alice")
+CLINICIAN = auth("clin-h1")  # may call every HospitalService RPC, signing ones included
 SERVICE = hpb.DESCRIPTOR.services_by_name["HospitalService"]
 ALLOWED = {
     grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION,
     grpc.StatusCode.NOT_FOUND, grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.PERMISSION_DENIED,  # e.g. a signer_name that is not the signed-in person
 }  # fmt: skip
 WRITES = {"PlaceOrder", "CancelOrder", "ConfirmReceipt", "ConfirmInfusion", "ReportAdverseEvent",
           "AcknowledgeNotification"}  # fmt: skip
@@ -124,7 +126,7 @@ async def events_written(site: NetworkSite) -> int:
 async def invoke(site: NetworkSite, method: str, request: Message) -> grpc.StatusCode:
     stub_method = getattr(site.hospital, method)
     try:
-        reply = stub_method(request, metadata=H1, timeout=30)
+        reply = stub_method(request, metadata=CLINICIAN, timeout=30)
         if SERVICE.methods_by_name[method].server_streaming:
             await reply.read()  # the first answer (or the error) is what the input decided
             reply.cancel()
@@ -184,12 +186,12 @@ async def test_bytes_that_are_not_the_message_are_invalid_argument(site, method,
     before = await events_written(site)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{site.matching.port}") as channel:
         if spec.server_streaming:
-            stream = channel.unary_stream(path)(payload, metadata=H1, timeout=30)
+            stream = channel.unary_stream(path)(payload, metadata=CLINICIAN, timeout=30)
             with pytest.raises(grpc.aio.AioRpcError) as err:
                 await stream.read()
         else:
             with pytest.raises(grpc.aio.AioRpcError) as err:
-                await channel.unary_unary(path)(payload, metadata=H1, timeout=30)
+                await channel.unary_unary(path)(payload, metadata=CLINICIAN, timeout=30)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
     assert await events_written(site) == before
 
@@ -238,3 +240,59 @@ async def test_garbage_and_truncated_records_on_every_topic_are_dead_lettered_an
 
 # The topics some projection of a site consumes (every event topic is read by one).
 TOPIC_CONSUMERS = [tuple(SERVICE_TOPICS.values())]
+
+
+async def test_a_600kb_cancel_reason_is_invalid_argument_naming_the_field_and_writes_nothing(site):
+    """One hospital's huge free text cannot make an envelope Kafka refuses (issue 14)."""
+    viable = 7.3e8
+    await site.stock(1, viable)
+    await visible(site, viable, 1)
+    placed = await site.hospital.PlaceOrder(order(viable), metadata=H1)
+    assert placed.status == hpb.ORDER_STATUS_ALLOCATED, placed.status_reason
+    before = await events_written(site)
+    huge = hpb.CancelOrderRequest(order_id=placed.order_id, reason="x" * 600_000)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await site.hospital.CancelOrder(huge, metadata=H1, timeout=30)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details() == "reason: at most 2000 characters (got 600000)"
+    assert await events_written(site) == before
+    still = await site.hospital.GetOrder(hpb.GetOrderRequest(order_id=placed.order_id), metadata=H1)
+    assert still.status == hpb.ORDER_STATUS_ALLOCATED and still.version == placed.version
+
+
+async def test_a_hospital_holds_at_most_four_watches_at_once(site):
+    # H2: the hypothesis tests above watch as H1 (their streams close asynchronously).
+    viable = 7.4e8
+    await site.stock(1, viable)
+    await visible(site, viable, 1)
+    placed = await site.hospital.PlaceOrder(order(viable), metadata=H2)
+    watch = hpb.WatchOrderRequest(order_id=placed.order_id)
+    streams = [site.hospital.WatchOrder(watch, metadata=H2) for _ in range(4)]
+    try:
+        for stream in streams:
+            assert (await stream.read()).order_id == placed.order_id
+        fifth = site.hospital.WatchOrder(watch, metadata=H2)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await fifth.read()
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "at most 4 per caller" in (err.value.details() or "")
+        streams.pop().cancel()  # one closes: its slot is free again
+        again = await eventually(
+            lambda: _first_update(site.hospital.WatchOrder(watch, metadata=H2)),
+            until=lambda update: update is not None,
+            what="a watch after one closed",
+        )
+        assert again is not None and again.order_id == placed.order_id
+    finally:
+        for stream in streams:
+            stream.cancel()
+
+
+async def _first_update(stream: Any) -> hpb.Order | None:
+    try:
+        update: hpb.Order = await stream.read()
+    except grpc.aio.AioRpcError:
+        return None
+    finally:
+        stream.cancel()
+    return update
