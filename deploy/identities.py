@@ -210,6 +210,7 @@ class OidcFields(TypedDict):
     oidc_audience: str
     oidc_client_id: str
     oidc_client_secret: str
+    oidc_sign_in_clients: frozenset[str]
 
 
 def service_oidc(identity: Identity, site: str, service: str) -> OidcFields:
@@ -220,4 +221,5 @@ def service_oidc(identity: Identity, site: str, service: str) -> OidcFields:
         "oidc_audience": identity.audience,
         "oidc_client_id": client.client_id,
         "oidc_client_secret": client.secret,
+        "oidc_sign_in_clients": frozenset({identity.cli_client_id}),
     }

@@ -78,6 +78,9 @@ class Identity:
             "CELLBANK_OIDC_AUDIENCE": self.audience,
             "CELLBANK_OIDC_JWKS_URL": self.jwks_url,
             "CELLBANK_OIDC_TOKEN_URL": self.token_url,
+            # The demo realm's CLI client gets no refresh tokens, so its tokens' iat is a
+            # sign-in time (Keycloak omits auth_time for the password grant).
+            "CELLBANK_OIDC_SIGN_IN_CLIENTS": self.cli_client_id,
         }
 
 

@@ -175,7 +175,10 @@ class ServiceHost:
         self.server = await start_server(
             [*components.bindings, operator_binding(operator)],
             authenticator=JwtAuthenticator(
-                issuer=s.oidc_issuer, audience=s.oidc_audience, jwks_url=s.oidc_jwks_url
+                issuer=s.oidc_issuer,
+                audience=s.oidc_audience,
+                jwks_url=s.oidc_jwks_url,
+                sign_in_clients=s.oidc_sign_in_clients,
             ),
             host=s.grpc_host,
             port=s.grpc_port,

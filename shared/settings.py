@@ -33,6 +33,9 @@ class Settings:
     oidc_client_secret: str = field(default="", repr=False)
     # Part 11: a signature needs the person's sign-in (`auth_time`) within this many seconds.
     signing_window_seconds: float = 300.0
+    # Clients the issuer never gives refresh tokens (every token is a sign-in): their `iat`
+    # stands for `auth_time` when the issuer omits it (Keycloak's password grant does).
+    oidc_sign_in_clients: frozenset[str] = frozenset()
     log_level: str = "INFO"
     grpc_host: str = "127.0.0.1"
     metrics_host: str = "127.0.0.1"  # 0.0.0.0 in containers, so Prometheus can scrape
@@ -94,6 +97,11 @@ class Settings:
             oidc_client_id=env.get("CELLBANK_OIDC_CLIENT_ID", "").strip(),
             oidc_client_secret=secret(env, "CELLBANK_OIDC_CLIENT_SECRET"),
             signing_window_seconds=_seconds(env, "CELLBANK_SIGNING_WINDOW_SECONDS", 300.0),
+            oidc_sign_in_clients=frozenset(
+                c.strip()
+                for c in env.get("CELLBANK_OIDC_SIGN_IN_CLIENTS", "").split(",")
+                if c.strip()
+            ),
             log_level=env.get("CELLBANK_LOG_LEVEL", "INFO").upper(),
             grpc_host=env.get("CELLBANK_GRPC_HOST", "127.0.0.1"),
             metrics_host=env.get("CELLBANK_METRICS_HOST", "127.0.0.1"),

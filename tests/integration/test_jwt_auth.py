@@ -168,3 +168,19 @@ def test_roles_hospital_and_site_come_from_the_claims_only():
     )  # fmt: skip
     assert principal.roles == {"hospital"} and principal.hospital == "H1"
     assert not principal.is_person and str(principal) == "hospital:H1"
+
+
+async def test_without_auth_time_only_a_sign_in_clients_iat_counts_as_the_sign_in(issuer):
+    """Keycloak leaves auth_time out of password-grant tokens; a client that never gets refresh
+    tokens signs in for every token, so its iat is the sign-in time. Any other client's token
+    without auth_time has no sign-in time (and cannot sign)."""
+    state, url = issuer
+    auth = authenticator(url)
+    auth.sign_in_clients = frozenset({"cellbank-cli"})
+    token = state.token("k1", auth_time=None)
+    payload = jwt.decode(token, options={"verify_signature": False})
+    del payload["auth_time"]
+    for azp, expected in (("cellbank-cli", payload["iat"]), ("other-app", None)):
+        signed = jwt.encode({**payload, "azp": azp}, state.keys["k1"], algorithm="RS256",
+                            headers={"kid": "k1"})  # fmt: skip
+        assert (await auth.authenticate(bearer(signed))).auth_time == expected
