@@ -143,8 +143,9 @@ async def _faults_and_checks(
         await serving(processes)
         endpoints_file = tmp_path / "endpoints.json"
         document = endpoints_document(
-            processes, SITES, endpoints.kafka_bootstrap, endpoints.database_url
-        )
+            processes, SITES, endpoints.kafka_bootstrap, endpoints.database_url,
+            identity=endpoints.identity,
+        )  # fmt: skip
         write_endpoints_file(endpoints_file, document)
         simulator = simulator_process(endpoints_file, donors=2, interval=3, courier_minutes=0.2)
         simulator.start(logs)

@@ -17,9 +17,11 @@ from cellbank.hospital.v1 import hospital_pb2_grpc as hpb_grpc
 from deploy import cli
 from deploy.network import SERVICE_MODULES
 from deploy.processes import REPO_ROOT, free_port, free_port_block, wait_until
+from shared.oidc import request_token
 
 
-def test_make_run_starts_and_stops_cleanly_on_ctrl_c(tmp_path):
+def test_make_run_starts_and_stops_cleanly_on_ctrl_c(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))  # the CLI's sign-ins
     cmd = [
         sys.executable, "-m", "deploy.run", "--root", str(tmp_path / "run"), "--sites", "LON",
         "--kafka-port", str(free_port()), "--postgres-port", str(free_port()),
@@ -52,7 +54,7 @@ def test_make_run_starts_and_stops_cleanly_on_ctrl_c(tmp_path):
             timeout=30,
             what=f"every process of the network ({', '.join(expected)})",
         )
-        order = _order_from_the_demo_stock("".join(lines))
+        order = _order_from_the_demo_stock("".join(lines), tmp_path / "endpoints.json")
         audit = _audit_of_the_demo_batch(tmp_path / "endpoints.json", "".join(lines))
         children = psutil.Process(proc.pid).children(recursive=True)
         proc.send_signal(signal.SIGINT)
@@ -90,7 +92,10 @@ def _audit_of_the_demo_batch(endpoints_file: Path, output: str) -> dict[str, obj
     document = json.loads(endpoints_file.read_text())
     batch_id = output.split("demo data  LON: batch ")[1].split()[0]
     results: dict[str, object] = {"home_sites": {h["home_site"] for h in document["hospitals"]}}
+    operator = next(u for u in document["users"] if "operator" in u["roles"])
+    login = ["login", "--username", operator["username"], "--password", operator["password"]]
     for name, argv in (
+        ("login", login),
         ("verify", ["audit", "verify", "--site", "LON"]),
         ("log", ["audit", "log", "--aggregate", batch_id]),
     ):
@@ -101,11 +106,17 @@ def _audit_of_the_demo_batch(endpoints_file: Path, output: str) -> dict[str, obj
     return results
 
 
-def _order_from_the_demo_stock(output: str) -> hpb.Order:
-    """A hospital client with only the printed endpoint and its token orders an NK unit."""
+def _order_from_the_demo_stock(output: str, endpoints_file: Path) -> hpb.Order:
+    """A hospital client with only the printed endpoint and its client credentials orders an
+    NK unit."""
     (line,) = [x for x in output.splitlines() if "LON matching" in x]
     address = line.split("grpc ")[1].split()[0]
-    auth = (("authorization", "Bearer hosp-h1"),)
+    document = json.loads(endpoints_file.read_text())
+    hospital = document["hospitals"][0]
+    auth = request_token(document["identity"]["token_url"], {
+        "grant_type": "client_credentials", "client_id": hospital["client_id"],
+        "client_secret": hospital["client_secret"],
+    }).metadata  # fmt: skip
     patient = hpb.PatientProfile(
         patient_ref="PT-DEMO", weight_kg=70, abo="O", cmv=hpb.CMV_STATUS_POSITIVE,
         hla_alleles=["A*02:01", "A*01:01", "B*07:02", "B*08:01", "C*07:02", "C*07:01"],

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Any
 
 import grpc
 import psutil
@@ -19,6 +20,7 @@ from cellbank.hospital.v1 import hospital_pb2_grpc as hpb_grpc
 
 from deploy import cli
 from deploy.processes import REPO_ROOT, free_port, free_port_block, wait_until
+from shared.oidc import request_token
 
 PATIENT = hpb.PatientProfile(
     patient_ref="PT-DEMO-7", weight_kg=70, abo="O", cmv=hpb.CMV_STATUS_POSITIVE,
@@ -54,7 +56,7 @@ def test_three_sites_serve_a_hospital_end_to_end_and_replay_verifies(tmp_path):
         homes = {h["home_site"] for h in document["hospitals"]}
         assert len(homes) >= 2 and document["dashboard"].startswith("http://127.0.0.1:")
         hospital = document["hospitals"][0]
-        order = _order_and_infuse(hospital)
+        order = _order_and_infuse(hospital, document["identity"])
         assert order.status == hpb.ORDER_STATUS_INFUSED
         out, err = io.StringIO(), io.StringIO()
         code = cli.main(
@@ -87,9 +89,18 @@ def test_three_sites_serve_a_hospital_end_to_end_and_replay_verifies(tmp_path):
     assert "nothing left running" in output
 
 
-def _order_and_infuse(hospital: dict[str, str]) -> hpb.Order:
-    """What a hospital's own client does, knowing only its entry of the endpoints file."""
-    auth = (("authorization", f"Bearer {hospital['token']}"),)
+def _order_and_infuse(hospital: dict[str, Any], identity: dict[str, str]) -> hpb.Order:
+    """What a hospital's own client does, knowing only its entry of the endpoints file and the
+    issuer: its system orders with client credentials, a clinician signs in to sign."""
+    auth = request_token(identity["token_url"], {
+        "grant_type": "client_credentials", "client_id": hospital["client_id"],
+        "client_secret": hospital["client_secret"],
+    }).metadata  # fmt: skip
+    clinician = hospital["clinicians"][0]
+    person = request_token(identity["token_url"], {
+        "grant_type": "password", "client_id": identity["cli_client_id"],
+        "username": clinician["username"], "password": clinician["password"],
+    }).metadata  # fmt: skip
     with grpc.insecure_channel(hospital["hospital_api"]) as channel:
         api = hpb_grpc.HospitalServiceStub(channel)
         search = hpb.SearchInventoryRequest(
@@ -116,17 +127,19 @@ def _order_and_infuse(hospital: dict[str, str]) -> hpb.Order:
             if update.status == hpb.ORDER_STATUS_DELIVERED:
                 break
         assert hpb.ORDER_STATUS_DISPATCHED in seen
-        sign = hpb.Signature(signer_name="Dr. Demo", meaning="Received intact")
+        sign = hpb.Signature(meaning="Received intact")  # signed by the clinician's token
         api.ConfirmReceipt(
             hpb.ConfirmReceiptRequest(order_id=placed.order_id, signature=sign),
-            metadata=auth,
+            metadata=person,
             timeout=10,
         )
         infused: hpb.Order = api.ConfirmInfusion(
             hpb.ConfirmInfusionRequest(
                 order_id=placed.order_id, unit_id=placed.units[0].unit_id,
-                signature=hpb.Signature(signer_name="Dr. Demo", meaning="Thawed and infused"),
+                signature=hpb.Signature(
+                    signer_name=clinician["name"], meaning="Thawed and infused"
+                ),
             ),
-            metadata=auth, timeout=10,
+            metadata=person, timeout=10,
         )  # fmt: skip
         return infused
