@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 from shared.signing import RecordLink, signed_content_hash
 
@@ -283,6 +283,7 @@ class ReserveUnit:
     order_id: str
     hold_until: datetime
     now: datetime
+    max_hold: timedelta | None = None  # the site's cap on how far ahead a hold may reach
 
 
 @dataclass(frozen=True, slots=True)

@@ -143,6 +143,11 @@ def reserve(state: StoredUnit, command: ReserveUnit) -> list[UnitEvent]:
         raise InvalidArgument("order_id", "is required")
     if command.hold_until <= command.now:
         raise InvalidArgument("hold_until", "must be in the future")
+    if command.max_hold is not None and command.hold_until > command.now + command.max_hold:
+        raise InvalidArgument(
+            "hold_until",
+            f"at most {command.max_hold.total_seconds():.0f} s ahead (the site's cap on holds)",
+        )
     _require_available(state, command.now)
     active = state.active_reservation(command.now)
     if active is not None:

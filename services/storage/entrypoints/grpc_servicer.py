@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import grpc
@@ -66,8 +67,10 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
         site_id: str,
         clock: Clock,
         signing_window: float = 300.0,
+        max_hold: timedelta | None = None,
     ) -> None:
         self.app = app
+        self.max_hold = max_hold  # CELLBANK_MAX_HOLD_SECONDS
         self.read_model = read_model
         self.telemetry = telemetry
         self.site_id = site_id
@@ -138,8 +141,9 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
         self, request: pb.ReserveUnitRequest, context: grpc.aio.ServicerContext
     ) -> pb.UnitReply:
         command = model.ReserveUnit(
-            required(request.order_id, "order_id"), timestamp(request, "hold_until"), self.clock()
-        )
+            required(request.order_id, "order_id"), timestamp(request, "hold_until"), self.clock(),
+            self.max_hold,
+        )  # fmt: skip
         return await self._handle(request, command)
 
     async def ReleaseReservation(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 from services.storage.app import Storage
@@ -22,8 +23,9 @@ def build(ctx: ServiceContext) -> Components:
     telemetry = TelemetryPublisher(ctx.settings.kafka_bootstrap)
     scheduler = DeadlineScheduler(app, read_model, site, ctx.clock)
     servicer = StorageServicer(
-        app, read_model, telemetry, site, ctx.clock, ctx.settings.signing_window_seconds
-    )
+        app, read_model, telemetry, site, ctx.clock, ctx.settings.signing_window_seconds,
+        timedelta(seconds=ctx.settings.max_hold_seconds),
+    )  # fmt: skip
     return Components(
         [storage_binding(servicer)],
         [NetworkFactsProjection(), InventoryProjection()],

@@ -267,6 +267,16 @@ def test_reserve_needs_a_hold_in_the_future(hold):
     assert refused.value.field == "hold_until"
 
 
+def test_a_hold_reaches_no_further_than_the_sites_cap():
+    cap = timedelta(hours=4)
+    assert when(STORED, ReserveUnit("order-1", NOW + cap, NOW, cap)) == [
+        UnitReserved("order-1", NOW + cap)
+    ]
+    with pytest.raises(InvalidArgument) as refused:
+        when(STORED, ReserveUnit("order-1", NOW + cap + timedelta(seconds=1), NOW, cap))
+    assert refused.value.field == "hold_until" and "14400 s ahead" in str(refused.value)
+
+
 @pytest.mark.parametrize(
     ("history", "why"),
     [
