@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import pytest_asyncio
 
+from deploy.demo import DEMO_KIR, now
 from deploy.identities import demo_realm
 from deploy.infra import Endpoints
 from deploy.network import dashboard_process
@@ -214,7 +215,7 @@ async def test_events_reach_each_operator_redacted_for_their_role(sites, dashboa
         # both streams open (their first record may be recent history) before the events happen
         await anext(bobs)
         await anext(alices)
-        await a.stock_donor(1, 9.87e8)
+        await a.bank.eligible_donor(now().date(), None, DEMO_KIR)  # screened, typed, grouped
         await b.hospital.PlaceOrder(order(9.87e8), metadata=H1)
         wanted = ("HlaTyped", "BloodGroupRecorded", "OrderPlaced")
         for_bob, for_alice = await collect(bobs, *wanted), await collect(alices, *wanted)
