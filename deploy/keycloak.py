@@ -146,6 +146,9 @@ class LocalKeycloak:
             **os.environ,
             "JAVA_OPTS_KC_HEAP": f"-Xms128m -Xmx{self.heap_mb}m",
             "KC_LOG_FILE": str(self.log_file),
+            # Names the data folder on the JVM's command line, so a later run can find and stop
+            # a server whose owner died (deploy.processes.reap_abandoned).
+            "JAVA_OPTS_APPEND": f"-Dcellbank.data.dir={self.data_dir}",
         }
         env.pop("JAVA_OPTS", None)
         with open(self.data_dir / "stdout.log", "ab") as out:
