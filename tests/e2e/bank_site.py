@@ -7,7 +7,8 @@ import string
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import grpc
 import pytest
@@ -79,17 +80,21 @@ def site_settings(endpoints: Endpoints, site: str, service: str, fin: str) -> Se
 
 
 @asynccontextmanager
-async def bank_site(endpoints: Endpoints, *, with_storage: bool = False) -> AsyncIterator[BankSite]:
+async def bank_site(
+    endpoints: Endpoints, *, with_storage: bool = False, **overrides: Any
+) -> AsyncIterator[BankSite]:
+    """`overrides`: Settings fields for every service of the site (e.g. signing_window_seconds)."""
     site = "".join(
         random.choices(string.ascii_uppercase, k=3)
     )  # 17,576 sites: tests never share one
     fin = random_fin()
-    hosts = [
-        ServiceHost(DONOR_SPEC, site_settings(endpoints, site, "donor_intake", fin)),
-        ServiceHost(MANUFACTURING_SPEC, site_settings(endpoints, site, "manufacturing", fin)),
-    ]
+    specs = [(DONOR_SPEC, "donor_intake"), (MANUFACTURING_SPEC, "manufacturing")]
     if with_storage:
-        hosts.append(ServiceHost(STORAGE_SPEC, site_settings(endpoints, site, "storage", fin)))
+        specs.append((STORAGE_SPEC, "storage"))
+    hosts = [
+        ServiceHost(spec, replace(site_settings(endpoints, site, service, fin), **overrides))
+        for spec, service in specs
+    ]
     started: list[ServiceHost] = []
     try:
         for host in hosts:

@@ -9,7 +9,9 @@ import asyncio
 import io
 import json
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import grpc
 import pytest_asyncio
@@ -26,7 +28,10 @@ from deploy.demo import auth
 from deploy.infra import Endpoints
 from deploy.network import SLA_MODULE, NetworkProcess
 from deploy.processes import stop_process
+from services.delivery.adapters.codec import CODEC as DELIVERY_CODEC
+from services.matching.adapters.codec import CODEC as MATCHING_CODEC
 from shared.projections import wait_caught_up
+from shared.signing import RecordLink
 from shared.testing.plugin import make_topic
 from shared.testing.waits import eventually
 from shared.topics import (
@@ -39,10 +44,17 @@ from shared.topics import (
 from tests.e2e.bank_site import projected, refused
 from tests.e2e.network import NetworkSite, network
 from tests.e2e.test_cold_chain import reading, start_monitor
+from tests.e2e.test_donor_to_released_units import token_subject
 from tests.e2e.test_matching import H1, order, visible
 
-OP, QA, COURIER = auth("op-alice"), auth("qa-quinn"), auth("op-bob")
-SIGN = hpb.Signature(signer_name="Dr. Ada Nwosu", meaning="Received intact, seal unbroken")
+OP, QA = auth("op-alice"), auth("qa-quinn")
+CLIN = auth("clin-h1")  # Clara Hughes, clinician of H1: signs receipt and infusion in person
+SIGN = hpb.Signature(meaning="Received intact, seal unbroken")
+# Each handoff names its receiver (a person of that party), who alone may accept it.
+LEGS = (
+    ("courier:carl", "LON bank dock", auth("courier"), "Carl Jensen"),
+    ("courier:cora", "M6 depot", auth("cora"), "Cora Lindqvist"),
+)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -153,10 +165,9 @@ async def test_from_order_to_infusion_then_recall_and_trace(sites, tmp_path):
     assert picked.address == ""
     await order_status(b, placed.order_id, hpb.ORDER_STATUS_DISPATCHED)
 
-    # Two handoffs; custody moves only when the receiver accepts.
-    for to_party, place in (
-        ("courier:SpeedyBio", "LON bank dock"),
-        ("courier:SpeedyBio-relay", "M6 depot"),
+    # Two handoffs; custody moves only when the named receiver accepts.
+    for (to_party, place, receiver, _), (_, _, someone_else, _) in zip(
+        LEGS, reversed(LEGS), strict=True
     ):
         offered = await a.delivery.HandOver(
             dpb.HandOverRequest(shipment_id=sid, to_party=to_party, place=place, reason="handoff"),
@@ -170,15 +181,19 @@ async def test_from_order_to_infusion_then_recall_and_trace(sites, tmp_path):
             grpc.StatusCode.FAILED_PRECONDITION,
         )
         assert "still responsible" in details
-        accepted = await a.delivery.AcceptCustody(
-            dpb.AcceptCustodyRequest(
-                shipment_id=sid,
-                place=place,
-                reason="took it",
-                signature_meaning="Accepted custody, shipper sealed",
-            ),
-            metadata=COURIER,
-        )
+        take = dpb.AcceptCustodyRequest(
+            shipment_id=sid, place=place, reason="took it",
+            signature_meaning="Accepted custody, shipper sealed",
+        )  # fmt: skip
+        for intruder in (someone_else, OP, CLIN):
+            details = await refused(
+                a.delivery.AcceptCustody(take, metadata=intruder),
+                grpc.StatusCode.PERMISSION_DENIED,
+            )
+        assert f"offered to {to_party}" in details
+        still = await a.delivery.GetShipment(dpb.GetShipmentRequest(shipment_id=sid), metadata=OP)
+        assert (still.version, still.pending_to) == (offered.version, to_party)  # nothing written
+        accepted = await a.delivery.AcceptCustody(take, metadata=receiver)
         assert accepted.custodian == to_party and accepted.pending_to == ""
     delivered = await a.delivery.RecordDelivery(
         dpb.RecordDeliveryRequest(
@@ -187,18 +202,19 @@ async def test_from_order_to_infusion_then_recall_and_trace(sites, tmp_path):
         metadata=OP,
     )
     assert delivered.status == "DELIVERED" and len(delivered.handoffs) == 2
-    assert all(h.signature.signer_name == "bob" and h.signature.meaning for h in delivered.handoffs)
+    assert [h.signature.signer_name for h in delivered.handoffs] == [n for *_, n in LEGS]
+    await custody_signatures_are_linked_to_their_events(a, sid, delivered)
     assert delivered.order_to_delivery_seconds > 0
     await order_status(b, placed.order_id, hpb.ORDER_STATUS_DELIVERED)
 
     received = await b.hospital.ConfirmReceipt(
-        hpb.ConfirmReceiptRequest(order_id=placed.order_id, signature=SIGN), metadata=H1
+        hpb.ConfirmReceiptRequest(order_id=placed.order_id, signature=SIGN), metadata=CLIN
     )
     assert received.status == hpb.ORDER_STATUS_RECEIVED
     infused = await b.hospital.ConfirmInfusion(
         hpb.ConfirmInfusionRequest(order_id=placed.order_id, unit_id=shipped,
-                                   signature=hpb.Signature(signer_name="Dr. Ada Nwosu", meaning="Thawed and infused")),
-        metadata=H1,
+                                   signature=hpb.Signature(signer_name="Clara Hughes", meaning="Thawed and infused")),
+        metadata=CLIN,
     )  # fmt: skip
     assert infused.status == hpb.ORDER_STATUS_INFUSED
     await asyncio.wait_for(follower, 10)
@@ -371,7 +387,7 @@ async def test_a_compromised_shipment_needs_qa_before_infusion(sites):
     )
     await order_status(b, placed.order_id, hpb.ORDER_STATUS_DELIVERED)
     await b.hospital.ConfirmReceipt(
-        hpb.ConfirmReceiptRequest(order_id=placed.order_id, signature=SIGN), metadata=H1
+        hpb.ConfirmReceiptRequest(order_id=placed.order_id, signature=SIGN), metadata=CLIN
     )
     infuse = hpb.ConfirmInfusionRequest(order_id=placed.order_id, unit_id=unit_id, signature=SIGN)
     await eventually(
@@ -381,7 +397,7 @@ async def test_a_compromised_shipment_needs_qa_before_infusion(sites):
         timeout=30,
     )
     details = await refused(
-        b.hospital.ConfirmInfusion(infuse, metadata=H1), grpc.StatusCode.FAILED_PRECONDITION
+        b.hospital.ConfirmInfusion(infuse, metadata=CLIN), grpc.StatusCode.FAILED_PRECONDITION
     )
     assert "QA disposition" in details
     await refused(
@@ -389,10 +405,10 @@ async def test_a_compromised_shipment_needs_qa_before_infusion(sites):
             dpb.DispositionShipmentRequest(
                 shipment_id=sid, decision="ACCEPT", reason="r", signature_meaning="ok"
             ),
-            metadata=OP,
+            metadata=auth("op-bob"),
         ),
-        grpc.StatusCode.FAILED_PRECONDITION,
-    )  # an operator cannot sign for QA
+        grpc.StatusCode.PERMISSION_DENIED,
+    )  # an operator cannot sign for QA (the access table)
     await a.delivery.DispositionShipment(
         dpb.DispositionShipmentRequest(shipment_id=sid, decision="ACCEPT", reason="logger reviewed",
                                        signature_meaning="Excursion within validated limits"),
@@ -409,7 +425,7 @@ async def test_a_compromised_shipment_needs_qa_before_infusion(sites):
 
 async def _try_infuse(site: NetworkSite, request: hpb.ConfirmInfusionRequest) -> hpb.Order | None:
     try:
-        return await site.hospital.ConfirmInfusion(request, metadata=H1)
+        return await site.hospital.ConfirmInfusion(request, metadata=CLIN)
     except grpc.aio.AioRpcError as err:
         if err.code() == grpc.StatusCode.FAILED_PRECONDITION:
             return None
@@ -422,17 +438,99 @@ async def test_receipt_before_delivery_is_refused_and_writes_nothing(sites):
     before = await b.matching_ops.GetStoreStatus(opb.GetStoreStatusRequest(), metadata=OP)
     details = await refused(
         b.hospital.ConfirmReceipt(
-            hpb.ConfirmReceiptRequest(order_id=placed.order_id, signature=SIGN), metadata=H1
+            hpb.ConfirmReceiptRequest(order_id=placed.order_id, signature=SIGN), metadata=CLIN
         ),
         grpc.StatusCode.FAILED_PRECONDITION,
     )
     assert "not delivered" in details
     await refused(
-        b.hospital.ConfirmReceipt(hpb.ConfirmReceiptRequest(order_id=placed.order_id), metadata=H1),
+        b.hospital.ConfirmReceipt(
+            hpb.ConfirmReceiptRequest(order_id=placed.order_id), metadata=CLIN
+        ),
         grpc.StatusCode.INVALID_ARGUMENT,
     )
     after = await b.matching_ops.GetStoreStatus(opb.GetStoreStatusRequest(), metadata=OP)
     assert after.event_count == before.event_count
+
+
+async def test_a_receipt_is_signed_only_by_the_signed_in_clinician_in_their_own_name(sites):
+    """Part 11: the signer is the authenticated person; a different signer_name or a system's
+    token signs nothing, and the recorded signature carries name, subject and event link."""
+    a, b = sites
+    _, _, _, placed = await allocated(a, b, 8.3e8, count=1)
+    sid = (await shipment_for(a, placed.order_id)).shipment_id
+    await a.delivery.DispatchShipment(
+        dpb.DispatchShipmentRequest(shipment_id=sid, reason="courier here"), metadata=OP
+    )
+    await a.delivery.RecordDelivery(
+        dpb.RecordDeliveryRequest(shipment_id=sid, place="H1 lab", reason="handed over"),
+        metadata=OP,
+    )
+    await order_status(b, placed.order_id, hpb.ORDER_STATUS_DELIVERED)
+    before = await b.matching_ops.GetStoreStatus(opb.GetStoreStatusRequest(), metadata=OP)
+    someone_else = hpb.Signature(signer_name="Dr. Ada Nwosu", meaning="Received intact")
+    details = await refused(
+        b.hospital.ConfirmReceipt(
+            hpb.ConfirmReceiptRequest(order_id=placed.order_id, signature=someone_else),
+            metadata=CLIN,
+        ),
+        grpc.StatusCode.PERMISSION_DENIED,
+    )
+    assert "Dr. Ada Nwosu" in details and "Clara Hughes" in details
+    await refused(  # the hospital's system (client credentials) is no person: it cannot sign
+        b.hospital.ConfirmReceipt(
+            hpb.ConfirmReceiptRequest(order_id=placed.order_id, signature=SIGN), metadata=H1
+        ),
+        grpc.StatusCode.PERMISSION_DENIED,
+    )
+    after = await b.matching_ops.GetStoreStatus(opb.GetStoreStatusRequest(), metadata=OP)
+    assert after.event_count == before.event_count  # nothing recorded
+
+    own_name = hpb.Signature(signer_name="Clara Hughes", meaning="Received intact")
+    received = await b.hospital.ConfirmReceipt(
+        hpb.ConfirmReceiptRequest(order_id=placed.order_id, signature=own_name), metadata=CLIN
+    )
+    assert received.status == hpb.ORDER_STATUS_RECEIVED
+    assert b.matching.pool is not None
+    (row,) = await b.matching.pool.fetch(
+        "SELECT event_id::text, aggregate_id, aggregate_version, event_type, payload FROM events"
+        " WHERE aggregate_id = $1 AND event_type = 'cellbank.matching.v1.OrderReceived'",
+        placed.order_id,
+    )
+    event = MATCHING_CODEC.decode(row["event_type"], row["payload"])
+    _assert_linked(event, row, "Clara Hughes", token_subject("clin-h1"))
+
+
+async def custody_signatures_are_linked_to_their_events(
+    site: NetworkSite, sid: str, shipment: dpb.Shipment
+) -> None:
+    """Each receiver's signature names the person (name and subject from the access token)
+    and is linked to its record: the id of the event holding it, the hash of what was signed."""
+    assert site.delivery_host.pool is not None
+    rows = await site.delivery_host.pool.fetch(
+        "SELECT event_id::text, aggregate_id, aggregate_version, event_type, payload FROM events"
+        " WHERE aggregate_id = $1 AND event_type = 'cellbank.delivery.v1.CustodyAccepted'"
+        " ORDER BY aggregate_version",
+        sid,
+    )
+    assert len(rows) == len(LEGS) == len(shipment.handoffs)
+    for row, (party, _, _, name), handoff in zip(rows, LEGS, shipment.handoffs, strict=True):
+        event = DELIVERY_CODEC.decode(row["event_type"], row["payload"])
+        assert event.party == party
+        _assert_linked(event, row, name, token_subject(party.removeprefix("courier:")))
+        shown = handoff.signature
+        assert (shown.signer_subject, shown.event_id, shown.content_hash) == (
+            event.signature.signer_subject, row["event_id"], event.signature.content_hash,
+        )  # fmt: skip
+
+
+def _assert_linked(event: Any, row: Any, name: str, subject: str) -> None:
+    signature = event.signature
+    assert (signature.signer_name, signature.signer_subject) == (name, subject)
+    assert signature.event_id == row["event_id"] and len(signature.content_hash) == 64
+    link = RecordLink(row["aggregate_id"], row["aggregate_version"], row["event_id"])
+    unlinked = replace(event, signature=replace(signature, event_id="", content_hash=""))
+    assert unlinked.sealed(link) == event  # the hash is of exactly what was signed
 
 
 async def test_a_shipper_logger_excursion_compromises_the_shipment_in_transit(sites, tmp_path):
@@ -535,10 +633,11 @@ async def test_a_qa_declared_defect_recalls_the_batch(sites):
     batch_id = f"batch-{din}"
     await refused(
         a.delivery.DeclareProductDefect(
-            dpb.DeclareProductDefectRequest(batch_id=batch_id, reason="bag seam leak"), metadata=OP
+            dpb.DeclareProductDefectRequest(batch_id=batch_id, reason="bag seam leak"),
+            metadata=auth("op-bob"),
         ),
         grpc.StatusCode.PERMISSION_DENIED,
-    )  # only QA declares a defect
+    )  # only QA declares a defect (alice holds QA too: bob is the operator without it)
     await refused(
         a.delivery.DeclareProductDefect(
             dpb.DeclareProductDefectRequest(batch_id=batch_id), metadata=QA

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import grpc
+import jwt
 import pytest
 from cellbank.donor.v1 import donor_service_pb2 as dpb
 from cellbank.manufacturing.v1 import manufacturing_service_pb2 as mpb
@@ -12,6 +14,8 @@ from cellbank.manufacturing.v1 import manufacturing_service_pb2 as mpb
 from deploy.demo import HLA, PASSING_QC, auth, now, ts
 from deploy.infra import Endpoints
 from services.kernel.isbt128 import din_check_character
+from services.manufacturing.adapters.codec import CODEC
+from shared.signing import RecordLink
 from tests.e2e.bank_site import BankSite, bank_site, projected, refused
 
 
@@ -72,8 +76,36 @@ async def test_donor_is_screened_collected_manufactured_and_released_into_units(
     batch = await site.manufacturing.GetBatch(
         mpb.GetBatchRequest(batch_id=batch_id), metadata=auth("op-bob")
     )
-    assert batch.status == "RELEASED" and batch.released_by == "quinn"
+    assert batch.status == "RELEASED" and batch.released_by == "Quinn Adeyemi"
     assert all(q.passed for q in batch.qc) and len(batch.qc) == len(PASSING_QC)
+    await release_signature_is_linked_to_its_event(site, batch_id)
+
+
+async def release_signature_is_linked_to_its_event(site: BankSite, batch_id: str) -> None:
+    """Part 11: the QA signature names the person (name and subject from the access token)
+    and is linked to its record: the id of the event holding it, the hash of what was signed."""
+    pool = site.hosts[1].pool
+    assert pool is not None
+    row = await pool.fetchrow(
+        "SELECT event_id::text, aggregate_id, aggregate_version, event_type, payload FROM events"
+        " WHERE aggregate_id = $1 AND event_type = 'cellbank.manufacturing.v1.BatchReleased'",
+        batch_id,
+    )
+    assert row is not None
+    released = CODEC.decode(row["event_type"], row["payload"])
+    signature = released.signature
+    assert (signature.name, signature.subject) == ("Quinn Adeyemi", token_subject("qa-quinn"))
+    assert signature.meaning == "Released for clinical use"
+    assert signature.event_id == row["event_id"]
+    link = RecordLink(row["aggregate_id"], row["aggregate_version"], row["event_id"])
+    unlinked = replace(released, signature=replace(signature, event_id="", content_hash=""))
+    assert unlinked.sealed(link) == released  # the hash is of exactly what was signed
+
+
+def token_subject(who: str) -> str:
+    """The `sub` of a demo person's access token (the signature must carry it)."""
+    token = dict(auth(who))["authorization"].removeprefix("Bearer ")
+    return str(jwt.decode(token, options={"verify_signature": False})["sub"])
 
 
 async def _batch_ready_for_release(site: BankSite, qc=PASSING_QC) -> tuple[str, str]:
@@ -123,11 +155,36 @@ async def test_operator_who_ran_the_batch_cannot_sign_its_release(site: BankSite
         site.release(batch_id, token="qa-alice"), grpc.StatusCode.FAILED_PRECONDITION
     )
     assert "two-person rule" in details
-    details = await refused(
-        site.release(batch_id, token="op-bob"), grpc.StatusCode.FAILED_PRECONDITION
-    )
-    assert "signing role" in details
+    # bob is no QA: the access table refuses him before any handler runs
+    await refused(site.release(batch_id, token="op-bob"), grpc.StatusCode.PERMISSION_DENIED)
     assert await site.event_counts() == before
+
+
+@pytest.mark.parametrize("meaning", ["", "looks fine to me", "x" * 201])
+async def test_a_release_means_one_of_the_qa_release_meanings(site: BankSite, meaning: str):
+    _, batch_id = await _batch_ready_for_release(site)
+    before = await site.event_counts()
+    request = mpb.ReleaseBatchRequest(
+        batch_id=batch_id, reason="batch record reviewed", signature_meaning=meaning,
+        units=[mpb.UnitSpec(viable_nk_cells=5e8, cd3_cells=2e5, volume_ml=20)],
+    )  # fmt: skip
+    details = await refused(
+        site.manufacturing.ReleaseBatch(request, metadata=auth("qa-quinn")),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    assert "signature_meaning" in details
+    assert await site.event_counts() == before
+
+
+async def test_a_stale_sign_in_cannot_sign_a_release(endpoints: Endpoints):
+    """Part 11 (11.200): signing needs a recent authentication; with a window shorter than
+    the token's age QA must sign in again, and nothing is recorded."""
+    async with bank_site(endpoints, signing_window_seconds=1e-6) as stale:
+        _, batch_id = await _batch_ready_for_release(stale)
+        before = await stale.event_counts()
+        details = await refused(stale.release(batch_id), grpc.StatusCode.UNAUTHENTICATED)
+        assert "sign in again" in details
+        assert await stale.event_counts() == before
 
 
 async def test_donor_found_positive_before_release_blocks_it(site: BankSite):

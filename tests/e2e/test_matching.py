@@ -247,11 +247,9 @@ async def test_a_hospital_sees_and_acts_on_only_its_own_orders(sites):
         a.hospital.CancelOrder(
             hpb.CancelOrderRequest(order_id=oid, reason="mine now"), metadata=H2
         ),
-        a.hospital.ConfirmReceipt(
-            hpb.ConfirmReceiptRequest(
-                order_id=oid, signature=hpb.Signature(signer_name="x", meaning="y")
-            ),
-            metadata=H2,
+        a.hospital.ConfirmReceipt(  # signed in person by a clinician of H2
+            hpb.ConfirmReceiptRequest(order_id=oid, signature=hpb.Signature(meaning="y")),
+            metadata=auth("clin-h2"),
         ),
     ):
         await refused(call, grpc.StatusCode.NOT_FOUND)
