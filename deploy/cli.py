@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import sys
@@ -418,6 +419,9 @@ class Signature:
     name: str
     signed_at: str
     meaning: str
+    subject: str = ""  # the signer's id at the identity provider (Part 11)
+    event_id: str = ""  # the signed record: the event holding the signature …
+    content_hash: str = ""  # … and the SHA-256 of what was signed
 
 
 def signatures(payload: object) -> list[Signature]:
@@ -428,10 +432,26 @@ def signatures(payload: object) -> list[Signature]:
         for key, value in payload.items():
             for candidate in value if isinstance(value, list) else [value]:
                 if key == "signature" and isinstance(candidate, dict):
-                    signer = candidate.get("name") or candidate.get("signer")
+                    signer = (
+                        candidate.get("name")
+                        or candidate.get("signer_name")
+                        or candidate.get("signer")
+                    )
                     if signer and candidate.get("meaning"):
-                        when = str(candidate.get("signed_at", ""))
-                        found.append(Signature(str(signer), when, str(candidate["meaning"])))
+                        found.append(
+                            Signature(
+                                str(signer),
+                                str(candidate.get("signed_at", "")),
+                                str(candidate["meaning"]),
+                                str(
+                                    candidate.get("subject")
+                                    or candidate.get("signer_subject")
+                                    or ""
+                                ),
+                                str(candidate.get("event_id", "")),
+                                str(candidate.get("content_hash", "")),
+                            )
+                        )
                         continue
                 found.extend(signatures(candidate))
     elif isinstance(payload, list):
@@ -485,6 +505,11 @@ def history_lines(history: opb.AggregateHistory) -> Iterator[str]:
                 f"      signed by {signature.name} at {json_moment(signature.signed_at)}: "
                 f'"{signature.meaning}"'
             )
+            if signature.subject or signature.content_hash:
+                yield (
+                    f"        signer id {signature.subject or '-'}; signed record "
+                    f"{signature.event_id or '-'} sha256 {signature.content_hash or '-'}"
+                )
 
 
 def history_records(history: opb.AggregateHistory) -> Iterator[dict[str, Any]]:
@@ -506,10 +531,7 @@ def history_records(history: opb.AggregateHistory) -> Iterator[dict[str, Any]]:
             "reason": entry.reason,
             "correlation_id": entry.correlation_id,
             "payload": payload,
-            "signatures": [
-                {"name": s.name, "signed_at": s.signed_at, "meaning": s.meaning}
-                for s in signatures(payload)
-            ],
+            "signatures": [dataclasses.asdict(s) for s in signatures(payload)],
         }
 
 

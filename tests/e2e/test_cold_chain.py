@@ -67,6 +67,7 @@ def start_monitor(
         "worker",
         "-l",
         "info",
+        "--without-web",  # no fixed web port (6066) to collide with another run on the machine
     ]
     with open(log, "ab") as out:
         return subprocess.Popen(

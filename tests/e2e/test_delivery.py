@@ -25,7 +25,9 @@ from cellbank.storage.v1 import storage_service_pb2 as spb
 
 from deploy import cli
 from deploy.demo import auth
+from deploy.identities import demo_realm
 from deploy.infra import Endpoints
+from deploy.keycloak import Identity
 from deploy.network import SLA_MODULE, NetworkProcess
 from deploy.processes import stop_process
 from services.delivery.adapters.codec import CODEC as DELIVERY_CODEC
@@ -130,7 +132,9 @@ async def allocated(a: NetworkSite, b: NetworkSite, viable: float, count: int = 
     return donor_id, din, units, placed
 
 
-async def test_from_order_to_infusion_then_recall_and_trace(sites, tmp_path):
+async def test_from_order_to_infusion_then_recall_and_trace(
+    sites, tmp_path, endpoints, monkeypatch
+):
     a, b = sites
     donor_id, din, units, placed = await allocated(a, b, 8.1e8)
     (shipped,) = [u.unit_id for u in placed.units]
@@ -305,8 +309,16 @@ async def test_from_order_to_infusion_then_recall_and_trace(sites, tmp_path):
     endpoints_file = tmp_path / "endpoints.json"
     endpoints_file.write_text(json.dumps({
         "sites": {s.site_id: {"delivery": f"127.0.0.1:{s.delivery_host.port}"} for s in sites},
-        "operator_token": "op-alice",
+        "identity": endpoints.identity.as_json(),
     }))  # fmt: skip
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))  # the CLI's token cache
+    alice = demo_realm().users["alice"]
+    login = ["login", "--username", "alice", "--password", alice.password]
+    signed_in = io.StringIO()
+    code = await asyncio.to_thread(
+        cli.main, [*login, "--endpoints", str(endpoints_file)], signed_in, signed_in
+    )
+    assert code == 0, signed_in.getvalue()
     table, json_out = io.StringIO(), io.StringIO()
     code = await asyncio.to_thread(
         cli.main,
@@ -595,11 +607,13 @@ async def test_the_sla_monitor_flags_a_shipment_that_will_miss_its_promise(sites
     )
     monitor = NetworkProcess(
         "sla",
-        [SLA_MODULE, "worker", "-l", "info"],
+        [SLA_MODULE, "worker", "-l", "info", "--without-web"],
         {
             "CELLBANK_KAFKA_BOOTSTRAP": a.bank.hosts[0].settings.kafka_bootstrap,
             "CELLBANK_DELIVERY_ENDPOINTS": f"{a.site_id}=127.0.0.1:{a.delivery_host.port}",
-            "CELLBANK_SLA_TOKEN": "svc-coldchain",
+            **Identity(a.bank.hosts[0].settings.oidc_issuer).service_env(),
+            "CELLBANK_OIDC_CLIENT_ID": "monitor-sla",  # the SLA monitor's own client
+            "CELLBANK_OIDC_CLIENT_SECRET": demo_realm().clients["monitor-sla"].secret,
             "CELLBANK_SLA_CHECK_S": "1",
             "CELLBANK_SLA_APP_ID": f"sla-test-{uuid.uuid4().hex[:8]}",
             "CELLBANK_SLA_DATADIR": str(tmp_path / "faust-data"),

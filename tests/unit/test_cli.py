@@ -303,9 +303,19 @@ def test_a_history_prints_one_row_per_event_and_a_line_per_signature():
     records = list(history_records(history))
     assert records[1]["signatures"] == [
         {"name": "quinn", "signed_at": "2026-11-26T14:05:07.123Z",
-         "meaning": "Released for clinical use"}
+         "meaning": "Released for clinical use", "subject": "", "event_id": "",
+         "content_hash": ""}
     ]  # fmt: skip
     assert records[1]["payload"] == payload and records[0]["occurred_at"].endswith("Z")
+
+
+def test_a_part_11_signature_shows_its_signer_id_and_the_record_it_signs():
+    payload = {"signature": {"signer_name": "Clara Hughes", "meaning": "Received intact",
+                             "signed_at": "2026-11-26T14:05:07Z", "signer_subject": "sub-1",
+                             "event_id": "e-1", "content_hash": "ab" * 32}}  # fmt: skip
+    (found,) = signatures(payload)
+    assert (found.name, found.subject, found.event_id) == ("Clara Hughes", "sub-1", "e-1")
+    assert found.content_hash == "ab" * 32
 
 
 def test_a_command_that_cannot_reach_its_network_explains_why_with_exit_2(tmp_path):
