@@ -96,12 +96,14 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or service in OPEN_SERVICES:
             return handler
         try:
-            principal: Principal | CellBankError = await self.authenticator.authenticate(
-                details.invocation_metadata
-            )
-            check(self.access.get(service, {}), service, details.method.split("/")[-1], principal)
+            caller = await self.authenticator.authenticate(details.invocation_metadata)
+            check(self.access.get(service, {}), service, details.method.split("/")[-1], caller)
+            principal: Principal | CellBankError = caller
         except (Unauthenticated, PermissionDenied) as exc:
             principal = exc
+        except Exception:  # a token or key set nobody foresaw: refused, never a crash
+            log.exception("the caller's token could not be checked")
+            principal = Unauthenticated("the access token could not be checked")
         return _guarded(handler, details.method, principal)
 
 

@@ -16,7 +16,7 @@ from shared.topics import SERVICE_TOPICS
 
 
 async def main() -> None:
-    settings = Settings.from_env()
+    settings = Settings.from_env(serves_calls=False)  # it takes no calls: no issuer needed
     configure_logging(settings.log_level, site=settings.site_id, service=settings.service)
     topic = settings.relay_topic or SERVICE_TOPICS.get(settings.service)
     if topic is None:

@@ -77,7 +77,9 @@ class Settings:
         )
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, *, service: str = "") -> Settings:
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, *, service: str = "", serves_calls: bool = True
+    ) -> Settings:
         """Read CELLBANK_* variables; a missing or malformed one names itself in the error."""
         env = os.environ if env is None else env
         site = env.get("CELLBANK_SITE_ID", "")
@@ -90,7 +92,12 @@ class Settings:
             database_url=_required(env, "CELLBANK_DATABASE_URL"),
             grpc_port=_port(env, "CELLBANK_GRPC_PORT"),
             metrics_port=_port(env, "CELLBANK_METRICS_PORT"),
-            oidc_issuer=_required(env, "CELLBANK_OIDC_ISSUER").rstrip("/"),
+            # A process that takes calls checks tokens against the issuer (a bare relay doesn't).
+            oidc_issuer=(
+                _required(env, "CELLBANK_OIDC_ISSUER")
+                if serves_calls
+                else env.get("CELLBANK_OIDC_ISSUER", "").strip()
+            ).rstrip("/"),
             oidc_audience=env.get("CELLBANK_OIDC_AUDIENCE", "").strip() or "cellbank",
             oidc_jwks_url=env.get("CELLBANK_OIDC_JWKS_URL", "").strip(),
             oidc_token_url=env.get("CELLBANK_OIDC_TOKEN_URL", "").strip(),
