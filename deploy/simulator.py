@@ -206,11 +206,6 @@ class Courier:
             legs.append((f"hospital:{shipment.hospital_id}", place, 0.9, giver))
         return legs
 
-    def deliverer(self) -> Any:
-        """The last courier carries it into the hospital (the bank's operator without one)."""
-        carriers = self.cast.couriers[:2]
-        return auth(carriers[-1]) if carriers else OP
-
     async def _advance(self, site: Site, shipment: dpb.Shipment) -> None:
         sid = shipment.shipment_id
         accepted = [h for h in shipment.handoffs if h.HasField("accepted_at")]
@@ -237,7 +232,7 @@ class Courier:
                     shipment_id=sid, place=f"hospital {shipment.hospital_id} cell therapy lab",
                     reason="handed to the hospital",
                 ),
-                metadata=self.deliverer(),
+                metadata=self.cast.receiver(shipment.custodian),  # only the custodian may
             )  # fmt: skip
         else:
             return

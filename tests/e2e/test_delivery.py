@@ -169,18 +169,25 @@ async def test_from_order_to_infusion_then_recall_and_trace(
     assert picked.address == ""
     await order_status(b, placed.order_id, hpb.ORDER_STATUS_DISPATCHED)
 
-    # Two handoffs; custody moves only when the named receiver accepts.
-    for (to_party, place, receiver, _), (_, _, someone_else, _) in zip(
-        LEGS, reversed(LEGS), strict=True
+    # Two handoffs; custody moves only when the named receiver accepts, and only the present
+    # custodian (the bank's operator, then the courier who holds it) offers it onwards.
+    givers = (OP, *(receiver for _, _, receiver, _ in LEGS[:-1]))
+    for (to_party, place, receiver, _), (_, _, someone_else, _), giver in zip(
+        LEGS, reversed(LEGS), givers, strict=True
     ):
-        offered = await a.delivery.HandOver(
-            dpb.HandOverRequest(shipment_id=sid, to_party=to_party, place=place, reason="handoff"),
-            metadata=OP,
+        handoff = dpb.HandOverRequest(
+            shipment_id=sid, to_party=to_party, place=place, reason="handoff"
         )
+        if giver is not OP:  # the bank no longer holds it: its operator cannot hand it on
+            details = await refused(
+                a.delivery.HandOver(handoff, metadata=OP), grpc.StatusCode.PERMISSION_DENIED
+            )
+            assert "holds the shipment" in details
+        offered = await a.delivery.HandOver(handoff, metadata=giver)
         assert offered.pending_to == to_party and offered.custodian != to_party
         details = await refused(
             a.delivery.RecordDelivery(
-                dpb.RecordDeliveryRequest(shipment_id=sid, place="x", reason="r"), metadata=OP
+                dpb.RecordDeliveryRequest(shipment_id=sid, place="x", reason="r"), metadata=giver
             ),
             grpc.StatusCode.FAILED_PRECONDITION,
         )
@@ -203,7 +210,7 @@ async def test_from_order_to_infusion_then_recall_and_trace(
         dpb.RecordDeliveryRequest(
             shipment_id=sid, place="H1 cell therapy lab", reason="handed to the lab"
         ),
-        metadata=OP,
+        metadata=LEGS[-1][2],  # the courier who holds it
     )
     assert delivered.status == "DELIVERED" and len(delivered.handoffs) == 2
     assert [h.signature.signer_name for h in delivered.handoffs] == [n for *_, n in LEGS]
@@ -560,8 +567,9 @@ async def test_a_shipper_logger_excursion_compromises_the_shipment_in_transit(si
     await lookback_caught_up(a)
     topic = await make_topic(a.bank.hosts[0].settings.kafka_bootstrap)
     log = tmp_path / "coldchain.log"
+    settings = a.bank.hosts[0].settings
     endpoints = Endpoints(
-        a.bank.hosts[0].settings.kafka_bootstrap, a.bank.hosts[0].settings.database_url
+        settings.kafka_bootstrap, settings.database_url, Identity(settings.oidc_issuer)
     )
     monitor = start_monitor(
         a.bank, endpoints, topic, f"coldchain-test-{uuid.uuid4().hex[:8]}", log,
@@ -632,7 +640,10 @@ async def test_the_sla_monitor_flags_a_shipment_that_will_miss_its_promise(sites
             opb.GetAggregateHistoryRequest(aggregate_id=sid), metadata=OP
         )
         (risk,) = [e for e in history.entries if e.event_type.endswith("ShipmentAtRisk")]
-        assert "after the promised time" in risk.payload_json and risk.actor == "service:coldchain"
+        assert (
+            "after the promised time" in risk.payload_json
+            and risk.actor == "monitor-sla:monitor-sla"
+        )
     except BaseException:
         print((tmp_path / "sla.log").read_text()[-6000:])
         raise

@@ -47,3 +47,16 @@ def stands_for(person: Person, to_party: str) -> bool:
     if kind == HOSPITAL:
         return "clinician" in person.roles and person.hospital.upper() == ident
     return "operator" in person.roles and person.site.upper() == ident
+
+
+def holds(person: Person, custodian: str) -> bool:
+    """Whether the person may act as the shipment's present custodian (hand it on, record its
+    delivery): the courier who holds it, a clinician of the hospital that holds it, or, while
+    the bank still holds it, one of the bank's operators."""
+    try:
+        kind, _, _ = party(custodian, "custodian").partition(":")
+    except InvalidArgument:
+        return False
+    if kind == BANK:
+        return "operator" in person.roles
+    return stands_for(person, custodian)

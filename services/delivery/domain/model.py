@@ -188,6 +188,7 @@ class HandOver:
     to_party: str
     place: str
     at: datetime
+    by: Person | None = None  # who hands it on: only the present custodian may
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +202,7 @@ class AcceptCustody:
 class RecordDelivery:
     at: datetime
     place: str
+    by: Person | None = None  # who records it: only the present custodian may
 
 
 @dataclass(frozen=True, slots=True)

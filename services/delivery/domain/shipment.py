@@ -9,7 +9,7 @@ import dataclasses
 import math
 from collections.abc import Sequence
 
-from services.delivery.domain.custody import party, stands_for
+from services.delivery.domain.custody import Person, holds, party, stands_for
 from services.delivery.domain.model import (
     AcceptCustody,
     Compromise,
@@ -74,8 +74,9 @@ def decide(state: Shipment, command: ShipmentCommand) -> Sequence[ShipmentEvent]
                     f" (at most {rules.max_shipper_uses})",
                 )
             return [ShipmentDispatched(at, custodian, rules.safety_factor)]
-        case HandOver(to_party, place, at):
+        case HandOver(to_party, place, at, by):
             _in_transit(state)
+            _custodian_only(state, by, "hand the shipment on")
             if state.pending is not None:
                 raise PreconditionFailed(
                     "handoff already offered", f"to {state.pending.to_party}, not yet accepted"
@@ -105,10 +106,11 @@ def decide(state: Shipment, command: ShipmentCommand) -> Sequence[ShipmentEvent]
                     pending.to_party, place.strip() or pending.place, signature.signed_at, signature
                 )
             ]
-        case RecordDelivery(at, place):
+        case RecordDelivery(at, place, by):
             if state.status is S.DELIVERED:
                 return []
             _in_transit(state)
+            _custodian_only(state, by, "record its delivery")
             if state.pending is not None:
                 raise PreconditionFailed(
                     "custody not settled",
@@ -214,3 +216,10 @@ def evolve(state: Shipment, event: ShipmentEvent) -> Shipment:
             status = S.DISCARDED if outcome is ReturnOutcome.DISCARDED else S.RETURNED
             return replace(state, status=status)
     raise TypeError(f"unknown event {event!r}")
+
+
+def _custodian_only(state: Shipment, by: Person | None, what: str) -> None:
+    if by is not None and not holds(by, state.custodian):
+        raise PermissionDenied(
+            f"{state.custodian} holds the shipment: only that party's person may {what}, not {by}"
+        )

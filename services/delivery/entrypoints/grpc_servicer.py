@@ -144,7 +144,7 @@ class DeliveryServicer(pb_grpc.DeliveryServiceServicer):
     async def HandOver(
         self, request: pb.HandOverRequest, context: grpc.aio.ServicerContext
     ) -> pb.Shipment:
-        command = model.HandOver(request.to_party, request.place, self.clock())
+        command = model.HandOver(request.to_party, request.place, self.clock(), _person(caller()))
         return await self._handle(request, command)
 
     async def AcceptCustody(
@@ -152,13 +152,15 @@ class DeliveryServicer(pb_grpc.DeliveryServiceServicer):
     ) -> pb.Shipment:
         principal = caller()
         signature = self._signature(principal, request.signature_meaning)
-        receiver = Person(principal.username, principal.roles, principal.hospital, principal.site)
-        return await self._handle(request, model.AcceptCustody(request.place, signature, receiver))
+        return await self._handle(
+            request, model.AcceptCustody(request.place, signature, _person(principal))
+        )
 
     async def RecordDelivery(
         self, request: pb.RecordDeliveryRequest, context: grpc.aio.ServicerContext
     ) -> pb.Shipment:
-        return await self._handle(request, model.RecordDelivery(self.clock(), request.place))
+        command = model.RecordDelivery(self.clock(), request.place, _person(caller()))
+        return await self._handle(request, command)
 
     async def ReportShipperExcursion(
         self, request: pb.ReportShipperExcursionRequest, context: grpc.aio.ServicerContext
@@ -295,6 +297,11 @@ class DeliveryServicer(pb_grpc.DeliveryServiceServicer):
         )
         shipment_id = getattr(request, "shipment_id")  # noqa: B009 - any shipment request
         return shipment_message(shipment_id.strip(), outcome.state, outcome.version)
+
+
+def _person(principal: Principal) -> Person:
+    """The caller as the custody rules see them (username, roles, hospital, site)."""
+    return Person(principal.username, principal.roles, principal.hospital, principal.site)
 
 
 def _trace_row(r: Any) -> pb.TraceRow:

@@ -110,11 +110,14 @@ async def follow_shipments(stream: Any) -> None:
             watches[key] = _to_json(after)
 
 
+reported: set[bytes] = set()  # shipments flagged by this process
+
+
 @app.timer(interval=float(os.environ.get("CELLBANK_SLA_CHECK_S", "10")))
 async def check_promises() -> None:
     now = datetime.now(UTC)
     for key, raw in list(watches.items()):
-        if not raw:
+        if not raw or key in reported:
             continue
         watch = _from_json(raw)
         risk = at_risk(watch, now, margin)
@@ -139,7 +142,9 @@ async def check_promises() -> None:
             )
             continue
         log.warning("shipment at risk", extra={"shipment": key.decode(), "why": why})
-        watches[key] = _to_json(dataclasses.replace(watch, flagged=True))
+        # A table is written only inside stream iteration (Faust): remember the report here.
+        # After a restart a shipment may be reported once more; FlagAtRisk is idempotent.
+        reported.add(key)
 
 
 if __name__ == "__main__":

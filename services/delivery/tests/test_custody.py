@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.delivery.domain.custody import Person, party, stands_for
+from services.delivery.domain.custody import Person, holds, party, stands_for
 from shared.errors import InvalidArgument
 
 CARL = Person("carl", frozenset({"courier"}))
@@ -52,3 +52,20 @@ def test_a_party_no_person_can_stand_for_is_refused(given):
 )
 def test_only_a_person_of_the_named_party_stands_for_it(person, to_party, may):
     assert stands_for(person, to_party) is may
+
+
+@pytest.mark.parametrize(
+    ("person", "custodian", "may"),
+    [
+        (ALICE, "bank:LON", True),  # the bank holds it: its operators hand it on
+        (QUINN, "bank:LON", False),  # QA is not who ships
+        (CARL, "bank:LON", False),  # a courier cannot take it from the bank unasked
+        (CARL, "courier:carl", True),
+        (Person("cora", frozenset({"courier"})), "courier:carl", False),
+        (ALICE, "courier:carl", False),  # nobody acts for the courier who holds it
+        (CLARA, "hospital:H1", True),
+        (CLARA, "SpeedyBio", False),  # an older free-text custodian: nobody proves to be it
+    ],
+)
+def test_only_the_present_custodian_hands_on_or_records_delivery(person, custodian, may):
+    assert holds(person, custodian) is may

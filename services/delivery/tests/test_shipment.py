@@ -680,3 +680,25 @@ def test_evolve_refuses_what_is_not_a_shipment_event():
 def test_decide_refuses_what_is_not_a_shipment_command():
     with pytest.raises(TypeError, match="unknown command"):
         decide(given(*IN_TRANSIT), typing.cast(typing.Any, SHIPPER))
+
+
+@pytest.mark.parametrize(
+    "someone",
+    [
+        Person("eve", frozenset({"courier"})),  # another courier
+        Person("alice", frozenset({"operator", "qa"}), site="LON"),  # the bank let it go
+        NURSE,
+    ],
+    ids=["another courier", "a bank operator", "a clinician"],
+)
+def test_only_the_present_custodian_hands_on_or_records_delivery(someone):
+    """Bob (the courier) holds it: nobody else may offer it onwards (and so hijack it with an
+    offer to themselves) or close it as delivered."""
+    with pytest.raises(PermissionDenied, match=f"{COURIER} holds the shipment"):
+        when(HANDED, HandOver("courier:eve", "lay-by", NOW + timedelta(hours=1), someone))
+    with pytest.raises(PermissionDenied, match=f"{COURIER} holds the shipment"):
+        when(HANDED, RecordDelivery(ARRIVED, WARD, someone))
+    assert when(HANDED, RecordDelivery(ARRIVED, WARD, BOB))  # bob himself may
+    assert when(
+        IN_TRANSIT, HandOver(COURIER, "LON dock", NOW, Person("op", frozenset({"operator"})))
+    )
