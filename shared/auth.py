@@ -154,24 +154,30 @@ class JwksCache:
         return found
 
     async def _refresh(self) -> None:
+        """Re-read the key set. Whatever happens, the next re-read waits `min_refresh`: a
+        stream of tokens naming unknown key ids cannot make us fetch in a loop."""
         try:
             document = await asyncio.to_thread(_get_json, self.url)
-        except OSError as exc:
-            self._read_at = time.monotonic()  # don't hammer an unreachable issuer
+            entries = document.get("keys", []) if isinstance(document, dict) else []
+            keys: dict[str, jwt.PyJWK] = {}
+            for entry in entries if isinstance(entries, list) else []:
+                if not isinstance(entry, dict) or entry.get("use", "sig") != "sig":
+                    continue
+                kid = entry.get("kid")
+                if not isinstance(kid, str) or not kid:
+                    continue
+                try:
+                    keys[kid] = jwt.PyJWK.from_dict(entry)
+                except (jwt.PyJWTError, ValueError, TypeError, KeyError):
+                    continue  # an algorithm or key this library does not take: unusable here
+        except Exception as exc:  # unreachable, not JSON, not a key set
             if self._keys:
                 log.warning("could not re-read the issuer's keys", extra={"error": str(exc)})
                 return
             raise Unauthenticated(f"the issuer's keys ({self.url}) cannot be read: {exc}") from None
-        keys: dict[str, jwt.PyJWK] = {}
-        for entry in document.get("keys", []) if isinstance(document, dict) else []:
-            if entry.get("use", "sig") != "sig" or "kid" not in entry:
-                continue
-            try:
-                keys[entry["kid"]] = jwt.PyJWK.from_dict(entry)
-            except jwt.PyJWTError:
-                continue  # an algorithm this library does not support: not usable for us
+        finally:
+            self._read_at = time.monotonic()
         self._keys = keys
-        self._read_at = time.monotonic()
 
 
 def _get_json(url: str, timeout: float = 5.0) -> Any:
@@ -218,6 +224,10 @@ class JwtAuthenticator:
         if not isinstance(kid, str) or not kid:
             raise Unauthenticated("the token names no signing key (kid)")
         key = await self.keys.key(kid)
+        if key.algorithm_name != algorithm:  # the key decides the algorithm, not the token
+            raise Unauthenticated(
+                f"token algorithm {algorithm} does not match its key's ({key.algorithm_name})"
+            )
         try:
             claims = jwt.decode(
                 token,
@@ -238,7 +248,7 @@ class JwtAuthenticator:
             raise Unauthenticated(f"the access token was not issued by {self.issuer}") from None
         except jwt.ImmatureSignatureError:
             raise Unauthenticated("the access token is not valid yet (nbf/iat)") from None
-        except jwt.PyJWTError as exc:
+        except (jwt.PyJWTError, ValueError, TypeError) as exc:
             raise Unauthenticated(f"the access token is not valid: {exc}") from None
         return principal_from_claims(claims, self.sign_in_clients)
 

@@ -184,3 +184,26 @@ async def test_without_auth_time_only_a_sign_in_clients_iat_counts_as_the_sign_i
         signed = jwt.encode({**payload, "azp": azp}, state.keys["k1"], algorithm="RS256",
                             headers={"kid": "k1"})  # fmt: skip
         assert (await auth.authenticate(bearer(signed))).auth_time == expected
+
+
+async def test_a_token_naming_another_algorithm_than_its_key_is_unauthenticated(issuer):
+    """The key decides the algorithm: an RSA key id with alg=ES256 is refused cleanly."""
+    state, url = issuer
+    _, payload, signature = state.token("k1").split(".")
+    es_header = base64.urlsafe_b64encode(b'{"alg":"ES256","kid":"k1"}').rstrip(b"=").decode()
+    with pytest.raises(Unauthenticated, match="does not match its key"):
+        await authenticator(url).authenticate(bearer(f"{es_header}.{payload}.{signature}"))
+
+
+async def test_unknown_key_ids_cannot_make_the_service_fetch_keys_in_a_loop(issuer):
+    state, url = issuer
+    auth = JwtAuthenticator(issuer=ISSUER, audience="cellbank", jwks_url=url)  # 10 s throttle
+    await auth.authenticate(bearer(state.token("k1")))
+    reads = state.reads
+    foreign = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    for i in range(20):
+        claims = jwt.decode(state.token("k1"), options={"verify_signature": False})
+        token = jwt.encode(claims, foreign, algorithm="RS256", headers={"kid": f"nope-{i}"})
+        with pytest.raises(Unauthenticated):
+            await auth.authenticate(bearer(token))
+    assert state.reads <= reads + 1
