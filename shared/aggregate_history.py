@@ -27,6 +27,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from shared.errors import NotFound
 from shared.events import StoredEvent
+from shared.redaction import redact_event
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,11 @@ def _ts(moment: datetime) -> Timestamp:
     return ts
 
 
-def history_entry(event: StoredEvent) -> pb.HistoryEntry:
+def history_entry(event: StoredEvent, roles: frozenset[str] | None = None) -> pb.HistoryEntry:
+    """One event of a history; with `roles`, its personal fields redacted for them."""
+    payload, reason = payload_json(event.event_type, event.payload), event.reason
+    if roles is not None:
+        payload, reason = redact_event(event.event_type, payload, reason, roles)
     return pb.HistoryEntry(
         position=event.position,
         version=event.aggregate_version,
@@ -109,15 +114,20 @@ def history_entry(event: StoredEvent) -> pb.HistoryEntry:
         occurred_at=_ts(event.occurred_at),
         recorded_at=_ts(event.recorded_at),
         actor=event.actor,
-        reason=event.reason,
-        payload_json=payload_json(event.event_type, event.payload),
+        reason=reason,
+        payload_json=payload,
         event_id=event.event_id,
         correlation_id=event.correlation_id,
     )
 
 
 def aggregate_history(
-    aggregate_id: str, events: Sequence[StoredEvent], *, site_id: str, service: str
+    aggregate_id: str,
+    events: Sequence[StoredEvent],
+    *,
+    site_id: str,
+    service: str,
+    roles: frozenset[str] | None = None,
 ) -> pb.AggregateHistory:
     """The history of one aggregate in one store; NotFound when the store has none of it (an
     aggregate lives in exactly one store, so callers ask each service until one knows it)."""
@@ -128,5 +138,5 @@ def aggregate_history(
         aggregate_type=events[0].aggregate_type,
         site_id=events[0].site_id or site_id,
         service=service,
-        entries=[history_entry(e) for e in events],
+        entries=[history_entry(e, roles) for e in events],
     )

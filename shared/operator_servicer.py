@@ -23,6 +23,7 @@ from shared.event_watch import EventFilter, Watched, watch_events
 from shared.grpc_requests import caller
 from shared.grpc_server import ServiceBinding
 from shared.postgres_eventstore import PostgresEventStore
+from shared.redaction import redact_watched
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["OperatorService"].full_name
 
@@ -87,8 +88,9 @@ class OperatorServicer(pb_grpc.OperatorServiceServicer):
             raise InvalidArgument("aggregate_id", "must not be empty")
         events = await self.store.load(request.aggregate_id)
         return aggregate_history(
-            request.aggregate_id, events, site_id=self.store.site_id, service=self.service
-        )
+            request.aggregate_id, events, site_id=self.store.site_id, service=self.service,
+            roles=caller().roles,  # patients' and donors' data only for whom it is meant
+        )  # fmt: skip
 
     async def WatchEvents(
         self, request: pb.WatchEventsRequest, context: grpc.aio.ServicerContext
@@ -101,8 +103,9 @@ class OperatorServicer(pb_grpc.OperatorServiceServicer):
         with self.watches.slot(str(caller()), "WatchEvents"):
             events = watch_events(self.bootstrap, selection, from_beginning=request.from_beginning)
             async with contextlib.aclosing(events):  # the consumer stops with the call
+                roles = caller().roles
                 async for watched in events:
-                    yield watched_message(watched)
+                    yield watched_message(redact_watched(watched, roles))
 
     async def GetNetworkStatus(
         self, request: pb.GetNetworkStatusRequest, context: grpc.aio.ServicerContext

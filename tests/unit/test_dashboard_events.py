@@ -15,11 +15,12 @@ from cellbank.matching.v1 import events_pb2 as matching
 from cellbank.storage.v1 import events_pb2 as storage
 from google.protobuf.message import Message
 
-from deploy.dashboard_events import REDACTED, EventHub, TooManyStreams, redacted
+from deploy.dashboard_events import EventHub, TooManyStreams, redacted
 from shared.aggregate_history import payload_json
 from shared.auth import OPERATOR, QA
 from shared.event_watch import EventFilter, Watched
 from shared.events import StoredEvent
+from shared.redaction import REDACTED
 from shared.testing.waits import eventually
 
 OPERATOR_ONLY = frozenset({OPERATOR})
