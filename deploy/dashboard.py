@@ -159,7 +159,7 @@ def create_app(config: DashboardConfig, hub: EventHub | None = None) -> Starlett
                     return JSONResponse({"error": why}, status_code=403)
                 return HTMLResponse(
                     f"<!doctype html><title>Not an operator</title><p>{_escape(why)}.</p>"
-                    '<p><a href="/logout">Sign out</a></p>', status_code=403,
+                    '<form method="post" action="/logout"><button>Sign out</button></form>', status_code=403,
                 )  # fmt: skip
             return await handler(request, session)
 
@@ -229,32 +229,35 @@ def create_app(config: DashboardConfig, hub: EventHub | None = None) -> Starlett
             selection.topics()
         except InvalidArgument as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
+        who = session.principal.username
         try:
-            subscription = events_hub.subscribe(session.principal.username, selection)
-            subscriber = subscription.__enter__()
+            events_hub.check(who)  # answered 503 now; the slot itself is claimed by the stream
         except TooManyStreams as exc:
             return JSONResponse({"error": str(exc)}, status_code=503, headers={"Retry-After": "10"})
 
         async def stream() -> AsyncIterator[str]:
+            # The slot is claimed inside the generator, so a response cancelled before its first
+            # step claims nothing (a claim outside would never be given back).
             try:
-                yield ": connected\n\n"
-                while True:
-                    current = login.sessions.get(session.id, touch=False)
-                    if current is None or not current.principal.has(OPERATOR):
-                        yield "event: signed-out\ndata: {}\n\n"
-                        return
-                    try:
-                        watched = await asyncio.wait_for(subscriber.queue.get(), KEEPALIVE_S)
-                    except TimeoutError:
-                        yield ": keep-alive\n\n"
-                        continue
-                    dropped = subscriber.take_dropped()
-                    if dropped:
-                        yield f"event: dropped\ndata: {json.dumps({'dropped': dropped})}\n\n"
-                    record = redacted(watched, current.principal.roles)
-                    yield f"data: {json.dumps(record, separators=(',', ':'))}\n\n"
-            finally:
-                subscription.__exit__(None, None, None)
+                with events_hub.subscribe(who, selection) as subscriber:
+                    yield ": connected\n\n"
+                    while True:
+                        current = login.sessions.get(session.id, touch=False)
+                        if current is None or not current.principal.has(OPERATOR):
+                            yield "event: signed-out\ndata: {}\n\n"
+                            return
+                        try:
+                            watched = await asyncio.wait_for(subscriber.queue.get(), KEEPALIVE_S)
+                        except TimeoutError:
+                            yield ": keep-alive\n\n"
+                            continue
+                        dropped = subscriber.take_dropped()
+                        if dropped:
+                            yield f"event: dropped\ndata: {json.dumps({'dropped': dropped})}\n\n"
+                        record = redacted(watched, current.principal.roles)
+                        yield f"data: {json.dumps(record, separators=(',', ':'))}\n\n"
+            except TooManyStreams as exc:  # another stream took the last slot meanwhile
+                yield f"event: refused\ndata: {json.dumps({'error': str(exc)})}\n\n"
 
         return StreamingResponse(
             stream(), media_type="text/event-stream",
@@ -279,7 +282,7 @@ def create_app(config: DashboardConfig, hub: EventHub | None = None) -> Starlett
             Route("/", operator_only(page, api=False)),
             Route("/login", begin_login),
             Route("/callback", callback),
-            Route("/logout", logout, methods=["GET", "POST"]),
+            Route("/logout", logout, methods=["POST"]),  # not GET: no sign-out by a link elsewhere
             Route("/api/me", operator_only(me, api=True)),
             Route("/api/status", operator_only(status, api=True)),
             Route("/api/events", operator_only(events, api=True)),
@@ -365,8 +368,20 @@ def config_from(
         ),
         max_streams=_positive(env, "CELLBANK_DASHBOARD_MAX_STREAMS", 20),
         max_streams_per_user=_positive(env, "CELLBANK_DASHBOARD_MAX_STREAMS_PER_USER", 5),
-        public_url=env.get("CELLBANK_DASHBOARD_URL", "").strip(),
+        public_url=_public_url(env, local_run),
     )
+
+
+def _public_url(env: Mapping[str, str], local_run: bool) -> str:
+    """Where browsers reach the dashboard. Outside the local run it must be https (behind the
+    TLS proxy): the session cookie is Secure and the sign-in redirect comes back there."""
+    url = env.get("CELLBANK_DASHBOARD_URL", "").strip()
+    if not local_run and not url.startswith("https://"):
+        raise ValueError(
+            "CELLBANK_DASHBOARD_URL: required outside the local run, an https:// URL (the "
+            "address browsers use, behind TLS; the session cookie is sent only over https)"
+        )
+    return url
 
 
 def _on_this_machine(issuer: str) -> bool:

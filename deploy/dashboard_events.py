@@ -89,6 +89,20 @@ class EventHub:
     def subscribe(self, who: str, selection: EventFilter) -> Iterator[Subscriber]:
         """A subscriber for the duration of the block, seeded with recent events;
         TooManyStreams beyond the caps."""
+        self.check(who)
+        subscriber = Subscriber(who, selection, self.queue_size)
+        for watched in self._backlog:
+            subscriber.offer(watched)
+        self._subscribers.add(subscriber)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="dashboard-event-hub")
+        try:
+            yield subscriber
+        finally:
+            self._subscribers.discard(subscriber)
+
+    def check(self, who: str) -> None:
+        """TooManyStreams if one more stream for `who` would pass a cap (nothing is claimed)."""
         if len(self._subscribers) >= self.max_streams:
             raise TooManyStreams(
                 f"the dashboard serves at most {self.max_streams} live event streams and all "
@@ -100,16 +114,6 @@ class EventHub:
                 f"{who} already has {mine} live event streams open (at most "
                 f"{self.max_streams_per_user} per person): close another dashboard tab"
             )
-        subscriber = Subscriber(who, selection, self.queue_size)
-        for watched in self._backlog:
-            subscriber.offer(watched)
-        self._subscribers.add(subscriber)
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run(), name="dashboard-event-hub")
-        try:
-            yield subscriber
-        finally:
-            self._subscribers.discard(subscriber)
 
     def publish(self, watched: Watched) -> None:
         self._backlog.append(watched)

@@ -18,6 +18,7 @@ ENV = {
 CLIENT = {
     "CELLBANK_DASHBOARD_CLIENT_ID": "dashboard",
     "CELLBANK_DASHBOARD_CLIENT_SECRET": "s3cret",
+    "CELLBANK_DASHBOARD_URL": "https://dashboard.example.org",
 }
 LOCAL = {
     "sites": {"LON": {"delivery": "127.0.0.1:50104", "storage": "127.0.0.1:50102"}},
@@ -90,6 +91,15 @@ def test_an_endpoints_file_without_an_issuer_is_refused_naming_both_ways() -> No
         config_from(
             {"sites": {}, "kafka": "k:9092", "operator_token": "op-alice"}, {}, local_run=True
         )
+
+
+@pytest.mark.parametrize("url", ["", "http://dashboard.example.org"])
+def test_a_container_needs_the_https_address_browsers_use(url: str) -> None:
+    """Behind a TLS proxy the request looks like http: the Secure cookie and the sign-in's
+    redirect must come from the configured https address."""
+    env = ENV | CLIENT | {"CELLBANK_DASHBOARD_URL": url}
+    with pytest.raises(ValueError, match="CELLBANK_DASHBOARD_URL"):
+        config_from(document_from_env(env), env, local_run=False)
 
 
 def test_stream_caps_are_configurable() -> None:
