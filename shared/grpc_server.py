@@ -45,6 +45,9 @@ STATUS_OF: tuple[tuple[type[CellBankError], grpc.StatusCode], ...] = (
     (ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
 )
 
+# A health Watch is a stream that holds a call slot open: only for authenticated callers
+# (probes use Check, which stays open).
+HEALTH_WATCH = f"/{health.SERVICE_NAME}/Watch"
 OPEN_SERVICES = frozenset(
     {health.SERVICE_NAME, reflection.SERVICE_NAME, "grpc.reflection.v1.ServerReflection"}
 )
@@ -93,8 +96,10 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(details)
         service = details.method.split("/")[1] if details.method.count("/") == 2 else ""
-        if handler is None or service in OPEN_SERVICES:
+        if handler is None or (service in OPEN_SERVICES and details.method != HEALTH_WATCH):
             return handler
+        if details.method == HEALTH_WATCH:  # any authenticated caller may watch health
+            return await self._health_watch(handler, details)
         try:
             caller = await self.authenticator.authenticate(details.invocation_metadata)
             check(self.access.get(service, {}), service, details.method.split("/")[-1], caller)
@@ -105,6 +110,25 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
             log.exception("the caller's token could not be checked")
             principal = Unauthenticated("the access token could not be checked")
         return _guarded(handler, details.method, principal)
+
+    async def _health_watch(
+        self, handler: grpc.RpcMethodHandler, details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler:
+        """The servicer's own handler for a caller with a valid token (it writes with
+        context.write, so it is not wrapped), else one that refuses."""
+        try:
+            await self.authenticator.authenticate(details.invocation_metadata)
+            return handler
+        except Exception as exc:  # any failure to authenticate refuses
+            why = str(exc) if isinstance(exc, Unauthenticated) else "the token could not be checked"
+
+        async def refuse(request: Any, context: grpc.aio.ServicerContext) -> None:
+            metrics.GRPC_REQUESTS.labels(details.method, "UNAUTHENTICATED").inc()
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, why)
+
+        return grpc.unary_stream_rpc_method_handler(
+            refuse, handler.request_deserializer, handler.response_serializer
+        )
 
 
 def _guarded(

@@ -116,7 +116,8 @@ async def test_aggregate_history_comes_from_the_store_and_unknown_ids_are_not_fo
         stored[0].position,
         "operator:alice",
     )
-    assert entry.payload_json == '{"undecodable": "cGF5bG9hZC0x"}'  # a test type: raw bytes
+    # A test type: raw bytes, which could hold anything, so redacted (shared/redaction.py)
+    assert entry.payload_json == '{"undecodable": "[redacted]"}'
     for request, metadata, code in (
         (pb.GetAggregateHistoryRequest(aggregate_id="nope"), bearer("op-token"), "NOT_FOUND"),
         (pb.GetAggregateHistoryRequest(), bearer("op-token"), "INVALID_ARGUMENT"),
@@ -137,3 +138,18 @@ async def test_graceful_stop_reports_not_serving(server: RunningServer, channel:
         health_pb2.HealthCheckRequest(service="")
     )
     assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+async def test_a_health_watch_needs_a_token_but_check_does_not(channel: grpc.aio.Channel):
+    """Watch holds a call slot open: strangers may not fill the server's slots with them."""
+    stub = health_pb2_grpc.HealthStub(channel)
+    stream = stub.Watch(health_pb2.HealthCheckRequest(service=""))
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await stream.read()
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    watched = stub.Watch(health_pb2.HealthCheckRequest(service=""), metadata=bearer("op-token"))
+    first = await watched.read()
+    watched.cancel()
+    assert first.status == health_pb2.HealthCheckResponse.SERVING
+    reply = await stub.Check(health_pb2.HealthCheckRequest(service=""))
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
