@@ -57,6 +57,7 @@ from deploy.keycloak import AUDIENCE, DASHBOARD_CLIENT_ID, REALM_FILE
 from shared.auth import OPERATOR
 from shared.errors import InvalidArgument, Unauthenticated
 from shared.event_watch import EventFilter, watch_events
+from shared.grpc_server import channel_credentials
 from shared.settings import parse_endpoints, secret
 
 log = logging.getLogger(__name__)
@@ -74,13 +75,20 @@ class DashboardConfig:
     max_streams: int = 20
     max_streams_per_user: int = 5
     public_url: str = ""  # https://… behind a proxy; else the URL the browser used
+    # TLS to the delivery services (CELLBANK_TLS_CA; mTLS with a client certificate too).
+    tls_ca_file: str = ""
+    tls_client_cert_file: str = ""
+    tls_client_key_file: str = ""
 
 
 class Network:
     """The delivery services, asked on behalf of the signed-in operator."""
 
-    def __init__(self, sites: Mapping[str, str]) -> None:
+    def __init__(
+        self, sites: Mapping[str, str], credentials: grpc.ChannelCredentials | None = None
+    ) -> None:
         self.sites = dict(sites)
+        self.credentials = credentials
 
     async def status(self, metadata: tuple[tuple[str, str], ...]) -> dict[str, Any]:
         """Network status (from the first delivery service that answers), with every site's
@@ -88,7 +96,12 @@ class Network:
         out: dict[str, Any] = {"sites": [], "shipments": [], "recalls": [], "errors": []}
         answered = False
         for site, address in sorted(self.sites.items()):
-            async with grpc.aio.insecure_channel(address) as channel:
+            channel = (  # TLS when the services use it: the operator's token is on the wire
+                grpc.aio.secure_channel(address, self.credentials)
+                if self.credentials is not None
+                else grpc.aio.insecure_channel(address)
+            )
+            async with channel:
                 try:
                     if not answered:
                         status = await opb_grpc.OperatorServiceStub(channel).GetNetworkStatus(
@@ -124,7 +137,12 @@ Handler = Callable[[Request, Session], Awaitable[Response]]
 
 
 def create_app(config: DashboardConfig, hub: EventHub | None = None) -> Starlette:
-    network = Network(config.sites)
+    network = Network(
+        config.sites,
+        channel_credentials(
+            config.tls_ca_file, config.tls_client_cert_file, config.tls_client_key_file
+        ),
+    )
     login = Login(config.oidc)
     events_hub = hub or EventHub(
         lambda: watch_events(config.kafka, EventFilter(), tail=20),
@@ -187,8 +205,9 @@ def create_app(config: DashboardConfig, hub: EventHub | None = None) -> Starlett
             )
         try:
             session = await login.complete(
-                params.get("state", ""), request.cookies.get(LOGIN_COOKIE), params.get("code", "")
-            )
+                params.get("state", ""), request.cookies.get(LOGIN_COOKIE), params.get("code", ""),
+                base(request) + "callback",
+            )  # fmt: skip
         except Unauthenticated as exc:
             return HTMLResponse(
                 f"<p>{_escape(str(exc))}</p><p><a href='/'>Sign in</a></p>", status_code=401
@@ -369,6 +388,9 @@ def config_from(
         max_streams=_positive(env, "CELLBANK_DASHBOARD_MAX_STREAMS", 20),
         max_streams_per_user=_positive(env, "CELLBANK_DASHBOARD_MAX_STREAMS_PER_USER", 5),
         public_url=_public_url(env, local_run),
+        tls_ca_file=env.get("CELLBANK_TLS_CA", "").strip(),
+        tls_client_cert_file=env.get("CELLBANK_TLS_CLIENT_CERT", "").strip(),
+        tls_client_key_file=env.get("CELLBANK_TLS_CLIENT_KEY", "").strip(),
     )
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import hmac
 import json
 import secrets
 import time
@@ -65,14 +66,6 @@ class Session:
         return (("authorization", f"Bearer {self.access_token}"),)
 
 
-@dataclass(frozen=True, slots=True)
-class PendingLogin:
-    verifier: str = field(repr=False)
-    nonce: str
-    redirect_uri: str
-    started_at: float
-
-
 class SessionStore:
     """Sessions by id, in memory: ended after `idle_s` without a request or `lifetime_s` after
     sign-in; at most `capacity` (the oldest go first)."""
@@ -120,7 +113,9 @@ class Login:
         self.authenticator = JwtAuthenticator(
             issuer=client.issuer, audience=client.audience, jwks_url=client.jwks_url
         )
-        self._pending: OrderedDict[str, PendingLogin] = OrderedDict()
+        # A sign-in in progress keeps nothing here: its PKCE verifier and nonce are derived from
+        # its state with this key, so no flood of started sign-ins can push out real ones.
+        self._key = secrets.token_bytes(32)
         self._provider: dict[str, Any] | None = None
 
     async def provider(self) -> dict[str, Any]:
@@ -137,35 +132,41 @@ class Login:
     async def begin(self, redirect_uri: str) -> tuple[str, str]:
         """(the authorization URL to send the browser to, the state to bind to it)."""
         provider = await self.provider()
-        state = secrets.token_urlsafe(32)
-        verifier = secrets.token_urlsafe(64)
+        state = f"{int(time.time())}.{secrets.token_urlsafe(24)}"
+        verifier = self._derived("verifier", state, redirect_uri)
         challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
-        pending = PendingLogin(verifier, secrets.token_urlsafe(24), redirect_uri, time.time())
-        self._pending[state] = pending
-        while len(self._pending) > 1000:
-            self._pending.popitem(last=False)
         query = urllib.parse.urlencode({
             "response_type": "code", "client_id": self.client.client_id,
             "redirect_uri": redirect_uri, "scope": "openid", "state": state,
-            "nonce": pending.nonce, "code_challenge": challenge.rstrip(b"=").decode(),
+            "nonce": self._derived("nonce", state, redirect_uri),
+            "code_challenge": challenge.rstrip(b"=").decode(),
             "code_challenge_method": "S256",
         })  # fmt: skip
         return f"{provider['authorization_endpoint']}?{query}", state
 
-    async def complete(self, state: str, bound_state: str | None, code: str) -> Session:
-        """The session of a sign-in the issuer sent back; Unauthenticated if anything is off."""
+    def _derived(self, purpose: str, state: str, redirect_uri: str) -> str:
+        mac = hmac.new(self._key, f"{purpose}\0{state}\0{redirect_uri}".encode(), hashlib.sha256)
+        return base64.urlsafe_b64encode(mac.digest()).rstrip(b"=").decode()  # 43 characters
+
+    async def complete(
+        self, state: str, bound_state: str | None, code: str, redirect_uri: str
+    ) -> Session:
+        """The session of a sign-in the issuer sent back; Unauthenticated if anything is off
+        (a code is single-use at the issuer, so a replayed callback gets nothing)."""
         if not state or not bound_state or not secrets.compare_digest(state, bound_state):
             raise Unauthenticated("this sign-in was not started by this browser: sign in again")
-        pending = self._pending.pop(state, None)
-        if pending is None or time.time() - pending.started_at > LOGIN_TTL_S:
-            raise Unauthenticated("this sign-in has expired or was already used: sign in again")
+        started, _, _ = state.partition(".")
+        if not started.isdigit() or time.time() - int(started) > LOGIN_TTL_S:
+            raise Unauthenticated("this sign-in has expired: sign in again")
         if not code:
             raise Unauthenticated("the identity provider sent no authorization code")
         reply = await self._token({
-            "grant_type": "authorization_code", "code": code,
-            "redirect_uri": pending.redirect_uri, "code_verifier": pending.verifier,
+            "grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri,
+            "code_verifier": self._derived("verifier", state, redirect_uri),
         })  # fmt: skip
-        await self._check_id_token(str(reply.get("id_token", "")), pending.nonce)
+        await self._check_id_token(
+            str(reply.get("id_token", "")), self._derived("nonce", state, redirect_uri)
+        )
         now = time.time()
         session = Session(
             id=secrets.token_urlsafe(32), principal=await self._principal(reply),

@@ -49,8 +49,16 @@ def parse_date(value: str, field: str) -> date:
 def timestamp(request: Message, field: str) -> datetime:
     if not request.HasField(field):
         raise InvalidArgument(field, "is required")
-    value: Any = getattr(request, field)
-    moment: datetime = value.ToDatetime(tzinfo=UTC)
+    return moment_of(getattr(request, field), field)
+
+
+def moment_of(value: Any, field: str) -> datetime:
+    """A protobuf Timestamp as a UTC datetime; InvalidArgument naming the field when it lies
+    outside what a datetime holds (years 1–9999)."""
+    try:
+        moment: datetime = value.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError, OSError):
+        raise InvalidArgument(field, "is not a valid moment (years 1 to 9999)") from None
     return moment
 
 

@@ -44,7 +44,7 @@ from shared.auth import Principal
 from shared.caller_streams import CallerStreams
 from shared.commands import Meta
 from shared.errors import InvalidArgument, PermissionDenied
-from shared.grpc_requests import Clock, caller, required
+from shared.grpc_requests import Clock, caller, moment_of, required
 from shared.grpc_server import ServiceBinding
 from shared.signing import meaning, signer
 
@@ -302,7 +302,7 @@ class HospitalServicer(pb_grpc.HospitalServiceServicer):
             raise InvalidArgument("description", "at most 4000 characters")
         occurred = now
         if request.HasField("occurred_at"):
-            occurred = request.occurred_at.ToDatetime(tzinfo=UTC)
+            occurred = moment_of(request.occurred_at, "occurred_at")
             if occurred > now + timedelta(minutes=5):
                 raise InvalidArgument("occurred_at", "is in the future")
         report_id = (
