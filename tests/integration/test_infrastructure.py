@@ -13,6 +13,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError
 
 from deploy.infra import Endpoints, Infrastructure, ensure_site_databases
+from deploy.keycloak import Identity
 from shared.db import drop_database, with_database
 from shared.topics import TOPICS
 
@@ -80,10 +81,14 @@ def test_existing_servers_from_environment_start_nothing(tmp_path):
     env = {
         "CELLBANK_KAFKA_BOOTSTRAP": "kafka.example:9092",
         "CELLBANK_DATABASE_URL": "postgresql://u@db.example/postgres",
+        "CELLBANK_OIDC_ISSUER": "https://id.example/realms/cellbank/",
     }
     infra = Infrastructure(tmp_path, env=env)
-    assert infra.kafka is None and infra.postgres is None
-    assert infra.endpoints == Endpoints("kafka.example:9092", "postgresql://u@db.example/postgres")
+    assert infra.kafka is None and infra.postgres is None and infra.keycloak is None
+    assert infra.endpoints == Endpoints(
+        "kafka.example:9092", "postgresql://u@db.example/postgres",
+        Identity("https://id.example/realms/cellbank"),
+    )  # fmt: skip
 
 
 def test_storage_formats_when_the_random_cluster_id_starts_with_a_dash(tmp_path, monkeypatch):
