@@ -146,8 +146,10 @@ async def test_log_shows_who_did_what_when_and_why_and_the_qa_signature(
     assert any("operator:alice" in line and line.endswith("manufacture") for line in lines)
     assert any("operator:bob" in line and line.endswith("QC lab") for line in lines)
     signed = lines[lines.index(released_row) + 1].strip()
-    assert signed.startswith("signed by quinn at ") and signed.endswith(f'"{RELEASE_MEANING}"')
-    signed_at = datetime.strptime(signed.split()[4].rstrip(":"), "%Y-%m-%dT%H:%M:%SZ")
+    # The signer is the person signed in (their name from the token), not the request's word.
+    assert signed.startswith("signed by Quinn Adeyemi at ")
+    assert signed.endswith(f'"{RELEASE_MEANING}"')
+    signed_at = datetime.strptime(signed.split()[5].rstrip(":"), "%Y-%m-%dT%H:%M:%SZ")
     signed_at = signed_at.replace(tzinfo=UTC)
     assert audited.started.replace(microsecond=0) <= signed_at <= audited.finished
 
@@ -165,7 +167,9 @@ async def test_log_as_json_is_one_parsable_object_per_event(audited: Audited, op
     (release,) = [r for r in records if r["event_type"].endswith(".BatchReleased")]
     assert release["actor"] == "qa:quinn" and release["reason"] == "batch record reviewed"
     (signature,) = release["signatures"]
-    assert (signature["name"], signature["meaning"]) == ("quinn", RELEASE_MEANING)
+    assert (signature["name"], signature["meaning"]) == ("Quinn Adeyemi", RELEASE_MEANING)
+    assert signature["subject"] and signature["event_id"] == release["event_id"]
+    assert len(signature["content_hash"]) == 64
     assert release["payload"]["signature"]["signed_at"] == signature["signed_at"]
     assert len(release["payload"]["units"]) == 2
 

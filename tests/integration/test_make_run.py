@@ -81,7 +81,7 @@ def test_make_run_starts_and_stops_cleanly_on_ctrl_c(tmp_path, monkeypatch):
     assert order.units[0].site_id == "LON"
     assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
     assert str(audit["verify"]).splitlines()[-1] == "OK"
-    assert "signed by quinn at " in str(audit["log"])
+    assert "signed by Quinn Adeyemi at " in str(audit["log"])  # the person, from the token
     assert '"Released for clinical use"' in str(audit["log"])
     assert audit["home_sites"] == {"LON"}  # one site: every demo hospital is at home there
     assert not (tmp_path / "endpoints.json").exists()  # removed once nothing is reachable

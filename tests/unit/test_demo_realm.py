@@ -44,3 +44,15 @@ def test_roles_are_the_services_roles_and_every_account_holds_known_ones():
     assert [r["name"] for r in REALM["roles"]["realm"]] == list(ROLES)
     for user in REALM["users"]:
         assert user["realmRoles"] and set(user["realmRoles"]) <= set(ROLES), user["username"]
+
+
+def test_the_demo_realm_is_for_the_local_run_only():
+    """Its passwords and secrets are in this file, so locking accounts protects nothing there
+    (and Keycloak locked a demo user out after quick successful sign-ins); every password and
+    secret says it is a demo one."""
+    assert REALM["bruteForceProtected"] is False
+    for user in REALM["users"]:
+        for credential in user.get("credentials", []):
+            assert credential["value"].startswith("demo-")
+    for client in REALM["clients"]:
+        assert client.get("secret", "demo-").startswith("demo-")

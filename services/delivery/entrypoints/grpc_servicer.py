@@ -344,7 +344,7 @@ ACCESS: AccessTable = {
     "DispatchShipment": roles(OPERATOR),
     "HandOver": roles(OPERATOR, COURIER),
     "AcceptCustody": roles(OPERATOR, COURIER, CLINICIAN),  # only the handoff's named receiver
-    "RecordDelivery": roles(OPERATOR, COURIER),
+    "RecordDelivery": roles(OPERATOR, COURIER, CLINICIAN),  # only the present custodian
     "ReportShipperExcursion": roles(OPERATOR, QA, COURIER, MONITOR_COLDCHAIN),
     "DispositionShipment": roles(QA),
     "FlagAtRisk": roles(OPERATOR, MONITOR_SLA),
