@@ -1,9 +1,11 @@
-"""pytest plugin: one real Kafka broker and PostgreSQL server per test session, per-test DBs."""
+"""pytest plugin: one real Kafka broker, PostgreSQL server and Keycloak per test session,
+per-test DBs."""
 
 from __future__ import annotations
 
 import shutil
 import signal
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -16,6 +18,15 @@ from deploy.processes import REPO_ROOT, claim, reap_abandoned
 from shared.db import create_pool, drop_database, ensure_database, migrate, with_database
 from shared.kafka_admin import ensure_topics
 from shared.topics import TopicSpec
+
+STARTED: dict[str, float] = {}  # seconds each part of the session's infrastructure took
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """How long the session's servers took to start (the closing notes quote it)."""
+    if STARTED:
+        parts = ", ".join(f"{name} {seconds:.1f}s" for name, seconds in STARTED.items())
+        terminalreporter.write_line(f"cellbank test infrastructure started: {parts}")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -31,7 +42,11 @@ def infra() -> Iterator[Infrastructure]:
     root = REPO_ROOT / ".cellbank" / f"test-{uuid.uuid4().hex[:8]}"
     claim(root)
     infrastructure = Infrastructure(root)
+    started = time.monotonic()
     infrastructure.start()
+    STARTED["infrastructure (in parallel)"] = time.monotonic() - started
+    if infrastructure.keycloak is not None:
+        STARTED["Keycloak, ready"] = infrastructure.keycloak.start_seconds
     try:
         yield infrastructure
     finally:
