@@ -1095,3 +1095,14 @@ def test_images_get_the_runtime_requirements_and_not_the_development_tools() -> 
                     else []
                 )  # fmt: skip
                 assert not {n.split(".")[0] for n in names} & dev_modules, path
+
+
+def test_the_dashboard_runs_one_replica_as_its_sessions_are_in_memory() -> None:
+    """A sign-in started on one replica could not finish on another (its state is derived
+    with a per-process key) and sessions live in the process."""
+    (deployment,) = [
+        d
+        for d in yaml.safe_load_all((K8S / "network" / "dashboard.yaml").read_text())
+        if d and d["kind"] == "Deployment"
+    ]
+    assert deployment["spec"]["replicas"] == 1
