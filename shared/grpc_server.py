@@ -48,6 +48,9 @@ STATUS_OF: tuple[tuple[type[CellBankError], grpc.StatusCode], ...] = (
 # A health Watch is a stream that holds a call slot open: only for authenticated callers
 # (probes use Check, which stays open).
 HEALTH_WATCH = f"/{health.SERVICE_NAME}/Watch"
+REFLECTION_SERVICES = frozenset({reflection.SERVICE_NAME, "grpc.reflection.v1.ServerReflection"})
+REFLECTION_METHOD = f"/{reflection.SERVICE_NAME}/ServerReflectionInfo"
+MAX_REFLECTION_STREAMS = 16
 OPEN_SERVICES = frozenset(
     {health.SERVICE_NAME, reflection.SERVICE_NAME, "grpc.reflection.v1.ServerReflection"}
 )
@@ -88,6 +91,7 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
     ) -> None:
         self.authenticator = authenticator
         self.access = dict(access or {})
+        self.open_reflection = 0  # reflection streams open now (token-less, so capped)
 
     async def intercept_service(
         self,
@@ -96,7 +100,11 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(details)
         service = details.method.split("/")[1] if details.method.count("/") == 2 else ""
-        if handler is None or (service in OPEN_SERVICES and details.method != HEALTH_WATCH):
+        if handler is None:
+            return handler
+        if service in REFLECTION_SERVICES and handler.stream_stream is not None:
+            return self._reflection(handler)
+        if service in OPEN_SERVICES and details.method != HEALTH_WATCH:
             return handler
         if details.method == HEALTH_WATCH:  # any authenticated caller may watch health
             return await self._health_watch(handler, details)
@@ -110,6 +118,29 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
             log.exception("the caller's token could not be checked")
             principal = Unauthenticated("the access token could not be checked")
         return _guarded(handler, details.method, principal)
+
+    def _reflection(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        """Reflection stays open without a token (tools list services before signing in), but
+        at most MAX_REFLECTION_STREAMS at once: strangers cannot fill the server's call slots."""
+        inner = handler.stream_stream
+
+        async def capped(requests: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            if self.open_reflection >= MAX_REFLECTION_STREAMS:
+                metrics.GRPC_REQUESTS.labels(REFLECTION_METHOD, "RESOURCE_EXHAUSTED").inc()
+                await context.abort(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"at most {MAX_REFLECTION_STREAMS} reflection streams at once: try again",
+                )
+            self.open_reflection += 1
+            try:
+                async for reply in inner(requests, context):
+                    yield reply
+            finally:
+                self.open_reflection -= 1
+
+        return grpc.stream_stream_rpc_method_handler(
+            capped, handler.request_deserializer, handler.response_serializer
+        )
 
     async def _health_watch(
         self, handler: grpc.RpcMethodHandler, details: grpc.HandlerCallDetails

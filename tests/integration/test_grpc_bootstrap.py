@@ -17,9 +17,10 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from shared.auth import HOSPITAL, OPERATOR, Principal
 from shared.auth import bearer as bearer_of
 from shared.errors import Unauthenticated
-from shared.grpc_server import RunningServer, start_server
+from shared.grpc_server import MAX_REFLECTION_STREAMS, RunningServer, start_server
 from shared.operator_servicer import SERVICE_NAME, OperatorServicer, operator_binding
 from shared.postgres_eventstore import PostgresEventStore
+from shared.testing.waits import eventually
 from tests.factories import aggregate_id, new_event
 
 PRINCIPALS = {
@@ -153,3 +154,43 @@ async def test_a_health_watch_needs_a_token_but_check_does_not(channel: grpc.aio
     assert first.status == health_pb2.HealthCheckResponse.SERVING
     reply = await stub.Check(health_pb2.HealthCheckRequest(service=""))
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_token_less_reflection_streams_are_capped_and_calls_go_on(
+    channel: grpc.aio.Channel,
+):
+    """Reflection needs no token, so strangers may hold its streams open: at most
+    MAX_REFLECTION_STREAMS at once, and authenticated calls are served meanwhile."""
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    held = []
+    for _ in range(MAX_REFLECTION_STREAMS):
+        call = stub.ServerReflectionInfo()
+        await call.write(reflection_pb2.ServerReflectionRequest(list_services=""))
+        await call.read()  # open and answered: it now holds a slot
+        held.append(call)
+    extra = stub.ServerReflectionInfo()
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await extra.write(reflection_pb2.ServerReflectionRequest(list_services=""))
+        await extra.read()
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    ops = pb_grpc.OperatorServiceStub(channel)
+    status = await ops.GetStoreStatus(pb.GetStoreStatusRequest(), metadata=bearer("op-token"))
+    assert status.event_count >= 2
+    held.pop().cancel()
+    await eventually(_reflection_answers(stub), until=bool, what="a slot freed", timeout=10)
+    for call in held:
+        call.cancel()
+
+
+def _reflection_answers(stub: reflection_pb2_grpc.ServerReflectionStub):
+    async def attempt() -> bool:
+        call = stub.ServerReflectionInfo()
+        try:
+            await call.write(reflection_pb2.ServerReflectionRequest(list_services=""))
+            return bool(await call.read())
+        except grpc.aio.AioRpcError:
+            return False
+        finally:
+            call.cancel()
+
+    return attempt
