@@ -16,7 +16,6 @@ import asyncio
 import base64
 import hashlib
 import hmac
-import json
 import secrets
 import time
 import urllib.error
@@ -31,6 +30,7 @@ import jwt
 from deploy.keycloak import discovery
 from shared.auth import ALGORITHMS, JwtAuthenticator, Principal
 from shared.errors import Unauthenticated
+from shared.oidc import token_reply
 
 SESSION_COOKIE = "cellbank_session"
 LOGIN_COOKIE = "cellbank_login"  # binds a pending sign-in's state to the browser that began it
@@ -245,26 +245,4 @@ class Login:
         provider = await self.provider()
         body = {**form, "client_id": self.client.client_id}
         body["client_secret"] = self.client.client_secret
-        return await asyncio.to_thread(_post_form, str(provider["token_endpoint"]), body)
-
-
-def _post_form(url: str, form: dict[str, str], timeout: float = 10.0) -> dict[str, Any]:
-    request = urllib.request.Request(
-        url, data=urllib.parse.urlencode(form).encode(),
-        headers={"Content-Type": "application/x-www-form-urlencoded"},
-    )  # fmt: skip
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as reply:
-            document: dict[str, Any] = json.loads(reply.read())
-    except urllib.error.HTTPError as exc:
-        try:
-            detail = json.loads(exc.read())
-            why = f"{detail.get('error', '')}: {detail.get('error_description', '')}"
-        except (ValueError, OSError):
-            why = str(exc)
-        raise Unauthenticated(f"the identity provider refused ({why})") from None
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise Unauthenticated(f"the identity provider is unreachable: {exc}") from None
-    if "access_token" not in document:
-        raise Unauthenticated("the identity provider's reply holds no access token")
-    return document
+        return await asyncio.to_thread(token_reply, str(provider["token_endpoint"]), body)

@@ -145,11 +145,6 @@ class TokenSource:
     def metadata(self, who: str) -> Metadata:
         return self.token(who).metadata
 
-    def forget(self, who: str) -> None:
-        """Drop a cached token (the next call signs in again)."""
-        with self._lock:
-            self._tokens.pop(ALIASES.get(who, who), None)
-
 
 _source: TokenSource | None = None
 

@@ -18,7 +18,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import jwt
@@ -61,7 +61,6 @@ class Principal:
     site: str = ""  # the bank site of a person or a site service
     auth_time: float | None = None  # when the person last authenticated (epoch seconds)
     token_id: str = ""  # `jti`
-    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     @property
     def is_person(self) -> bool:

@@ -41,6 +41,12 @@ class Token:
 
 def request_token(token_url: str, form: dict[str, str], timeout: float = 10.0) -> Token:
     """POST a grant to the token endpoint; Unauthenticated with the provider's words if refused."""
+    return token_from_reply(token_reply(token_url, form, timeout))
+
+
+def token_reply(token_url: str, form: dict[str, str], timeout: float = 10.0) -> dict[str, Any]:
+    """The token endpoint's whole reply to a grant (access, refresh and ID tokens);
+    Unauthenticated with the provider's words if refused or unreachable."""
     body = urllib.parse.urlencode(form).encode()
     request = urllib.request.Request(
         token_url, data=body, headers={"Content-Type": "application/x-www-form-urlencoded"}
@@ -55,11 +61,13 @@ def request_token(token_url: str, form: dict[str, str], timeout: float = 10.0) -
         except (ValueError, OSError):
             why = str(exc)
         raise Unauthenticated(f"the identity provider refused the sign-in ({why})") from None
-    except (urllib.error.URLError, OSError) as exc:
+    except (urllib.error.URLError, OSError, ValueError) as exc:
         raise Unauthenticated(
             f"the identity provider at {token_url} is unreachable: {exc}"
         ) from None
-    return token_from_reply(document)
+    if not isinstance(document, dict) or "access_token" not in document:
+        raise Unauthenticated("the identity provider's reply holds no access token")
+    return document
 
 
 def token_from_reply(document: dict[str, Any]) -> Token:
