@@ -19,9 +19,11 @@ async def ensure_topics(
     *,
     partitions: int = 3,
     replication_factor: int = 1,
+    security: kafka_clients.KafkaSecurity | None = None,
 ) -> list[str]:
-    """Create missing topics with their configs; returns the names created now."""
-    admin = kafka_clients.admin_client(bootstrap)
+    """Create missing topics with their configs; returns the names created now (as the
+    environment's principal, or the given one)."""
+    admin = kafka_clients.admin_client(bootstrap, security=security)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
