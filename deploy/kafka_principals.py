@@ -47,8 +47,10 @@ def group_prefix(prefix: str, operation: str = "READ") -> Grant:
 
 
 def service_principal(site: str, service: str) -> str:
-    """LON-storage: the relay, projections and workers of one service at one site."""
-    return f"{site}-{service}"
+    """lon-storage, lon-donor-intake: the relay, projections and workers of one service at one
+    site. Lower case with dashes, like its OIDC client: a valid Kubernetes name (Strimzi's
+    KafkaUser is named after its principal)."""
+    return f"{site}-{service}".lower().replace("_", "-")
 
 
 def group_prefixes(site: str, service: str) -> str:
@@ -153,4 +155,53 @@ def service_reads() -> dict[str, tuple[str, ...]]:
     return reads
 
 
-KNOWN_TOPICS = frozenset(t.name for t in TOPICS) | {ANCHORS}
+
+
+
+def strimzi_acls(grants: Iterable[Grant]) -> list[dict[str, object]]:
+    """The bindings as a Strimzi KafkaUser's spec.authorization.acls (deploy/k8s/kafka)."""
+    kinds = {"TOPIC": "topic", "GROUP": "group", "TRANSACTIONAL_ID": "transactionalId"}
+    rules: dict[tuple[str, str, str], list[str]] = {}
+    for g in sorted(grants):
+        key = (kinds[g.resource], g.name, "literal" if g.pattern == "LITERAL" else "prefix")
+        rules.setdefault(key, []).append(g.operation.title().replace("_", ""))
+    return [
+        {"resource": {"type": kind, "name": name, "patternType": pattern}, "operations": ops}
+        for (kind, name, pattern), ops in rules.items()
+    ]
+
+
+def password_variable(principal: str) -> str:
+    """The environment variable a deployment keeps a principal's password in."""
+    return f"{principal.upper().replace('-', '_')}_KAFKA_PASSWORD"
+
+
+def cli_script(table: Mapping[str, Iterable[Grant]], kafka_bin: str, connect: str) -> list[str]:
+    """The table as kafka-configs/kafka-acls commands (docker-compose.yml's kafka-init, where
+    the broker image has no JDK for Provision.java): each principal's SCRAM credential from its
+    password variable, then one kafka-acls call per principal, resource kind and operations."""
+    flags = {"TOPIC": "--topic", "GROUP": "--group", "TRANSACTIONAL_ID": "--transactional-id"}
+    lines = []
+    for principal in sorted(table):
+        secret = f"SCRAM-SHA-512=[iterations=8192,password=$${password_variable(principal)}]"
+        lines.append(
+            f'{kafka_bin}/kafka-configs.sh {connect} --alter --add-config "{secret}" '
+            f"--entity-type users --entity-name {principal}"
+        )
+    for principal in sorted(table):
+        operations: dict[tuple[str, str, str], set[str]] = {}
+        for g in table[principal]:
+            operations.setdefault((g.resource, g.pattern, g.name), set()).add(g.operation)
+        calls: dict[tuple[str, str, tuple[str, ...]], list[str]] = {}
+        for (resource, pattern, name), ops in sorted(operations.items()):
+            calls.setdefault((resource, pattern, tuple(sorted(ops))), []).append(name)
+        for (resource, pattern, ops), names in calls.items():
+            parts = [
+                f"{kafka_bin}/kafka-acls.sh {connect} --add --allow-principal User:{principal}",
+                *(f"--operation {op.title().replace('_', '')}" for op in ops),
+                *(f"{flags[resource]} {name}" for name in names),
+            ]
+            if pattern == "PREFIXED":
+                parts.append("--resource-pattern-type prefixed")
+            lines.append(" ".join(parts))
+    return lines
