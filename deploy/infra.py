@@ -39,16 +39,17 @@ class Endpoints:
     # The Kafka principals' password files (deploy/kafka_provision.py); "" when the environment's
     # CELLBANK_KAFKA_* credentials are the only ones there are (an external cluster).
     kafka_credentials: str = ""
+    kafka_local: bool = True  # the credentials are the local broker's (SASL_PLAINTEXT)
 
     def kafka_env(self, principal: str) -> dict[str, str]:
         """CELLBANK_KAFKA_* for a process running as this principal ({} = inherit the caller's)."""
         if not self.kafka_credentials:
             return {}
-        return principal_env(Path(self.kafka_credentials), principal)
+        return principal_env(Path(self.kafka_credentials), principal, local=self.kafka_local)
 
     def kafka_security(self, principal: str) -> KafkaSecurity:
         """How a client in this process authenticates as the principal."""
-        return KafkaSecurity.from_env(self.kafka_env(principal) or None)
+        return KafkaSecurity.from_env({**os.environ, **self.kafka_env(principal)})
 
 
 class Infrastructure:
@@ -97,7 +98,7 @@ class Infrastructure:
         credentials = self.external_credentials or (
             str(self.kafka.credentials) if self.kafka and self.kafka.authenticated else ""
         )
-        return Endpoints(kafka, db, identity, credentials)
+        return Endpoints(kafka, db, identity, credentials, kafka_local=not self.external_kafka)
 
     def start(self) -> Endpoints:
         failure: list[BaseException] = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from shared.topics import DEADLETTER, SERVICE_TOPICS, SERVICES, TELEMETRY, TOPICS
+from shared.topics import DEADLETTER, SERVICE_TOPICS, SERVICES, TELEMETRY
 
 ADMIN = "admin"  # the super user: creates topics, provisions the others; brokers use it too
 OPERATOR = "operator"  # the CLI (watch, replay/restore, audit): read-only
@@ -155,9 +155,6 @@ def service_reads() -> dict[str, tuple[str, ...]]:
     return reads
 
 
-
-
-
 def strimzi_acls(grants: Iterable[Grant]) -> list[dict[str, object]]:
     """The bindings as a Strimzi KafkaUser's spec.authorization.acls (deploy/k8s/kafka)."""
     kinds = {"TOPIC": "topic", "GROUP": "group", "TRANSACTIONAL_ID": "transactionalId"}
@@ -195,10 +192,10 @@ def cli_script(table: Mapping[str, Iterable[Grant]], kafka_bin: str, connect: st
         calls: dict[tuple[str, str, tuple[str, ...]], list[str]] = {}
         for (resource, pattern, name), ops in sorted(operations.items()):
             calls.setdefault((resource, pattern, tuple(sorted(ops))), []).append(name)
-        for (resource, pattern, ops), names in calls.items():
+        for (resource, pattern, allowed), names in calls.items():
             parts = [
                 f"{kafka_bin}/kafka-acls.sh {connect} --add --allow-principal User:{principal}",
-                *(f"--operation {op.title().replace('_', '')}" for op in ops),
+                *(f"--operation {op.title().replace('_', '')}" for op in allowed),
                 *(f"{flags[resource]} {name}" for name in names),
             ]
             if pattern == "PREFIXED":

@@ -42,14 +42,19 @@ def ensure_passwords(directory: Path, names: Iterable[str]) -> dict[str, str]:
     return passwords
 
 
-def principal_env(credentials: Path, principal: str) -> dict[str, str]:
-    """The CELLBANK_KAFKA_* a process runs with as this principal (the password by file)."""
-    return {
-        "CELLBANK_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
-        "CELLBANK_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+def principal_env(credentials: Path, principal: str, *, local: bool = True) -> dict[str, str]:
+    """The CELLBANK_KAFKA_* a process runs with as this principal (the password by file; an
+    inherited inline password is blanked so the file counts). For the local broker also its
+    protocol; an external cluster's protocol and CA come from the caller's environment."""
+    env = {
         "CELLBANK_KAFKA_USERNAME": principal,
+        "CELLBANK_KAFKA_PASSWORD": "",
         "CELLBANK_KAFKA_PASSWORD_FILE": str(credentials / principal),
     }
+    if local:
+        env["CELLBANK_KAFKA_SECURITY_PROTOCOL"] = "SASL_PLAINTEXT"
+        env["CELLBANK_KAFKA_SASL_MECHANISM"] = "SCRAM-SHA-512"
+    return env
 
 
 def jaas(security: KafkaSecurity) -> str:

@@ -137,9 +137,9 @@ async def test_a_principal_cannot_join_another_principals_group(
         group_id=f"LON.storage.inventory.{uuid.uuid4().hex[:8]}",  # LON-storage's group
         auto_offset_reset="earliest",
     )
-    await consumer.start()
     try:
         with pytest.raises(GroupAuthorizationFailedError):
+            await consumer.start()  # joining the group is where the broker says no
             for _ in range(20):
                 await consumer.getmany(timeout_ms=500)
     finally:
