@@ -672,24 +672,33 @@ def trace(args: argparse.Namespace, io: Streams) -> int:
 # --- replay --------------------------------------------------------------------------------
 
 
-def use_kafka_credentials(
-    document: Mapping[str, Any], env: MutableMapping[str, str] = os.environ
-) -> None:
-    """The endpoints file's Kafka principal (make run's read-only operator), unless the
-    environment names one (CELLBANK_KAFKA_USERNAME): shared.kafka_clients reads it from there."""
+@contextlib.contextmanager
+def kafka_credentials_of(
+    document: Mapping[str, Any], applies: bool, env: MutableMapping[str, str] = os.environ
+) -> Iterator[None]:
+    """While the command talks to the endpoints file's Kafka (applies: the bootstrap came from
+    the file), its principal (make run's read-only operator) is the one shared.kafka_clients
+    reads from the environment: credentials belong to the cluster they are for. Restored after."""
     given = document.get("kafka_env") or {}
     if not isinstance(given, dict):
         raise CliError('endpoints file: "kafka_env" must be an object of CELLBANK_KAFKA_* settings')
-    if env.get("CELLBANK_KAFKA_USERNAME"):
+    chosen = {str(k): str(v) for k, v in given.items() if str(k).startswith("CELLBANK_KAFKA_")}
+    if not applies or not chosen:
+        yield
         return
-    for key, value in given.items():
-        if str(key).startswith("CELLBANK_KAFKA_"):
-            env[str(key)] = str(value)
+    saved = {key: env.get(key) for key in chosen}
+    env.update(chosen)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                env.pop(key, None)
+            else:
+                env[key] = value
 
 
 def _infra_of(endpoints: NetworkEndpoints, args: argparse.Namespace) -> tuple[str, str]:
-    if not (args.kafka or os.environ.get("CELLBANK_KAFKA_BOOTSTRAP")):
-        use_kafka_credentials(endpoints.document)
     bootstrap = (
         args.kafka
         or os.environ.get("CELLBANK_KAFKA_BOOTSTRAP", "")
@@ -720,6 +729,7 @@ def replay(args: argparse.Namespace, io: Streams) -> int:
     if site is None:
         raise CliError("--site is required")
     bootstrap, server = _infra_of(endpoints, args)
+    from_file = not (args.kafka or os.environ.get("CELLBANK_KAFKA_BOOTSTRAP"))
     services = list(specs())
     # The site's databases: shared.db.database_name, unless the file names them ("databases").
     named = endpoints.document.get("databases", {}).get(site, {})
@@ -779,7 +789,8 @@ def replay(args: argparse.Namespace, io: Streams) -> int:
                     await drop_database(server, dbname)
         return code
 
-    return asyncio.run(run())
+    with kafka_credentials_of(endpoints.document, from_file):
+        return asyncio.run(run())
 
 
 async def _databases_with_events(server: str, names: list[str]) -> list[str]:
@@ -813,10 +824,10 @@ def watch(args: argparse.Namespace, io: Streams) -> int:
     from shared.event_watch import EventFilter, watch_events
 
     bootstrap = args.kafka or os.environ.get("CELLBANK_KAFKA_BOOTSTRAP", "")
+    document: Mapping[str, Any] = {}
     if not bootstrap:
         document = load_endpoints(args.endpoints).document
         bootstrap = str(document.get("kafka", ""))
-        use_kafka_credentials(document)
     if not bootstrap:
         raise CliError("watch needs Kafka: --kafka, CELLBANK_KAFKA_BOOTSTRAP or the endpoints file")
     selection = EventFilter(
@@ -844,9 +855,10 @@ def watch(args: argparse.Namespace, io: Streams) -> int:
         return 0
 
     try:
-        return asyncio.run(
-            asyncio.wait_for(follow(), args.for_seconds) if args.for_seconds else follow()
-        )
+        with kafka_credentials_of(document, bool(document)):
+            return asyncio.run(
+                asyncio.wait_for(follow(), args.for_seconds) if args.for_seconds else follow()
+            )
     except TimeoutError:
         return 0
     except KeyboardInterrupt:

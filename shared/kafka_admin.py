@@ -50,8 +50,8 @@ async def ensure_topics(
 async def end_offsets(bootstrap: str, topics: Iterable[str]) -> dict[TopicPartition, int]:
     """The next offset to be written on every partition of the topics."""
     consumer = kafka_clients.consumer(bootstrap=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
+    try:  # a refused start (no such broker, bad credentials) still stops the consumer
+        await consumer.start()
         partitions = [
             TopicPartition(topic, p)
             for topic in topics

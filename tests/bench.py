@@ -43,6 +43,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from deploy.infra import Endpoints, Infrastructure
+from deploy.kafka_principals import ADMIN
 from deploy.processes import REPO_ROOT
 from shared import kafka_clients
 from shared.db import create_pool, drop_database, ensure_database, migrate, with_database
@@ -686,6 +687,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress("starting infrastructure")
         with contextlib.redirect_stdout(sys.stderr):
             endpoints = infra.start()
+        # The benchmarks' own clients act as the Kafka admin (they create topics).
+        os.environ.update(endpoints.kafka_env(ADMIN))
         rows += rows_of(asyncio.run(run_all(endpoints, infra, sizes, options.rounds)))
         rows += guarded(
             "storage", lambda: bench_storage.run(endpoints, options.scale, ROOT / "logs")
