@@ -255,7 +255,7 @@ def _summary(
         f"  endpoints  {endpoints_file}   (for `cellbank`, hospital clients and the simulator)",
         "  Point your own tools at it with:",
         f"    export CELLBANK_KAFKA_BOOTSTRAP={endpoints.kafka_bootstrap}",
-        *(f"    export {k}={v}" for k, v in endpoints.kafka_env(OPERATOR).items()),
+        *(f"    export {k}={v}" for k, v in endpoints.kafka_env(OPERATOR).items() if v),
         f"    export CELLBANK_DATABASE_URL={endpoints.database_url}",
         f"  sites      {', '.join(sites)}",
         "[cellbank] press Ctrl-C to stop everything.",
