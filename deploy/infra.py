@@ -98,7 +98,8 @@ class Infrastructure:
         credentials = self.external_credentials or (
             str(self.kafka.credentials) if self.kafka and self.kafka.authenticated else ""
         )
-        return Endpoints(kafka, db, identity, credentials, kafka_local=not self.external_kafka)
+        local = not self.external_credentials  # else an external cluster's (its own protocol)
+        return Endpoints(kafka, db, identity, credentials, kafka_local=local)
 
     def start(self) -> Endpoints:
         failure: list[BaseException] = []
