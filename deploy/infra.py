@@ -98,8 +98,7 @@ class Infrastructure:
         credentials = self.external_credentials or (
             str(self.kafka.credentials) if self.kafka and self.kafka.authenticated else ""
         )
-        local = not self.external_credentials  # else an external cluster's (its own protocol)
-        return Endpoints(kafka, db, identity, credentials, kafka_local=local)
+        return Endpoints(kafka, db, identity, credentials, kafka_local=not self.external_kafka)
 
     def start(self) -> Endpoints:
         failure: list[BaseException] = []
