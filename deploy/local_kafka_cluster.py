@@ -215,11 +215,14 @@ class LocalKafkaCluster:
 
     def wait_for_brokers(self, node_ids: Iterable[int], *, timeout: float) -> None:
         wanted = set(node_ids)
-        wait_until(
-            lambda: wanted <= run_async(lambda: self.registered_brokers()),
-            timeout=timeout,
-            what=f"Kafka brokers {sorted(wanted)} in the cluster's metadata\n{self._log_tails()}",
-        )
+        try:
+            wait_until(
+                lambda: wanted <= run_async(lambda: self.registered_brokers()),
+                timeout=timeout,
+                what=f"Kafka brokers {sorted(wanted)} in the cluster's metadata",
+            )
+        except InfraError as exc:
+            raise InfraError(f"{exc}\n{self._log_tails()}") from None
 
     async def registered_brokers(self) -> set[int]:
         """The broker ids the cluster's metadata lists as live (empty when unreachable)."""
@@ -251,27 +254,26 @@ class LocalKafkaCluster:
             return int(leader)
         return None
 
-    async def under_replicated(self, topics: Iterable[str] | None = None) -> list[str]:
-        """Partitions (of the topics, or all, internal ones included) whose in-sync replicas
-        are fewer than their replicas or that have no leader: '<topic>[<p>] isr=…/…'. A broker
-        that has not yet seen a fault may still answer with the replicas it knew: callers wait
-        for full replication after a node returns, not for under-replication after a kill."""
+    async def under_replicated(self, required: Iterable[str] = ()) -> list[str]:
+        """Partitions of every topic (internal ones included) whose in-sync replicas are fewer
+        than their replicas or that have no leader, '<topic>[<p>] leader=… isr=…/…', and the
+        required topics the metadata lacks. A broker that has not yet seen a fault may still
+        answer with the replicas it knew: callers wait for full replication after a node
+        returns, not for under-replication after a kill."""
         from aiokafka.admin import AIOKafkaAdminClient
         from aiokafka.errors import KafkaError
 
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=5000)
         try:
             await asyncio.wait_for(admin.start(), 10)
-            described = await asyncio.wait_for(
-                admin.describe_topics(list(topics) if topics is not None else None), 10
-            )
+            described = await asyncio.wait_for(admin.describe_topics(), 10)
         except (KafkaError, OSError, TimeoutError) as exc:
             return [f"metadata unavailable: {exc!r}"]
         finally:
             await admin.close()
         lagging = []
         present = {t["topic"] for t in described if t["error_code"] == 0}
-        lagging += [f"{t}: not in the metadata" for t in sorted(set(topics or ()) - present)]
+        lagging += [f"{t}: not in the metadata" for t in sorted(set(required) - present)]
         for topic in described:
             for p in topic["partitions"]:
                 if p["leader"] < 0 or len(p["isr"]) < len(p["replicas"]):

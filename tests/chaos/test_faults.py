@@ -89,7 +89,7 @@ def private_infra(kafka_cluster: LocalKafkaCluster) -> Iterator[Infrastructure]:
 
 
 EVENT_TOPICS = sorted(SERVICE_TOPICS.values())
-REPLICATED = [t.name for t in TOPICS] + ["__consumer_offsets"]
+REPLICATED = [t.name for t in TOPICS] + ["__consumer_offsets"]  # at least these
 
 
 def _remove(root: Path) -> None:
