@@ -16,11 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deploy import identities
+from deploy.database_logins import DatabaseLogins, provision_logins
 from deploy.keycloak import Identity, LocalKeycloak
 from deploy.local_kafka import LocalKafka
 from deploy.local_postgres import LocalPostgres
 from deploy.processes import REPO_ROOT, run_async
 from shared.db import database_name, ensure_database
+from shared.db_roles import DatabaseRoles, adopt_database
 from shared.kafka_admin import ensure_topics
 from shared.topics import SERVICES
 
@@ -33,6 +35,8 @@ class Endpoints:
     kafka_bootstrap: str
     database_url: str  # server URL; each service uses its own database on it
     identity: Identity = NO_IDENTITY  # the OIDC issuer tokens come from
+    # The owner/runtime/reader roles on that server (database_url is the administrator's).
+    database_logins: DatabaseLogins | None = None
 
 
 class Infrastructure:
@@ -62,6 +66,8 @@ class Infrastructure:
             None if self.external_issuer else LocalKeycloak(root / "keycloak", port=keycloak_port)
         )
         root.mkdir(parents=True, exist_ok=True)
+        self.root = root
+        self.database_logins: DatabaseLogins | None = None
 
     @property
     def endpoints(self) -> Endpoints:
@@ -72,7 +78,7 @@ class Infrastructure:
             if self.external_issuer
             else (self.keycloak.identity if self.keycloak else NO_IDENTITY)
         )
-        return Endpoints(kafka, db, identity)
+        return Endpoints(kafka, db, identity, self.database_logins)
 
     def start(self) -> Endpoints:
         failure: list[BaseException] = []
@@ -102,6 +108,10 @@ class Infrastructure:
         return self.endpoints
 
     async def _provision(self) -> None:
+        # Passwords generated once and kept beside the data (0600) for this run's services.
+        self.database_logins = await provision_logins(
+            self.endpoints.database_url, self.root / "database-roles.json"
+        )
         created = await ensure_topics(
             self.endpoints.kafka_bootstrap,
             partitions=self.partitions,
@@ -130,12 +140,18 @@ class Infrastructure:
 
 
 async def ensure_site_databases(
-    server_url: str, sites: Iterable[str] = DEFAULT_SITES, services: Iterable[str] = SERVICES
+    server_url: str,
+    sites: Iterable[str] = DEFAULT_SITES,
+    services: Iterable[str] = SERVICES,
+    roles: DatabaseRoles | None = None,
 ) -> list[str]:
-    """One database per site and service; returns their names."""
+    """One database per site and service; returns their names. With `roles`, each is the
+    owner role's (an existing one is handed over) and only the network's roles connect."""
     names = [database_name(site, service) for site in sites for service in services]
     for name in names:
-        await ensure_database(server_url, name)
+        await ensure_database(server_url, name, owner=roles.owner if roles else "")
+        if roles is not None:
+            await adopt_database(server_url, name, roles)
     return names
 
 
