@@ -129,7 +129,12 @@ class ServiceHost:
     async def _start(self) -> None:
         s, name = self.settings, self.spec.name
         dbname = s.database_name or database_name(s.site_id, name)
-        self.pool = await open_service_database(self.spec, s, dbname)
+        spec = self.spec
+        self.pool = await open_service_database(
+            s,
+            dbname,
+            migration_files(SHARED_MIGRATIONS, *spec.borrowed_migrations, spec.migrations),
+        )
         # Held for the service's lifetime: `cellbank replay --restore` refuses while it is.
         self._lock = await hold_service_lock(with_database(s.database_url, dbname), s.site_id, name)
         store = PostgresEventStore(
@@ -228,17 +233,20 @@ async def serve(spec: ServiceSpec, build_settings: Callable[[], Settings] | None
         await host.stop()
 
 
-async def open_service_database(spec: ServiceSpec, s: Settings, dbname: str) -> asyncpg.Pool:
+async def open_service_database(
+    s: Settings, dbname: str, files: Sequence[Path], *, max_size: int = 12
+) -> asyncpg.Pool:
     """Create and migrate the service's database, then the pool the service runs on.
 
     With an owner URL (CELLBANK_MIGRATION_DATABASE_URL) the owner migrates and grants, and the
     service connects as the runtime role, which must not be able to rewrite the event store
     (refused otherwise). Without one, the one URL migrates and runs: local tools and tests of
     one role; it says so in the log."""
-    files = migration_files(SHARED_MIGRATIONS, *spec.borrowed_migrations, spec.migrations)
     if not s.migration_database_url:
         await ensure_database(s.database_url, dbname)
-        pool = await create_pool(with_database(s.database_url, dbname), min_size=2, max_size=12)
+        pool = await create_pool(
+            with_database(s.database_url, dbname), min_size=2, max_size=max_size
+        )
         try:
             await migrate(pool, files)
         except BaseException:
@@ -247,7 +255,7 @@ async def open_service_database(spec: ServiceSpec, s: Settings, dbname: str) -> 
         log.warning(
             "one database role migrates and runs the service: it owns the event store "
             "(set CELLBANK_MIGRATION_DATABASE_URL for least privilege)",
-            extra={"service": spec.name, "database": dbname},
+            extra={"service": s.service, "database": dbname},
         )
         return pool
     roles = DatabaseRoles(
@@ -261,7 +269,7 @@ async def open_service_database(spec: ServiceSpec, s: Settings, dbname: str) -> 
         await migrate(owner, files, grants=lambda conn: apply_grants(conn, roles))
     finally:
         await owner.close()
-    pool = await create_pool(with_database(s.database_url, dbname), min_size=2, max_size=12)
+    pool = await create_pool(with_database(s.database_url, dbname), min_size=2, max_size=max_size)
     try:
         async with pool.acquire() as conn:
             why = await role_is_privileged(conn)
@@ -275,7 +283,7 @@ async def open_service_database(spec: ServiceSpec, s: Settings, dbname: str) -> 
         raise
     log.info(
         "database roles: migrated as owner, running as runtime",
-        extra={"service": spec.name, "owner": roles.owner, "runtime": roles.runtime},
+        extra={"service": s.service, "owner": roles.owner, "runtime": roles.runtime},
     )
     return pool
 
