@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 
 from shared.db import SHARED_MIGRATIONS, database_name, migration_files, with_database
@@ -54,7 +55,8 @@ async def main() -> None:
     finally:
         await pool.close()
         if lock is not None:
-            await lock.close()
+            with contextlib.suppress(Exception):  # a server restart may have closed it already
+                await lock.close()
 
 
 if __name__ == "__main__":

@@ -204,7 +204,8 @@ class ServiceHost:
         if self.pool is not None:
             await self.pool.close()
         if self._lock is not None:
-            await self._lock.close()
+            with contextlib.suppress(Exception):  # a server restart may have closed it already
+                await self._lock.close()
             self._lock = None
 
     def failed(self) -> BaseException | None:
