@@ -723,6 +723,8 @@ def replay(args: argparse.Namespace, io: Streams) -> int:
 
     from deploy.replay import differences, replay_site, site_digests, specs
     from shared.db import database_name
+    from shared.db_roles import DatabaseRoles, hand_over
+    from shared.service_lock import ServicesRunning, running_services
 
     endpoints = load_endpoints(args.endpoints)
     site = endpoints.site_names(args.site)[0] if args.site else None
@@ -743,6 +745,8 @@ def replay(args: argparse.Namespace, io: Streams) -> int:
     async def run() -> int:
         from shared.db import drop_database
 
+        if args.restore and (running := await running_services(server, list(live.values()))):
+            raise CliError(str(ServicesRunning(site, running)), code=1)
         if args.restore and not args.force:
             present = await _databases_with_events(server, list(live.values()))
             if present:
@@ -754,6 +758,9 @@ def replay(args: argparse.Namespace, io: Streams) -> int:
             site, bootstrap=bootstrap, server_url=server, targets=targets,
             restore_events_from_log=args.restore, progress=io.warn,
         )  # fmt: skip
+        if args.restore and (roles := endpoints.document.get("database_roles")):
+            for dbname in targets.values():  # the owner role's again, the runtime's grants
+                await hand_over(server, dbname, DatabaseRoles(**roles))
         io.print(
             f"{site}: {result.records_replayed:,} records replayed in {result.seconds:.1f}s"
             f" ({result.rate:,.0f} events/s)"

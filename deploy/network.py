@@ -55,6 +55,8 @@ class ServiceProcess:
             "CELLBANK_GRPC_PORT": str(self.grpc_port),
             "CELLBANK_METRICS_PORT": str(self.metrics_port),
             **endpoints.identity.service_env(),
+            # Least privilege: migrate as the owner role, run as the runtime role.
+            **(endpoints.database_logins.service_env() if endpoints.database_logins else {}),
             **_client_env(demo_realm().service_client(self.site, self.service).client_id),
             "CELLBANK_HLA_REFERENCE": hla_reference_dir(),
             **self.env,

@@ -49,6 +49,7 @@ from shared.kafka_admin import end_offsets
 from shared.postgres_eventstore import PostgresEventStore
 from shared.projections import Projection, ProjectionRunner, consumed, next_offsets
 from shared.service_host import ServiceContext, ServiceSpec
+from shared.service_lock import ServicesRunning, running_services
 from shared.settings import Settings
 from shared.topics import SERVICE_TOPICS
 
@@ -415,6 +416,10 @@ async def replay_site(
     one is dropped first unless events are restored into it … which needs it empty). Each
     service replays in a worker process of its own."""
     started = time.monotonic()
+    if restore_events_from_log:  # never drop databases from under running services
+        chosen = [targets[name] for name in services or list(targets)]
+        if running := await running_services(server_url, chosen):
+            raise ServicesRunning(site_id, running)
     restored: dict[str, int] = {}
     all_specs = specs()
     pools: list[asyncpg.Pool] = []

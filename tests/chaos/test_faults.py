@@ -231,7 +231,7 @@ async def test_nothing_is_lost_or_promised_twice_through_crashes_and_restarts(
 ):
     endpoints = private_infra.endpoints
     logs = tmp_path / "logs"
-    await provision(endpoints.database_url, SITES)
+    await provision(endpoints, SITES)
     ports = 10 * len(SITES)  # plan(): base + 10 x site + service
     processes = plan(SITES, free_port_block(ports), free_port_block(ports, start=25000))
     extras: list[NetworkProcess] = []

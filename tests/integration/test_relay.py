@@ -117,6 +117,8 @@ def relay_process(endpoints: Endpoints, database_url: str, topic: str) -> subpro
         "CELLBANK_DATABASE_NAME": urlsplit(database_url).path.lstrip("/"),
         "CELLBANK_RELAY_TOPIC": topic,
         "CELLBANK_LOG_LEVEL": "WARNING",
+        # As deployed: migrates as the owner role, relays as the runtime role.
+        **(endpoints.database_logins.service_env() if endpoints.database_logins else {}),
     }
     return subprocess.Popen([sys.executable, "-m", "shared.relay_main"], env=env, cwd=REPO_ROOT)
 
