@@ -672,6 +672,20 @@ def trace(args: argparse.Namespace, io: Streams) -> int:
 # --- replay --------------------------------------------------------------------------------
 
 
+def trust_list_path(endpoints: NetworkEndpoints) -> str:
+    """The network's trust list: CELLBANK_TRUST_LIST_FILE, else the one the endpoints file names
+    (make run writes it); reading the log verifies every record against it."""
+    path = os.environ.get("CELLBANK_TRUST_LIST_FILE", "").strip() or str(
+        endpoints.document.get("trust_list", "")
+    )
+    if not path:
+        raise CliError(
+            "reading the event log needs the network's trust list: set CELLBANK_TRUST_LIST_FILE"
+            " or use the endpoints file make run writes"
+        )
+    return path
+
+
 def _infra_of(endpoints: NetworkEndpoints, args: argparse.Namespace) -> tuple[str, str]:
     bootstrap = (
         args.kafka
@@ -726,6 +740,7 @@ def replay(args: argparse.Namespace, io: Streams) -> int:
         result = await replay_site(
             site, bootstrap=bootstrap, server_url=server, targets=targets,
             restore_events_from_log=args.restore, progress=io.warn,
+            trust_list_file=trust_list_path(endpoints),
         )  # fmt: skip
         io.print(
             f"{site}: {result.records_replayed:,} records replayed in {result.seconds:.1f}s"
@@ -736,6 +751,9 @@ def replay(args: argparse.Namespace, io: Streams) -> int:
                 else ""
             )
         )
+        skipped = sum(n for reasons in result.untrusted.values() for n in reasons.values())
+        if skipped:
+            io.print(f"{site}: {skipped:,} untrusted record(s) skipped (not applied; see above)")
         code = 0
         try:
             if args.verify and not args.restore:
@@ -794,12 +812,20 @@ def watch(args: argparse.Namespace, io: Streams) -> int:
     import asyncio
 
     from shared.event_watch import EventFilter, watch_events
+    from shared.trust import TrustConfigError, TrustList
 
     bootstrap = args.kafka or os.environ.get("CELLBANK_KAFKA_BOOTSTRAP", "")
-    if not bootstrap:
-        bootstrap = str(load_endpoints(args.endpoints).document.get("kafka", ""))
+    trust_file = os.environ.get("CELLBANK_TRUST_LIST_FILE", "").strip()
+    if not bootstrap or not trust_file:
+        endpoints = load_endpoints(args.endpoints)
+        bootstrap = bootstrap or str(endpoints.document.get("kafka", ""))
+        trust_file = trust_list_path(endpoints)
     if not bootstrap:
         raise CliError("watch needs Kafka: --kafka, CELLBANK_KAFKA_BOOTSTRAP or the endpoints file")
+    try:
+        trust = TrustList.from_file(trust_file)
+    except TrustConfigError as exc:
+        raise CliError(str(exc)) from None
     selection = EventFilter(
         args.site or "", args.topic or "", args.type or "", args.aggregate or ""
     )
@@ -810,7 +836,7 @@ def watch(args: argparse.Namespace, io: Streams) -> int:
 
     async def follow() -> int:
         shown = 0
-        events = watch_events(bootstrap, selection, from_beginning=args.from_beginning)
+        events = watch_events(bootstrap, selection, trust=trust, from_beginning=args.from_beginning)
         async with contextlib.aclosing(events):  # stops its consumer when we stop
             async for watched in events:
                 if args.json:
