@@ -39,6 +39,7 @@ from deploy.processes import (
     reap_abandoned,
     run_async,
 )
+from deploy.trust_keys import ensure_site_keys
 from shared.db import create_pool, database_name, migrate, with_database
 from shared.topics import SERVICES
 
@@ -134,6 +135,7 @@ def endpoints_document(
     kafka_bootstrap: str,
     database_url: str = "",
     dashboard: str = "",
+    trust_list: str = "",
     *,
     identity: Identity,
 ) -> dict[str, Any]:
@@ -156,6 +158,7 @@ def endpoints_document(
         "kafka": kafka_bootstrap,
         "database_url": database_url,  # the PostgreSQL server (`cellbank replay` rebuilds sites)
         "dashboard": dashboard,
+        "trust_list": trust_list,  # the network's trust list (`cellbank watch`, replay, dashboard)
     }
 
 
@@ -278,7 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     # While starting, Ctrl-C or SIGTERM interrupts (KeyboardInterrupt) and the finally below
     # stops whatever had started; once up, they just end the wait.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    services = plan(sites, args.grpc_base_port, args.metrics_base_port)
+    # Each site's signing key and the network's trust list: made once, kept across runs.
+    trust = ensure_site_keys(args.root / "trust", sites)
+    services = plan(sites, args.grpc_base_port, args.metrics_base_port, trust)
     endpoints_file: Path = args.endpoints_file or args.root.parent / "endpoints.json"
     extras: list[NetworkProcess] = []
     try:
@@ -301,10 +306,11 @@ def main(argv: list[str] | None = None) -> int:
                 endpoints.database_url,
                 dashboard_url,
                 identity=endpoints.identity,
+                trust_list=str(trust.trust_list_file),
             ),
         )
         demo = "" if args.no_demo else run_async(lambda: seed_demo(services, sites))
-        extras = cold_chain(endpoints, services, [f"{site}-T1" for site in sites], args.root)
+        extras = cold_chain(endpoints, services, [f"{site}-T1" for site in sites], args.root, trust)
         extras.append(dashboard_process(endpoints_file, dashboard_port))
         if not args.no_simulator:
             extras.append(
