@@ -50,13 +50,21 @@ def test_make_run_writes_every_site_service_hospital_and_the_demo_identities(tmp
     sites = ["LON", "MAN", "EDI"]
     services = plan(sites, 50100, 9300)
     path = tmp_path / "endpoints.json"
-    document = endpoints_document(services, sites, "127.0.0.1:9092", identity=Identity(ISSUER))
+    document = endpoints_document(
+        services,
+        sites,
+        "127.0.0.1:9092",
+        trust_list="/x/trust-list.json",
+        identity=Identity(ISSUER),
+    )
     write_endpoints_file(path, document)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600  # it holds the demo passwords
     document = json.loads(path.read_text())
     assert set(document) == {
-        "identity", "sites", "hospitals", "users", "kafka", "database_url", "dashboard"
+        "identity", "sites", "hospitals", "users", "kafka", "database_url", "dashboard",
+        "trust_list",
     }  # fmt: skip
+    assert document["trust_list"] == "/x/trust-list.json"  # watch, replay, dashboard verify with it
     assert document["identity"] == {
         "issuer": ISSUER,
         "token_url": f"{ISSUER}/protocol/openid-connect/token",
