@@ -9,22 +9,28 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from datetime import date
+from datetime import UTC, date, datetime
+from pathlib import Path
 
 import pytest_asyncio
 from cellbank.delivery.v1 import delivery_service_pb2 as dpb
 from cellbank.operator.v1 import operator_service_pb2 as opb
 from cellbank.storage.v1 import storage_service_pb2 as spb
 
+from deploy.identities import demo_realm
 from deploy.infra import Endpoints
+from deploy.network import SLA_MODULE, NetworkProcess
+from deploy.replay import differences, replay_site, site_digests
 from services.donor_intake.adapters.codec import CODEC as DONOR_CODEC
 from services.donor_intake.domain import model as donor
 from services.storage.adapters.codec import CODEC as STORAGE_CODEC
 from services.storage.domain import model as storage
+from shared.db import drop_database
 from shared.events import StoredEvent
 from shared.postgres_eventstore import EVENT_COLUMNS, row_to_event
 from shared.projections import wait_caught_up
 from shared.service_host import ServiceHost
+from shared.testing.plugin import make_topic
 from shared.testing.trust import signer
 from shared.testing.waits import eventually
 from shared.topics import (
@@ -35,7 +41,9 @@ from shared.topics import (
     STORAGE_EVENTS,
 )
 from tests.e2e.network import OP, NetworkSite, network
+from tests.e2e.test_replay import hosts, quiesced
 from tests.forgeries import forgeries, send_raw
+from tests.integration.test_projection_runner import read_deadletters
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -156,3 +164,69 @@ async def test_forged_events_change_no_recall_quarantine_or_inventory_anywhere(
     assert {(r["projection"], r["aggregate_id"]) for r in kept} >= {
         ("inventory", units[0]), ("inventory", phantom_id), ("network_facts", donor_id),
     }  # fmt: skip
+
+    # A rebuild of the site from the log skips them too (and says so): same state as live.
+    await quiesced(a)
+    live_dbs = {name: host.settings.database_name for name, host in hosts(a).items()}
+    scratch = {name: f"cellbank_t_forged_{uuid.uuid4().hex[:6]}_{name}" for name in live_dbs}
+    try:
+        result = await replay_site(
+            a.site_id, bootstrap=endpoints.kafka_bootstrap, server_url=endpoints.database_url,
+            targets=scratch, restore_events_from_log=False,
+        )  # fmt: skip
+        skipped = result.untrusted["storage"]  # the session's log: this test's forgeries at least
+        assert all(skipped.get(r, 0) >= 3 for r in ("unknown_key", "wrong_site", "unsigned"))
+        assert skipped.get("bad_signature", 0) >= 3
+        live = await site_digests(endpoints.database_url, live_dbs, with_events=False)
+        replayed = await site_digests(endpoints.database_url, scratch, with_events=False)
+        assert differences(live, replayed) == []
+    finally:
+        for dbname in scratch.values():
+            await drop_database(endpoints.database_url, dbname)
+
+
+async def test_the_sla_monitor_dead_letters_forged_shipments_and_follows_none(
+    endpoints: Endpoints, tmp_path: Path
+):
+    topic = await make_topic(endpoints.kafka_bootstrap)
+    shipment = f"S-FORGED-{uuid.uuid4().hex[:8]}"
+    now = datetime.now(UTC)
+    created = StoredEvent(
+        position=1, event_id=str(uuid.uuid4()), event_type="cellbank.delivery.v1.ShipmentCreated",
+        schema_version=1, aggregate_type="shipment", aggregate_id=shipment, aggregate_version=1,
+        site_id="LON", occurred_at=now, recorded_at=now, actor="operator:mallory", reason="",
+        correlation_id="", causation_id="", payload=b"", prev_hash=b"\0" * 32, hash=b"\1" * 32,
+    )  # fmt: skip
+    forged = forgeries(created, genuine=signer("LON"), other_site=signer("MAN"))
+    monitor = NetworkProcess(
+        "sla",
+        [SLA_MODULE, "worker", "-l", "info", "--without-web"],
+        {
+            "CELLBANK_KAFKA_BOOTSTRAP": endpoints.kafka_bootstrap,
+            "CELLBANK_DELIVERY_TOPIC": topic,
+            "CELLBANK_DELIVERY_ENDPOINTS": "LON=127.0.0.1:9",  # it must never get to call
+            **endpoints.identity.service_env(),
+            "CELLBANK_OIDC_CLIENT_ID": "monitor-sla",
+            "CELLBANK_OIDC_CLIENT_SECRET": demo_realm().clients["monitor-sla"].secret,
+            "CELLBANK_SLA_CHECK_S": "1",
+            "CELLBANK_SLA_APP_ID": f"sla-forged-{uuid.uuid4().hex[:8]}",
+            "CELLBANK_SLA_DATADIR": str(tmp_path / "faust-data"),
+        },  # CELLBANK_TRUST_LIST_FILE: the session's, from the environment
+    )
+    monitor.start(tmp_path)
+    try:
+        await send_raw(endpoints.kafka_bootstrap, topic, [(f.key, f.value) for f in forged])
+        letters = await read_deadletters(
+            endpoints.kafka_bootstrap, {shipment: len(forged)}, timeout=120
+        )
+        assert sorted(x["untrusted_reason"] for x in letters[shipment]) == sorted(
+            f.reason for f in forged
+        )
+        assert {x["projection"] for x in letters[shipment]} == {"sla"}
+        assert all(x["error"].startswith("untrusted: ") for x in letters[shipment])
+        assert "shipment at risk" not in (tmp_path / "sla.log").read_text()
+    except BaseException:
+        print((tmp_path / "sla.log").read_text()[-6000:])
+        raise
+    finally:
+        monitor.stop()
