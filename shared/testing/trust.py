@@ -25,6 +25,7 @@ from shared.trust import TRUST_LIST_ENV, Signer, TrustList
 # Sites the tests, benches and tools name (grep the tests for three upper-case letters).
 FIXED_SITES = (
     "LON", "MAN", "EDI", "BEN", "RPL", "XYZ", "ZZA", "ABC", "MEM", "BNA", "BNB", "PRA", "PRB", "HRF",
+    "HRN", "TLS", "NEW",
 )  # fmt: skip
 POOL = 400  # fresh sites one session may use (bank_site takes one per site it starts)
 
