@@ -673,10 +673,12 @@ def trace(args: argparse.Namespace, io: Streams) -> int:
 
 
 def trust_list_path(endpoints: NetworkEndpoints) -> str:
-    """The network's trust list: CELLBANK_TRUST_LIST_FILE, else the one the endpoints file names
-    (make run writes it); reading the log verifies every record against it."""
-    path = os.environ.get("CELLBANK_TRUST_LIST_FILE", "").strip() or str(
-        endpoints.document.get("trust_list", "")
+    """The network's trust list: the one the endpoints file names (the network it describes
+    wrote it: make run), else CELLBANK_TRUST_LIST_FILE; reading the log verifies every record
+    against it."""
+    path = (
+        str(endpoints.document.get("trust_list", ""))
+        or os.environ.get("CELLBANK_TRUST_LIST_FILE", "").strip()
     )
     if not path:
         raise CliError(

@@ -198,12 +198,15 @@ def cold_chain(
     return [monitor, sensors, sla]
 
 
-def dashboard_process(endpoints_file: Path, port: int) -> NetworkProcess:
-    """The operator dashboard (deploy/dashboard.py) on 127.0.0.1:port."""
+def dashboard_process(
+    endpoints_file: Path, port: int, trust: TrustMaterial | None = None
+) -> NetworkProcess:
+    """The operator dashboard (deploy/dashboard.py) on 127.0.0.1:port; `trust`: the network's
+    trust list its event stream verifies with (else the one the endpoints file names)."""
     return NetworkProcess(
         "dashboard",
         ["deploy.dashboard", "--endpoints", str(endpoints_file), "--port", str(port)],
-        {},
+        trust.env() if trust is not None else {},
     )
 
 

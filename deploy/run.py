@@ -311,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         demo = "" if args.no_demo else run_async(lambda: seed_demo(services, sites))
         extras = cold_chain(endpoints, services, [f"{site}-T1" for site in sites], args.root, trust)
-        extras.append(dashboard_process(endpoints_file, dashboard_port))
+        extras.append(dashboard_process(endpoints_file, dashboard_port, trust))
         if not args.no_simulator:
             extras.append(
                 simulator_process(
