@@ -42,6 +42,7 @@ from deploy.processes import (
     reap_abandoned,
     run_async,
 )
+from deploy.trust_keys import ensure_site_keys
 from shared.db import create_pool, database_name, migrate, with_database
 from shared.db_roles import DatabaseRoles, apply_grants
 from shared.topics import SERVICES
@@ -146,6 +147,7 @@ def endpoints_document(
     kafka_bootstrap: str,
     database_url: str = "",
     dashboard: str = "",
+    trust_list: str = "",
     *,
     identity: Identity,
     kafka_env: Mapping[str, str] | None = None,
@@ -174,6 +176,7 @@ def endpoints_document(
         # Role names only (a restore hands the rebuilt databases back to the owner role).
         "database_roles": dataclasses.asdict(database_roles) if database_roles else {},
         "dashboard": dashboard,
+        "trust_list": trust_list,  # the network's trust list (`cellbank watch`, replay, dashboard)
     }
 
 
@@ -299,7 +302,9 @@ def main(argv: list[str] | None = None) -> int:
     # While starting, Ctrl-C or SIGTERM interrupts (KeyboardInterrupt) and the finally below
     # stops whatever had started; once up, they just end the wait.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    services = plan(sites, args.grpc_base_port, args.metrics_base_port)
+    # Each site's signing key and the network's trust list: made once, kept across runs.
+    trust = ensure_site_keys(args.root / "trust", sites)
+    services = plan(sites, args.grpc_base_port, args.metrics_base_port, trust)
     endpoints_file: Path = args.endpoints_file or args.root.parent / "endpoints.json"
     extras: list[NetworkProcess] = []
     try:
@@ -326,12 +331,13 @@ def main(argv: list[str] | None = None) -> int:
                 database_roles=(
                     endpoints.database_logins.roles if endpoints.database_logins else None
                 ),
+                trust_list=str(trust.trust_list_file),
             ),
         )
         demo = "" if args.no_demo else run_async(lambda: seed_demo(services, sites))
-        extras = cold_chain(endpoints, services, [f"{site}-T1" for site in sites], args.root)
+        extras = cold_chain(endpoints, services, [f"{site}-T1" for site in sites], args.root, trust)
         extras.append(
-            dashboard_process(endpoints_file, dashboard_port, endpoints.kafka_env(DASHBOARD))
+            dashboard_process(endpoints_file, dashboard_port, endpoints.kafka_env(DASHBOARD), trust)
         )
         if not args.no_simulator:
             extras.append(

@@ -16,6 +16,7 @@ from shared.service_host import open_service_database
 from shared.service_lock import hold_service_lock
 from shared.settings import Settings
 from shared.topics import SERVICE_TOPICS
+from shared.trust_settings import site_signer
 
 
 async def main() -> None:
@@ -24,6 +25,7 @@ async def main() -> None:
     topic = settings.relay_topic or SERVICE_TOPICS.get(settings.service)
     if topic is None:
         raise InvalidArgument("CELLBANK_SERVICE", f"must be one of {', '.join(SERVICE_TOPICS)}")
+    signer = site_signer(settings)  # no key, no relay: the error names the setting
     dbname = settings.database_name or database_name(settings.site_id, settings.service)
     if settings.metrics_port:
         serve_metrics(settings.metrics_port, settings.metrics_host)
@@ -43,6 +45,7 @@ async def main() -> None:
         )  # fmt: skip
         relay = OutboxRelay(
             store,
+            signer=signer,
             topic=topic,
             bootstrap=settings.kafka_bootstrap,
             name=f"{settings.site_id}.{settings.service}.relay",

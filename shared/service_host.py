@@ -39,6 +39,7 @@ from shared.projections import Projection, ProjectionRunner
 from shared.service_lock import hold_service_lock
 from shared.settings import Settings
 from shared.topics import SERVICE_TOPICS
+from shared.trust_settings import site_signer, trust_list
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,9 @@ class ServiceHost:
 
     async def _start(self) -> None:
         s, name = self.settings, self.spec.name
+        # Refuse to start without the site's key or the trust list (the error names the
+        # setting): a relay must not publish unsigned, nor a consumer apply unverified.
+        signer, trust = site_signer(s), trust_list(s)
         dbname = s.database_name or database_name(s.site_id, name)
         spec = self.spec
         self.pool = await open_service_database(
@@ -148,6 +152,7 @@ class ServiceHost:
         relay_name = f"{s.site_id}.{name}.relay"
         relay = OutboxRelay(
             store,
+            signer=signer,
             topic=s.relay_topic or SERVICE_TOPICS[name],
             bootstrap=s.kafka_bootstrap,
             name=relay_name,
@@ -158,14 +163,14 @@ class ServiceHost:
         for projection in components.projections:
             group = f"{s.site_id}.{name}.{projection.name}"
             runner = ProjectionRunner(
-                self.pool, projection, bootstrap=s.kafka_bootstrap, group_id=group
+                self.pool, projection, trust=trust, bootstrap=s.kafka_bootstrap, group_id=group
             )
             self.runners.append(runner)
             self._tasks.append(asyncio.create_task(runner.run(self._stop), name=group))
         for worker in components.workers:
             self._tasks.append(asyncio.create_task(worker(self._stop), name=f"{name}.worker"))
         operator = OperatorServicer(
-            store, service=name, relay_name=relay_name, bootstrap=s.kafka_bootstrap,
+            store, service=name, relay_name=relay_name, trust=trust, bootstrap=s.kafka_bootstrap,
             network_status=components.network_status,
         )  # fmt: skip
         credentials = (

@@ -73,6 +73,12 @@ class Settings:
     # topics' max.message.bytes) and the calls one gRPC server runs at once.
     max_envelope_bytes: int = MAX_ENVELOPE_BYTES
     grpc_max_concurrent_rpcs: int = MAX_CONCURRENT_RPCS
+    # Trust between banks (shared.trust): the site's Ed25519 signing key (PEM file) and its id on
+    # the trust list, which its relay signs every envelope with, and the network's trust list
+    # every consumer verifies envelopes against. Required by the processes that use them.
+    signing_key_file: str = ""
+    signing_key_id: str = ""
+    trust_list_file: str = ""
 
     @property
     def token_url(self) -> str:
@@ -132,6 +138,9 @@ class Settings:
             grpc_max_concurrent_rpcs=_count(
                 env, "CELLBANK_GRPC_MAX_CONCURRENT_RPCS", MAX_CONCURRENT_RPCS
             ),
+            signing_key_file=env.get("CELLBANK_SIGNING_KEY_FILE", "").strip(),
+            signing_key_id=env.get("CELLBANK_SIGNING_KEY_ID", "").strip(),
+            trust_list_file=env.get("CELLBANK_TRUST_LIST_FILE", "").strip(),
             **_tls(env),
         )
 

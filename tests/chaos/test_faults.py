@@ -36,6 +36,7 @@ from deploy.replay import differences, replay_site, site_digests, site_events_fr
 from deploy.run import endpoints_document, provision, write_endpoints_file
 from shared.db import database_name, drop_database
 from shared.kafka_admin import end_offsets
+from shared.testing.trust import session_trust, trust_list
 from shared.testing.waits import eventually
 from shared.topics import SERVICE_TOPICS, TOPICS
 
@@ -233,7 +234,9 @@ async def test_nothing_is_lost_or_promised_twice_through_crashes_and_restarts(
     logs = tmp_path / "logs"
     await provision(endpoints, SITES)
     ports = 10 * len(SITES)  # plan(): base + 10 x site + service
-    processes = plan(SITES, free_port_block(ports), free_port_block(ports, start=25000))
+    processes = plan(
+        SITES, free_port_block(ports), free_port_block(ports, start=25000), session_trust()
+    )
     extras: list[NetworkProcess] = []
     stop = asyncio.Event()
     placed: list[hpb.Order] = []
@@ -324,7 +327,7 @@ async def _faults_and_checks(
         # Every committed event is on Kafka, once, in the site's hash chain.
         for service, dbname in dbs.items():
             on_log = await site_events_from_log(
-                endpoints.kafka_bootstrap, SERVICE_TOPICS[service], site
+                endpoints.kafka_bootstrap, SERVICE_TOPICS[service], site, trust=trust_list()
             )
             digests = await site_digests(endpoints.database_url, {service: dbname})
             stored = await _event_ids(endpoints.database_url, dbname)

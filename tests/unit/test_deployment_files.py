@@ -55,6 +55,7 @@ from shared.db import database_name, with_database
 from shared.metrics import serve_metrics
 from shared.settings import Settings, parse_endpoints
 from shared.topics import FOREVER, SERVICE_TOPICS, SERVICES, TELEMETRY, TOPICS
+from shared.trust import TrustList
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yml"
@@ -139,6 +140,11 @@ def client_env_names() -> set[str]:
         | {"CELLBANK_OIDC_CLIENT_SECRET_FILE"}
         | module_env_names("shared.kafka_clients")
     )
+
+
+def trust_env_names() -> set[str]:
+    """What a reader of the log reads to verify it (shared.trust.TrustList.from_env)."""
+    return module_env_names("shared.trust")
 
 
 def env_names_the_code_reads() -> set[str]:
@@ -699,7 +705,7 @@ def test_compose_sla_worker_runs_in_delivery_s_image_with_what_it_reads() -> Non
     assert sla["command"][:4] == ["python", "-m", SLA_MODULE, "worker"]
     assert module_exists(sla["command"])
     env = env_of("sla")
-    assert set(env) <= module_env_names(SLA_MODULE) | client_env_names()
+    assert set(env) <= module_env_names(SLA_MODULE) | client_env_names() | trust_env_names()
     assert parse_endpoints(env["CELLBANK_DELIVERY_ENDPOINTS"], "CELLBANK_DELIVERY_ENDPOINTS") == {
         site: f"{grpc_name(site, 'delivery')}:{GRPC_PORT}" for site in COMPOSE_SITES
     }
@@ -711,7 +717,11 @@ def test_compose_dashboard_reads_every_site_s_delivery_service_and_is_published(
     assert dashboard["build"]["dockerfile"] == "deploy/docker/dashboard.Dockerfile"
     assert "command" not in dashboard or dashboard["command"] == RUNS["dashboard"]
     env = env_of("dashboard")
-    assert set(env) <= module_env_names(DASHBOARD_MODULE) | module_env_names("shared.kafka_clients")
+    assert set(env) <= (
+        module_env_names(DASHBOARD_MODULE)
+        | module_env_names("shared.kafka_clients")
+        | trust_env_names()
+    )
     document = document_from_env(env)  # what the dashboard reads in its container
     assert document["sites"] == {
         site: {"delivery": f"{grpc_name(site, 'delivery')}:{GRPC_PORT}"} for site in COMPOSE_SITES
@@ -817,9 +827,11 @@ def kustomize(directory: Path) -> list[dict[str, Any]]:
             docs += [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
     hashed = not kustomization.get("generatorOptions", {}).get("disableNameSuffixHash", False)
     for generator in kustomization.get("configMapGenerator", []):
-        assert set(generator) <= {"name", "literals"}, generator
+        assert set(generator) <= {"name", "literals", "files"}, generator
         assert not hashed, "referenced by name: the hash suffix must be off"
-        data = dict(item.partition("=")[::2] for item in generator["literals"])
+        data = dict(item.partition("=")[::2] for item in generator.get("literals", []))
+        for name in generator.get("files", []):
+            data[Path(name).name] = (directory / name).read_text()
         docs.append(
             {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": generator["name"]},
              "data": data}
@@ -1103,7 +1115,7 @@ def test_k8s_network_runs_one_sla_monitor_in_delivery_s_image() -> None:
     assert image_of(deployment) == IMAGES["delivery"]
     assert module_exists(container(deployment)["command"])
     names = {item["name"] for item in container(deployment)["env"]}
-    assert names <= module_env_names(SLA_MODULE) | client_env_names()
+    assert names <= module_env_names(SLA_MODULE) | client_env_names() | trust_env_names()
     assert deployment["spec"]["replicas"] == 1
     env = pod_env(docs, deployment)
     assert env["CELLBANK_OIDC_CLIENT_ID"] == MONITOR_CLIENTS["sla"]
@@ -1119,7 +1131,11 @@ def test_k8s_network_runs_the_dashboard_against_every_site() -> None:
     assert image_of(deployment) == IMAGES["dashboard"]
     assert container(deployment)["command"] == RUNS["dashboard"]
     names = {item["name"] for item in container(deployment)["env"]}
-    assert names <= module_env_names(DASHBOARD_MODULE) | module_env_names("shared.kafka_clients")
+    assert names <= (
+        module_env_names(DASHBOARD_MODULE)
+        | module_env_names("shared.kafka_clients")
+        | trust_env_names()
+    )
     env = pod_env(docs, deployment)
     assert env["CELLBANK_DASHBOARD_CLIENT_ID"] == DASHBOARD_CLIENT
     assert secret_file_of(deployment, env, "CELLBANK_DASHBOARD_CLIENT_SECRET_FILE") == "dashboard"
@@ -1397,3 +1413,79 @@ def test_k8s_each_site_s_postgres_commits_synchronously_and_archives_its_wal() -
         # The site's services use this cluster's read-write Service (CloudNativePG: <name>-rw).
         assert url.hostname == f"{cluster['metadata']['name']}-rw.{namespace}.svc"
     assert len(paths) == len(clusters)  # every site archives to its own place
+
+
+# --- trust between banks: signing keys and the trust list -----------------------------------
+
+TRUST_LIST_IN_POD = "/etc/cellbank/trust/trust-list.json"
+
+
+@pytest.mark.parametrize(("site", "service"), COMPOSE_SITE_SERVICES)
+def test_compose_service_signs_with_its_own_sites_key_and_verifies_with_the_trust_list(
+    site: str, service: str
+) -> None:
+    name = grpc_name(site, service)
+    spec = services()[name]
+    settings = Settings.from_env(env_of(name), service=service)
+    own = f"{site.lower()}-signing-key"
+    assert spec.get("secrets") == [own], "its own site's key, no other site's"
+    assert settings.signing_key_file == f"/run/secrets/{own}"
+    assert settings.signing_key_id == _REQUIRED.format(f"{site}_SIGNING_KEY_ID")
+    assert spec.get("configs") == [{"source": "trust-list", "target": settings.trust_list_file}]
+    secret = compose()["secrets"][own]["file"]
+    assert variables(secret) == [(f"{site}_SIGNING_KEY_FILE", "required")], "no default key"
+    trust = compose()["configs"]["trust-list"]["file"]
+    assert variables(trust) == [("CELLBANK_TRUST_LIST_FILE", "required")]
+
+
+@pytest.mark.parametrize("monitor", ["sla", "dashboard"])
+def test_compose_readers_of_the_log_verify_with_the_trust_list(monitor: str) -> None:
+    spec = services()[monitor]
+    path = raw_env(monitor)["CELLBANK_TRUST_LIST_FILE"]
+    assert spec.get("configs") == [{"source": "trust-list", "target": path}]
+    assert "secrets" not in spec, "a reader holds no signing key"
+    assert "CELLBANK_TRUST_LIST_FILE" in module_env_names("shared.trust")
+
+
+@pytest.mark.parametrize(("site", "service"), K8S_SITE_SERVICES)
+def test_k8s_service_signs_with_its_sites_secret_key_and_mounts_the_trust_list(
+    site: str, service: str
+) -> None:
+    docs = rendered(site_dir(site))
+    deployment = deployment_running(docs, RUNS[service])
+    env = pod_env(docs, deployment)
+    assert secret_file_of(deployment, env, "CELLBANK_SIGNING_KEY_FILE") == "key.pem"
+    (secret, _), *_ = [
+        v for k, v in secret_files(deployment).items() if k == env["CELLBANK_SIGNING_KEY_FILE"]
+    ]
+    assert secret == "cellbank-signing-key"  # the site's, in the site's namespace
+    assert env["CELLBANK_SIGNING_KEY_ID"].startswith(site)
+    assert env["CELLBANK_TRUST_LIST_FILE"] == TRUST_LIST_IN_POD
+    assert_mounts_trust_list(docs, deployment)
+
+
+@pytest.mark.parametrize("monitor", [["python", "-m", "services.delivery.entrypoints.sla_worker"],
+                                     ["python", "-m", "deploy.dashboard"]])  # fmt: skip
+def test_k8s_readers_of_the_log_mount_the_trust_list_and_no_key(monitor: list[str]) -> None:
+    docs = rendered(K8S / "network")
+    deployment = deployment_running(docs, monitor)
+    env = pod_env(docs, deployment)
+    assert env["CELLBANK_TRUST_LIST_FILE"] == TRUST_LIST_IN_POD
+    assert "CELLBANK_SIGNING_KEY_FILE" not in env
+    assert_mounts_trust_list(docs, deployment)
+
+
+def assert_mounts_trust_list(
+    docs: tuple[dict[str, Any], ...], deployment: Mapping[str, Any]
+) -> None:
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    (mount,) = [
+        m for m in container(deployment)["volumeMounts"]
+        if volumes[m["name"]].get("configMap", {}).get("name") == "cellbank-trust-list"
+    ]  # fmt: skip
+    assert mount["readOnly"] is True
+    assert f"{mount['mountPath']}/trust-list.json" == TRUST_LIST_IN_POD
+    (trust,) = [
+        cm for cm in of_kind(docs, "ConfigMap") if cm["metadata"]["name"] == "cellbank-trust-list"
+    ]
+    TrustList.from_json(trust["data"]["trust-list.json"])  # a list the code accepts
