@@ -35,7 +35,7 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
@@ -672,7 +672,24 @@ def trace(args: argparse.Namespace, io: Streams) -> int:
 # --- replay --------------------------------------------------------------------------------
 
 
+def use_kafka_credentials(
+    document: Mapping[str, Any], env: MutableMapping[str, str] = os.environ
+) -> None:
+    """The endpoints file's Kafka principal (make run's read-only operator), unless the
+    environment names one (CELLBANK_KAFKA_USERNAME): shared.kafka_clients reads it from there."""
+    given = document.get("kafka_env") or {}
+    if not isinstance(given, dict):
+        raise CliError('endpoints file: "kafka_env" must be an object of CELLBANK_KAFKA_* settings')
+    if env.get("CELLBANK_KAFKA_USERNAME"):
+        return
+    for key, value in given.items():
+        if str(key).startswith("CELLBANK_KAFKA_"):
+            env[str(key)] = str(value)
+
+
 def _infra_of(endpoints: NetworkEndpoints, args: argparse.Namespace) -> tuple[str, str]:
+    if not (args.kafka or os.environ.get("CELLBANK_KAFKA_BOOTSTRAP")):
+        use_kafka_credentials(endpoints.document)
     bootstrap = (
         args.kafka
         or os.environ.get("CELLBANK_KAFKA_BOOTSTRAP", "")
@@ -797,7 +814,9 @@ def watch(args: argparse.Namespace, io: Streams) -> int:
 
     bootstrap = args.kafka or os.environ.get("CELLBANK_KAFKA_BOOTSTRAP", "")
     if not bootstrap:
-        bootstrap = str(load_endpoints(args.endpoints).document.get("kafka", ""))
+        document = load_endpoints(args.endpoints).document
+        bootstrap = str(document.get("kafka", ""))
+        use_kafka_credentials(document)
     if not bootstrap:
         raise CliError("watch needs Kafka: --kafka, CELLBANK_KAFKA_BOOTSTRAP or the endpoints file")
     selection = EventFilter(

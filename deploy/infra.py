@@ -9,19 +9,22 @@ external issuer must hold the demo realm's identities: import deploy/keycloak/ce
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from deploy import identities
+from deploy.kafka_provision import principal_env, provision_network
 from deploy.keycloak import Identity, LocalKeycloak
-from deploy.local_kafka import LocalKafka
+from deploy.local_kafka import LocalKafka, kafka_libs
 from deploy.local_postgres import LocalPostgres
 from deploy.processes import REPO_ROOT, run_async
 from shared.db import database_name, ensure_database
 from shared.kafka_admin import ensure_topics
+from shared.kafka_clients import KafkaSecurity
 from shared.topics import SERVICES
 
 DEFAULT_SITES = ("LON", "MAN", "EDI")
@@ -33,6 +36,20 @@ class Endpoints:
     kafka_bootstrap: str
     database_url: str  # server URL; each service uses its own database on it
     identity: Identity = NO_IDENTITY  # the OIDC issuer tokens come from
+    # The Kafka principals' password files (deploy/kafka_provision.py); "" when the environment's
+    # CELLBANK_KAFKA_* credentials are the only ones there are (an external cluster).
+    kafka_credentials: str = ""
+    kafka_local: bool = True  # the credentials are the local broker's (SASL_PLAINTEXT)
+
+    def kafka_env(self, principal: str) -> dict[str, str]:
+        """CELLBANK_KAFKA_* for a process running as this principal ({} = inherit the caller's)."""
+        if not self.kafka_credentials:
+            return {}
+        return principal_env(Path(self.kafka_credentials), principal, local=self.kafka_local)
+
+    def kafka_security(self, principal: str) -> KafkaSecurity:
+        """How a client in this process authenticates as the principal."""
+        return KafkaSecurity.from_env({**os.environ, **self.kafka_env(principal)})
 
 
 class Infrastructure:
@@ -46,9 +63,15 @@ class Infrastructure:
         postgres_port: int | None = None,
         keycloak_port: int | None = None,
         env: Mapping[str, str] | None = None,
+        sites: Sequence[str] = DEFAULT_SITES,
     ) -> None:
         env = os.environ if env is None else env
+        self.sites = tuple(sites)  # whose site-service principals the broker gets
         self.external_kafka = env.get("CELLBANK_KAFKA_BOOTSTRAP", "").strip() or None
+        # With an external cluster: the principals' password files, if it was provisioned
+        # with `python -m deploy.kafka_provision --credentials DIR`.
+        self.external_credentials = env.get("CELLBANK_KAFKA_CREDENTIALS_DIR", "").strip()
+        self.provision_seconds = 0.0
         self.external_db = env.get("CELLBANK_DATABASE_URL", "").strip() or None
         # An existing OIDC provider holding the demo realm's identities, or our own Keycloak.
         self.external_issuer = env.get("CELLBANK_OIDC_ISSUER", "").strip().rstrip("/") or None
@@ -72,7 +95,10 @@ class Infrastructure:
             if self.external_issuer
             else (self.keycloak.identity if self.keycloak else NO_IDENTITY)
         )
-        return Endpoints(kafka, db, identity)
+        credentials = self.external_credentials or (
+            str(self.kafka.credentials) if self.kafka and self.kafka.authenticated else ""
+        )
+        return Endpoints(kafka, db, identity, credentials, kafka_local=not self.external_kafka)
 
     def start(self) -> Endpoints:
         failure: list[BaseException] = []
@@ -102,13 +128,25 @@ class Infrastructure:
         return self.endpoints
 
     async def _provision(self) -> None:
+        admin = self.kafka.admin_security if self.kafka else KafkaSecurity.from_env()
         created = await ensure_topics(
             self.endpoints.kafka_bootstrap,
             partitions=self.partitions,
             replication_factor=self.replication_factor,
+            security=admin,
         )
         if created:
             print(f"[cellbank] created topics: {', '.join(created)}", flush=True)
+        if self.kafka is not None and self.kafka.authenticated:
+            # Every start: the log may come from an earlier run with other sites or rules.
+            self.provision_seconds = await asyncio.to_thread(
+                provision_network,
+                kafka_libs(),
+                self.kafka.bootstrap,
+                admin,
+                self.kafka.credentials,
+                self.sites,
+            )
 
     def stop(self) -> None:
         try:

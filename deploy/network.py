@@ -6,6 +6,7 @@ import asyncio
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from deploy.identities import demo_realm
 from deploy.infra import Endpoints
+from deploy.kafka_principals import COLDCHAIN, SLA, TANK_SENSORS, service_principal
 from deploy.processes import REPO_ROOT, InfraError, hla_reference_dir, stop_process
 
 # The services that exist so far, in start order (manufacturing consumes donor events).
@@ -48,6 +50,7 @@ class ServiceProcess:
             "CELLBANK_SITE_ID": self.site,
             "CELLBANK_SERVICE": self.service,
             "CELLBANK_KAFKA_BOOTSTRAP": endpoints.kafka_bootstrap,
+            **endpoints.kafka_env(service_principal(self.site, self.service)),
             "CELLBANK_DATABASE_URL": endpoints.database_url,
             "CELLBANK_GRPC_PORT": str(self.grpc_port),
             "CELLBANK_METRICS_PORT": str(self.metrics_port),
@@ -158,6 +161,7 @@ def cold_chain(
         [COLDCHAIN_MODULE, "worker", "-l", "info", "--without-web"],
         {
             "CELLBANK_KAFKA_BOOTSTRAP": endpoints.kafka_bootstrap,
+            **endpoints.kafka_env(COLDCHAIN),
             "CELLBANK_STORAGE_ENDPOINTS": storage,
             "CELLBANK_DELIVERY_ENDPOINTS": delivery,
             **endpoints.identity.service_env(),
@@ -168,13 +172,17 @@ def cold_chain(
     sensors = NetworkProcess(
         "tank-sensors",
         [SIMULATOR_MODULE, *tanks],
-        {"CELLBANK_KAFKA_BOOTSTRAP": endpoints.kafka_bootstrap},
+        {
+            "CELLBANK_KAFKA_BOOTSTRAP": endpoints.kafka_bootstrap,
+            **endpoints.kafka_env(TANK_SENSORS),
+        },
     )
     sla = NetworkProcess(
         "sla",
         [SLA_MODULE, "worker", "-l", "info", "--without-web"],
         {
             "CELLBANK_KAFKA_BOOTSTRAP": endpoints.kafka_bootstrap,
+            **endpoints.kafka_env(SLA),
             "CELLBANK_DELIVERY_ENDPOINTS": delivery,
             **endpoints.identity.service_env(),
             **_client_env("monitor-sla"),
@@ -184,12 +192,15 @@ def cold_chain(
     return [monitor, sensors, sla]
 
 
-def dashboard_process(endpoints_file: Path, port: int) -> NetworkProcess:
-    """The operator dashboard (deploy/dashboard.py) on 127.0.0.1:port."""
+def dashboard_process(
+    endpoints_file: Path, port: int, kafka_env: Mapping[str, str] | None = None
+) -> NetworkProcess:
+    """The operator dashboard (deploy/dashboard.py) on 127.0.0.1:port (as the dashboard
+    principal: give it endpoints.kafka_env(DASHBOARD))."""
     return NetworkProcess(
         "dashboard",
         ["deploy.dashboard", "--endpoints", str(endpoints_file), "--port", str(port)],
-        {},
+        dict(kafka_env or {}),
     )
 
 

@@ -27,9 +27,10 @@ from pathlib import Path
 from typing import cast
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 from deploy.processes import REPO_ROOT
+from shared import kafka_clients
 from shared.db import (
     SHARED_MIGRATIONS,
     create_pool,
@@ -113,8 +114,8 @@ class Meter:
 async def site_events_from_log(bootstrap: str, topic: str, site_id: str) -> list[StoredEvent]:
     """The site's events on the topic (up to its current end), deduplicated by event id."""
     ends = await end_offsets(bootstrap, [topic])
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    consumer = kafka_clients.consumer(
+        bootstrap=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
     )
     await consumer.start()
     seen: dict[str, StoredEvent] = {}

@@ -12,6 +12,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from cellbank.storage.v1 import storage_service_pb2_grpc as spb_grpc
 from deploy.demo import BankClient, register_demo_tank, released_batch, store_when_known
 from deploy.identities import DemoRealm, demo_realm
 from deploy.infra import DEFAULT_SITES, Endpoints, Infrastructure, ensure_site_databases
+from deploy.kafka_principals import DASHBOARD, OPERATOR
 from deploy.keycloak import Identity
 from deploy.network import (
     NetworkProcess,
@@ -136,11 +138,13 @@ def endpoints_document(
     dashboard: str = "",
     *,
     identity: Identity,
+    kafka_env: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """What tools need to reach the running network (`cellbank`, hospital clients): every
     site's service addresses plus the public aliases, the identity provider, the demo realm's
     hospitals (client credentials, clinicians; home sites spread over the sites in order) and
-    staff, Kafka. The credentials are the demo realm's: this file exists only for a local run."""
+    staff, Kafka (and the read-only operator principal's CELLBANK_KAFKA_* settings, its password
+    by file). The credentials are the demo realm's: this file exists only for a local run."""
     by_site: dict[str, dict[str, str]] = {site: {} for site in sites}
     for s in services:
         by_site[s.site][s.service] = s.address
@@ -154,6 +158,7 @@ def endpoints_document(
         "hospitals": demo_hospitals(realm, sites, by_site),
         "users": demo_staff(realm),
         "kafka": kafka_bootstrap,
+        "kafka_env": dict(kafka_env or {}),
         "database_url": database_url,  # the PostgreSQL server (`cellbank replay` rebuilds sites)
         "dashboard": dashboard,
     }
@@ -250,6 +255,7 @@ def _summary(
         f"  endpoints  {endpoints_file}   (for `cellbank`, hospital clients and the simulator)",
         "  Point your own tools at it with:",
         f"    export CELLBANK_KAFKA_BOOTSTRAP={endpoints.kafka_bootstrap}",
+        *(f"    export {k}={v}" for k, v in endpoints.kafka_env(OPERATOR).items()),
         f"    export CELLBANK_DATABASE_URL={endpoints.database_url}",
         f"  sites      {', '.join(sites)}",
         "[cellbank] press Ctrl-C to stop everything.",
@@ -263,7 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     sites = [s.strip().upper() for s in args.sites.split(",") if s.strip()]
     reap_abandoned(args.root.parent, args.root.name, remove=False)  # a previous run killed hard
     claim(args.root)
-    infra = Infrastructure(args.root, kafka_port=args.kafka_port, postgres_port=args.postgres_port)
+    infra = Infrastructure(
+        args.root, kafka_port=args.kafka_port, postgres_port=args.postgres_port, sites=sites
+    )
     for server, port in (
         ("Kafka", infra.kafka and args.kafka_port),
         ("PostgreSQL", infra.postgres and args.postgres_port),
@@ -301,11 +309,14 @@ def main(argv: list[str] | None = None) -> int:
                 endpoints.database_url,
                 dashboard_url,
                 identity=endpoints.identity,
+                kafka_env=endpoints.kafka_env(OPERATOR),
             ),
         )
         demo = "" if args.no_demo else run_async(lambda: seed_demo(services, sites))
         extras = cold_chain(endpoints, services, [f"{site}-T1" for site in sites], args.root)
-        extras.append(dashboard_process(endpoints_file, dashboard_port))
+        extras.append(
+            dashboard_process(endpoints_file, dashboard_port, endpoints.kafka_env(DASHBOARD))
+        )
         if not args.no_simulator:
             extras.append(
                 simulator_process(

@@ -9,8 +9,9 @@ import json
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
 
+from shared import kafka_clients
 from shared.aggregate_history import payload_json
 from shared.envelope_codec import decode
 from shared.errors import InvalidArgument
@@ -100,8 +101,8 @@ async def watch_events(
     """Every matching event from now (or the beginning, or the last `tail` records of each
     partition) on, until the caller stops iterating."""
     topics = selection.topics()
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    consumer = kafka_clients.consumer(
+        bootstrap=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
     )
     await consumer.start()
     try:

@@ -13,7 +13,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord
 from aiokafka.structs import TopicPartition
 
-from shared import metrics
+from shared import kafka_clients, metrics
 from shared.batched_apply import apply_in_waves
 from shared.db import TRANSIENT_DB_ERRORS
 from shared.envelope_codec import decode
@@ -101,8 +101,8 @@ class ProjectionRunner:
             self._dlq = reliable_producer(self.bootstrap)
             await self._dlq.start()
             stack.push_async_callback(self._dlq.stop)
-            consumer = AIOKafkaConsumer(
-                bootstrap_servers=self.bootstrap,
+            consumer = kafka_clients.consumer(
+                bootstrap=self.bootstrap,
                 group_id=self.group_id,
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",

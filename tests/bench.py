@@ -41,11 +41,10 @@ from types import FrameType
 from typing import Any, TypeVar
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
 
 from deploy.infra import Endpoints, Infrastructure
 from deploy.processes import REPO_ROOT
+from shared import kafka_clients
 from shared.db import create_pool, drop_database, ensure_database, migrate, with_database
 from shared.envelope_codec import encode
 from shared.events import NewEvent, StoredEvent
@@ -149,7 +148,7 @@ class Kafka:
     async def delete_topics(self) -> None:
         if not self.created:
             return
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        admin = kafka_clients.admin_client(self.bootstrap)
         await admin.start()
         try:
             await admin.delete_topics(self.created)
@@ -500,9 +499,9 @@ async def projection_cellbank(server_url: str, kafka: Kafka, topic: str, records
 
 async def projection_baseline(kafka: Kafka, topic: str, records: int) -> float:
     # Same consumer shape as ProjectionRunner: a fresh group, earliest, 2000 records a poll.
-    consumer = AIOKafkaConsumer(
+    consumer = kafka_clients.consumer(
         topic,
-        bootstrap_servers=kafka.bootstrap,
+        bootstrap=kafka.bootstrap,
         group_id=f"{SITE}.bench.baseline-{uuid.uuid4().hex[:8]}",
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -527,9 +526,7 @@ async def warm_up_kafka(kafka: Kafka, messages: int = 2000) -> None:
     """Untimed: the broker's first produce, the group coordinator's first join (it creates
     __consumer_offsets), and the JIT, so neither side of a comparison pays for them alone."""
     topic = await kafka.new_topic("warmup")
-    producer = AIOKafkaProducer(
-        bootstrap_servers=kafka.bootstrap, acks="all", enable_idempotence=True
-    )
+    producer = kafka_clients.producer(kafka.bootstrap, acks="all", enable_idempotence=True)
     await producer.start()
     try:
         futures = [

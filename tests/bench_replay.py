@@ -17,10 +17,9 @@ import sys
 import time
 import uuid
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-
 from deploy.infra import Endpoints
 from deploy.replay import REPLAY_FIN, replay_site, service_projections, specs
+from shared import kafka_clients
 from shared.db import drop_database
 from shared.envelope_codec import decode, encode
 from shared.kafka_admin import end_offsets, ensure_topics
@@ -37,8 +36,8 @@ def progress(message: str) -> None:
 async def publish_site_log(bootstrap: str, events: int) -> int:
     """Publish a site's log of at least `events` events; returns how many were published."""
     await ensure_topics(bootstrap, TOPICS)
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=50,
+    producer = kafka_clients.producer(
+        bootstrap, acks="all", enable_idempotence=True, linger_ms=50,
         max_batch_size=1024 * 1024,
     )  # fmt: skip
     await producer.start()
@@ -81,8 +80,8 @@ async def consume_baseline(bootstrap: str, projections: list[tuple[str, tuple[st
 
     async def one(topics: tuple[str, ...]) -> int:
         goal = sum((await end_offsets(bootstrap, list(topics))).values())
-        consumer = AIOKafkaConsumer(
-            *topics, bootstrap_servers=bootstrap, group_id=f"bench.baseline.{uuid.uuid4().hex[:8]}",
+        consumer = kafka_clients.consumer(
+            *topics, bootstrap=bootstrap, group_id=f"bench.baseline.{uuid.uuid4().hex[:8]}",
             enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=2000,
         )  # fmt: skip
         await consumer.start()

@@ -3,6 +3,7 @@ per-test DBs."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import time
@@ -13,6 +14,7 @@ import asyncpg
 import pytest
 
 from deploy.infra import Endpoints, Infrastructure
+from deploy.kafka_principals import ADMIN
 from deploy.local_kafka import LocalKafka
 from deploy.processes import REPO_ROOT, claim, reap_abandoned
 from shared.db import create_pool, drop_database, ensure_database, migrate, with_database
@@ -45,6 +47,11 @@ def infra() -> Iterator[Infrastructure]:
     started = time.monotonic()
     infrastructure.start()
     STARTED["infrastructure (in parallel)"] = time.monotonic() - started
+    if infrastructure.provision_seconds:
+        STARTED["Kafka principals provisioned"] = infrastructure.provision_seconds
+    # The session's own clients (fixtures, in-process hosts, tools) act as the Kafka admin;
+    # processes spawned through deploy/network.py get their own principals.
+    os.environ.update(infrastructure.endpoints.kafka_env(ADMIN))
     if infrastructure.keycloak is not None:
         STARTED["Keycloak, ready"] = infrastructure.keycloak.start_seconds
     try:

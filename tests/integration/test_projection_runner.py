@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from deploy.infra import Endpoints
+from shared import kafka_clients
 from shared.envelope_codec import encode
 from shared.events import StoredEvent
 from shared.eventstore import InMemoryEventStore
@@ -28,7 +28,7 @@ from tests.integration.thing_projection import (
 async def publish(
     bootstrap: str, topic: str, events: list[StoredEvent], *, raw: Sequence[tuple[str, bytes]] = ()
 ) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    producer = kafka_clients.producer(bootstrap, acks="all", enable_idempotence=True)
     await producer.start()
     try:
         for e in events:
@@ -224,9 +224,7 @@ async def read_deadletters(
 ) -> dict[str, list[dict[str, str]]]:
     """Headers of the dead letters for each key, once `expected[key]` of them have arrived
     (the topic is shared by all tests; keys are unique per test)."""
-    consumer = AIOKafkaConsumer(
-        DEADLETTER, bootstrap_servers=bootstrap, auto_offset_reset="earliest"
-    )
+    consumer = kafka_clients.consumer(DEADLETTER, bootstrap=bootstrap, auto_offset_reset="earliest")
     await consumer.start()
     found: dict[str, list[dict[str, str]]] = {key: [] for key in expected}
     try:

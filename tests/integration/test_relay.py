@@ -11,11 +11,11 @@ from collections import defaultdict
 from urllib.parse import urlsplit
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer
 
 from deploy.infra import Endpoints
 from deploy.local_kafka import LocalKafka
 from deploy.processes import REPO_ROOT
+from shared import kafka_clients
 from shared.envelope_codec import decode
 from shared.events import StoredEvent
 from shared.kafka_admin import end_offsets
@@ -60,7 +60,7 @@ async def write_stream(
 async def read_topic(bootstrap: str, topic: str) -> list[StoredEvent]:
     """Every record on the topic, in partition order, decoded."""
     ends = await end_offsets(bootstrap, [topic])
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = kafka_clients.consumer(bootstrap=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
         consumer.assign(list(ends))

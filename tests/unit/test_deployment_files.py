@@ -36,6 +36,18 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from deploy.dashboard import document_from_env
 from deploy.infra import DEFAULT_SITES
+from deploy.kafka_principals import (
+    ADMIN,
+    COLDCHAIN,
+    DASHBOARD,
+    SLA,
+    acl_table,
+    cli_script,
+    password_variable,
+    service_principal,
+    service_reads,
+    strimzi_acls,
+)
 from deploy.keycloak import REALM_FILE
 from deploy.network import COLDCHAIN_MODULE, SERVICE_MODULES, SLA_MODULE, plan
 from services.kernel.isbt128 import validate_fin
@@ -120,8 +132,13 @@ def module_env_names(module: str) -> set[str]:
 
 
 def client_env_names() -> set[str]:
-    """What a process's own OIDC client reads (shared.oidc.ClientCredentials.from_env)."""
-    return module_env_names("shared.oidc") | {"CELLBANK_OIDC_CLIENT_SECRET_FILE"}
+    """What a process's own OIDC client reads (shared.oidc.ClientCredentials.from_env) and its
+    Kafka clients' credentials (shared.kafka_clients.KafkaSecurity.from_env)."""
+    return (
+        module_env_names("shared.oidc")
+        | {"CELLBANK_OIDC_CLIENT_SECRET_FILE"}
+        | module_env_names("shared.kafka_clients")
+    )
 
 
 def env_names_the_code_reads() -> set[str]:
@@ -392,7 +409,60 @@ def test_compose_kafka_is_a_single_kraft_node_that_never_auto_creates_topics() -
     assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
     assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == f"{env['KAFKA_NODE_ID']}@kafka:9093"
     assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
-    assert "PLAINTEXT://kafka:9092" in env["KAFKA_ADVERTISED_LISTENERS"].split(",")
+    assert "CLIENT://kafka:9092" in env["KAFKA_ADVERTISED_LISTENERS"].split(",")
+
+
+def test_compose_kafka_authenticates_every_listener_and_denies_what_no_acl_allows() -> None:
+    env = env_of("kafka")
+    protocols = dict(
+        item.split(":") for item in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(",")
+    )
+    listeners = [item.split("://")[0] for item in env["KAFKA_LISTENERS"].split(",")]
+    assert all(protocols[name].startswith("SASL_") for name in listeners), protocols
+    assert env["KAFKA_AUTHORIZER_CLASS_NAME"] == (
+        "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+    )
+    assert env["KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND"] == "false"
+    assert env["KAFKA_SUPER_USERS"] == f"User:{ADMIN}"
+    for name in listeners:
+        if name != "CONTROLLER":
+            assert "SCRAM-SHA-512" in env[f"KAFKA_LISTENER_NAME_{name}_SASL_ENABLED_MECHANISMS"]
+
+
+def compose_principals() -> dict[str, str]:
+    """Each compose process that uses Kafka → the principal it must run as."""
+    expected = {
+        grpc_name(site, service): service_principal(site, service)
+        for site, service in COMPOSE_SITE_SERVICES
+    }
+    return expected | {"coldchain": COLDCHAIN, "sla": SLA, "dashboard": DASHBOARD}
+
+
+def test_compose_every_kafka_client_is_its_own_principal_with_a_password_from_the_shell() -> None:
+    for name, principal in compose_principals().items():
+        env, raw = env_of(name), raw_env(name)
+        assert env["CELLBANK_KAFKA_USERNAME"] == principal, name
+        assert env["CELLBANK_KAFKA_SECURITY_PROTOCOL"] == "SASL_PLAINTEXT", name
+        assert env["CELLBANK_KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512", name
+        assert variables(raw["CELLBANK_KAFKA_PASSWORD"]) == [
+            (password_variable(principal), "required")
+        ], name
+
+
+def test_compose_kafka_init_provisions_exactly_the_acl_table() -> None:
+    table = acl_table(COMPOSE_SITES, service_reads())
+    script = "\n".join(services()["kafka-init"]["command"])
+    lines = [
+        line.strip()
+        for line in script.splitlines()
+        if "kafka-acls.sh" in line or "kafka-configs.sh" in line
+    ]
+    connect = "--bootstrap-server kafka:9092 --command-config /tmp/admin.properties"
+    assert lines == cli_script(table, "/opt/kafka/bin", connect)
+    init_env = raw_env("kafka-init")
+    for principal in table:
+        assert password_variable(principal) in init_env, principal
+    assert set(compose_principals().values()) <= set(table)
 
 
 def test_compose_creates_exactly_architecture_md_s_topics_with_the_code_s_configs() -> None:
@@ -406,6 +476,7 @@ def test_compose_creates_exactly_architecture_md_s_topics_with_the_code_s_config
         assert int(options["--partitions"][0]) >= 1
         assert "--create" in options and "--if-not-exists" in options
         assert options["--bootstrap-server"] == ["kafka:9092"]
+        assert options["--command-config"] == ["/tmp/admin.properties"]  # as the admin
     assert sorted(created) == sorted(ARCHITECTURE_TOPICS)
 
 
@@ -624,7 +695,7 @@ def test_compose_dashboard_reads_every_site_s_delivery_service_and_is_published(
     assert dashboard["build"]["dockerfile"] == "deploy/docker/dashboard.Dockerfile"
     assert "command" not in dashboard or dashboard["command"] == RUNS["dashboard"]
     env = env_of("dashboard")
-    assert set(env) <= module_env_names(DASHBOARD_MODULE)
+    assert set(env) <= module_env_names(DASHBOARD_MODULE) | module_env_names("shared.kafka_clients")
     document = document_from_env(env)  # what the dashboard reads in its container
     assert document["sites"] == {
         site: {"delivery": f"{grpc_name(site, 'delivery')}:{GRPC_PORT}"} for site in COMPOSE_SITES
@@ -643,6 +714,34 @@ def test_compose_dependencies_exist_and_healthy_ones_have_a_healthcheck() -> Non
                 assert "healthcheck" in services()[dependency], f"{dependency} has none"
 
 
+def a_ca_file(folder: Path) -> Path:
+    """A self-signed CA certificate (PEM): what the cluster CA Secret mounts in a pod."""
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "cellbank test CA")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    path = folder / "ca.crt"
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return path
+
+
 def coldchain_config(env: Mapping[str, str]) -> dict[str, Any]:
     """What the worker module makes of an environment, imported in a clean process (the module
     builds its Faust app at import; nothing connects before `worker` runs)."""
@@ -653,6 +752,7 @@ conf = worker.app.conf
 rules = worker.monitor.rules
 print(json.dumps({{
     "app_id": conf.id,
+    "kafka_user": getattr(conf.broker_credentials, "username", None),
     "brokers": [str(url) for url in conf.broker],
     "datadir": str(conf.datadir),
     "partitions": conf.topic_partitions,
@@ -954,9 +1054,19 @@ def test_k8s_network_runs_one_coldchain_monitor_in_storage_s_image(tmp_path: Pat
     assert parse_endpoints(env["CELLBANK_DELIVERY_ENDPOINTS"], "CELLBANK_DELIVERY_ENDPOINTS") == {
         s: k8s_dns(s, "delivery") for s in DEFAULT_SITES
     }
-    secret = tmp_path / "client-secret"  # what the mounted Secret holds in the pod
+    secret = tmp_path / "client-secret"  # what the mounted Secrets hold in the pod
     secret.write_text("from-the-secret")
-    config = coldchain_config({**env, "CELLBANK_OIDC_CLIENT_SECRET_FILE": str(secret)})
+    password = tmp_path / "kafka-password"
+    password.write_text("from-the-kafka-secret")
+    config = coldchain_config(
+        {
+            **env,
+            "CELLBANK_OIDC_CLIENT_SECRET_FILE": str(secret),
+            "CELLBANK_KAFKA_PASSWORD_FILE": str(password),
+            "CELLBANK_KAFKA_CA_FILE": str(a_ca_file(tmp_path)),
+        }
+    )
+    assert config["kafka_user"] == env["CELLBANK_KAFKA_USERNAME"]
     assert config["brokers"] == [f"kafka://{env['CELLBANK_KAFKA_BOOTSTRAP'].split(',')[0]}"]
     (topic,) = [t for t in of_kind(rendered(K8S / "kafka"), "KafkaTopic")
                 if t["spec"]["topicName"] == TELEMETRY]  # fmt: skip
@@ -990,7 +1100,7 @@ def test_k8s_network_runs_the_dashboard_against_every_site() -> None:
     assert image_of(deployment) == IMAGES["dashboard"]
     assert container(deployment)["command"] == RUNS["dashboard"]
     names = {item["name"] for item in container(deployment)["env"]}
-    assert names <= module_env_names(DASHBOARD_MODULE)
+    assert names <= module_env_names(DASHBOARD_MODULE) | module_env_names("shared.kafka_clients")
     env = pod_env(docs, deployment)
     assert env["CELLBANK_DASHBOARD_CLIENT_ID"] == DASHBOARD_CLIENT
     assert secret_file_of(deployment, env, "CELLBANK_DASHBOARD_CLIENT_SECRET_FILE") == "dashboard"
@@ -1019,7 +1129,11 @@ def test_k8s_kafka_topics_are_architecture_md_s_with_production_configs() -> Non
         assert topic["spec"]["config"] == spec.config(3)  # min.insync.replicas=2
         assert topic["spec"]["partitions"] >= 1
     network = of_kind(rendered(K8S / "network"), "ConfigMap")
-    (kafka,) = {cm["data"]["CELLBANK_KAFKA_BOOTSTRAP"] for cm in network}
+    (kafka,) = {
+        cm["data"]["CELLBANK_KAFKA_BOOTSTRAP"]
+        for cm in network
+        if "CELLBANK_KAFKA_BOOTSTRAP" in cm["data"]
+    }
     namespace = yaml.safe_load((K8S / "kafka" / "kustomization.yaml").read_text())["namespace"]
     assert all(f".{namespace}.svc:" in broker for broker in kafka.split(","))
 
@@ -1106,3 +1220,46 @@ def test_the_dashboard_runs_one_replica_as_its_sessions_are_in_memory() -> None:
         if d and d["kind"] == "Deployment"
     ]
     assert deployment["spec"]["replicas"] == 1
+
+
+def k8s_principals() -> dict[str, str]:
+    """Each k8s Deployment (namespace/name) → the Kafka principal it must run as."""
+    expected = {
+        f"cellbank-{site.lower()}/{IMAGES[service]}": service_principal(site, service)
+        for site, service in K8S_SITE_SERVICES
+    }
+    return expected | {
+        "cellbank-network/coldchain": COLDCHAIN,
+        "cellbank-network/sla": SLA,
+        "cellbank-network/dashboard": DASHBOARD,
+    }
+
+
+def test_k8s_every_process_is_its_own_kafka_principal_over_tls_with_a_secret_password() -> None:
+    seen = {}
+    for docs in all_rendered():
+        for deployment in of_kind(docs, "Deployment"):
+            env = pod_env(docs, deployment)
+            key = f"{deployment['metadata']['namespace']}/{deployment['metadata']['name']}"
+            seen[key] = env["CELLBANK_KAFKA_USERNAME"]
+            assert env["CELLBANK_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL", key
+            assert env["CELLBANK_KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512", key
+            assert "CELLBANK_KAFKA_PASSWORD" not in env, key  # never inline
+            assert secret_file_of(deployment, env, "CELLBANK_KAFKA_PASSWORD_FILE"), key
+            assert secret_file_of(deployment, env, "CELLBANK_KAFKA_CA_FILE") == "ca.crt", key
+    assert seen == k8s_principals()
+
+
+def test_k8s_kafka_users_are_the_acl_table() -> None:
+    users = of_kind(rendered(K8S / "kafka"), "KafkaUser")
+    table = acl_table(DEFAULT_SITES, service_reads())
+    assert {u["metadata"]["name"] for u in users} == set(table)
+    for user in users:
+        name = user["metadata"]["name"]
+        assert user["metadata"]["labels"]["strimzi.io/cluster"] == "cellbank"
+        assert user["spec"]["authentication"] == {"type": "scram-sha-512"}
+        assert user["spec"]["authorization"] == {
+            "type": "simple",
+            "acls": strimzi_acls(table[name]),
+        }, name
+    assert set(k8s_principals().values()) <= set(table)

@@ -28,6 +28,7 @@ from services.delivery.adapters.codec import CODEC
 from services.delivery.domain import model
 from services.delivery.domain.sla import SlaWatch, at_risk
 from shared.envelope_codec import decode
+from shared.kafka_clients import KafkaSecurity
 from shared.oidc import ClientCredentials
 from shared.settings import parse_endpoints
 from shared.topics import DELIVERY_EVENTS
@@ -70,6 +71,7 @@ def _from_json(raw: dict[str, Any]) -> SlaWatch:
 app = faust.App(
     os.environ.get("CELLBANK_SLA_APP_ID", "cellbank-sla"),
     broker=f"kafka://{os.environ.get('CELLBANK_KAFKA_BOOTSTRAP', '127.0.0.1:9092')}",
+    broker_credentials=KafkaSecurity.from_env().faust_credentials(),
     store="memory://",
     topic_replication_factor=int(os.environ.get("CELLBANK_TOPIC_REPLICATION_FACTOR", "1")),
     topic_partitions=int(os.environ.get("CELLBANK_TOPIC_PARTITIONS", "3")),
