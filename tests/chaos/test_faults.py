@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -82,7 +83,9 @@ def kafka_cluster() -> Iterator[LocalKafkaCluster]:
         cluster.stop()
         print(json.dumps({k: round(v, 1) for k, v in TIMINGS.items()}))
         if PASSED:
-            _remove(root)  # else the brokers' logs stay for a look (the next run reaps them)
+            shutil.rmtree(
+                root, ignore_errors=True
+            )  # else the brokers' logs stay for a look (the next run reaps them)
 
 
 @pytest.fixture(scope="module")
@@ -108,12 +111,6 @@ def private_infra(kafka_cluster: LocalKafkaCluster) -> Iterator[Infrastructure]:
 
 EVENT_TOPICS = sorted(SERVICE_TOPICS.values())
 REPLICATED = [t.name for t in TOPICS] + ["__consumer_offsets"]  # at least these
-
-
-def _remove(root: Path) -> None:
-    import shutil
-
-    shutil.rmtree(root, ignore_errors=True)
 
 
 async def written(bootstrap: str) -> int:
