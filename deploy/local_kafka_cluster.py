@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from deploy.kafka_principals import ADMIN
+from deploy.kafka_provision import ensure_passwords
 from deploy.local_kafka import LOG4J2, LocalKafka, _cluster_id, kafka_libs, security_properties
 from deploy.processes import InfraError, free_port, log_tail, run_async, wait_until
 from shared.kafka_clients import KafkaSecurity, admin_client
@@ -209,6 +210,8 @@ class LocalKafkaCluster:
         """Start every node (in parallel: a voter waits for a quorum) and return once the
         metadata lists all three brokers; then run the provisioning callback."""
         kafka_libs()  # fetched once, before three threads would race for it
+        if self.authenticated:  # the admin's password file, made once before the nodes race
+            ensure_passwords(self.credentials, [ADMIN])
         print(f"[cellbank] starting a 3-node Kafka cluster on {self.bootstrap}", flush=True)
         with concurrent.futures.ThreadPoolExecutor(len(self.nodes)) as pool:
             futures = [pool.submit(n.start, timeout) for n in self.nodes.values() if not n.alive]
