@@ -12,8 +12,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from deploy.local_kafka import LOG4J2, LocalKafka, _cluster_id, kafka_libs
+from deploy.kafka_principals import ADMIN
+from deploy.kafka_provision import ensure_passwords
+from deploy.local_kafka import LOG4J2, LocalKafka, _cluster_id, kafka_libs, security_properties
 from deploy.processes import InfraError, free_port, log_tail, run_async, wait_until
+from shared.kafka_clients import KafkaSecurity, admin_client
 
 # The production topology (ARCHITECTURE.md): every partition on 3 brokers, a write needs 2 of
 # them, and a replica that fell behind is never elected (no silent loss of acknowledged writes).
@@ -21,9 +24,6 @@ from deploy.processes import InfraError, free_port, log_tail, run_async, wait_un
 # partitions led elsewhere, within a few seconds.
 CLUSTER_PROPERTIES: dict[str, str] = {
     "process.roles": "broker,controller",
-    "controller.listener.names": "CONTROLLER",
-    "inter.broker.listener.name": "PLAINTEXT",
-    "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
     "num.partitions": "3",
     "default.replication.factor": "3",
     "min.insync.replicas": "2",
@@ -43,6 +43,11 @@ CLUSTER_PROPERTIES: dict[str, str] = {
     "num.io.threads": "2",
     "background.threads": "2",
 }
+PLAINTEXT = {
+    "controller.listener.names": "CONTROLLER",
+    "inter.broker.listener.name": "PLAINTEXT",
+    "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+}
 # Start fast on a crowded machine: C1 only (a restarted broker is back sooner; tests never
 # run it long enough for C2 to pay off).
 JVM_FLAGS = ("-XX:TieredStopAtLevel=1",)
@@ -56,30 +61,46 @@ class ClusterNode(LocalKafka):
     def __init__(
         self, cluster: LocalKafkaCluster, node_id: int, data_dir: Path, ports: tuple[int, int]
     ) -> None:
-        super().__init__(data_dir, port=ports[0], heap_mb=cluster.heap_mb)
+        super().__init__(
+            data_dir, port=ports[0], heap_mb=cluster.heap_mb, authenticated=cluster.authenticated
+        )
         self.controller_port = ports[1]  # fixed for the cluster's life: the voters name it
+        self.credentials = cluster.credentials  # one admin the brokers authenticate as
         self.cluster = cluster
         self.node_id = node_id
 
     def properties(self) -> dict[str, str]:
+        """The node's server properties: the cluster's, the single broker's security (SASL
+        SCRAM for clients and brokers, PLAIN for controllers, ACLs) when authenticated."""
+        listener = "SASL_PLAINTEXT" if self.authenticated else "PLAINTEXT"
         props = dict(CLUSTER_PROPERTIES)
         props.update(
             {
                 "node.id": str(self.node_id),
                 "controller.quorum.voters": self.cluster.voters,
-                "listeners": f"PLAINTEXT://127.0.0.1:{self.port},"
+                "listeners": f"{listener}://127.0.0.1:{self.port},"
                 f"CONTROLLER://127.0.0.1:{self.controller_port}",
-                "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+                "advertised.listeners": f"{listener}://127.0.0.1:{self.port}",
                 "log.dirs": str(self.data_dir / "log"),
             }
         )
+        if self.authenticated:
+            text = security_properties(ADMIN, self.admin_security.password)
+            for line in text.splitlines():
+                key, is_property, value = line.partition("=")
+                if is_property:
+                    props[key] = value
+        else:
+            props.update(PLAINTEXT)
         props.update(self.cluster.extra_properties(self) if self.cluster.extra_properties else {})
         return props
 
     def _configure(self, libs: Path) -> Path:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         props = self.data_dir / "server.properties"
-        props.write_text("".join(f"{k}={v}\n" for k, v in self.properties().items()))
+        fd = os.open(props, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # holds the password
+        with os.fdopen(fd, "w") as out:
+            out.write("".join(f"{k}={v}\n" for k, v in self.properties().items()))
         (self.data_dir / "log4j2.properties").write_text(LOG4J2.format(log_file=self.log_file))
         if not (self.data_dir / "log" / "meta.properties").exists():
             # Static quorum (controller.quorum.voters): no --standalone / --initial-controllers.
@@ -92,6 +113,10 @@ class ClusterNode(LocalKafka):
                 str(props),
                 *self.cluster.format_args,
             )
+            if self.authenticated:
+                # The brokers authenticate to each other as the admin before anyone could add it.
+                password = self.admin_security.password
+                cmd += ["--add-scram", f"SCRAM-SHA-512=[name={ADMIN},password={password}]"]
             result = subprocess.run(cmd, capture_output=True, text=True, check=False)
             if result.returncode != 0:
                 raise InfraError(
@@ -131,21 +156,25 @@ class ClusterNode(LocalKafka):
 class LocalKafkaCluster:
     """Three combined broker+controller nodes from the same Maven jars, one cluster id.
 
-    Seams for the deployment's security: `extra_properties(node)` returns server properties
-    that override the defaults (listeners, SASL, authorizer, ...), `format_args` go to the storage
-    tool (e.g. `--add-scram ...`), and `provision(cluster)` runs once all brokers are live
-    (users, ACLs, topics)."""
+    Authenticated (the default) like the single broker: SASL/SCRAM with the admin as super
+    user, StandardAuthorizer; `provision(cluster)` runs once all brokers are live (principals
+    and ACLs: deploy/kafka_provision.provision_network). `extra_properties(node)` overrides
+    server properties, `format_args` go to the storage tool."""
 
     def __init__(
         self,
         data_dir: Path,
         *,
+        authenticated: bool = True,
         heap_mb: int = HEAP_MB,
         extra_properties: Callable[[ClusterNode], Mapping[str, str]] | None = None,
         format_args: Sequence[str] = (),
         provision: Callable[[LocalKafkaCluster], None] | None = None,
     ) -> None:
         self.data_dir = data_dir
+        # SASL/SCRAM + ACLs like the single broker (deploy/local_kafka.py), or open PLAINTEXT.
+        self.authenticated = authenticated
+        self.credentials = data_dir / "credentials"  # 0600 password files, the admin's first
         self.heap_mb = heap_mb
         self.extra_properties = extra_properties
         self.format_args = tuple(format_args)
@@ -159,6 +188,11 @@ class LocalKafkaCluster:
             n: ClusterNode(self, n, data_dir / f"node-{n}", (ports[2 * i], ports[2 * i + 1]))
             for i, n in enumerate(NODE_IDS)
         }
+
+    @property
+    def admin_security(self) -> KafkaSecurity:
+        """How the admin (super user) authenticates; PLAINTEXT when not authenticated."""
+        return self.nodes[NODE_IDS[0]].admin_security
 
     @property
     def voters(self) -> str:
@@ -176,6 +210,8 @@ class LocalKafkaCluster:
         """Start every node (in parallel: a voter waits for a quorum) and return once the
         metadata lists all three brokers; then run the provisioning callback."""
         kafka_libs()  # fetched once, before three threads would race for it
+        if self.authenticated:  # the admin's password file, made once before the nodes race
+            ensure_passwords(self.credentials, [ADMIN])
         print(f"[cellbank] starting a 3-node Kafka cluster on {self.bootstrap}", flush=True)
         with concurrent.futures.ThreadPoolExecutor(len(self.nodes)) as pool:
             futures = [pool.submit(n.start, timeout) for n in self.nodes.values() if not n.alive]
@@ -226,10 +262,9 @@ class LocalKafkaCluster:
 
     async def registered_brokers(self) -> set[int]:
         """The broker ids the cluster's metadata lists as live (empty when unreachable)."""
-        from aiokafka.admin import AIOKafkaAdminClient
         from aiokafka.errors import KafkaError
 
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=3000)
+        admin = admin_client(self.bootstrap, security=self.admin_security, request_timeout_ms=3000)
         try:
             await asyncio.wait_for(admin.start(), 5)
             cluster = await asyncio.wait_for(admin.describe_cluster(), 5)
@@ -260,10 +295,9 @@ class LocalKafkaCluster:
         required topics the metadata lacks. A broker that has not yet seen a fault may still
         answer with the replicas it knew: callers wait for full replication after a node
         returns, not for under-replication after a kill."""
-        from aiokafka.admin import AIOKafkaAdminClient
         from aiokafka.errors import KafkaError
 
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=5000)
+        admin = admin_client(self.bootstrap, security=self.admin_security, request_timeout_ms=5000)
         try:
             await asyncio.wait_for(admin.start(), 10)
             described = await asyncio.wait_for(admin.describe_topics(), 10)

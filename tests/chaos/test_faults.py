@@ -29,6 +29,9 @@ from cellbank.operator.v1 import operator_service_pb2_grpc as opb_grpc
 
 from deploy.identities import Caller
 from deploy.infra import Endpoints, Infrastructure
+from deploy.kafka_principals import ADMIN
+from deploy.kafka_provision import principal_env, provision_network
+from deploy.local_kafka import kafka_libs
 from deploy.local_kafka_cluster import LocalKafkaCluster
 from deploy.network import NetworkProcess, ServiceProcess, plan, simulator_process
 from deploy.processes import REPO_ROOT, claim, free_port_block, reap_abandoned
@@ -53,17 +56,30 @@ PASSED: list[bool] = []
 
 @pytest.fixture(scope="module")
 def kafka_cluster() -> Iterator[LocalKafkaCluster]:
-    """Three brokers of this test alone, in a claimed folder: a run that dies without cleaning
-    up (SIGKILL) has its brokers and servers reaped by the next one."""
+    """Three brokers of this test alone, authenticated with every principal provisioned, in a
+    claimed folder: a run that dies without cleaning up (SIGKILL) has its brokers and servers
+    reaped by the next one. This process's own clients act as the admin."""
     reap_abandoned(REPO_ROOT / ".cellbank", "chaos-*")
     root = REPO_ROOT / ".cellbank" / f"chaos-{uuid.uuid4().hex[:8]}"
     claim(root)
-    cluster = LocalKafkaCluster(root / "kafka")
+    cluster = LocalKafkaCluster(
+        root / "kafka",
+        provision=lambda c: TIMINGS.update(
+            {
+                "principals provisioned": provision_network(
+                    kafka_libs(), c.bootstrap, c.admin_security, c.credentials, SITES
+                )
+            }
+        ),
+    )
     started = time.monotonic()
     try:
-        cluster.start()
-        TIMINGS["cluster start"] = time.monotonic() - started
-        yield cluster
+        with pytest.MonkeyPatch.context() as patch:
+            for name, value in principal_env(cluster.credentials, ADMIN).items():
+                patch.setenv(name, value)
+            cluster.start()
+            TIMINGS["cluster start"] = time.monotonic() - started
+            yield cluster
     finally:
         cluster.stop()
         print(json.dumps({k: round(v, 1) for k, v in TIMINGS.items()}))
@@ -76,15 +92,17 @@ def kafka_cluster() -> Iterator[LocalKafkaCluster]:
 @pytest.fixture(scope="module")
 def private_infra(kafka_cluster: LocalKafkaCluster) -> Iterator[Infrastructure]:
     """PostgreSQL (and Keycloak) of this test alone (it stops and restarts them), on the
-    cluster above with the production topology's topics (RF 3, min.insync.replicas=2)."""
+    cluster above with the production topology's topics (RF 3, min.insync.replicas=2); the
+    services run as their own principals (passwords from the cluster's credentials)."""
     env = {
         k: v
         for k, v in os.environ.items()
         if k not in ("CELLBANK_KAFKA_BOOTSTRAP", "CELLBANK_DATABASE_URL")
     }
     env["CELLBANK_KAFKA_BOOTSTRAP"] = kafka_cluster.bootstrap
+    env["CELLBANK_KAFKA_CREDENTIALS_DIR"] = str(kafka_cluster.credentials)
     env["CELLBANK_TOPIC_REPLICATION_FACTOR"] = "3"
-    infra = Infrastructure(kafka_cluster.data_dir.parent / "infra", env=env)
+    infra = Infrastructure(kafka_cluster.data_dir.parent / "infra", env=env, sites=SITES)
     infra.start()
     try:
         yield infra

@@ -78,3 +78,14 @@ def test_the_active_controller_is_the_live_majority_s_leader_of_the_latest_epoch
     for node_id, (leader, epoch) in states.items():
         _quorum_state(cluster.nodes[node_id], leader, epoch)
     assert cluster.controller_leader() == expected
+
+
+def test_the_cluster_authenticates_like_the_single_broker_unless_told_not_to(tmp_path: Path):
+    secured = LocalKafkaCluster(tmp_path / "secured").nodes[1].properties()
+    assert secured["listeners"].startswith("SASL_PLAINTEXT://")
+    assert secured["inter.broker.listener.name"] == "SASL_PLAINTEXT"
+    assert secured["authorizer.class.name"].endswith("StandardAuthorizer")
+    assert secured["allow.everyone.if.no.acl.found"] == "false"
+    open_ = LocalKafkaCluster(tmp_path / "open", authenticated=False).nodes[1].properties()
+    assert open_["listeners"].startswith("PLAINTEXT://")
+    assert "authorizer.class.name" not in open_
