@@ -698,6 +698,22 @@ def kafka_credentials_of(
                 env[key] = value
 
 
+def trust_list_path(endpoints: NetworkEndpoints) -> str:
+    """The network's trust list: the one the endpoints file names (the network it describes
+    wrote it: make run), else CELLBANK_TRUST_LIST_FILE; reading the log verifies every record
+    against it."""
+    path = (
+        str(endpoints.document.get("trust_list", ""))
+        or os.environ.get("CELLBANK_TRUST_LIST_FILE", "").strip()
+    )
+    if not path:
+        raise CliError(
+            "reading the event log needs the network's trust list: set CELLBANK_TRUST_LIST_FILE"
+            " or use the endpoints file make run writes"
+        )
+    return path
+
+
 def _infra_of(endpoints: NetworkEndpoints, args: argparse.Namespace) -> tuple[str, str]:
     bootstrap = (
         args.kafka
@@ -723,6 +739,8 @@ def replay(args: argparse.Namespace, io: Streams) -> int:
 
     from deploy.replay import differences, replay_site, site_digests, specs
     from shared.db import database_name
+    from shared.db_roles import DatabaseRoles, hand_over
+    from shared.service_lock import ServicesRunning, running_services
 
     endpoints = load_endpoints(args.endpoints)
     site = endpoints.site_names(args.site)[0] if args.site else None
@@ -743,6 +761,8 @@ def replay(args: argparse.Namespace, io: Streams) -> int:
     async def run() -> int:
         from shared.db import drop_database
 
+        if args.restore and (running := await running_services(server, list(live.values()))):
+            raise CliError(str(ServicesRunning(site, running)), code=1)
         if args.restore and not args.force:
             present = await _databases_with_events(server, list(live.values()))
             if present:
@@ -753,7 +773,11 @@ def replay(args: argparse.Namespace, io: Streams) -> int:
         result = await replay_site(
             site, bootstrap=bootstrap, server_url=server, targets=targets,
             restore_events_from_log=args.restore, progress=io.warn,
+            trust_list_file=trust_list_path(endpoints),
         )  # fmt: skip
+        if args.restore and (roles := endpoints.document.get("database_roles")):
+            for dbname in targets.values():  # the owner role's again, the runtime's grants
+                await hand_over(server, dbname, DatabaseRoles(**roles))
         io.print(
             f"{site}: {result.records_replayed:,} records replayed in {result.seconds:.1f}s"
             f" ({result.rate:,.0f} events/s)"
@@ -763,6 +787,9 @@ def replay(args: argparse.Namespace, io: Streams) -> int:
                 else ""
             )
         )
+        skipped = sum(n for reasons in result.untrusted.values() for n in reasons.values())
+        if skipped:
+            io.print(f"{site}: {skipped:,} untrusted record(s) skipped (not applied; see above)")
         code = 0
         try:
             if args.verify and not args.restore:
@@ -822,14 +849,23 @@ def watch(args: argparse.Namespace, io: Streams) -> int:
     import asyncio
 
     from shared.event_watch import EventFilter, watch_events
+    from shared.trust import TrustConfigError, TrustList
 
     bootstrap = args.kafka or os.environ.get("CELLBANK_KAFKA_BOOTSTRAP", "")
     document: Mapping[str, Any] = {}
-    if not bootstrap:
-        document = load_endpoints(args.endpoints).document
-        bootstrap = str(document.get("kafka", ""))
+    trust_file = os.environ.get("CELLBANK_TRUST_LIST_FILE", "").strip()
+    if not bootstrap or not trust_file:
+        endpoints = load_endpoints(args.endpoints)
+        trust_file = trust_list_path(endpoints)
+        if not bootstrap:
+            document = endpoints.document
+            bootstrap = str(document.get("kafka", ""))
     if not bootstrap:
         raise CliError("watch needs Kafka: --kafka, CELLBANK_KAFKA_BOOTSTRAP or the endpoints file")
+    try:
+        trust = TrustList.from_file(trust_file)
+    except TrustConfigError as exc:
+        raise CliError(str(exc)) from None
     selection = EventFilter(
         args.site or "", args.topic or "", args.type or "", args.aggregate or ""
     )
@@ -840,7 +876,7 @@ def watch(args: argparse.Namespace, io: Streams) -> int:
 
     async def follow() -> int:
         shown = 0
-        events = watch_events(bootstrap, selection, from_beginning=args.from_beginning)
+        events = watch_events(bootstrap, selection, trust=trust, from_beginning=args.from_beginning)
         async with contextlib.aclosing(events):  # stops its consumer when we stop
             async for watched in events:
                 if args.json:

@@ -17,12 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deploy import identities
+from deploy.database_logins import DatabaseLogins, provision_logins
 from deploy.kafka_provision import principal_env, provision_network
 from deploy.keycloak import Identity, LocalKeycloak
 from deploy.local_kafka import LocalKafka, kafka_libs
 from deploy.local_postgres import LocalPostgres
 from deploy.processes import REPO_ROOT, run_async
 from shared.db import database_name, ensure_database
+from shared.db_roles import DatabaseRoles, adopt_database
 from shared.kafka_admin import ensure_topics
 from shared.kafka_clients import KafkaSecurity
 from shared.topics import SERVICES
@@ -40,6 +42,8 @@ class Endpoints:
     # CELLBANK_KAFKA_* credentials are the only ones there are (an external cluster).
     kafka_credentials: str = ""
     kafka_local: bool = True  # the credentials are the local broker's (SASL_PLAINTEXT)
+    # The owner/runtime/reader roles on that server (database_url is the administrator's).
+    database_logins: DatabaseLogins | None = None
 
     def kafka_env(self, principal: str) -> dict[str, str]:
         """CELLBANK_KAFKA_* for a process running as this principal ({} = inherit the caller's)."""
@@ -85,6 +89,8 @@ class Infrastructure:
             None if self.external_issuer else LocalKeycloak(root / "keycloak", port=keycloak_port)
         )
         root.mkdir(parents=True, exist_ok=True)
+        self.root = root
+        self.database_logins: DatabaseLogins | None = None
 
     @property
     def endpoints(self) -> Endpoints:
@@ -98,7 +104,14 @@ class Infrastructure:
         credentials = self.external_credentials or (
             str(self.kafka.credentials) if self.kafka and self.kafka.authenticated else ""
         )
-        return Endpoints(kafka, db, identity, credentials, kafka_local=not self.external_kafka)
+        return Endpoints(
+            kafka,
+            db,
+            identity,
+            credentials,
+            kafka_local=not self.external_kafka,
+            database_logins=self.database_logins,
+        )
 
     def start(self) -> Endpoints:
         failure: list[BaseException] = []
@@ -129,6 +142,10 @@ class Infrastructure:
 
     async def _provision(self) -> None:
         admin = self.kafka.admin_security if self.kafka else KafkaSecurity.from_env()
+        # Passwords generated once and kept beside the data (0600) for this run's services.
+        self.database_logins = await provision_logins(
+            self.endpoints.database_url, self.root / "database-roles.json"
+        )
         created = await ensure_topics(
             self.endpoints.kafka_bootstrap,
             partitions=self.partitions,
@@ -168,12 +185,18 @@ class Infrastructure:
 
 
 async def ensure_site_databases(
-    server_url: str, sites: Iterable[str] = DEFAULT_SITES, services: Iterable[str] = SERVICES
+    server_url: str,
+    sites: Iterable[str] = DEFAULT_SITES,
+    services: Iterable[str] = SERVICES,
+    roles: DatabaseRoles | None = None,
 ) -> list[str]:
-    """One database per site and service; returns their names."""
+    """One database per site and service; returns their names. With `roles`, each is the
+    owner role's (an existing one is handed over) and only the network's roles connect."""
     names = [database_name(site, service) for site in sites for service in services]
     for name in names:
-        await ensure_database(server_url, name)
+        await ensure_database(server_url, name, owner=roles.owner if roles else "")
+        if roles is not None:
+            await adopt_database(server_url, name, roles)
     return names
 
 

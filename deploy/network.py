@@ -17,6 +17,7 @@ from deploy.identities import demo_realm
 from deploy.infra import Endpoints
 from deploy.kafka_principals import COLDCHAIN, SLA, TANK_SENSORS, service_principal
 from deploy.processes import REPO_ROOT, InfraError, hla_reference_dir, stop_process
+from deploy.trust_keys import TrustMaterial
 
 # The services that exist so far, in start order (manufacturing consumes donor events).
 SERVICE_MODULES = {
@@ -55,6 +56,8 @@ class ServiceProcess:
             "CELLBANK_GRPC_PORT": str(self.grpc_port),
             "CELLBANK_METRICS_PORT": str(self.metrics_port),
             **endpoints.identity.service_env(),
+            # Least privilege: migrate as the owner role, run as the runtime role.
+            **(endpoints.database_logins.service_env() if endpoints.database_logins else {}),
             **_client_env(demo_realm().service_client(self.site, self.service).client_id),
             "CELLBANK_HLA_REFERENCE": hla_reference_dir(),
             **self.env,
@@ -96,8 +99,12 @@ class ServiceProcess:
             self.proc = None
 
 
-def plan(sites: list[str], grpc_base: int, metrics_base: int) -> list[ServiceProcess]:
-    """Ports: base + 10 × site index + service index, e.g. LON donor_intake 50100."""
+def plan(
+    sites: list[str], grpc_base: int, metrics_base: int, trust: TrustMaterial | None = None
+) -> list[ServiceProcess]:
+    """Ports: base + 10 × site index + service index, e.g. LON donor_intake 50100. `trust`:
+    every process gets its site's signing key and the trust list (a service refuses to start
+    without them; None only to list the processes)."""
     processes = [
         ServiceProcess(site, service, grpc_base + 10 * i + j, metrics_base + 10 * i + j)
         for i, site in enumerate(sites)
@@ -107,6 +114,8 @@ def plan(sites: list[str], grpc_base: int, metrics_base: int) -> list[ServicePro
     for p in processes:
         if p.service in ("matching", "delivery"):  # reserve / pick / recall at the owning site
             p.env["CELLBANK_STORAGE_ENDPOINTS"] = storage
+        if trust is not None:
+            p.env.update(trust.env(p.site))
     return processes
 
 
@@ -151,9 +160,15 @@ class NetworkProcess:
 
 
 def cold_chain(
-    endpoints: Endpoints, services: list[ServiceProcess], tanks: list[str], data_dir: Path
+    endpoints: Endpoints,
+    services: list[ServiceProcess],
+    tanks: list[str],
+    data_dir: Path,
+    trust: TrustMaterial | None = None,
 ) -> list[NetworkProcess]:
-    """The Faust monitor watching every site's tanks, and simulated sensors for the demo tanks."""
+    """The Faust monitor watching every site's tanks, and simulated sensors for the demo tanks.
+    `trust`: the trust list the SLA monitor verifies delivery events with."""
+    verifies = trust.env() if trust is not None else {}
     storage = ",".join(f"{s.site}={s.address}" for s in services if s.service == "storage")
     delivery = ",".join(f"{s.site}={s.address}" for s in services if s.service == "delivery")
     monitor = NetworkProcess(
@@ -187,20 +202,25 @@ def cold_chain(
             **endpoints.identity.service_env(),
             **_client_env("monitor-sla"),
             "CELLBANK_SLA_DATADIR": str(data_dir / "sla"),
+            **verifies,
         },
     )
     return [monitor, sensors, sla]
 
 
 def dashboard_process(
-    endpoints_file: Path, port: int, kafka_env: Mapping[str, str] | None = None
+    endpoints_file: Path,
+    port: int,
+    kafka_env: Mapping[str, str] | None = None,
+    trust: TrustMaterial | None = None,
 ) -> NetworkProcess:
     """The operator dashboard (deploy/dashboard.py) on 127.0.0.1:port (as the dashboard
-    principal: give it endpoints.kafka_env(DASHBOARD))."""
+    principal: give it endpoints.kafka_env(DASHBOARD)); `trust`: the network's trust list its
+    event stream verifies with (else the one the endpoints file names)."""
     return NetworkProcess(
         "dashboard",
         ["deploy.dashboard", "--endpoints", str(endpoints_file), "--port", str(port)],
-        dict(kafka_env or {}),
+        {**(kafka_env or {}), **(trust.env() if trust is not None else {})},
     )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import signal
@@ -41,7 +42,9 @@ from deploy.processes import (
     reap_abandoned,
     run_async,
 )
+from deploy.trust_keys import ensure_site_keys
 from shared.db import create_pool, database_name, migrate, with_database
+from shared.db_roles import DatabaseRoles, apply_grants
 from shared.topics import SERVICES
 
 
@@ -91,16 +94,24 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-async def provision(server_url: str, sites: list[str]) -> list[str]:
-    """Every site's service databases, migrated (event store + projection bookkeeping)."""
-    names = await ensure_site_databases(server_url, sites, SERVICES)
+async def provision(endpoints: Endpoints, sites: list[str]) -> list[str]:
+    """Every site's service databases, migrated by the owner role (event store + projection
+    bookkeeping) with the runtime role's grants."""
+    logins = endpoints.database_logins
+    server_url = endpoints.database_url
+    names = await ensure_site_databases(
+        server_url, sites, SERVICES, logins.roles if logins else None
+    )
     for site in sites:
         for service in SERVICES:
+            dbname = database_name(site, service)
             pool = await create_pool(
-                with_database(server_url, database_name(site, service)), max_size=1
+                with_database(logins.owner_url if logins else server_url, dbname), max_size=1
             )
             try:
-                await migrate(pool)
+                await migrate(
+                    pool, grants=(lambda c: apply_grants(c, logins.roles)) if logins else None
+                )
             finally:
                 await pool.close()
     return names
@@ -136,9 +147,11 @@ def endpoints_document(
     kafka_bootstrap: str,
     database_url: str = "",
     dashboard: str = "",
+    trust_list: str = "",
     *,
     identity: Identity,
     kafka_env: Mapping[str, str] | None = None,
+    database_roles: DatabaseRoles | None = None,
 ) -> dict[str, Any]:
     """What tools need to reach the running network (`cellbank`, hospital clients): every
     site's service addresses plus the public aliases, the identity provider, the demo realm's
@@ -160,7 +173,10 @@ def endpoints_document(
         "kafka": kafka_bootstrap,
         "kafka_env": dict(kafka_env or {}),
         "database_url": database_url,  # the PostgreSQL server (`cellbank replay` rebuilds sites)
+        # Role names only (a restore hands the rebuilt databases back to the owner role).
+        "database_roles": dataclasses.asdict(database_roles) if database_roles else {},
         "dashboard": dashboard,
+        "trust_list": trust_list,  # the network's trust list (`cellbank watch`, replay, dashboard)
     }
 
 
@@ -286,12 +302,14 @@ def main(argv: list[str] | None = None) -> int:
     # While starting, Ctrl-C or SIGTERM interrupts (KeyboardInterrupt) and the finally below
     # stops whatever had started; once up, they just end the wait.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    services = plan(sites, args.grpc_base_port, args.metrics_base_port)
+    # Each site's signing key and the network's trust list: made once, kept across runs.
+    trust = ensure_site_keys(args.root / "trust", sites)
+    services = plan(sites, args.grpc_base_port, args.metrics_base_port, trust)
     endpoints_file: Path = args.endpoints_file or args.root.parent / "endpoints.json"
     extras: list[NetworkProcess] = []
     try:
         endpoints = infra.start()
-        databases = run_async(lambda: provision(endpoints.database_url, sites))
+        databases = run_async(lambda: provision(endpoints, sites))
         for service in services:
             service.start(endpoints, args.root / "logs")
         run_async(lambda: _all_serving(services))
@@ -310,12 +328,16 @@ def main(argv: list[str] | None = None) -> int:
                 dashboard_url,
                 identity=endpoints.identity,
                 kafka_env=endpoints.kafka_env(OPERATOR),
+                database_roles=(
+                    endpoints.database_logins.roles if endpoints.database_logins else None
+                ),
+                trust_list=str(trust.trust_list_file),
             ),
         )
         demo = "" if args.no_demo else run_async(lambda: seed_demo(services, sites))
-        extras = cold_chain(endpoints, services, [f"{site}-T1" for site in sites], args.root)
+        extras = cold_chain(endpoints, services, [f"{site}-T1" for site in sites], args.root, trust)
         extras.append(
-            dashboard_process(endpoints_file, dashboard_port, endpoints.kafka_env(DASHBOARD))
+            dashboard_process(endpoints_file, dashboard_port, endpoints.kafka_env(DASHBOARD), trust)
         )
         if not args.no_simulator:
             extras.append(

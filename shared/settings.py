@@ -20,8 +20,12 @@ class Settings:
     site_id: str
     service: str
     kafka_bootstrap: str
-    database_url: str
+    database_url: str  # the runtime role's (least privilege: append and project)
     grpc_port: int = 0
+    # The owner role's server URL: migrations run with it, then the service connects with
+    # database_url. Empty: one role migrates and runs (local tools only; README, Database roles).
+    migration_database_url: str = field(default="", repr=False)
+    database_reader_role: str = ""  # a read-only role the migrations grant SELECT (dashboard)
     metrics_port: int = 0
     # OIDC: access tokens are checked against this issuer's keys and must name this audience.
     oidc_issuer: str = ""
@@ -69,6 +73,12 @@ class Settings:
     # topics' max.message.bytes) and the calls one gRPC server runs at once.
     max_envelope_bytes: int = MAX_ENVELOPE_BYTES
     grpc_max_concurrent_rpcs: int = MAX_CONCURRENT_RPCS
+    # Trust between banks (shared.trust): the site's Ed25519 signing key (PEM file) and its id on
+    # the trust list, which its relay signs every envelope with, and the network's trust list
+    # every consumer verifies envelopes against. Required by the processes that use them.
+    signing_key_file: str = ""
+    signing_key_id: str = ""
+    trust_list_file: str = ""
 
     @property
     def token_url(self) -> str:
@@ -90,6 +100,8 @@ class Settings:
             service=service or env.get("CELLBANK_SERVICE", ""),
             kafka_bootstrap=_required(env, "CELLBANK_KAFKA_BOOTSTRAP"),
             database_url=_required(env, "CELLBANK_DATABASE_URL"),
+            migration_database_url=secret(env, "CELLBANK_MIGRATION_DATABASE_URL"),
+            database_reader_role=env.get("CELLBANK_DATABASE_READER_ROLE", "").strip(),
             grpc_port=_port(env, "CELLBANK_GRPC_PORT"),
             metrics_port=_port(env, "CELLBANK_METRICS_PORT"),
             # A process that takes calls checks tokens against the issuer (a bare relay doesn't).
@@ -126,6 +138,9 @@ class Settings:
             grpc_max_concurrent_rpcs=_count(
                 env, "CELLBANK_GRPC_MAX_CONCURRENT_RPCS", MAX_CONCURRENT_RPCS
             ),
+            signing_key_file=env.get("CELLBANK_SIGNING_KEY_FILE", "").strip(),
+            signing_key_id=env.get("CELLBANK_SIGNING_KEY_ID", "").strip(),
+            trust_list_file=env.get("CELLBANK_TRUST_LIST_FILE", "").strip(),
             **_tls(env),
         )
 

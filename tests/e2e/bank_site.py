@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import random
-import string
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,6 +24,7 @@ from shared.db import drop_database
 from shared.projections import wait_caught_up
 from shared.service_host import ServiceHost
 from shared.settings import Settings
+from shared.testing.trust import fresh_site, site_trust_settings
 from shared.testing.waits import eventually
 from shared.topics import DONOR_EVENTS, MANUFACTURING_EVENTS, STORAGE_EVENTS
 
@@ -67,15 +66,19 @@ class BankSite(BankClient):
 
 
 def site_settings(endpoints: Endpoints, site: str, service: str, fin: str) -> Settings:
+    logins = endpoints.database_logins  # as deployed: migrate as owner, run as runtime
     return Settings(
         site_id=site,
         service=service,
         kafka_bootstrap=endpoints.kafka_bootstrap,
-        database_url=endpoints.database_url,
+        database_url=logins.runtime_url if logins else endpoints.database_url,
+        migration_database_url=logins.owner_url if logins else "",
+        database_reader_role=logins.roles.reader if logins else "",
         **service_oidc(endpoints.identity, site, service),
         database_name=f"cellbank_t_{site.lower()}_{service}_{uuid.uuid4().hex[:6]}",
         facility_id=fin,
         hla_reference=hla_reference_dir(),
+        **site_trust_settings(site),
     )
 
 
@@ -84,9 +87,7 @@ async def bank_site(
     endpoints: Endpoints, *, with_storage: bool = False, **overrides: Any
 ) -> AsyncIterator[BankSite]:
     """`overrides`: Settings fields for every service of the site (e.g. signing_window_seconds)."""
-    site = "".join(
-        random.choices(string.ascii_uppercase, k=3)
-    )  # 17,576 sites: tests never share one
+    site = fresh_site()  # on the session's trust list; tests never share one
     fin = random_fin()
     specs = [(DONOR_SPEC, "donor_intake"), (MANUFACTURING_SPEC, "manufacturing")]
     if with_storage:

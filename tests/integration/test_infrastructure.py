@@ -84,7 +84,7 @@ def test_existing_servers_from_environment_start_nothing(tmp_path):
     assert infra.kafka is None and infra.postgres is None and infra.keycloak is None
     assert infra.endpoints == Endpoints(
         "kafka.example:9092", "postgresql://u@db.example/postgres",
-        Identity("https://id.example/realms/cellbank"),
+        Identity("https://id.example/realms/cellbank"), kafka_local=False,
     )  # fmt: skip
 
 

@@ -52,16 +52,22 @@ def test_make_run_writes_every_site_service_hospital_and_the_demo_identities(tmp
     path = tmp_path / "endpoints.json"
     operator = {"CELLBANK_KAFKA_USERNAME": "operator", "CELLBANK_KAFKA_PASSWORD_FILE": "/x"}
     document = endpoints_document(
-        services, sites, "127.0.0.1:9092", identity=Identity(ISSUER), kafka_env=operator
+        services,
+        sites,
+        "127.0.0.1:9092",
+        trust_list="/x/trust-list.json",
+        identity=Identity(ISSUER),
+        kafka_env=operator,
     )
     write_endpoints_file(path, document)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600  # it holds the demo passwords
     document = json.loads(path.read_text())
     assert set(document) == {
         "identity", "sites", "hospitals", "users", "kafka", "kafka_env", "database_url",
-        "dashboard",
+        "dashboard", "trust_list", "database_roles",
     }  # fmt: skip
     assert document["kafka_env"] == operator  # the CLI's read-only Kafka principal
+    assert document["trust_list"] == "/x/trust-list.json"  # watch, replay, dashboard verify with it
     assert document["identity"] == {
         "issuer": ISSUER,
         "token_url": f"{ISSUER}/protocol/openid-connect/token",

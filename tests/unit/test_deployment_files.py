@@ -55,6 +55,7 @@ from shared.db import database_name, with_database
 from shared.metrics import serve_metrics
 from shared.settings import Settings, parse_endpoints
 from shared.topics import FOREVER, SERVICE_TOPICS, SERVICES, TELEMETRY, TOPICS
+from shared.trust import TrustList
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yml"
@@ -139,6 +140,11 @@ def client_env_names() -> set[str]:
         | {"CELLBANK_OIDC_CLIENT_SECRET_FILE"}
         | module_env_names("shared.kafka_clients")
     )
+
+
+def trust_env_names() -> set[str]:
+    """What a reader of the log reads to verify it (shared.trust.TrustList.from_env)."""
+    return module_env_names("shared.trust")
 
 
 def env_names_the_code_reads() -> set[str]:
@@ -482,7 +488,15 @@ def test_compose_creates_exactly_architecture_md_s_topics_with_the_code_s_config
 
 def test_compose_runs_two_sites_each_with_every_service_once_and_the_network_processes() -> None:
     expected = {grpc_name(site, service) for site, service in COMPOSE_SITE_SERVICES}
-    expected |= {"kafka", "kafka-init", "postgres", "coldchain", "sla", "dashboard"}
+    expected |= {
+        "kafka",
+        "kafka-init",
+        "postgres",
+        "postgres-init",
+        "coldchain",
+        "sla",
+        "dashboard",
+    }
     assert set(services()) == expected
     stores = [
         (env_of(name)["CELLBANK_SITE_ID"], env_of(name)["CELLBANK_SERVICE"])
@@ -502,7 +516,7 @@ def test_compose_service_runs_its_command_in_its_own_image(site: str, service: s
     assert module_exists(process["command"])
     assert process["depends_on"] == {
         "kafka-init": {"condition": "service_completed_successfully"},
-        "postgres": {"condition": "service_healthy"},
+        "postgres-init": {"condition": "service_completed_successfully"},  # roles exist
     }
     assert process["restart"] == "unless-stopped"
 
@@ -544,9 +558,14 @@ def test_compose_no_secret_has_a_default_or_a_literal_value() -> None:
                 used = variables(value)
                 assert used and all(how == "required" for _, how in used), (service, variable)
                 assert re.fullmatch(r"\$\{\w+:\?[^}]+\}", value), f"{service} {variable}: inline"
-    url = raw_env(grpc_name(COMPOSE_SITES[0], "storage"))["CELLBANK_DATABASE_URL"]
-    password = re.fullmatch(r"postgresql://postgres:(.*)@postgres:5432/postgres", url)
-    assert password and variables(password[1]) == [("POSTGRES_PASSWORD", "required")], url
+    env = raw_env(grpc_name(COMPOSE_SITES[0], "storage"))
+    for variable, role, secret in (
+        ("CELLBANK_DATABASE_URL", "cellbank_runtime", "POSTGRES_RUNTIME_PASSWORD"),
+        ("CELLBANK_MIGRATION_DATABASE_URL", "cellbank_owner", "POSTGRES_OWNER_PASSWORD"),
+    ):
+        url = env[variable]
+        password = re.fullmatch(rf"postgresql://{role}:(.*)@postgres:5432/postgres", url)
+        assert password and variables(password[1]) == [(secret, "required")], url
 
 
 def test_compose_every_process_names_the_issuer_its_own_client_and_a_secret_of_its_own() -> None:
@@ -632,8 +651,11 @@ def test_compose_database_url_reaches_the_postgres_service_with_its_credentials(
         url = env_of(grpc_name(site, service))["CELLBANK_DATABASE_URL"]
         parts = urlsplit(url)
         assert (parts.scheme, parts.hostname, parts.port) == ("postgresql", "postgres", 5432)
-        assert parts.username == pg_env.get("POSTGRES_USER", "postgres")
-        assert parts.password == pg_env["POSTGRES_PASSWORD"]
+        # Least privilege: never the administrator's URL; the owner's only to migrate.
+        assert parts.username == "cellbank_runtime" != pg_env.get("POSTGRES_USER", "postgres")
+        owner = urlsplit(env_of(grpc_name(site, service))["CELLBANK_MIGRATION_DATABASE_URL"])
+        assert (owner.hostname, owner.port, owner.username) == ("postgres", 5432, "cellbank_owner")
+        assert parts.password != owner.password
         # A server URL: the service creates and migrates its own database on it.
         target = with_database(url, database_name(site, service))
         assert urlsplit(target).path == f"/{database_name(site, service)}"
@@ -683,7 +705,7 @@ def test_compose_sla_worker_runs_in_delivery_s_image_with_what_it_reads() -> Non
     assert sla["command"][:4] == ["python", "-m", SLA_MODULE, "worker"]
     assert module_exists(sla["command"])
     env = env_of("sla")
-    assert set(env) <= module_env_names(SLA_MODULE) | client_env_names()
+    assert set(env) <= module_env_names(SLA_MODULE) | client_env_names() | trust_env_names()
     assert parse_endpoints(env["CELLBANK_DELIVERY_ENDPOINTS"], "CELLBANK_DELIVERY_ENDPOINTS") == {
         site: f"{grpc_name(site, 'delivery')}:{GRPC_PORT}" for site in COMPOSE_SITES
     }
@@ -695,7 +717,11 @@ def test_compose_dashboard_reads_every_site_s_delivery_service_and_is_published(
     assert dashboard["build"]["dockerfile"] == "deploy/docker/dashboard.Dockerfile"
     assert "command" not in dashboard or dashboard["command"] == RUNS["dashboard"]
     env = env_of("dashboard")
-    assert set(env) <= module_env_names(DASHBOARD_MODULE) | module_env_names("shared.kafka_clients")
+    assert set(env) <= (
+        module_env_names(DASHBOARD_MODULE)
+        | module_env_names("shared.kafka_clients")
+        | trust_env_names()
+    )
     document = document_from_env(env)  # what the dashboard reads in its container
     assert document["sites"] == {
         site: {"delivery": f"{grpc_name(site, 'delivery')}:{GRPC_PORT}"} for site in COMPOSE_SITES
@@ -801,9 +827,11 @@ def kustomize(directory: Path) -> list[dict[str, Any]]:
             docs += [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
     hashed = not kustomization.get("generatorOptions", {}).get("disableNameSuffixHash", False)
     for generator in kustomization.get("configMapGenerator", []):
-        assert set(generator) <= {"name", "literals"}, generator
+        assert set(generator) <= {"name", "literals", "files"}, generator
         assert not hashed, "referenced by name: the hash suffix must be off"
-        data = dict(item.partition("=")[::2] for item in generator["literals"])
+        data = dict(item.partition("=")[::2] for item in generator.get("literals", []))
+        for name in generator.get("files", []):
+            data[Path(name).name] = (directory / name).read_text()
         docs.append(
             {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": generator["name"]},
              "data": data}
@@ -891,7 +919,7 @@ def secret_file_of(deployment: Mapping[str, Any], env: Mapping[str, str], name: 
 
 def without_secret_files(env: Mapping[str, str]) -> dict[str, str]:
     """The environment minus *_FILE secrets (their files exist only in the pod)."""
-    return {k: v for k, v in env.items() if not k.endswith("_SECRET_FILE")}
+    return {k: v for k, v in env.items() if not k.endswith(("_SECRET_FILE", "_URL_FILE"))}
 
 
 def deployment_running(docs: tuple[dict[str, Any], ...], command: list[str]) -> dict[str, Any]:
@@ -958,6 +986,9 @@ def test_k8s_site_runs_each_service_once_in_its_image_with_settings_it_accepts(
     validate_fin(settings.facility_id)
     assert urlsplit(settings.database_url).password is None  # from a Secret, as PGPASSWORD
     assert "PGPASSWORD" in secret_env(deployment)
+    # Runs as the runtime role; migrates as the owner, whose URL is a mounted Secret's file.
+    assert urlsplit(settings.database_url).username == "cellbank_runtime"
+    assert secret_file_of(deployment, env, "CELLBANK_MIGRATION_DATABASE_URL_FILE") == "owner-url"
     # Its own OIDC client at the issuer every process checks tokens against; the secret a file.
     (network,) = [
         cm for cm in of_kind(docs, "ConfigMap") if cm["metadata"]["name"] == "cellbank-network"
@@ -1084,7 +1115,7 @@ def test_k8s_network_runs_one_sla_monitor_in_delivery_s_image() -> None:
     assert image_of(deployment) == IMAGES["delivery"]
     assert module_exists(container(deployment)["command"])
     names = {item["name"] for item in container(deployment)["env"]}
-    assert names <= module_env_names(SLA_MODULE) | client_env_names()
+    assert names <= module_env_names(SLA_MODULE) | client_env_names() | trust_env_names()
     assert deployment["spec"]["replicas"] == 1
     env = pod_env(docs, deployment)
     assert env["CELLBANK_OIDC_CLIENT_ID"] == MONITOR_CLIENTS["sla"]
@@ -1100,7 +1131,11 @@ def test_k8s_network_runs_the_dashboard_against_every_site() -> None:
     assert image_of(deployment) == IMAGES["dashboard"]
     assert container(deployment)["command"] == RUNS["dashboard"]
     names = {item["name"] for item in container(deployment)["env"]}
-    assert names <= module_env_names(DASHBOARD_MODULE) | module_env_names("shared.kafka_clients")
+    assert names <= (
+        module_env_names(DASHBOARD_MODULE)
+        | module_env_names("shared.kafka_clients")
+        | trust_env_names()
+    )
     env = pod_env(docs, deployment)
     assert env["CELLBANK_DASHBOARD_CLIENT_ID"] == DASHBOARD_CLIENT
     assert secret_file_of(deployment, env, "CELLBANK_DASHBOARD_CLIENT_SECRET_FILE") == "dashboard"
@@ -1263,3 +1298,194 @@ def test_k8s_kafka_users_are_the_acl_table() -> None:
             "acls": strimzi_acls(table[name]),
         }, name
     assert set(k8s_principals().values()) <= set(table)
+
+
+# --- database roles and durability (README, "Database roles", "Restore: what is recoverable")
+
+NETWORK_ROLES = ("cellbank_owner", "cellbank_runtime", "cellbank_reader")
+
+
+def roles_sql(script: str) -> list[str]:
+    """The SQL a psql heredoc (<<'SQL' … SQL) runs, line by line."""
+    body = script.split("<<'SQL'\n", 1)[1].split("\nSQL", 1)[0]
+    return [line.strip() for line in body.splitlines() if line.strip()]
+
+
+def check_roles_sql(lines: list[str]) -> None:
+    create, *alters = lines
+    # Idempotent: creates only what is missing (\\gexec), then sets attributes and passwords.
+    assert create.startswith("SELECT format('CREATE ROLE %I', r)") and create.endswith("\\gexec")
+    assert all(f"'{role}'" in create for role in NETWORK_ROLES)
+    assert "WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r)" in create
+    by_role = {line.split()[2]: line for line in alters}
+    assert set(by_role) == set(NETWORK_ROLES)
+    for role, line in by_role.items():
+        assert " LOGIN " in line and "NOSUPERUSER" in line and "NOCREATEROLE" in line
+        assert line.endswith(f"PASSWORD :'{role.removeprefix('cellbank_')}_password';")
+        assert ("CREATEDB" in line.split()) == (role == "cellbank_owner")
+
+
+def test_compose_postgres_init_creates_the_network_s_roles_idempotently() -> None:
+    init = services()["postgres-init"]
+    assert init["image"] == services()["postgres"]["image"]
+    assert init["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+    assert init["restart"] == "no"
+    env = raw_env("postgres-init")
+    assert env["PGUSER"] == "postgres" and env["PGHOST"] == "postgres"
+    (script,) = init["command"]
+    for role in NETWORK_ROLES:
+        variable = f"POSTGRES_{role.removeprefix('cellbank_').upper()}_PASSWORD"
+        assert variables(env[variable]) == [(variable, "required")]
+        assert f'-v {role.removeprefix("cellbank_")}_password="$${variable}"' in script
+    assert "ON_ERROR_STOP=1" in script
+    check_roles_sql(roles_sql(script))
+
+
+def test_compose_postgres_archives_every_wal_segment_to_its_own_volume() -> None:
+    postgres = services()["postgres"]
+    command = postgres["command"]
+    assert command[0] == "postgres"
+    settings = dict(arg.partition("=")[::2] for arg in command[2::2])
+    assert all(flag == "-c" for flag in command[1::2])
+    assert settings["wal_level"] == "replica" and settings["archive_mode"] == "on"
+    assert 0 < int(settings["archive_timeout"]) <= 300
+    archive = "/var/lib/postgresql/wal-archive"
+    # Never overwrites an archived segment; copies the segment (%p) under its name (%f).
+    assert settings["archive_command"] == f"test ! -f {archive}/%f && cp %p {archive}/%f"
+    assert f"postgres-wal-archive:{archive}" in postgres["volumes"]
+    assert "postgres-wal-archive" in compose()["volumes"]
+
+
+@pytest.mark.parametrize("site", DEFAULT_SITES)
+def test_k8s_site_creates_the_roles_with_a_job_as_the_administrator(site: str) -> None:
+    docs = rendered(site_dir(site))
+    (job,) = of_kind(docs, "Job")
+    assert job["metadata"]["namespace"] == f"cellbank-{site.lower()}"
+    spec = job["spec"]["template"]["spec"]
+    assert spec["restartPolicy"] == "OnFailure" and spec["securityContext"]["runAsNonRoot"]
+    (box,) = spec["containers"]
+    assert box["image"] == "postgres:18"
+    check_roles_sql(roles_sql(box["args"][0]))
+    literal = {e["name"]: e["value"] for e in box["env"] if "value" in e}
+    assert literal["PGUSER"] == "postgres"
+    secrets = {
+        e["name"]: (e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"])
+        for e in box["env"]
+        if "secretKeyRef" in e.get("valueFrom", {})
+    }
+    assert secrets == {
+        "PGPASSWORD": ("cellbank-postgres", "admin-password"),
+        "POSTGRES_OWNER_PASSWORD": ("cellbank-postgres", "owner-password"),
+        "POSTGRES_RUNTIME_PASSWORD": ("cellbank-postgres", "runtime-password"),
+        "POSTGRES_READER_PASSWORD": ("cellbank-postgres", "reader-password"),
+    }
+    configmaps = {cm["metadata"]["name"]: cm["data"] for cm in of_kind(docs, "ConfigMap")}
+    (source,) = box["envFrom"]
+    host = configmaps[source["configMapRef"]["name"]]["PGHOST"]
+    # The services' server is the one the roles are made on.
+    assert urlsplit(configmaps["cellbank-site"]["CELLBANK_DATABASE_URL"]).hostname == host
+    # The same SQL as compose's postgres-init: one definition of the roles.
+    assert roles_sql(box["args"][0]) == roles_sql(services()["postgres-init"]["command"][0])
+
+
+def test_k8s_each_site_s_postgres_commits_synchronously_and_archives_its_wal() -> None:
+    clusters = kustomize(K8S / "postgres")
+    assert {c["metadata"]["namespace"] for c in clusters} == {
+        f"cellbank-{site.lower()}" for site in DEFAULT_SITES
+    }
+    paths = set()
+    for cluster in clusters:
+        assert (cluster["apiVersion"], cluster["kind"]) == ("postgresql.cnpg.io/v1", "Cluster")
+        spec = cluster["spec"]
+        assert spec["instances"] >= 3 and spec["minSyncReplicas"] >= 1
+        assert spec["maxSyncReplicas"] >= spec["minSyncReplicas"]
+        assert spec["postgresql"]["parameters"]["synchronous_commit"] in {"on", "remote_apply"}
+        store = spec["backup"]["barmanObjectStore"]
+        assert store["destinationPath"].startswith("s3://") and "wal" in store
+        paths.add(store["destinationPath"])
+        namespace = cluster["metadata"]["namespace"]
+        site = namespace.removeprefix("cellbank-").upper()
+        (site_config,) = [
+            cm for cm in of_kind(rendered(site_dir(site)), "ConfigMap")
+            if cm["metadata"]["name"] == "cellbank-site"
+        ]  # fmt: skip
+        url = urlsplit(site_config["data"]["CELLBANK_DATABASE_URL"])
+        # The site's services use this cluster's read-write Service (CloudNativePG: <name>-rw).
+        assert url.hostname == f"{cluster['metadata']['name']}-rw.{namespace}.svc"
+    assert len(paths) == len(clusters)  # every site archives to its own place
+
+
+# --- trust between banks: signing keys and the trust list -----------------------------------
+
+TRUST_LIST_IN_POD = "/etc/cellbank/trust/trust-list.json"
+
+
+@pytest.mark.parametrize(("site", "service"), COMPOSE_SITE_SERVICES)
+def test_compose_service_signs_with_its_own_sites_key_and_verifies_with_the_trust_list(
+    site: str, service: str
+) -> None:
+    name = grpc_name(site, service)
+    spec = services()[name]
+    settings = Settings.from_env(env_of(name), service=service)
+    own = f"{site.lower()}-signing-key"
+    assert spec.get("secrets") == [own], "its own site's key, no other site's"
+    assert settings.signing_key_file == f"/run/secrets/{own}"
+    assert settings.signing_key_id == _REQUIRED.format(f"{site}_SIGNING_KEY_ID")
+    assert spec.get("configs") == [{"source": "trust-list", "target": settings.trust_list_file}]
+    secret = compose()["secrets"][own]["file"]
+    assert variables(secret) == [(f"{site}_SIGNING_KEY_FILE", "required")], "no default key"
+    trust = compose()["configs"]["trust-list"]["file"]
+    assert variables(trust) == [("CELLBANK_TRUST_LIST_FILE", "required")]
+
+
+@pytest.mark.parametrize("monitor", ["sla", "dashboard"])
+def test_compose_readers_of_the_log_verify_with_the_trust_list(monitor: str) -> None:
+    spec = services()[monitor]
+    path = raw_env(monitor)["CELLBANK_TRUST_LIST_FILE"]
+    assert spec.get("configs") == [{"source": "trust-list", "target": path}]
+    assert "secrets" not in spec, "a reader holds no signing key"
+    assert "CELLBANK_TRUST_LIST_FILE" in module_env_names("shared.trust")
+
+
+@pytest.mark.parametrize(("site", "service"), K8S_SITE_SERVICES)
+def test_k8s_service_signs_with_its_sites_secret_key_and_mounts_the_trust_list(
+    site: str, service: str
+) -> None:
+    docs = rendered(site_dir(site))
+    deployment = deployment_running(docs, RUNS[service])
+    env = pod_env(docs, deployment)
+    assert secret_file_of(deployment, env, "CELLBANK_SIGNING_KEY_FILE") == "key.pem"
+    (secret, _), *_ = [
+        v for k, v in secret_files(deployment).items() if k == env["CELLBANK_SIGNING_KEY_FILE"]
+    ]
+    assert secret == "cellbank-signing-key"  # the site's, in the site's namespace
+    assert env["CELLBANK_SIGNING_KEY_ID"].startswith(site)
+    assert env["CELLBANK_TRUST_LIST_FILE"] == TRUST_LIST_IN_POD
+    assert_mounts_trust_list(docs, deployment)
+
+
+@pytest.mark.parametrize("monitor", [["python", "-m", "services.delivery.entrypoints.sla_worker"],
+                                     ["python", "-m", "deploy.dashboard"]])  # fmt: skip
+def test_k8s_readers_of_the_log_mount_the_trust_list_and_no_key(monitor: list[str]) -> None:
+    docs = rendered(K8S / "network")
+    deployment = deployment_running(docs, monitor)
+    env = pod_env(docs, deployment)
+    assert env["CELLBANK_TRUST_LIST_FILE"] == TRUST_LIST_IN_POD
+    assert "CELLBANK_SIGNING_KEY_FILE" not in env
+    assert_mounts_trust_list(docs, deployment)
+
+
+def assert_mounts_trust_list(
+    docs: tuple[dict[str, Any], ...], deployment: Mapping[str, Any]
+) -> None:
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    (mount,) = [
+        m for m in container(deployment)["volumeMounts"]
+        if volumes[m["name"]].get("configMap", {}).get("name") == "cellbank-trust-list"
+    ]  # fmt: skip
+    assert mount["readOnly"] is True
+    assert f"{mount['mountPath']}/trust-list.json" == TRUST_LIST_IN_POD
+    (trust,) = [
+        cm for cm in of_kind(docs, "ConfigMap") if cm["metadata"]["name"] == "cellbank-trust-list"
+    ]
+    TrustList.from_json(trust["data"]["trust-list.json"])  # a list the code accepts
