@@ -12,6 +12,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from deploy.chain_keys import ChainKeys
 from deploy.identities import demo_realm
 from deploy.infra import Endpoints
 from deploy.processes import REPO_ROOT, InfraError, hla_reference_dir, stop_process
@@ -43,6 +44,7 @@ class ServiceProcess:
         return f"127.0.0.1:{self.grpc_port}"
 
     def start(self, endpoints: Endpoints, log_dir: Path) -> None:
+        """Start the process; its chain key is kept beside the logs (`<root>/chain-keys`)."""
         env = {
             **os.environ,
             "CELLBANK_SITE_ID": self.site,
@@ -54,6 +56,7 @@ class ServiceProcess:
             **endpoints.identity.service_env(),
             **_client_env(demo_realm().service_client(self.site, self.service).client_id),
             "CELLBANK_HLA_REFERENCE": hla_reference_dir(),
+            **ChainKeys(log_dir.parent / "chain-keys").env(self.site, self.service),
             **self.env,
         }
         log_dir.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,7 @@ from typing import Any
 import asyncpg
 
 from shared.auth import JwtAuthenticator
+from shared.chain_key import MissingChainKey
 from shared.db import (
     SHARED_MIGRATIONS,
     create_pool,
@@ -125,6 +126,8 @@ class ServiceHost:
 
     async def _start(self) -> None:
         s, name = self.settings, self.spec.name
+        if s.chain_key is None:
+            raise MissingChainKey()
         dbname = s.database_name or database_name(s.site_id, name)
         await ensure_database(s.database_url, dbname)
         self.pool = await create_pool(
@@ -137,7 +140,7 @@ class ServiceHost:
             ),
         )
         store = PostgresEventStore(
-            self.pool, s.site_id, service=name, clock=self.clock,
+            self.pool, s.site_id, service=name, clock=self.clock, chain_key=s.chain_key,
             max_envelope_bytes=s.max_envelope_bytes,
         )  # fmt: skip
         context = ServiceContext(s, self.pool, store, self.clock)

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from shared.bounds import MAX_CONCURRENT_RPCS, MAX_ENVELOPE_BYTES
+from shared.chain_key import ChainKey, chain_key_from_env
 from shared.errors import InvalidArgument
 
 _SITE = re.compile(r"^[A-Z]{3}$")
@@ -69,6 +70,11 @@ class Settings:
     # topics' max.message.bytes) and the calls one gRPC server runs at once.
     max_envelope_bytes: int = MAX_ENVELOPE_BYTES
     grpc_max_concurrent_rpcs: int = MAX_CONCURRENT_RPCS
+    # The key the service's event store chains its hashes with (CELLBANK_CHAIN_KEY_FILE): a
+    # service host refuses to start without it.
+    chain_key: ChainKey | None = field(default=None, repr=False)
+    # How often the store's chain head is anchored (signed, on cellbank.anchors.v1).
+    anchor_interval_seconds: float = 60.0
 
     @property
     def token_url(self) -> str:
@@ -126,6 +132,8 @@ class Settings:
             grpc_max_concurrent_rpcs=_count(
                 env, "CELLBANK_GRPC_MAX_CONCURRENT_RPCS", MAX_CONCURRENT_RPCS
             ),
+            chain_key=chain_key_from_env(env),
+            anchor_interval_seconds=_seconds(env, "CELLBANK_ANCHOR_INTERVAL_SECONDS", 60.0),
             **_tls(env),
         )
 

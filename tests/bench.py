@@ -46,6 +46,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from deploy.infra import Endpoints, Infrastructure
 from deploy.processes import REPO_ROOT
+from shared.chain_key import ChainKey
 from shared.db import create_pool, drop_database, ensure_database, migrate, with_database
 from shared.envelope_codec import encode
 from shared.events import NewEvent, StoredEvent
@@ -237,7 +238,7 @@ def writer_appends(writer: int, appends: int, batch: int) -> list[Append]:
 
 async def append_cellbank(url: str, work: list[list[Append]], warmup: list[list[Append]]) -> float:
     async with pool_for(url, len(work)) as pool:
-        store = PostgresEventStore(pool, SITE)
+        store = PostgresEventStore(pool, SITE, chain_key=ChainKey.generate())
 
         async def write(appends: list[Append]) -> None:
             for a in appends:
@@ -557,7 +558,7 @@ async def bench_streams(server_url: str, kafka: Kafka, sizes: Sizes, rounds: int
 
     async def relay_with_cellbank() -> float:
         async with fresh_database(server_url, "relay") as url, pool_for(url, 4) as pool:
-            store = PostgresEventStore(pool, SITE)
+            store = PostgresEventStore(pool, SITE, chain_key=ChainKey.generate())
             progress(f"relay: pre-filling a store with {n} events (untimed)")
             head = await prefill(store, n)
             if not relayed.messages:

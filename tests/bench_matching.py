@@ -35,6 +35,7 @@ from deploy.infra import Endpoints
 from deploy.processes import hla_reference_dir
 from services.matching.entrypoints.main import SPEC as MATCHING_SPEC
 from services.storage.entrypoints.main import SPEC as STORAGE_SPEC
+from shared.chain_key import ChainKey
 from shared.db import drop_database
 from shared.kafka_admin import ensure_topics
 from shared.service_host import ServiceHost
@@ -67,6 +68,7 @@ def settings(endpoints: Endpoints, site: str, service: str, **extra: object) -> 
         database_name=f"cellbank_bench_{service}_{uuid.uuid4().hex[:6]}",
         **service_oidc(endpoints.identity, site, service),
         hla_reference=hla_reference_dir(),  # KIR ligands classified as in production
+        chain_key=ChainKey.generate(),
     )  # fmt: skip
     return dataclasses.replace(base, **extra)  # type: ignore[arg-type]
 

@@ -29,6 +29,7 @@ from deploy.infra import Endpoints
 from deploy.processes import REPO_ROOT, stop_process
 from services.storage.coldchain.watch import ColdChainRules
 from services.storage.entrypoints.main import SPEC as STORAGE_SPEC
+from shared.chain_key import ChainKey
 from shared.db import drop_database
 from shared.kafka_admin import ensure_topics
 from shared.service_host import ServiceHost
@@ -209,7 +210,7 @@ async def reserve_latency(endpoints: Endpoints, clients: int, per_client: int) -
         site_id="BEN", service="storage", kafka_bootstrap=endpoints.kafka_bootstrap,
         database_url=endpoints.database_url,
         database_name=f"cellbank_bench_storage_{uuid.uuid4().hex[:6]}",
-        **service_oidc(endpoints.identity, "BEN", "storage"),
+        **service_oidc(endpoints.identity, "BEN", "storage"), chain_key=ChainKey.generate(),
     )  # fmt: skip
     host = ServiceHost(STORAGE_SPEC, settings)
     await host.start()

@@ -10,6 +10,7 @@ import asyncpg
 import pytest
 
 from shared.bounds import MAX_ENVELOPE_BYTES
+from shared.chain_key import ChainKey
 from shared.envelope_codec import encode
 from shared.errors import ConcurrencyConflict, InvalidArgument
 from shared.eventstore import AppendResult, EventStore, InMemoryEventStore
@@ -23,7 +24,7 @@ def store(request: pytest.FixtureRequest) -> EventStore:
     if request.param == "in_memory":
         return InMemoryEventStore("LON")
     pool: asyncpg.Pool = request.getfixturevalue("pool")
-    return PostgresEventStore(pool, "LON")
+    return PostgresEventStore(pool, "LON", chain_key=ChainKey.generate())
 
 
 async def test_append_assigns_contiguous_versions_and_increasing_positions(store: EventStore):

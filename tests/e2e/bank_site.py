@@ -22,6 +22,7 @@ from deploy.processes import hla_reference_dir
 from services.donor_intake.entrypoints.main import SPEC as DONOR_SPEC
 from services.manufacturing.entrypoints.main import SPEC as MANUFACTURING_SPEC
 from services.storage.entrypoints.main import SPEC as STORAGE_SPEC
+from shared.chain_key import ChainKey
 from shared.db import drop_database
 from shared.projections import wait_caught_up
 from shared.service_host import ServiceHost
@@ -76,6 +77,7 @@ def site_settings(endpoints: Endpoints, site: str, service: str, fin: str) -> Se
         database_name=f"cellbank_t_{site.lower()}_{service}_{uuid.uuid4().hex[:6]}",
         facility_id=fin,
         hla_reference=hla_reference_dir(),
+        chain_key=ChainKey.generate(),  # the store's own, for the test's life
     )
 
 
