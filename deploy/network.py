@@ -16,6 +16,7 @@ from deploy.chain_keys import ChainKeys
 from deploy.identities import demo_realm
 from deploy.infra import Endpoints
 from deploy.processes import REPO_ROOT, InfraError, hla_reference_dir, stop_process
+from deploy.trust_keys import ensure_site_keys
 
 # The services that exist so far, in start order (manufacturing consumes donor events).
 SERVICE_MODULES = {
@@ -44,7 +45,8 @@ class ServiceProcess:
         return f"127.0.0.1:{self.grpc_port}"
 
     def start(self, endpoints: Endpoints, log_dir: Path) -> None:
-        """Start the process; its chain key is kept beside the logs (`<root>/chain-keys`)."""
+        """Start the process; its chain key and its site's signing key are kept beside the logs
+        (`<root>/chain-keys`, `<root>/trust`)."""
         env = {
             **os.environ,
             "CELLBANK_SITE_ID": self.site,
@@ -57,6 +59,7 @@ class ServiceProcess:
             **_client_env(demo_realm().service_client(self.site, self.service).client_id),
             "CELLBANK_HLA_REFERENCE": hla_reference_dir(),
             **ChainKeys(log_dir.parent / "chain-keys").env(self.site, self.service),
+            **ensure_site_keys(log_dir.parent / "trust", [self.site]).env(self.site),
             **self.env,
         }
         log_dir.mkdir(parents=True, exist_ok=True)

@@ -39,6 +39,7 @@ from deploy.processes import (
     reap_abandoned,
     run_async,
 )
+from deploy.trust_keys import ensure_site_keys
 from shared.db import create_pool, database_name, migrate, with_database
 from shared.topics import SERVICES
 
@@ -136,6 +137,8 @@ def endpoints_document(
     dashboard: str = "",
     *,
     identity: Identity,
+    trust_list: str = "",
+    chain_keys: str = "",
 ) -> dict[str, Any]:
     """What tools need to reach the running network (`cellbank`, hospital clients): every
     site's service addresses plus the public aliases, the identity provider, the demo realm's
@@ -156,6 +159,8 @@ def endpoints_document(
         "kafka": kafka_bootstrap,
         "database_url": database_url,  # the PostgreSQL server (`cellbank replay` rebuilds sites)
         "dashboard": dashboard,
+        "trust_list": trust_list,  # the sites' public keys (`cellbank audit verify` checks anchors)
+        "chain_keys": chain_keys,  # the stores' chain keys (`cellbank replay --restore` verifies)
     }
 
 
@@ -301,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
                 endpoints.database_url,
                 dashboard_url,
                 identity=endpoints.identity,
+                trust_list=str(ensure_site_keys(args.root / "trust", sites).trust_list_file),
+                chain_keys=str(args.root / "chain-keys"),
             ),
         )
         demo = "" if args.no_demo else run_async(lambda: seed_demo(services, sites))

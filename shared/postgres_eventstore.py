@@ -239,11 +239,14 @@ class PostgresEventStore:
         )
         return {int(r["position"]): bytes(r["hash"]) for r in rows}
 
-    async def verify_chain(self, from_position: int = 0) -> ChainReport:
+    async def verify_chain(
+        self, from_position: int = 0, expected_prev: bytes | None = None
+    ) -> ChainReport:
         key = self._key()
         # From the start the first link must be genesis; from a later position the link into
-        # the range is taken as given (the range's own links and hashes are still checked).
-        prev = GENESIS if from_position == 0 else None
+        # the range is taken as given unless expected (the range's own links and hashes are
+        # still checked).
+        prev = GENESIS if from_position == 0 else expected_prev
         checked, position = 0, from_position
         while batch := await self.read_all(position, 5000):
             report = verify_chain(batch, key, batch[0].prev_hash if prev is None else prev)

@@ -12,6 +12,7 @@ from typing import Any
 
 import asyncpg
 
+from shared.anchor_log import ANCHOR_HEALTH, AnchorPublisher
 from shared.auth import JwtAuthenticator
 from shared.chain_key import MissingChainKey
 from shared.db import (
@@ -38,6 +39,7 @@ from shared.postgres_eventstore import PostgresEventStore
 from shared.projections import Projection, ProjectionRunner
 from shared.settings import Settings
 from shared.topics import SERVICE_TOPICS
+from shared.trust import KEY_FILE_ENV, TrustConfigError
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +130,11 @@ class ServiceHost:
         s, name = self.settings, self.spec.name
         if s.chain_key is None:
             raise MissingChainKey()
+        if s.signer is None:
+            raise TrustConfigError(
+                f"{KEY_FILE_ENV} is required: the site's Ed25519 key, which signs the anchors of"
+                " the store's audit chain"
+            )
         dbname = s.database_name or database_name(s.site_id, name)
         await ensure_database(s.database_url, dbname)
         self.pool = await create_pool(
@@ -157,6 +164,16 @@ class ServiceHost:
             health=lambda serving: context.health.set(RELAY_HEALTH, serving=serving),
         )
         self._tasks.append(asyncio.create_task(relay.run(self._stop), name=relay_name))
+        # Beside the relay: the chain head, signed, at an interval and as the service stops
+        # (real time, not the service's clock: an anchor attests when it was made).
+        anchors = AnchorPublisher(
+            store, service=name, signer=s.signer, bootstrap=s.kafka_bootstrap,
+            interval=s.anchor_interval_seconds,
+            health=lambda serving: context.health.set(ANCHOR_HEALTH, serving=serving),
+        )  # fmt: skip
+        self._tasks.append(
+            asyncio.create_task(anchors.run(self._stop), name=f"{s.site_id}.{name}.anchors")
+        )
         for projection in components.projections:
             group = f"{s.site_id}.{name}.{projection.name}"
             runner = ProjectionRunner(

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from shared.bounds import MAX_CONCURRENT_RPCS, MAX_ENVELOPE_BYTES
 from shared.chain_key import ChainKey, chain_key_from_env
 from shared.errors import InvalidArgument
+from shared.trust import KEY_FILE_ENV, Signer
 
 _SITE = re.compile(r"^[A-Z]{3}$")
 
@@ -75,6 +76,8 @@ class Settings:
     chain_key: ChainKey | None = field(default=None, repr=False)
     # How often the store's chain head is anchored (signed, on cellbank.anchors.v1).
     anchor_interval_seconds: float = 60.0
+    # The site's signing key (CELLBANK_SIGNING_KEY_FILE / _KEY_ID): it signs the anchors.
+    signer: Signer | None = field(default=None, repr=False)
 
     @property
     def token_url(self) -> str:
@@ -134,6 +137,7 @@ class Settings:
             ),
             chain_key=chain_key_from_env(env),
             anchor_interval_seconds=_seconds(env, "CELLBANK_ANCHOR_INTERVAL_SECONDS", 60.0),
+            signer=Signer.from_env(site, env) if env.get(KEY_FILE_ENV, "").strip() else None,
             **_tls(env),
         )
 

@@ -42,6 +42,7 @@ from shared.service_host import ServiceHost
 from shared.settings import Settings
 from shared.testing.waits import eventually
 from shared.topics import TopicSpec
+from shared.trust import Signer
 from tests.bench_report import Row, render
 
 H1 = auth("hosp-h1")
@@ -68,7 +69,7 @@ def settings(endpoints: Endpoints, site: str, service: str, **extra: object) -> 
         database_name=f"cellbank_bench_{service}_{uuid.uuid4().hex[:6]}",
         **service_oidc(endpoints.identity, site, service),
         hla_reference=hla_reference_dir(),  # KIR ligands classified as in production
-        chain_key=ChainKey.generate(),
+        chain_key=ChainKey.generate(), signer=Signer.generate(site),
     )  # fmt: skip
     return dataclasses.replace(base, **extra)  # type: ignore[arg-type]
 

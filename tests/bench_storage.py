@@ -37,6 +37,7 @@ from shared.settings import Settings
 from shared.testing.topic_reader import records_so_far
 from shared.testing.waits import eventually
 from shared.topics import TopicSpec
+from shared.trust import Signer
 from tests.bench_report import Row
 
 PARTITIONS = 3
@@ -211,6 +212,7 @@ async def reserve_latency(endpoints: Endpoints, clients: int, per_client: int) -
         database_url=endpoints.database_url,
         database_name=f"cellbank_bench_storage_{uuid.uuid4().hex[:6]}",
         **service_oidc(endpoints.identity, "BEN", "storage"), chain_key=ChainKey.generate(),
+        signer=Signer.generate("BEN"),
     )  # fmt: skip
     host = ServiceHost(STORAGE_SPEC, settings)
     await host.start()

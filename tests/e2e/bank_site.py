@@ -8,6 +8,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
@@ -29,6 +30,7 @@ from shared.service_host import ServiceHost
 from shared.settings import Settings
 from shared.testing.waits import eventually
 from shared.topics import DONOR_EVENTS, MANUFACTURING_EVENTS, STORAGE_EVENTS
+from shared.trust import Signer, TrustList
 
 
 @dataclass
@@ -78,7 +80,26 @@ def site_settings(endpoints: Endpoints, site: str, service: str, fin: str) -> Se
         facility_id=fin,
         hla_reference=hla_reference_dir(),
         chain_key=ChainKey.generate(),  # the store's own, for the test's life
+        signer=site_signer(site),
+        anchor_interval_seconds=ANCHOR_INTERVAL,
     )
+
+
+ANCHOR_INTERVAL = 0.5  # seconds: tests see a store's head anchored soon after it moved
+_SIGNERS: dict[str, Signer] = {}
+
+
+def site_signer(site: str) -> Signer:
+    """The site's signing key for this test session (every service of a site shares it)."""
+    if site not in _SIGNERS:
+        _SIGNERS[site] = Signer.generate(site)
+    return _SIGNERS[site]
+
+
+def session_trust_list() -> TrustList:
+    """The trust list of every site the session's tests made so far."""
+    since = datetime.now(UTC) - timedelta(days=1)
+    return TrustList(signer.trusted_key(since) for signer in _SIGNERS.values())
 
 
 @asynccontextmanager

@@ -55,7 +55,8 @@ def test_make_run_writes_every_site_service_hospital_and_the_demo_identities(tmp
     assert stat.S_IMODE(path.stat().st_mode) == 0o600  # it holds the demo passwords
     document = json.loads(path.read_text())
     assert set(document) == {
-        "identity", "sites", "hospitals", "users", "kafka", "database_url", "dashboard"
+        "identity", "sites", "hospitals", "users", "kafka", "database_url", "dashboard",
+        "trust_list", "chain_keys",
     }  # fmt: skip
     assert document["identity"] == {
         "issuer": ISSUER,
