@@ -2,8 +2,10 @@
 
 A site's state is a function of the log: for each of its services, a fresh database gets the
 service's projections replayed from offset 0 (and, when its event store is gone, the site's own
-events restored from the service's topic, in hash-chain order, so the chain still verifies and
-the relay does not publish them again). Policies — projections that act (raise recalls, record
+events restored from the service's topic at their own positions, so the chain still verifies and
+the relay does not publish them again — but only once every record's signature verified and every
+keyed hash was recomputed from genesis: a broken chain is refused, naming its first bad link, with
+nothing written). Policies — projections that act (raise recalls, record
 shipment facts on orders) — are not replayed: what they did is already in the event stores.
 
 `site_digests` hashes every read-model table (rows as canonical JSON, sorted) and the event
@@ -30,6 +32,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from deploy.processes import REPO_ROOT
+from shared.chain_key import ChainKey
 from shared.db import (
     SHARED_MIGRATIONS,
     create_pool,
@@ -45,11 +48,14 @@ from shared.events import StoredEvent
 from shared.eventstore import utc_now
 from shared.hashchain import GENESIS
 from shared.kafka_admin import end_offsets
+from shared.log_chain import BrokenChain, LogRecord, restorable
+from shared.log_reader import records_to_end
 from shared.postgres_eventstore import PostgresEventStore
 from shared.projections import Projection, ProjectionRunner, consumed, next_offsets
 from shared.service_host import ServiceContext, ServiceSpec
 from shared.settings import Settings
 from shared.topics import SERVICE_TOPICS
+from shared.trust import TrustList, envelope_signer
 
 # Bookkeeping of the runner and the relay, not state: differs between a live site and a replay.
 NOT_STATE = frozenset(
@@ -160,16 +166,59 @@ def chain_order(events: Sequence[StoredEvent]) -> list[StoredEvent]:
     return ordered
 
 
+class RestoreRefused(Exception):
+    """The site's log cannot be restored as it is; the message names the first bad link."""
+
+
+async def site_records_from_log(bootstrap: str, topic: str, site_id: str) -> list[LogRecord]:
+    """The records on the topic (up to its current end) whose envelope claims the site, as
+    they are on the log: a restore verifies them before it trusts any."""
+    return [
+        LogRecord(topic, record.partition, record.offset, record.value)
+        async for record in records_to_end(bootstrap, topic)
+        if record.value is not None and envelope_signer(record.value)[0] == site_id
+    ]
+
+
+async def verified_site_logs(
+    site_id: str,
+    bootstrap: str,
+    services: Sequence[str],
+    *,
+    chain_keys: Mapping[str, ChainKey],
+    trust: TrustList,
+    topics: Mapping[str, str] = SERVICE_TOPICS,
+) -> dict[str, list[StoredEvent]]:
+    """service → the site's events of its store, each signature verified and every keyed hash
+    recomputed from genesis; RestoreRefused naming the first bad record or link otherwise."""
+    verified: dict[str, list[StoredEvent]] = {}
+    for name in services:
+        key = chain_keys.get(name)
+        if key is None:
+            raise RestoreRefused(f"{site_id} {name}: no chain key to recompute its hashes with")
+        records = await site_records_from_log(bootstrap, topics[name], site_id)
+        try:
+            verified[name] = restorable(records, site_id=site_id, key=key, trust=trust)
+        except BrokenChain as exc:
+            raise RestoreRefused(
+                f"{site_id} {name}: refused, nothing was written: the log's chain is broken at"
+                f" {exc}"
+            ) from None
+    return verified
+
+
 async def restore_events(
     pool: asyncpg.Pool, events: Sequence[StoredEvent], relay_name: str
 ) -> None:
-    """Insert the events with positions 1..N and mark them published (they are on Kafka)."""
+    """Insert the (verified) events at their own positions and mark them published (they are
+    on Kafka): the restored store is the lost one, anchors and all."""
     rows = [
-        (i, e.event_id, e.aggregate_id, e.aggregate_version, e.aggregate_type, e.event_type,
-         e.schema_version, e.site_id, e.occurred_at, e.recorded_at, e.actor, e.reason,
-         e.correlation_id, e.causation_id, e.payload, e.prev_hash, e.hash)
-        for i, e in enumerate(events, start=1)
+        (e.position, e.event_id, e.aggregate_id, e.aggregate_version, e.aggregate_type,
+         e.event_type, e.schema_version, e.site_id, e.occurred_at, e.recorded_at, e.actor,
+         e.reason, e.correlation_id, e.causation_id, e.payload, e.prev_hash, e.hash)
+        for e in events
     ]  # fmt: skip
+    head = events[-1].position if events else 0
     async with pool.acquire() as conn, conn.transaction():
         if await conn.fetchval("SELECT count(*) FROM events"):
             raise RuntimeError("the target event store is not empty; restore into a fresh one")
@@ -184,12 +233,12 @@ async def restore_events(
         )  # fmt: skip
         await conn.execute(
             "SELECT setval(pg_get_serial_sequence('events', 'position'), greatest($1, 1), $1 > 0)",
-            len(rows),
+            head,
         )
         await conn.execute(
             "INSERT INTO relay_checkpoints (relay_name, position) VALUES ($1, $2)"
             " ON CONFLICT (relay_name) DO UPDATE SET position = $2",
-            relay_name, len(rows),
+            relay_name, head,
         )  # fmt: skip
 
 
@@ -409,13 +458,25 @@ async def replay_site(
     services: Sequence[str] | None = None,
     facility_id: str = REPLAY_FIN,
     timeout: float = 1800.0,
+    chain_keys: Mapping[str, ChainKey] | None = None,
+    trust: TrustList | None = None,
+    topics: Mapping[str, str] = SERVICE_TOPICS,  # where each store's events are (restore)
 ) -> ReplayResult:
     """Rebuild each service of the site into `targets[service]` (a database name; an existing
     one is dropped first unless events are restored into it … which needs it empty). Each
-    service replays in a worker process of its own."""
+    service replays in a worker process of its own. Restoring events needs every store's chain
+    key and the trust list: the whole log is verified before any database is touched."""
     started = time.monotonic()
     restored: dict[str, int] = {}
     all_specs = specs()
+    verified: dict[str, list[StoredEvent]] = {}
+    if restore_events_from_log:
+        if trust is None:
+            raise RestoreRefused("restoring events needs the trust list to verify them with")
+        verified = await verified_site_logs(
+            site_id, bootstrap, services or list(all_specs), chain_keys=chain_keys or {},
+            trust=trust, topics=topics,
+        )  # fmt: skip
     pools: list[asyncpg.Pool] = []
     workers: list[_Worker] = []
     try:
@@ -432,7 +493,7 @@ async def replay_site(
                     migration_files(SHARED_MIGRATIONS, *spec.borrowed_migrations, spec.migrations),
                 )
                 if restore_events_from_log:
-                    events = await site_events_from_log(bootstrap, SERVICE_TOPICS[name], site_id)
+                    events = verified[name]
                     await restore_events(pool, events, f"{site_id}.{name}.relay")
                     restored[name] = len(events)
                     progress(f"{site_id} {name}: {len(events):,} own events restored from the log")
