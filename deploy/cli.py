@@ -56,6 +56,7 @@ from shared.trust import TRUST_LIST_ENV, TrustConfigError, TrustList
 
 if TYPE_CHECKING:
     from deploy.audit_evidence import Evidence
+    from shared.chain_key import ChainKey
 
 T = TypeVar("T")
 
@@ -749,6 +750,20 @@ def trace(args: argparse.Namespace, io: Streams) -> int:
 # --- replay --------------------------------------------------------------------------------
 
 
+def trust_list_path(endpoints: NetworkEndpoints) -> str:
+    """The network's trust list: CELLBANK_TRUST_LIST_FILE, else the one the endpoints file names
+    (make run writes it); reading the log verifies every record against it."""
+    path = os.environ.get("CELLBANK_TRUST_LIST_FILE", "").strip() or str(
+        endpoints.document.get("trust_list", "")
+    )
+    if not path:
+        raise CliError(
+            "reading the event log needs the network's trust list: set CELLBANK_TRUST_LIST_FILE"
+            " or use the endpoints file make run writes"
+        )
+    return path
+
+
 def _infra_of(endpoints: NetworkEndpoints, args: argparse.Namespace) -> tuple[str, str]:
     bootstrap = (
         args.kafka
@@ -804,7 +819,8 @@ def replay(args: argparse.Namespace, io: Streams) -> int:
             result = await replay_site(
                 site, bootstrap=bootstrap, server_url=server, targets=targets,
                 restore_events_from_log=args.restore, progress=io.warn,
-                **(restore_material(endpoints, args, site, services) if args.restore else {}),
+                trust_list_file=trust_list_path(endpoints),
+                chain_keys=restore_keys(endpoints, args, site, services) if args.restore else None,
             )  # fmt: skip
         except RestoreRefused as refused:
             raise CliError(f"restore {refused}", code=1) from None
@@ -846,12 +862,11 @@ def replay(args: argparse.Namespace, io: Streams) -> int:
     return asyncio.run(run())
 
 
-def restore_material(
+def restore_keys(
     endpoints: NetworkEndpoints, args: argparse.Namespace, site: str, services: Sequence[str]
-) -> dict[str, Any]:
-    """What a restore verifies the log with: each store's chain key (--chain-keys DIR, else
-    $CELLBANK_CHAIN_KEYS_DIR, else the file's `chain_keys`: `<SITE>.<service>.key` files) and
-    the trust list (as for audit verify)."""
+) -> dict[str, ChainKey]:
+    """The stores' chain keys a restore recomputes every hash with: --chain-keys DIR, else
+    $CELLBANK_CHAIN_KEYS_DIR, else the endpoints file's `chain_keys` (`<SITE>.<service>.key`)."""
     from deploy.chain_keys import ChainKeys
     from shared.errors import InvalidArgument
 
@@ -870,10 +885,9 @@ def restore_material(
     if missing:
         raise CliError(f"no chain key of {site} {', '.join(missing)} in {folder}")
     try:
-        chain_keys = {s: keys.key(site, s) for s in services}
+        return {s: keys.key(site, s) for s in services}
     except InvalidArgument as exc:
         raise CliError(f"{folder}: {exc}") from None
-    return {"chain_keys": chain_keys, "trust": evidence_sources(endpoints, args)[1]}
 
 
 async def _databases_with_events(server: str, names: list[str]) -> list[str]:
@@ -1174,9 +1188,6 @@ def build_parser() -> argparse.ArgumentParser:
     replayed.add_argument(
         "--chain-keys",
         help=f"with --restore: the stores' chain keys (default: ${CHAIN_KEYS_DIR_ENV})",
-    )
-    replayed.add_argument(
-        "--trust-list", help="with --restore: the trust list (default: $CELLBANK_TRUST_LIST_FILE)"
     )
     listing.append(("replay", replay_help))
 

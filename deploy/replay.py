@@ -55,7 +55,7 @@ from shared.projections import Projection, ProjectionRunner, consumed, next_offs
 from shared.service_host import ServiceContext, ServiceSpec
 from shared.settings import Settings
 from shared.topics import SERVICE_TOPICS
-from shared.trust import TrustList, envelope_signer
+from shared.trust import TRUST_LIST_ENV, TrustList, envelope_signer
 
 # Bookkeeping of the runner and the relay, not state: differs between a live site and a replay.
 NOT_STATE = frozenset(
@@ -458,21 +458,22 @@ async def replay_site(
     services: Sequence[str] | None = None,
     facility_id: str = REPLAY_FIN,
     timeout: float = 1800.0,
+    trust_list_file: str = "",
     chain_keys: Mapping[str, ChainKey] | None = None,
-    trust: TrustList | None = None,
     topics: Mapping[str, str] = SERVICE_TOPICS,  # where each store's events are (restore)
 ) -> ReplayResult:
     """Rebuild each service of the site into `targets[service]` (a database name; an existing
     one is dropped first unless events are restored into it … which needs it empty). Each
-    service replays in a worker process of its own. Restoring events needs every store's chain
-    key and the trust list: the whole log is verified before any database is touched."""
+    service replays in a worker process of its own. Every record is verified against the
+    trust list (trust_list_file, else CELLBANK_TRUST_LIST_FILE). Restoring events needs every
+    store's chain key too: the whole log is verified before any database is touched."""
     started = time.monotonic()
+    trust_list_file = trust_list_file or os.environ.get(TRUST_LIST_ENV, "")
+    trust = TrustList.from_env({TRUST_LIST_ENV: trust_list_file})  # fails early, names it
     restored: dict[str, int] = {}
     all_specs = specs()
     verified: dict[str, list[StoredEvent]] = {}
     if restore_events_from_log:
-        if trust is None:
-            raise RestoreRefused("restoring events needs the trust list to verify them with")
         verified = await verified_site_logs(
             site_id, bootstrap, services or list(all_specs), chain_keys=chain_keys or {},
             trust=trust, topics=topics,

@@ -39,7 +39,7 @@ from shared.postgres_eventstore import PostgresEventStore
 from shared.projections import Projection, ProjectionRunner
 from shared.settings import Settings
 from shared.topics import SERVICE_TOPICS
-from shared.trust import KEY_FILE_ENV, TrustConfigError
+from shared.trust_settings import site_signer
 
 log = logging.getLogger(__name__)
 
@@ -130,11 +130,7 @@ class ServiceHost:
         s, name = self.settings, self.spec.name
         if s.chain_key is None:
             raise MissingChainKey()
-        if s.signer is None:
-            raise TrustConfigError(
-                f"{KEY_FILE_ENV} is required: the site's Ed25519 key, which signs the anchors of"
-                " the store's audit chain"
-            )
+        signer = site_signer(s)  # signs the anchors (TrustConfigError names what is missing)
         dbname = s.database_name or database_name(s.site_id, name)
         await ensure_database(s.database_url, dbname)
         self.pool = await create_pool(
@@ -167,7 +163,7 @@ class ServiceHost:
         # Beside the relay: the chain head, signed, at an interval and as the service stops
         # (real time, not the service's clock: an anchor attests when it was made).
         anchors = AnchorPublisher(
-            store, service=name, signer=s.signer, bootstrap=s.kafka_bootstrap,
+            store, service=name, signer=signer, bootstrap=s.kafka_bootstrap,
             interval=s.anchor_interval_seconds,
             health=lambda serving: context.health.set(ANCHOR_HEALTH, serving=serving),
         )  # fmt: skip

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from shared.bounds import MAX_CONCURRENT_RPCS, MAX_ENVELOPE_BYTES
 from shared.chain_key import ChainKey, chain_key_from_env
 from shared.errors import InvalidArgument
-from shared.trust import KEY_FILE_ENV, Signer
 
 _SITE = re.compile(r"^[A-Z]{3}$")
 
@@ -61,6 +60,11 @@ class Settings:
     # Matching: the IPD-IMGT/HLA release directory KIR ligands are read from ("" = none: the
     # service starts, says so loudly and scores no KIR-ligand points).
     hla_reference: str = ""
+    # Audit chain: the key the service's event store chains its hashes with
+    # (CELLBANK_CHAIN_KEY_FILE; a service host refuses to start without it), and how often the
+    # store's head is anchored, signed, on cellbank.anchors.v1 (when it moved; and on stop).
+    chain_key: ChainKey | None = field(default=None, repr=False)
+    anchor_interval_seconds: float = 60.0
     # Matching: how long a live order's reservation holds (renewed at half-life) and how often
     # the reconciler resumes orders, returns orphaned holds and notices units taken back.
     hold_seconds: float = 24 * 3600.0
@@ -71,13 +75,12 @@ class Settings:
     # topics' max.message.bytes) and the calls one gRPC server runs at once.
     max_envelope_bytes: int = MAX_ENVELOPE_BYTES
     grpc_max_concurrent_rpcs: int = MAX_CONCURRENT_RPCS
-    # The key the service's event store chains its hashes with (CELLBANK_CHAIN_KEY_FILE): a
-    # service host refuses to start without it.
-    chain_key: ChainKey | None = field(default=None, repr=False)
-    # How often the store's chain head is anchored (signed, on cellbank.anchors.v1).
-    anchor_interval_seconds: float = 60.0
-    # The site's signing key (CELLBANK_SIGNING_KEY_FILE / _KEY_ID): it signs the anchors.
-    signer: Signer | None = field(default=None, repr=False)
+    # Trust between banks (shared.trust): the site's Ed25519 signing key (PEM file) and its id on
+    # the trust list, which its relay signs every envelope with, and the network's trust list
+    # every consumer verifies envelopes against. Required by the processes that use them.
+    signing_key_file: str = ""
+    signing_key_id: str = ""
+    trust_list_file: str = ""
 
     @property
     def token_url(self) -> str:
@@ -128,6 +131,8 @@ class Settings:
             classification_file=env.get("CELLBANK_CLASSIFICATION_FILE", ""),
             transit_file=env.get("CELLBANK_TRANSIT_FILE", ""),
             hla_reference=env.get("CELLBANK_HLA_REFERENCE", "").strip(),
+            chain_key=chain_key_from_env(env),
+            anchor_interval_seconds=_seconds(env, "CELLBANK_ANCHOR_INTERVAL_SECONDS", 60.0),
             hold_seconds=_seconds(env, "CELLBANK_HOLD_SECONDS", 24 * 3600.0),
             reconcile_seconds=_seconds(env, "CELLBANK_RECONCILE_SECONDS", 10.0),
             max_hold_seconds=_seconds(env, "CELLBANK_MAX_HOLD_SECONDS", 7 * 24 * 3600.0),
@@ -135,9 +140,9 @@ class Settings:
             grpc_max_concurrent_rpcs=_count(
                 env, "CELLBANK_GRPC_MAX_CONCURRENT_RPCS", MAX_CONCURRENT_RPCS
             ),
-            chain_key=chain_key_from_env(env),
-            anchor_interval_seconds=_seconds(env, "CELLBANK_ANCHOR_INTERVAL_SECONDS", 60.0),
-            signer=Signer.from_env(site, env) if env.get(KEY_FILE_ENV, "").strip() else None,
+            signing_key_file=env.get("CELLBANK_SIGNING_KEY_FILE", "").strip(),
+            signing_key_id=env.get("CELLBANK_SIGNING_KEY_ID", "").strip(),
+            trust_list_file=env.get("CELLBANK_TRUST_LIST_FILE", "").strip(),
             **_tls(env),
         )
 

@@ -40,9 +40,9 @@ from shared.db import drop_database
 from shared.kafka_admin import ensure_topics
 from shared.service_host import ServiceHost
 from shared.settings import Settings
+from shared.testing.trust import site_trust_settings
 from shared.testing.waits import eventually
 from shared.topics import TopicSpec
-from shared.trust import Signer
 from tests.bench_report import Row, render
 
 H1 = auth("hosp-h1")
@@ -69,7 +69,8 @@ def settings(endpoints: Endpoints, site: str, service: str, **extra: object) -> 
         database_name=f"cellbank_bench_{service}_{uuid.uuid4().hex[:6]}",
         **service_oidc(endpoints.identity, site, service),
         hla_reference=hla_reference_dir(),  # KIR ligands classified as in production
-        chain_key=ChainKey.generate(), signer=Signer.generate(site),
+        **site_trust_settings(site),
+        chain_key=ChainKey.generate(),
     )  # fmt: skip
     return dataclasses.replace(base, **extra)  # type: ignore[arg-type]
 

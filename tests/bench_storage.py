@@ -35,9 +35,9 @@ from shared.kafka_admin import ensure_topics
 from shared.service_host import ServiceHost
 from shared.settings import Settings
 from shared.testing.topic_reader import records_so_far
+from shared.testing.trust import site_trust_settings
 from shared.testing.waits import eventually
 from shared.topics import TopicSpec
-from shared.trust import Signer
 from tests.bench_report import Row
 
 PARTITIONS = 3
@@ -211,8 +211,8 @@ async def reserve_latency(endpoints: Endpoints, clients: int, per_client: int) -
         site_id="BEN", service="storage", kafka_bootstrap=endpoints.kafka_bootstrap,
         database_url=endpoints.database_url,
         database_name=f"cellbank_bench_storage_{uuid.uuid4().hex[:6]}",
-        **service_oidc(endpoints.identity, "BEN", "storage"), chain_key=ChainKey.generate(),
-        signer=Signer.generate("BEN"),
+        **service_oidc(endpoints.identity, "BEN", "storage"), **site_trust_settings("BEN"),
+        chain_key=ChainKey.generate(),
     )  # fmt: skip
     host = ServiceHost(STORAGE_SPEC, settings)
     await host.start()

@@ -17,6 +17,7 @@ from deploy.local_kafka import LocalKafka
 from deploy.processes import REPO_ROOT, claim, reap_abandoned
 from shared.db import create_pool, drop_database, ensure_database, migrate, with_database
 from shared.kafka_admin import ensure_topics
+from shared.testing.trust import session_trust
 from shared.topics import TopicSpec
 
 STARTED: dict[str, float] = {}  # seconds each part of the session's infrastructure took
@@ -33,6 +34,9 @@ def pytest_configure(config: pytest.Config) -> None:
     # SIGTERM (a CI timeout, a killed terminal) unwinds like Ctrl-C, so session fixtures
     # still stop the servers they started.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # Every site the tests run gets a signing key on the session's trust list, and in-process
+    # code finds the list through CELLBANK_TRUST_LIST_FILE (shared/testing/trust.py).
+    session_trust()
 
 
 @pytest.fixture(scope="session")

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import random
-import string
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
@@ -28,9 +25,9 @@ from shared.db import drop_database
 from shared.projections import wait_caught_up
 from shared.service_host import ServiceHost
 from shared.settings import Settings
+from shared.testing.trust import fresh_site, site_trust_settings
 from shared.testing.waits import eventually
 from shared.topics import DONOR_EVENTS, MANUFACTURING_EVENTS, STORAGE_EVENTS
-from shared.trust import Signer, TrustList
 
 
 @dataclass
@@ -79,27 +76,13 @@ def site_settings(endpoints: Endpoints, site: str, service: str, fin: str) -> Se
         database_name=f"cellbank_t_{site.lower()}_{service}_{uuid.uuid4().hex[:6]}",
         facility_id=fin,
         hla_reference=hla_reference_dir(),
+        **site_trust_settings(site),
         chain_key=ChainKey.generate(),  # the store's own, for the test's life
-        signer=site_signer(site),
         anchor_interval_seconds=ANCHOR_INTERVAL,
     )
 
 
 ANCHOR_INTERVAL = 0.5  # seconds: tests see a store's head anchored soon after it moved
-_SIGNERS: dict[str, Signer] = {}
-
-
-def site_signer(site: str) -> Signer:
-    """The site's signing key for this test session (every service of a site shares it)."""
-    if site not in _SIGNERS:
-        _SIGNERS[site] = Signer.generate(site)
-    return _SIGNERS[site]
-
-
-def session_trust_list() -> TrustList:
-    """The trust list of every site the session's tests made so far."""
-    since = datetime.now(UTC) - timedelta(days=1)
-    return TrustList(signer.trusted_key(since) for signer in _SIGNERS.values())
 
 
 @asynccontextmanager
@@ -107,9 +90,7 @@ async def bank_site(
     endpoints: Endpoints, *, with_storage: bool = False, **overrides: Any
 ) -> AsyncIterator[BankSite]:
     """`overrides`: Settings fields for every service of the site (e.g. signing_window_seconds)."""
-    site = "".join(
-        random.choices(string.ascii_uppercase, k=3)
-    )  # 17,576 sites: tests never share one
+    site = fresh_site()  # on the session's trust list; tests never share one
     fin = random_fin()
     specs = [(DONOR_SPEC, "donor_intake"), (MANUFACTURING_SPEC, "manufacturing")]
     if with_storage:

@@ -25,7 +25,7 @@ from shared.db import drop_database
 from shared.projections import wait_caught_up
 from shared.service_host import ServiceHost
 from shared.testing.waits import eventually
-from tests.e2e.bank_site import session_trust_list, site_settings
+from tests.e2e.bank_site import site_settings
 from tests.e2e.network import NetworkSite, network
 from tests.e2e.test_delivery import OP, allocated, shipment_for
 from tests.e2e.test_matching import H1, search
@@ -130,7 +130,6 @@ async def test_a_site_that_lost_its_databases_is_rebuilt_from_the_log(sites, end
         a.site_id, bootstrap=endpoints.kafka_bootstrap, server_url=endpoints.database_url,
         targets=live_dbs, restore_events_from_log=True,
         chain_keys={name: key for name, key in keys.items() if key is not None},
-        trust=session_trust_list(),
     )  # fmt: skip
     assert sum(result.events_restored.values()) > 0
     after = await site_digests(endpoints.database_url, live_dbs)

@@ -32,10 +32,13 @@ from shared.db import with_database
 from shared.hashchain import GENESIS, event_hash
 from shared.postgres_eventstore import EVENT_COLUMNS, row_to_event
 from shared.service_host import ServiceHost
+from shared.testing.trust import session_trust
+from shared.testing.trust import signer as signer_of
+from shared.testing.trust import trust_list as trusted
 from shared.testing.waits import eventually
 from shared.topics import ANCHORS
 from shared.trust import Signer
-from tests.e2e.bank_site import BankSite, bank_site, session_trust_list, site_signer
+from tests.e2e.bank_site import BankSite, bank_site
 
 RELEASE_MEANING = "Released for clinical use"
 
@@ -114,8 +117,7 @@ async def audited(
             site, released.batch_id, folder / "endpoints.json", started, finished,
             endpoints.database_url, endpoints.kafka_bootstrap,
         )  # fmt: skip
-        trust_list = folder / "trust-list.json"
-        trust_list.write_text(session_trust_list().to_json())
+        trust_list = session_trust().trust_list_file
         write_endpoints(
             audited.endpoints_file, site.site_id, audited.services(),
             endpoints.identity.as_json(), kafka=endpoints.kafka_bootstrap,
@@ -305,14 +307,14 @@ async def anchored_and_published(audited: Audited, service: str) -> int:
     count = int(await pool.fetchval("SELECT count(*) FROM events"))
 
     async def anchor() -> Anchor | None:
-        return await latest_anchor(audited.kafka, session_trust_list(), site, service)
+        return await latest_anchor(audited.kafka, trusted(), site, service)
 
     found = await eventually(
         anchor, until=lambda a: a is not None and a.position == head,
         what=f"{site} {service}'s head anchored", timeout=30,
     )  # fmt: skip
     assert found is not None
-    assert (found.event_count, found.key_id) == (count, site_signer(site).key_id)
+    assert (found.event_count, found.key_id) == (count, signer_of(site).key_id)
     await eventually(
         lambda: pool.fetchval(
             "SELECT position FROM relay_checkpoints WHERE relay_name = $1", f"{site}.{service}.relay"
@@ -359,24 +361,24 @@ def verdict_of(run: Run, site: str, service: str) -> tuple[str, str]:
 async def test_a_deleted_tail_is_named_against_the_anchor_and_kafka(
     audited: Audited, operator: None
 ):
-    """The newest event of the storage store is deleted: the chain that is left is intact,
+    """The newest event of the manufacturing store is deleted: the chain that is left is intact,
     but the site's anchor and Kafka hold more."""
     site = audited.site.site_id
-    head = await anchored_and_published(audited, "storage")
-    async with superuser_on(audited, "storage") as conn:
+    head = await anchored_and_published(audited, "manufacturing")
+    async with superuser_on(audited, "manufacturing") as conn:
         assert await conn.fetchval("SELECT count(*) FROM events") > 1
         await conn.execute("DELETE FROM events WHERE position = $1", head)
         run = await verify(audited)
         assert run.code == 1, run.out + run.err
-        row, verdict = verdict_of(run, site, "storage")
+        row, verdict = verdict_of(run, site, "manufacturing")
         left = int(await conn.fetchval("SELECT max(position) FROM events"))
         finding = (
             f"store ends at position {left}, anchor at {head} / Kafka holds up to {head}: "
             "its newest events were deleted"
         )
         assert row.split()[2] == "BROKEN" and row.endswith(finding)
-        assert verdict == f"BROKEN: site {site}, service storage: {finding}"
-        for service in ("donor_intake", "manufacturing"):
+        assert verdict == f"BROKEN: site {site}, service manufacturing: {finding}"
+        for service in ("donor_intake", "storage"):
             assert verdict_of(run, site, service)[0].split()[2] == "OK"
     assert (await verify(audited)).out.splitlines()[-1] == "OK"
 

@@ -4,11 +4,8 @@ refused, the record named, and no database is created."""
 
 from __future__ import annotations
 
-import random
-import string
 import uuid
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
@@ -20,12 +17,10 @@ from shared.chain_key import ChainKey
 from shared.events import StoredEvent
 from shared.eventstore import InMemoryEventStore
 from shared.testing.plugin import make_topic
-from shared.trust import Signer, TrustList, sign_event
+from shared.testing.trust import fresh_site, session_trust
+from shared.testing.trust import signer as signer_of
+from shared.trust import sign_event
 from tests.factories import new_event
-
-
-def random_site() -> str:
-    return "".join(random.choices(string.ascii_uppercase, k=3))
 
 
 async def publish(bootstrap: str, topic: str, values: list[tuple[str, bytes]]) -> None:
@@ -49,9 +44,8 @@ async def database_exists(server_url: str, name: str) -> bool:
 async def refused_restore(endpoints: Endpoints, alter: str) -> tuple[str, StoredEvent, str]:
     """A site's donor store of six events on a fresh topic, its fourth record altered; the
     restore's refusal, the altered event, and the target database's name."""
-    site, key = random_site(), ChainKey.generate()
-    signer = Signer.generate(site)
-    trust = TrustList([signer.trusted_key(datetime.now(UTC) - timedelta(days=1))])
+    site, key = fresh_site(), ChainKey.generate()  # the site is on the session's trust list
+    signer = signer_of(site)
     store = InMemoryEventStore(site, chain_key=key)
     for i in range(6):
         await store.append(f"donor-{i % 2}", i // 2, [new_event(i)])
@@ -75,8 +69,8 @@ async def refused_restore(endpoints: Endpoints, alter: str) -> tuple[str, Stored
         await replay_site(
             site, bootstrap=endpoints.kafka_bootstrap, server_url=endpoints.database_url,
             targets={"donor_intake": target}, restore_events_from_log=True,
-            services=["donor_intake"], chain_keys={"donor_intake": key}, trust=trust,
-            topics={"donor_intake": topic},
+            services=["donor_intake"], chain_keys={"donor_intake": key},
+            trust_list_file=str(session_trust().trust_list_file), topics={"donor_intake": topic},
         )  # fmt: skip
     return str(refused.value), victim, target
 
