@@ -38,7 +38,8 @@ test: setup
 	sh deploy/ensure_chromium.sh
 	$(PY) -m pytest -m "not chaos"
 
-# The slow fault tests: processes SIGKILLed, Kafka and PostgreSQL stopped for 10 s, under load.
+# The slow fault tests on a private 3-broker Kafka cluster: services and brokers (one, the active
+# controller, two at once) SIGKILLed, PostgreSQL stopped for 10 s, under load.
 test-chaos: setup
 	$(PY) -m pytest -m chaos tests/chaos
 

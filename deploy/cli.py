@@ -36,7 +36,7 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
@@ -470,8 +470,11 @@ def audit_verify(args: argparse.Namespace, io: Streams) -> int:
         services = endpoints.services_of(site)
         if not services:
             raise CliError(f"site {site} has no service endpoints in {endpoints.path}")
-        # Kafka first: the store's head, read after, can only be ahead of it.
-        evidence = gather_evidence(bootstrap, trust, site, [s for s, _ in services], io)
+        # Kafka first: the store's head, read after, can only be ahead of it. As the endpoints
+        # file's principal (read-only operator) when its Kafka is the one read.
+        from_file = not args.kafka and not os.environ.get("CELLBANK_KAFKA_BOOTSTRAP", "").strip()
+        with kafka_credentials_of(endpoints.document, from_file):
+            evidence = gather_evidence(bootstrap, trust, site, [s for s, _ in services], io)
         for service, address in services:
             check = verify_service(site, service, address, token, args.timeout, evidence[service])
             io.print(check_line(check))
@@ -750,11 +753,39 @@ def trace(args: argparse.Namespace, io: Streams) -> int:
 # --- replay --------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def kafka_credentials_of(
+    document: Mapping[str, Any], applies: bool, env: MutableMapping[str, str] = os.environ
+) -> Iterator[None]:
+    """While the command talks to the endpoints file's Kafka (applies: the bootstrap came from
+    the file), its principal (make run's read-only operator) is the one shared.kafka_clients
+    reads from the environment: credentials belong to the cluster they are for. Restored after."""
+    given = document.get("kafka_env") or {}
+    if not isinstance(given, dict):
+        raise CliError('endpoints file: "kafka_env" must be an object of CELLBANK_KAFKA_* settings')
+    chosen = {str(k): str(v) for k, v in given.items() if str(k).startswith("CELLBANK_KAFKA_")}
+    if not applies or not chosen:
+        yield
+        return
+    saved = {key: env.get(key) for key in chosen}
+    env.update(chosen)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                env.pop(key, None)
+            else:
+                env[key] = value
+
+
 def trust_list_path(endpoints: NetworkEndpoints) -> str:
-    """The network's trust list: CELLBANK_TRUST_LIST_FILE, else the one the endpoints file names
-    (make run writes it); reading the log verifies every record against it."""
-    path = os.environ.get("CELLBANK_TRUST_LIST_FILE", "").strip() or str(
-        endpoints.document.get("trust_list", "")
+    """The network's trust list: the one the endpoints file names (the network it describes
+    wrote it: make run), else CELLBANK_TRUST_LIST_FILE; reading the log verifies every record
+    against it."""
+    path = (
+        str(endpoints.document.get("trust_list", ""))
+        or os.environ.get("CELLBANK_TRUST_LIST_FILE", "").strip()
     )
     if not path:
         raise CliError(
@@ -789,12 +820,15 @@ def replay(args: argparse.Namespace, io: Streams) -> int:
 
     from deploy.replay import RestoreRefused, differences, replay_site, site_digests, specs
     from shared.db import database_name
+    from shared.db_roles import DatabaseRoles, hand_over
+    from shared.service_lock import ServicesRunning, running_services
 
     endpoints = load_endpoints(args.endpoints)
     site = endpoints.site_names(args.site)[0] if args.site else None
     if site is None:
         raise CliError("--site is required")
     bootstrap, server = _infra_of(endpoints, args)
+    from_file = not (args.kafka or os.environ.get("CELLBANK_KAFKA_BOOTSTRAP"))
     services = list(specs())
     # The site's databases: shared.db.database_name, unless the file names them ("databases").
     named = endpoints.document.get("databases", {}).get(site, {})
@@ -808,6 +842,8 @@ def replay(args: argparse.Namespace, io: Streams) -> int:
     async def run() -> int:
         from shared.db import drop_database
 
+        if args.restore and (running := await running_services(server, list(live.values()))):
+            raise CliError(str(ServicesRunning(site, running)), code=1)
         if args.restore and not args.force:
             present = await _databases_with_events(server, list(live.values()))
             if present:
@@ -824,6 +860,9 @@ def replay(args: argparse.Namespace, io: Streams) -> int:
             )  # fmt: skip
         except RestoreRefused as refused:
             raise CliError(f"restore {refused}", code=1) from None
+        if args.restore and (roles := endpoints.document.get("database_roles")):
+            for dbname in targets.values():  # the owner role's again, the runtime's grants
+                await hand_over(server, dbname, DatabaseRoles(**roles))
         io.print(
             f"{site}: {result.records_replayed:,} records replayed in {result.seconds:.1f}s"
             f" ({result.rate:,.0f} events/s)"
@@ -833,6 +872,9 @@ def replay(args: argparse.Namespace, io: Streams) -> int:
                 else ""
             )
         )
+        skipped = sum(n for reasons in result.untrusted.values() for n in reasons.values())
+        if skipped:
+            io.print(f"{site}: {skipped:,} untrusted record(s) skipped (not applied; see above)")
         code = 0
         try:
             if args.verify and not args.restore:
@@ -859,7 +901,8 @@ def replay(args: argparse.Namespace, io: Streams) -> int:
                     await drop_database(server, dbname)
         return code
 
-    return asyncio.run(run())
+    with kafka_credentials_of(endpoints.document, from_file):
+        return asyncio.run(run())
 
 
 def restore_keys(
@@ -919,12 +962,23 @@ def watch(args: argparse.Namespace, io: Streams) -> int:
     import asyncio
 
     from shared.event_watch import EventFilter, watch_events
+    from shared.trust import TrustConfigError, TrustList
 
     bootstrap = args.kafka or os.environ.get("CELLBANK_KAFKA_BOOTSTRAP", "")
-    if not bootstrap:
-        bootstrap = str(load_endpoints(args.endpoints).document.get("kafka", ""))
+    document: Mapping[str, Any] = {}
+    trust_file = os.environ.get("CELLBANK_TRUST_LIST_FILE", "").strip()
+    if not bootstrap or not trust_file:
+        endpoints = load_endpoints(args.endpoints)
+        trust_file = trust_list_path(endpoints)
+        if not bootstrap:
+            document = endpoints.document
+            bootstrap = str(document.get("kafka", ""))
     if not bootstrap:
         raise CliError("watch needs Kafka: --kafka, CELLBANK_KAFKA_BOOTSTRAP or the endpoints file")
+    try:
+        trust = TrustList.from_file(trust_file)
+    except TrustConfigError as exc:
+        raise CliError(str(exc)) from None
     selection = EventFilter(
         args.site or "", args.topic or "", args.type or "", args.aggregate or ""
     )
@@ -935,7 +989,7 @@ def watch(args: argparse.Namespace, io: Streams) -> int:
 
     async def follow() -> int:
         shown = 0
-        events = watch_events(bootstrap, selection, from_beginning=args.from_beginning)
+        events = watch_events(bootstrap, selection, trust=trust, from_beginning=args.from_beginning)
         async with contextlib.aclosing(events):  # stops its consumer when we stop
             async for watched in events:
                 if args.json:
@@ -950,9 +1004,10 @@ def watch(args: argparse.Namespace, io: Streams) -> int:
         return 0
 
     try:
-        return asyncio.run(
-            asyncio.wait_for(follow(), args.for_seconds) if args.for_seconds else follow()
-        )
+        with kafka_credentials_of(document, bool(document)):
+            return asyncio.run(
+                asyncio.wait_for(follow(), args.for_seconds) if args.for_seconds else follow()
+            )
     except TimeoutError:
         return 0
     except KeyboardInterrupt:

@@ -59,6 +59,7 @@ from shared.errors import InvalidArgument, Unauthenticated
 from shared.event_watch import EventFilter, watch_events
 from shared.grpc_server import channel_credentials
 from shared.settings import parse_endpoints, secret
+from shared.trust import TRUST_LIST_ENV, TrustList
 
 log = logging.getLogger(__name__)
 PAGE = Path(__file__).with_name("dashboard.html")
@@ -79,6 +80,8 @@ class DashboardConfig:
     tls_ca_file: str = ""
     tls_client_cert_file: str = ""
     tls_client_key_file: str = ""
+    # The network's trust list: the event stream shows only what it vouches for.
+    trust_list_file: str = ""
 
 
 class Network:
@@ -93,7 +96,9 @@ class Network:
     async def status(self, metadata: tuple[tuple[str, str], ...]) -> dict[str, Any]:
         """Network status (from the first delivery service that answers), with every site's
         shipments and recalls."""
-        out: dict[str, Any] = {"sites": [], "shipments": [], "recalls": [], "errors": []}
+        out: dict[str, Any] = {
+            "sites": [], "untrusted": [], "shipments": [], "recalls": [], "errors": [],
+        }  # fmt: skip
         answered = False
         for site, address in sorted(self.sites.items()):
             channel = (  # TLS when the services use it: the operator's token is on the wire
@@ -108,6 +113,7 @@ class Network:
                             opb.GetNetworkStatusRequest(), metadata=metadata, timeout=5
                         )
                         out["sites"] = [_dict(s) for s in status.sites]
+                        out["untrusted"] = [_dict(u) for u in status.untrusted]
                         out["as_of"] = status.as_of.ToJsonString()
                         answered = True
                     stub = dpb_grpc.DeliveryServiceStub(channel)
@@ -144,10 +150,13 @@ def create_app(config: DashboardConfig, hub: EventHub | None = None) -> Starlett
         ),
     )
     login = Login(config.oidc)
-    events_hub = hub or EventHub(
-        lambda: watch_events(config.kafka, EventFilter(), tail=20),
-        max_streams=config.max_streams, max_streams_per_user=config.max_streams_per_user,
-    )  # fmt: skip
+    if hub is None:
+        trust = TrustList.from_env({TRUST_LIST_ENV: config.trust_list_file})  # names the setting
+        hub = EventHub(
+            lambda: watch_events(config.kafka, EventFilter(), trust=trust, tail=20),
+            max_streams=config.max_streams, max_streams_per_user=config.max_streams_per_user,
+        )  # fmt: skip
+    events_hub = hub
 
     def base(request: Request) -> str:
         return (config.public_url or str(request.base_url)).rstrip("/") + "/"
@@ -391,6 +400,7 @@ def config_from(
         tls_ca_file=env.get("CELLBANK_TLS_CA", "").strip(),
         tls_client_cert_file=env.get("CELLBANK_TLS_CLIENT_CERT", "").strip(),
         tls_client_key_file=env.get("CELLBANK_TLS_CLIENT_KEY", "").strip(),
+        trust_list_file=env.get(TRUST_LIST_ENV, "").strip() or str(document.get("trust_list", "")),
     )
 
 

@@ -9,19 +9,24 @@ external issuer must hold the demo realm's identities: import deploy/keycloak/ce
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from deploy import identities
+from deploy.database_logins import DatabaseLogins, provision_logins
+from deploy.kafka_provision import principal_env, provision_network
 from deploy.keycloak import Identity, LocalKeycloak
-from deploy.local_kafka import LocalKafka
+from deploy.local_kafka import LocalKafka, kafka_libs
 from deploy.local_postgres import LocalPostgres
 from deploy.processes import REPO_ROOT, run_async
 from shared.db import database_name, ensure_database
+from shared.db_roles import DatabaseRoles, adopt_database
 from shared.kafka_admin import ensure_topics
+from shared.kafka_clients import KafkaSecurity
 from shared.topics import SERVICES
 
 DEFAULT_SITES = ("LON", "MAN", "EDI")
@@ -33,6 +38,22 @@ class Endpoints:
     kafka_bootstrap: str
     database_url: str  # server URL; each service uses its own database on it
     identity: Identity = NO_IDENTITY  # the OIDC issuer tokens come from
+    # The Kafka principals' password files (deploy/kafka_provision.py); "" when the environment's
+    # CELLBANK_KAFKA_* credentials are the only ones there are (an external cluster).
+    kafka_credentials: str = ""
+    kafka_local: bool = True  # the credentials are the local broker's (SASL_PLAINTEXT)
+    # The owner/runtime/reader roles on that server (database_url is the administrator's).
+    database_logins: DatabaseLogins | None = None
+
+    def kafka_env(self, principal: str) -> dict[str, str]:
+        """CELLBANK_KAFKA_* for a process running as this principal ({} = inherit the caller's)."""
+        if not self.kafka_credentials:
+            return {}
+        return principal_env(Path(self.kafka_credentials), principal, local=self.kafka_local)
+
+    def kafka_security(self, principal: str) -> KafkaSecurity:
+        """How a client in this process authenticates as the principal."""
+        return KafkaSecurity.from_env({**os.environ, **self.kafka_env(principal)})
 
 
 class Infrastructure:
@@ -46,9 +67,15 @@ class Infrastructure:
         postgres_port: int | None = None,
         keycloak_port: int | None = None,
         env: Mapping[str, str] | None = None,
+        sites: Sequence[str] = DEFAULT_SITES,
     ) -> None:
         env = os.environ if env is None else env
+        self.sites = tuple(sites)  # whose site-service principals the broker gets
         self.external_kafka = env.get("CELLBANK_KAFKA_BOOTSTRAP", "").strip() or None
+        # With an external cluster: the principals' password files, if it was provisioned
+        # with `python -m deploy.kafka_provision --credentials DIR`.
+        self.external_credentials = env.get("CELLBANK_KAFKA_CREDENTIALS_DIR", "").strip()
+        self.provision_seconds = 0.0
         self.external_db = env.get("CELLBANK_DATABASE_URL", "").strip() or None
         # An existing OIDC provider holding the demo realm's identities, or our own Keycloak.
         self.external_issuer = env.get("CELLBANK_OIDC_ISSUER", "").strip().rstrip("/") or None
@@ -62,6 +89,8 @@ class Infrastructure:
             None if self.external_issuer else LocalKeycloak(root / "keycloak", port=keycloak_port)
         )
         root.mkdir(parents=True, exist_ok=True)
+        self.root = root
+        self.database_logins: DatabaseLogins | None = None
 
     @property
     def endpoints(self) -> Endpoints:
@@ -72,7 +101,17 @@ class Infrastructure:
             if self.external_issuer
             else (self.keycloak.identity if self.keycloak else NO_IDENTITY)
         )
-        return Endpoints(kafka, db, identity)
+        credentials = self.external_credentials or (
+            str(self.kafka.credentials) if self.kafka and self.kafka.authenticated else ""
+        )
+        return Endpoints(
+            kafka,
+            db,
+            identity,
+            credentials,
+            kafka_local=not self.external_kafka,
+            database_logins=self.database_logins,
+        )
 
     def start(self) -> Endpoints:
         failure: list[BaseException] = []
@@ -102,13 +141,29 @@ class Infrastructure:
         return self.endpoints
 
     async def _provision(self) -> None:
+        admin = self.kafka.admin_security if self.kafka else KafkaSecurity.from_env()
+        # Passwords generated once and kept beside the data (0600) for this run's services.
+        self.database_logins = await provision_logins(
+            self.endpoints.database_url, self.root / "database-roles.json"
+        )
         created = await ensure_topics(
             self.endpoints.kafka_bootstrap,
             partitions=self.partitions,
             replication_factor=self.replication_factor,
+            security=admin,
         )
         if created:
             print(f"[cellbank] created topics: {', '.join(created)}", flush=True)
+        if self.kafka is not None and self.kafka.authenticated:
+            # Every start: the log may come from an earlier run with other sites or rules.
+            self.provision_seconds = await asyncio.to_thread(
+                provision_network,
+                kafka_libs(),
+                self.kafka.bootstrap,
+                admin,
+                self.kafka.credentials,
+                self.sites,
+            )
 
     def stop(self) -> None:
         try:
@@ -130,12 +185,18 @@ class Infrastructure:
 
 
 async def ensure_site_databases(
-    server_url: str, sites: Iterable[str] = DEFAULT_SITES, services: Iterable[str] = SERVICES
+    server_url: str,
+    sites: Iterable[str] = DEFAULT_SITES,
+    services: Iterable[str] = SERVICES,
+    roles: DatabaseRoles | None = None,
 ) -> list[str]:
-    """One database per site and service; returns their names."""
+    """One database per site and service; returns their names. With `roles`, each is the
+    owner role's (an existing one is handed over) and only the network's roles connect."""
     names = [database_name(site, service) for site in sites for service in services]
     for name in names:
-        await ensure_database(server_url, name)
+        await ensure_database(server_url, name, owner=roles.owner if roles else "")
+        if roles is not None:
+            await adopt_database(server_url, name, roles)
     return names
 
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import subprocess
 import uuid
 from pathlib import Path
 
+from deploy.kafka_principals import ADMIN
+from deploy.kafka_provision import ensure_passwords
 from deploy.processes import (
     CACHE_DIR,
     REPO_ROOT,
@@ -19,6 +22,7 @@ from deploy.processes import (
     stop_process,
     wait_until,
 )
+from shared.kafka_clients import KafkaSecurity, admin_client
 
 POM = REPO_ROOT / "deploy" / "kafka" / "pom.xml"
 DEPENDENCY_PLUGIN = "3.8.1"  # pinned: the fetch must not change with Maven's newest plugin
@@ -28,11 +32,8 @@ SERVER_PROPERTIES = """\
 process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers=127.0.0.1:{controller_port}
-listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
-advertised.listeners=PLAINTEXT://127.0.0.1:{port}
-controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listeners={listener}://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
+advertised.listeners={listener}://127.0.0.1:{port}
 log.dirs={log_dir}
 num.partitions=3
 auto.create.topics.enable=false
@@ -44,6 +45,46 @@ share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 """
+
+PLAINTEXT_PROPERTIES = """\
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+"""
+
+
+def security_properties(admin: str, password: str) -> str:
+    """A node's listener security: clients and brokers on SASL_PLAINTEXT with SCRAM-SHA-512,
+    the controller listener on SASL PLAIN (KRaft cannot use SCRAM there: the credentials live in
+    the metadata the controllers serve), the StandardAuthorizer denying what no ACL allows.
+    The admin is the super user the brokers themselves authenticate as; its SCRAM credential is
+    added when the storage is formatted. The file holds the password: keep it 0600."""
+    scram = (
+        "org.apache.kafka.common.security.scram.ScramLoginModule required "
+        f'username="{admin}" password="{password}";'
+    )
+    plain = (
+        "org.apache.kafka.common.security.plain.PlainLoginModule required "
+        f'username="{admin}" password="{password}" user_{admin}="{password}";'
+    )
+    return "\n".join(
+        [
+            "controller.listener.names=CONTROLLER",
+            "inter.broker.listener.name=SASL_PLAINTEXT",
+            "listener.security.protocol.map=SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT",
+            "sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512",
+            "sasl.mechanism.controller.protocol=PLAIN",
+            "listener.name.sasl_plaintext.sasl.enabled.mechanisms=SCRAM-SHA-512",
+            f"listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config={scram}",
+            "listener.name.controller.sasl.enabled.mechanisms=PLAIN",
+            f"listener.name.controller.plain.sasl.jaas.config={plain}",
+            "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "allow.everyone.if.no.acl.found=false",
+            f"super.users=User:{admin}",
+            "",
+        ]
+    )
+
 
 LOG4J2 = """\
 status = error
@@ -96,8 +137,18 @@ def _pom_version() -> str:
 class LocalKafka:
     """Owns one broker process: format storage once, start, readiness, stop, restart."""
 
-    def __init__(self, data_dir: Path, *, port: int | None = None, heap_mb: int = 768) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        port: int | None = None,
+        heap_mb: int = 768,
+        authenticated: bool = True,
+    ) -> None:
         self.data_dir = data_dir
+        # SASL/SCRAM + ACLs (the default), or the old open PLAINTEXT broker.
+        self.authenticated = authenticated
+        self.credentials = data_dir / "credentials"  # one 0600 password file per principal
         self.port = port or free_port()
         self.controller_port = free_port()
         self.heap_mb = heap_mb
@@ -108,18 +159,41 @@ class LocalKafka:
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def admin_security(self) -> KafkaSecurity:
+        """How the admin (super user) authenticates; PLAINTEXT when not authenticated."""
+        if not self.authenticated:
+            return KafkaSecurity()
+        password = ensure_passwords(self.credentials, [ADMIN])[ADMIN]
+        return KafkaSecurity("SASL_PLAINTEXT", "SCRAM-SHA-512", ADMIN, password)
+
     def _configure(self, libs: Path) -> Path:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        props = self.data_dir / "server.properties"
-        props.write_text(
-            SERVER_PROPERTIES.format(
-                port=self.port,
-                controller_port=self.controller_port,
-                log_dir=self.data_dir / "log",
+        formatted = (self.data_dir / "log" / "meta.properties").exists()
+        if self.authenticated and formatted and not (self.credentials / ADMIN).exists():
+            raise InfraError(
+                f"{self.data_dir} holds a Kafka log from before authentication (no admin "
+                "credentials next to it): delete it (make clean) to start afresh"
             )
+        props = self.data_dir / "server.properties"
+        listener = "SASL_PLAINTEXT" if self.authenticated else "PLAINTEXT"
+        security = (
+            security_properties(ADMIN, self.admin_security.password)
+            if self.authenticated
+            else PLAINTEXT_PROPERTIES
         )
+        text = SERVER_PROPERTIES.format(
+            listener=listener,
+            port=self.port,
+            controller_port=self.controller_port,
+            log_dir=self.data_dir / "log",
+        )
+        fd = os.open(props, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(text + security)
+        props.chmod(0o600)
         (self.data_dir / "log4j2.properties").write_text(LOG4J2.format(log_file=self.log_file))
-        if not (self.data_dir / "log" / "meta.properties").exists():
+        if not formatted:
             self._format_storage(libs, props)
         return props
 
@@ -145,6 +219,10 @@ class LocalKafka:
             "-c",
             str(props),
         )
+        if self.authenticated:
+            # The brokers authenticate to each other as the admin before anyone could add it.
+            password = self.admin_security.password
+            cmd += ["--add-scram", f"SCRAM-SHA-512=[name={ADMIN},password={password}]"]
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise InfraError(f"formatting Kafka storage failed:\n{result.stdout}\n{result.stderr}")
@@ -173,7 +251,7 @@ class LocalKafka:
                 f"Kafka broker exited with {self.proc.returncode}\n{log_tail(self.log_file)}"
             )
         return port_is_open("127.0.0.1", self.port) and run_async(
-            lambda: metadata_ready(self.bootstrap)
+            lambda: metadata_ready(self.bootstrap, self.admin_security)
         )
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -187,12 +265,11 @@ class LocalKafka:
         self.start()
 
 
-async def metadata_ready(bootstrap: str) -> bool:
+async def metadata_ready(bootstrap: str, security: KafkaSecurity | None = None) -> bool:
     """True when the broker answers a metadata request with itself as a live broker."""
-    from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.errors import KafkaError
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+    admin = admin_client(bootstrap, security=security, request_timeout_ms=3000)
     try:
         await asyncio.wait_for(admin.start(), 5)
         cluster = await asyncio.wait_for(admin.describe_cluster(), 5)

@@ -9,6 +9,7 @@ import shutil
 import signal
 import stat
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +32,11 @@ def postgres_bin() -> Path:
 class LocalPostgres:
     """Owns one postgres process on 127.0.0.1: initdb once, start, readiness, stop."""
 
-    def __init__(self, data_dir: Path, *, port: int | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, *, port: int | None = None, settings: Mapping[str, str] | None = None
+    ) -> None:
         self.data_dir = data_dir
+        self.settings = dict(settings or {})  # more `-c name=value` (e.g. WAL archiving)
         self.port = port or free_port()
         self.bin = postgres_bin()
         self.proc: subprocess.Popen[bytes] | None = None
@@ -104,6 +108,7 @@ class LocalPostgres:
                     "max_connections=300",
                     "-c",
                     "shared_buffers=256MB",
+                    *(f"-c{name}={value}" for name, value in self.settings.items()),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -6,6 +6,7 @@ import asyncio
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,8 +16,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from deploy.chain_keys import ChainKeys
 from deploy.identities import demo_realm
 from deploy.infra import Endpoints
+from deploy.kafka_principals import COLDCHAIN, SLA, TANK_SENSORS, service_principal
 from deploy.processes import REPO_ROOT, InfraError, hla_reference_dir, stop_process
-from deploy.trust_keys import ensure_site_keys
+from deploy.trust_keys import TrustMaterial
 
 # The services that exist so far, in start order (manufacturing consumes donor events).
 SERVICE_MODULES = {
@@ -45,21 +47,22 @@ class ServiceProcess:
         return f"127.0.0.1:{self.grpc_port}"
 
     def start(self, endpoints: Endpoints, log_dir: Path) -> None:
-        """Start the process; its chain key and its site's signing key are kept beside the logs
-        (`<root>/chain-keys`, `<root>/trust`)."""
+        """Start the process; its chain key is kept beside the logs (`<root>/chain-keys`)."""
         env = {
             **os.environ,
             "CELLBANK_SITE_ID": self.site,
             "CELLBANK_SERVICE": self.service,
             "CELLBANK_KAFKA_BOOTSTRAP": endpoints.kafka_bootstrap,
+            **endpoints.kafka_env(service_principal(self.site, self.service)),
             "CELLBANK_DATABASE_URL": endpoints.database_url,
             "CELLBANK_GRPC_PORT": str(self.grpc_port),
             "CELLBANK_METRICS_PORT": str(self.metrics_port),
             **endpoints.identity.service_env(),
+            # Least privilege: migrate as the owner role, run as the runtime role.
+            **(endpoints.database_logins.service_env() if endpoints.database_logins else {}),
             **_client_env(demo_realm().service_client(self.site, self.service).client_id),
             "CELLBANK_HLA_REFERENCE": hla_reference_dir(),
             **ChainKeys(log_dir.parent / "chain-keys").env(self.site, self.service),
-            **ensure_site_keys(log_dir.parent / "trust", [self.site]).env(self.site),
             **self.env,
         }
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -99,8 +102,12 @@ class ServiceProcess:
             self.proc = None
 
 
-def plan(sites: list[str], grpc_base: int, metrics_base: int) -> list[ServiceProcess]:
-    """Ports: base + 10 × site index + service index, e.g. LON donor_intake 50100."""
+def plan(
+    sites: list[str], grpc_base: int, metrics_base: int, trust: TrustMaterial | None = None
+) -> list[ServiceProcess]:
+    """Ports: base + 10 × site index + service index, e.g. LON donor_intake 50100. `trust`:
+    every process gets its site's signing key and the trust list (a service refuses to start
+    without them; None only to list the processes)."""
     processes = [
         ServiceProcess(site, service, grpc_base + 10 * i + j, metrics_base + 10 * i + j)
         for i, site in enumerate(sites)
@@ -110,6 +117,8 @@ def plan(sites: list[str], grpc_base: int, metrics_base: int) -> list[ServicePro
     for p in processes:
         if p.service in ("matching", "delivery"):  # reserve / pick / recall at the owning site
             p.env["CELLBANK_STORAGE_ENDPOINTS"] = storage
+        if trust is not None:
+            p.env.update(trust.env(p.site))
     return processes
 
 
@@ -154,9 +163,15 @@ class NetworkProcess:
 
 
 def cold_chain(
-    endpoints: Endpoints, services: list[ServiceProcess], tanks: list[str], data_dir: Path
+    endpoints: Endpoints,
+    services: list[ServiceProcess],
+    tanks: list[str],
+    data_dir: Path,
+    trust: TrustMaterial | None = None,
 ) -> list[NetworkProcess]:
-    """The Faust monitor watching every site's tanks, and simulated sensors for the demo tanks."""
+    """The Faust monitor watching every site's tanks, and simulated sensors for the demo tanks.
+    `trust`: the trust list the SLA monitor verifies delivery events with."""
+    verifies = trust.env() if trust is not None else {}
     storage = ",".join(f"{s.site}={s.address}" for s in services if s.service == "storage")
     delivery = ",".join(f"{s.site}={s.address}" for s in services if s.service == "delivery")
     monitor = NetworkProcess(
@@ -164,6 +179,7 @@ def cold_chain(
         [COLDCHAIN_MODULE, "worker", "-l", "info", "--without-web"],
         {
             "CELLBANK_KAFKA_BOOTSTRAP": endpoints.kafka_bootstrap,
+            **endpoints.kafka_env(COLDCHAIN),
             "CELLBANK_STORAGE_ENDPOINTS": storage,
             "CELLBANK_DELIVERY_ENDPOINTS": delivery,
             **endpoints.identity.service_env(),
@@ -174,28 +190,40 @@ def cold_chain(
     sensors = NetworkProcess(
         "tank-sensors",
         [SIMULATOR_MODULE, *tanks],
-        {"CELLBANK_KAFKA_BOOTSTRAP": endpoints.kafka_bootstrap},
+        {
+            "CELLBANK_KAFKA_BOOTSTRAP": endpoints.kafka_bootstrap,
+            **endpoints.kafka_env(TANK_SENSORS),
+        },
     )
     sla = NetworkProcess(
         "sla",
         [SLA_MODULE, "worker", "-l", "info", "--without-web"],
         {
             "CELLBANK_KAFKA_BOOTSTRAP": endpoints.kafka_bootstrap,
+            **endpoints.kafka_env(SLA),
             "CELLBANK_DELIVERY_ENDPOINTS": delivery,
             **endpoints.identity.service_env(),
             **_client_env("monitor-sla"),
             "CELLBANK_SLA_DATADIR": str(data_dir / "sla"),
+            **verifies,
         },
     )
     return [monitor, sensors, sla]
 
 
-def dashboard_process(endpoints_file: Path, port: int) -> NetworkProcess:
-    """The operator dashboard (deploy/dashboard.py) on 127.0.0.1:port."""
+def dashboard_process(
+    endpoints_file: Path,
+    port: int,
+    kafka_env: Mapping[str, str] | None = None,
+    trust: TrustMaterial | None = None,
+) -> NetworkProcess:
+    """The operator dashboard (deploy/dashboard.py) on 127.0.0.1:port (as the dashboard
+    principal: give it endpoints.kafka_env(DASHBOARD)); `trust`: the network's trust list its
+    event stream verifies with (else the one the endpoints file names)."""
     return NetworkProcess(
         "dashboard",
         ["deploy.dashboard", "--endpoints", str(endpoints_file), "--port", str(port)],
-        {},
+        {**(kafka_env or {}), **(trust.env() if trust is not None else {})},
     )
 
 

@@ -29,9 +29,10 @@ from pathlib import Path
 from typing import cast
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 from deploy.processes import REPO_ROOT
+from shared import kafka_clients
 from shared.chain_key import ChainKey
 from shared.db import (
     SHARED_MIGRATIONS,
@@ -43,7 +44,6 @@ from shared.db import (
     with_database,
 )
 from shared.digest import rows_digest
-from shared.envelope_codec import decode
 from shared.events import StoredEvent
 from shared.eventstore import utc_now
 from shared.hashchain import GENESIS
@@ -53,15 +53,17 @@ from shared.log_reader import records_to_end
 from shared.postgres_eventstore import PostgresEventStore
 from shared.projections import Projection, ProjectionRunner, consumed, next_offsets
 from shared.service_host import ServiceContext, ServiceSpec
+from shared.service_lock import ServicesRunning, running_services
 from shared.settings import Settings
 from shared.topics import SERVICE_TOPICS
-from shared.trust import TRUST_LIST_ENV, TrustList, envelope_signer
+from shared.trust import TRUST_LIST_ENV, TrustList, Untrusted, envelope_signer, verify_envelope
 
 # Bookkeeping of the runner and the relay, not state: differs between a live site and a replay.
 NOT_STATE = frozenset(
     {
         "events", "relay_checkpoints", "projection_checkpoints", "processed_events",
         "parked_records", "schema_migrations",
+        "untrusted_records",  # what each consumer refused, and when (the log's forgeries)
         "shipment_orders",  # matching's delivery policy's own lookup (policies are not replayed)
     }
 )  # fmt: skip
@@ -116,14 +118,24 @@ class Meter:
 # ---- restoring a site's own events --------------------------------------------------------
 
 
-async def site_events_from_log(bootstrap: str, topic: str, site_id: str) -> list[StoredEvent]:
-    """The site's events on the topic (up to its current end), deduplicated by event id."""
+class UntrustedOnLog(Exception):
+    """Records on the log claim the site but the trust list does not vouch for them."""
+
+
+async def site_events_from_log(
+    bootstrap: str, topic: str, site_id: str, *, trust: TrustList
+) -> list[StoredEvent]:
+    """The site's events on the topic (up to its current end), deduplicated by event id, each
+    verified against the trust list. A record that claims the site but does not verify
+    refuses the restore (UntrustedOnLog names the first): history is restored only from what
+    the site signed."""
     ends = await end_offsets(bootstrap, [topic])
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    consumer = kafka_clients.consumer(
+        bootstrap=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
     )
     await consumer.start()
     seen: dict[str, StoredEvent] = {}
+    untrusted: list[str] = []
     try:
         partitions = [tp for tp, end in ends.items() if end > 0]
         if not partitions:
@@ -137,15 +149,29 @@ async def site_events_from_log(bootstrap: str, topic: str, site_id: str) -> list
                 for record in records:
                     if record.offset >= remaining.get(tp, 0):
                         continue
-                    with contextlib.suppress(Exception):  # poison on the log is not ours
-                        event = decode(record.value)
-                        if event.site_id == site_id:
-                            seen.setdefault(event.event_id, event)
+                    try:
+                        event = verify_envelope(trust, record.value)
+                    except Untrusted as exc:
+                        if exc.site_id == site_id:
+                            untrusted.append(
+                                f"{record.topic}/{record.partition}@{record.offset}: {exc.reason}"
+                            )
+                        continue
+                    except ValueError:
+                        continue  # poison on the log claims nobody
+                    if event.site_id == site_id:
+                        seen.setdefault(event.event_id, event)
             for tp in list(remaining):
                 if await consumer.position(tp) >= remaining[tp]:
                     del remaining[tp]
     finally:
         await consumer.stop()
+    if untrusted:
+        raise UntrustedOnLog(
+            f"restore of {site_id} refused: {len(untrusted)} record(s) on {topic} claim the site"
+            f" but do not verify (first: {untrusted[0]}); they were dead-lettered by the live"
+            " consumers — look into how they got onto the log before restoring"
+        )
     return chain_order(list(seen.values()))
 
 
@@ -290,18 +316,25 @@ async def projection_goals(
 
 
 async def start_projections(
-    spec: ServiceSpec, pool: asyncpg.Pool, settings: Settings, goals: Goals | None = None
+    spec: ServiceSpec,
+    pool: asyncpg.Pool,
+    settings: Settings,
+    goals: Goals | None = None,
+    *,
+    trust: TrustList,
 ) -> list[_Replay]:
     """Start the service's projections (not its policies) from offset 0, each aiming at its
-    goal (by default the log's end as it is now)."""
+    goal (by default the log's end as it is now). Records the trust list does not vouch for
+    are skipped and kept in the rebuilt database's untrusted_records (not dead-lettered again:
+    the live consumers did that)."""
     goals = goals if goals is not None else await projection_goals(spec, settings)
     started = []
     for projection in service_projections(spec, settings, pool):
         goal = goals[projection.name]
         group = f"replay.{settings.site_id}.{spec.name}.{projection.name}.{uuid.uuid4().hex[:8]}"
         runner = ProjectionRunner(
-            pool, projection, bootstrap=settings.kafka_bootstrap, group_id=group,
-            max_records=REPLAY_FETCH_RECORDS,
+            pool, projection, trust=trust, bootstrap=settings.kafka_bootstrap, group_id=group,
+            max_records=REPLAY_FETCH_RECORDS, dead_letter_untrusted=False,
         )  # fmt: skip
         stop = asyncio.Event()
         task = asyncio.create_task(runner.run(stop), name=group)
@@ -392,7 +425,10 @@ async def _start_worker(
     log = log_dir / f"{settings.service}.log"
     # The server URL (it may hold a password) goes through the environment, not the command
     # line that `ps` shows.
-    env = {**os.environ, REPLAY_SERVER_ENV: settings.database_url}
+    env = {
+        **os.environ, REPLAY_SERVER_ENV: settings.database_url,
+        TRUST_LIST_ENV: settings.trust_list_file,
+    }  # fmt: skip
     with log.open("wb") as out:
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "deploy.replay",
@@ -441,6 +477,9 @@ class ReplayResult:
     events_restored: dict[str, int]
     records_replayed: int
     seconds: float
+    # Records the rebuild skipped because the trust list does not vouch for them: service →
+    # reason → how many distinct records.
+    untrusted: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def rate(self) -> float:
@@ -468,6 +507,10 @@ async def replay_site(
     trust list (trust_list_file, else CELLBANK_TRUST_LIST_FILE). Restoring events needs every
     store's chain key too: the whole log is verified before any database is touched."""
     started = time.monotonic()
+    if restore_events_from_log:  # never drop databases from under running services
+        chosen = [targets[name] for name in services or list(targets)]
+        if running := await running_services(server_url, chosen):
+            raise ServicesRunning(site_id, running)
     trust_list_file = trust_list_file or os.environ.get(TRUST_LIST_ENV, "")
     trust = TrustList.from_env({TRUST_LIST_ENV: trust_list_file})  # fails early, names it
     restored: dict[str, int] = {}
@@ -501,15 +544,31 @@ async def replay_site(
                 settings = Settings(
                     site_id=site_id, service=name, kafka_bootstrap=bootstrap,
                     database_url=server_url, database_name=dbname, facility_id=facility_id,
+                    trust_list_file=trust_list_file,
                 )  # fmt: skip
                 goals = await projection_goals(spec, settings)
                 workers.append(await _start_worker(settings, pool, goals, Path(log_dir)))
             records = await _follow(workers, progress, timeout)
+            untrusted = {w.service: await _untrusted(w.pool) for w in workers}
+            for service, reasons in untrusted.items():
+                if reasons:
+                    progress(
+                        f"{site_id} {service}: skipped {sum(reasons.values()):,} untrusted"
+                        f" record(s): {', '.join(f'{r} {n}' for r, n in sorted(reasons.items()))}"
+                    )
     finally:
         await _stop_workers(workers)  # whatever failed (or was cancelled) on the way
         for pool in pools:
             await pool.close()
-    return ReplayResult(dict(targets), restored, records, time.monotonic() - started)
+    return ReplayResult(dict(targets), restored, records, time.monotonic() - started, untrusted)
+
+
+async def _untrusted(pool: asyncpg.Pool) -> dict[str, int]:
+    rows = await pool.fetch(
+        'SELECT reason, count(DISTINCT (topic, partition, "offset")) AS n'
+        " FROM untrusted_records GROUP BY 1"
+    )
+    return {r["reason"]: r["n"] for r in rows}
 
 
 async def _replay_one_service(args: argparse.Namespace) -> None:
@@ -520,9 +579,12 @@ async def _replay_one_service(args: argparse.Namespace) -> None:
         site_id=args.site, service=args.service, kafka_bootstrap=args.kafka,
         database_url=server_url, database_name=args.database, facility_id=args.facility,
     )  # fmt: skip
+    trust = TrustList.from_env()
     pool = await create_pool(with_database(server_url, args.database), min_size=2, max_size=8)
     try:
-        replays = await start_projections(spec, pool, settings, _goals_from_json(args.goals))
+        replays = await start_projections(
+            spec, pool, settings, _goals_from_json(args.goals), trust=trust
+        )
         finishing = asyncio.ensure_future(
             finish_projections(replays, lambda _line: None, timeout=float("inf"))
         )

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import signal
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from cellbank.storage.v1 import storage_service_pb2_grpc as spb_grpc
 from deploy.demo import BankClient, register_demo_tank, released_batch, store_when_known
 from deploy.identities import DemoRealm, demo_realm
 from deploy.infra import DEFAULT_SITES, Endpoints, Infrastructure, ensure_site_databases
+from deploy.kafka_principals import DASHBOARD, OPERATOR
 from deploy.keycloak import Identity
 from deploy.network import (
     NetworkProcess,
@@ -41,6 +44,7 @@ from deploy.processes import (
 )
 from deploy.trust_keys import ensure_site_keys
 from shared.db import create_pool, database_name, migrate, with_database
+from shared.db_roles import DatabaseRoles, apply_grants
 from shared.topics import SERVICES
 
 
@@ -90,16 +94,24 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-async def provision(server_url: str, sites: list[str]) -> list[str]:
-    """Every site's service databases, migrated (event store + projection bookkeeping)."""
-    names = await ensure_site_databases(server_url, sites, SERVICES)
+async def provision(endpoints: Endpoints, sites: list[str]) -> list[str]:
+    """Every site's service databases, migrated by the owner role (event store + projection
+    bookkeeping) with the runtime role's grants."""
+    logins = endpoints.database_logins
+    server_url = endpoints.database_url
+    names = await ensure_site_databases(
+        server_url, sites, SERVICES, logins.roles if logins else None
+    )
     for site in sites:
         for service in SERVICES:
+            dbname = database_name(site, service)
             pool = await create_pool(
-                with_database(server_url, database_name(site, service)), max_size=1
+                with_database(logins.owner_url if logins else server_url, dbname), max_size=1
             )
             try:
-                await migrate(pool)
+                await migrate(
+                    pool, grants=(lambda c: apply_grants(c, logins.roles)) if logins else None
+                )
             finally:
                 await pool.close()
     return names
@@ -135,15 +147,18 @@ def endpoints_document(
     kafka_bootstrap: str,
     database_url: str = "",
     dashboard: str = "",
+    trust_list: str = "",
     *,
     identity: Identity,
-    trust_list: str = "",
+    kafka_env: Mapping[str, str] | None = None,
+    database_roles: DatabaseRoles | None = None,
     chain_keys: str = "",
 ) -> dict[str, Any]:
     """What tools need to reach the running network (`cellbank`, hospital clients): every
     site's service addresses plus the public aliases, the identity provider, the demo realm's
     hospitals (client credentials, clinicians; home sites spread over the sites in order) and
-    staff, Kafka. The credentials are the demo realm's: this file exists only for a local run."""
+    staff, Kafka (and the read-only operator principal's CELLBANK_KAFKA_* settings, its password
+    by file). The credentials are the demo realm's: this file exists only for a local run."""
     by_site: dict[str, dict[str, str]] = {site: {} for site in sites}
     for s in services:
         by_site[s.site][s.service] = s.address
@@ -157,9 +172,12 @@ def endpoints_document(
         "hospitals": demo_hospitals(realm, sites, by_site),
         "users": demo_staff(realm),
         "kafka": kafka_bootstrap,
+        "kafka_env": dict(kafka_env or {}),
         "database_url": database_url,  # the PostgreSQL server (`cellbank replay` rebuilds sites)
+        # Role names only (a restore hands the rebuilt databases back to the owner role).
+        "database_roles": dataclasses.asdict(database_roles) if database_roles else {},
         "dashboard": dashboard,
-        "trust_list": trust_list,  # the sites' public keys (`cellbank audit verify` checks anchors)
+        "trust_list": trust_list,  # the network's trust list (`cellbank watch`, replay, dashboard)
         "chain_keys": chain_keys,  # the stores' chain keys (`cellbank replay --restore` verifies)
     }
 
@@ -255,6 +273,7 @@ def _summary(
         f"  endpoints  {endpoints_file}   (for `cellbank`, hospital clients and the simulator)",
         "  Point your own tools at it with:",
         f"    export CELLBANK_KAFKA_BOOTSTRAP={endpoints.kafka_bootstrap}",
+        *(f"    export {k}={v}" for k, v in endpoints.kafka_env(OPERATOR).items() if v),
         f"    export CELLBANK_DATABASE_URL={endpoints.database_url}",
         f"  sites      {', '.join(sites)}",
         "[cellbank] press Ctrl-C to stop everything.",
@@ -268,7 +287,9 @@ def main(argv: list[str] | None = None) -> int:
     sites = [s.strip().upper() for s in args.sites.split(",") if s.strip()]
     reap_abandoned(args.root.parent, args.root.name, remove=False)  # a previous run killed hard
     claim(args.root)
-    infra = Infrastructure(args.root, kafka_port=args.kafka_port, postgres_port=args.postgres_port)
+    infra = Infrastructure(
+        args.root, kafka_port=args.kafka_port, postgres_port=args.postgres_port, sites=sites
+    )
     for server, port in (
         ("Kafka", infra.kafka and args.kafka_port),
         ("PostgreSQL", infra.postgres and args.postgres_port),
@@ -283,12 +304,14 @@ def main(argv: list[str] | None = None) -> int:
     # While starting, Ctrl-C or SIGTERM interrupts (KeyboardInterrupt) and the finally below
     # stops whatever had started; once up, they just end the wait.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    services = plan(sites, args.grpc_base_port, args.metrics_base_port)
+    # Each site's signing key and the network's trust list: made once, kept across runs.
+    trust = ensure_site_keys(args.root / "trust", sites)
+    services = plan(sites, args.grpc_base_port, args.metrics_base_port, trust)
     endpoints_file: Path = args.endpoints_file or args.root.parent / "endpoints.json"
     extras: list[NetworkProcess] = []
     try:
         endpoints = infra.start()
-        databases = run_async(lambda: provision(endpoints.database_url, sites))
+        databases = run_async(lambda: provision(endpoints, sites))
         for service in services:
             service.start(endpoints, args.root / "logs")
         run_async(lambda: _all_serving(services))
@@ -306,13 +329,19 @@ def main(argv: list[str] | None = None) -> int:
                 endpoints.database_url,
                 dashboard_url,
                 identity=endpoints.identity,
-                trust_list=str(ensure_site_keys(args.root / "trust", sites).trust_list_file),
+                kafka_env=endpoints.kafka_env(OPERATOR),
+                database_roles=(
+                    endpoints.database_logins.roles if endpoints.database_logins else None
+                ),
+                trust_list=str(trust.trust_list_file),
                 chain_keys=str(args.root / "chain-keys"),
             ),
         )
         demo = "" if args.no_demo else run_async(lambda: seed_demo(services, sites))
-        extras = cold_chain(endpoints, services, [f"{site}-T1" for site in sites], args.root)
-        extras.append(dashboard_process(endpoints_file, dashboard_port))
+        extras = cold_chain(endpoints, services, [f"{site}-T1" for site in sites], args.root, trust)
+        extras.append(
+            dashboard_process(endpoints_file, dashboard_port, endpoints.kafka_env(DASHBOARD), trust)
+        )
         if not args.no_simulator:
             extras.append(
                 simulator_process(

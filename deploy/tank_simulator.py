@@ -13,14 +13,14 @@ import signal
 import sys
 from datetime import UTC, datetime
 
-from aiokafka import AIOKafkaProducer
 from cellbank.storage.v1 import events_pb2 as pb
 
+from shared import kafka_clients
 from shared.topics import TELEMETRY
 
 
 async def simulate(bootstrap: str, tanks: list[str], interval: float, stop: asyncio.Event) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    producer = kafka_clients.producer(bootstrap, acks="all", enable_idempotence=True)
     await producer.start()
     try:
         while not stop.is_set():

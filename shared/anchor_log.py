@@ -10,10 +10,10 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
-from shared import metrics
+from shared import kafka_clients, metrics
 from shared.anchors import Anchor, anchor_key, sign_anchor, verify_anchor
 from shared.eventstore import Clock, utc_now
 from shared.kafka_admin import topic_partitions
@@ -41,7 +41,7 @@ async def latest_anchor(
     """The newest anchor of the store that the trust list vouches for (forged or garbled
     records under its key are passed over), read backwards from the end of its partition."""
     key = anchor_key(site_id, service).encode()
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = kafka_clients.consumer(bootstrap=bootstrap, enable_auto_commit=False)
     await consumer.start()
     deadline = time.monotonic() + timeout
     try:

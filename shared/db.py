@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -28,16 +28,21 @@ def with_database(url: str, dbname: str) -> str:
     return urlunsplit(parts._replace(path=f"/{dbname}"))
 
 
-async def ensure_database(server_url: str, dbname: str) -> None:
-    """Create the database if it does not exist (idempotent, safe to race)."""
+async def ensure_database(server_url: str, dbname: str, *, owner: str = "") -> None:
+    """Create the database if it does not exist (idempotent, safe to race); `owner`: the role
+    owning it (default: the connecting role)."""
     if not _DB_NAME.match(dbname):
         raise ValueError(f"invalid database name: {dbname!r}")
+    if owner and not _DB_NAME.match(owner):
+        raise ValueError(f"invalid owner role: {owner!r}")
     conn = await asyncpg.connect(with_database(server_url, "postgres"))
     try:
         exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", dbname)
         if not exists:
             try:
-                await conn.execute(f'CREATE DATABASE "{dbname}"')
+                await conn.execute(
+                    f'CREATE DATABASE "{dbname}"' + (f' OWNER "{owner}"' if owner else "")
+                )
             except asyncpg.DuplicateDatabaseError:
                 pass
     finally:
@@ -65,8 +70,14 @@ def migration_files(*folders: Path) -> list[Path]:
     return [f for folder in folders for f in sorted(folder.glob("[0-9][0-9][0-9]_*.sql"))]
 
 
-async def migrate(pool: asyncpg.Pool, files: Iterable[Path] | None = None) -> list[str]:
-    """Apply migrations not yet applied; returns the names applied now."""
+async def migrate(
+    pool: asyncpg.Pool,
+    files: Iterable[Path] | None = None,
+    *,
+    grants: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
+) -> list[str]:
+    """Apply migrations not yet applied; returns the names applied now. `grants` (e.g.
+    shared.db_roles.apply_grants) runs in the same transaction after them, every time."""
     files = list(files) if files is not None else migration_files(SHARED_MIGRATIONS)
     applied_now: list[str] = []
     async with pool.acquire() as conn, conn.transaction():
@@ -83,6 +94,8 @@ async def migrate(pool: asyncpg.Pool, files: Iterable[Path] | None = None) -> li
             await conn.execute(path.read_text())
             await conn.execute("INSERT INTO schema_migrations (name) VALUES ($1)", name)
             applied_now.append(name)
+        if grants is not None:
+            await grants(conn)
     return applied_now
 
 

@@ -9,14 +9,18 @@ import json
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
 
+from shared import kafka_clients, metrics
 from shared.aggregate_history import payload_json
-from shared.envelope_codec import decode
 from shared.errors import InvalidArgument
 from shared.events import StoredEvent
 from shared.kafka_admin import topic_partitions
 from shared.topics import SERVICE_TOPICS
+from shared.trust import TrustList
+from shared.untrusted import Refused, judge_one
+
+WATCH_CONSUMER = "watch"  # the consumer label of the records a watch refused
 
 EVENT_TOPICS: tuple[str, ...] = tuple(SERVICE_TOPICS.values())
 
@@ -95,13 +99,19 @@ def _facts(raw: str) -> str:
 
 
 async def watch_events(
-    bootstrap: str, selection: EventFilter, *, from_beginning: bool = False, tail: int = 0
+    bootstrap: str,
+    selection: EventFilter,
+    *,
+    trust: TrustList,
+    from_beginning: bool = False,
+    tail: int = 0,
 ) -> AsyncGenerator[Watched, None]:
     """Every matching event from now (or the beginning, or the last `tail` records of each
-    partition) on, until the caller stops iterating."""
+    partition) on, until the caller stops iterating. Only what the trust list vouches for is
+    shown; the rest is skipped and counted (cellbank_untrusted_records_total{consumer="watch"})."""
     topics = selection.topics()
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    consumer = kafka_clients.consumer(
+        bootstrap=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
     )
     await consumer.start()
     try:
@@ -123,7 +133,7 @@ async def watch_events(
             batches = await consumer.getmany(timeout_ms=500, max_records=500)
             for records in batches.values():
                 for record in records:
-                    watched = _decoded(record)
+                    watched = _verified(trust, record)
                     if watched is not None and selection.matches(watched.event):
                         yield watched
     finally:
@@ -131,12 +141,13 @@ async def watch_events(
             await consumer.stop()
 
 
-def _decoded(record: ConsumerRecord) -> Watched | None:
-    try:
-        event = decode(record.value)
-    except Exception:
-        return None  # poison on the log: the dead-letter topic tells about it
+def _verified(trust: TrustList, record: ConsumerRecord) -> Watched | None:
+    verdict = judge_one(trust, record)
+    if isinstance(verdict, Refused):
+        # Counted, not logged per watcher: the consumers' dead letters and logs tell the rest.
+        metrics.UNTRUSTED_RECORDS.labels(WATCH_CONSUMER, verdict.reason).inc()
+        return None
     return Watched(
-        record.topic, record.partition, record.offset, event,
-        payload_json(event.event_type, event.payload),
+        record.topic, record.partition, record.offset, verdict,
+        payload_json(verdict.event_type, verdict.payload),
     )  # fmt: skip

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from aiokafka import AIOKafkaConsumer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.structs import TopicPartition
 
+from shared import kafka_clients
 from shared.topics import TOPICS, TopicSpec
 
 
@@ -18,9 +19,11 @@ async def ensure_topics(
     *,
     partitions: int = 3,
     replication_factor: int = 1,
+    security: kafka_clients.KafkaSecurity | None = None,
 ) -> list[str]:
-    """Create missing topics with their configs; returns the names created now."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    """Create missing topics with their configs; returns the names created now (as the
+    environment's principal, or the given one)."""
+    admin = kafka_clients.admin_client(bootstrap, security=security)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -46,9 +49,9 @@ async def ensure_topics(
 
 async def end_offsets(bootstrap: str, topics: Iterable[str]) -> dict[TopicPartition, int]:
     """The next offset to be written on every partition of the topics."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
+    consumer = kafka_clients.consumer(bootstrap=bootstrap, enable_auto_commit=False)
+    try:  # a refused start (no such broker, bad credentials) still stops the consumer
+        await consumer.start()
         partitions = [
             TopicPartition(topic, p)
             for topic in topics
@@ -78,7 +81,7 @@ async def consumer_lag_by_prefix(bootstrap: str, prefixes: Iterable[str]) -> dic
     """Records the consumer groups named `<prefix>.…` have still to read (committed offsets vs
     the partitions' ends), per prefix. Groups commit for monitoring only."""
     lag = dict.fromkeys(prefixes, 0)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = kafka_clients.admin_client(bootstrap)
     await admin.start()
     try:
         offsets: dict[str, dict[TopicPartition, int]] = {}

@@ -5,8 +5,9 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka import ConsumerRecord
 
+from shared import kafka_clients
 from shared.kafka_admin import end_offsets
 
 
@@ -18,8 +19,8 @@ async def records_to_end(
     ends = {tp: end for tp, end in (await end_offsets(bootstrap, [topic])).items() if end > 0}
     if not ends:
         return
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    consumer = kafka_clients.consumer(
+        bootstrap=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
     )
     await consumer.start()
     deadline = time.monotonic() + timeout

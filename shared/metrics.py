@@ -40,6 +40,11 @@ PROJECTION_PARKED = Counter(
 DEADLETTERED = Counter(
     "cellbank_deadlettered_total", "Poison records sent to the dead-letter topic", ["projection"]
 )
+UNTRUSTED_RECORDS = Counter(
+    "cellbank_untrusted_records_total",
+    "Records refused because their signature did not verify (dead-lettered, never applied)",
+    ["consumer", "reason"],
+)
 PROJECTION_LAG = Gauge(
     "cellbank_projection_consumer_lag",
     "Records of a partition the projection has still to read (at its last batch)",

@@ -24,6 +24,7 @@ from shared.grpc_requests import caller
 from shared.grpc_server import ServiceBinding
 from shared.postgres_eventstore import PostgresEventStore
 from shared.redaction import redact_watched
+from shared.trust import TrustList
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["OperatorService"].full_name
 
@@ -39,10 +40,12 @@ class OperatorServicer(pb_grpc.OperatorServiceServicer):
         *,
         service: str,
         relay_name: str,
+        trust: TrustList,
         bootstrap: str = "",
         network_status: NetworkStatusSource | None = None,
     ) -> None:
         self.store = store
+        self.trust = trust
         self.service = service
         self.relay_name = relay_name
         self.bootstrap = bootstrap
@@ -110,7 +113,9 @@ class OperatorServicer(pb_grpc.OperatorServiceServicer):
         )  # fmt: skip
         selection.topics()  # an unknown topic is refused before streaming starts
         with self.watches.slot(str(caller()), "WatchEvents"):
-            events = watch_events(self.bootstrap, selection, from_beginning=request.from_beginning)
+            events = watch_events(
+                self.bootstrap, selection, trust=self.trust, from_beginning=request.from_beginning
+            )
             async with contextlib.aclosing(events):  # the consumer stops with the call
                 roles = caller().roles
                 async for watched in events:

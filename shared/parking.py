@@ -11,9 +11,9 @@ import asyncpg
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 
 from shared import metrics
-from shared.envelope_codec import decode
 from shared.events import StoredEvent
 from shared.topics import DEADLETTER
+from shared.trust import TrustList, verify_envelope
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +41,16 @@ async def mark_processed(
 
 
 class ParkingLot:
-    """The parked aggregates of one projection, kept in its database (parked_records)."""
+    """The parked aggregates of one projection, kept in its database (parked_records).
 
-    def __init__(self, pool: asyncpg.Pool, projection: str, group_id: str) -> None:
+    Only records the trust list vouched for are parked (the runner refuses the rest before);
+    resolving verifies them again, so a row altered in the database is not applied either."""
+
+    def __init__(
+        self, pool: asyncpg.Pool, projection: str, group_id: str, trust: TrustList
+    ) -> None:
         self.pool = pool
+        self.trust = trust
         self.projection = projection
         self.group_id = group_id
         self.aggregates: set[str] = set()
@@ -168,7 +174,7 @@ class ParkingLot:
         for row in rows:
             if row["is_poison"] and skip_poison:
                 continue
-            ids.append(decode(row["value"]).event_id)
+            ids.append(verify_envelope(self.trust, row["value"]).event_id)
         done = {
             r["event_id"]
             for r in await conn.fetch(
@@ -181,7 +187,7 @@ class ParkingLot:
         for row in rows:
             if row["is_poison"] and skip_poison:
                 continue
-            event = decode(row["value"])
+            event = verify_envelope(self.trust, row["value"])
             if event.event_id in done:
                 continue  # a redelivered copy of an event already applied
             await projection.apply(conn, event)

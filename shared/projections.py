@@ -13,18 +13,22 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord
 from aiokafka.structs import TopicPartition
 
-from shared import metrics
+from shared import kafka_clients, metrics
 from shared.batched_apply import apply_in_waves
 from shared.db import TRANSIENT_DB_ERRORS
-from shared.envelope_codec import decode
 from shared.events import StoredEvent
 from shared.kafka_admin import end_offsets
 from shared.kafka_clients import reliable_producer
 from shared.parking import ParkingLot, Poison, mark_processed
+from shared.trust import TrustList
+from shared.untrusted import Refused, Verdicts, count, judge, record_refusal
 
 log = logging.getLogger(__name__)
 
 KAFKA_COMMIT_INTERVAL_S = 1.0
+# Below this many records a batch is verified on the event loop; above, in two worker threads
+# (Ed25519 verification releases the GIL).
+VERIFY_IN_THREADS_FROM = 64
 
 
 class Projection(Protocol):
@@ -65,8 +69,12 @@ class ProjectionRunner:
     """Consumes the projection's topics in group `<site>.<service>.<projection>`.
 
     Guarantees: rows and checkpoint commit together; redelivered events (same event_id) are
-    skipped; a record that cannot be decoded or applied goes to the dead-letter topic and its
-    aggregate is parked (later records of it wait in parked_records) while others flow on.
+    skipped; every record is verified against the trust list first: one it does not vouch for
+    (or that is no envelope at all) is dead-lettered, counted and kept in untrusted_records,
+    and changes nothing — its aggregate is NOT parked (a forger could otherwise hold back any
+    genuine aggregate). A verified record that cannot be applied goes to the dead-letter topic
+    and its aggregate is parked (later records of it wait in parked_records) while others
+    flow on.
     A failure of the database itself is not poison: the batch is retried after a pause.
     """
 
@@ -75,17 +83,21 @@ class ProjectionRunner:
         pool: asyncpg.Pool,
         projection: Projection,
         *,
+        trust: TrustList,
         bootstrap: str,
         group_id: str,
         max_records: int = 2000,
+        dead_letter_untrusted: bool = True,
     ) -> None:
         self.pool = pool
+        self.trust = trust
+        self.dead_letter_untrusted = dead_letter_untrusted  # a replay only records them
         self.projection = projection
         self.bootstrap = bootstrap
         self.group_id = group_id
         self.max_records = max_records
         self.name = projection.name
-        self.parking = ParkingLot(pool, projection.name, group_id)
+        self.parking = ParkingLot(pool, projection.name, group_id, trust)
         self._lock = asyncio.Lock()
         self._consumer: AIOKafkaConsumer | None = None
         self._dlq: AIOKafkaProducer | None = None
@@ -101,8 +113,8 @@ class ProjectionRunner:
             self._dlq = reliable_producer(self.bootstrap)
             await self._dlq.start()
             stack.push_async_callback(self._dlq.stop)
-            consumer = AIOKafkaConsumer(
-                bootstrap_servers=self.bootstrap,
+            consumer = kafka_clients.consumer(
+                bootstrap=self.bootstrap,
                 group_id=self.group_id,
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
@@ -195,24 +207,36 @@ class ProjectionRunner:
             )
 
     async def _process(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
-        decoded, poison = _decode_all(records)
+        verdicts = await self._judge(records)
         # Fast path: one transaction, no savepoints. A failing apply rolls it back and the
         # batch is redone with a savepoint per record, so only the poison record is refused.
         try:
-            await self._process_batch(tp, records, decoded, poison, careful=bool(poison))
+            await self._process_batch(tp, records, verdicts, careful=False)
         except _RetryCarefully:
-            await self._process_batch(tp, records, decoded, poison, careful=True)
+            await self._process_batch(tp, records, verdicts, careful=True)
+
+    async def _judge(self, records: list[ConsumerRecord]) -> Verdicts:
+        if len(records) < VERIFY_IN_THREADS_FROM:
+            return judge(self.trust, records)
+        half = (len(records) + 1) // 2
+        first, second = await asyncio.gather(
+            asyncio.to_thread(judge, self.trust, records[:half]),
+            asyncio.to_thread(judge, self.trust, records[half:]),
+        )
+        first.trusted.update(second.trusted)
+        first.refused.update(second.refused)
+        return first
 
     async def _process_batch(
         self,
         tp: TopicPartition,
         records: list[ConsumerRecord],
-        decoded: dict[int, StoredEvent],
-        poison: dict[int, Poison],
+        verdicts: Verdicts,
         *,
         careful: bool,
     ) -> None:
         assert self._dlq is not None
+        decoded = verdicts.trusted
         parked = set(self.parking.aggregates)
         async with self.pool.acquire() as conn, conn.transaction():
             # Offsets at or below the checkpoint were handled already (a rebalance or a retry
@@ -229,14 +253,14 @@ class ProjectionRunner:
                 return
             seen = await self._already_processed(conn, [e.event_id for e in decoded.values()])
             applied: list[str] = []
+            refusals: list[tuple[ConsumerRecord, Refused]] = []
             batch: list[StoredEvent] = []  # fast path: applied together after the loop
             duplicates = 0
             for record in records:
                 key = _key(record)
-                bad = poison.get(record.offset)
-                if bad is not None:  # dead-lettered even when its aggregate is parked already
-                    await self.parking.deadletter(conn, self._dlq, bad)
-                    parked.add(key)
+                refused = verdicts.refused.get(record.offset)
+                if refused is not None:  # never applied, never parks (see the class)
+                    refusals.append((record, refused))
                     continue
                 event = decoded[record.offset]
                 if event.event_id in seen:  # applied before: a redelivered copy
@@ -270,6 +294,13 @@ class ProjectionRunner:
                 except Exception as exc:
                     raise _RetryCarefully from exc
                 applied.extend(e.event_id for e in batch)
+            # Dead letters of the refused once the batch holds (a fast path that falls back
+            # sends none), before the commit: a crash may repeat one, never lose one.
+            for record, refused in refusals:
+                await record_refusal(
+                    conn, self._dlq if self.dead_letter_untrusted else None, record, refused,
+                    consumer=self.name, group_id=self.group_id,
+                )  # fmt: skip
             await mark_processed(conn, self.name, marked)
             # Never moves backwards (a stale owner after a rebalance cannot rewind it).
             await conn.execute(
@@ -283,6 +314,8 @@ class ProjectionRunner:
                 records[-1].offset,
             )
         self.parking.aggregates |= parked
+        for _, refused in refusals:
+            count(self.name, refused)
         metrics.PROJECTION_APPLIED.labels(self.name).inc(len(applied))
         metrics.PROJECTION_DUPLICATES.labels(self.name).inc(duplicates)
 
@@ -332,24 +365,6 @@ class _SeekToCheckpoint(ConsumerRebalanceListener):
 
 def _key(record: ConsumerRecord) -> str:
     return (record.key or b"").decode("utf-8", errors="replace")
-
-
-def _decode_all(
-    records: list[ConsumerRecord],
-) -> tuple[dict[int, StoredEvent], dict[int, Poison]]:
-    decoded: dict[int, StoredEvent] = {}
-    poison: dict[int, Poison] = {}
-    for record in records:
-        try:
-            event = decode(record.value or b"")
-            if event.aggregate_id != _key(record):
-                raise ValueError(
-                    f"key {_key(record)!r} differs from aggregate_id {event.aggregate_id!r}"
-                )
-            decoded[record.offset] = event
-        except ValueError as exc:
-            poison[record.offset] = Poison(record, _key(record), f"undecodable: {exc}")
-    return decoded, poison
 
 
 async def next_offsets(pool: asyncpg.Pool, projection: str) -> dict[TopicPartition, int]:

@@ -24,6 +24,7 @@ from shared.db import (
     migration_files,
     with_database,
 )
+from shared.db_roles import DatabaseRoles, apply_grants, role_is_privileged, role_of
 from shared.eventstore import Clock, utc_now
 from shared.grpc_server import (
     RunningServer,
@@ -37,9 +38,10 @@ from shared.operator_servicer import NetworkStatusSource, OperatorServicer, oper
 from shared.outbox_relay import RELAY_HEALTH, OutboxRelay
 from shared.postgres_eventstore import PostgresEventStore
 from shared.projections import Projection, ProjectionRunner
+from shared.service_lock import hold_service_lock
 from shared.settings import Settings
 from shared.topics import SERVICE_TOPICS
-from shared.trust_settings import site_signer
+from shared.trust_settings import site_signer, trust_list
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +113,7 @@ class ServiceHost:
     server: RunningServer | None = None
     runners: list[ProjectionRunner] = field(default_factory=list)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _lock: asyncpg.Connection | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property
@@ -130,18 +133,18 @@ class ServiceHost:
         s, name = self.settings, self.spec.name
         if s.chain_key is None:
             raise MissingChainKey()
-        signer = site_signer(s)  # signs the anchors (TrustConfigError names what is missing)
+        # Refuse to start without the site's key or the trust list (the error names the
+        # setting): a relay must not publish unsigned, nor a consumer apply unverified.
+        signer, trust = site_signer(s), trust_list(s)
         dbname = s.database_name or database_name(s.site_id, name)
-        await ensure_database(s.database_url, dbname)
-        self.pool = await create_pool(
-            with_database(s.database_url, dbname), min_size=2, max_size=12
+        spec = self.spec
+        self.pool = await open_service_database(
+            s,
+            dbname,
+            migration_files(SHARED_MIGRATIONS, *spec.borrowed_migrations, spec.migrations),
         )
-        await migrate(
-            self.pool,
-            migration_files(
-                SHARED_MIGRATIONS, *self.spec.borrowed_migrations, self.spec.migrations
-            ),
-        )
+        # Held for the service's lifetime: `cellbank replay --restore` refuses while it is.
+        self._lock = await hold_service_lock(with_database(s.database_url, dbname), s.site_id, name)
         store = PostgresEventStore(
             self.pool, s.site_id, service=name, clock=self.clock, chain_key=s.chain_key,
             max_envelope_bytes=s.max_envelope_bytes,
@@ -153,6 +156,7 @@ class ServiceHost:
         relay_name = f"{s.site_id}.{name}.relay"
         relay = OutboxRelay(
             store,
+            signer=signer,
             topic=s.relay_topic or SERVICE_TOPICS[name],
             bootstrap=s.kafka_bootstrap,
             name=relay_name,
@@ -173,14 +177,14 @@ class ServiceHost:
         for projection in components.projections:
             group = f"{s.site_id}.{name}.{projection.name}"
             runner = ProjectionRunner(
-                self.pool, projection, bootstrap=s.kafka_bootstrap, group_id=group
+                self.pool, projection, trust=trust, bootstrap=s.kafka_bootstrap, group_id=group
             )
             self.runners.append(runner)
             self._tasks.append(asyncio.create_task(runner.run(self._stop), name=group))
         for worker in components.workers:
             self._tasks.append(asyncio.create_task(worker(self._stop), name=f"{name}.worker"))
         operator = OperatorServicer(
-            store, service=name, relay_name=relay_name, bootstrap=s.kafka_bootstrap,
+            store, service=name, relay_name=relay_name, trust=trust, bootstrap=s.kafka_bootstrap,
             network_status=components.network_status,
         )  # fmt: skip
         credentials = (
@@ -218,6 +222,10 @@ class ServiceHost:
                 await asyncio.wait_for(task, 15)
         if self.pool is not None:
             await self.pool.close()
+        if self._lock is not None:
+            with contextlib.suppress(Exception):  # a server restart may have closed it already
+                await self._lock.close()
+            self._lock = None
 
     def failed(self) -> BaseException | None:
         """The error of a worker that died (relay or projection), if any."""
@@ -243,6 +251,61 @@ async def serve(spec: ServiceSpec, build_settings: Callable[[], Settings] | None
             raise SystemExit(1)
     finally:
         await host.stop()
+
+
+async def open_service_database(
+    s: Settings, dbname: str, files: Sequence[Path], *, max_size: int = 12
+) -> asyncpg.Pool:
+    """Create and migrate the service's database, then the pool the service runs on.
+
+    With an owner URL (CELLBANK_MIGRATION_DATABASE_URL) the owner migrates and grants, and the
+    service connects as the runtime role, which must not be able to rewrite the event store
+    (refused otherwise). Without one, the one URL migrates and runs: local tools and tests of
+    one role; it says so in the log."""
+    if not s.migration_database_url:
+        await ensure_database(s.database_url, dbname)
+        pool = await create_pool(
+            with_database(s.database_url, dbname), min_size=2, max_size=max_size
+        )
+        try:
+            await migrate(pool, files)
+        except BaseException:
+            await pool.close()
+            raise
+        log.warning(
+            "one database role migrates and runs the service: it owns the event store "
+            "(set CELLBANK_MIGRATION_DATABASE_URL for least privilege)",
+            extra={"service": s.service, "database": dbname},
+        )
+        return pool
+    roles = DatabaseRoles(
+        owner=role_of(s.migration_database_url, "CELLBANK_MIGRATION_DATABASE_URL"),
+        runtime=role_of(s.database_url, "CELLBANK_DATABASE_URL"),
+        reader=s.database_reader_role,
+    )
+    await ensure_database(s.migration_database_url, dbname)
+    owner = await create_pool(with_database(s.migration_database_url, dbname), max_size=1)
+    try:
+        await migrate(owner, files, grants=lambda conn: apply_grants(conn, roles))
+    finally:
+        await owner.close()
+    pool = await create_pool(with_database(s.database_url, dbname), min_size=2, max_size=max_size)
+    try:
+        async with pool.acquire() as conn:
+            why = await role_is_privileged(conn)
+        if why:
+            raise PermissionError(
+                f"CELLBANK_DATABASE_URL connects as {roles.runtime}, which could rewrite the "
+                f"event store: {why}; give the service a runtime role (README, Database roles)"
+            )
+    except BaseException:
+        await pool.close()
+        raise
+    log.info(
+        "database roles: migrated as owner, running as runtime",
+        extra={"service": s.service, "owner": roles.owner, "runtime": roles.runtime},
+    )
+    return pool
 
 
 def run(spec: ServiceSpec) -> None:

@@ -21,8 +21,12 @@ class Settings:
     site_id: str
     service: str
     kafka_bootstrap: str
-    database_url: str
+    database_url: str  # the runtime role's (least privilege: append and project)
     grpc_port: int = 0
+    # The owner role's server URL: migrations run with it, then the service connects with
+    # database_url. Empty: one role migrates and runs (local tools only; README, Database roles).
+    migration_database_url: str = field(default="", repr=False)
+    database_reader_role: str = ""  # a read-only role the migrations grant SELECT (dashboard)
     metrics_port: int = 0
     # OIDC: access tokens are checked against this issuer's keys and must name this audience.
     oidc_issuer: str = ""
@@ -102,6 +106,8 @@ class Settings:
             service=service or env.get("CELLBANK_SERVICE", ""),
             kafka_bootstrap=_required(env, "CELLBANK_KAFKA_BOOTSTRAP"),
             database_url=_required(env, "CELLBANK_DATABASE_URL"),
+            migration_database_url=secret(env, "CELLBANK_MIGRATION_DATABASE_URL"),
+            database_reader_role=env.get("CELLBANK_DATABASE_READER_ROLE", "").strip(),
             grpc_port=_port(env, "CELLBANK_GRPC_PORT"),
             metrics_port=_port(env, "CELLBANK_METRICS_PORT"),
             # A process that takes calls checks tokens against the issuer (a bare relay doesn't).

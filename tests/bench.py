@@ -9,7 +9,10 @@ three). Benchmarks inform, they never fail on timing: the exit status is non-zer
 benchmark could not run or produced wrong results.
 
 The rows, in order (each module's docstring says how):
-- append, relay, projection throughput (this module): each figure the median of its rounds; the
+- append, relay, projection throughput (this module), and the cost of signing (the relay with
+  and without) and of verifying (the projection runner with and without; issue 15 keeps the
+  relay's under 15 %); CELLBANK_BENCH_ONLY=streams runs only the relay and projection rows.
+  Each figure the median of its rounds; the
   two sides alternate, each round on a fresh database and topic. Baselines: the same rows, batch
   shape and concurrency inserted into a plain table (no indexes, lock, hash chain or version
   check); a bare AIOKafkaProducer (acks=all, idempotence, the relay's batching) sending the
@@ -41,22 +44,26 @@ from types import FrameType
 from typing import Any, TypeVar
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import ConsumerRecord
 
 from deploy.infra import Endpoints, Infrastructure
+from deploy.kafka_principals import ADMIN
 from deploy.processes import REPO_ROOT
+from shared import kafka_clients
 from shared.chain_key import ChainKey
 from shared.db import create_pool, drop_database, ensure_database, migrate, with_database
-from shared.envelope_codec import encode
+from shared.envelope_codec import decode, encode
 from shared.events import NewEvent, StoredEvent
 from shared.kafka_admin import end_offsets, ensure_topics
 from shared.kafka_clients import reliable_producer
 from shared.outbox_relay import OutboxRelay
 from shared.postgres_eventstore import PostgresEventStore
 from shared.projections import ProjectionRunner, wait_caught_up
+from shared.testing.trust import signer, trust_list
 from shared.testing.waits import eventually
 from shared.topics import FOREVER, TopicSpec
+from shared.trust import sign_event
+from shared.untrusted import Verdicts
 from tests import bench_matching, bench_memory, bench_replay, bench_storage
 from tests.bench_report import Row, render
 from tests.factories import new_event
@@ -71,6 +78,8 @@ WARMUP_APPENDS = 3  # per writer, untimed: connections, prepared statements, cac
 PREFILL_BATCH = 50  # events per append when pre-filling the relay's store
 APPEND_TARGET = 5_000.0  # events/s per site with concurrent writers (the issue's target)
 STREAM_TARGET = 20_000.0  # events/s for the relay and for a projection
+# CELLBANK_BENCH_ONLY=streams: only the relay and projection rows (with and without signing).
+STREAMS_ONLY = os.environ.get("CELLBANK_BENCH_ONLY", "").strip() == "streams"
 
 
 def progress(message: str) -> None:
@@ -150,7 +159,7 @@ class Kafka:
     async def delete_topics(self) -> None:
         if not self.created:
             return
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        admin = kafka_clients.admin_client(self.bootstrap)
         await admin.start()
         try:
             await admin.delete_topics(self.created)
@@ -375,8 +384,29 @@ async def topic_size(bootstrap: str, topic: str) -> int:
     return sum((await end_offsets(bootstrap, [topic])).values())
 
 
-async def relay_cellbank(store: PostgresEventStore, head: int, kafka: Kafka, topic: str) -> float:
-    relay = OutboxRelay(store, topic=topic, bootstrap=kafka.bootstrap, name=f"bench-{topic}")
+class UnsignedRelay(OutboxRelay):
+    """The relay as it was before envelopes were signed (same pipeline, encoding only): the
+    baseline of the signing cost."""
+
+    def _seal_now(self, events: list[StoredEvent]) -> list[bytes]:
+        return [encode(e) for e in events]
+
+
+class UnverifiedRunner(ProjectionRunner):
+    """The runner as it was before records were verified (decoding only): the baseline of the
+    verification cost."""
+
+    async def _judge(self, records: list[ConsumerRecord]) -> Verdicts:
+        return Verdicts(trusted={r.offset: decode(r.value or b"") for r in records})
+
+
+async def relay_cellbank(
+    store: PostgresEventStore, head: int, kafka: Kafka, topic: str, *, signed: bool = True
+) -> float:
+    kind = OutboxRelay if signed else UnsignedRelay
+    relay = kind(
+        store, signer=signer(SITE), topic=topic, bootstrap=kafka.bootstrap, name=f"bench-{topic}"
+    )
     stop = asyncio.Event()
     start = time.perf_counter()
     task = asyncio.create_task(relay.run(stop))
@@ -401,11 +431,12 @@ Message = tuple[bytes, bytes, list[tuple[str, bytes]]]
 
 
 def relay_messages(events: Sequence[StoredEvent]) -> list[Message]:
-    """What the relay sends for each event: key, envelope, headers (see OutboxRelay.publish)."""
+    """What the relay sends for each event: key, signed envelope, headers (see OutboxRelay)."""
+    key = signer(SITE)
     return [
         (
             e.aggregate_id.encode(),
-            encode(e),
+            sign_event(key, e),
             [
                 ("event_type", e.event_type.encode()),
                 ("event_id", e.event_id.encode()),
@@ -464,14 +495,17 @@ class BenchRows:
         )
 
 
-async def projection_cellbank(server_url: str, kafka: Kafka, topic: str, records: int) -> float:
+async def projection_cellbank(
+    server_url: str, kafka: Kafka, topic: str, records: int, *, verified: bool = True
+) -> float:
     async with fresh_database(server_url, "projection") as url, pool_for(url, 4) as pool:
         projection = BenchRows(topic)
         await projection.create_table(pool)
         targets = await end_offsets(kafka.bootstrap, [topic])
-        runner = ProjectionRunner(
+        runner = (ProjectionRunner if verified else UnverifiedRunner)(
             pool,
             projection,
+            trust=trust_list(),
             bootstrap=kafka.bootstrap,
             group_id=f"{SITE}.bench.{projection.name}-{uuid.uuid4().hex[:8]}",
         )
@@ -501,9 +535,9 @@ async def projection_cellbank(server_url: str, kafka: Kafka, topic: str, records
 
 async def projection_baseline(kafka: Kafka, topic: str, records: int) -> float:
     # Same consumer shape as ProjectionRunner: a fresh group, earliest, 2000 records a poll.
-    consumer = AIOKafkaConsumer(
+    consumer = kafka_clients.consumer(
         topic,
-        bootstrap_servers=kafka.bootstrap,
+        bootstrap=kafka.bootstrap,
         group_id=f"{SITE}.bench.baseline-{uuid.uuid4().hex[:8]}",
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -528,9 +562,7 @@ async def warm_up_kafka(kafka: Kafka, messages: int = 2000) -> None:
     """Untimed: the broker's first produce, the group coordinator's first join (it creates
     __consumer_offsets), and the JIT, so neither side of a comparison pays for them alone."""
     topic = await kafka.new_topic("warmup")
-    producer = AIOKafkaProducer(
-        bootstrap_servers=kafka.bootstrap, acks="all", enable_idempotence=True
-    )
+    producer = kafka_clients.producer(kafka.bootstrap, acks="all", enable_idempotence=True)
     await producer.start()
     try:
         futures = [
@@ -556,7 +588,7 @@ async def bench_streams(server_url: str, kafka: Kafka, sizes: Sizes, rounds: int
     await warm_up_kafka(kafka)
     relayed = Relayed()
 
-    async def relay_with_cellbank() -> float:
+    async def relay_with_cellbank(signed: bool = True) -> float:
         async with fresh_database(server_url, "relay") as url, pool_for(url, 4) as pool:
             store = PostgresEventStore(pool, SITE, chain_key=ChainKey.generate())
             progress(f"relay: pre-filling a store with {n} events (untimed)")
@@ -564,11 +596,15 @@ async def bench_streams(server_url: str, kafka: Kafka, sizes: Sizes, rounds: int
             if not relayed.messages:
                 relayed.messages = relay_messages(await read_everything(store))
             topic = await kafka.new_topic("relay")
-            seconds = await relay_cellbank(store, head, kafka, topic)
+            seconds = await relay_cellbank(store, head, kafka, topic, signed=signed)
         if (published := await topic_size(kafka.bootstrap, topic)) < n:
             raise AssertionError(f"relay topic holds {published} records, expected {n}")
-        relayed.topic = relayed.topic or topic
+        if signed:
+            relayed.topic = relayed.topic or topic
         return published / seconds
+
+    async def relay_unsigned() -> float:
+        return await relay_with_cellbank(signed=False)
 
     async def relay_with_producer() -> float:
         if not relayed.messages:
@@ -582,10 +618,18 @@ async def bench_streams(server_url: str, kafka: Kafka, sizes: Sizes, rounds: int
         relay_with_cellbank,
         relay_with_producer,
     )
+    # The signing cost (issue 15: under 15 % of the relay's throughput): the same relay with
+    # and without signing, alternating round by round.
+    signing = await compare(
+        Result(f"signing: relay with vs without ({n:,} events)", STREAM_TARGET),
+        rounds,
+        relay_with_cellbank,
+        relay_unsigned,
+    )
     projection = Result(f"projection ({n:,} events)", STREAM_TARGET)
     if relayed.topic is None:
         projection.errors.append("no relayed topic to project (every relay round failed)")
-        return [relay, projection]
+        return [relay, signing, projection]
     topic = relayed.topic
     records = await topic_size(kafka.bootstrap, topic)
 
@@ -595,8 +639,19 @@ async def bench_streams(server_url: str, kafka: Kafka, sizes: Sizes, rounds: int
     async def consume_only() -> float:
         return records / await projection_baseline(kafka, topic, records)
 
+    async def project_unverified() -> float:
+        return records / await projection_cellbank(
+            server_url, kafka, topic, records, verified=False
+        )
+
     await compare(projection, rounds, project_with_cellbank, consume_only)
-    return [relay, projection]
+    verifying = await compare(
+        Result(f"verifying: projection with vs without ({records:,} events)", STREAM_TARGET),
+        rounds,
+        project_with_cellbank,
+        project_unverified,
+    )
+    return [relay, signing, projection, verifying]
 
 
 # --- running and reporting ------------------------------------------------------------------
@@ -608,7 +663,7 @@ async def run_all(
     kafka = Kafka(endpoints.kafka_bootstrap, infra.partitions, infra.replication_factor, [])
     results: list[Result] = []
     try:
-        for writers in (1, 8):
+        for writers in (1, 8) if not STREAMS_ONLY else ():
             for batch in (1, 10):
                 results.append(
                     await bench_append(endpoints.database_url, writers, batch, sizes, rounds)
@@ -630,6 +685,8 @@ BASELINE_IS = {
     "append": "plain INSERT, no lock/chain/check",
     "relay": "bare producer, same records",
     "projection": "bare consumer, no database",
+    "signing": "the same relay, envelopes not signed",
+    "verifying": "the same runner, records not verified",
 }
 
 
@@ -690,15 +747,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress("starting infrastructure")
         with contextlib.redirect_stdout(sys.stderr):
             endpoints = infra.start()
+        # The benchmarks' own clients act as the Kafka admin (they create topics).
+        os.environ.update(endpoints.kafka_env(ADMIN))
         rows += rows_of(asyncio.run(run_all(endpoints, infra, sizes, options.rounds)))
-        rows += guarded(
-            "storage", lambda: bench_storage.run(endpoints, options.scale, ROOT / "logs")
-        )
-        rows += guarded("matching", lambda: bench_matching.run(endpoints, options.scale))
-        # Last: the replay leaves a million-event log on the topics, which the memory figure's
-        # services then catch up on (every other benchmark would have to read it too).
-        rows += guarded("replay", lambda: bench_replay.run(endpoints, options.scale))
-        rows += guarded("memory", lambda: bench_memory.run(endpoints))
+        if not STREAMS_ONLY:
+            rows += guarded(
+                "storage", lambda: bench_storage.run(endpoints, options.scale, ROOT / "logs")
+            )
+            rows += guarded("matching", lambda: bench_matching.run(endpoints, options.scale))
+            # Last: the replay leaves a million-event log on the topics, which the memory
+            # figure's services then catch up on (every other benchmark would have to read it).
+            rows += guarded("replay", lambda: bench_replay.run(endpoints, options.scale))
+            rows += guarded("memory", lambda: bench_memory.run(endpoints))
     finally:
         progress("stopping infrastructure")
         with contextlib.redirect_stdout(sys.stderr):

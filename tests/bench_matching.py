@@ -23,7 +23,7 @@ import uuid
 from datetime import UTC, date, datetime, timedelta
 
 import grpc
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 from cellbank.hospital.v1 import hospital_pb2 as hpb
 from cellbank.hospital.v1 import hospital_pb2_grpc as hpb_grpc
 from cellbank.storage.v1 import storage_service_pb2 as spb
@@ -35,6 +35,7 @@ from deploy.infra import Endpoints
 from deploy.processes import hla_reference_dir
 from services.matching.entrypoints.main import SPEC as MATCHING_SPEC
 from services.storage.entrypoints.main import SPEC as STORAGE_SPEC
+from shared import kafka_clients
 from shared.chain_key import ChainKey
 from shared.db import drop_database
 from shared.kafka_admin import ensure_topics
@@ -307,9 +308,9 @@ async def kafka_latency(bootstrap: str, samples: int) -> tuple[float, float]:
     already at the end of the topic, one at a time; p50/p99 in ms."""
     topic = f"bench.latency.{uuid.uuid4().hex[:8]}"
     await ensure_topics(bootstrap, [TopicSpec(topic, -1, "bench")], partitions=3)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, group_id=f"bench.latency.{uuid.uuid4().hex[:8]}",
+    producer = kafka_clients.producer(bootstrap, acks="all", enable_idempotence=True)
+    consumer = kafka_clients.consumer(
+        topic, bootstrap=bootstrap, group_id=f"bench.latency.{uuid.uuid4().hex[:8]}",
         auto_offset_reset="latest", enable_auto_commit=False, fetch_max_wait_ms=100,
     )  # fmt: skip
     await producer.start()

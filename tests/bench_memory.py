@@ -23,6 +23,7 @@ from deploy.replay import Goals, projection_goals, specs
 from shared.db import create_pool, database_name, drop_database, with_database
 from shared.projections import next_offsets
 from shared.settings import Settings
+from shared.testing.trust import session_trust
 from tests.bench_report import Row
 
 SITE = "MEM"
@@ -91,12 +92,14 @@ async def run(endpoints: Endpoints, timeout: float = 900.0) -> list[Row]:
 
 async def _measure(endpoints: Endpoints, goals: dict[str, Goals], timeout: float) -> list[Row]:
     base = free_port_block(20)
-    services = plan([SITE], base, base + 10)
+    services = plan([SITE], base, base + 10, session_trust())
     for service in services:
         service.env["CELLBANK_FACILITY_ID"] = FIN  # not one of the demo sites: no default FIN
     with tempfile.TemporaryDirectory(prefix="cellbank-bench-memory-") as tmp:
         workers = [
-            p for p in cold_chain(endpoints, services, [], Path(tmp)) if p.name != "tank-sensors"
+            p
+            for p in cold_chain(endpoints, services, [], Path(tmp), session_trust())
+            if p.name != "tank-sensors"
         ]
         started: list[ServiceProcess | NetworkProcess] = []
         try:

@@ -16,7 +16,6 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import grpc
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 from cellbank.storage.v1 import events_pb2 as epb
 from cellbank.storage.v1 import storage_service_pb2 as spb
@@ -29,6 +28,7 @@ from deploy.infra import Endpoints
 from deploy.processes import REPO_ROOT, stop_process
 from services.storage.coldchain.watch import ColdChainRules
 from services.storage.entrypoints.main import SPEC as STORAGE_SPEC
+from shared import kafka_clients
 from shared.chain_key import ChainKey
 from shared.db import drop_database
 from shared.kafka_admin import ensure_topics
@@ -72,9 +72,7 @@ async def _fill(bootstrap: str, topic: str, readings: int) -> None:
     """`readings` cold readings over TANKS tanks, then per partition a sentinel that warms for
     longer than the excursion limit: its excursion proves its partition was fully processed."""
     start = datetime.now(UTC) - timedelta(days=2)
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=512 * 1024
-    )
+    producer = kafka_clients.producer(bootstrap, linger_ms=20, max_batch_size=512 * 1024)
     await producer.start()
     try:
         for i in range(readings):
@@ -164,8 +162,8 @@ async def _raw_consume(bootstrap: str, readings: int) -> float:
     topic = f"bench.telemetry.raw.{uuid.uuid4().hex[:8]}"
     await ensure_topics(bootstrap, [TopicSpec(topic, -1, "bench")], partitions=PARTITIONS)
     await _fill(bootstrap, topic, readings)
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                group_id=f"bench-raw-{uuid.uuid4().hex[:6]}")  # fmt: skip
+    consumer = kafka_clients.consumer(topic, bootstrap=bootstrap, auto_offset_reset="earliest",
+                                      group_id=f"bench-raw-{uuid.uuid4().hex[:6]}")  # fmt: skip
     started = time.perf_counter()
     await consumer.start()
     seen = 0

@@ -3,6 +3,7 @@ per-test DBs."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import time
@@ -13,9 +14,11 @@ import asyncpg
 import pytest
 
 from deploy.infra import Endpoints, Infrastructure
+from deploy.kafka_principals import ADMIN
 from deploy.local_kafka import LocalKafka
 from deploy.processes import REPO_ROOT, claim, reap_abandoned
 from shared.db import create_pool, drop_database, ensure_database, migrate, with_database
+from shared.db_roles import apply_grants
 from shared.kafka_admin import ensure_topics
 from shared.testing.trust import session_trust
 from shared.topics import TopicSpec
@@ -49,6 +52,11 @@ def infra() -> Iterator[Infrastructure]:
     started = time.monotonic()
     infrastructure.start()
     STARTED["infrastructure (in parallel)"] = time.monotonic() - started
+    if infrastructure.provision_seconds:
+        STARTED["Kafka principals provisioned"] = infrastructure.provision_seconds
+    # The session's own clients (fixtures, in-process hosts, tools) act as the Kafka admin;
+    # processes spawned through deploy/network.py get their own principals.
+    os.environ.update(infrastructure.endpoints.kafka_env(ADMIN))
     if infrastructure.keycloak is not None:
         STARTED["Keycloak, ready"] = infrastructure.keycloak.start_seconds
     try:
@@ -82,19 +90,33 @@ def controllable_kafka(
 
 @pytest.fixture
 async def database(endpoints: Endpoints) -> AsyncIterator[str]:
-    """A fresh, migrated database for one test; its URL. Dropped afterwards."""
+    """A fresh database for one test, migrated as deployed (by the owner role, with the
+    runtime role's grants); its administrator URL. Dropped afterwards."""
     name = f"cellbank_t_{uuid.uuid4().hex[:12]}"
-    await ensure_database(endpoints.database_url, name)
+    logins = endpoints.database_logins
+    await ensure_database(endpoints.database_url, name, owner=logins.roles.owner if logins else "")
     url = with_database(endpoints.database_url, name)
-    pool = await create_pool(url, max_size=2)
+    pool = await create_pool(with_database(logins.owner_url, name) if logins else url, max_size=2)
     try:
-        await migrate(pool)
+        await migrate(pool, grants=(lambda c: apply_grants(c, logins.roles)) if logins else None)
     finally:
         await pool.close()
     try:
         yield url
     finally:
         await drop_database(endpoints.database_url, name)
+
+
+@pytest.fixture
+async def runtime_pool(endpoints: Endpoints, database: str) -> AsyncIterator[asyncpg.Pool]:
+    """A pool on the test's database as the services' runtime role."""
+    assert endpoints.database_logins is not None, "the session provisions the database roles"
+    name = database.rsplit("/", 1)[1]
+    p = await create_pool(with_database(endpoints.database_logins.runtime_url, name), max_size=4)
+    try:
+        yield p
+    finally:
+        await p.close()
 
 
 @pytest.fixture

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka import ConsumerRecord
 from aiokafka.errors import UnknownTopicOrPartitionError
+
+from shared import kafka_clients
 
 
 async def records_so_far(
@@ -11,7 +13,7 @@ async def records_so_far(
 ) -> list[ConsumerRecord]:
     """The records a fresh consumer gets from the start within timeout_ms, in offset order per
     partition; [] while the topic does not exist yet."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    consumer = kafka_clients.consumer(topic, bootstrap=bootstrap, auto_offset_reset="earliest")
     try:
         await consumer.start()
     except UnknownTopicOrPartitionError:

@@ -1,9 +1,12 @@
 """Faults under load (`make test-chaos`): a three-site network of real processes on a private
-Kafka broker and PostgreSQL server, the simulator and hospitals ordering all along, while
-each kind of process is SIGKILLed and restarted (a service with its relay and consumers —
-storage, matching, delivery, donor intake), Kafka is stopped for 10 s and PostgreSQL for
-10 s. Afterwards every site's live state equals its replay from the log, every committed event
-is on Kafka exactly once in the site's hash chain, and nothing was promised twice."""
+three-broker Kafka cluster (KRaft, topics RF 3, min.insync.replicas=2) and PostgreSQL server, the
+simulator and hospitals ordering all along, while each kind of process is SIGKILLed and
+restarted (a service with its relay and consumers — storage, matching, delivery, donor intake),
+one broker is SIGKILLed, then another after the first returned, then the active controller
+(writes go on with two of three), two brokers are down for 10 s at once (writes wait, none is
+lost), and PostgreSQL is stopped for 10 s. Afterwards every site's live state equals its replay
+from the log, every committed event is on Kafka exactly once in the site's hash chain, and
+nothing was promised twice."""
 
 from __future__ import annotations
 
@@ -11,6 +14,8 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,13 +29,19 @@ from cellbank.operator.v1 import operator_service_pb2_grpc as opb_grpc
 
 from deploy.identities import Caller
 from deploy.infra import Endpoints, Infrastructure
+from deploy.kafka_principals import ADMIN
+from deploy.kafka_provision import principal_env, provision_network
+from deploy.local_kafka import kafka_libs
+from deploy.local_kafka_cluster import LocalKafkaCluster
 from deploy.network import NetworkProcess, ServiceProcess, plan, simulator_process
-from deploy.processes import free_port_block
+from deploy.processes import REPO_ROOT, claim, free_port_block, reap_abandoned
 from deploy.replay import differences, replay_site, site_digests, site_events_from_log
 from deploy.run import endpoints_document, provision, write_endpoints_file
 from shared.db import database_name, drop_database
+from shared.kafka_admin import end_offsets
+from shared.testing.trust import session_trust, trust_list
 from shared.testing.waits import eventually
-from shared.topics import SERVICE_TOPICS
+from shared.topics import SERVICE_TOPICS, TOPICS
 
 pytestmark = pytest.mark.chaos
 SITES = ["LON", "MAN", "EDI"]
@@ -39,22 +50,153 @@ PATIENT = hpb.PatientProfile(
     patient_ref="PT-CHAOS", weight_kg=70, abo="O", cmv=hpb.CMV_STATUS_POSITIVE,
     hla_alleles=["A*02:01", "A*01:01", "B*07:02", "B*08:01", "C*07:02", "C*07:01"],
 )  # fmt: skip
+TIMINGS: dict[str, float] = {}  # seconds per phase, printed at the end (the closing notes)
+PASSED: list[bool] = []
 
 
 @pytest.fixture(scope="module")
-def private_infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Infrastructure]:
-    """Kafka and PostgreSQL of this test alone (it stops and restarts them)."""
+def kafka_cluster() -> Iterator[LocalKafkaCluster]:
+    """Three brokers of this test alone, authenticated with every principal provisioned, in a
+    claimed folder: a run that dies without cleaning up (SIGKILL) has its brokers and servers
+    reaped by the next one. This process's own clients act as the admin."""
+    reap_abandoned(REPO_ROOT / ".cellbank", "chaos-*")
+    root = REPO_ROOT / ".cellbank" / f"chaos-{uuid.uuid4().hex[:8]}"
+    claim(root)
+    cluster = LocalKafkaCluster(
+        root / "kafka",
+        provision=lambda c: TIMINGS.update(
+            {
+                "principals provisioned": provision_network(
+                    kafka_libs(), c.bootstrap, c.admin_security, c.credentials, SITES
+                )
+            }
+        ),
+    )
+    started = time.monotonic()
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            for name, value in principal_env(cluster.credentials, ADMIN).items():
+                patch.setenv(name, value)
+            cluster.start()
+            TIMINGS["cluster start"] = time.monotonic() - started
+            yield cluster
+    finally:
+        cluster.stop()
+        print(json.dumps({k: round(v, 1) for k, v in TIMINGS.items()}))
+        if PASSED:
+            shutil.rmtree(
+                root, ignore_errors=True
+            )  # else the brokers' logs stay for a look (the next run reaps them)
+
+
+@pytest.fixture(scope="module")
+def private_infra(kafka_cluster: LocalKafkaCluster) -> Iterator[Infrastructure]:
+    """PostgreSQL (and Keycloak) of this test alone (it stops and restarts them), on the
+    cluster above with the production topology's topics (RF 3, min.insync.replicas=2); the
+    services run as their own principals (passwords from the cluster's credentials)."""
     env = {
         k: v
         for k, v in os.environ.items()
         if k not in ("CELLBANK_KAFKA_BOOTSTRAP", "CELLBANK_DATABASE_URL")
     }
-    infra = Infrastructure(tmp_path_factory.mktemp("chaos"), env=env)
+    env["CELLBANK_KAFKA_BOOTSTRAP"] = kafka_cluster.bootstrap
+    env["CELLBANK_KAFKA_CREDENTIALS_DIR"] = str(kafka_cluster.credentials)
+    env["CELLBANK_TOPIC_REPLICATION_FACTOR"] = "3"
+    infra = Infrastructure(kafka_cluster.data_dir.parent / "infra", env=env, sites=SITES)
     infra.start()
     try:
         yield infra
     finally:
         infra.stop()
+
+
+EVENT_TOPICS = sorted(SERVICE_TOPICS.values())
+REPLICATED = [t.name for t in TOPICS] + ["__consumer_offsets"]  # at least these
+
+
+async def written(bootstrap: str) -> int:
+    """Records acknowledged on the services' event topics (-1 while metadata is unavailable)."""
+    from aiokafka.errors import KafkaError
+
+    try:
+        return sum((await asyncio.wait_for(end_offsets(bootstrap, EVENT_TOPICS), 15)).values())
+    except (KafkaError, OSError, TimeoutError):
+        return -1
+
+
+async def fenced(cluster: LocalKafkaCluster, node_ids: list[int]) -> None:
+    """The controller has dropped the killed brokers from the metadata."""
+    await eventually(
+        cluster.registered_brokers,
+        until=lambda live: bool(live) and not live & set(node_ids),
+        what=f"brokers {node_ids} fenced", timeout=60, interval=0.5,
+    )  # fmt: skip
+
+
+async def fully_replicated(cluster: LocalKafkaCluster) -> None:
+    await eventually(
+        lambda: cluster.under_replicated(REPLICATED), until=lambda lagging: not lagging,
+        what="every partition back to 3 in-sync replicas", timeout=180, interval=0.5,
+    )  # fmt: skip
+
+
+async def writes_go_on(cluster: LocalKafkaCluster, down: int) -> None:
+    """Once the controller has fenced the killed broker, the services' relays still get
+    writes acknowledged (acks=all with the two remaining in-sync replicas)."""
+    await fenced(cluster, [down])
+    before = await eventually(lambda: written(cluster.bootstrap), until=lambda n: n >= 0,
+                              what="end offsets", timeout=60)  # fmt: skip
+    await eventually(lambda: written(cluster.bootstrap), until=lambda n: n > before,
+                     what=f"writes with broker {down} down", timeout=90, interval=0.5)  # fmt: skip
+
+
+async def one_broker_down(cluster: LocalKafkaCluster, node_id: int, fault: str) -> None:
+    """SIGKILL one broker; producers (acks=all, 2 of 3 in sync) keep writing; it returns and
+    catches up before the next fault."""
+    started = time.monotonic()
+    await asyncio.to_thread(cluster.kill, node_id)
+    await writes_go_on(cluster, node_id)
+    await asyncio.to_thread(cluster.start_node, node_id)
+    await fully_replicated(cluster)
+    TIMINGS[fault] = time.monotonic() - started
+
+
+async def active_controller(cluster: LocalKafkaCluster) -> int:
+    leader = await eventually(
+        lambda: asyncio.to_thread(cluster.controller_leader), until=lambda n: n is not None,
+        what="an active controller", timeout=60, interval=0.2,
+    )  # fmt: skip
+    assert leader is not None
+    return leader
+
+
+async def controller_failover(cluster: LocalKafkaCluster) -> None:
+    """SIGKILL the active controller: another voter takes over and the cluster goes on."""
+    started = time.monotonic()
+    old = await active_controller(cluster)
+    await asyncio.to_thread(cluster.kill, old)
+    new = await eventually(
+        lambda: asyncio.to_thread(cluster.controller_leader),
+        until=lambda leader: leader is not None and leader != old,
+        what=f"a new active controller after node {old}", timeout=60, interval=0.2,
+    )  # fmt: skip
+    TIMINGS[f"controller election ({old} -> {new})"] = time.monotonic() - started
+    await writes_go_on(cluster, old)
+    await asyncio.to_thread(cluster.start_node, old)
+    await fully_replicated(cluster)
+    TIMINGS["controller failover"] = time.monotonic() - started
+
+
+async def two_brokers_down(cluster: LocalKafkaCluster, node_ids: list[int]) -> None:
+    """Two of three down: no partition has 2 in-sync replicas and the quorum is lost, so
+    producers wait and retry (nothing acknowledged is lost); both return together."""
+    started = time.monotonic()
+    for node_id in node_ids:
+        await asyncio.to_thread(cluster.kill, node_id)
+    await asyncio.sleep(10)  # the outage itself (the fault being tested), not a wait
+    await asyncio.to_thread(cluster.start_nodes, node_ids)
+    await fully_replicated(cluster)
+    TIMINGS["two brokers down 10 s"] = time.monotonic() - started
 
 
 async def serving(processes: list[ServiceProcess]) -> None:
@@ -104,20 +246,25 @@ async def crash_and_restart(process: ServiceProcess, endpoints: Endpoints, logs:
 
 
 async def test_nothing_is_lost_or_promised_twice_through_crashes_and_restarts(
-    private_infra: Infrastructure, tmp_path: Path
+    kafka_cluster: LocalKafkaCluster, private_infra: Infrastructure, tmp_path: Path
 ):
     endpoints = private_infra.endpoints
     logs = tmp_path / "logs"
-    await provision(endpoints.database_url, SITES)
+    await provision(endpoints, SITES)
     ports = 10 * len(SITES)  # plan(): base + 10 x site + service
-    processes = plan(SITES, free_port_block(ports), free_port_block(ports, start=25000))
+    processes = plan(
+        SITES, free_port_block(ports), free_port_block(ports, start=25000), session_trust()
+    )
     extras: list[NetworkProcess] = []
     stop = asyncio.Event()
     placed: list[hpb.Order] = []
+    started = time.monotonic()
     try:
         await _faults_and_checks(
-            private_infra, endpoints, processes, extras, stop, placed, tmp_path, logs
+            kafka_cluster, private_infra, endpoints, processes, extras, stop, placed, tmp_path, logs
         )
+        TIMINGS["test (network start, faults, checks)"] = time.monotonic() - started
+        PASSED.append(True)
     finally:
         stop.set()
         for extra in extras:
@@ -127,6 +274,7 @@ async def test_nothing_is_lost_or_promised_twice_through_crashes_and_restarts(
 
 
 async def _faults_and_checks(
+    cluster: LocalKafkaCluster,
     private_infra: Infrastructure,
     endpoints: Endpoints,
     processes: list[ServiceProcess],
@@ -159,10 +307,17 @@ async def _faults_and_checks(
                               ("MAN", "donor_intake"), ("EDI", "storage")):  # fmt: skip
             await crash_and_restart(by[(site, service)], endpoints, logs)
             simulator.check_alive()
-        assert private_infra.kafka is not None and private_infra.postgres is not None
-        private_infra.kafka.stop()
-        await asyncio.sleep(10)  # the outage itself (the fault being tested), not a wait
-        private_infra.kafka.start()
+        assert private_infra.postgres is not None
+        # One broker, then another after it returned: the active controller (a failover).
+        controller = await active_controller(cluster)
+        first = min(n for n in cluster.nodes if n != controller)
+        await one_broker_down(cluster, first, f"broker {first} SIGKILLed and back")
+        simulator.check_alive()
+        await controller_failover(cluster)
+        simulator.check_alive()
+        controller = await active_controller(cluster)
+        await two_brokers_down(cluster, [n for n in cluster.nodes if n != controller])
+        simulator.check_alive()
         private_infra.postgres.stop()
         await asyncio.sleep(10)
         private_infra.postgres.start()
@@ -190,7 +345,7 @@ async def _faults_and_checks(
         # Every committed event is on Kafka, once, in the site's hash chain.
         for service, dbname in dbs.items():
             on_log = await site_events_from_log(
-                endpoints.kafka_bootstrap, SERVICE_TOPICS[service], site
+                endpoints.kafka_bootstrap, SERVICE_TOPICS[service], site, trust=trust_list()
             )
             digests = await site_digests(endpoints.database_url, {service: dbname})
             stored = await _event_ids(endpoints.database_url, dbname)

@@ -19,11 +19,13 @@ from shared.postgres_eventstore import PostgresEventStore
 from tests.factories import aggregate_id, new_event
 
 
-@pytest.fixture(params=["in_memory", "postgres"])
+@pytest.fixture(params=["in_memory", "postgres", "postgres_runtime_role"])
 def store(request: pytest.FixtureRequest) -> EventStore:
     if request.param == "in_memory":
         return InMemoryEventStore("LON")
-    pool: asyncpg.Pool = request.getfixturevalue("pool")
+    # The runtime role too: everything the store does needs no more than it is granted.
+    fixture = "runtime_pool" if request.param == "postgres_runtime_role" else "pool"
+    pool: asyncpg.Pool = request.getfixturevalue(fixture)
     return PostgresEventStore(pool, "LON", chain_key=ChainKey.generate())
 
 

@@ -67,11 +67,14 @@ class BankSite(BankClient):
 
 
 def site_settings(endpoints: Endpoints, site: str, service: str, fin: str) -> Settings:
+    logins = endpoints.database_logins  # as deployed: migrate as owner, run as runtime
     return Settings(
         site_id=site,
         service=service,
         kafka_bootstrap=endpoints.kafka_bootstrap,
-        database_url=endpoints.database_url,
+        database_url=logins.runtime_url if logins else endpoints.database_url,
+        migration_database_url=logins.owner_url if logins else "",
+        database_reader_role=logins.roles.reader if logins else "",
         **service_oidc(endpoints.identity, site, service),
         database_name=f"cellbank_t_{site.lower()}_{service}_{uuid.uuid4().hex[:6]}",
         facility_id=fin,

@@ -12,7 +12,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 from cellbank.storage.v1 import events_pb2 as epb
 from cellbank.storage.v1 import storage_service_pb2 as spb
@@ -21,6 +20,7 @@ from deploy.demo import auth, now
 from deploy.identities import demo_realm
 from deploy.infra import Endpoints
 from deploy.processes import REPO_ROOT, stop_process
+from shared import kafka_clients
 from shared.testing.plugin import make_topic
 from shared.testing.topic_reader import records_so_far
 from shared.testing.waits import eventually
@@ -88,7 +88,7 @@ async def publish_timeline(bootstrap: str, topic: str, site_id: str, tanks: dict
     """40 minutes of one-a-minute readings, ending now: A warms up for good at minute 20, B
     spikes for 5 minutes, C falls silent after minute 10."""
     start = now() - timedelta(minutes=40)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    producer = kafka_clients.producer(bootstrap, acks="all", enable_idempotence=True)
     await producer.start()
     try:
         for minute in range(41):

@@ -15,7 +15,6 @@ from typing import Any
 
 import grpc
 import pytest_asyncio
-from aiokafka import AIOKafkaProducer
 from cellbank.delivery.v1 import delivery_service_pb2 as dpb
 from cellbank.delivery.v1 import events_pb2 as depb
 from cellbank.donor.v1 import donor_service_pb2 as donor_pb
@@ -32,6 +31,7 @@ from deploy.network import SLA_MODULE, NetworkProcess
 from deploy.processes import stop_process
 from services.delivery.adapters.codec import CODEC as DELIVERY_CODEC
 from services.matching.adapters.codec import CODEC as MATCHING_CODEC
+from shared import kafka_clients
 from shared.projections import wait_caught_up
 from shared.signing import RecordLink
 from shared.testing.plugin import make_topic
@@ -576,7 +576,7 @@ async def test_a_shipper_logger_excursion_compromises_the_shipment_in_transit(si
         {"CELLBANK_DELIVERY_ENDPOINTS": f"{a.site_id}=127.0.0.1:{a.delivery_host.port}"},
     )  # fmt: skip
     try:
-        producer = AIOKafkaProducer(bootstrap_servers=endpoints.kafka_bootstrap, acks="all")
+        producer = kafka_clients.producer(endpoints.kafka_bootstrap, acks="all")
         await producer.start()
         try:
             start = datetime.now(UTC) - timedelta(minutes=30)

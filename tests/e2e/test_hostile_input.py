@@ -12,7 +12,6 @@ from typing import Any
 import grpc
 import pytest
 import pytest_asyncio
-from aiokafka import AIOKafkaProducer
 from cellbank.hospital.v1 import hospital_pb2 as hpb
 from cellbank.operator.v1 import operator_service_pb2 as opb
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
@@ -22,6 +21,7 @@ from hypothesis import strategies as st
 
 from deploy.demo import auth
 from deploy.infra import Endpoints
+from shared import kafka_clients
 from shared.testing.topic_reader import records_so_far
 from shared.testing.waits import eventually
 from shared.topics import DEADLETTER, SERVICE_TOPICS
@@ -207,7 +207,7 @@ async def test_garbage_and_truncated_records_on_every_topic_are_dead_lettered_an
     """Poison on the log (not an envelope, a truncated one) goes to cellbank.deadletter.v1 with
     the error; every consumer keeps going (new stock still reaches the network inventory)."""
     keys = {topic: f"poison-{uuid.uuid4().hex[:8]}" for topic in SERVICE_TOPICS.values()}
-    producer = AIOKafkaProducer(bootstrap_servers=endpoints.kafka_bootstrap, acks="all")
+    producer = kafka_clients.producer(endpoints.kafka_bootstrap, acks="all")
     await producer.start()
     try:
         for topic, key in keys.items():

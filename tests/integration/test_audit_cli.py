@@ -18,17 +18,17 @@ from pathlib import Path
 import asyncpg
 import pytest
 import pytest_asyncio
-from aiokafka import AIOKafkaProducer
 
 from deploy import cli
 from deploy.demo import register_demo_tank, released_batch
 from deploy.identities import demo_realm
 from deploy.infra import Endpoints
 from deploy.processes import free_port
+from shared import kafka_clients
 from shared.anchor_log import latest_anchor
 from shared.anchors import Anchor, sign_anchor
 from shared.chain_key import ChainKey
-from shared.db import with_database
+from shared.db import create_pool, with_database
 from shared.hashchain import GENESIS, event_hash
 from shared.postgres_eventstore import EVENT_COLUMNS, row_to_event
 from shared.service_host import ServiceHost
@@ -57,11 +57,6 @@ class Audited:
 
     def services(self) -> dict[str, str]:
         return {host.spec.name: f"127.0.0.1:{host.port}" for host in self.site.hosts}
-
-    def manufacturing_pool(self) -> asyncpg.Pool:
-        pool = self.site.hosts[1].pool
-        assert pool is not None
-        return pool
 
 
 @dataclass
@@ -242,7 +237,9 @@ async def test_an_unreachable_service_fails_verification_naming_it(
     assert "OK" not in run.out.splitlines()
 
 
-async def test_a_rewritten_event_breaks_the_chain_at_that_event(audited: Audited, operator: None):
+async def test_a_rewritten_event_breaks_the_chain_at_that_event(
+    audited: Audited, operator: None, endpoints: Endpoints
+):
     """An attacker with database access rewrites the reason of the QA release; verify must name
     the site, the service and the event. The original is put back afterwards."""
     site_id = audited.site.site_id
@@ -253,7 +250,10 @@ async def test_a_rewritten_event_breaks_the_chain_at_that_event(audited: Audited
     (release,) = [
         r for r in map(json.loads, log.out.splitlines()) if r["event_type"].endswith("Released")
     ]
-    pool = audited.manufacturing_pool()
+    # The service's own (runtime) role cannot rewrite history: the attacker is the
+    # administrator (tests/integration/test_database_roles.py shows the runtime role refused).
+    dbname = audited.site.hosts[1].settings.database_name
+    pool = await create_pool(with_database(endpoints.database_url, dbname), max_size=1)
     await rewrite_reason(pool, release["event_id"], "released without review")
     try:
         run = await cellbank(
@@ -273,6 +273,7 @@ async def test_a_rewritten_event_breaks_the_chain_at_that_event(audited: Audited
             assert any(line.split()[1:3] == [service, "OK"] for line in lines)
     finally:
         await rewrite_reason(pool, release["event_id"], release["reason"])
+        await pool.close()
     restored = await cellbank(
         "audit", "verify", "--site", site_id, "--endpoints", str(audited.endpoints_file)
     )
@@ -441,7 +442,7 @@ async def test_a_forged_anchor_claiming_the_site_is_not_believed(audited: Audite
     forged = Anchor(
         site, "manufacturing", head + 1000, b"\x01" * 32, head + 1000, datetime.now(UTC)
     )
-    producer = AIOKafkaProducer(bootstrap_servers=audited.kafka)
+    producer = kafka_clients.producer(audited.kafka)
     await producer.start()
     try:
         await producer.send_and_wait(

@@ -21,6 +21,7 @@ from shared.errors import Unauthenticated
 from shared.grpc_server import MAX_REFLECTION_STREAMS, RunningServer, start_server
 from shared.operator_servicer import SERVICE_NAME, OperatorServicer, operator_binding
 from shared.postgres_eventstore import PostgresEventStore
+from shared.testing.trust import trust_list
 from shared.testing.waits import eventually
 from tests.factories import aggregate_id, new_event
 
@@ -43,7 +44,9 @@ class FakeAuthenticator:
 async def server(pool: asyncpg.Pool) -> AsyncIterator[RunningServer]:
     store = PostgresEventStore(pool, "LON", chain_key=ChainKey.generate())
     await store.append(aggregate_id(), 0, [new_event(1), new_event(2)])
-    servicer = OperatorServicer(store, service="storage", relay_name="LON.storage.relay")
+    servicer = OperatorServicer(
+        store, service="storage", relay_name="LON.storage.relay", trust=trust_list()
+    )
     running = await start_server([operator_binding(servicer)], authenticator=FakeAuthenticator())
     try:
         yield running

@@ -7,13 +7,12 @@ import asyncio
 import asyncpg
 import psutil
 import pytest
-from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError
 
 from deploy.infra import Endpoints, Infrastructure, ensure_site_databases
 from deploy.keycloak import Identity
+from shared import kafka_clients
 from shared.db import drop_database, with_database
 from shared.topics import TOPICS
 
@@ -29,7 +28,7 @@ def test_session_runs_a_real_kafka_broker_and_postgres(infra: Infrastructure):
 
 
 async def test_every_topic_exists_with_its_retention(endpoints: Endpoints):
-    admin = AIOKafkaAdminClient(bootstrap_servers=endpoints.kafka_bootstrap)
+    admin = kafka_clients.admin_client(endpoints.kafka_bootstrap)
     await admin.start()
     try:
         assert {t.name for t in TOPICS} <= set(await admin.list_topics())
@@ -48,9 +47,7 @@ async def test_every_topic_exists_with_its_retention(endpoints: Endpoints):
 
 
 async def test_topics_are_never_auto_created(endpoints: Endpoints):
-    producer = AIOKafkaProducer(
-        bootstrap_servers=endpoints.kafka_bootstrap, request_timeout_ms=3000
-    )
+    producer = kafka_clients.producer(endpoints.kafka_bootstrap, request_timeout_ms=3000)
     await producer.start()
     try:
         with pytest.raises((KafkaError, asyncio.TimeoutError)):
@@ -87,7 +84,7 @@ def test_existing_servers_from_environment_start_nothing(tmp_path):
     assert infra.kafka is None and infra.postgres is None and infra.keycloak is None
     assert infra.endpoints == Endpoints(
         "kafka.example:9092", "postgresql://u@db.example/postgres",
-        Identity("https://id.example/realms/cellbank"),
+        Identity("https://id.example/realms/cellbank"), kafka_local=False,
     )  # fmt: skip
 
 

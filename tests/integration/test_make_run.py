@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import signal
@@ -9,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import asyncpg
 import grpc
 import psutil
 from cellbank.hospital.v1 import hospital_pb2 as hpb
@@ -18,6 +20,18 @@ from deploy import cli
 from deploy.network import SERVICE_MODULES
 from deploy.processes import REPO_ROOT, free_port, free_port_block, wait_until
 from shared.oidc import request_token
+
+
+async def _service_sessions(server: str) -> set[tuple[str, str]]:
+    conn = await asyncpg.connect(server)
+    try:
+        rows = await conn.fetch(
+            "SELECT application_name, usename FROM pg_stat_activity"
+            " WHERE application_name LIKE 'cellbank-service %'"
+        )
+    finally:
+        await conn.close()
+    return {(r["application_name"], r["usename"]) for r in rows}
 
 
 def test_make_run_starts_and_stops_cleanly_on_ctrl_c(tmp_path, monkeypatch):
@@ -56,6 +70,13 @@ def test_make_run_starts_and_stops_cleanly_on_ctrl_c(tmp_path, monkeypatch):
         )
         order = _order_from_the_demo_stock("".join(lines), tmp_path / "endpoints.json")
         audit = _audit_of_the_demo_batch(tmp_path / "endpoints.json", "".join(lines))
+        sessions = asyncio.run(
+            _service_sessions(json.loads((tmp_path / "endpoints.json").read_text())["database_url"])
+        )
+        # Every service runs as the runtime role (and holds its lock, which names it).
+        assert sessions == {
+            (f"cellbank-service LON {s}", "cellbank_runtime") for s in SERVICE_MODULES
+        }
         children = psutil.Process(proc.pid).children(recursive=True)
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=60)

@@ -7,14 +7,15 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from deploy.infra import Endpoints
-from shared.envelope_codec import encode
+from shared import kafka_clients
 from shared.events import StoredEvent
 from shared.eventstore import InMemoryEventStore
 from shared.projections import ProjectionRunner, wait_caught_up
+from shared.testing.trust import signer, trust_list
 from shared.topics import DEADLETTER
+from shared.trust import sign_event
 from tests.factories import aggregate_id, new_event
 from tests.integration.thing_projection import (
     BatchThingProjection,
@@ -28,11 +29,13 @@ from tests.integration.thing_projection import (
 async def publish(
     bootstrap: str, topic: str, events: list[StoredEvent], *, raw: Sequence[tuple[str, bytes]] = ()
 ) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    producer = kafka_clients.producer(bootstrap, acks="all", enable_idempotence=True)
     await producer.start()
     try:
         for e in events:
-            await producer.send_and_wait(topic, encode(e), key=e.aggregate_id.encode())
+            await producer.send_and_wait(
+                topic, sign_event(signer(e.site_id), e), key=e.aggregate_id.encode()
+            )
         for key, value in raw:
             await producer.send_and_wait(topic, value, key=key.encode())
     finally:
@@ -63,7 +66,9 @@ def runner_for(
     pool: asyncpg.Pool, endpoints: Endpoints, projection: ThingProjection
 ) -> ProjectionRunner:
     group = f"LON.test.{projection.topics[0]}"
-    return ProjectionRunner(pool, projection, bootstrap=endpoints.kafka_bootstrap, group_id=group)
+    return ProjectionRunner(
+        pool, projection, trust=trust_list(), bootstrap=endpoints.kafka_bootstrap, group_id=group
+    )
 
 
 async def caught_up(pool: asyncpg.Pool, endpoints: Endpoints, projection: ThingProjection) -> None:
@@ -138,7 +143,9 @@ async def test_poison_record_is_dead_lettered_and_parks_only_its_aggregate(
         assert [r["version"] for r in rows if r["aggregate_id"] == sick] == [
             1
         ]  # v3 waits behind v2
-        assert runner.parked_aggregates() == {sick, garbage_key}
+        # Garbage proves nothing about who sent it: dead-lettered, never parks (a forger could
+        # otherwise hold back any aggregate by sending junk under its key).
+        assert runner.parked_aggregates() == {sick}
         parked = await pool.fetch(
             'SELECT is_poison, error, "offset", partition FROM parked_records WHERE aggregate_id = $1 ORDER BY seq',
             sick,
@@ -149,14 +156,14 @@ async def test_poison_record_is_dead_lettered_and_parks_only_its_aggregate(
         letters = await read_deadletters(endpoints.kafka_bootstrap, {sick: 1, garbage_key: 1})
         assert "cannot project" in letters[sick][0]["error"]
         assert letters[sick][0]["original_topic"] == topic
-        assert "undecodable" in letters[garbage_key][0]["error"]
+        assert letters[garbage_key][0]["error"].startswith("untrusted: not an envelope")
 
         # Still parked while the cause persists; nothing applied.
         assert not await runner.resolve(sick)
         # The cause is fixed (e.g. a corrected projection is deployed): the aggregate resumes.
         projection.poison_payload = None
         assert await runner.resolve(sick)
-        assert runner.parked_aggregates() == {garbage_key}
+        assert runner.parked_aggregates() == frozenset()
         # Later events of the resolved aggregate flow straight through again.
         more = await stored_events((sick, [b"fine", b"POISON", b"after", b"later"]))
         await publish(endpoints.kafka_bootstrap, topic, [more[-1]])
@@ -224,9 +231,7 @@ async def read_deadletters(
 ) -> dict[str, list[dict[str, str]]]:
     """Headers of the dead letters for each key, once `expected[key]` of them have arrived
     (the topic is shared by all tests; keys are unique per test)."""
-    consumer = AIOKafkaConsumer(
-        DEADLETTER, bootstrap_servers=bootstrap, auto_offset_reset="earliest"
-    )
+    consumer = kafka_clients.consumer(DEADLETTER, bootstrap=bootstrap, auto_offset_reset="earliest")
     await consumer.start()
     found: dict[str, list[dict[str, str]]] = {key: [] for key in expected}
     try:
@@ -259,7 +264,7 @@ async def test_batch_projection_falls_back_to_one_record_at_a_time_around_poison
     assert [(r["aggregate_id"], r["version"]) for r in rows] == [(healthy, 1), (healthy, 2)]
 
 
-async def test_second_poison_of_a_parked_aggregate_is_dead_lettered_too(
+async def test_garbage_under_a_parked_aggregates_key_is_dead_lettered_not_parked(
     endpoints: Endpoints, pool: asyncpg.Pool, topic: str
 ):
     await create_schema(pool)
@@ -273,13 +278,15 @@ async def test_second_poison_of_a_parked_aggregate_is_dead_lettered_too(
         flags = await pool.fetch(
             "SELECT is_poison FROM parked_records WHERE aggregate_id = $1 ORDER BY seq", agg
         )
-        assert [f["is_poison"] for f in flags] == [True, True]
+        assert [f["is_poison"] for f in flags] == [True]  # the garbage is not held behind it
         letters = await read_deadletters(endpoints.kafka_bootstrap, {agg: 2})
-        assert ["cannot project" in x["error"] for x in letters[agg]] == [True, False]
-        assert "undecodable" in letters[agg][1]["error"]
-        assert not await runner.resolve(agg)  # the garbage can never be decoded
-        assert await runner.resolve(agg, skip_poison=True)
-    assert await pool.fetchval("SELECT count(*) FROM thing_rows WHERE aggregate_id = $1", agg) == 1
+        poison, garbage = sorted(letters[agg], key=lambda x: "untrusted_reason" in x)
+        assert "cannot project" in poison["error"]
+        assert garbage["error"].startswith("untrusted: not an envelope")
+        assert garbage["untrusted_reason"] == "undecodable"
+        projection.poison_payload = None
+        assert await runner.resolve(agg)  # nothing of the garbage stands in the way
+    assert await pool.fetchval("SELECT count(*) FROM thing_rows WHERE aggregate_id = $1", agg) == 2
 
 
 async def test_resolving_skips_redelivered_copies_of_parked_events(

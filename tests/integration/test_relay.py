@@ -11,20 +11,21 @@ from collections import defaultdict
 from urllib.parse import urlsplit
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer
 
 from deploy.infra import Endpoints
 from deploy.local_kafka import LocalKafka
 from deploy.processes import REPO_ROOT
+from shared import kafka_clients
 from shared.chain_key import ChainKey
-from shared.envelope_codec import decode
 from shared.events import StoredEvent
 from shared.kafka_admin import end_offsets
 from shared.outbox_relay import OutboxRelay
 from shared.postgres_eventstore import PostgresEventStore
 from shared.projections import ProjectionRunner, wait_caught_up
 from shared.testing.plugin import make_topic
+from shared.testing.trust import session_trust, signer, trust_list
 from shared.testing.waits import eventually
+from shared.trust import verify_envelope
 from tests.factories import aggregate_id, new_event
 from tests.integration.thing_projection import (
     ThingProjection,
@@ -61,7 +62,7 @@ async def write_stream(
 async def read_topic(bootstrap: str, topic: str) -> list[StoredEvent]:
     """Every record on the topic, in partition order, decoded."""
     ends = await end_offsets(bootstrap, [topic])
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = kafka_clients.consumer(bootstrap=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
         consumer.assign(list(ends))
@@ -70,7 +71,7 @@ async def read_topic(bootstrap: str, topic: str) -> list[StoredEvent]:
         remaining = {tp for tp, end in ends.items() if end > 0}
         while remaining:
             for tp, records in (await consumer.getmany(timeout_ms=500)).items():
-                out.extend(decode(r.value) for r in records)
+                out.extend(verify_envelope(trust_list(), r.value) for r in records)
                 if records and records[-1].offset + 1 >= ends[tp]:
                     remaining.discard(tp)
         return out
@@ -95,7 +96,9 @@ async def project_and_check(
 ) -> None:
     await create_schema(pool)
     projection = ThingProjection([topic])
-    runner = ProjectionRunner(pool, projection, bootstrap=bootstrap, group_id=f"LON.test.{topic}")
+    runner = ProjectionRunner(
+        pool, projection, trust=trust_list(), bootstrap=bootstrap, group_id=f"LON.test.{topic}"
+    )
     stop = asyncio.Event()
     task = asyncio.create_task(runner.run(stop))
     try:
@@ -118,6 +121,9 @@ def relay_process(endpoints: Endpoints, database_url: str, topic: str) -> subpro
         "CELLBANK_DATABASE_NAME": urlsplit(database_url).path.lstrip("/"),
         "CELLBANK_RELAY_TOPIC": topic,
         "CELLBANK_LOG_LEVEL": "WARNING",
+        # As deployed: migrates as the owner role, relays as the runtime role.
+        **(endpoints.database_logins.service_env() if endpoints.database_logins else {}),
+        **session_trust().env("LON"),
     }
     return subprocess.Popen([sys.executable, "-m", "shared.relay_main"], env=env, cwd=REPO_ROOT)
 
@@ -186,7 +192,10 @@ async def test_relay_and_projection_ride_out_a_broker_restart(
     bootstrap = controllable_kafka.bootstrap
     topic = await make_topic(bootstrap)
     store = PostgresEventStore(pool, "LON", chain_key=ChainKey.generate())
-    relay = OutboxRelay(store, topic=topic, bootstrap=bootstrap, name=RELAY_NAME, max_backoff_s=1.0)
+    relay = OutboxRelay(
+        store, signer=signer("LON"), topic=topic, bootstrap=bootstrap, name=RELAY_NAME,
+        max_backoff_s=1.0,
+    )  # fmt: skip
     stop = asyncio.Event()
     relaying = asyncio.create_task(relay.run(stop))
     try:

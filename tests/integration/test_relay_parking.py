@@ -14,6 +14,7 @@ from shared.bounds import MAX_ENVELOPE_BYTES
 from shared.chain_key import ChainKey
 from shared.outbox_relay import OutboxRelay
 from shared.postgres_eventstore import PostgresEventStore
+from shared.testing.trust import signer
 from shared.testing.waits import eventually
 from tests.factories import aggregate_id, new_event
 from tests.integration.test_relay import read_topic
@@ -45,7 +46,12 @@ async def test_a_record_too_big_for_kafka_is_parked_and_later_records_are_publis
         health.append(serving)
 
     relay = OutboxRelay(
-        store, topic=topic, bootstrap=endpoints.kafka_bootstrap, name=name, health=report
+        store,
+        signer=signer("LON"),
+        topic=topic,
+        bootstrap=endpoints.kafka_bootstrap,
+        name=name,
+        health=report,
     )
     stop = asyncio.Event()
     running = asyncio.create_task(relay.run(stop))
@@ -107,7 +113,12 @@ async def test_a_relay_restarted_with_a_parked_record_still_reports_it(
     for _ in range(2):
         health.clear()
         relay = OutboxRelay(
-            store, topic=topic, bootstrap=endpoints.kafka_bootstrap, name=name, health=report
+            store,
+            signer=signer("LON"),
+            topic=topic,
+            bootstrap=endpoints.kafka_bootstrap,
+            name=name,
+            health=report,
         )
         stop = asyncio.Event()
         running = asyncio.create_task(relay.run(stop))

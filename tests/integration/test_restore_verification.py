@@ -9,10 +9,10 @@ from dataclasses import replace
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from deploy.infra import Endpoints
 from deploy.replay import RestoreRefused, replay_site
+from shared import kafka_clients
 from shared.chain_key import ChainKey
 from shared.events import StoredEvent
 from shared.eventstore import InMemoryEventStore
@@ -24,7 +24,7 @@ from tests.factories import new_event
 
 
 async def publish(bootstrap: str, topic: str, values: list[tuple[str, bytes]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    producer = kafka_clients.producer(bootstrap, acks="all")
     await producer.start()
     try:
         for key, value in values:

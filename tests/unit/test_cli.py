@@ -50,14 +50,24 @@ def test_make_run_writes_every_site_service_hospital_and_the_demo_identities(tmp
     sites = ["LON", "MAN", "EDI"]
     services = plan(sites, 50100, 9300)
     path = tmp_path / "endpoints.json"
-    document = endpoints_document(services, sites, "127.0.0.1:9092", identity=Identity(ISSUER))
+    operator = {"CELLBANK_KAFKA_USERNAME": "operator", "CELLBANK_KAFKA_PASSWORD_FILE": "/x"}
+    document = endpoints_document(
+        services,
+        sites,
+        "127.0.0.1:9092",
+        trust_list="/x/trust-list.json",
+        identity=Identity(ISSUER),
+        kafka_env=operator,
+    )
     write_endpoints_file(path, document)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600  # it holds the demo passwords
     document = json.loads(path.read_text())
     assert set(document) == {
-        "identity", "sites", "hospitals", "users", "kafka", "database_url", "dashboard",
-        "trust_list", "chain_keys",
+        "identity", "sites", "hospitals", "users", "kafka", "kafka_env", "database_url",
+        "dashboard", "trust_list", "database_roles", "chain_keys",
     }  # fmt: skip
+    assert document["kafka_env"] == operator  # the CLI's read-only Kafka principal
+    assert document["trust_list"] == "/x/trust-list.json"  # watch, replay, dashboard verify with it
     assert document["identity"] == {
         "issuer": ISSUER,
         "token_url": f"{ISSUER}/protocol/openid-connect/token",
@@ -340,3 +350,29 @@ def test_cellbank_help_lists_every_command(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert "cellbank audit verify" in done.stdout and "cellbank audit log" in done.stdout
+
+
+def test_the_cli_talks_to_the_files_kafka_as_the_files_principal_and_restores_the_env():
+    from deploy.cli import kafka_credentials_of
+
+    env = {"CELLBANK_KAFKA_USERNAME": "admin", "CELLBANK_KAFKA_PASSWORD": "session"}
+    document = {
+        "kafka_env": {
+            "CELLBANK_KAFKA_USERNAME": "operator",
+            "CELLBANK_KAFKA_PASSWORD": "",
+            "CELLBANK_KAFKA_PASSWORD_FILE": "/run/operator",
+            "NOT_KAFKA": "ignored",
+        }
+    }
+    with kafka_credentials_of(document, True, env):
+        assert env == {
+            "CELLBANK_KAFKA_USERNAME": "operator",
+            "CELLBANK_KAFKA_PASSWORD": "",
+            "CELLBANK_KAFKA_PASSWORD_FILE": "/run/operator",
+        }
+    assert env == {"CELLBANK_KAFKA_USERNAME": "admin", "CELLBANK_KAFKA_PASSWORD": "session"}
+    with kafka_credentials_of(document, False, env):  # --kafka given: the caller's principal
+        assert env["CELLBANK_KAFKA_USERNAME"] == "admin"
+    with pytest.raises(CliError, match="kafka_env"):
+        with kafka_credentials_of({"kafka_env": "operator"}, True, env):
+            pass

@@ -36,6 +36,18 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from deploy.dashboard import document_from_env
 from deploy.infra import DEFAULT_SITES
+from deploy.kafka_principals import (
+    ADMIN,
+    COLDCHAIN,
+    DASHBOARD,
+    SLA,
+    acl_table,
+    cli_script,
+    password_variable,
+    service_principal,
+    service_reads,
+    strimzi_acls,
+)
 from deploy.keycloak import REALM_FILE
 from deploy.network import COLDCHAIN_MODULE, SERVICE_MODULES, SLA_MODULE, plan
 from services.kernel.isbt128 import validate_fin
@@ -43,6 +55,7 @@ from shared.db import database_name, with_database
 from shared.metrics import serve_metrics
 from shared.settings import Settings, parse_endpoints
 from shared.topics import FOREVER, SERVICE_TOPICS, SERVICES, TELEMETRY, TOPICS
+from shared.trust import TrustList
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yml"
@@ -121,8 +134,18 @@ def module_env_names(module: str) -> set[str]:
 
 
 def client_env_names() -> set[str]:
-    """What a process's own OIDC client reads (shared.oidc.ClientCredentials.from_env)."""
-    return module_env_names("shared.oidc") | {"CELLBANK_OIDC_CLIENT_SECRET_FILE"}
+    """What a process's own OIDC client reads (shared.oidc.ClientCredentials.from_env) and its
+    Kafka clients' credentials (shared.kafka_clients.KafkaSecurity.from_env)."""
+    return (
+        module_env_names("shared.oidc")
+        | {"CELLBANK_OIDC_CLIENT_SECRET_FILE"}
+        | module_env_names("shared.kafka_clients")
+    )
+
+
+def trust_env_names() -> set[str]:
+    """What a reader of the log reads to verify it (shared.trust.TrustList.from_env)."""
+    return module_env_names("shared.trust")
 
 
 def env_names_the_code_reads() -> set[str]:
@@ -393,7 +416,60 @@ def test_compose_kafka_is_a_single_kraft_node_that_never_auto_creates_topics() -
     assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
     assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == f"{env['KAFKA_NODE_ID']}@kafka:9093"
     assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
-    assert "PLAINTEXT://kafka:9092" in env["KAFKA_ADVERTISED_LISTENERS"].split(",")
+    assert "CLIENT://kafka:9092" in env["KAFKA_ADVERTISED_LISTENERS"].split(",")
+
+
+def test_compose_kafka_authenticates_every_listener_and_denies_what_no_acl_allows() -> None:
+    env = env_of("kafka")
+    protocols = dict(
+        item.split(":") for item in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(",")
+    )
+    listeners = [item.split("://")[0] for item in env["KAFKA_LISTENERS"].split(",")]
+    assert all(protocols[name].startswith("SASL_") for name in listeners), protocols
+    assert env["KAFKA_AUTHORIZER_CLASS_NAME"] == (
+        "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+    )
+    assert env["KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND"] == "false"
+    assert env["KAFKA_SUPER_USERS"] == f"User:{ADMIN}"
+    for name in listeners:
+        if name != "CONTROLLER":
+            assert "SCRAM-SHA-512" in env[f"KAFKA_LISTENER_NAME_{name}_SASL_ENABLED_MECHANISMS"]
+
+
+def compose_principals() -> dict[str, str]:
+    """Each compose process that uses Kafka → the principal it must run as."""
+    expected = {
+        grpc_name(site, service): service_principal(site, service)
+        for site, service in COMPOSE_SITE_SERVICES
+    }
+    return expected | {"coldchain": COLDCHAIN, "sla": SLA, "dashboard": DASHBOARD}
+
+
+def test_compose_every_kafka_client_is_its_own_principal_with_a_password_from_the_shell() -> None:
+    for name, principal in compose_principals().items():
+        env, raw = env_of(name), raw_env(name)
+        assert env["CELLBANK_KAFKA_USERNAME"] == principal, name
+        assert env["CELLBANK_KAFKA_SECURITY_PROTOCOL"] == "SASL_PLAINTEXT", name
+        assert env["CELLBANK_KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512", name
+        assert variables(raw["CELLBANK_KAFKA_PASSWORD"]) == [
+            (password_variable(principal), "required")
+        ], name
+
+
+def test_compose_kafka_init_provisions_exactly_the_acl_table() -> None:
+    table = acl_table(COMPOSE_SITES, service_reads())
+    script = "\n".join(services()["kafka-init"]["command"])
+    lines = [
+        line.strip()
+        for line in script.splitlines()
+        if "kafka-acls.sh" in line or "kafka-configs.sh" in line
+    ]
+    connect = "--bootstrap-server kafka:9092 --command-config /tmp/admin.properties"
+    assert lines == cli_script(table, "/opt/kafka/bin", connect)
+    init_env = raw_env("kafka-init")
+    for principal in table:
+        assert password_variable(principal) in init_env, principal
+    assert set(compose_principals().values()) <= set(table)
 
 
 def test_compose_creates_exactly_architecture_md_s_topics_with_the_code_s_configs() -> None:
@@ -407,12 +483,21 @@ def test_compose_creates_exactly_architecture_md_s_topics_with_the_code_s_config
         assert int(options["--partitions"][0]) >= 1
         assert "--create" in options and "--if-not-exists" in options
         assert options["--bootstrap-server"] == ["kafka:9092"]
+        assert options["--command-config"] == ["/tmp/admin.properties"]  # as the admin
     assert sorted(created) == sorted(ARCHITECTURE_TOPICS)
 
 
 def test_compose_runs_two_sites_each_with_every_service_once_and_the_network_processes() -> None:
     expected = {grpc_name(site, service) for site, service in COMPOSE_SITE_SERVICES}
-    expected |= {"kafka", "kafka-init", "postgres", "coldchain", "sla", "dashboard"}
+    expected |= {
+        "kafka",
+        "kafka-init",
+        "postgres",
+        "postgres-init",
+        "coldchain",
+        "sla",
+        "dashboard",
+    }
     assert set(services()) == expected
     stores = [
         (env_of(name)["CELLBANK_SITE_ID"], env_of(name)["CELLBANK_SERVICE"])
@@ -432,7 +517,7 @@ def test_compose_service_runs_its_command_in_its_own_image(site: str, service: s
     assert module_exists(process["command"])
     assert process["depends_on"] == {
         "kafka-init": {"condition": "service_completed_successfully"},
-        "postgres": {"condition": "service_healthy"},
+        "postgres-init": {"condition": "service_completed_successfully"},  # roles exist
     }
     assert process["restart"] == "unless-stopped"
 
@@ -474,9 +559,14 @@ def test_compose_no_secret_has_a_default_or_a_literal_value() -> None:
                 used = variables(value)
                 assert used and all(how == "required" for _, how in used), (service, variable)
                 assert re.fullmatch(r"\$\{\w+:\?[^}]+\}", value), f"{service} {variable}: inline"
-    url = raw_env(grpc_name(COMPOSE_SITES[0], "storage"))["CELLBANK_DATABASE_URL"]
-    password = re.fullmatch(r"postgresql://postgres:(.*)@postgres:5432/postgres", url)
-    assert password and variables(password[1]) == [("POSTGRES_PASSWORD", "required")], url
+    env = raw_env(grpc_name(COMPOSE_SITES[0], "storage"))
+    for variable, role, secret in (
+        ("CELLBANK_DATABASE_URL", "cellbank_runtime", "POSTGRES_RUNTIME_PASSWORD"),
+        ("CELLBANK_MIGRATION_DATABASE_URL", "cellbank_owner", "POSTGRES_OWNER_PASSWORD"),
+    ):
+        url = env[variable]
+        password = re.fullmatch(rf"postgresql://{role}:(.*)@postgres:5432/postgres", url)
+        assert password and variables(password[1]) == [(secret, "required")], url
 
 
 def test_compose_every_process_names_the_issuer_its_own_client_and_a_secret_of_its_own() -> None:
@@ -562,8 +652,11 @@ def test_compose_database_url_reaches_the_postgres_service_with_its_credentials(
         url = env_of(grpc_name(site, service))["CELLBANK_DATABASE_URL"]
         parts = urlsplit(url)
         assert (parts.scheme, parts.hostname, parts.port) == ("postgresql", "postgres", 5432)
-        assert parts.username == pg_env.get("POSTGRES_USER", "postgres")
-        assert parts.password == pg_env["POSTGRES_PASSWORD"]
+        # Least privilege: never the administrator's URL; the owner's only to migrate.
+        assert parts.username == "cellbank_runtime" != pg_env.get("POSTGRES_USER", "postgres")
+        owner = urlsplit(env_of(grpc_name(site, service))["CELLBANK_MIGRATION_DATABASE_URL"])
+        assert (owner.hostname, owner.port, owner.username) == ("postgres", 5432, "cellbank_owner")
+        assert parts.password != owner.password
         # A server URL: the service creates and migrates its own database on it.
         target = with_database(url, database_name(site, service))
         assert urlsplit(target).path == f"/{database_name(site, service)}"
@@ -613,7 +706,7 @@ def test_compose_sla_worker_runs_in_delivery_s_image_with_what_it_reads() -> Non
     assert sla["command"][:4] == ["python", "-m", SLA_MODULE, "worker"]
     assert module_exists(sla["command"])
     env = env_of("sla")
-    assert set(env) <= module_env_names(SLA_MODULE) | client_env_names()
+    assert set(env) <= module_env_names(SLA_MODULE) | client_env_names() | trust_env_names()
     assert parse_endpoints(env["CELLBANK_DELIVERY_ENDPOINTS"], "CELLBANK_DELIVERY_ENDPOINTS") == {
         site: f"{grpc_name(site, 'delivery')}:{GRPC_PORT}" for site in COMPOSE_SITES
     }
@@ -625,7 +718,11 @@ def test_compose_dashboard_reads_every_site_s_delivery_service_and_is_published(
     assert dashboard["build"]["dockerfile"] == "deploy/docker/dashboard.Dockerfile"
     assert "command" not in dashboard or dashboard["command"] == RUNS["dashboard"]
     env = env_of("dashboard")
-    assert set(env) <= module_env_names(DASHBOARD_MODULE)
+    assert set(env) <= (
+        module_env_names(DASHBOARD_MODULE)
+        | module_env_names("shared.kafka_clients")
+        | trust_env_names()
+    )
     document = document_from_env(env)  # what the dashboard reads in its container
     assert document["sites"] == {
         site: {"delivery": f"{grpc_name(site, 'delivery')}:{GRPC_PORT}"} for site in COMPOSE_SITES
@@ -644,6 +741,34 @@ def test_compose_dependencies_exist_and_healthy_ones_have_a_healthcheck() -> Non
                 assert "healthcheck" in services()[dependency], f"{dependency} has none"
 
 
+def a_ca_file(folder: Path) -> Path:
+    """A self-signed CA certificate (PEM): what the cluster CA Secret mounts in a pod."""
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "cellbank test CA")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    path = folder / "ca.crt"
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return path
+
+
 def coldchain_config(env: Mapping[str, str]) -> dict[str, Any]:
     """What the worker module makes of an environment, imported in a clean process (the module
     builds its Faust app at import; nothing connects before `worker` runs)."""
@@ -654,6 +779,7 @@ conf = worker.app.conf
 rules = worker.monitor.rules
 print(json.dumps({{
     "app_id": conf.id,
+    "kafka_user": getattr(conf.broker_credentials, "username", None),
     "brokers": [str(url) for url in conf.broker],
     "datadir": str(conf.datadir),
     "partitions": conf.topic_partitions,
@@ -702,9 +828,11 @@ def kustomize(directory: Path) -> list[dict[str, Any]]:
             docs += [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
     hashed = not kustomization.get("generatorOptions", {}).get("disableNameSuffixHash", False)
     for generator in kustomization.get("configMapGenerator", []):
-        assert set(generator) <= {"name", "literals"}, generator
+        assert set(generator) <= {"name", "literals", "files"}, generator
         assert not hashed, "referenced by name: the hash suffix must be off"
-        data = dict(item.partition("=")[::2] for item in generator["literals"])
+        data = dict(item.partition("=")[::2] for item in generator.get("literals", []))
+        for name in generator.get("files", []):
+            data[Path(name).name] = (directory / name).read_text()
         docs.append(
             {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": generator["name"]},
              "data": data}
@@ -792,7 +920,7 @@ def secret_file_of(deployment: Mapping[str, Any], env: Mapping[str, str], name: 
 
 def without_secret_files(env: Mapping[str, str]) -> dict[str, str]:
     """The environment minus *_FILE secrets (their files exist only in the pod)."""
-    return {k: v for k, v in env.items() if not k.endswith("_SECRET_FILE")}
+    return {k: v for k, v in env.items() if not k.endswith(("_SECRET_FILE", "_URL_FILE"))}
 
 
 def deployment_running(docs: tuple[dict[str, Any], ...], command: list[str]) -> dict[str, Any]:
@@ -859,6 +987,9 @@ def test_k8s_site_runs_each_service_once_in_its_image_with_settings_it_accepts(
     validate_fin(settings.facility_id)
     assert urlsplit(settings.database_url).password is None  # from a Secret, as PGPASSWORD
     assert "PGPASSWORD" in secret_env(deployment)
+    # Runs as the runtime role; migrates as the owner, whose URL is a mounted Secret's file.
+    assert urlsplit(settings.database_url).username == "cellbank_runtime"
+    assert secret_file_of(deployment, env, "CELLBANK_MIGRATION_DATABASE_URL_FILE") == "owner-url"
     # Its own OIDC client at the issuer every process checks tokens against; the secret a file.
     (network,) = [
         cm for cm in of_kind(docs, "ConfigMap") if cm["metadata"]["name"] == "cellbank-network"
@@ -955,9 +1086,19 @@ def test_k8s_network_runs_one_coldchain_monitor_in_storage_s_image(tmp_path: Pat
     assert parse_endpoints(env["CELLBANK_DELIVERY_ENDPOINTS"], "CELLBANK_DELIVERY_ENDPOINTS") == {
         s: k8s_dns(s, "delivery") for s in DEFAULT_SITES
     }
-    secret = tmp_path / "client-secret"  # what the mounted Secret holds in the pod
+    secret = tmp_path / "client-secret"  # what the mounted Secrets hold in the pod
     secret.write_text("from-the-secret")
-    config = coldchain_config({**env, "CELLBANK_OIDC_CLIENT_SECRET_FILE": str(secret)})
+    password = tmp_path / "kafka-password"
+    password.write_text("from-the-kafka-secret")
+    config = coldchain_config(
+        {
+            **env,
+            "CELLBANK_OIDC_CLIENT_SECRET_FILE": str(secret),
+            "CELLBANK_KAFKA_PASSWORD_FILE": str(password),
+            "CELLBANK_KAFKA_CA_FILE": str(a_ca_file(tmp_path)),
+        }
+    )
+    assert config["kafka_user"] == env["CELLBANK_KAFKA_USERNAME"]
     assert config["brokers"] == [f"kafka://{env['CELLBANK_KAFKA_BOOTSTRAP'].split(',')[0]}"]
     (topic,) = [t for t in of_kind(rendered(K8S / "kafka"), "KafkaTopic")
                 if t["spec"]["topicName"] == TELEMETRY]  # fmt: skip
@@ -975,7 +1116,7 @@ def test_k8s_network_runs_one_sla_monitor_in_delivery_s_image() -> None:
     assert image_of(deployment) == IMAGES["delivery"]
     assert module_exists(container(deployment)["command"])
     names = {item["name"] for item in container(deployment)["env"]}
-    assert names <= module_env_names(SLA_MODULE) | client_env_names()
+    assert names <= module_env_names(SLA_MODULE) | client_env_names() | trust_env_names()
     assert deployment["spec"]["replicas"] == 1
     env = pod_env(docs, deployment)
     assert env["CELLBANK_OIDC_CLIENT_ID"] == MONITOR_CLIENTS["sla"]
@@ -991,7 +1132,11 @@ def test_k8s_network_runs_the_dashboard_against_every_site() -> None:
     assert image_of(deployment) == IMAGES["dashboard"]
     assert container(deployment)["command"] == RUNS["dashboard"]
     names = {item["name"] for item in container(deployment)["env"]}
-    assert names <= module_env_names(DASHBOARD_MODULE)
+    assert names <= (
+        module_env_names(DASHBOARD_MODULE)
+        | module_env_names("shared.kafka_clients")
+        | trust_env_names()
+    )
     env = pod_env(docs, deployment)
     assert env["CELLBANK_DASHBOARD_CLIENT_ID"] == DASHBOARD_CLIENT
     assert secret_file_of(deployment, env, "CELLBANK_DASHBOARD_CLIENT_SECRET_FILE") == "dashboard"
@@ -1020,7 +1165,11 @@ def test_k8s_kafka_topics_are_architecture_md_s_with_production_configs() -> Non
         assert topic["spec"]["config"] == spec.config(3)  # min.insync.replicas=2
         assert topic["spec"]["partitions"] >= 1
     network = of_kind(rendered(K8S / "network"), "ConfigMap")
-    (kafka,) = {cm["data"]["CELLBANK_KAFKA_BOOTSTRAP"] for cm in network}
+    (kafka,) = {
+        cm["data"]["CELLBANK_KAFKA_BOOTSTRAP"]
+        for cm in network
+        if "CELLBANK_KAFKA_BOOTSTRAP" in cm["data"]
+    }
     namespace = yaml.safe_load((K8S / "kafka" / "kustomization.yaml").read_text())["namespace"]
     assert all(f".{namespace}.svc:" in broker for broker in kafka.split(","))
 
@@ -1107,3 +1256,237 @@ def test_the_dashboard_runs_one_replica_as_its_sessions_are_in_memory() -> None:
         if d and d["kind"] == "Deployment"
     ]
     assert deployment["spec"]["replicas"] == 1
+
+
+def k8s_principals() -> dict[str, str]:
+    """Each k8s Deployment (namespace/name) → the Kafka principal it must run as."""
+    expected = {
+        f"cellbank-{site.lower()}/{IMAGES[service]}": service_principal(site, service)
+        for site, service in K8S_SITE_SERVICES
+    }
+    return expected | {
+        "cellbank-network/coldchain": COLDCHAIN,
+        "cellbank-network/sla": SLA,
+        "cellbank-network/dashboard": DASHBOARD,
+    }
+
+
+def test_k8s_every_process_is_its_own_kafka_principal_over_tls_with_a_secret_password() -> None:
+    seen = {}
+    for docs in all_rendered():
+        for deployment in of_kind(docs, "Deployment"):
+            env = pod_env(docs, deployment)
+            key = f"{deployment['metadata']['namespace']}/{deployment['metadata']['name']}"
+            seen[key] = env["CELLBANK_KAFKA_USERNAME"]
+            assert env["CELLBANK_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL", key
+            assert env["CELLBANK_KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512", key
+            assert "CELLBANK_KAFKA_PASSWORD" not in env, key  # never inline
+            assert secret_file_of(deployment, env, "CELLBANK_KAFKA_PASSWORD_FILE"), key
+            assert secret_file_of(deployment, env, "CELLBANK_KAFKA_CA_FILE") == "ca.crt", key
+    assert seen == k8s_principals()
+
+
+def test_k8s_kafka_users_are_the_acl_table() -> None:
+    users = of_kind(rendered(K8S / "kafka"), "KafkaUser")
+    table = acl_table(DEFAULT_SITES, service_reads())
+    assert {u["metadata"]["name"] for u in users} == set(table)
+    for user in users:
+        name = user["metadata"]["name"]
+        assert user["metadata"]["labels"]["strimzi.io/cluster"] == "cellbank"
+        assert user["spec"]["authentication"] == {"type": "scram-sha-512"}
+        assert user["spec"]["authorization"] == {
+            "type": "simple",
+            "acls": strimzi_acls(table[name]),
+        }, name
+    assert set(k8s_principals().values()) <= set(table)
+
+
+# --- database roles and durability (README, "Database roles", "Restore: what is recoverable")
+
+NETWORK_ROLES = ("cellbank_owner", "cellbank_runtime", "cellbank_reader")
+
+
+def roles_sql(script: str) -> list[str]:
+    """The SQL a psql heredoc (<<'SQL' … SQL) runs, line by line."""
+    body = script.split("<<'SQL'\n", 1)[1].split("\nSQL", 1)[0]
+    return [line.strip() for line in body.splitlines() if line.strip()]
+
+
+def check_roles_sql(lines: list[str]) -> None:
+    create, *alters = lines
+    # Idempotent: creates only what is missing (\\gexec), then sets attributes and passwords.
+    assert create.startswith("SELECT format('CREATE ROLE %I', r)") and create.endswith("\\gexec")
+    assert all(f"'{role}'" in create for role in NETWORK_ROLES)
+    assert "WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r)" in create
+    by_role = {line.split()[2]: line for line in alters}
+    assert set(by_role) == set(NETWORK_ROLES)
+    for role, line in by_role.items():
+        assert " LOGIN " in line and "NOSUPERUSER" in line and "NOCREATEROLE" in line
+        assert line.endswith(f"PASSWORD :'{role.removeprefix('cellbank_')}_password';")
+        assert ("CREATEDB" in line.split()) == (role == "cellbank_owner")
+
+
+def test_compose_postgres_init_creates_the_network_s_roles_idempotently() -> None:
+    init = services()["postgres-init"]
+    assert init["image"] == services()["postgres"]["image"]
+    assert init["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+    assert init["restart"] == "no"
+    env = raw_env("postgres-init")
+    assert env["PGUSER"] == "postgres" and env["PGHOST"] == "postgres"
+    (script,) = init["command"]
+    for role in NETWORK_ROLES:
+        variable = f"POSTGRES_{role.removeprefix('cellbank_').upper()}_PASSWORD"
+        assert variables(env[variable]) == [(variable, "required")]
+        assert f'-v {role.removeprefix("cellbank_")}_password="$${variable}"' in script
+    assert "ON_ERROR_STOP=1" in script
+    check_roles_sql(roles_sql(script))
+
+
+def test_compose_postgres_archives_every_wal_segment_to_its_own_volume() -> None:
+    postgres = services()["postgres"]
+    command = postgres["command"]
+    assert command[0] == "postgres"
+    settings = dict(arg.partition("=")[::2] for arg in command[2::2])
+    assert all(flag == "-c" for flag in command[1::2])
+    assert settings["wal_level"] == "replica" and settings["archive_mode"] == "on"
+    assert 0 < int(settings["archive_timeout"]) <= 300
+    archive = "/var/lib/postgresql/wal-archive"
+    # Never overwrites an archived segment; copies the segment (%p) under its name (%f).
+    assert settings["archive_command"] == f"test ! -f {archive}/%f && cp %p {archive}/%f"
+    assert f"postgres-wal-archive:{archive}" in postgres["volumes"]
+    assert "postgres-wal-archive" in compose()["volumes"]
+
+
+@pytest.mark.parametrize("site", DEFAULT_SITES)
+def test_k8s_site_creates_the_roles_with_a_job_as_the_administrator(site: str) -> None:
+    docs = rendered(site_dir(site))
+    (job,) = of_kind(docs, "Job")
+    assert job["metadata"]["namespace"] == f"cellbank-{site.lower()}"
+    spec = job["spec"]["template"]["spec"]
+    assert spec["restartPolicy"] == "OnFailure" and spec["securityContext"]["runAsNonRoot"]
+    (box,) = spec["containers"]
+    assert box["image"] == "postgres:18"
+    check_roles_sql(roles_sql(box["args"][0]))
+    literal = {e["name"]: e["value"] for e in box["env"] if "value" in e}
+    assert literal["PGUSER"] == "postgres"
+    secrets = {
+        e["name"]: (e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"])
+        for e in box["env"]
+        if "secretKeyRef" in e.get("valueFrom", {})
+    }
+    assert secrets == {
+        "PGPASSWORD": ("cellbank-postgres", "admin-password"),
+        "POSTGRES_OWNER_PASSWORD": ("cellbank-postgres", "owner-password"),
+        "POSTGRES_RUNTIME_PASSWORD": ("cellbank-postgres", "runtime-password"),
+        "POSTGRES_READER_PASSWORD": ("cellbank-postgres", "reader-password"),
+    }
+    configmaps = {cm["metadata"]["name"]: cm["data"] for cm in of_kind(docs, "ConfigMap")}
+    (source,) = box["envFrom"]
+    host = configmaps[source["configMapRef"]["name"]]["PGHOST"]
+    # The services' server is the one the roles are made on.
+    assert urlsplit(configmaps["cellbank-site"]["CELLBANK_DATABASE_URL"]).hostname == host
+    # The same SQL as compose's postgres-init: one definition of the roles.
+    assert roles_sql(box["args"][0]) == roles_sql(services()["postgres-init"]["command"][0])
+
+
+def test_k8s_each_site_s_postgres_commits_synchronously_and_archives_its_wal() -> None:
+    clusters = kustomize(K8S / "postgres")
+    assert {c["metadata"]["namespace"] for c in clusters} == {
+        f"cellbank-{site.lower()}" for site in DEFAULT_SITES
+    }
+    paths = set()
+    for cluster in clusters:
+        assert (cluster["apiVersion"], cluster["kind"]) == ("postgresql.cnpg.io/v1", "Cluster")
+        spec = cluster["spec"]
+        assert spec["instances"] >= 3 and spec["minSyncReplicas"] >= 1
+        assert spec["maxSyncReplicas"] >= spec["minSyncReplicas"]
+        assert spec["postgresql"]["parameters"]["synchronous_commit"] in {"on", "remote_apply"}
+        store = spec["backup"]["barmanObjectStore"]
+        assert store["destinationPath"].startswith("s3://") and "wal" in store
+        paths.add(store["destinationPath"])
+        namespace = cluster["metadata"]["namespace"]
+        site = namespace.removeprefix("cellbank-").upper()
+        (site_config,) = [
+            cm for cm in of_kind(rendered(site_dir(site)), "ConfigMap")
+            if cm["metadata"]["name"] == "cellbank-site"
+        ]  # fmt: skip
+        url = urlsplit(site_config["data"]["CELLBANK_DATABASE_URL"])
+        # The site's services use this cluster's read-write Service (CloudNativePG: <name>-rw).
+        assert url.hostname == f"{cluster['metadata']['name']}-rw.{namespace}.svc"
+    assert len(paths) == len(clusters)  # every site archives to its own place
+
+
+# --- trust between banks: signing keys and the trust list -----------------------------------
+
+TRUST_LIST_IN_POD = "/etc/cellbank/trust/trust-list.json"
+
+
+@pytest.mark.parametrize(("site", "service"), COMPOSE_SITE_SERVICES)
+def test_compose_service_signs_with_its_own_sites_key_and_verifies_with_the_trust_list(
+    site: str, service: str
+) -> None:
+    name = grpc_name(site, service)
+    spec = services()[name]
+    settings = Settings.from_env(env_of(name), service=service)
+    own = f"{site.lower()}-signing-key"
+    assert spec.get("secrets") == [own], "its own site's key, no other site's"
+    assert settings.signing_key_file == f"/run/secrets/{own}"
+    assert settings.signing_key_id == _REQUIRED.format(f"{site}_SIGNING_KEY_ID")
+    assert spec.get("configs") == [{"source": "trust-list", "target": settings.trust_list_file}]
+    secret = compose()["secrets"][own]["file"]
+    assert variables(secret) == [(f"{site}_SIGNING_KEY_FILE", "required")], "no default key"
+    trust = compose()["configs"]["trust-list"]["file"]
+    assert variables(trust) == [("CELLBANK_TRUST_LIST_FILE", "required")]
+
+
+@pytest.mark.parametrize("monitor", ["sla", "dashboard"])
+def test_compose_readers_of_the_log_verify_with_the_trust_list(monitor: str) -> None:
+    spec = services()[monitor]
+    path = raw_env(monitor)["CELLBANK_TRUST_LIST_FILE"]
+    assert spec.get("configs") == [{"source": "trust-list", "target": path}]
+    assert "secrets" not in spec, "a reader holds no signing key"
+    assert "CELLBANK_TRUST_LIST_FILE" in module_env_names("shared.trust")
+
+
+@pytest.mark.parametrize(("site", "service"), K8S_SITE_SERVICES)
+def test_k8s_service_signs_with_its_sites_secret_key_and_mounts_the_trust_list(
+    site: str, service: str
+) -> None:
+    docs = rendered(site_dir(site))
+    deployment = deployment_running(docs, RUNS[service])
+    env = pod_env(docs, deployment)
+    assert secret_file_of(deployment, env, "CELLBANK_SIGNING_KEY_FILE") == "key.pem"
+    (secret, _), *_ = [
+        v for k, v in secret_files(deployment).items() if k == env["CELLBANK_SIGNING_KEY_FILE"]
+    ]
+    assert secret == "cellbank-signing-key"  # the site's, in the site's namespace
+    assert env["CELLBANK_SIGNING_KEY_ID"].startswith(site)
+    assert env["CELLBANK_TRUST_LIST_FILE"] == TRUST_LIST_IN_POD
+    assert_mounts_trust_list(docs, deployment)
+
+
+@pytest.mark.parametrize("monitor", [["python", "-m", "services.delivery.entrypoints.sla_worker"],
+                                     ["python", "-m", "deploy.dashboard"]])  # fmt: skip
+def test_k8s_readers_of_the_log_mount_the_trust_list_and_no_key(monitor: list[str]) -> None:
+    docs = rendered(K8S / "network")
+    deployment = deployment_running(docs, monitor)
+    env = pod_env(docs, deployment)
+    assert env["CELLBANK_TRUST_LIST_FILE"] == TRUST_LIST_IN_POD
+    assert "CELLBANK_SIGNING_KEY_FILE" not in env
+    assert_mounts_trust_list(docs, deployment)
+
+
+def assert_mounts_trust_list(
+    docs: tuple[dict[str, Any], ...], deployment: Mapping[str, Any]
+) -> None:
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    (mount,) = [
+        m for m in container(deployment)["volumeMounts"]
+        if volumes[m["name"]].get("configMap", {}).get("name") == "cellbank-trust-list"
+    ]  # fmt: skip
+    assert mount["readOnly"] is True
+    assert f"{mount['mountPath']}/trust-list.json" == TRUST_LIST_IN_POD
+    (trust,) = [
+        cm for cm in of_kind(docs, "ConfigMap") if cm["metadata"]["name"] == "cellbank-trust-list"
+    ]
+    TrustList.from_json(trust["data"]["trust-list.json"])  # a list the code accepts

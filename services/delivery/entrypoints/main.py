@@ -21,6 +21,7 @@ from shared.grpc_server import channel_credentials
 from shared.kafka_admin import consumer_lag_by_prefix
 from shared.oidc import ClientCredentials
 from shared.service_host import Components, ServiceContext, ServiceSpec, run
+from shared.untrusted import untrusted_counts
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -57,6 +58,12 @@ def build(ctx: ServiceContext) -> Components:
                 status.recorded_by = ref["recorded_by"]
                 status.checksums.update(dict(c.split("=", 1) for c in ref["checksums"].split()))
                 status.recorded_at.FromDatetime(ref["recorded_at"])
+        # What this site's consumers refused (they read every topic of the network).
+        for row in await untrusted_counts(ctx.pool):
+            refused = out.untrusted.add(
+                claimed_site=row["claimed_site"], reason=row["reason"], count=row["n"]
+            )
+            refused.last_at.FromDatetime(row["last_at"])
         out.as_of.FromDatetime(ctx.clock())
         return out
 

@@ -7,12 +7,14 @@ services/delivery/domain/sla.py; this app only keeps the watches and sends the c
 Configuration (environment): CELLBANK_KAFKA_BOOTSTRAP, CELLBANK_DELIVERY_ENDPOINTS
 ("LON=host:port,…"), CELLBANK_OIDC_ISSUER, CELLBANK_OIDC_CLIENT_ID and CELLBANK_OIDC_CLIENT_SECRET (its client), CELLBANK_SLA_CHECK_S (10),
 CELLBANK_SLA_MARGIN_MINUTES (15), CELLBANK_SLA_APP_ID, CELLBANK_SLA_DATADIR,
-CELLBANK_DELIVERY_TOPIC (tests).
+CELLBANK_TRUST_LIST_FILE (the network's trust list: a record it does not vouch for is
+dead-lettered and counted, never followed), CELLBANK_DELIVERY_TOPIC (tests).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import tempfile
@@ -27,10 +29,14 @@ from cellbank.delivery.v1 import delivery_service_pb2_grpc as dpb_grpc
 from services.delivery.adapters.codec import CODEC
 from services.delivery.domain import model
 from services.delivery.domain.sla import SlaWatch, at_risk
-from shared.envelope_codec import decode
+from shared.kafka_clients import KafkaSecurity
 from shared.oidc import ClientCredentials
 from shared.settings import parse_endpoints
-from shared.topics import DELIVERY_EVENTS
+from shared.topics import DEADLETTER, DELIVERY_EVENTS
+from shared.trust import TrustList
+from shared.untrusted import Refused, count, judge_one
+
+SLA_CONSUMER = "sla"  # the consumer label of what this monitor refuses
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +76,7 @@ def _from_json(raw: dict[str, Any]) -> SlaWatch:
 app = faust.App(
     os.environ.get("CELLBANK_SLA_APP_ID", "cellbank-sla"),
     broker=f"kafka://{os.environ.get('CELLBANK_KAFKA_BOOTSTRAP', '127.0.0.1:9092')}",
+    broker_credentials=KafkaSecurity.from_env().faust_credentials(),
     store="memory://",
     topic_replication_factor=int(os.environ.get("CELLBANK_TOPIC_REPLICATION_FACTOR", "1")),
     topic_partitions=int(os.environ.get("CELLBANK_TOPIC_PARTITIONS", "3")),
@@ -82,6 +89,9 @@ delivery_topic = app.topic(
     os.environ.get("CELLBANK_DELIVERY_TOPIC", DELIVERY_EVENTS),
     key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
 )  # fmt: skip
+deadletters = app.topic(
+    DEADLETTER, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+)
 watches = app.Table(
     "shipment_sla", default=None, key_type=bytes, partitions=app.conf.topic_partitions
 )
@@ -92,11 +102,33 @@ tokens = ClientCredentials.from_env()  # the monitor's own client (role monitor-
 margin = timedelta(minutes=float(os.environ.get("CELLBANK_SLA_MARGIN_MINUTES", "15")))
 
 
+@functools.cache
+def trust() -> TrustList:
+    """The trust list, read once (the worker refuses to start without it: see __main__)."""
+    return TrustList.from_env()
+
+
 @app.agent(delivery_topic)
 async def follow_shipments(stream: Any) -> None:
-    async for key, value in stream.items():
+    async for record in stream.events():
+        message = record.message
+        key = record.key
+        verdict = judge_one(trust(), message)
+        if isinstance(verdict, Refused):  # never followed: it could raise a false alarm
+            await deadletters.send(
+                key=key, value=message.value,
+                headers={
+                    "error": verdict.error.encode(), "untrusted_reason": verdict.reason.encode(),
+                    "projection": SLA_CONSUMER.encode(),
+                    "original_topic": message.topic.encode(),
+                    "original_partition": str(message.partition).encode(),
+                    "original_offset": str(message.offset).encode(),
+                },
+            )  # fmt: skip
+            count(SLA_CONSUMER, verdict)
+            continue
+        stored = verdict
         try:
-            stored = decode(value)
             if stored.aggregate_type != "shipment":
                 continue
             event = CODEC.decode(stored.event_type, stored.payload)
@@ -148,4 +180,5 @@ async def check_promises() -> None:
 
 
 if __name__ == "__main__":
+    trust()  # no trust list, no monitor: the error names CELLBANK_TRUST_LIST_FILE
     app.main()

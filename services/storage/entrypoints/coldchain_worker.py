@@ -30,6 +30,7 @@ from cellbank.storage.v1 import storage_service_pb2_grpc as spb_grpc
 
 from services.storage.coldchain.monitor import TankMonitor
 from services.storage.coldchain.watch import ColdChainRules, Fact, Reading, TankWatch
+from shared.kafka_clients import KafkaSecurity
 from shared.oidc import ClientCredentials
 from shared.settings import parse_endpoints
 from shared.topics import TELEMETRY
@@ -203,6 +204,7 @@ def _watch_from_json(raw: dict[str, Any]) -> TankWatch:
 app = faust.App(
     os.environ.get("CELLBANK_COLDCHAIN_APP_ID", "cellbank-coldchain"),
     broker=f"kafka://{os.environ.get('CELLBANK_KAFKA_BOOTSTRAP', '127.0.0.1:9092')}",
+    broker_credentials=KafkaSecurity.from_env().faust_credentials(),
     store="memory://",
     topic_replication_factor=int(os.environ.get("CELLBANK_TOPIC_REPLICATION_FACTOR", "1")),
     topic_partitions=int(os.environ.get("CELLBANK_TOPIC_PARTITIONS", "3")),

@@ -8,6 +8,7 @@ from aiokafka import AIOKafkaProducer
 from cellbank.storage.v1 import events_pb2 as pb
 
 from services.storage.coldchain.watch import Reading
+from shared import kafka_clients
 from shared.errors import StoreBusy
 from shared.topics import TELEMETRY
 
@@ -20,9 +21,7 @@ class TelemetryPublisher:
 
     async def run(self, stop: asyncio.Event) -> None:
         """A worker: owns the producer for the service's lifetime."""
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True
-        )
+        producer = kafka_clients.producer(self.bootstrap, acks="all", enable_idempotence=True)
         await producer.start()
         self._producer = producer
         self._ready.set()
