@@ -3,7 +3,8 @@
     cellbank login [--username U --password P | --client-id C --client-secret S]
                                                      sign in (a browser, via a printed URL and code)
     cellbank logout                                  forget the sign-in
-    cellbank audit verify [--site SITE]              every service's hash chain, per site
+    cellbank audit verify [--site SITE]              every service's hash chain, per site, held
+                                                     against its anchors and Kafka
     cellbank audit log --aggregate ID [--site SITE] [--json]
                                                      who did what, when and why to an aggregate
     cellbank trace --din DIN | --donor ID | --batch ID [--site SITE] [--json]
@@ -39,7 +40,7 @@ from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequenc
 from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
-from typing import Any, TextIO, TypeVar
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 import grpc
 from cellbank.delivery.v1 import delivery_service_pb2 as dpb
@@ -50,12 +51,18 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from deploy import sign_in
 from deploy.processes import REPO_ROOT, hla_reference_dir
-from shared.topics import SERVICES
+from shared.topics import SERVICE_TOPICS, SERVICES
+from shared.trust import TRUST_LIST_ENV, TrustConfigError, TrustList
+
+if TYPE_CHECKING:
+    from deploy.audit_evidence import Evidence
+    from shared.chain_key import ChainKey
 
 T = TypeVar("T")
 
 DEFAULT_ENDPOINTS_FILE = REPO_ROOT / ".cellbank" / "endpoints.json"
 ENDPOINTS_ENV = "CELLBANK_ENDPOINTS_FILE"
+CHAIN_KEYS_DIR_ENV = "CELLBANK_CHAIN_KEYS_DIR"  # a folder of <SITE>.<service>.key (restore)
 DEFAULT_TIMEOUT = 60.0
 # gRPC codes that mean "nobody answered", as opposed to "it answered no".
 UNREACHABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
@@ -334,13 +341,19 @@ def identity_options() -> argparse.ArgumentParser:
 
 @dataclass(frozen=True, slots=True)
 class ChainCheck:
-    """One service's answer to VerifyAuditChain, or why there was none."""
+    """One service's answer to VerifyAuditChain, or why there was none; `finding` is what its
+    head says against the site's anchors and Kafka (a deleted tail, a truncated table)."""
 
     site: str
     service: str
     address: str
     report: opb.AuditChainReport | None = None
     error: str = ""
+    finding: str = ""
+
+    @property
+    def broken(self) -> bool:
+        return self.report is not None and (not self.report.intact or bool(self.finding))
 
 
 def check_line(check: ChainCheck) -> str:
@@ -350,16 +363,20 @@ def check_line(check: ChainCheck) -> str:
         return f"{label} ERROR   {check.error}"
     checked = check.report.events_checked
     count = f"{checked} event{'' if checked == 1 else 's'}"
-    if check.report.intact:
-        return f"{label} OK      {count}"
-    position = check.report.broken_at_position
-    return f"{label} BROKEN  at position {position} ({count} intact before it)"
+    if not check.report.intact:
+        position = check.report.broken_at_position
+        return f"{label} BROKEN  at position {position} ({count} intact before it)"
+    if check.finding:
+        return f"{label} BROKEN  {check.finding}"
+    return f"{label} OK      {count}"
 
 
 def broken_link(check: ChainCheck) -> str:
     """Everything an investigator needs to find the first broken link."""
     r = check.report
     assert r is not None
+    if r.intact:
+        return f"BROKEN: site {check.site}, service {check.service}: {check.finding}"
     event = f"event {r.broken_event_id or '?'}"
     if r.broken_aggregate_id:
         event += f" of aggregate {r.broken_aggregate_id} v{r.broken_aggregate_version}"
@@ -371,34 +388,98 @@ def broken_link(check: ChainCheck) -> str:
     )
 
 
-def verify_service(site: str, service: str, address: str, token: str, timeout: float) -> ChainCheck:
+def verify_service(
+    site: str, service: str, address: str, token: str, timeout: float, evidence: Evidence
+) -> ChainCheck:
     try:
         report = operator_call(
             address,
             lambda stub: stub.VerifyAuditChain(
-                opb.VerifyAuditChainRequest(), metadata=bearer(token), timeout=timeout
+                opb.VerifyAuditChainRequest(hashes_at=evidence.positions()),
+                metadata=bearer(token),
+                timeout=timeout,
             ),
         )
     except grpc.RpcError as err:
         return ChainCheck(site, service, address, error=call_problem(address, err))
-    return ChainCheck(site, service, address, report=report)
+    from deploy.audit_evidence import held_against
+
+    finding = held_against(
+        evidence, head_position=report.head_position, event_count=report.event_count,
+        hashes={h.position: h.hash for h in report.hashes},
+    )  # fmt: skip
+    return ChainCheck(site, service, address, report=report, finding=finding)
+
+
+def evidence_sources(
+    endpoints: NetworkEndpoints, args: argparse.Namespace, env: Mapping[str, str] = os.environ
+) -> tuple[str, TrustList]:
+    """Kafka and the trust list: --kafka / --trust-list, else CELLBANK_KAFKA_BOOTSTRAP /
+    CELLBANK_TRUST_LIST_FILE, else the endpoints file's `kafka` / `trust_list`."""
+    bootstrap = (
+        args.kafka
+        or env.get("CELLBANK_KAFKA_BOOTSTRAP", "").strip()
+        or str(endpoints.document.get("kafka", ""))
+    )
+    trust_file = (
+        args.trust_list
+        or env.get(TRUST_LIST_ENV, "").strip()
+        or str(endpoints.document.get("trust_list", ""))
+    )
+    if not bootstrap or not trust_file:
+        raise CliError(
+            "audit verify holds every store against its site's signed anchors and its events on "
+            "Kafka: pass --kafka and --trust-list, set CELLBANK_KAFKA_BOOTSTRAP / "
+            f"{TRUST_LIST_ENV}, or use the file make run writes"
+        )
+    try:
+        return bootstrap, TrustList.from_file(trust_file)
+    except TrustConfigError as exc:
+        raise CliError(str(exc)) from None
+
+
+def gather_evidence(
+    bootstrap: str, trust: TrustList, site: str, services: Sequence[str], io: Streams
+) -> dict[str, Evidence]:
+    import asyncio
+
+    from deploy.audit_evidence import site_evidence
+
+    try:
+        evidence = asyncio.run(site_evidence(bootstrap, trust, site, services))
+    except Exception as exc:
+        raise CliError(f"Kafka at {bootstrap} not read: {exc!r}") from None
+    for service, found in evidence.items():
+        if found.log is not None and found.log.untrusted:
+            io.warn(
+                f"warning: {found.log.untrusted} record(s) on {SERVICE_TOPICS[service]} claim "
+                f"{site} but do not verify against the trust list (left out)"
+            )
+    return evidence
 
 
 def audit_verify(args: argparse.Namespace, io: Streams) -> int:
-    """Every service's chain at the site(s); a broken chain outranks an unreachable service
-    in the exit code, since tampering is the finding this command exists for."""
+    """Every service's chain at the site(s), each store held against its site's newest signed
+    anchor and its events on Kafka; a broken chain outranks an unreachable service in the exit
+    code, since tampering is the finding this command exists for."""
     endpoints = load_endpoints(args.endpoints)
     token = signed_in_token(endpoints)
+    bootstrap, trust = evidence_sources(endpoints, args)
     checks = []
     for site in endpoints.site_names(args.site):
         services = endpoints.services_of(site)
         if not services:
             raise CliError(f"site {site} has no service endpoints in {endpoints.path}")
+        # Kafka first: the store's head, read after, can only be ahead of it. As the endpoints
+        # file's principal (read-only operator) when its Kafka is the one read.
+        from_file = not args.kafka and not os.environ.get("CELLBANK_KAFKA_BOOTSTRAP", "").strip()
+        with kafka_credentials_of(endpoints.document, from_file):
+            evidence = gather_evidence(bootstrap, trust, site, [s for s, _ in services], io)
         for service, address in services:
-            check = verify_service(site, service, address, token, args.timeout)
+            check = verify_service(site, service, address, token, args.timeout, evidence[service])
             io.print(check_line(check))
             checks.append(check)
-    broken = [c for c in checks if c.report is not None and not c.report.intact]
+    broken = [c for c in checks if c.broken]
     failed = [f"{c.site} {c.service} {c.error}" for c in checks if c.report is None]
     if broken:
         io.print(broken_link(broken[0]))
@@ -737,7 +818,7 @@ def replay(args: argparse.Namespace, io: Streams) -> int:
     """Rebuild a site from the log; --verify compares its digests with the live site."""
     import asyncio
 
-    from deploy.replay import differences, replay_site, site_digests, specs
+    from deploy.replay import RestoreRefused, differences, replay_site, site_digests, specs
     from shared.db import database_name
     from shared.db_roles import DatabaseRoles, hand_over
     from shared.service_lock import ServicesRunning, running_services
@@ -770,11 +851,15 @@ def replay(args: argparse.Namespace, io: Streams) -> int:
                     f"{site} still has event stores ({', '.join(present)}): --restore rebuilds a "
                     "site whose databases are gone (stop its services and drop them, or --force)"
                 )
-        result = await replay_site(
-            site, bootstrap=bootstrap, server_url=server, targets=targets,
-            restore_events_from_log=args.restore, progress=io.warn,
-            trust_list_file=trust_list_path(endpoints),
-        )  # fmt: skip
+        try:
+            result = await replay_site(
+                site, bootstrap=bootstrap, server_url=server, targets=targets,
+                restore_events_from_log=args.restore, progress=io.warn,
+                trust_list_file=trust_list_path(endpoints),
+                chain_keys=restore_keys(endpoints, args, site, services) if args.restore else None,
+            )  # fmt: skip
+        except RestoreRefused as refused:
+            raise CliError(f"restore {refused}", code=1) from None
         if args.restore and (roles := endpoints.document.get("database_roles")):
             for dbname in targets.values():  # the owner role's again, the runtime's grants
                 await hand_over(server, dbname, DatabaseRoles(**roles))
@@ -818,6 +903,34 @@ def replay(args: argparse.Namespace, io: Streams) -> int:
 
     with kafka_credentials_of(endpoints.document, from_file):
         return asyncio.run(run())
+
+
+def restore_keys(
+    endpoints: NetworkEndpoints, args: argparse.Namespace, site: str, services: Sequence[str]
+) -> dict[str, ChainKey]:
+    """The stores' chain keys a restore recomputes every hash with: --chain-keys DIR, else
+    $CELLBANK_CHAIN_KEYS_DIR, else the endpoints file's `chain_keys` (`<SITE>.<service>.key`)."""
+    from deploy.chain_keys import ChainKeys
+    from shared.errors import InvalidArgument
+
+    folder = (
+        args.chain_keys
+        or os.environ.get(CHAIN_KEYS_DIR_ENV, "").strip()
+        or str(endpoints.document.get("chain_keys", ""))
+    )
+    if not folder:
+        raise CliError(
+            "--restore recomputes every hash with the stores' chain keys: pass --chain-keys DIR,"
+            f" set {CHAIN_KEYS_DIR_ENV}, or use the file make run writes"
+        )
+    keys = ChainKeys(Path(folder))
+    missing = [s for s in services if not (keys.directory / f"{site}.{s}.key").exists()]
+    if missing:
+        raise CliError(f"no chain key of {site} {', '.join(missing)} in {folder}")
+    try:
+        return {s: keys.key(site, s) for s in services}
+    except InvalidArgument as exc:
+        raise CliError(f"{folder}: {exc}") from None
 
 
 async def _databases_with_events(server: str, names: list[str]) -> list[str]:
@@ -1069,10 +1182,17 @@ def build_parser() -> argparse.ArgumentParser:
         "verify",
         audit_verify,
         help="verify every service's audit hash chain at a site",
-        description="Recompute every service's hash chain; print one line per service, then "
-        "OK or the first broken link. Exit 0 intact, 1 broken, 2 unreachable.",
+        description="Recompute every service's keyed hash chain and hold its head against the "
+        "site's newest signed anchor and the site's events on Kafka (a rewritten row, a deleted "
+        "tail, a truncated table); print one line per service, then OK or the first finding. "
+        "Exit 0 intact, 1 broken, 2 unreachable.",
     )
     verify.add_argument("--site", help="site id, e.g. LON (default: every site in the file)")
+    verify.add_argument("--kafka", help="Kafka bootstrap (default: the endpoints file)")
+    verify.add_argument(
+        "--trust-list",
+        help="the network's trust list (default: $CELLBANK_TRUST_LIST_FILE, the file)",
+    )
     log = audit.add(
         "log",
         audit_log,
@@ -1120,6 +1240,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     replayed.add_argument("--kafka", help="Kafka bootstrap (default: the endpoints file)")
     replayed.add_argument("--database-url", help="PostgreSQL server URL (default: the file)")
+    replayed.add_argument(
+        "--chain-keys",
+        help=f"with --restore: the stores' chain keys (default: ${CHAIN_KEYS_DIR_ENV})",
+    )
     listing.append(("replay", replay_help))
 
     watch_help = "a live, readable stream of the network's events (filters, --json)"

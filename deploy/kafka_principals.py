@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from shared.topics import DEADLETTER, SERVICE_TOPICS, SERVICES, TELEMETRY
+from shared.topics import ANCHORS, DEADLETTER, SERVICE_TOPICS, SERVICES, TELEMETRY
 
 ADMIN = "admin"  # the super user: creates topics, provisions the others; brokers use it too
 OPERATOR = "operator"  # the CLI (watch, replay/restore, audit): read-only
@@ -15,8 +15,6 @@ COLDCHAIN = "monitor-coldchain"  # the Faust cold-chain monitor
 SLA = "monitor-sla"  # the Faust shipment-promise monitor
 COLDCHAIN_APP_ID = "cellbank-coldchain"
 SLA_APP_ID = "cellbank-sla"
-# The anchors topic of the audit-chain work; named here until shared/topics.py lists it.
-ANCHORS = "cellbank.anchors.v1"
 TOPIC_PREFIX = "cellbank."
 EVENT_TOPICS: tuple[str, ...] = tuple(SERVICE_TOPICS.values())
 # Topics a service writes besides its event topic: storage's telemetry gateway (gRPC
@@ -65,7 +63,8 @@ def service_grants(
     the event topics WatchEvents serves; only its own consumer groups."""
     writes = (SERVICE_TOPICS[service], *EXTRA_WRITES.get(service, ()), DEADLETTER, ANCHORS)
     grants = {topic(name, "WRITE") for name in writes}
-    grants |= {topic(name, "READ") for name in (*reads, *EVENT_TOPICS)}
+    # Anchors: its own last one is read back before it anchors again (shared/anchor_log.py).
+    grants |= {topic(name, "READ") for name in (*reads, *EVENT_TOPICS, ANCHORS)}
     grants.add(group_prefix(group_prefixes(site, service)))
     if service == "delivery":
         # GetNetworkStatus reports every site's consumer lag: describe (never join) their groups.

@@ -13,6 +13,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from deploy.chain_keys import ChainKeys
 from deploy.identities import demo_realm
 from deploy.infra import Endpoints
 from deploy.kafka_principals import COLDCHAIN, SLA, TANK_SENSORS, service_principal
@@ -46,6 +47,7 @@ class ServiceProcess:
         return f"127.0.0.1:{self.grpc_port}"
 
     def start(self, endpoints: Endpoints, log_dir: Path) -> None:
+        """Start the process; its chain key is kept beside the logs (`<root>/chain-keys`)."""
         env = {
             **os.environ,
             "CELLBANK_SITE_ID": self.site,
@@ -60,6 +62,7 @@ class ServiceProcess:
             **(endpoints.database_logins.service_env() if endpoints.database_logins else {}),
             **_client_env(demo_realm().service_client(self.site, self.service).client_id),
             "CELLBANK_HLA_REFERENCE": hla_reference_dir(),
+            **ChainKeys(log_dir.parent / "chain-keys").env(self.site, self.service),
             **self.env,
         }
         log_dir.mkdir(parents=True, exist_ok=True)

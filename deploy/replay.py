@@ -2,8 +2,10 @@
 
 A site's state is a function of the log: for each of its services, a fresh database gets the
 service's projections replayed from offset 0 (and, when its event store is gone, the site's own
-events restored from the service's topic, in hash-chain order, so the chain still verifies and
-the relay does not publish them again). Policies — projections that act (raise recalls, record
+events restored from the service's topic at their own positions, so the chain still verifies and
+the relay does not publish them again — but only once every record's signature verified and every
+keyed hash was recomputed from genesis: a broken chain is refused, naming its first bad link, with
+nothing written). Policies — projections that act (raise recalls, record
 shipment facts on orders) — are not replayed: what they did is already in the event stores.
 
 `site_digests` hashes every read-model table (rows as canonical JSON, sorted) and the event
@@ -31,6 +33,7 @@ from aiokafka import TopicPartition
 
 from deploy.processes import REPO_ROOT
 from shared import kafka_clients
+from shared.chain_key import ChainKey
 from shared.db import (
     SHARED_MIGRATIONS,
     create_pool,
@@ -45,13 +48,15 @@ from shared.events import StoredEvent
 from shared.eventstore import utc_now
 from shared.hashchain import GENESIS
 from shared.kafka_admin import end_offsets
+from shared.log_chain import BrokenChain, LogRecord, restorable
+from shared.log_reader import records_to_end
 from shared.postgres_eventstore import PostgresEventStore
 from shared.projections import Projection, ProjectionRunner, consumed, next_offsets
 from shared.service_host import ServiceContext, ServiceSpec
 from shared.service_lock import ServicesRunning, running_services
 from shared.settings import Settings
 from shared.topics import SERVICE_TOPICS
-from shared.trust import TRUST_LIST_ENV, TrustList, Untrusted, verify_envelope
+from shared.trust import TRUST_LIST_ENV, TrustList, Untrusted, envelope_signer, verify_envelope
 
 # Bookkeeping of the runner and the relay, not state: differs between a live site and a replay.
 NOT_STATE = frozenset(
@@ -187,16 +192,59 @@ def chain_order(events: Sequence[StoredEvent]) -> list[StoredEvent]:
     return ordered
 
 
+class RestoreRefused(Exception):
+    """The site's log cannot be restored as it is; the message names the first bad link."""
+
+
+async def site_records_from_log(bootstrap: str, topic: str, site_id: str) -> list[LogRecord]:
+    """The records on the topic (up to its current end) whose envelope claims the site, as
+    they are on the log: a restore verifies them before it trusts any."""
+    return [
+        LogRecord(topic, record.partition, record.offset, record.value)
+        async for record in records_to_end(bootstrap, topic)
+        if record.value is not None and envelope_signer(record.value)[0] == site_id
+    ]
+
+
+async def verified_site_logs(
+    site_id: str,
+    bootstrap: str,
+    services: Sequence[str],
+    *,
+    chain_keys: Mapping[str, ChainKey],
+    trust: TrustList,
+    topics: Mapping[str, str] = SERVICE_TOPICS,
+) -> dict[str, list[StoredEvent]]:
+    """service → the site's events of its store, each signature verified and every keyed hash
+    recomputed from genesis; RestoreRefused naming the first bad record or link otherwise."""
+    verified: dict[str, list[StoredEvent]] = {}
+    for name in services:
+        key = chain_keys.get(name)
+        if key is None:
+            raise RestoreRefused(f"{site_id} {name}: no chain key to recompute its hashes with")
+        records = await site_records_from_log(bootstrap, topics[name], site_id)
+        try:
+            verified[name] = restorable(records, site_id=site_id, key=key, trust=trust)
+        except BrokenChain as exc:
+            raise RestoreRefused(
+                f"{site_id} {name}: refused, nothing was written: the log's chain is broken at"
+                f" {exc}"
+            ) from None
+    return verified
+
+
 async def restore_events(
     pool: asyncpg.Pool, events: Sequence[StoredEvent], relay_name: str
 ) -> None:
-    """Insert the events with positions 1..N and mark them published (they are on Kafka)."""
+    """Insert the (verified) events at their own positions and mark them published (they are
+    on Kafka): the restored store is the lost one, anchors and all."""
     rows = [
-        (i, e.event_id, e.aggregate_id, e.aggregate_version, e.aggregate_type, e.event_type,
-         e.schema_version, e.site_id, e.occurred_at, e.recorded_at, e.actor, e.reason,
-         e.correlation_id, e.causation_id, e.payload, e.prev_hash, e.hash)
-        for i, e in enumerate(events, start=1)
+        (e.position, e.event_id, e.aggregate_id, e.aggregate_version, e.aggregate_type,
+         e.event_type, e.schema_version, e.site_id, e.occurred_at, e.recorded_at, e.actor,
+         e.reason, e.correlation_id, e.causation_id, e.payload, e.prev_hash, e.hash)
+        for e in events
     ]  # fmt: skip
+    head = events[-1].position if events else 0
     async with pool.acquire() as conn, conn.transaction():
         if await conn.fetchval("SELECT count(*) FROM events"):
             raise RuntimeError("the target event store is not empty; restore into a fresh one")
@@ -211,12 +259,12 @@ async def restore_events(
         )  # fmt: skip
         await conn.execute(
             "SELECT setval(pg_get_serial_sequence('events', 'position'), greatest($1, 1), $1 > 0)",
-            len(rows),
+            head,
         )
         await conn.execute(
             "INSERT INTO relay_checkpoints (relay_name, position) VALUES ($1, $2)"
             " ON CONFLICT (relay_name) DO UPDATE SET position = $2",
-            relay_name, len(rows),
+            relay_name, head,
         )  # fmt: skip
 
 
@@ -450,12 +498,14 @@ async def replay_site(
     facility_id: str = REPLAY_FIN,
     timeout: float = 1800.0,
     trust_list_file: str = "",
+    chain_keys: Mapping[str, ChainKey] | None = None,
+    topics: Mapping[str, str] = SERVICE_TOPICS,  # where each store's events are (restore)
 ) -> ReplayResult:
     """Rebuild each service of the site into `targets[service]` (a database name; an existing
     one is dropped first unless events are restored into it … which needs it empty). Each
     service replays in a worker process of its own. Every record is verified against the
-    trust list (trust_list_file, else CELLBANK_TRUST_LIST_FILE): the rebuild skips and counts
-    what it does not vouch for; a restore refuses records that claim the site and don't."""
+    trust list (trust_list_file, else CELLBANK_TRUST_LIST_FILE). Restoring events needs every
+    store's chain key too: the whole log is verified before any database is touched."""
     started = time.monotonic()
     if restore_events_from_log:  # never drop databases from under running services
         chosen = [targets[name] for name in services or list(targets)]
@@ -465,6 +515,12 @@ async def replay_site(
     trust = TrustList.from_env({TRUST_LIST_ENV: trust_list_file})  # fails early, names it
     restored: dict[str, int] = {}
     all_specs = specs()
+    verified: dict[str, list[StoredEvent]] = {}
+    if restore_events_from_log:
+        verified = await verified_site_logs(
+            site_id, bootstrap, services or list(all_specs), chain_keys=chain_keys or {},
+            trust=trust, topics=topics,
+        )  # fmt: skip
     pools: list[asyncpg.Pool] = []
     workers: list[_Worker] = []
     try:
@@ -481,9 +537,7 @@ async def replay_site(
                     migration_files(SHARED_MIGRATIONS, *spec.borrowed_migrations, spec.migrations),
                 )
                 if restore_events_from_log:
-                    events = await site_events_from_log(
-                        bootstrap, SERVICE_TOPICS[name], site_id, trust=trust
-                    )
+                    events = verified[name]
                     await restore_events(pool, events, f"{site_id}.{name}.relay")
                     restored[name] = len(events)
                     progress(f"{site_id} {name}: {len(events):,} own events restored from the log")

@@ -152,6 +152,7 @@ def endpoints_document(
     identity: Identity,
     kafka_env: Mapping[str, str] | None = None,
     database_roles: DatabaseRoles | None = None,
+    chain_keys: str = "",
 ) -> dict[str, Any]:
     """What tools need to reach the running network (`cellbank`, hospital clients): every
     site's service addresses plus the public aliases, the identity provider, the demo realm's
@@ -177,6 +178,7 @@ def endpoints_document(
         "database_roles": dataclasses.asdict(database_roles) if database_roles else {},
         "dashboard": dashboard,
         "trust_list": trust_list,  # the network's trust list (`cellbank watch`, replay, dashboard)
+        "chain_keys": chain_keys,  # the stores' chain keys (`cellbank replay --restore` verifies)
     }
 
 
@@ -332,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
                     endpoints.database_logins.roles if endpoints.database_logins else None
                 ),
                 trust_list=str(trust.trust_list_file),
+                chain_keys=str(args.root / "chain-keys"),
             ),
         )
         demo = "" if args.no_demo else run_async(lambda: seed_demo(services, sites))

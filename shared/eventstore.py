@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from shared.bounds import MAX_ENVELOPE_BYTES
+from shared.chain_key import ChainKey
 from shared.envelope_codec import to_envelope
 from shared.errors import ConcurrencyConflict, InvalidArgument
 from shared.events import NewEvent, StoredEvent
@@ -62,7 +63,7 @@ class EventStore(Protocol):
         ...
 
     async def verify_chain(self, from_position: int = 0) -> ChainReport:
-        """Recompute the hash chain from a position to the head."""
+        """Recompute the (keyed) hash chain from a position to the head."""
         ...
 
 
@@ -139,6 +140,7 @@ def envelope_bytes(new: NewEvent, aggregate_id: str, site_id: str) -> int:
 def seal(
     new: NewEvent,
     *,
+    key: ChainKey,
     position: int,
     aggregate_id: str,
     version: int,
@@ -146,7 +148,7 @@ def seal(
     recorded_at: datetime,
     prev_hash: bytes,
 ) -> StoredEvent:
-    """Turn a NewEvent into the StoredEvent the store will write, hash included."""
+    """Turn a NewEvent into the StoredEvent the store will write, its keyed hash included."""
     unsealed = StoredEvent(
         position=position,
         event_id=new.event_id,
@@ -166,16 +168,23 @@ def seal(
         prev_hash=prev_hash,
         hash=b"",
     )
-    return replace(unsealed, hash=event_hash(prev_hash, unsealed))
+    return replace(unsealed, hash=event_hash(key, prev_hash, unsealed))
 
 
 class InMemoryEventStore:
-    """EventStore for tests and pure-domain runs; same contract as PostgresEventStore."""
+    """EventStore for tests and pure-domain runs; same contract as PostgresEventStore. Its
+    chain key, unless given, is its own random one (the store lives and dies with it)."""
 
     def __init__(
-        self, site_id: str, clock: Clock = utc_now, *, max_envelope_bytes: int = MAX_ENVELOPE_BYTES
+        self,
+        site_id: str,
+        clock: Clock = utc_now,
+        *,
+        chain_key: ChainKey | None = None,
+        max_envelope_bytes: int = MAX_ENVELOPE_BYTES,
     ) -> None:
         self.site_id = site_id
+        self.chain_key = chain_key or ChainKey.generate()
         self.max_envelope_bytes = max_envelope_bytes
         self._clock = clock
         self._events: list[StoredEvent] = []
@@ -208,6 +217,7 @@ class InMemoryEventStore:
             for offset, new in enumerate(events, start=1):
                 event = seal(
                     new,
+                    key=self.chain_key,
                     position=len(self._events) + offset,
                     aggregate_id=aggregate_id,
                     version=expected_version + offset,
@@ -234,7 +244,9 @@ class InMemoryEventStore:
 
     async def verify_chain(self, from_position: int = 0) -> ChainReport:
         tail = self._events[from_position:]
-        return verify_chain(tail, tail[0].prev_hash if tail and from_position else GENESIS)
+        return verify_chain(
+            tail, self.chain_key, tail[0].prev_hash if tail and from_position else GENESIS
+        )
 
     def tamper(self, position: int, **changes: object) -> None:
         """Test hook: silently rewrite a stored event, as an attacker with disk access would."""

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
+from shared.chain_key import ChainKey
 from shared.events import StoredEvent
 
 GENESIS = b"\x00" * 32
@@ -22,13 +24,15 @@ def _field(value: str | bytes | int | datetime) -> bytes:
     return struct.pack(">I", len(raw)) + raw
 
 
-def event_hash(prev_hash: bytes, event: StoredEvent) -> bytes:
-    """SHA-256 over prev_hash and the event's fields, length-prefixed in a fixed order.
+def event_hash(key: ChainKey, prev_hash: bytes, event: StoredEvent) -> bytes:
+    """HMAC-SHA256, keyed with the store's chain key, over prev_hash and the event's fields,
+    length-prefixed in a fixed order. Keyed, so that whoever can write the database but does
+    not hold the key cannot rewrite a row and re-hash the chain after it.
 
     The position is left out on purpose: it is assigned by the store's sequence and the chain's
     order already pins it; everything a regulator reads (who, when, what, why) is covered.
     """
-    digest = hashlib.sha256(prev_hash)
+    digest = hmac.new(key.secret, prev_hash, hashlib.sha256)
     for value in (
         event.event_id,
         event.event_type,
@@ -60,8 +64,10 @@ class ChainReport:
     broken_event: StoredEvent | None = None
 
 
-def verify_chain(events: Iterable[StoredEvent], expected_prev: bytes = GENESIS) -> ChainReport:
-    """Walk events in position order and check every link and every hash."""
+def verify_chain(
+    events: Iterable[StoredEvent], key: ChainKey, expected_prev: bytes = GENESIS
+) -> ChainReport:
+    """Walk events in position order and check every link and every (keyed) hash."""
     prev = expected_prev
     checked = 0
     for event in events:
@@ -73,7 +79,7 @@ def verify_chain(events: Iterable[StoredEvent], expected_prev: bytes = GENESIS) 
                 "prev_hash does not link to the previous event",
                 event,
             )
-        if event_hash(prev, event) != event.hash:
+        if not hmac.compare_digest(event_hash(key, prev, event), event.hash):
             return ChainReport(
                 False, checked, event.position, "hash does not match the event's contents", event
             )

@@ -22,6 +22,12 @@ RELAY_PARKED = Counter(
     "Records the relay can never publish (e.g. too large for the topic), parked for an operator",
     ["relay"],
 )
+ANCHORS = Counter(
+    "cellbank_anchors_total",
+    "Chain heads anchored (published, signed) or refused (the head does not extend the last"
+    " anchor: the store lost or changed anchored events)",
+    ["site", "service", "outcome"],
+)
 PROJECTION_APPLIED = Counter(
     "cellbank_projection_applied_total", "Events applied to a projection", ["projection"]
 )

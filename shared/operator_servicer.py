@@ -30,6 +30,7 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["OperatorService"].full_name
 
 
 NetworkStatusSource = Callable[[], Awaitable[pb.NetworkStatus]]
+MAX_HASHES_AT = 64  # positions one VerifyAuditChain may ask the hashes of
 
 
 class OperatorServicer(pb_grpc.OperatorServiceServicer):
@@ -68,7 +69,11 @@ class OperatorServicer(pb_grpc.OperatorServiceServicer):
     async def VerifyAuditChain(
         self, request: pb.VerifyAuditChainRequest, context: grpc.aio.ServicerContext
     ) -> pb.AuditChainReport:
+        if len(request.hashes_at) > MAX_HASHES_AT:
+            raise InvalidArgument("hashes_at", f"at most {MAX_HASHES_AT} positions")
         report = await self.store.verify_chain(request.from_position)
+        head_position, head_hash = await self.store.head()
+        hashes = await self.store.hashes_at(list(request.hashes_at))
         broken = report.broken_event
         return pb.AuditChainReport(
             intact=report.intact,
@@ -81,6 +86,10 @@ class OperatorServicer(pb_grpc.OperatorServiceServicer):
             broken_event_type=broken.event_type if broken else "",
             site_id=self.store.site_id,
             service=self.service,
+            head_position=head_position,
+            head_hash=head_hash,
+            event_count=await self.store.count(),
+            hashes=[pb.PositionHash(position=p, hash=h) for p, h in sorted(hashes.items())],
         )
 
     async def GetAggregateHistory(

@@ -12,6 +12,7 @@ import asyncpg
 
 from shared import metrics
 from shared.bounds import MAX_ENVELOPE_BYTES
+from shared.chain_key import ChainKey, MissingChainKey
 from shared.errors import ConcurrencyConflict, InvalidArgument, StoreBusy
 from shared.events import NewEvent, StoredEvent
 from shared.eventstore import AppendResult, Clock, seal, utc_now, validate_append
@@ -64,13 +65,15 @@ def row_to_event(row: asyncpg.Record) -> StoredEvent:
 
 
 class PostgresEventStore:
-    """EventStore backed by the `events` table of one service database at one site."""
+    """EventStore backed by the `events` table of one service database at one site. Appending
+    and verifying need the store's chain key (MissingChainKey otherwise); reading does not."""
 
     def __init__(
         self,
         pool: asyncpg.Pool,
         site_id: str,
         *,
+        chain_key: ChainKey | None = None,
         service: str = "",
         clock: Clock = utc_now,
         lock_timeout_ms: int = 5000,
@@ -80,6 +83,7 @@ class PostgresEventStore:
         self.max_envelope_bytes = max_envelope_bytes
         self.site_id = site_id
         self.service = service
+        self.chain_key = chain_key
         self._clock = clock
         self._lock_timeout_ms = int(lock_timeout_ms)
         self._lock_sql = _LOCK.format(timeout_ms=self._lock_timeout_ms)
@@ -89,6 +93,7 @@ class PostgresEventStore:
     async def append(
         self, aggregate_id: str, expected_version: int, events: Sequence[NewEvent]
     ) -> AppendResult:
+        self._key()
         validate_append(
             aggregate_id, expected_version, events,
             site_id=self.site_id, max_envelope_bytes=self.max_envelope_bytes,
@@ -169,6 +174,7 @@ class PostgresEventStore:
         for offset, new in enumerate(request.events, start=1):
             event = seal(
                 new,
+                key=self._key(),
                 position=0,
                 aggregate_id=request.aggregate_id,
                 version=current + offset,
@@ -214,13 +220,36 @@ class PostgresEventStore:
     async def count(self) -> int:
         return int(await self.pool.fetchval("SELECT count(*) FROM events"))
 
-    async def verify_chain(self, from_position: int = 0) -> ChainReport:
+    def _key(self) -> ChainKey:
+        if self.chain_key is None:
+            raise MissingChainKey()
+        return self.chain_key
+
+    async def head(self) -> tuple[int, bytes]:
+        """(position, hash) of the newest event: (0, genesis) when the store is empty."""
+        row = await self.pool.fetchrow(
+            "SELECT position, hash FROM events ORDER BY position DESC LIMIT 1"
+        )
+        return (0, GENESIS) if row is None else (int(row["position"]), bytes(row["hash"]))
+
+    async def hashes_at(self, positions: Sequence[int]) -> dict[int, bytes]:
+        """The stored hash at each of the positions that exist (absent ones are left out)."""
+        rows = await self.pool.fetch(
+            "SELECT position, hash FROM events WHERE position = ANY($1::bigint[])", list(positions)
+        )
+        return {int(r["position"]): bytes(r["hash"]) for r in rows}
+
+    async def verify_chain(
+        self, from_position: int = 0, expected_prev: bytes | None = None
+    ) -> ChainReport:
+        key = self._key()
         # From the start the first link must be genesis; from a later position the link into
-        # the range is taken as given (the range's own links and hashes are still checked).
-        prev = GENESIS if from_position == 0 else None
+        # the range is taken as given unless expected (the range's own links and hashes are
+        # still checked).
+        prev = GENESIS if from_position == 0 else expected_prev
         checked, position = 0, from_position
         while batch := await self.read_all(position, 5000):
-            report = verify_chain(batch, batch[0].prev_hash if prev is None else prev)
+            report = verify_chain(batch, key, batch[0].prev_hash if prev is None else prev)
             if not report.intact:
                 return replace(report, events_checked=checked + report.events_checked)
             checked += report.events_checked

@@ -12,7 +12,9 @@ from typing import Any
 
 import asyncpg
 
+from shared.anchor_log import ANCHOR_HEALTH, AnchorPublisher
 from shared.auth import JwtAuthenticator
+from shared.chain_key import MissingChainKey
 from shared.db import (
     SHARED_MIGRATIONS,
     create_pool,
@@ -129,6 +131,8 @@ class ServiceHost:
 
     async def _start(self) -> None:
         s, name = self.settings, self.spec.name
+        if s.chain_key is None:
+            raise MissingChainKey()
         # Refuse to start without the site's key or the trust list (the error names the
         # setting): a relay must not publish unsigned, nor a consumer apply unverified.
         signer, trust = site_signer(s), trust_list(s)
@@ -142,7 +146,7 @@ class ServiceHost:
         # Held for the service's lifetime: `cellbank replay --restore` refuses while it is.
         self._lock = await hold_service_lock(with_database(s.database_url, dbname), s.site_id, name)
         store = PostgresEventStore(
-            self.pool, s.site_id, service=name, clock=self.clock,
+            self.pool, s.site_id, service=name, clock=self.clock, chain_key=s.chain_key,
             max_envelope_bytes=s.max_envelope_bytes,
         )  # fmt: skip
         context = ServiceContext(s, self.pool, store, self.clock)
@@ -160,6 +164,16 @@ class ServiceHost:
             health=lambda serving: context.health.set(RELAY_HEALTH, serving=serving),
         )
         self._tasks.append(asyncio.create_task(relay.run(self._stop), name=relay_name))
+        # Beside the relay: the chain head, signed, at an interval and as the service stops
+        # (real time, not the service's clock: an anchor attests when it was made).
+        anchors = AnchorPublisher(
+            store, service=name, signer=signer, bootstrap=s.kafka_bootstrap,
+            interval=s.anchor_interval_seconds,
+            health=lambda serving: context.health.set(ANCHOR_HEALTH, serving=serving),
+        )  # fmt: skip
+        self._tasks.append(
+            asyncio.create_task(anchors.run(self._stop), name=f"{s.site_id}.{name}.anchors")
+        )
         for projection in components.projections:
             group = f"{s.site_id}.{name}.{projection.name}"
             runner = ProjectionRunner(

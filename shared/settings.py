@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from shared.bounds import MAX_CONCURRENT_RPCS, MAX_ENVELOPE_BYTES
+from shared.chain_key import ChainKey, chain_key_from_env
 from shared.errors import InvalidArgument
 
 _SITE = re.compile(r"^[A-Z]{3}$")
@@ -63,6 +64,11 @@ class Settings:
     # Matching: the IPD-IMGT/HLA release directory KIR ligands are read from ("" = none: the
     # service starts, says so loudly and scores no KIR-ligand points).
     hla_reference: str = ""
+    # Audit chain: the key the service's event store chains its hashes with
+    # (CELLBANK_CHAIN_KEY_FILE; a service host refuses to start without it), and how often the
+    # store's head is anchored, signed, on cellbank.anchors.v1 (when it moved; and on stop).
+    chain_key: ChainKey | None = field(default=None, repr=False)
+    anchor_interval_seconds: float = 60.0
     # Matching: how long a live order's reservation holds (renewed at half-life) and how often
     # the reconciler resumes orders, returns orphaned holds and notices units taken back.
     hold_seconds: float = 24 * 3600.0
@@ -131,6 +137,8 @@ class Settings:
             classification_file=env.get("CELLBANK_CLASSIFICATION_FILE", ""),
             transit_file=env.get("CELLBANK_TRANSIT_FILE", ""),
             hla_reference=env.get("CELLBANK_HLA_REFERENCE", "").strip(),
+            chain_key=chain_key_from_env(env),
+            anchor_interval_seconds=_seconds(env, "CELLBANK_ANCHOR_INTERVAL_SECONDS", 60.0),
             hold_seconds=_seconds(env, "CELLBANK_HOLD_SECONDS", 24 * 3600.0),
             reconcile_seconds=_seconds(env, "CELLBANK_RECONCILE_SECONDS", 10.0),
             max_hold_seconds=_seconds(env, "CELLBANK_MAX_HOLD_SECONDS", 7 * 24 * 3600.0),

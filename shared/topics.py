@@ -31,6 +31,7 @@ MATCHING_EVENTS = "cellbank.matching.events.v1"
 DELIVERY_EVENTS = "cellbank.delivery.events.v1"
 TELEMETRY = "cellbank.telemetry.v1"
 DEADLETTER = "cellbank.deadletter.v1"
+ANCHORS = "cellbank.anchors.v1"
 
 TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(DONOR_EVENTS, FOREVER, "donor intake events, key donor/collection id"),
@@ -40,6 +41,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(DELIVERY_EVENTS, FOREVER, "shipments, custody, receipt, infusion, key shipment id"),
     TopicSpec(TELEMETRY, SEVEN_DAYS_MS, "temperature readings, key tank/shipper id (bounded)"),
     TopicSpec(DEADLETTER, FOREVER, "poison records with the error, key original key"),
+    TopicSpec(ANCHORS, FOREVER, "signed audit-chain heads of every store, key <site>.<service>"),
 )
 
 # The topic each service's outbox relay publishes its event store to.

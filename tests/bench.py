@@ -50,6 +50,7 @@ from deploy.infra import Endpoints, Infrastructure
 from deploy.kafka_principals import ADMIN
 from deploy.processes import REPO_ROOT
 from shared import kafka_clients
+from shared.chain_key import ChainKey
 from shared.db import create_pool, drop_database, ensure_database, migrate, with_database
 from shared.envelope_codec import decode, encode
 from shared.events import NewEvent, StoredEvent
@@ -246,7 +247,7 @@ def writer_appends(writer: int, appends: int, batch: int) -> list[Append]:
 
 async def append_cellbank(url: str, work: list[list[Append]], warmup: list[list[Append]]) -> float:
     async with pool_for(url, len(work)) as pool:
-        store = PostgresEventStore(pool, SITE)
+        store = PostgresEventStore(pool, SITE, chain_key=ChainKey.generate())
 
         async def write(appends: list[Append]) -> None:
             for a in appends:
@@ -589,7 +590,7 @@ async def bench_streams(server_url: str, kafka: Kafka, sizes: Sizes, rounds: int
 
     async def relay_with_cellbank(signed: bool = True) -> float:
         async with fresh_database(server_url, "relay") as url, pool_for(url, 4) as pool:
-            store = PostgresEventStore(pool, SITE)
+            store = PostgresEventStore(pool, SITE, chain_key=ChainKey.generate())
             progress(f"relay: pre-filling a store with {n} events (untimed)")
             head = await prefill(store, n)
             if not relayed.messages:

@@ -36,6 +36,7 @@ from deploy.processes import hla_reference_dir
 from services.matching.entrypoints.main import SPEC as MATCHING_SPEC
 from services.storage.entrypoints.main import SPEC as STORAGE_SPEC
 from shared import kafka_clients
+from shared.chain_key import ChainKey
 from shared.db import drop_database
 from shared.kafka_admin import ensure_topics
 from shared.service_host import ServiceHost
@@ -70,6 +71,7 @@ def settings(endpoints: Endpoints, site: str, service: str, **extra: object) -> 
         **service_oidc(endpoints.identity, site, service),
         hla_reference=hla_reference_dir(),  # KIR ligands classified as in production
         **site_trust_settings(site),
+        chain_key=ChainKey.generate(),
     )  # fmt: skip
     return dataclasses.replace(base, **extra)  # type: ignore[arg-type]
 

@@ -29,6 +29,7 @@ from deploy.processes import REPO_ROOT, stop_process
 from services.storage.coldchain.watch import ColdChainRules
 from services.storage.entrypoints.main import SPEC as STORAGE_SPEC
 from shared import kafka_clients
+from shared.chain_key import ChainKey
 from shared.db import drop_database
 from shared.kafka_admin import ensure_topics
 from shared.service_host import ServiceHost
@@ -209,6 +210,7 @@ async def reserve_latency(endpoints: Endpoints, clients: int, per_client: int) -
         database_url=endpoints.database_url,
         database_name=f"cellbank_bench_storage_{uuid.uuid4().hex[:6]}",
         **service_oidc(endpoints.identity, "BEN", "storage"), **site_trust_settings("BEN"),
+        chain_key=ChainKey.generate(),
     )  # fmt: skip
     host = ServiceHost(STORAGE_SPEC, settings)
     await host.start()

@@ -23,6 +23,7 @@ from services.matching.adapters.codec import CODEC as MATCHING_CODEC
 from services.matching.domain import model as matching
 from services.storage.adapters.codec import CODEC as STORAGE_CODEC
 from services.storage.domain import model as storage
+from shared.chain_key import ChainKey
 from shared.events import StoredEvent
 from shared.hashchain import GENESIS, event_hash
 from shared.topics import DONOR_EVENTS, MANUFACTURING_EVENTS, MATCHING_EVENTS, STORAGE_EVENTS
@@ -37,8 +38,9 @@ SERVICES = ("donor_intake", "manufacturing", "storage", "matching")  # whose eve
 class Store:
     """One service's event store as its relay would publish it: positions and a hash chain."""
 
-    def __init__(self, service: str) -> None:
+    def __init__(self, service: str, key: ChainKey | None = None) -> None:
         self.service = service
+        self.key = key or ChainKey.generate()  # the store's chain key (a restore needs it)
         self.position = 0
         self.prev = GENESIS
 
@@ -60,7 +62,7 @@ class Store:
             actor="operator:bench", reason="bench replay log", correlation_id=aggregate_id,
             causation_id="", payload=payload, prev_hash=self.prev, hash=b"",
         )  # fmt: skip
-        digest = event_hash(self.prev, stored)
+        digest = event_hash(self.key, self.prev, stored)
         self.prev = digest
         return dataclasses.replace(stored, hash=digest)
 

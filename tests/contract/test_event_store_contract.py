@@ -10,6 +10,7 @@ import asyncpg
 import pytest
 
 from shared.bounds import MAX_ENVELOPE_BYTES
+from shared.chain_key import ChainKey
 from shared.envelope_codec import encode
 from shared.errors import ConcurrencyConflict, InvalidArgument
 from shared.eventstore import AppendResult, EventStore, InMemoryEventStore
@@ -25,7 +26,7 @@ def store(request: pytest.FixtureRequest) -> EventStore:
     # The runtime role too: everything the store does needs no more than it is granted.
     fixture = "runtime_pool" if request.param == "postgres_runtime_role" else "pool"
     pool: asyncpg.Pool = request.getfixturevalue(fixture)
-    return PostgresEventStore(pool, "LON")
+    return PostgresEventStore(pool, "LON", chain_key=ChainKey.generate())
 
 
 async def test_append_assigns_contiguous_versions_and_increasing_positions(store: EventStore):

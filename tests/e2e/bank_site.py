@@ -20,6 +20,7 @@ from deploy.processes import hla_reference_dir
 from services.donor_intake.entrypoints.main import SPEC as DONOR_SPEC
 from services.manufacturing.entrypoints.main import SPEC as MANUFACTURING_SPEC
 from services.storage.entrypoints.main import SPEC as STORAGE_SPEC
+from shared.chain_key import ChainKey
 from shared.db import drop_database
 from shared.projections import wait_caught_up
 from shared.service_host import ServiceHost
@@ -79,7 +80,12 @@ def site_settings(endpoints: Endpoints, site: str, service: str, fin: str) -> Se
         facility_id=fin,
         hla_reference=hla_reference_dir(),
         **site_trust_settings(site),
+        chain_key=ChainKey.generate(),  # the store's own, for the test's life
+        anchor_interval_seconds=ANCHOR_INTERVAL,
     )
+
+
+ANCHOR_INTERVAL = 0.5  # seconds: tests see a store's head anchored soon after it moved
 
 
 @asynccontextmanager

@@ -125,9 +125,11 @@ async def test_a_site_that_lost_its_databases_is_rebuilt_from_the_log(sites, end
         await host.stop(grace=1)
     for dbname in live_dbs.values():
         await drop_database(endpoints.database_url, dbname)
+    keys = {name: host.settings.chain_key for name, host in hosts(a).items()}
     result = await replay_site(
         a.site_id, bootstrap=endpoints.kafka_bootstrap, server_url=endpoints.database_url,
         targets=live_dbs, restore_events_from_log=True,
+        chain_keys={name: key for name, key in keys.items() if key is not None},
     )  # fmt: skip
     assert sum(result.events_restored.values()) > 0
     after = await site_digests(endpoints.database_url, live_dbs)

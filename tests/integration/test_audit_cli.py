@@ -1,7 +1,8 @@
 """`cellbank audit verify` and `cellbank audit log` against a real site (donor_intake,
 manufacturing, storage in-process over real Kafka, PostgreSQL and Keycloak), signed in with
-`cellbank login`: a released batch's history with its QA e-signature, and a chain rewritten
-behind the store's back found and named."""
+`cellbank login`: a released batch's history with its QA e-signature; a chain rewritten behind
+the store's back, a deleted tail and a truncated table found and named (the last two against
+the site's signed anchors and its events on Kafka)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import asyncio
 import io
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,7 +24,20 @@ from deploy.demo import register_demo_tank, released_batch
 from deploy.identities import demo_realm
 from deploy.infra import Endpoints
 from deploy.processes import free_port
+from shared import kafka_clients
+from shared.anchor_log import latest_anchor
+from shared.anchors import Anchor, sign_anchor
+from shared.chain_key import ChainKey
 from shared.db import create_pool, with_database
+from shared.hashchain import GENESIS, event_hash
+from shared.postgres_eventstore import EVENT_COLUMNS, row_to_event
+from shared.service_host import ServiceHost
+from shared.testing.trust import session_trust
+from shared.testing.trust import signer as signer_of
+from shared.testing.trust import trust_list as trusted
+from shared.testing.waits import eventually
+from shared.topics import ANCHORS
+from shared.trust import Signer
 from tests.e2e.bank_site import BankSite, bank_site
 
 RELEASE_MEANING = "Released for clinical use"
@@ -37,6 +52,8 @@ class Audited:
     endpoints_file: Path
     started: datetime
     finished: datetime
+    server_url: str = ""  # the PostgreSQL server as its superuser (who can lift triggers)
+    kafka: str = ""
 
     def services(self) -> dict[str, str]:
         return {host.spec.name: f"127.0.0.1:{host.port}" for host in self.site.hosts}
@@ -56,8 +73,10 @@ async def cellbank(*argv: str) -> Run:
     return Run(code, out.getvalue(), err.getvalue())
 
 
-def write_endpoints(path: Path, site: str, services: dict[str, str], identity: dict[str, str]):
-    path.write_text(json.dumps({"sites": {site: services}, "identity": identity}))
+def write_endpoints(
+    path: Path, site: str, services: dict[str, str], identity: dict[str, str], **more: str
+) -> Path:
+    path.write_text(json.dumps({"sites": {site: services}, "identity": identity, **more}))
     return path
 
 
@@ -89,10 +108,15 @@ async def audited(
         released = await released_batch(site)
         finished = datetime.now(UTC)
         folder = tmp_path_factory.mktemp("audit-cli")
-        audited = Audited(site, released.batch_id, folder / "endpoints.json", started, finished)
+        audited = Audited(
+            site, released.batch_id, folder / "endpoints.json", started, finished,
+            endpoints.database_url, endpoints.kafka_bootstrap,
+        )  # fmt: skip
+        trust_list = session_trust().trust_list_file
         write_endpoints(
             audited.endpoints_file, site.site_id, audited.services(),
-            endpoints.identity.as_json(),
+            endpoints.identity.as_json(), kafka=endpoints.kafka_bootstrap,
+            trust_list=str(trust_list),
         )  # fmt: skip
         yield audited
 
@@ -202,8 +226,11 @@ async def test_an_unreachable_service_fails_verification_naming_it(
 ):
     site_id = audited.site.site_id
     services = {**audited.services(), "matching": f"127.0.0.1:{free_port()}"}
-    identity = json.loads(audited.endpoints_file.read_text())["identity"]
-    path = write_endpoints(tmp_path / "endpoints.json", site_id, services, identity)
+    document = json.loads(audited.endpoints_file.read_text())
+    path = write_endpoints(
+        tmp_path / "endpoints.json", site_id, services, document["identity"],
+        kafka=document["kafka"], trust_list=document["trust_list"],
+    )  # fmt: skip
     run = await cellbank("audit", "verify", "--site", site_id, "--endpoints", str(path))
     assert run.code == 2
     assert f"{site_id} matching unreachable at {services['matching']}" in run.err
@@ -262,3 +289,166 @@ async def rewrite_reason(pool: asyncpg.Pool, event_id: str, reason: str) -> None
         )
         await conn.execute("ALTER TABLE events ENABLE TRIGGER events_append_only")
     assert updated == "UPDATE 1"
+
+
+# --- against the anchors and Kafka -----------------------------------------------------------
+
+
+def host_of(audited: Audited, service: str) -> ServiceHost:
+    return next(h for h in audited.site.hosts if h.spec.name == service)
+
+
+async def anchored_and_published(audited: Audited, service: str) -> int:
+    """Wait until the store's head is anchored (signed by its site) and on Kafka; its head."""
+    host = host_of(audited, service)
+    pool = host.pool
+    assert pool is not None
+    site = audited.site.site_id
+    head = int(await pool.fetchval("SELECT max(position) FROM events"))
+    count = int(await pool.fetchval("SELECT count(*) FROM events"))
+
+    async def anchor() -> Anchor | None:
+        return await latest_anchor(audited.kafka, trusted(), site, service)
+
+    found = await eventually(
+        anchor, until=lambda a: a is not None and a.position == head,
+        what=f"{site} {service}'s head anchored", timeout=30,
+    )  # fmt: skip
+    assert found is not None
+    assert (found.event_count, found.key_id) == (count, signer_of(site).key_id)
+    await eventually(
+        lambda: pool.fetchval(
+            "SELECT position FROM relay_checkpoints WHERE relay_name = $1", f"{site}.{service}.relay"
+        ),
+        until=lambda published: published == head,
+        what=f"{site} {service} published", timeout=30,
+    )  # fmt: skip
+    return head
+
+
+@asynccontextmanager
+async def superuser_on(audited: Audited, service: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to the store's database as the server's superuser with triggers off (the
+    append-only and TRUNCATE guards), as an attacker holding it would; whatever it changes in
+    `events` is put back afterwards."""
+    dbname = host_of(audited, service).settings.database_name
+    conn = await asyncpg.connect(with_database(audited.server_url, dbname))
+    try:
+        await conn.execute("SET session_replication_role = replica")
+        await conn.execute("CREATE TEMP TABLE events_before AS SELECT * FROM events")
+        try:
+            yield conn
+        finally:
+            await conn.execute("DELETE FROM events")
+            await conn.execute("INSERT INTO events SELECT * FROM events_before")
+    finally:
+        await conn.close()
+
+
+async def verify(audited: Audited) -> Run:
+    return await cellbank(
+        "audit", "verify", "--site", audited.site.site_id,
+        "--endpoints", str(audited.endpoints_file),
+    )  # fmt: skip
+
+
+def verdict_of(run: Run, site: str, service: str) -> tuple[str, str]:
+    """(the service's line, the closing verdict)."""
+    lines = run.out.splitlines()
+    row = next(line for line in lines if line.split()[:2] == [site, service])
+    return row, lines[-1]
+
+
+async def test_a_deleted_tail_is_named_against_the_anchor_and_kafka(
+    audited: Audited, operator: None
+):
+    """The newest event of the manufacturing store is deleted: the chain that is left is intact,
+    but the site's anchor and Kafka hold more."""
+    site = audited.site.site_id
+    head = await anchored_and_published(audited, "manufacturing")
+    async with superuser_on(audited, "manufacturing") as conn:
+        assert await conn.fetchval("SELECT count(*) FROM events") > 1
+        await conn.execute("DELETE FROM events WHERE position = $1", head)
+        run = await verify(audited)
+        assert run.code == 1, run.out + run.err
+        row, verdict = verdict_of(run, site, "manufacturing")
+        left = int(await conn.fetchval("SELECT max(position) FROM events"))
+        finding = (
+            f"store ends at position {left}, anchor at {head} / Kafka holds up to {head}: "
+            "its newest events were deleted"
+        )
+        assert row.split()[2] == "BROKEN" and row.endswith(finding)
+        assert verdict == f"BROKEN: site {site}, service manufacturing: {finding}"
+        for service in ("donor_intake", "storage"):
+            assert verdict_of(run, site, service)[0].split()[2] == "OK"
+    assert (await verify(audited)).out.splitlines()[-1] == "OK"
+
+
+async def test_a_truncated_table_is_named_against_the_anchor_and_kafka(
+    audited: Audited, operator: None
+):
+    site = audited.site.site_id
+    head = await anchored_and_published(audited, "donor_intake")
+    async with superuser_on(audited, "donor_intake") as conn:
+        await conn.execute("TRUNCATE events")
+        run = await verify(audited)
+        assert run.code == 1, run.out + run.err
+        row, verdict = verdict_of(run, site, "donor_intake")
+        finding = (
+            f"store is empty, anchor at {head} / Kafka holds up to {head}: its events were"
+            " deleted (truncated)"
+        )
+        assert row.split()[2] == "BROKEN" and row.endswith(finding)
+        assert verdict == f"BROKEN: site {site}, service donor_intake: {finding}"
+    assert (await verify(audited)).out.splitlines()[-1] == "OK"
+
+
+async def test_a_rewritten_row_rehashed_without_the_key_is_named(audited: Audited, operator: None):
+    """Whoever holds the database but not the chain key rewrites the oldest storage event and
+    re-hashes the whole chain after it, as an unkeyed chain would have let them."""
+    site = audited.site.site_id
+    await anchored_and_published(audited, "storage")
+    async with superuser_on(audited, "storage") as conn:
+        rows = await conn.fetch(f"SELECT {EVENT_COLUMNS} FROM events ORDER BY position")
+        events = [row_to_event(r) for r in rows]
+        prev, forged = GENESIS, []
+        for event in [replace(events[0], actor="operator:mallory"), *events[1:]]:
+            event = replace(event, prev_hash=prev)
+            event = replace(event, hash=event_hash(ChainKey.generate(), prev, event))
+            forged.append(event)
+            prev = event.hash
+        for event in forged:
+            await conn.execute(
+                "UPDATE events SET actor = $2, prev_hash = $3, hash = $4 WHERE position = $1",
+                event.position, event.actor, event.prev_hash, event.hash,
+            )  # fmt: skip
+        run = await verify(audited)
+        assert run.code == 1, run.out + run.err
+        row, verdict = verdict_of(run, site, "storage")
+        assert f"BROKEN  at position {events[0].position} " in row
+        assert verdict.startswith(
+            f"BROKEN: site {site}, service storage: first broken link at position"
+            f" {events[0].position}, event {events[0].event_id}"
+        )
+        assert verdict.endswith("hash does not match the event's contents")
+    assert (await verify(audited)).out.splitlines()[-1] == "OK"
+
+
+async def test_a_forged_anchor_claiming_the_site_is_not_believed(audited: Audited, operator: None):
+    """Anyone who may write the anchors topic publishes a far-ahead anchor for the site's store
+    under a key the trust list does not hold: verify passes it over."""
+    site = audited.site.site_id
+    head = await anchored_and_published(audited, "manufacturing")
+    forged = Anchor(
+        site, "manufacturing", head + 1000, b"\x01" * 32, head + 1000, datetime.now(UTC)
+    )
+    producer = kafka_clients.producer(audited.kafka)
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            ANCHORS, sign_anchor(Signer.generate(site), forged), key=forged.key.encode()
+        )
+    finally:
+        await producer.stop()
+    run = await verify(audited)
+    assert run.code == 0 and run.out.splitlines()[-1] == "OK", run.out + run.err

@@ -14,6 +14,7 @@ import pytest
 from deploy.infra import Endpoints
 from deploy.replay import REPLAY_FIN, database_digests, specs
 from shared.batched_apply import apply_in_waves
+from shared.chain_key import ChainKey
 from shared.db import (
     SHARED_MIGRATIONS,
     create_pool,
@@ -78,7 +79,7 @@ async def test_waves_leave_the_same_rows_as_one_event_at_a_time(
         site_id="RPL", service=service, kafka_bootstrap="-", database_url="-",
         facility_id=REPLAY_FIN,
     )  # fmt: skip
-    store = PostgresEventStore(one, "RPL", service=service)
+    store = PostgresEventStore(one, "RPL", service=service, chain_key=ChainKey.generate())
     batched = [
         p
         for p in spec.build(ServiceContext(settings, one, store, utc_now)).projections

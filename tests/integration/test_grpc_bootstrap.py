@@ -16,6 +16,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from shared.auth import HOSPITAL, OPERATOR, Principal
 from shared.auth import bearer as bearer_of
+from shared.chain_key import ChainKey
 from shared.errors import Unauthenticated
 from shared.grpc_server import MAX_REFLECTION_STREAMS, RunningServer, start_server
 from shared.operator_servicer import SERVICE_NAME, OperatorServicer, operator_binding
@@ -41,7 +42,7 @@ class FakeAuthenticator:
 
 @pytest.fixture
 async def server(pool: asyncpg.Pool) -> AsyncIterator[RunningServer]:
-    store = PostgresEventStore(pool, "LON")
+    store = PostgresEventStore(pool, "LON", chain_key=ChainKey.generate())
     await store.append(aggregate_id(), 0, [new_event(1), new_event(2)])
     servicer = OperatorServicer(
         store, service="storage", relay_name="LON.storage.relay", trust=trust_list()
@@ -108,7 +109,8 @@ async def test_aggregate_history_comes_from_the_store_and_unknown_ids_are_not_fo
     channel: grpc.aio.Channel, pool: asyncpg.Pool
 ):
     agg = aggregate_id()
-    stored = (await PostgresEventStore(pool, "LON").append(agg, 0, [new_event(1)])).events
+    store = PostgresEventStore(pool, "LON", chain_key=ChainKey.generate())
+    stored = (await store.append(agg, 0, [new_event(1)])).events
     stub = pb_grpc.OperatorServiceStub(channel)
     history = await stub.GetAggregateHistory(
         pb.GetAggregateHistoryRequest(aggregate_id=agg), metadata=bearer("op-token")

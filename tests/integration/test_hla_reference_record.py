@@ -32,6 +32,7 @@ from services.matching.entrypoints.main import SPEC as MATCHING_SPEC
 from services.matching.entrypoints.main import load_tables
 from services.matching.hla_references import HLA_REFERENCE_HEALTH, HlaReferences
 from services.matching.tests.test_hla_release_files import write_release
+from shared.chain_key import ChainKey
 from shared.commands import Meta
 from shared.db import drop_database
 from shared.errors import PreconditionFailed
@@ -55,7 +56,7 @@ class Ranker:
 
 def references(pool: asyncpg.Pool, configured: str) -> HlaReferences:
     table, _ = load_tables()
-    store = PostgresEventStore(pool, SITE, service="matching")
+    store = PostgresEventStore(pool, SITE, service="matching", chain_key=ChainKey.generate())
     return HlaReferences(
         store, SITE, Ranker(table), table, HealthDetails(), lambda: datetime.now(UTC), configured
     )

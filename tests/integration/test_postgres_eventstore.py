@@ -7,13 +7,14 @@ import asyncio
 import asyncpg
 import pytest
 
+from shared.chain_key import ChainKey
 from shared.errors import ConcurrencyConflict
 from shared.postgres_eventstore import PostgresEventStore
 from tests.factories import aggregate_id, new_event
 
 
 async def test_racing_writers_never_show_a_tailing_reader_a_gap_it_later_fills(pool: asyncpg.Pool):
-    store = PostgresEventStore(pool, "LON")
+    store = PostgresEventStore(pool, "LON", chain_key=ChainKey.generate())
     writers, appends_each = 8, 40
     done = asyncio.Event()
     seen: list[int] = []
@@ -51,7 +52,7 @@ async def test_racing_writers_never_show_a_tailing_reader_a_gap_it_later_fills(p
 
 
 async def test_concurrent_appends_to_one_aggregate_let_exactly_one_win(pool: asyncpg.Pool):
-    store = PostgresEventStore(pool, "LON")
+    store = PostgresEventStore(pool, "LON", chain_key=ChainKey.generate())
     agg = aggregate_id()
     results = await asyncio.gather(
         *(store.append(agg, 0, [new_event(i)]) for i in range(6)), return_exceptions=True
@@ -63,7 +64,7 @@ async def test_concurrent_appends_to_one_aggregate_let_exactly_one_win(pool: asy
 
 
 async def test_stored_events_cannot_be_updated_or_deleted(pool: asyncpg.Pool):
-    store = PostgresEventStore(pool, "LON")
+    store = PostgresEventStore(pool, "LON", chain_key=ChainKey.generate())
     await store.append(aggregate_id(), 0, [new_event()])
     with pytest.raises(asyncpg.RaiseError, match="append-only"):
         await pool.execute("UPDATE events SET reason = 'edited'")
@@ -72,7 +73,7 @@ async def test_stored_events_cannot_be_updated_or_deleted(pool: asyncpg.Pool):
 
 
 async def test_altering_a_stored_event_is_detected_by_the_chain(pool: asyncpg.Pool):
-    store = PostgresEventStore(pool, "LON")
+    store = PostgresEventStore(pool, "LON", chain_key=ChainKey.generate())
     for _ in range(4):
         await store.append(aggregate_id(), 0, [new_event(1), new_event(2)])
     assert (await store.verify_chain()).intact
@@ -92,7 +93,7 @@ async def test_altering_a_stored_event_is_detected_by_the_chain(pool: asyncpg.Po
 
 
 async def test_deleting_an_event_breaks_the_next_link(pool: asyncpg.Pool):
-    store = PostgresEventStore(pool, "LON")
+    store = PostgresEventStore(pool, "LON", chain_key=ChainKey.generate())
     await store.append(aggregate_id(), 0, [new_event(i) for i in range(3)])
     events = await store.read_all(0)
     async with pool.acquire() as conn, conn.transaction():
@@ -119,7 +120,7 @@ async def test_append_that_cannot_take_the_lock_in_time_is_store_busy_and_writes
 ):
     from shared.errors import StoreBusy
 
-    store = PostgresEventStore(pool, "LON", lock_timeout_ms=100)
+    store = PostgresEventStore(pool, "LON", chain_key=ChainKey.generate(), lock_timeout_ms=100)
     async with pool.acquire() as holder, holder.transaction():
         await holder.execute("LOCK TABLE events IN EXCLUSIVE MODE")
         with pytest.raises(StoreBusy):

@@ -16,6 +16,7 @@ from deploy.infra import Endpoints
 from deploy.local_kafka import LocalKafka
 from deploy.processes import REPO_ROOT
 from shared import kafka_clients
+from shared.chain_key import ChainKey
 from shared.events import StoredEvent
 from shared.kafka_admin import end_offsets
 from shared.outbox_relay import OutboxRelay
@@ -137,7 +138,7 @@ async def relay_position(pool: asyncpg.Pool) -> int:
 async def test_relay_killed_mid_stream_resumes_and_loses_nothing(
     endpoints: Endpoints, database: str, pool: asyncpg.Pool, topic: str
 ):
-    store = PostgresEventStore(pool, "LON")
+    store = PostgresEventStore(pool, "LON", chain_key=ChainKey.generate())
     enough = asyncio.Event()
     writing = asyncio.create_task(
         write_stream(store, aggregates=10, appends=500, pause=0.005, until=enough)
@@ -190,7 +191,7 @@ async def test_relay_and_projection_ride_out_a_broker_restart(
 ):
     bootstrap = controllable_kafka.bootstrap
     topic = await make_topic(bootstrap)
-    store = PostgresEventStore(pool, "LON")
+    store = PostgresEventStore(pool, "LON", chain_key=ChainKey.generate())
     relay = OutboxRelay(
         store, signer=signer("LON"), topic=topic, bootstrap=bootstrap, name=RELAY_NAME,
         max_backoff_s=1.0,

@@ -11,12 +11,15 @@ from prometheus_client import REGISTRY
 
 from deploy.infra import Endpoints
 from shared.bounds import MAX_ENVELOPE_BYTES
+from shared.chain_key import ChainKey
 from shared.outbox_relay import OutboxRelay
 from shared.postgres_eventstore import PostgresEventStore
 from shared.testing.trust import signer
 from shared.testing.waits import eventually
 from tests.factories import aggregate_id, new_event
 from tests.integration.test_relay import read_topic
+
+KEY = ChainKey.generate()  # the stores of one database chain with one key
 
 
 def parked_total(relay: str) -> float:
@@ -26,9 +29,9 @@ def parked_total(relay: str) -> float:
 async def test_a_record_too_big_for_kafka_is_parked_and_later_records_are_published(
     endpoints: Endpoints, pool: asyncpg.Pool, topic: str
 ):
-    store = PostgresEventStore(pool, "LON")
+    store = PostgresEventStore(pool, "LON", chain_key=KEY)
     # Written past the append check, as a store without it (or with a larger limit) would have.
-    unchecked = PostgresEventStore(pool, "LON", max_envelope_bytes=2**31)
+    unchecked = PostgresEventStore(pool, "LON", chain_key=KEY, max_envelope_bytes=2**31)
     stuck, other = aggregate_id("stuck"), aggregate_id("other")
     await store.append(stuck, 0, [new_event(1)])
     huge = new_event(2, payload=b"x" * (2 * MAX_ENVELOPE_BYTES))
@@ -98,7 +101,7 @@ async def test_a_record_too_big_for_kafka_is_parked_and_later_records_are_publis
 async def test_a_relay_restarted_with_a_parked_record_still_reports_it(
     endpoints: Endpoints, pool: asyncpg.Pool, topic: str
 ):
-    store = PostgresEventStore(pool, "LON", max_envelope_bytes=2**31)
+    store = PostgresEventStore(pool, "LON", chain_key=KEY, max_envelope_bytes=2**31)
     stuck = aggregate_id("stuck")
     await store.append(stuck, 0, [new_event(1, payload=b"x" * (2 * MAX_ENVELOPE_BYTES))])
     name = f"LON.test.{uuid.uuid4().hex[:8]}.relay"

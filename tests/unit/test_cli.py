@@ -64,7 +64,7 @@ def test_make_run_writes_every_site_service_hospital_and_the_demo_identities(tmp
     document = json.loads(path.read_text())
     assert set(document) == {
         "identity", "sites", "hospitals", "users", "kafka", "kafka_env", "database_url",
-        "dashboard", "trust_list", "database_roles",
+        "dashboard", "trust_list", "database_roles", "chain_keys",
     }  # fmt: skip
     assert document["kafka_env"] == operator  # the CLI's read-only Kafka principal
     assert document["trust_list"] == "/x/trust-list.json"  # watch, replay, dashboard verify with it

@@ -72,6 +72,7 @@ ARCHITECTURE_TOPICS = {
     "cellbank.delivery.events.v1": "forever",
     "cellbank.telemetry.v1": "bounded",
     "cellbank.deadletter.v1": "forever",
+    "cellbank.anchors.v1": "forever",  # issue 15: signed audit-chain heads
 }
 DASHBOARD_MODULE = "deploy.dashboard"
 GRPC_PORT = 50051  # every gRPC process listens on it in its container / pod

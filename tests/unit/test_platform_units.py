@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shared.auth import Principal, require
+from shared.chain_key import ChainKey
 from shared.db import TRANSIENT_DB_ERRORS
 from shared.envelope_codec import decode, encode
 from shared.errors import ConcurrencyConflict, InvalidArgument, PermissionDenied, Unauthenticated
@@ -95,7 +96,7 @@ def test_require_checks_the_principal_s_roles():
 
 
 async def test_chain_of_an_empty_store_is_intact():
-    report = verify_chain([], GENESIS)
+    report = verify_chain([], ChainKey.generate(), GENESIS)
     assert report.intact and report.events_checked == 0
 
 
