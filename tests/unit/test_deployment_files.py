@@ -51,6 +51,7 @@ from deploy.kafka_principals import (
 from deploy.keycloak import REALM_FILE
 from deploy.network import COLDCHAIN_MODULE, SERVICE_MODULES, SLA_MODULE, plan
 from services.kernel.isbt128 import validate_fin
+from shared.chain_key import CHAIN_KEY_ENV, ChainKey
 from shared.db import database_name, with_database
 from shared.metrics import serve_metrics
 from shared.settings import Settings, parse_endpoints
@@ -525,7 +526,8 @@ def test_compose_service_runs_its_command_in_its_own_image(site: str, service: s
 @pytest.mark.parametrize(("site", "service"), COMPOSE_SITE_SERVICES)
 def test_compose_service_environment_is_accepted_by_settings(site: str, service: str) -> None:
     env = env_of(grpc_name(site, service))
-    settings = Settings.from_env(env, service=service)  # as shared.service_host.run reads it
+    # as shared.service_host.run reads it (the chain key's file exists only in the container)
+    settings = Settings.from_env(without_secret_files(env), service=service)
     assert (settings.site_id, settings.service) == (site, service)
     assert settings.kafka_bootstrap == "kafka:9092"
     assert settings.grpc_host == "0.0.0.0"  # reachable through the published port
@@ -919,8 +921,13 @@ def secret_file_of(deployment: Mapping[str, Any], env: Mapping[str, str], name: 
 
 
 def without_secret_files(env: Mapping[str, str]) -> dict[str, str]:
-    """The environment minus *_FILE secrets (their files exist only in the pod)."""
-    return {k: v for k, v in env.items() if not k.endswith(("_SECRET_FILE", "_URL_FILE"))}
+    """The environment minus the secret files Settings reads at once (*_FILE secrets, the chain
+    key): they exist only in the pod or container."""
+    return {
+        k: v
+        for k, v in env.items()
+        if not k.endswith(("_SECRET_FILE", "_URL_FILE")) and k != CHAIN_KEY_ENV
+    }
 
 
 def deployment_running(docs: tuple[dict[str, Any], ...], command: list[str]) -> dict[str, Any]:
@@ -1427,9 +1434,10 @@ def test_compose_service_signs_with_its_own_sites_key_and_verifies_with_the_trus
 ) -> None:
     name = grpc_name(site, service)
     spec = services()[name]
-    settings = Settings.from_env(env_of(name), service=service)
+    settings = Settings.from_env(without_secret_files(env_of(name)), service=service)
     own = f"{site.lower()}-signing-key"
-    assert spec.get("secrets") == [own], "its own site's key, no other site's"
+    # its own site's signing key (no other site's) and its own store's chain key (below)
+    assert spec.get("secrets") == [own, chain_key_secret(site, service)]
     assert settings.signing_key_file == f"/run/secrets/{own}"
     assert settings.signing_key_id == _REQUIRED.format(f"{site}_SIGNING_KEY_ID")
     assert spec.get("configs") == [{"source": "trust-list", "target": settings.trust_list_file}]
@@ -1490,3 +1498,116 @@ def assert_mounts_trust_list(
         cm for cm in of_kind(docs, "ConfigMap") if cm["metadata"]["name"] == "cellbank-trust-list"
     ]
     TrustList.from_json(trust["data"]["trust-list.json"])  # a list the code accepts
+
+
+# --- the audit chain: one secret chain key per site service ----------------------------------
+
+CHAIN_KEYS_SECRET = "cellbank-chain-keys"  # k8s: per site namespace, one key per service
+
+
+def chain_key_secret(site: str, service: str) -> str:
+    """The compose secret holding a site service's chain key, e.g. lon-storage-chain-key."""
+    return f"{grpc_name(site, service)}-chain-key"
+
+
+def settings_with_a_key_at(
+    env: Mapping[str, str], service: str, folder: Path
+) -> tuple[Settings, ChainKey]:
+    """Settings as the service reads them with a key in the file CELLBANK_CHAIN_KEY_FILE names
+    (standing in for the mounted secret, which exists only in the container or pod)."""
+    key = ChainKey.generate()
+    path = folder / "chain.key"
+    path.write_text(key.hex() + "\n")
+    settings = Settings.from_env(
+        {**without_secret_files(env), CHAIN_KEY_ENV: str(path)}, service=service
+    )
+    return settings, key
+
+
+def test_the_chain_key_variable_is_one_the_code_reads() -> None:
+    assert CHAIN_KEY_ENV == "CELLBANK_CHAIN_KEY_FILE"
+    assert CHAIN_KEY_ENV in module_env_names("shared.chain_key")
+    assert CHAIN_KEY_ENV in env_names_the_code_reads()
+
+
+@pytest.mark.parametrize(("site", "service"), COMPOSE_SITE_SERVICES)
+def test_compose_service_chains_with_its_own_key_from_a_required_file(
+    site: str, service: str, tmp_path: Path
+) -> None:
+    name = grpc_name(site, service)
+    own = chain_key_secret(site, service)
+    chain_keys = [s for s in services()[name].get("secrets", []) if s.endswith("-chain-key")]
+    assert chain_keys == [own], "exactly its own store's key, no other service's"
+    env = env_of(name)
+    assert env[CHAIN_KEY_ENV] == f"/run/secrets/{own}"
+    variable = f"{site}_{service.upper()}_CHAIN_KEY_FILE"  # e.g. LON_DONOR_INTAKE_CHAIN_KEY_FILE
+    secret = compose()["secrets"][own]
+    assert set(secret) == {"file"}
+    assert variables(secret["file"]) == [(variable, "required")], "no default key"
+    settings, key = settings_with_a_key_at(env, service, tmp_path)
+    assert settings.chain_key == key  # the service reads its key from that file
+
+
+def test_compose_each_chain_key_is_mounted_into_exactly_its_own_service() -> None:
+    expected = {chain_key_secret(s, v): [grpc_name(s, v)] for s, v in COMPOSE_SITE_SERVICES}
+    holders: dict[str, list[str]] = {}
+    for name, spec in services().items():
+        for secret in spec.get("secrets", []):
+            assert isinstance(secret, str), f"{name}: {secret!r}"
+            if secret.endswith("-chain-key"):
+                holders.setdefault(secret, []).append(name)
+    assert holders == expected
+    declared = {name for name in compose()["secrets"] if name.endswith("-chain-key")}
+    assert declared == set(expected), "a chain key no service uses, or one not declared"
+    files = [compose()["secrets"][name]["file"] for name in sorted(expected)]
+    assert len(set(files)) == len(files), "two services share a key file variable"
+
+
+@pytest.mark.parametrize("process", ["coldchain", "sla", "dashboard"])
+def test_compose_network_processes_hold_no_chain_key(process: str) -> None:
+    spec = services()[process]
+    assert CHAIN_KEY_ENV not in raw_env(process), "no event store: no chain key"
+    assert not [s for s in spec.get("secrets", []) if str(s).endswith("-chain-key")]
+
+
+@pytest.mark.parametrize(("site", "service"), K8S_SITE_SERVICES)
+def test_k8s_service_mounts_only_its_own_item_of_the_chain_keys_secret(
+    site: str, service: str, tmp_path: Path
+) -> None:
+    docs = rendered(site_dir(site))
+    deployment = deployment_running(docs, RUNS[service])
+    env = pod_env(docs, deployment)
+    item = service.replace("_", "-")  # e.g. donor-intake, as the other per-service Secrets
+    assert secret_file_of(deployment, env, CHAIN_KEY_ENV) == item
+    assert secret_files(deployment)[env[CHAIN_KEY_ENV]] == (CHAIN_KEYS_SECRET, item)
+    volumes = [
+        v["secret"]
+        for v in deployment["spec"]["template"]["spec"]["volumes"]
+        if v.get("secret", {}).get("secretName") == CHAIN_KEYS_SECRET
+    ]
+    assert len(volumes) == 1, "one chain-key volume"
+    assert [i["key"] for i in volumes[0].get("items", [])] == [item], "its own item only"
+    mounted = [f for f in secret_files(deployment).values() if f[0] == CHAIN_KEYS_SECRET]
+    assert mounted == [(CHAIN_KEYS_SECRET, item)], "no other service's key"
+    settings, key = settings_with_a_key_at(env, service, tmp_path)
+    assert settings.chain_key == key
+
+
+@pytest.mark.parametrize("site", DEFAULT_SITES)
+def test_k8s_site_s_services_use_distinct_items_of_its_chain_keys(site: str) -> None:
+    docs = rendered(site_dir(site))
+    items = sorted(
+        key
+        for deployment in of_kind(docs, "Deployment")
+        for secret, key in secret_files(deployment).values()
+        if secret == CHAIN_KEYS_SECRET
+    )
+    assert items == sorted(service.replace("_", "-") for service in SERVICE_MODULES)
+
+
+def test_k8s_network_processes_hold_no_chain_key() -> None:
+    docs = rendered(K8S / "network")
+    for deployment in of_kind(docs, "Deployment"):
+        name = deployment["metadata"]["name"]
+        assert CHAIN_KEY_ENV not in pod_env(docs, deployment), name
+        assert all(s != CHAIN_KEYS_SECRET for s, _ in secret_files(deployment).values()), name
