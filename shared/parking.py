@@ -82,15 +82,22 @@ class ParkingLot:
         metrics.PROJECTION_PARKED.labels(self.projection).inc()
 
     async def deadletter(
-        self, conn: asyncpg.Connection, dlq: AIOKafkaProducer, bad: Poison
+        self, conn: asyncpg.Connection, dlq: AIOKafkaProducer | None, bad: Poison
     ) -> None:
-        """Park the poison record and send it to the dead-letter topic with the error.
+        """Park the poison record and send it to the dead-letter topic with the error (no
+        dlq: a replay, whose live site dead-lettered it already; parked and logged only).
 
         Sent before the caller's transaction commits: a crash can duplicate a dead letter,
         never lose one.
         """
         record = bad.record
         await self.park(conn, record, bad.aggregate_id, error=bad.error)
+        if dlq is None:
+            log.error(
+                "poison record parked (not dead-lettered again by a replay)",
+                extra={"projection": self.projection, "aggregate_id": bad.aggregate_id},
+            )
+            return
         await dlq.send_and_wait(
             DEADLETTER,
             value=record.value,

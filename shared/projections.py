@@ -89,6 +89,9 @@ class ProjectionRunner:
         max_records: int = 2000,
         dead_letter_untrusted: bool = True,
     ) -> None:
+        # dead_letter_untrusted=False (a replay): nothing is published — refused and poison
+        # records are recorded in the rebuilt database only (the live site dead-lettered them),
+        # so a replay can run as a read-only Kafka principal (the operator).
         self.pool = pool
         self.trust = trust
         self.dead_letter_untrusted = dead_letter_untrusted  # a replay only records them
@@ -110,9 +113,10 @@ class ProjectionRunner:
         stop = stop or asyncio.Event()
         await self.parking.load()
         async with contextlib.AsyncExitStack() as stack:
-            self._dlq = reliable_producer(self.bootstrap)
-            await self._dlq.start()
-            stack.push_async_callback(self._dlq.stop)
+            if self.dead_letter_untrusted:
+                self._dlq = reliable_producer(self.bootstrap)
+                await self._dlq.start()
+                stack.push_async_callback(self._dlq.stop)
             consumer = kafka_clients.consumer(
                 bootstrap=self.bootstrap,
                 group_id=self.group_id,
@@ -235,7 +239,6 @@ class ProjectionRunner:
         *,
         careful: bool,
     ) -> None:
-        assert self._dlq is not None
         decoded = verdicts.trusted
         parked = set(self.parking.aggregates)
         async with self.pool.acquire() as conn, conn.transaction():
@@ -298,7 +301,7 @@ class ProjectionRunner:
             # sends none), before the commit: a crash may repeat one, never lose one.
             for record, refused in refusals:
                 await record_refusal(
-                    conn, self._dlq if self.dead_letter_untrusted else None, record, refused,
+                    conn, self._dlq, record, refused,
                     consumer=self.name, group_id=self.group_id,
                 )  # fmt: skip
             await mark_processed(conn, self.name, marked)

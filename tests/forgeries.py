@@ -6,8 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from aiokafka import AIOKafkaProducer
-
+from shared import kafka_clients
 from shared.envelope_codec import encode, parse
 from shared.events import StoredEvent
 from shared.trust import Signer, sign_event
@@ -44,9 +43,11 @@ def forged_copy(event: StoredEvent, **changes: object) -> StoredEvent:
 
 async def send_raw(bootstrap: str, topic: str, records: Sequence[tuple[str, bytes]]) -> None:
     """Publish records as they are, straight to the topic (no relay, no signing)."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
-    await producer.start()
+    # Authenticated (as the environment's principal): the broker lets it write, so only the
+    # signatures stand between these records and the consumers.
+    producer = kafka_clients.producer(bootstrap, acks="all", enable_idempotence=True)
     try:
+        await producer.start()
         for key, value in records:
             await producer.send_and_wait(topic, value, key=key.encode())
     finally:
