@@ -13,6 +13,7 @@ import asyncpg
 from prometheus_client import REGISTRY
 
 from deploy.infra import Endpoints
+from shared.chain_key import ChainKey
 from shared.outbox_relay import OutboxRelay
 from shared.postgres_eventstore import PostgresEventStore
 from shared.projections import ProjectionRunner
@@ -126,7 +127,7 @@ async def test_rotated_keys_old_events_still_verify_and_the_retired_key_is_refus
 async def test_the_relay_signs_what_it_publishes_with_the_sites_key(
     endpoints: Endpoints, pool: asyncpg.Pool, topic: str
 ):
-    store = PostgresEventStore(pool, "LON")
+    store = PostgresEventStore(pool, "LON", chain_key=ChainKey.generate())
     agg = aggregate_id()
     await store.append(agg, 0, [new_event(1), new_event(2)])
     try:
