@@ -10,6 +10,7 @@ import asyncpg
 import pytest
 
 from deploy.infra import Endpoints
+from shared.chain_key import ChainKey
 from shared.db import SHARED_MIGRATIONS, create_pool, migrate, migration_files, with_database
 from shared.db_roles import apply_grants, role_is_privileged
 from shared.postgres_eventstore import PostgresEventStore
@@ -19,7 +20,9 @@ REFUSED = asyncpg.InsufficientPrivilegeError
 
 
 async def _one_event(pool: asyncpg.Pool) -> None:
-    await PostgresEventStore(pool, "LON").append(aggregate_id(), 0, [new_event()])
+    await PostgresEventStore(pool, "LON", chain_key=ChainKey.generate()).append(
+        aggregate_id(), 0, [new_event()]
+    )
 
 
 async def test_the_runtime_role_appends_but_cannot_update_delete_or_truncate_events(
