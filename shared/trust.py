@@ -505,12 +505,17 @@ def _tail(signature: bytes, index: int, size: int, proof: Sequence[bytes]) -> by
 
 
 def _varint(value: int) -> bytes:
+    if value < 0x80:
+        return _ONE_BYTE[value]
     out = bytearray()
     while value > 0x7F:
         out.append((value & 0x7F) | 0x80)
         value >>= 7
     out.append(value)
     return bytes(out)
+
+
+_ONE_BYTE = tuple(bytes((i,)) for i in range(0x80))
 
 
 def _clear_batch_fields(env: envelope_pb2.EventEnvelope) -> None:
