@@ -6,9 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from aiokafka import AIOKafkaProducer
-
 from shared.envelope_codec import encode, parse
+from shared.kafka_clients import producer as kafka_producer
 from shared.events import StoredEvent
 from shared.trust import Signer, sign_event
 
@@ -43,10 +42,11 @@ def forged_copy(event: StoredEvent, **changes: object) -> StoredEvent:
 
 
 async def send_raw(bootstrap: str, topic: str, records: Sequence[tuple[str, bytes]]) -> None:
-    """Publish records as they are, straight to the topic (no relay, no signing)."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
-    await producer.start()
+    """Publish records as they are, straight to the topic (no relay, no signing), as the
+    environment's Kafka principal (an authenticated client of the broker)."""
+    producer = kafka_producer(bootstrap, acks="all", enable_idempotence=True)
     try:
+        await producer.start()
         for key, value in records:
             await producer.send_and_wait(topic, value, key=key.encode())
     finally:
