@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from shared.envelope_codec import encode, parse
-from shared.kafka_clients import producer as kafka_producer
 from shared.events import StoredEvent
+from shared.kafka_clients import producer as kafka_producer
 from shared.trust import Signer, sign_event
 
 
