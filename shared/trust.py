@@ -54,9 +54,11 @@ from shared.events import StoredEvent
 
 SIGNATURE_BYTES = 64
 HASH_BYTES = 32
-# Envelopes per signature (the relay's batches of up to 2000 are cut into batches of this many):
-# chosen by measurement (tests/bench.py, the relay's `signing:` row), see sign_bodies.
-BATCH_LEAVES = 64
+# Envelopes per signature (the relay's batches of up to 2000 are cut into batches of this many).
+# Chosen by measurement (tests/bench.py `signing:` row, 2 cores, scale 0.5, 5 rounds, two runs
+# each): 16 -> 0.79-0.83 of the unsigned relay, 32 -> 0.89-1.08, 64 -> 0.80-0.83 (per-envelope
+# signing: 0.56-0.64). Bigger batches sign less but carry a longer proof (35 bytes a level).
+BATCH_LEAVES = 32
 MAX_BATCH_LEAVES = 1 << 16  # what a verifier accepts (a proof of at most 16 hashes)
 # What the site key signs for a batch: this, the batch size (4 bytes, big endian), the root.
 BATCH_DOMAIN = b"cellbank.envelope-batch.v1\x00"
