@@ -52,7 +52,8 @@ class OutboxRelay:
 
     The position lives in the store's own database (relay_checkpoints), so a crash anywhere
     only means republishing from the last stored position; consumers dedupe by event_id.
-    Every envelope is signed with the site's key (shared.trust) before it is sent.
+    Every envelope is signed with the site's key (shared.trust: one Ed25519 signature per batch
+    of up to BATCH_LEAVES envelopes, a Merkle audit path in each) before it is sent.
     A record Kafka can never take is parked (relay_parked, with the error), its aggregate's
     later records wait behind it, `health(False)` is reported and every other aggregate flows.
     """

@@ -25,7 +25,9 @@ UNSIGNED = "unsigned"
 UNKNOWN_KEY = "unknown_key"
 WRONG_SITE = "wrong_site"  # a key of another site than the envelope's site_id
 KEY_NOT_VALID = "key_not_valid"  # retired (or not yet valid) when the event was recorded
-BAD_SIGNATURE = "bad_signature"  # altered after signing, or signed by someone else
+# altered after signing, signed by someone else, or a signature or batch proof (shared.trust)
+# that is malformed or does not lead to a root the key signed
+BAD_SIGNATURE = "bad_signature"
 UNDECODABLE = "undecodable"  # not an envelope at all: nothing in it can be vouched for
 KEY_DIFFERS = "key_differs"  # a genuine envelope sent under another aggregate's record key
 REASONS = (
@@ -51,7 +53,7 @@ def reason_of(refusal: Untrusted) -> str:
         return WRONG_SITE
     if words.startswith("key not valid"):
         return KEY_NOT_VALID
-    return BAD_SIGNATURE  # bad or malformed signature
+    return BAD_SIGNATURE  # bad or malformed signature, malformed proof
 
 
 class LogRecord(Protocol):

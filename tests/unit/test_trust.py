@@ -115,6 +115,11 @@ def test_appended_fields_after_the_signature_are_refused(lon: Signer, trust: Tru
     assert reason(trust, data + extra) == "bad signature"
 
 
+def test_an_envelope_signed_without_a_batch_is_refused(lon: Signer, trust: TrustList) -> None:
+    body = signing_body(lon, event())  # the earlier layout: Ed25519 over the canonical bytes
+    assert reason(trust, seal(body, lon.sign(body), size=0)) == "malformed proof"
+
+
 def test_a_malformed_signature_is_refused(lon: Signer, trust: TrustList) -> None:
     env = envelope_pb2.EventEnvelope.FromString(sign_event(lon, event()))
     env.signature = b"\x00" * 10
@@ -191,7 +196,11 @@ def test_resigning_replaces_the_signer(lon: Signer, man: Signer, trust: TrustLis
     resigned = sign_envelope(lon, sign_event(man, event("MAN")))
     assert reason(trust, resigned) == "key of LON signs for MAN"
     assert verify_envelope(trust, sign_envelope(man, sign_event(lon, event("MAN")))) == event("MAN")
-    assert seal(b"", b"") == b"\x9a\x01\x40"
+    sealed = seal(b"", b"s" * 64, 3, 5, [b"p" * 32])  # fields 19-22, as protobuf writes them
+    env = envelope_pb2.EventEnvelope(
+        signature=b"s" * 64, batch_index=3, batch_size=5, batch_proof=[b"p" * 32]
+    )
+    assert sealed == env.SerializeToString(deterministic=True)
 
 
 def test_local_key_material_is_made_once_and_private(tmp_path: Path) -> None:

@@ -140,6 +140,6 @@ def test_a_batch_is_split_into_trusted_and_refused_by_offset(
 def test_reasons_are_a_fixed_set_whatever_the_words() -> None:
     words = [
         "unsigned", "unknown key", "key of MAN signs for LON", "key not valid at 2026-01-01Z",
-        "bad signature", "malformed signature",
+        "bad signature", "malformed signature", "malformed proof",
     ]  # fmt: skip
     assert {reason_of(Untrusted(w)) for w in words} <= set(REASONS)
