@@ -208,24 +208,25 @@ class LocalKafka:
             "-cp", f"{libs}/*", main, *args,
         ]  # fmt: skip
 
-    def _format_storage(self, libs: Path, props: Path) -> None:
+    def _format_storage(
+        self, libs: Path, props: Path, quorum: tuple[str, ...] = ("--standalone",)
+    ) -> None:
+        """Format the log dir once; quorum: how the controllers are named (a single broker is
+        `--standalone`; a cluster node passes its cluster id and static-quorum arguments)."""
         # --cluster-id=<id>, not "-t <id>": a random id may start with "-".
-        cmd = self._java_cmd(
-            libs,
-            "kafka.tools.StorageTool",
-            "format",
-            "--standalone",
-            f"--cluster-id={_cluster_id()}",
-            "-c",
-            str(props),
-        )
+        if not any(a.startswith("--cluster-id=") for a in quorum):
+            quorum = (*quorum, f"--cluster-id={_cluster_id()}")
+        cmd = self._java_cmd(libs, "kafka.tools.StorageTool", "format", *quorum, "-c", str(props))
         if self.authenticated:
             # The brokers authenticate to each other as the admin before anyone could add it.
             password = self.admin_security.password
             cmd += ["--add-scram", f"SCRAM-SHA-512=[name={ADMIN},password={password}]"]
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if result.returncode != 0:
-            raise InfraError(f"formatting Kafka storage failed:\n{result.stdout}\n{result.stderr}")
+            raise InfraError(
+                f"formatting Kafka storage in {self.data_dir} failed:\n"
+                f"{result.stdout}\n{result.stderr}"
+            )
 
     def start(self, timeout: float = 90.0) -> None:
         """Start the broker and return once a metadata request succeeds."""

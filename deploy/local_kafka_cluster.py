@@ -7,7 +7,6 @@ import concurrent.futures
 import json
 import os
 import signal
-import subprocess
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -104,24 +103,9 @@ class ClusterNode(LocalKafka):
         (self.data_dir / "log4j2.properties").write_text(LOG4J2.format(log_file=self.log_file))
         if not (self.data_dir / "log" / "meta.properties").exists():
             # Static quorum (controller.quorum.voters): no --standalone / --initial-controllers.
-            cmd = self._java_cmd(
-                libs,
-                "kafka.tools.StorageTool",
-                "format",
-                f"--cluster-id={self.cluster.cluster_id}",
-                "-c",
-                str(props),
-                *self.cluster.format_args,
+            self._format_storage(
+                libs, props, (f"--cluster-id={self.cluster.cluster_id}", *self.cluster.format_args)
             )
-            if self.authenticated:
-                # The brokers authenticate to each other as the admin before anyone could add it.
-                password = self.admin_security.password
-                cmd += ["--add-scram", f"SCRAM-SHA-512=[name={ADMIN},password={password}]"]
-            result = subprocess.run(cmd, capture_output=True, text=True, check=False)
-            if result.returncode != 0:
-                raise InfraError(
-                    f"formatting Kafka node {self.node_id} failed:\n{result.stdout}\n{result.stderr}"
-                )
         return props
 
     def _java_cmd(self, libs: Path, main: str, *args: str) -> list[str]:
