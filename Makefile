@@ -46,7 +46,7 @@ test-chaos: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy shared services deploy tests
+	$(VENV)/bin/mypy shared services deploy tests protos/cellbank/storage/v1/client.py
 
 bench: setup
 	$(PY) -m tests.bench

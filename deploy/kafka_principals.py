@@ -143,15 +143,12 @@ def writable_topics(grants: Iterable[Grant]) -> set[str]:
 
 def service_reads() -> dict[str, tuple[str, ...]]:
     """What each service's projections (and policies) consume, from the services' own specs."""
-    from deploy.replay import service_projections, specs
-    from shared.settings import Settings
+    from deploy.replay import specs
 
-    reads = {}
-    for spec in specs().values():
-        settings = Settings(site_id="LON", service=spec.name, kafka_bootstrap="-", database_url="-")
-        projections = service_projections(spec, settings, policies=True)
-        reads[spec.name] = tuple(sorted({t for p in projections for t in p.topics}))
-    return reads
+    return {
+        spec.name: tuple(sorted({t for topics in spec.subscriptions().values() for t in topics}))
+        for spec in specs().values()
+    }
 
 
 def strimzi_acls(grants: Iterable[Grant]) -> list[dict[str, object]]:

@@ -26,7 +26,6 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
 
 import asyncpg
 from aiokafka import TopicPartition
@@ -45,14 +44,12 @@ from shared.db import (
 )
 from shared.digest import rows_digest
 from shared.events import StoredEvent
-from shared.eventstore import utc_now
 from shared.hashchain import GENESIS
 from shared.kafka_admin import end_offsets
 from shared.log_chain import BrokenChain, LogRecord, restorable
 from shared.log_reader import records_to_end
-from shared.postgres_eventstore import PostgresEventStore
 from shared.projections import Projection, ProjectionRunner, consumed, next_offsets
-from shared.service_host import ServiceContext, ServiceSpec
+from shared.service_host import ServiceSpec
 from shared.service_lock import ServicesRunning, running_services
 from shared.settings import Settings
 from shared.topics import SERVICE_TOPICS
@@ -287,19 +284,10 @@ class _Replay:
         return sum(self.goal.values())
 
 
-def service_projections(
-    spec: ServiceSpec,
-    settings: Settings,
-    pool: asyncpg.Pool | None = None,
-    *,
-    policies: bool = False,
-) -> list[Projection]:
-    """The projections the service's build makes — without its policies (projections that
-    act), the ones a replay runs. Building connects to nothing: without a pool, to list them."""
-    connections = cast(asyncpg.Pool, pool)  # only kept by the components, not used here
-    store = PostgresEventStore(connections, settings.site_id, service=spec.name)
-    components = spec.build(ServiceContext(settings, connections, store, utc_now))
-    return [p for p in components.projections if policies or not getattr(p, "acts", False)]
+def service_projections(spec: ServiceSpec) -> list[Projection]:
+    """The projections the service's spec declares — not its policies (consumers that act):
+    the ones a replay runs."""
+    return spec.read_models()
 
 
 Goals = dict[str, dict[TopicPartition, int]]  # projection → next offset to reach per partition
@@ -308,10 +296,15 @@ Goals = dict[str, dict[TopicPartition, int]]  # projection → next offset to re
 async def projection_goals(
     spec: ServiceSpec, settings: Settings, *, policies: bool = False
 ) -> Goals:
-    """Each projection's goal (see service_projections): its topics' ends as they are now."""
+    """Each projection's goal (policies' too with policies=True): its topics' ends now."""
+    subscribed = (
+        spec.subscriptions()
+        if policies
+        else {p.name: tuple(p.topics) for p in service_projections(spec)}
+    )
     return {
-        p.name: await end_offsets(settings.kafka_bootstrap, list(p.topics))
-        for p in service_projections(spec, settings, policies=policies)
+        name: await end_offsets(settings.kafka_bootstrap, list(topics))
+        for name, topics in subscribed.items()
     }
 
 
@@ -329,7 +322,7 @@ async def start_projections(
     the live consumers did that)."""
     goals = goals if goals is not None else await projection_goals(spec, settings)
     started = []
-    for projection in service_projections(spec, settings, pool):
+    for projection in service_projections(spec):
         goal = goals[projection.name]
         group = f"replay.{settings.site_id}.{spec.name}.{projection.name}.{uuid.uuid4().hex[:8]}"
         runner = ProjectionRunner(

@@ -54,3 +54,26 @@ class StoreBusy(CellBankError):
 
 class ResourceExhausted(CellBankError):
     """The caller holds as much of a bounded resource as it may (e.g. open streams)."""
+
+
+# The one error contract of a site-to-site port (e.g. matching and delivery calling a unit's
+# owning site): adapters translate their transport's failures into these two, so a service
+# layer never sees gRPC.
+class SiteRefused(PreconditionFailed):
+    """The other site decided: it refused the call (its rule, a stale version, an unknown
+    unit). Calling again will not change its mind; the caller tries another way."""
+
+    def __init__(self, site_id: str, why: str) -> None:
+        super().__init__(f"site {site_id} refused", why)
+        self.site_id = site_id
+        self.why = why
+
+
+class SiteUnavailable(CellBankError):
+    """The other site could not be asked (unreachable, timed out, no endpoint configured, no
+    access token): nothing is known of its decision; the caller may retry later."""
+
+    def __init__(self, site_id: str, why: str) -> None:
+        super().__init__(f"site {site_id} unavailable: {why}")
+        self.site_id = site_id
+        self.why = why

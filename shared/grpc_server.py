@@ -28,6 +28,7 @@ from shared.errors import (
     PermissionDenied,
     PreconditionFailed,
     ResourceExhausted,
+    SiteUnavailable,
     StoreBusy,
     Unauthenticated,
 )
@@ -42,6 +43,7 @@ STATUS_OF: tuple[tuple[type[CellBankError], grpc.StatusCode], ...] = (
     (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
     (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     (StoreBusy, grpc.StatusCode.UNAVAILABLE),
+    (SiteUnavailable, grpc.StatusCode.UNAVAILABLE),
     (ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
 )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,23 +85,49 @@ Worker = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
 @dataclass(frozen=True, slots=True)
 class Components:
+    """What a service's build makes at start-up. Its projections and policies are not here:
+    the service spec declares them, so the host, a replay and the benches see the same ones."""
+
     bindings: Sequence[ServiceBinding]
-    projections: Sequence[Projection] = ()
+    # The object the spec's policies issue their commands to (the service layer).
+    app: object = None
     workers: Sequence[Worker] = ()  # background loops (schedulers, publishers) run until stop
     network_status: NetworkStatusSource | None = None  # OperatorService.GetNetworkStatus
     # Run once, in order, after migrations and before the relay, projections, workers and the
     # server start (e.g. matching settling which HLA reference release it classifies with).
     startup: Sequence[Callable[[], Coroutine[Any, Any, None]]] = ()
+    # Closed by the host, in order, once the server and workers stopped (e.g. the channels of
+    # a port's adapter to other sites): the host owns lifecycles, not the service layer.
+    closers: Sequence[Callable[[], Awaitable[None]]] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class ServiceSpec:
+    """A service, declared: its read-model migrations, its projections (consumers that only
+    fold events into its own tables: what a replay rebuilds), its policies (consumers that
+    issue commands: never run by a replay), and the build of everything else."""
+
     name: str  # donor_intake, manufacturing, …
     migrations: Path  # the service's numbered SQL (read models)
     build: Callable[[ServiceContext], Components]
+    projections: tuple[Callable[[], Projection], ...] = ()
+    # Each called with the Components' app.
+    policies: tuple[Callable[[Any], Projection], ...] = ()
     # Read models it shares with another context (applied before its own), e.g. matching
     # reads the network inventory with storage's projections.
     borrowed_migrations: tuple[Path, ...] = ()
+
+    def read_models(self) -> list[Projection]:
+        """The projections, built: what the host runs beside the policies, and a replay alone."""
+        return [make() for make in self.projections]
+
+    def subscriptions(self) -> dict[str, tuple[str, ...]]:
+        """Each consumer's name → the topics it reads, policies included (a policy is a class
+        whose name and topics are class attributes: listed without building the service)."""
+        subscribed = {p.name: tuple(p.topics) for p in self.read_models()}
+        for policy in self.policies:
+            subscribed[policy.name] = tuple(policy.topics)  # type: ignore[attr-defined]
+        return subscribed
 
 
 @dataclass
@@ -115,6 +141,7 @@ class ServiceHost:
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _lock: asyncpg.Connection | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     @property
     def port(self) -> int:
@@ -151,6 +178,7 @@ class ServiceHost:
         )  # fmt: skip
         context = ServiceContext(s, self.pool, store, self.clock)
         components = self.spec.build(context)
+        self._closers.extend(components.closers)
         for step in components.startup:
             await step()
         relay_name = f"{s.site_id}.{name}.relay"
@@ -174,7 +202,8 @@ class ServiceHost:
         self._tasks.append(
             asyncio.create_task(anchors.run(self._stop), name=f"{s.site_id}.{name}.anchors")
         )
-        for projection in components.projections:
+        policies = [make(components.app) for make in spec.policies]
+        for projection in [*spec.read_models(), *policies]:
             group = f"{s.site_id}.{name}.{projection.name}"
             runner = ProjectionRunner(
                 self.pool, projection, trust=trust, bootstrap=s.kafka_bootstrap, group_id=group
@@ -220,6 +249,12 @@ class ServiceHost:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(task, 15)
+        for close in self._closers:
+            try:
+                await close()
+            except Exception as exc:  # one failing close must not keep the others open
+                log.warning("closing a component failed", extra={"error": repr(exc)})
+        self._closers.clear()
         if self.pool is not None:
             await self.pool.close()
         if self._lock is not None:

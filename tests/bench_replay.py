@@ -19,12 +19,11 @@ import time
 import uuid
 
 from deploy.infra import Endpoints
-from deploy.replay import REPLAY_FIN, replay_site, service_projections, specs
+from deploy.replay import replay_site, service_projections, specs
 from shared import kafka_clients
 from shared.db import drop_database
 from shared.events import StoredEvent
 from shared.kafka_admin import end_offsets, ensure_topics
-from shared.settings import Settings
 from shared.testing.trust import signer, trust_list
 from shared.topics import TOPICS
 from shared.trust import sign_bodies, signing_body, verify_envelope
@@ -83,11 +82,8 @@ def _replayed_projections() -> list[tuple[str, tuple[str, ...]]]:
     return [
         (f"{name}.{p.name}", tuple(p.topics))
         for name, spec in specs().items()
-        for p in service_projections(spec, Settings(
-            site_id=SITE, service=name, kafka_bootstrap="-", database_url="-",
-            facility_id=REPLAY_FIN,
-        ))
-    ]  # fmt: skip
+        for p in service_projections(spec)
+    ]
 
 
 async def consume_baseline(bootstrap: str, projections: list[tuple[str, tuple[str, ...]]]) -> int:

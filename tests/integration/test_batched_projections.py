@@ -12,9 +12,8 @@ import asyncpg
 import pytest
 
 from deploy.infra import Endpoints
-from deploy.replay import REPLAY_FIN, database_digests, specs
+from deploy.replay import database_digests, specs
 from shared.batched_apply import apply_in_waves
-from shared.chain_key import ChainKey
 from shared.db import (
     SHARED_MIGRATIONS,
     create_pool,
@@ -26,10 +25,7 @@ from shared.db import (
 )
 from shared.digest import rows_digest
 from shared.events import StoredEvent
-from shared.eventstore import utc_now
-from shared.postgres_eventstore import PostgresEventStore
-from shared.service_host import ServiceContext, ServiceSpec
-from shared.settings import Settings
+from shared.service_host import ServiceSpec
 from tests.site_log import donor_life, new_stores, order_life
 
 pytestmark = pytest.mark.infra
@@ -75,16 +71,7 @@ async def test_waves_leave_the_same_rows_as_one_event_at_a_time(
     log = interleaved_log(12)
     (one_db, one), (many_db, many) = [await migrated(endpoints.database_url, spec) for _ in "ab"]
     pools.extend([(one_db, one), (many_db, many)])
-    settings = Settings(
-        site_id="RPL", service=service, kafka_bootstrap="-", database_url="-",
-        facility_id=REPLAY_FIN,
-    )  # fmt: skip
-    store = PostgresEventStore(one, "RPL", service=service, chain_key=ChainKey.generate())
-    batched = [
-        p
-        for p in spec.build(ServiceContext(settings, one, store, utc_now)).projections
-        if getattr(p, "rows_keyed_by_aggregate", False)
-    ]
+    batched = [p for p in spec.read_models() if getattr(p, "rows_keyed_by_aggregate", False)]
     assert batched, f"{service} has no batched projection"
     for projection in batched:
         events = [e for topic, e in log if topic in projection.topics]

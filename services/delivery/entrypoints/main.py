@@ -13,8 +13,8 @@ from cellbank.operator.v1 import operator_service_pb2 as opb
 
 from services.delivery.app import Delivery
 from services.delivery.entrypoints.grpc_servicer import DeliveryServicer, delivery_binding
+from services.delivery.policies.recall_triggers import RecallTriggers
 from services.delivery.projections.lookback import LookbackProjection
-from services.delivery.projections.recall_triggers import RecallTriggers
 from services.delivery.read_model import DeliveryReadModel
 from services.storage.client import StorageGateway
 from shared.grpc_server import channel_credentials
@@ -69,13 +69,15 @@ def build(ctx: ServiceContext) -> Components:
 
     return Components(
         [delivery_binding(DeliveryServicer(app, read_model, ctx.clock, s.signing_window_seconds))],
-        [LookbackProjection(), RecallTriggers(app)],
+        app,
         [app.run_recalls],
         network_status=network_status,
     )
 
 
-SPEC = ServiceSpec("delivery", MIGRATIONS, build)
+SPEC = ServiceSpec(
+    "delivery", MIGRATIONS, build, projections=(LookbackProjection,), policies=(RecallTriggers,)
+)
 
 if __name__ == "__main__":
     run(SPEC)

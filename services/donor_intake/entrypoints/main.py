@@ -32,10 +32,10 @@ def build(ctx: ServiceContext) -> Components:
     facility = ctx.settings.facility_id or DEFAULT_FACILITIES.get(ctx.settings.site_id, "")
     app = DonorIntake(ctx.store, facility_id=facility, rules=eligibility_rules())
     servicer = DonorIntakeServicer(app, DonorReadModel(ctx.pool), ctx.clock)
-    return Components([donor_intake_binding(servicer)], [DonorsProjection()])
+    return Components([donor_intake_binding(servicer)], app)
 
 
-SPEC = ServiceSpec("donor_intake", MIGRATIONS, build)
+SPEC = ServiceSpec("donor_intake", MIGRATIONS, build, projections=(DonorsProjection,))
 
 if __name__ == "__main__":
     run(SPEC)

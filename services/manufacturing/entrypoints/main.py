@@ -26,12 +26,12 @@ def build(ctx: ServiceContext) -> Components:
     servicer = ManufacturingServicer(
         app, read_model, ctx.clock, ctx.settings.signing_window_seconds
     )
-    return Components(
-        [manufacturing_binding(servicer)], [DonorFactsProjection(), BatchesProjection()]
-    )
+    return Components([manufacturing_binding(servicer)], app)
 
 
-SPEC = ServiceSpec("manufacturing", MIGRATIONS, build)
+SPEC = ServiceSpec(
+    "manufacturing", MIGRATIONS, build, projections=(DonorFactsProjection, BatchesProjection)
+)
 
 if __name__ == "__main__":
     run(SPEC)

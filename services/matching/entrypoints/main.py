@@ -22,7 +22,7 @@ from services.matching.entrypoints.hla_reference_servicer import (
 )
 from services.matching.hla_references import HlaReferences
 from services.matching.index import CandidateIndex
-from services.matching.projections.delivery_policy import DeliveryPolicy
+from services.matching.policies.delivery_policy import DeliveryPolicy
 from services.matching.read_model import IndexFeed, MatchingReadModel
 from services.storage.client import StorageGateway
 from services.storage.projections.read_models import InventoryProjection, NetworkFactsProjection
@@ -78,13 +78,18 @@ def build(ctx: ServiceContext) -> Components:
             hospital_binding(HospitalServicer(app, ctx.clock, s.signing_window_seconds)),
             hla_reference_binding(HlaReferenceServicer(references, ctx.clock)),
         ],
-        [NetworkFactsProjection(), InventoryProjection(), DeliveryPolicy(app)],
+        app,
         [app.run_index, app.run_reconciler],
         startup=[references.settle_at_start, warm_hla_nomenclature],
     )
 
 
-SPEC = ServiceSpec("matching", MIGRATIONS, build, borrowed_migrations=(STORAGE_MIGRATIONS,))
+SPEC = ServiceSpec(
+    "matching", MIGRATIONS, build,
+    projections=(NetworkFactsProjection, InventoryProjection),
+    policies=(DeliveryPolicy,),
+    borrowed_migrations=(STORAGE_MIGRATIONS,),
+)  # fmt: skip
 
 if __name__ == "__main__":
     run(SPEC)

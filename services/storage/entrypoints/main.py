@@ -26,14 +26,12 @@ def build(ctx: ServiceContext) -> Components:
         app, read_model, telemetry, site, ctx.clock, ctx.settings.signing_window_seconds,
         timedelta(seconds=ctx.settings.max_hold_seconds),
     )  # fmt: skip
-    return Components(
-        [storage_binding(servicer)],
-        [NetworkFactsProjection(), InventoryProjection()],
-        [telemetry.run, scheduler.run],
-    )
+    return Components([storage_binding(servicer)], app, [telemetry.run, scheduler.run])
 
 
-SPEC = ServiceSpec("storage", MIGRATIONS, build)
+SPEC = ServiceSpec(
+    "storage", MIGRATIONS, build, projections=(NetworkFactsProjection, InventoryProjection)
+)
 
 if __name__ == "__main__":
     run(SPEC)

@@ -37,7 +37,6 @@ ShipmentFact = (
 
 class DeliveryPolicy:
     name = "delivery_policy"
-    acts = True  # a policy: it issues commands, so a replay does not run it
     topics = (DELIVERY_EVENTS,)
 
     def __init__(self, app: Matching) -> None:

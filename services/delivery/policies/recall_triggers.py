@@ -19,7 +19,6 @@ from shared.topics import DONOR_EVENTS, MANUFACTURING_EVENTS
 
 class RecallTriggers:
     name = "recall_triggers"
-    acts = True  # a policy: it issues commands, so a replay does not run it
     topics = (DONOR_EVENTS, MANUFACTURING_EVENTS)
 
     def __init__(self, app: Delivery) -> None:

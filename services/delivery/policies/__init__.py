@@ -1,0 +1,1 @@
+"""Policies of delivery: consumers that issue commands (never run by a replay)."""

@@ -1,0 +1,1 @@
+"""Policies of matching: consumers that issue commands (never run by a replay)."""
