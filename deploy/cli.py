@@ -818,9 +818,10 @@ def replay(args: argparse.Namespace, io: Streams) -> int:
     """Rebuild a site from the log; --verify compares its digests with the live site."""
     import asyncio
 
-    from deploy.replay import RestoreRefused, differences, replay_site, site_digests, specs
+    from deploy.replay import replay_site, specs
     from shared.db import database_name
     from shared.db_roles import DatabaseRoles, hand_over
+    from shared.replay import RestoreRefused, differences, site_digests
     from shared.service_lock import ServicesRunning, running_services
 
     endpoints = load_endpoints(args.endpoints)

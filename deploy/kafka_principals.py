@@ -112,7 +112,7 @@ def acl_table(
     table[COLDCHAIN] = faust_grants(coldchain_app_id, TELEMETRY)
     table[SLA] = faust_grants(sla_app_id, SERVICE_TOPICS["delivery"])
     table[TANK_SENSORS] = frozenset({topic(TELEMETRY, "WRITE")})
-    # `cellbank replay` names its groups replay.<site>.<service>.… (deploy/replay.py).
+    # `cellbank replay` names its groups replay.<site>.<service>.… (shared/replay.py).
     table[OPERATOR] = read_only_grants(OPERATOR) | {group_prefix("replay.")}
     table[DASHBOARD] = read_only_grants(DASHBOARD)
     return table

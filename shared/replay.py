@@ -10,6 +10,9 @@ shipment facts on orders) — are not replayed: what they did is already in the 
 
 `site_digests` hashes every read-model table (rows as canonical JSON, sorted) and the event
 store (ids, versions and hashes in position order); equal digests mean equal state.
+
+Platform code: the services a replay rebuilds (their specs) and the command that starts a
+worker for one of them are the caller's (deploy/replay.py binds the network's).
 """
 
 from __future__ import annotations
@@ -30,7 +33,6 @@ from pathlib import Path
 import asyncpg
 from aiokafka import TopicPartition
 
-from deploy.processes import REPO_ROOT
 from shared import kafka_clients
 from shared.chain_key import ChainKey
 from shared.db import (
@@ -74,15 +76,16 @@ REPLAY_FETCH_RECORDS = 6000
 REPLAY_SERVER_ENV = "CELLBANK_REPLAY_SERVER_URL"  # a worker's PostgreSQL server (not in argv)
 
 
-def specs() -> dict[str, ServiceSpec]:
-    """Every service's ServiceSpec, imported on demand (their modules are heavy)."""
-    from services.delivery.entrypoints.main import SPEC as DELIVERY
-    from services.donor_intake.entrypoints.main import SPEC as DONOR_INTAKE
-    from services.manufacturing.entrypoints.main import SPEC as MANUFACTURING
-    from services.matching.entrypoints.main import SPEC as MATCHING
-    from services.storage.entrypoints.main import SPEC as STORAGE
+Specs = Callable[[], Mapping[str, ServiceSpec]]  # name → spec, imported on demand (heavy)
 
-    return {s.name: s for s in (DONOR_INTAKE, MANUFACTURING, STORAGE, MATCHING, DELIVERY)}
+
+@dataclass(frozen=True, slots=True)
+class WorkerCommand:
+    """How replay_site starts the process replaying one service: `argv` followed by the
+    worker's arguments, run in `cwd`; the program it runs hands them to worker_main."""
+
+    argv: tuple[str, ...]
+    cwd: Path | None = None
 
 
 @dataclass
@@ -413,7 +416,7 @@ def _goals_from_json(text: str) -> Goals:
 
 
 async def _start_worker(
-    settings: Settings, pool: asyncpg.Pool, goals: Goals, log_dir: Path
+    command: WorkerCommand, settings: Settings, pool: asyncpg.Pool, goals: Goals, log_dir: Path
 ) -> _Worker:
     log = log_dir / f"{settings.service}.log"
     # The server URL (it may hold a password) goes through the environment, not the command
@@ -424,12 +427,12 @@ async def _start_worker(
     }  # fmt: skip
     with log.open("wb") as out:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "deploy.replay",
+            *command.argv,
             "--site", settings.site_id, "--service", settings.service,
             "--kafka", settings.kafka_bootstrap, "--database", settings.database_name,
             "--facility", settings.facility_id, "--parent-pid", str(os.getpid()),
             "--goals", _goals_json(goals),
-            stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out, cwd=REPO_ROOT, env=env,
+            stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out, cwd=command.cwd, env=env,
         )  # fmt: skip
     return _Worker(settings.service, pool, goals, process, log)
 
@@ -482,6 +485,8 @@ class ReplayResult:
 async def replay_site(
     site_id: str,
     *,
+    specs: Specs,
+    worker: WorkerCommand,
     bootstrap: str,
     server_url: str,
     targets: Mapping[str, str],
@@ -494,11 +499,12 @@ async def replay_site(
     chain_keys: Mapping[str, ChainKey] | None = None,
     topics: Mapping[str, str] = SERVICE_TOPICS,  # where each store's events are (restore)
 ) -> ReplayResult:
-    """Rebuild each service of the site into `targets[service]` (a database name; an existing
-    one is dropped first unless events are restored into it … which needs it empty). Each
-    service replays in a worker process of its own. Every record is verified against the
-    trust list (trust_list_file, else CELLBANK_TRUST_LIST_FILE). Restoring events needs every
-    store's chain key too: the whole log is verified before any database is touched."""
+    """Rebuild each service of the site (`specs`, or the `services` named) into
+    `targets[service]` (a database name; an existing one is dropped first unless events are
+    restored into it … which needs it empty). Each service replays in a worker process of its
+    own, started by `worker`. Every record is verified against the trust list
+    (trust_list_file, else CELLBANK_TRUST_LIST_FILE). Restoring events needs every store's
+    chain key too: the whole log is verified before any database is touched."""
     started = time.monotonic()
     if restore_events_from_log:  # never drop databases from under running services
         chosen = [targets[name] for name in services or list(targets)]
@@ -540,7 +546,7 @@ async def replay_site(
                     trust_list_file=trust_list_file,
                 )  # fmt: skip
                 goals = await projection_goals(spec, settings)
-                workers.append(await _start_worker(settings, pool, goals, Path(log_dir)))
+                workers.append(await _start_worker(worker, settings, pool, goals, Path(log_dir)))
             records = await _follow(workers, progress, timeout)
             untrusted = {w.service: await _untrusted(w.pool) for w in workers}
             for service, reasons in untrusted.items():
@@ -564,7 +570,7 @@ async def _untrusted(pool: asyncpg.Pool) -> dict[str, int]:
     return {r["reason"]: r["n"] for r in rows}
 
 
-async def _replay_one_service(args: argparse.Namespace) -> None:
+async def _replay_one_service(args: argparse.Namespace, specs: Specs) -> None:
     """A worker: replay one service's projections to the goals it was given, then stop."""
     spec = specs()[args.service]
     server_url = os.environ[REPLAY_SERVER_ENV]
@@ -600,14 +606,15 @@ async def _parent_gone(parent: int) -> None:
         await asyncio.sleep(1.0)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """The worker's entry point (replay_site starts it; `cellbank replay` is the command)."""
-    parser = argparse.ArgumentParser(prog="python -m deploy.replay", description=__doc__)
+def worker_main(argv: Sequence[str] | None, specs: Specs, *, prog: str) -> int:
+    """A worker's entry point: parse the arguments _start_worker gives it (argv, else
+    sys.argv) and replay that service of `specs`."""
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
     for option in ("--site", "--service", "--kafka", "--database", "--goals"):
         parser.add_argument(option, required=True)
     parser.add_argument("--parent-pid", type=int, required=True)
     parser.add_argument("--facility", default=REPLAY_FIN)
-    asyncio.run(_replay_one_service(parser.parse_args(argv)))
+    asyncio.run(_replay_one_service(parser.parse_args(argv), specs))
     return 0
 
 
@@ -663,7 +670,3 @@ async def site_digests(
 def differences(live: Mapping[str, str], replayed: Mapping[str, str]) -> list[str]:
     """The tables whose digests differ (or exist on one side only)."""
     return sorted(k for k in set(live) | set(replayed) if live.get(k) != replayed.get(k))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

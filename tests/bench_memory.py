@@ -19,9 +19,10 @@ import asyncpg
 from deploy.infra import Endpoints, ensure_site_databases
 from deploy.network import NetworkProcess, ServiceProcess, cold_chain, plan
 from deploy.processes import free_port_block
-from deploy.replay import Goals, projection_goals, specs
+from deploy.replay import specs
 from shared.db import create_pool, database_name, drop_database, with_database
 from shared.projections import next_offsets
+from shared.replay import Goals, projection_goals
 from shared.settings import Settings
 from shared.testing.trust import session_trust
 from tests.bench_report import Row

@@ -19,11 +19,12 @@ import time
 import uuid
 
 from deploy.infra import Endpoints
-from deploy.replay import replay_site, service_projections, specs
+from deploy.replay import replay_site, specs
 from shared import kafka_clients
 from shared.db import drop_database
 from shared.events import StoredEvent
 from shared.kafka_admin import end_offsets, ensure_topics
+from shared.replay import service_projections
 from shared.testing.trust import signer, trust_list
 from shared.topics import TOPICS
 from shared.trust import sign_bodies, signing_body, verify_envelope

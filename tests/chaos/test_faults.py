@@ -35,10 +35,11 @@ from deploy.local_kafka import kafka_libs
 from deploy.local_kafka_cluster import LocalKafkaCluster
 from deploy.network import NetworkProcess, ServiceProcess, plan, simulator_process
 from deploy.processes import REPO_ROOT, claim, free_port_block, reap_abandoned
-from deploy.replay import differences, replay_site, site_digests, site_events_from_log
+from deploy.replay import replay_site
 from deploy.run import endpoints_document, provision, write_endpoints_file
 from shared.db import database_name, drop_database
 from shared.kafka_admin import end_offsets
+from shared.replay import differences, site_digests, site_events_from_log
 from shared.testing.trust import session_trust, trust_list
 from shared.testing.waits import eventually
 from shared.topics import SERVICE_TOPICS, TOPICS

@@ -20,7 +20,7 @@ from cellbank.storage.v1 import storage_service_pb2 as spb
 from deploy.identities import demo_realm
 from deploy.infra import Endpoints
 from deploy.network import SLA_MODULE, NetworkProcess
-from deploy.replay import differences, replay_site, site_digests
+from deploy.replay import replay_site
 from services.donor_intake.adapters.codec import CODEC as DONOR_CODEC
 from services.donor_intake.domain import model as donor
 from services.storage.adapters.codec import CODEC as STORAGE_CODEC
@@ -29,6 +29,7 @@ from shared.db import drop_database
 from shared.events import StoredEvent
 from shared.postgres_eventstore import EVENT_COLUMNS, row_to_event
 from shared.projections import wait_caught_up
+from shared.replay import differences, site_digests
 from shared.service_host import ServiceHost
 from shared.testing.plugin import make_topic
 from shared.testing.trust import signer

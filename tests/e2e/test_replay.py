@@ -19,10 +19,11 @@ from cellbank.operator.v1 import operator_service_pb2_grpc as opb_grpc
 
 from deploy import cli
 from deploy.infra import Endpoints
-from deploy.replay import differences, replay_site, site_digests
+from deploy.replay import replay_site
 from services.matching.entrypoints.main import SPEC as MATCHING_SPEC
 from shared.db import drop_database
 from shared.projections import wait_caught_up
+from shared.replay import differences, site_digests
 from shared.service_host import ServiceHost
 from shared.testing.waits import eventually
 from tests.e2e.bank_site import site_settings

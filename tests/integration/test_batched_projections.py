@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 
 from deploy.infra import Endpoints
-from deploy.replay import database_digests, specs
+from deploy.replay import specs
 from shared.batched_apply import apply_in_waves
 from shared.db import (
     SHARED_MIGRATIONS,
@@ -25,6 +25,7 @@ from shared.db import (
 )
 from shared.digest import rows_digest
 from shared.events import StoredEvent
+from shared.replay import database_digests
 from shared.service_host import ServiceSpec
 from tests.site_log import donor_life, new_stores, order_life
 

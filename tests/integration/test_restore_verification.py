@@ -11,11 +11,12 @@ import asyncpg
 import pytest
 
 from deploy.infra import Endpoints
-from deploy.replay import RestoreRefused, replay_site
+from deploy.replay import replay_site
 from shared import kafka_clients
 from shared.chain_key import ChainKey
 from shared.events import StoredEvent
 from shared.eventstore import InMemoryEventStore
+from shared.replay import RestoreRefused
 from shared.testing.plugin import make_topic
 from shared.testing.trust import fresh_site, session_trust
 from shared.testing.trust import signer as signer_of
