@@ -21,7 +21,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from deploy import identities
 from services.donor_intake.domain.eligibility import DEFAULT_MARKERS
-from shared.testing.waits import eventually
+from shared.waits import eventually
 
 HLA = {
     "A": ["A*02:01", "A*24:02"],

@@ -1,7 +1,7 @@
 """The one entry point to the network's infrastructure: Kafka, PostgreSQL, Keycloak, topics,
 databases.
 
-Used by `make run` (deploy/run.py), by the tests' session fixture (shared/testing/plugin.py) and
+Used by `make run` (deploy/run.py), by the tests' session fixture (tests/support/plugin.py) and
 by bench and developer tools. With CELLBANK_KAFKA_BOOTSTRAP / CELLBANK_DATABASE_URL /
 CELLBANK_OIDC_ISSUER set, nothing is started for that part and the given server is used (an
 external issuer must hold the demo realm's identities: import deploy/keycloak/cellbank-realm.json).

@@ -59,14 +59,14 @@ from shared.kafka_clients import reliable_producer
 from shared.outbox_relay import OutboxRelay
 from shared.postgres_eventstore import PostgresEventStore
 from shared.projections import ProjectionRunner, wait_caught_up
-from shared.testing.trust import signer, trust_list
-from shared.testing.waits import eventually
 from shared.topics import FOREVER, TopicSpec
 from shared.trust import sign_event
 from shared.untrusted import Verdicts
+from shared.waits import eventually
 from tests import bench_matching, bench_memory, bench_replay, bench_storage
 from tests.bench_report import Row, render
 from tests.factories import new_event
+from tests.support.trust import signer, trust_list
 
 T = TypeVar("T")
 

@@ -41,10 +41,10 @@ from shared.db import drop_database
 from shared.kafka_admin import ensure_topics
 from shared.service_host import ServiceHost
 from shared.settings import Settings
-from shared.testing.trust import site_trust_settings
-from shared.testing.waits import eventually
 from shared.topics import TopicSpec
+from shared.waits import eventually
 from tests.bench_report import Row, render
+from tests.support.trust import site_trust_settings
 
 H1 = auth("hosp-h1")
 PATIENT = hpb.PatientProfile(

@@ -24,8 +24,8 @@ from shared.db import create_pool, database_name, drop_database, with_database
 from shared.projections import next_offsets
 from shared.replay import Goals, projection_goals
 from shared.settings import Settings
-from shared.testing.trust import session_trust
 from tests.bench_report import Row
+from tests.support.trust import session_trust
 
 SITE = "MEM"
 FIN = "M1001"

@@ -25,11 +25,11 @@ from shared.db import drop_database
 from shared.events import StoredEvent
 from shared.kafka_admin import end_offsets, ensure_topics
 from shared.replay import service_projections
-from shared.testing.trust import signer, trust_list
 from shared.topics import TOPICS
 from shared.trust import sign_bodies, signing_body, verify_envelope
 from tests.bench_report import Row
 from tests.site_log import EVENTS_PER_DONOR, SITE, site_log
+from tests.support.trust import signer, trust_list
 
 
 def progress(message: str) -> None:

@@ -34,11 +34,11 @@ from shared.db import drop_database
 from shared.kafka_admin import ensure_topics
 from shared.service_host import ServiceHost
 from shared.settings import Settings
-from shared.testing.topic_reader import records_so_far
-from shared.testing.trust import site_trust_settings
-from shared.testing.waits import eventually
 from shared.topics import TopicSpec
+from shared.waits import eventually
 from tests.bench_report import Row
+from tests.support.topic_reader import records_so_far
+from tests.support.trust import site_trust_settings
 
 PARTITIONS = 3
 TANKS = 300

@@ -40,9 +40,9 @@ from deploy.run import endpoints_document, provision, write_endpoints_file
 from shared.db import database_name, drop_database
 from shared.kafka_admin import end_offsets
 from shared.replay import differences, site_digests, site_events_from_log
-from shared.testing.trust import session_trust, trust_list
-from shared.testing.waits import eventually
 from shared.topics import SERVICE_TOPICS, TOPICS
+from shared.waits import eventually
+from tests.support.trust import session_trust, trust_list
 
 pytestmark = pytest.mark.chaos
 SITES = ["LON", "MAN", "EDI"]

@@ -54,7 +54,7 @@ def _lines(context: str) -> list[dict[str, object]]:
 def _write_missing(context: str, codec: ProtoEventCodec) -> None:
     from hypothesis.errors import NonInteractiveExampleWarning
 
-    from shared.testing.strategies import dataclass_strategy
+    from tests.support.strategies import dataclass_strategy
 
     have = {line["event_type"] for line in _lines(context)}
     with open(CORPUS / f"{context}.jsonl", "a") as out, warnings.catch_warnings():

@@ -25,9 +25,9 @@ from shared.db import drop_database
 from shared.projections import wait_caught_up
 from shared.service_host import ServiceHost
 from shared.settings import Settings
-from shared.testing.trust import fresh_site, site_trust_settings
-from shared.testing.waits import eventually
 from shared.topics import DONOR_EVENTS, MANUFACTURING_EVENTS, STORAGE_EVENTS
+from shared.waits import eventually
+from tests.support.trust import fresh_site, site_trust_settings
 
 
 @dataclass

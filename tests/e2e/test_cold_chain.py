@@ -21,11 +21,11 @@ from deploy.identities import demo_realm
 from deploy.infra import Endpoints
 from deploy.processes import REPO_ROOT, stop_process
 from shared import kafka_clients
-from shared.testing.plugin import make_topic
-from shared.testing.topic_reader import records_so_far
-from shared.testing.waits import eventually
+from shared.waits import eventually
 from tests.e2e.bank_site import BankSite, bank_site, projected
 from tests.e2e.test_storage import register_tank, released_units, store
+from tests.support.plugin import make_topic
+from tests.support.topic_reader import records_so_far
 
 OP = auth("op-alice")
 

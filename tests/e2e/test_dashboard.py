@@ -23,10 +23,10 @@ from deploy.identities import demo_realm
 from deploy.infra import Endpoints
 from deploy.network import dashboard_process
 from deploy.processes import REPO_ROOT, free_port
-from shared.testing.browser import open_page
-from shared.testing.waits import eventually
+from shared.waits import eventually
 from tests.e2e.network import NetworkSite, network
 from tests.e2e.test_matching import H1, PATIENT, order
+from tests.support.browser import open_page
 
 ARTIFACTS = REPO_ROOT / ".cellbank" / "test-artifacts"
 MAX_STREAMS = 6

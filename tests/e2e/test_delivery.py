@@ -34,8 +34,6 @@ from services.matching.adapters.codec import CODEC as MATCHING_CODEC
 from shared import kafka_clients
 from shared.projections import wait_caught_up
 from shared.signing import RecordLink
-from shared.testing.plugin import make_topic
-from shared.testing.waits import eventually
 from shared.topics import (
     DELIVERY_EVENTS,
     DONOR_EVENTS,
@@ -43,11 +41,13 @@ from shared.topics import (
     MATCHING_EVENTS,
     STORAGE_EVENTS,
 )
+from shared.waits import eventually
 from tests.e2e.bank_site import projected, refused
 from tests.e2e.network import NetworkSite, network
 from tests.e2e.test_cold_chain import reading, start_monitor
 from tests.e2e.test_donor_to_released_units import token_subject
 from tests.e2e.test_matching import H1, order, visible
+from tests.support.plugin import make_topic
 
 OP, QA = auth("op-alice"), auth("qa-quinn")
 CLIN = auth("clin-h1")  # Clara Hughes, clinician of H1: signs receipt and infusion in person

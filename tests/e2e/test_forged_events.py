@@ -31,9 +31,6 @@ from shared.postgres_eventstore import EVENT_COLUMNS, row_to_event
 from shared.projections import wait_caught_up
 from shared.replay import differences, site_digests
 from shared.service_host import ServiceHost
-from shared.testing.plugin import make_topic
-from shared.testing.trust import signer
-from shared.testing.waits import eventually
 from shared.topics import (
     DELIVERY_EVENTS,
     DONOR_EVENTS,
@@ -41,10 +38,13 @@ from shared.topics import (
     MATCHING_EVENTS,
     STORAGE_EVENTS,
 )
+from shared.waits import eventually
 from tests.e2e.network import OP, NetworkSite, network
 from tests.e2e.test_replay import hosts, quiesced
 from tests.forgeries import forgeries, send_raw
 from tests.integration.test_projection_runner import read_deadletters
+from tests.support.plugin import make_topic
+from tests.support.trust import signer
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")

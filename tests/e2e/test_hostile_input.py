@@ -22,11 +22,11 @@ from hypothesis import strategies as st
 from deploy.demo import auth
 from deploy.infra import Endpoints
 from shared import kafka_clients
-from shared.testing.topic_reader import records_so_far
-from shared.testing.waits import eventually
 from shared.topics import DEADLETTER, SERVICE_TOPICS
+from shared.waits import eventually
 from tests.e2e.network import NetworkSite, network
 from tests.e2e.test_matching import order, visible
+from tests.support.topic_reader import records_so_far
 
 H1, H2, OP = auth("hosp-h1"), auth("hosp-h2"), auth("op-alice")
 CLINICIAN = auth("clin-h1")  # may call every HospitalService RPC, signing ones included

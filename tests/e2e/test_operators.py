@@ -13,7 +13,7 @@ from cellbank.operator.v1 import operator_service_pb2 as opb
 
 from deploy import cli
 from deploy.infra import Endpoints
-from shared.testing.waits import eventually
+from shared.waits import eventually
 from tests.e2e.bank_site import refused
 from tests.e2e.network import network
 from tests.e2e.test_delivery import OP, allocated, lookback_caught_up, shipment_for

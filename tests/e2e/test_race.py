@@ -15,7 +15,7 @@ from cellbank.storage.v1 import storage_service_pb2 as spb
 
 from deploy.demo import auth
 from deploy.infra import Endpoints
-from shared.testing.waits import eventually
+from shared.waits import eventually
 from tests.e2e.network import network
 from tests.e2e.test_matching import order, visible
 

@@ -25,7 +25,7 @@ from shared.db import drop_database
 from shared.projections import wait_caught_up
 from shared.replay import differences, site_digests
 from shared.service_host import ServiceHost
-from shared.testing.waits import eventually
+from shared.waits import eventually
 from tests.e2e.bank_site import site_settings
 from tests.e2e.network import NetworkSite, network
 from tests.e2e.test_delivery import OP, allocated, shipment_for

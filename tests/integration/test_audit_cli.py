@@ -32,13 +32,13 @@ from shared.db import create_pool, with_database
 from shared.hashchain import GENESIS, event_hash
 from shared.postgres_eventstore import EVENT_COLUMNS, row_to_event
 from shared.service_host import ServiceHost
-from shared.testing.trust import session_trust
-from shared.testing.trust import signer as signer_of
-from shared.testing.trust import trust_list as trusted
-from shared.testing.waits import eventually
 from shared.topics import ANCHORS
 from shared.trust import Signer
+from shared.waits import eventually
 from tests.e2e.bank_site import BankSite, bank_site
+from tests.support.trust import session_trust
+from tests.support.trust import signer as signer_of
+from tests.support.trust import trust_list as trusted
 
 RELEASE_MEANING = "Released for clinical use"
 

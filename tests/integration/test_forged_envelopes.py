@@ -17,9 +17,8 @@ from shared.chain_key import ChainKey
 from shared.outbox_relay import OutboxRelay
 from shared.postgres_eventstore import PostgresEventStore
 from shared.projections import ProjectionRunner
-from shared.testing.trust import signer, trust_list
-from shared.testing.waits import eventually
 from shared.trust import Signer, TrustList, sign_event
+from shared.waits import eventually
 from tests.factories import aggregate_id, new_event
 from tests.forgeries import forgeries, send_raw
 from tests.integration.test_projection_runner import (
@@ -31,6 +30,7 @@ from tests.integration.test_projection_runner import (
 )
 from tests.integration.test_relay import read_topic  # verifies every record it reads
 from tests.integration.thing_projection import ThingProjection, create_schema, expected_digest
+from tests.support.trust import signer, trust_list
 
 
 def untrusted_metric(consumer: str, reason: str) -> float:

@@ -21,9 +21,9 @@ from shared.errors import Unauthenticated
 from shared.grpc_server import MAX_REFLECTION_STREAMS, RunningServer, start_server
 from shared.operator_servicer import SERVICE_NAME, OperatorServicer, operator_binding
 from shared.postgres_eventstore import PostgresEventStore
-from shared.testing.trust import trust_list
-from shared.testing.waits import eventually
+from shared.waits import eventually
 from tests.factories import aggregate_id, new_event
+from tests.support.trust import trust_list
 
 PRINCIPALS = {
     "op-token": Principal("s-alice", "alice", frozenset({OPERATOR}), "Alice Morgan"),

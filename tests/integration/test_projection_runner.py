@@ -13,7 +13,6 @@ from shared import kafka_clients
 from shared.events import StoredEvent
 from shared.eventstore import InMemoryEventStore
 from shared.projections import ProjectionRunner, wait_caught_up
-from shared.testing.trust import signer, trust_list
 from shared.topics import DEADLETTER
 from shared.trust import sign_event
 from tests.factories import aggregate_id, new_event
@@ -24,6 +23,7 @@ from tests.integration.thing_projection import (
     expected_digest,
     projected_digest,
 )
+from tests.support.trust import signer, trust_list
 
 
 async def publish(

@@ -22,10 +22,8 @@ from shared.kafka_admin import end_offsets
 from shared.outbox_relay import OutboxRelay
 from shared.postgres_eventstore import PostgresEventStore
 from shared.projections import ProjectionRunner, wait_caught_up
-from shared.testing.plugin import make_topic
-from shared.testing.trust import session_trust, signer, trust_list
-from shared.testing.waits import eventually
 from shared.trust import verify_envelope
+from shared.waits import eventually
 from tests.factories import aggregate_id, new_event
 from tests.integration.thing_projection import (
     ThingProjection,
@@ -33,6 +31,8 @@ from tests.integration.thing_projection import (
     expected_digest,
     projected_digest,
 )
+from tests.support.plugin import make_topic
+from tests.support.trust import session_trust, signer, trust_list
 
 RELAY_NAME = "LON.donor_intake.relay"
 

@@ -14,10 +14,10 @@ from shared.bounds import MAX_ENVELOPE_BYTES
 from shared.chain_key import ChainKey
 from shared.outbox_relay import OutboxRelay
 from shared.postgres_eventstore import PostgresEventStore
-from shared.testing.trust import signer
-from shared.testing.waits import eventually
+from shared.waits import eventually
 from tests.factories import aggregate_id, new_event
 from tests.integration.test_relay import read_topic
+from tests.support.trust import signer
 
 KEY = ChainKey.generate()  # the stores of one database chain with one key
 

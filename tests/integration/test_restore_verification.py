@@ -17,11 +17,11 @@ from shared.chain_key import ChainKey
 from shared.events import StoredEvent
 from shared.eventstore import InMemoryEventStore
 from shared.replay import RestoreRefused
-from shared.testing.plugin import make_topic
-from shared.testing.trust import fresh_site, session_trust
-from shared.testing.trust import signer as signer_of
 from shared.trust import sign_event
 from tests.factories import new_event
+from tests.support.plugin import make_topic
+from tests.support.trust import fresh_site, session_trust
+from tests.support.trust import signer as signer_of
 
 
 async def publish(bootstrap: str, topic: str, values: list[tuple[str, bytes]]) -> None:

@@ -14,7 +14,7 @@ import asyncpg
 
 from deploy.local_postgres import SERVICE_USER, LocalPostgres
 from shared.db import with_database
-from shared.testing.waits import eventually
+from shared.waits import eventually
 
 ARCHIVE_SETTINGS = {  # as in docker-compose.yml and deploy/k8s/base/postgres.yaml
     "wal_level": "replica",

@@ -21,7 +21,7 @@ from shared.auth import OPERATOR, QA
 from shared.event_watch import EventFilter, Watched
 from shared.events import StoredEvent
 from shared.redaction import REDACTED
-from shared.testing.waits import eventually
+from shared.waits import eventually
 
 OPERATOR_ONLY = frozenset({OPERATOR})
 OPERATOR_QA = frozenset({OPERATOR, QA})

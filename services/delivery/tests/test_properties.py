@@ -46,7 +46,7 @@ from services.delivery.domain.model import (
 from services.delivery.tests.test_recall import RAISED
 from services.delivery.tests.test_shipment import BANK, COURIER, CREATED, NOW, SHIPPER, WARD
 from shared.errors import CellBankError
-from shared.testing.strategies import dataclass_strategy
+from tests.support.strategies import dataclass_strategy
 
 S = ShipmentStatus
 

@@ -41,7 +41,7 @@ from services.donor_intake.domain.model import (
 )
 from services.donor_intake.tests.test_donor_domain import HLA, RULES, TODAY
 from shared.errors import CellBankError
-from shared.testing.strategies import dataclass_strategy
+from tests.support.strategies import dataclass_strategy
 
 days = st.integers(-20, 5).map(lambda n: TODAY + timedelta(days=n))
 

@@ -35,7 +35,7 @@ from services.manufacturing.domain.model import (
 from services.manufacturing.domain.product_types import ALLOGENEIC_NK
 from services.manufacturing.tests.test_batch_domain import DIN, PASSING_QC, PRODUCTS, T0
 from shared.errors import CellBankError
-from shared.testing.strategies import dataclass_strategy
+from tests.support.strategies import dataclass_strategy
 
 REQUIRED = [t.name for t in ALLOGENEIC_NK.tests if t.required_for_release]
 PEOPLE = ["olga", "pavel", "quinn", "rosa", ""]

@@ -43,7 +43,7 @@ from services.storage.domain.model import (
 from services.storage.domain.tank import address
 from services.storage.tests.test_unit_domain import FACTS, HERE, NOW, THERE
 from shared.errors import CellBankError
-from shared.testing.strategies import dataclass_strategy
+from tests.support.strategies import dataclass_strategy
 
 # ---- tanks ----------------------------------------------------------------------------------
 

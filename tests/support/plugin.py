@@ -20,8 +20,8 @@ from deploy.processes import REPO_ROOT, claim, reap_abandoned
 from shared.db import create_pool, drop_database, ensure_database, migrate, with_database
 from shared.db_roles import apply_grants
 from shared.kafka_admin import ensure_topics
-from shared.testing.trust import session_trust
 from shared.topics import TopicSpec
+from tests.support.trust import session_trust
 
 STARTED: dict[str, float] = {}  # seconds each part of the session's infrastructure took
 
@@ -38,7 +38,7 @@ def pytest_configure(config: pytest.Config) -> None:
     # still stop the servers they started.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     # Every site the tests run gets a signing key on the session's trust list, and in-process
-    # code finds the list through CELLBANK_TRUST_LIST_FILE (shared/testing/trust.py).
+    # code finds the list through CELLBANK_TRUST_LIST_FILE (tests/support/trust.py).
     session_trust()
 
 

@@ -57,7 +57,7 @@ def fresh_site() -> str:
         if site not in _handed_out:
             _handed_out.add(site)
             return site
-    raise RuntimeError(f"all {POOL} test sites are in use; raise shared.testing.trust.POOL")
+    raise RuntimeError(f"all {POOL} test sites are in use; raise tests.support.trust.POOL")
 
 
 @functools.cache

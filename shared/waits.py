@@ -1,4 +1,4 @@
-"""Wait for a condition with a deadline: the only way tests and tools wait."""
+"""Wait for a condition with a deadline: the only way tests and tools (deploy/demo.py) wait."""
 
 from __future__ import annotations
 

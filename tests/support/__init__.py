@@ -1,0 +1,1 @@
+"""Test helpers: the pytest plugin with real Kafka/PostgreSQL fixtures, site keys, strategies."""
