@@ -10,7 +10,7 @@ from google.protobuf.message import Message
 
 from shared.events import StoredEvent
 
-F = TypeVar("F")
+F = TypeVar("F", covariant=True)
 
 
 class Translator(Generic[F]):
