@@ -10,8 +10,6 @@ import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
-import grpc
-
 from services.delivery.adapters.codec import RECALL, SHIPMENT
 from services.delivery.domain import recall as recall_rules
 from services.delivery.domain import shipment as shipment_rules
@@ -34,10 +32,16 @@ from services.delivery.domain.model import (
     Shipper,
     Trigger,
 )
-from services.delivery.read_model import DeliveryReadModel
-from services.storage.client import StorageGateway
+from services.delivery.ports import DeliveryRecords, StorageSites
 from shared.commands import Meta, Outcome, execute, load
-from shared.errors import InvalidArgument, NotFound, PreconditionFailed, StoreBusy
+from shared.errors import (
+    InvalidArgument,
+    NotFound,
+    PreconditionFailed,
+    SiteRefused,
+    SiteUnavailable,
+    StoreBusy,
+)
 from shared.eventstore import Clock, EventStore
 
 log = logging.getLogger(__name__)
@@ -51,16 +55,16 @@ class Delivery:
     def __init__(
         self,
         store: EventStore,
-        read_model: DeliveryReadModel,
-        storage: StorageGateway,
+        records: DeliveryRecords,
+        sites: StorageSites,
         site_id: str,
         clock: Clock,
         rules: DeliveryRules | None = None,
         recall_every: float = 5.0,
     ) -> None:
         self.store = store
-        self.read_model = read_model
-        self.storage = storage
+        self.records = records
+        self.sites = sites
         self.site_id = site_id
         self.clock = clock
         self.rules = rules or DeliveryRules()
@@ -82,7 +86,7 @@ class Delivery:
         promised_at: datetime,
         meta: Meta,
     ) -> tuple[str, Outcome[Shipment]]:
-        order = await self.read_model.order(order_id)
+        order = await self.records.order(order_id)
         if order is None:
             raise NotFound(f"order {order_id} is not known here (yet: orders arrive through Kafka)")
         if order.status != "ALLOCATED":
@@ -123,15 +127,13 @@ class Delivery:
 
     async def _pick(self, unit_id: str, order_id: str, shipment_id: str) -> None:
         try:
-            await self.storage.pick(
+            await self.sites.pick(
                 self.site_id, unit_id, order_id, f"picked for shipment {shipment_id}"
             )
-        except grpc.aio.AioRpcError as err:
-            if err.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                raise StoreBusy(f"storage of {self.site_id} unreachable: {err.details()}") from None
-            raise PreconditionFailed(
-                "unit cannot be picked", f"{unit_id}: {err.details()}"
-            ) from None
+        except SiteUnavailable as err:
+            raise StoreBusy(f"storage of {self.site_id} unreachable: {err.why}") from None
+        except SiteRefused as err:
+            raise PreconditionFailed("unit cannot be picked", f"{unit_id}: {err.why}") from None
 
     async def handle(
         self, shipment_id: str, command: ShipmentCommand, meta: Meta, expected_version: int | None
@@ -157,7 +159,7 @@ class Delivery:
     async def shipments_with(self, shipper_id: str) -> list[str]:
         """This site's shipments in transit with the shipper, from its own event store (the
         authority: the lookback model may not have seen a dispatch of a second ago)."""
-        rows = await self.read_model.shipments_created()
+        rows = await self.records.shipments_created()
         out = []
         for shipment_id, event_type, payload in rows:
             created = SHIPMENT.codec.decode(event_type, payload)
@@ -188,10 +190,10 @@ class Delivery:
     ) -> str:
         """Record the recall with every affected unit and every hospital to tell, then hold
         the units back at their sites (what fails now, the recall worker retries)."""
-        units = await self.read_model.units_of(list(dins), list(unit_ids))
+        units = await self.records.units_of(list(dins), list(unit_ids))
         if not units and not dins:
             raise InvalidArgument("subject", f"no units known for {subject}")
-        notices = await self.read_model.notices(list(units))
+        notices = await self.records.notices(list(units))
         recall_id = f"RCL-{self.site_id}-{_short(source_event_id)}"
         raised = RecallRaised(
             trigger, subject, reason, tuple(dins), tuple(units), source_event_id, tuple(notices)
@@ -212,7 +214,7 @@ class Delivery:
         state, _ = await load(self.store, RECALL, recall_id)
         if state.raised is None:
             raise NotFound(f"recall {recall_id} not found")
-        sites = await self.read_model.units_of([], list(state.pending_units))
+        sites = await self.records.units_of([], list(state.pending_units))
         meta = Meta(
             f"service:delivery-{self.site_id}", f"recall {recall_id}: {state.raised.reason}",
             self.clock(), correlation_id=recall_id,
@@ -221,28 +223,36 @@ class Delivery:
             site = sites.get(unit_id)
             if site is None:
                 continue  # not yet in the lookback model: the worker tries again
-            try:
-                status = await self.storage.recall(site, unit_id, recall_id, meta.reason)
-            except grpc.aio.AioRpcError as err:
-                if err.code() is not grpc.StatusCode.NOT_FOUND:
-                    log.warning(
-                        "recall hold failed; will retry",
-                        extra={"recall_id": recall_id, "unit_id": unit_id, "site": site,
-                               "code": err.code().name},
-                    )  # fmt: skip
-                    continue
-                status = "NOT_IN_STORAGE"  # released but never stored
-            except LookupError as err:
-                log.warning("recall hold impossible", extra={"unit_id": unit_id, "error": str(err)})
-                continue
+            status = await self._hold(site, unit_id, recall_id, meta.reason)
+            if status is None:
+                continue  # the site could not be asked: the worker tries again
             outcome = "RECALLED" if status == "RECALLED" else "NOT_IN_STOCK"
             command = RecordUnitHeld(unit_id, site, outcome)
             result = await execute(self.store, RECALL, recall_id, _recall(command), meta)
             state = result.state
         return state
 
+    async def _hold(self, site: str, unit_id: str, recall_id: str, reason: str) -> str | None:
+        """The unit's status at its site once held back for the recall (NOT_IN_STORAGE: the
+        site never stored it, e.g. released but never stored); None if it could not be asked."""
+        try:
+            try:
+                return await self.sites.recall(site, unit_id, recall_id, reason)
+            except SiteRefused:
+                # Asked once more: a write racing ours at the owner (a stale version) is
+                # reported as a refusal too, and must not pass for "never stored".
+                return await self.sites.recall(site, unit_id, recall_id, reason)
+        except SiteRefused:
+            return "NOT_IN_STORAGE"
+        except SiteUnavailable as err:
+            log.warning(
+                "recall hold failed; will retry",
+                extra={"recall_id": recall_id, "unit_id": unit_id, "site": site, "error": err.why},
+            )
+            return None
+
     async def recalls(self) -> list[tuple[str, Recall, datetime]]:
-        ids = await self.read_model.aggregate_ids("recall")
+        ids = await self.records.aggregate_ids("recall")
         out = []
         for recall_id in ids:
             events = await self.store.load(recall_id)
@@ -260,7 +270,6 @@ class Delivery:
                 log.warning("recall worker round failed", extra={"error": repr(exc)})
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.recall_every)
-        await self.storage.close()
 
 
 def _shipment(command: ShipmentCommand) -> Callable[[Shipment], Sequence[ShipmentEvent]]:

@@ -3,27 +3,15 @@ recalls), this site's shipments, and the lookback trace."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import asyncpg
 
 from services.delivery.domain.model import RecallNotice
+from services.delivery.ports import OrderFacts
 
 SHIPMENT_CREATED = "cellbank.delivery.v1.ShipmentCreated"
 HOLDING = ("DISPATCHED", "DELIVERED", "RECEIVED", "INFUSED")  # the hospital has (had) the unit
-
-
-@dataclass(frozen=True, slots=True)
-class OrderFacts:
-    order_id: str
-    site_id: str
-    hospital_id: str
-    status: str
-    unit_ids: tuple[str, ...]
-    placed_at: datetime | None
-    unit_sites: dict[str, str]
 
 
 _TRACE = """
@@ -49,6 +37,9 @@ ORDER BY c.collected_at, c.din, u.unit_id
 
 
 class DeliveryReadModel:
+    """The PostgreSQL reads of delivery (DeliveryRecords for the service layer, and the
+    servicer's queries)."""
+
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 

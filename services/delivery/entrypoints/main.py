@@ -10,13 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from cellbank.operator.v1 import operator_service_pb2 as opb
+from cellbank.storage.v1.client import StorageSites
 
 from services.delivery.app import Delivery
 from services.delivery.entrypoints.grpc_servicer import DeliveryServicer, delivery_binding
 from services.delivery.policies.recall_triggers import RecallTriggers
 from services.delivery.projections.lookback import LookbackProjection
 from services.delivery.read_model import DeliveryReadModel
-from services.storage.client import StorageGateway
 from shared.grpc_server import channel_credentials
 from shared.kafka_admin import consumer_lag_by_prefix
 from shared.oidc import ClientCredentials
@@ -29,13 +29,13 @@ MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 def build(ctx: ServiceContext) -> Components:
     s = ctx.settings
     read_model = DeliveryReadModel(ctx.pool)
-    gateway = StorageGateway(
+    sites = StorageSites(
         s.storage_endpoints,
         ClientCredentials(s.token_url, s.oidc_client_id, s.oidc_client_secret),
         credentials=channel_credentials(s.tls_ca_file, s.tls_client_cert_file, s.tls_client_key_file),
     )  # fmt: skip
     app = Delivery(
-        ctx.store, read_model, gateway, s.site_id, ctx.clock,
+        ctx.store, read_model, sites, s.site_id, ctx.clock,
         recall_every=min(5.0, s.reconcile_seconds),
     )  # fmt: skip
 
@@ -72,6 +72,7 @@ def build(ctx: ServiceContext) -> Components:
         app,
         [app.run_recalls],
         network_status=network_status,
+        closers=[sites.close],
     )
 
 

@@ -8,10 +8,7 @@ import asyncpg
 
 from services.delivery.app import Delivery
 from services.delivery.domain.model import Trigger
-from services.donor_intake.adapters.codec import CODEC as DONOR_CODEC
-from services.donor_intake.domain import model as donor
-from services.manufacturing.adapters.codec import CODEC as MANUFACTURING_CODEC
-from services.manufacturing.domain import model as manufacturing
+from services.delivery.upstream import donor, manufacturing
 from shared.commands import Meta
 from shared.events import StoredEvent
 from shared.topics import DONOR_EVENTS, MANUFACTURING_EVENTS
@@ -35,8 +32,8 @@ class RecallTriggers:
             causation_id=event.event_id,
         )
         if event.aggregate_type == "donor":
-            e = DONOR_CODEC.decode(event.event_type, event.payload)
-            if isinstance(e, donor.PositiveResultAfterCollection):
+            e = donor.translate(event)
+            if isinstance(e, donor.PositiveAfterCollection):
                 reason = (
                     f"donor {event.aggregate_id} positive for {e.marker} (specimen"
                     f" {e.specimen_date.isoformat()}) after collection"
@@ -46,8 +43,8 @@ class RecallTriggers:
                     event.event_id, meta.because(reason),
                 )  # fmt: skip
         elif event.aggregate_type == "batch":
-            m = MANUFACTURING_CODEC.decode(event.event_type, event.payload)
-            if isinstance(m, manufacturing.BatchSterilityFailed):
+            m = manufacturing.translate(event)
+            if isinstance(m, manufacturing.SterilityFailed):
                 reason = f"positive 14-day sterility of batch {event.aggregate_id}"
                 await self.app.raise_recall(
                     Trigger.STERILITY_POSITIVE, event.aggregate_id, reason, (m.din,), m.unit_ids,

@@ -4,19 +4,13 @@ order does not matter; within one aggregate, Kafka keeps the order."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import asyncpg
-from cellbank.matching.v1 import events_pb2 as matching_pb
 
 from services.delivery.adapters.codec import CODEC as DELIVERY_CODEC
 from services.delivery.domain import model as delivery
-from services.donor_intake.adapters.codec import CODEC as DONOR_CODEC
-from services.donor_intake.domain import model as donor
-from services.manufacturing.adapters.codec import CODEC as MANUFACTURING_CODEC
-from services.manufacturing.domain import model as manufacturing
-from services.matching.adapters.codec import CODEC as MATCHING_CODEC
-from services.matching.domain import model as matching
-from services.storage.adapters.codec import CODEC as STORAGE_CODEC
-from services.storage.domain import model as storage
+from services.delivery.upstream import donor, manufacturing, matching, storage
 from shared.events import StoredEvent
 from shared.topics import (
     DELIVERY_EVENTS,
@@ -25,19 +19,6 @@ from shared.topics import (
     MATCHING_EVENTS,
     STORAGE_EVENTS,
 )
-
-_UNIT_STATUS = {
-    storage.UnitStored: "STORED",
-    storage.UnitQuarantined: "QUARANTINED",
-    storage.QuarantineLifted: "STORED",
-    storage.UnitExpired: "EXPIRED",
-    storage.UnitPicked: "PICKED",
-    storage.UnitDiscarded: "DISCARDED",
-    storage.UnitRecalled: "RECALLED",
-}
-
-_DONOR_TYPES = DONOR_CODEC.names(donor.DonorRegistered, donor.CollectionRecorded)
-_HLA_REFERENCE_LOADED = matching_pb.HlaReferenceLoaded.DESCRIPTOR.full_name
 
 
 class LookbackProjection:
@@ -48,21 +29,17 @@ class LookbackProjection:
     async def apply(self, conn: asyncpg.Connection, event: StoredEvent) -> None:
         kind = event.aggregate_type
         if kind == "donor":
-            if event.event_type not in _DONOR_TYPES:
-                return
-            await self._donor(conn, event, DONOR_CODEC.decode(event.event_type, event.payload))
+            await self._donor(conn, event, donor.translate(event))
         elif kind == "batch":
-            await self._batch(
-                conn, event, MANUFACTURING_CODEC.decode(event.event_type, event.payload)
-            )
+            await self._batch(conn, event, manufacturing.translate(event))
         elif kind == "unit":
-            await self._unit(conn, event, STORAGE_CODEC.decode(event.event_type, event.payload))
+            await self._unit(conn, event, storage.translate(event))
         elif kind in ("order", "notification"):
-            await self._order(conn, event, MATCHING_CODEC.decode(event.event_type, event.payload))
-        elif kind == "hla_reference" and event.event_type == _HLA_REFERENCE_LOADED:
-            # read from the published message itself, not matching's domain classes
-            loaded = matching_pb.HlaReferenceLoaded.FromString(event.payload)
-            await self._hla_reference(conn, event, loaded)
+            await self._order(conn, event, matching.translate(event))
+        elif kind == "hla_reference":
+            reference = matching.translate(event)
+            if isinstance(reference, matching.HlaReference):
+                await self._hla_reference(conn, event, reference)
         elif kind == "shipment":
             await self._shipment(
                 conn, event, DELIVERY_CODEC.decode(event.event_type, event.payload)
@@ -77,9 +54,9 @@ class LookbackProjection:
                 )  # fmt: skip
 
     async def _hla_reference(
-        self, conn: asyncpg.Connection, event: StoredEvent, e: matching_pb.HlaReferenceLoaded
+        self, conn: asyncpg.Connection, event: StoredEvent, e: matching.HlaReference
     ) -> None:
-        checksums = " ".join(f"{c.file}={c.sha256}" for c in e.checksums)
+        checksums = " ".join(f"{file}={sha256}" for file, sha256 in e.checksums)
         # The newest record of the site wins, whatever order a redelivery brings them in.
         await conn.execute(
             "INSERT INTO lb_hla_references VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
@@ -90,20 +67,24 @@ class LookbackProjection:
             event.actor, event.occurred_at, event.aggregate_version,
         )  # fmt: skip
 
-    async def _donor(self, conn: asyncpg.Connection, event: StoredEvent, e: object) -> None:
+    async def _donor(
+        self, conn: asyncpg.Connection, event: StoredEvent, e: donor.DonorFact | None
+    ) -> None:
         if isinstance(e, donor.DonorRegistered):
             await conn.execute(
                 "INSERT INTO lb_donors VALUES ($1, $2, $3) ON CONFLICT (donor_id)"
                 " DO UPDATE SET site_id = $2, registered_at = $3",
                 event.aggregate_id, event.site_id, event.occurred_at,
             )  # fmt: skip
-        elif isinstance(e, donor.CollectionRecorded):
+        elif isinstance(e, donor.Collected):
             await conn.execute(
                 "INSERT INTO lb_collections VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
                 e.din, event.aggregate_id, event.site_id, e.collected_at,
             )  # fmt: skip
 
-    async def _batch(self, conn: asyncpg.Connection, event: StoredEvent, e: object) -> None:
+    async def _batch(
+        self, conn: asyncpg.Connection, event: StoredEvent, e: manufacturing.BatchFact | None
+    ) -> None:
         if isinstance(e, manufacturing.BatchStarted):
             await conn.execute(
                 "INSERT INTO lb_batches (batch_id, din, donor_id, site_id, product_type)"
@@ -123,72 +104,49 @@ class LookbackProjection:
                 [(u.unit_id, event.aggregate_id, u.din, event.site_id) for u in e.units],
             )
 
-    async def _unit(self, conn: asyncpg.Connection, event: StoredEvent, e: object) -> None:
+    async def _unit(
+        self, conn: asyncpg.Connection, event: StoredEvent, e: storage.UnitChanged | None
+    ) -> None:
         unit_id = event.aggregate_id
         await conn.execute(
             "INSERT INTO lb_units (unit_id, site_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
             unit_id, event.site_id,
         )  # fmt: skip
-        status = _UNIT_STATUS.get(type(e))
-        if status is not None:
-            await conn.execute(
-                "UPDATE lb_units SET status = $2 WHERE unit_id = $1", unit_id, status
-            )
-        match e:
-            case storage.UnitStored(address) | storage.UnitMoved(_, address):
-                await conn.execute(
-                    "UPDATE lb_units SET address = $2 WHERE unit_id = $1", unit_id, address
-                )
-            case storage.UnitPicked() | storage.UnitDiscarded():
-                await conn.execute(
-                    "UPDATE lb_units SET address = '', reserved_for = '' WHERE unit_id = $1",
-                    unit_id,
-                )
-            case storage.UnitReserved(order_id):
-                await conn.execute(
-                    "UPDATE lb_units SET reserved_for = $2 WHERE unit_id = $1", unit_id, order_id
-                )
-            case storage.ReservationReleased() | storage.ReservationExpired():
-                await conn.execute(
-                    "UPDATE lb_units SET reserved_for = '' WHERE unit_id = $1", unit_id
-                )
+        if e is None:
+            return
+        sets = {"status": None if e.stock is None else e.stock.value, "address": e.address,
+                "reserved_for": e.reserved_for}  # fmt: skip
+        changed = {column: value for column, value in sets.items() if value is not None}
+        await _update(conn, "lb_units", "unit_id", unit_id, changed)
 
-    async def _order(self, conn: asyncpg.Connection, event: StoredEvent, e: object) -> None:
+    async def _order(
+        self, conn: asyncpg.Connection, event: StoredEvent, e: matching.MatchingFact | None
+    ) -> None:
         order_id = event.aggregate_id
         match e:
-            case matching.OrderPlaced(hospital_id, _, patient):
+            case matching.OrderPlaced(hospital_id, patient_ref):
                 await conn.execute(
                     "INSERT INTO lb_orders (order_id, site_id, hospital_id, patient_ref, placed_at)"
                     " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (order_id) DO UPDATE"
                     " SET site_id = $2, hospital_id = $3, patient_ref = $4, placed_at = $5",
-                    order_id, event.site_id, hospital_id, patient.patient_ref, event.occurred_at,
+                    order_id, event.site_id, hospital_id, patient_ref, event.occurred_at,
                 )  # fmt: skip
-            case matching.OrderAllocated(units):
-                await self._order_set(conn, order_id, "ALLOCATED", [u.unit_id for u in units])
-            case matching.AllocationLost():
-                await self._order_set(conn, order_id, "PLACED", [])
-            case matching.OrderRejected():
-                await self._order_set(conn, order_id, "REJECTED", None)
-            case matching.OrderCancelled():
-                await self._order_set(conn, order_id, "CANCELLED", None)
-            case matching.OrderDispatched():
-                await self._order_set(conn, order_id, "DISPATCHED", None)
-            case matching.OrderDelivered():
-                await self._order_set(conn, order_id, "DELIVERED", None)
-            case matching.OrderReceived():
-                await self._order_set(conn, order_id, "RECEIVED", None)
-                await conn.execute(
-                    "UPDATE lb_orders SET received_at = $2 WHERE order_id = $1",
-                    order_id, event.occurred_at,
-                )  # fmt: skip
-            case matching.OrderInfused(unit_id):
-                await self._order_set(conn, order_id, "INFUSED", None)
+            case matching.OrderProgressed(stage, unit_ids):
+                units = None if unit_ids is None else list(unit_ids)
+                await self._order_set(conn, order_id, stage.value, units)
+                if stage is matching.OrderStage.RECEIVED:
+                    await conn.execute(
+                        "UPDATE lb_orders SET received_at = $2 WHERE order_id = $1",
+                        order_id, event.occurred_at,
+                    )  # fmt: skip
+            case matching.UnitInfused(unit_id):
+                await self._order_set(conn, order_id, matching.OrderStage.INFUSED.value, None)
                 await conn.execute(
                     "UPDATE lb_orders SET infused_at = $2,"
                     " infused_unit_ids = array_append(infused_unit_ids, $3) WHERE order_id = $1",
                     order_id, event.occurred_at, unit_id,
                 )  # fmt: skip
-            case matching.NotificationIssued(hospital_id, recall_id, notice_order):
+            case matching.HospitalNotified(hospital_id, recall_id, notice_order):
                 await conn.execute(
                     "INSERT INTO lb_notifications VALUES ($1, $2, $3, $4, false)"
                     " ON CONFLICT DO NOTHING",
@@ -238,10 +196,15 @@ class LookbackProjection:
                 sets = {"at_risk": True}
             case delivery.ShipmentReturned(outcome):
                 sets = {"status": outcome.value}
-        if sets:
-            columns = ", ".join(f"{k} = ${i}" for i, k in enumerate(sets, 2))
-            await conn.execute(
-                f"UPDATE lb_shipments SET {columns} WHERE shipment_id = $1",
-                shipment_id,
-                *sets.values(),
-            )
+        await _update(conn, "lb_shipments", "shipment_id", shipment_id, sets)
+
+
+async def _update(
+    conn: asyncpg.Connection, table: str, key: str, key_value: str, sets: Mapping[str, object]
+) -> None:
+    """Set these columns of the row (none: nothing to do)."""
+    if sets:
+        columns = ", ".join(f"{k} = ${i}" for i, k in enumerate(sets, 2))
+        await conn.execute(
+            f"UPDATE {table} SET {columns} WHERE {key} = $1", key_value, *sets.values()
+        )
