@@ -1,12 +1,12 @@
 """The production deployment files agree with the code they deploy: one Dockerfile per image
 (deploy/docker/), docker-compose.yml (Kafka, PostgreSQL, two sites' services, the Faust monitors,
 the dashboard) and deploy/k8s/ (Kustomize: one namespace per site, the network-wide processes,
-the Kafka topics as KafkaTopic resources). Docker and kubectl cannot run here, so this reads
-them: every service has an image and a command that exists, environment names are the ones the
-code reads (and Settings accepts the values), ports and probes match, topics match
-ARCHITECTURE.md and shared.topics. And secrets: none has a default or sits inline; every process
-names the OIDC issuer and its own client, whose secret comes from the operator (compose: a
-required variable; k8s: a mounted Secret).
+the Kafka topics as KafkaTopic resources), rendered by the pinned kustomize (deploy/tools.py).
+Docker and a cluster are not here, so this reads them: every service has an image and a command
+that exists, environment names are the ones the code reads (and Settings accepts the values),
+ports and probes match, topics match ARCHITECTURE.md and shared.topics. And secrets: none has a
+default or sits inline; every process names the OIDC issuer and its own client, whose secret
+comes from the operator (compose: a required variable; k8s: a mounted Secret).
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ from deploy.kafka_principals import (
 )
 from deploy.keycloak import REALM_FILE
 from deploy.network import COLDCHAIN_MODULE, SERVICE_MODULES, SLA_MODULE, plan
+from deploy.tools import ensure_kustomize
 from services.kernel.isbt128 import validate_fin
 from shared.chain_key import CHAIN_KEY_ENV, ChainKey
 from shared.db import database_name, with_database
@@ -808,53 +809,6 @@ print(json.dumps({{
 
 # --- deploy/k8s (Kustomize) ---------------------------------------------------------------------
 
-KUSTOMIZE_KEYS = {
-    "apiVersion", "kind", "namespace", "resources", "labels", "configMapGenerator",
-    "generatorOptions",
-}  # fmt: skip
-
-
-def kustomize(directory: Path) -> list[dict[str, Any]]:
-    """`kubectl kustomize directory` for the features these manifests use (resources, namespace,
-    labels with includeSelectors, configMapGenerator with literals, no name hash); anything else
-    fails here rather than being silently rendered differently from kustomize."""
-    kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
-    unknown = set(kustomization) - KUSTOMIZE_KEYS
-    assert not unknown, f"{directory}: this test does not render {sorted(unknown)}"
-    docs: list[dict[str, Any]] = []
-    for resource in kustomization.get("resources", []):
-        path = (directory / resource).resolve()
-        if path.is_dir():
-            docs += kustomize(path)
-        else:
-            docs += [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
-    hashed = not kustomization.get("generatorOptions", {}).get("disableNameSuffixHash", False)
-    for generator in kustomization.get("configMapGenerator", []):
-        assert set(generator) <= {"name", "literals", "files"}, generator
-        assert not hashed, "referenced by name: the hash suffix must be off"
-        data = dict(item.partition("=")[::2] for item in generator.get("literals", []))
-        for name in generator.get("files", []):
-            data[Path(name).name] = (directory / name).read_text()
-        docs.append(
-            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": generator["name"]},
-             "data": data}
-        )  # fmt: skip
-    for entry in kustomization.get("labels", []):
-        for doc in docs:
-            doc["metadata"].setdefault("labels", {}).update(entry["pairs"])
-            if entry.get("includeSelectors"):
-                spec = doc.get("spec", {})
-                if doc["kind"] == "Service":
-                    spec["selector"].update(entry["pairs"])
-                if doc["kind"] == "Deployment":
-                    spec["selector"]["matchLabels"].update(entry["pairs"])
-                    spec["template"]["metadata"]["labels"].update(entry["pairs"])
-    if "namespace" in kustomization:
-        for doc in docs:
-            if doc["kind"] != "Namespace":
-                doc["metadata"]["namespace"] = kustomization["namespace"]
-    return docs
-
 
 def site_dir(site: str) -> Path:
     return K8S / "sites" / site.lower()
@@ -862,7 +816,16 @@ def site_dir(site: str) -> Path:
 
 @cache
 def rendered(directory: Path) -> tuple[dict[str, Any], ...]:
-    return tuple(kustomize(directory))
+    """`kustomize build directory`, by the pinned kustomize (deploy/tools.py)."""
+    built = subprocess.run(
+        [ensure_kustomize(), "build", directory],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert built.returncode == 0, built.stderr
+    return tuple(doc for doc in yaml.safe_load_all(built.stdout) if doc is not None)
 
 
 def of_kind(docs: tuple[dict[str, Any], ...], kind: str) -> list[dict[str, Any]]:
@@ -1397,7 +1360,7 @@ def test_k8s_site_creates_the_roles_with_a_job_as_the_administrator(site: str) -
 
 
 def test_k8s_each_site_s_postgres_commits_synchronously_and_archives_its_wal() -> None:
-    clusters = kustomize(K8S / "postgres")
+    clusters = rendered(K8S / "postgres")
     assert {c["metadata"]["namespace"] for c in clusters} == {
         f"cellbank-{site.lower()}" for site in DEFAULT_SITES
     }
