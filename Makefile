@@ -8,7 +8,7 @@ PROTO_SRC := $(shell find protos/cellbank -name '*.proto')
 PROTO_STAMP := protos/.generated
 CLI := $(VENV)/bin/cellbank
 
-.PHONY: test-chaos setup protos run test lint bench clean infra-up
+.PHONY: test-chaos setup protos tools run test lint bench clean infra-up
 
 setup: $(STAMP) $(PROTO_STAMP) $(CLI)
 
@@ -31,10 +31,14 @@ $(PROTO_STAMP): $(STAMP) $(PROTO_SRC)
 	$(PY) -m deploy.protos
 	touch $(PROTO_STAMP)
 
+# Pinned tools the project fetches itself (deploy/tools.py) into .cellbank/tools: kustomize.
+tools: $(STAMP)
+	$(PY) -m deploy.tools
+
 run: setup
 	$(PY) -m deploy.run
 
-test: setup
+test: setup tools
 	sh deploy/ensure_chromium.sh
 	$(PY) -m pytest -m "not chaos"
 

@@ -1,0 +1,81 @@
+"""The project's pinned tools (deploy/tools.py) install once, under its own folder, or say why not."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from deploy.processes import InfraError
+from deploy.tools import KUSTOMIZE, Tool, ensure, ensure_kustomize, go_environment
+
+# Stands in for `go install`: puts a binary into GOBIN and counts its runs in the working folder.
+FAKE_INSTALL = """
+import os, pathlib
+binary = pathlib.Path(os.environ["GOBIN"], "fake")
+binary.parent.mkdir(parents=True, exist_ok=True)
+binary.write_text("#!/bin/sh\\n")
+with open("installs", "a") as runs:
+    runs.write("1")
+"""
+
+
+def fake_tool(version: str) -> Tool:
+    return Tool("fake", version, (sys.executable, "-c", FAKE_INSTALL))
+
+
+def installs(home: Path) -> int:
+    return len((home / "installs").read_text())
+
+
+def test_concurrent_callers_install_a_tool_once(tmp_path: Path) -> None:
+    start = threading.Barrier(4)
+    found: list[Path] = []
+
+    def call() -> None:
+        start.wait()
+        found.append(ensure(fake_tool("1.0"), tmp_path))
+
+    threads = [threading.Thread(target=call) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert found == [tmp_path / "bin" / "fake"] * 4
+    assert installs(tmp_path) == 1
+
+
+def test_an_installed_tool_needs_no_installer_and_a_new_version_is_installed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ensure(fake_tool("1.0"), tmp_path)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert ensure(fake_tool("1.0"), tmp_path) == tmp_path / "bin" / "fake"
+    monkeypatch.undo()
+    ensure(fake_tool("2.0"), tmp_path)
+    assert installs(tmp_path) == 2
+    assert (tmp_path / "fake.version").read_text() == "2.0"
+
+
+def test_a_missing_go_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(InfraError, match="no `go` on PATH"):
+        ensure(KUSTOMIZE, tmp_path)
+    assert not (tmp_path / "bin").exists()
+
+
+def test_go_keeps_its_binaries_and_caches_under_the_tools_folder(tmp_path: Path) -> None:
+    env = go_environment(tmp_path)
+    for name in ("GOBIN", "GOPATH", "GOMODCACHE", "GOCACHE"):
+        assert Path(env[name]).is_relative_to(tmp_path), name
+    assert "-modcacherw" in env["GOFLAGS"].split()  # so `make clean` can remove the cache
+
+
+def test_the_pinned_kustomize_is_the_one_installed() -> None:
+    version = subprocess.run(
+        [ensure_kustomize(), "version"], capture_output=True, text=True, timeout=30, check=True
+    )
+    assert version.stdout.strip() == KUSTOMIZE.version
