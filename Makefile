@@ -47,6 +47,9 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy shared services deploy tests
+	$(PY) -m deploy.buf lint
+	$(PY) -m deploy.buf breaking
+	PYTHONPATH=$(CURDIR):$(CURDIR)/protos $(VENV)/bin/lint-imports --cache-dir .cellbank/import-linter-cache
 
 bench: setup
 	$(PY) -m tests.bench
