@@ -51,6 +51,9 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy shared services deploy tests protos/cellbank/storage/v1/client.py
+	$(PY) -m deploy.buf lint
+	$(PY) -m deploy.buf breaking
+	PYTHONPATH=$(CURDIR):$(CURDIR)/protos $(VENV)/bin/lint-imports --cache-dir .cellbank/import-linter-cache
 
 bench: setup
 	$(PY) -m tests.bench
