@@ -13,11 +13,11 @@ from services.storage.app import Storage
 from services.storage.domain import model
 from services.storage.domain.model import PositionOccupied, PositionVacated, UnitFacts
 from services.storage.tests.test_unit_domain import FACTS, NOW
-from shared.chain_key import ChainKey
 from shared.commands import Meta, load
 from shared.errors import ConcurrencyConflict, NotFound, PreconditionFailed
 from shared.events import NewEvent
-from shared.eventstore import AggregateAppend, AppendResult, InMemoryEventStore
+from shared.eventstore import InMemoryEventStore
+from tests.factories import InterleavedEventStore
 
 META = Meta(actor="operator:alice", reason="test", at=NOW)
 HOLD = NOW + timedelta(hours=4)
@@ -31,27 +31,13 @@ class FakeReleasedUnits:
         return self.facts.get(unit_id)
 
 
-class RacedStore(InMemoryEventStore):
-    """An event store where, once, another writer appends just before this one's append."""
-
-    def __init__(self) -> None:
-        super().__init__("LON", chain_key=ChainKey.generate())
-        self.before_next_append: tuple[str, NewEvent] | None = None
-
-    async def append_all(self, appends: Sequence[AggregateAppend]) -> tuple[AppendResult, ...]:
-        if self.before_next_append is not None:
-            (aggregate_id, event), self.before_next_append = self.before_next_append, None
-            await self.append(aggregate_id, len(await self.load(aggregate_id)), [event])
-        return await super().append_all(appends)
+@pytest.fixture
+def store() -> InterleavedEventStore:
+    return InterleavedEventStore()
 
 
 @pytest.fixture
-def store() -> RacedStore:
-    return RacedStore()
-
-
-@pytest.fixture
-async def storage(store: RacedStore) -> Storage:
+async def storage(store: InterleavedEventStore) -> Storage:
     released = {f"unit-{n}": FACTS for n in range(1, 4)}
     released["unit-urgent"] = dataclasses.replace(FACTS, segregated=True)
     app = Storage(store, FakeReleasedUnits(released), "LON")
@@ -74,7 +60,7 @@ async def occupant(store: InMemoryEventStore, address: str) -> str | None:
 
 
 async def test_store_takes_the_position_and_records_the_unit_in_one_append(
-    storage: Storage, store: RacedStore
+    storage: Storage, store: InterleavedEventStore
 ):
     head = await store.head_position()
     outcome = await storage.store_unit("unit-1", "LON-T1/R1/B1/P01", META)
@@ -87,7 +73,7 @@ async def test_store_takes_the_position_and_records_the_unit_in_one_append(
 
 
 async def test_store_into_an_occupied_position_is_refused_and_appends_nothing(
-    storage: Storage, store: RacedStore
+    storage: Storage, store: InterleavedEventStore
 ):
     await storage.store_unit("unit-1", "LON-T1/R1/B1/P01", META)
     head = await store.head_position()
@@ -98,7 +84,7 @@ async def test_store_into_an_occupied_position_is_refused_and_appends_nothing(
 
 
 async def test_store_of_an_unreleased_unit_is_refused_before_the_tank_is_touched(
-    storage: Storage, store: RacedStore
+    storage: Storage, store: InterleavedEventStore
 ):
     head = await store.head_position()
     with pytest.raises(PreconditionFailed, match="RELEASED"):
@@ -107,7 +93,7 @@ async def test_store_of_an_unreleased_unit_is_refused_before_the_tank_is_touched
 
 
 async def test_store_decides_again_when_another_process_changed_the_tank(
-    storage: Storage, store: RacedStore
+    storage: Storage, store: InterleavedEventStore
 ):
     other = PositionOccupied("LON-T1/R1/B1/P02", "unit-elsewhere")
     store.before_next_append = ("LON-T1", tank_event(other))
@@ -117,7 +103,7 @@ async def test_store_decides_again_when_another_process_changed_the_tank(
 
 
 async def test_store_refused_when_another_process_took_the_same_position_writes_no_unit(
-    storage: Storage, store: RacedStore
+    storage: Storage, store: InterleavedEventStore
 ):
     taken = PositionOccupied("LON-T1/R1/B1/P01", "unit-elsewhere")
     store.before_next_append = ("LON-T1", tank_event(taken))
@@ -127,7 +113,7 @@ async def test_store_refused_when_another_process_took_the_same_position_writes_
 
 
 async def test_store_when_another_process_stored_the_unit_meanwhile_is_a_conflict_on_the_unit(
-    storage: Storage, store: RacedStore
+    storage: Storage, store: InterleavedEventStore
 ):
     stored = model.UnitStored("LON-T2/R1/B1/P01", FACTS)
     store.before_next_append = ("unit-1", unit_event(stored))
@@ -139,7 +125,9 @@ async def test_store_when_another_process_stored_the_unit_meanwhile_is_a_conflic
     assert await occupant(store, "LON-T1/R1/B1/P01") is None
 
 
-async def test_urgent_unit_is_refused_an_ordinary_position(storage: Storage, store: RacedStore):
+async def test_urgent_unit_is_refused_an_ordinary_position(
+    storage: Storage, store: InterleavedEventStore
+):
     head = await store.head_position()
     with pytest.raises(PreconditionFailed, match="segregated"):
         await storage.store_unit("unit-urgent", "LON-T1/R1/B1/P01", META)
@@ -147,7 +135,7 @@ async def test_urgent_unit_is_refused_an_ordinary_position(storage: Storage, sto
 
 
 async def test_move_to_another_tank_occupies_moves_and_vacates_in_one_append(
-    storage: Storage, store: RacedStore
+    storage: Storage, store: InterleavedEventStore
 ):
     await storage.store_unit("unit-1", "LON-T1/R1/B1/P01", META)
     head = await store.head_position()
@@ -163,7 +151,7 @@ async def test_move_to_another_tank_occupies_moves_and_vacates_in_one_append(
 
 
 async def test_move_within_a_tank_leaves_the_old_position_in_the_same_decision(
-    storage: Storage, store: RacedStore
+    storage: Storage, store: InterleavedEventStore
 ):
     await storage.store_unit("unit-1", "LON-T1/R1/B1/P01", META)
     head = await store.head_position()
@@ -176,7 +164,7 @@ async def test_move_within_a_tank_leaves_the_old_position_in_the_same_decision(
 
 
 async def test_move_with_a_stale_version_is_refused_and_appends_nothing(
-    storage: Storage, store: RacedStore
+    storage: Storage, store: InterleavedEventStore
 ):
     await storage.store_unit("unit-1", "LON-T1/R1/B1/P01", META)
     head = await store.head_position()
@@ -186,7 +174,7 @@ async def test_move_with_a_stale_version_is_refused_and_appends_nothing(
 
 
 async def test_move_into_an_occupied_position_leaves_everything_where_it_was(
-    storage: Storage, store: RacedStore
+    storage: Storage, store: InterleavedEventStore
 ):
     await storage.store_unit("unit-1", "LON-T1/R1/B1/P01", META)
     await storage.store_unit("unit-2", "LON-T2/R1/B1/P01", META)
@@ -198,7 +186,7 @@ async def test_move_into_an_occupied_position_leaves_everything_where_it_was(
 
 
 async def test_reserve_release_reserve_and_pick_frees_the_position_in_the_same_append(
-    storage: Storage, store: RacedStore
+    storage: Storage, store: InterleavedEventStore
 ):
     await storage.store_unit("unit-1", "LON-T1/R1/B1/P01", META)
     await storage.handle("unit-1", model.ReserveUnit("order-1", HOLD, NOW), META, 1)
@@ -215,7 +203,7 @@ async def test_reserve_release_reserve_and_pick_frees_the_position_in_the_same_a
     ]
 
 
-async def test_discard_frees_the_position(storage: Storage, store: RacedStore):
+async def test_discard_frees_the_position(storage: Storage, store: InterleavedEventStore):
     await storage.store_unit("unit-1", "LON-T1/R1/B1/P01", META)
     await storage.handle("unit-1", model.DiscardUnit("bag damaged"), META, None)
     assert await occupant(store, "LON-T1/R1/B1/P01") is None
