@@ -12,7 +12,7 @@ from google.protobuf.message import Message
 
 from shared.errors import ConcurrencyConflict, InvalidArgument
 from shared.events import NewEvent, StoredEvent
-from shared.eventstore import EventStore
+from shared.eventstore import AggregateAppend, EventStore
 from shared.ids import new_event_id
 from shared.proto_mapping import from_proto, to_proto
 from shared.signing import RecordLink
@@ -110,7 +110,19 @@ async def load(store: EventStore, kind: Aggregate[S], aggregate_id: str) -> tupl
     return kind.fold(events), len(events)
 
 
-async def execute(
+@dataclass(frozen=True, slots=True)
+class Decision(Generic[S]):
+    """One aggregate's part of a command, decided and not yet appended: the state after its
+    events, the version they follow, the domain events and their records."""
+
+    aggregate_id: str
+    state: S
+    version: int
+    decided: tuple[object, ...]
+    new: tuple[NewEvent, ...]
+
+
+async def prepare(
     store: EventStore,
     kind: Aggregate[S],
     aggregate_id: str,
@@ -118,8 +130,9 @@ async def execute(
     meta: Meta,
     *,
     expected_version: int | None = None,
-) -> Outcome[S]:
-    """Load → decide → append with optimistic concurrency. A refusal raises and writes nothing.
+) -> Decision[S]:
+    """Load → decide, without appending: `commit` appends it, alone or with the other
+    aggregates its command touches. A refusal raises.
 
     expected_version is the version the caller last saw (ABORTED if the aggregate moved on);
     None means "whatever is current" — the append is still checked against concurrent writers.
@@ -130,8 +143,6 @@ async def execute(
     if expected_version is not None and expected_version != version:
         raise ConcurrencyConflict(aggregate_id, expected_version, version)
     decided = list(decide(state))
-    if not decided:
-        return Outcome(state, version, ())
     event_ids = [new_event_id() for _ in decided]
     decided = [
         _sealed(event, RecordLink(aggregate_id, version + i, event_id))
@@ -156,5 +167,39 @@ async def execute(
                 event_id=event_id,
             )
         )
-    result = await store.append(aggregate_id, version, new)
-    return Outcome(state, version + len(result.events), result.events)
+    return Decision(aggregate_id, state, version, tuple(decided), tuple(new))
+
+
+async def commit(store: EventStore, *decisions: Decision[Any]) -> tuple[Outcome[Any], ...]:
+    """Append every decision in one transaction (all or nothing; a ConcurrencyConflict names
+    the aggregate that moved on); one outcome per decision, in order."""
+    parts = [d for d in decisions if d.new]
+    results = iter(
+        await store.append_all([AggregateAppend(d.aggregate_id, d.version, d.new) for d in parts])
+        if parts
+        else ()
+    )
+    return tuple(
+        Outcome(d.state, d.version + len(d.new), next(results).events)
+        if d.new
+        else Outcome(d.state, d.version, ())
+        for d in decisions
+    )
+
+
+async def execute(
+    store: EventStore,
+    kind: Aggregate[S],
+    aggregate_id: str,
+    decide: Callable[[S], Sequence[object]],
+    meta: Meta,
+    *,
+    expected_version: int | None = None,
+) -> Outcome[S]:
+    """Load → decide → append with optimistic concurrency. A refusal raises and writes nothing.
+    (expected_version as in `prepare`.)"""
+    decision = await prepare(
+        store, kind, aggregate_id, decide, meta, expected_version=expected_version
+    )
+    (outcome,) = await commit(store, decision)
+    return outcome

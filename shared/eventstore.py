@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -35,6 +35,15 @@ class AppendResult:
         return self.events[-1].position if self.events else 0
 
 
+@dataclass(frozen=True, slots=True)
+class AggregateAppend:
+    """One aggregate's part of an append: its events, after the version the command saw."""
+
+    aggregate_id: str
+    expected_version: int
+    events: Sequence[NewEvent]
+
+
 class EventStore(Protocol):
     """Append-only store for one service at one site. Contract: tests/contract."""
 
@@ -48,6 +57,13 @@ class EventStore(Protocol):
         Re-appending events whose event_ids are already stored for this aggregate is a no-op
         that returns the stored events with duplicate=True.
         """
+        ...
+
+    async def append_all(self, appends: Sequence[AggregateAppend]) -> tuple[AppendResult, ...]:
+        """Append to several aggregates atomically (one command touching several): every
+        expected version is checked, then every event is written in order, or nothing is (a
+        ConcurrencyConflict names the stale aggregate). One result per part, in order; a replay
+        of the same event ids is a no-op answered with the stored events."""
         ...
 
     async def load(self, aggregate_id: str, up_to_version: int | None = None) -> list[StoredEvent]:
@@ -121,6 +137,28 @@ def validate_append(
             )
 
 
+def validate_appends(
+    appends: Sequence[AggregateAppend],
+    *,
+    site_id: str = "",
+    max_envelope_bytes: int = MAX_ENVELOPE_BYTES,
+) -> None:
+    """validate_append for every part, plus what only several parts can get wrong."""
+    if not appends:
+        raise InvalidArgument("appends", "at least one aggregate is required")
+    for part in appends:
+        validate_append(
+            part.aggregate_id, part.expected_version, part.events,
+            site_id=site_id, max_envelope_bytes=max_envelope_bytes,
+        )  # fmt: skip
+    aggregates = [part.aggregate_id for part in appends]
+    if len(set(aggregates)) != len(aggregates):
+        raise InvalidArgument("appends.aggregate_id", "each aggregate at most once per append")
+    ids = [e.event_id for part in appends for e in part.events]
+    if len(set(ids)) != len(ids):
+        raise InvalidArgument("events.event_id", "must be unique within one append")
+
+
 def envelope_bytes(new: NewEvent, aggregate_id: str, site_id: str) -> int:
     """The size of the event's envelope once stored, as the relay publishes it (the store's
     position, version and hashes taken at their largest, so never an underestimate but for a
@@ -171,6 +209,58 @@ def seal(
     return replace(unsealed, hash=event_hash(key, prev_hash, unsealed))
 
 
+@dataclass(slots=True)
+class AppendState:
+    """What appends are decided against, and what they decided so far (one transaction)."""
+
+    versions: dict[str, int]  # current version of the aggregates asked about (absent = 0)
+    stored: dict[str, StoredEvent]  # already stored events among those appended, by id
+    prev_hash: bytes  # the chain's head
+    recorded_at: datetime
+    new: dict[str, StoredEvent] = field(default_factory=dict)  # sealed, in append order
+
+
+Decided = list[tuple[list[str], bool]]  # per part: its event ids, and whether a replay
+
+
+def decide_appends(
+    appends: Sequence[AggregateAppend], state: AppendState, *, key: ChainKey, site_id: str
+) -> Decided | Exception:
+    """One (validated) append against the state so far: its parts' event ids, or the refusal.
+    Every part is checked before any is sealed, so a refusal leaves the state untouched."""
+    seen = [[state.stored.get(e.event_id) or state.new.get(e.event_id) for e in part.events]
+            for part in appends]  # fmt: skip
+    if any(any(s) for s in seen):
+        if not all(
+            all(s) and all(e is not None and e.aggregate_id == part.aggregate_id for e in s)
+            for part, s in zip(appends, seen, strict=True)
+        ):
+            return InvalidArgument(
+                "events.event_id", "already used by a different append; event ids are never reused"
+            )
+        return [([e.event_id for e in part.events], True) for part in appends]  # a replay
+    for part in appends:
+        current = state.versions.get(part.aggregate_id, 0)
+        if current != part.expected_version:
+            return ConcurrencyConflict(part.aggregate_id, part.expected_version, current)
+    for part in appends:
+        for offset, new in enumerate(part.events, start=1):
+            event = seal(
+                new,
+                key=key,
+                position=0,  # the store's to assign; not hashed
+                aggregate_id=part.aggregate_id,
+                version=part.expected_version + offset,
+                site_id=site_id,
+                recorded_at=state.recorded_at,
+                prev_hash=state.prev_hash,
+            )
+            state.new[event.event_id] = event
+            state.prev_hash = event.hash
+        state.versions[part.aggregate_id] = part.expected_version + len(part.events)
+    return [([e.event_id for e in part.events], False) for part in appends]
+
+
 class InMemoryEventStore:
     """EventStore for tests and pure-domain runs; same contract as PostgresEventStore. Its
     chain key, unless given, is its own random one (the store lives and dies with it)."""
@@ -195,42 +285,32 @@ class InMemoryEventStore:
     async def append(
         self, aggregate_id: str, expected_version: int, events: Sequence[NewEvent]
     ) -> AppendResult:
-        validate_append(
-            aggregate_id, expected_version, events,
-            site_id=self.site_id, max_envelope_bytes=self.max_envelope_bytes,
-        )  # fmt: skip
+        (result,) = await self.append_all([AggregateAppend(aggregate_id, expected_version, events)])
+        return result
+
+    async def append_all(self, appends: Sequence[AggregateAppend]) -> tuple[AppendResult, ...]:
+        validate_appends(appends, site_id=self.site_id, max_envelope_bytes=self.max_envelope_bytes)
         async with self._lock:
-            known = [self._by_id[e.event_id] for e in events if e.event_id in self._by_id]
-            if known:
-                if len(known) != len(events) or any(e.aggregate_id != aggregate_id for e in known):
-                    raise InvalidArgument(
-                        "events.event_id",
-                        "already used by a different append; event ids are never reused",
-                    )
-                return AppendResult(tuple(known), duplicate=True)
-            stream = self._by_aggregate.setdefault(aggregate_id, [])
-            if len(stream) != expected_version:
-                raise ConcurrencyConflict(aggregate_id, expected_version, len(stream))
-            prev = self._events[-1].hash if self._events else GENESIS
-            now = self._clock()
-            sealed = []
-            for offset, new in enumerate(events, start=1):
-                event = seal(
-                    new,
-                    key=self.chain_key,
-                    position=len(self._events) + offset,
-                    aggregate_id=aggregate_id,
-                    version=expected_version + offset,
-                    site_id=self.site_id,
-                    recorded_at=now,
-                    prev_hash=prev,
-                )
-                sealed.append(event)
-                prev = event.hash
-            self._events.extend(sealed)
-            stream.extend(sealed)
-            self._by_id.update((e.event_id, e) for e in sealed)
-            return AppendResult(tuple(sealed))
+            state = AppendState(
+                versions={p.aggregate_id: len(self._by_aggregate.get(p.aggregate_id, ()))
+                          for p in appends},
+                stored={e.event_id: self._by_id[e.event_id]
+                        for p in appends for e in p.events if e.event_id in self._by_id},
+                prev_hash=self._events[-1].hash if self._events else GENESIS,
+                recorded_at=self._clock(),
+            )  # fmt: skip
+            decided = decide_appends(appends, state, key=self.chain_key, site_id=self.site_id)
+            if isinstance(decided, Exception):
+                raise decided
+            for new in state.new.values():
+                event = replace(new, position=len(self._events) + 1)
+                self._events.append(event)
+                self._by_aggregate.setdefault(event.aggregate_id, []).append(event)
+                self._by_id[event.event_id] = event
+            return tuple(
+                AppendResult(tuple(self._by_id[i] for i in ids), duplicate)
+                for ids, duplicate in decided
+            )
 
     async def load(self, aggregate_id: str, up_to_version: int | None = None) -> list[StoredEvent]:
         stream = self._by_aggregate.get(aggregate_id, [])

@@ -5,17 +5,24 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields, replace
-from datetime import datetime
+from dataclasses import dataclass, fields, replace
 
 import asyncpg
 
 from shared import metrics
 from shared.bounds import MAX_ENVELOPE_BYTES
 from shared.chain_key import ChainKey, MissingChainKey
-from shared.errors import ConcurrencyConflict, InvalidArgument, StoreBusy
+from shared.errors import ConcurrencyConflict, StoreBusy
 from shared.events import NewEvent, StoredEvent
-from shared.eventstore import AppendResult, Clock, seal, utc_now, validate_append
+from shared.eventstore import (
+    AggregateAppend,
+    AppendResult,
+    AppendState,
+    Clock,
+    decide_appends,
+    utc_now,
+    validate_appends,
+)
 from shared.hashchain import GENESIS, ChainReport, verify_chain
 
 EVENTS_CHANNEL = "cellbank_events"  # a wake-up hint for tailers; never a source of order
@@ -93,12 +100,13 @@ class PostgresEventStore:
     async def append(
         self, aggregate_id: str, expected_version: int, events: Sequence[NewEvent]
     ) -> AppendResult:
-        self._key()
-        validate_append(
-            aggregate_id, expected_version, events,
-            site_id=self.site_id, max_envelope_bytes=self.max_envelope_bytes,
-        )  # fmt: skip
-        request = _Request(aggregate_id, expected_version, events, _future())
+        (result,) = await self.append_all([AggregateAppend(aggregate_id, expected_version, events)])
+        return result
+
+    async def append_all(self, appends: Sequence[AggregateAppend]) -> tuple[AppendResult, ...]:
+        key = self._key()
+        validate_appends(appends, site_id=self.site_id, max_envelope_bytes=self.max_envelope_bytes)
+        request = _Request(tuple(appends), key, _future())
         self._queue.append(request)
         # Group commit: appends that arrive while a transaction runs are written together in
         # the next one, decided in arrival order exactly as if they ran one by one. The table
@@ -125,67 +133,44 @@ class PostgresEventStore:
             else:
                 request.result.set_result(outcome)
 
-    async def _write_alone(self, request: _Request) -> AppendResult | Exception:
+    async def _write_alone(self, request: _Request) -> tuple[AppendResult, ...] | Exception:
         try:
             return (await self._write_group([request]))[0]
         except Exception as exc:
             return exc
 
-    async def _write_group(self, group: list[_Request]) -> list[AppendResult | Exception]:
-        ids = [e.event_id for r in group for e in r.events]
+    async def _write_group(
+        self, group: list[_Request]
+    ) -> list[tuple[AppendResult, ...] | Exception]:
+        aggregates = list({p.aggregate_id for r in group for p in r.parts})
+        ids = [e.event_id for r in group for p in r.parts for e in p.events]
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(self._lock_sql)
-            row = await conn.fetchrow(_STATE, list({r.aggregate_id for r in group}), ids)
-            state = _GroupState(
+            row = await conn.fetchrow(_STATE, aggregates, ids)
+            state = AppendState(
                 versions=json.loads(row["versions"] or "{}"),
                 stored=await self._stored_by_id(conn, row["known_ids"] or []),
                 prev_hash=row["last_hash"] or GENESIS,
                 recorded_at=self._clock(),
             )
-            decided = [self._decide(request, state) for request in group]
+            decided = [
+                decide_appends(r.parts, state, key=r.key, site_id=self.site_id) for r in group
+            ]
             if state.new:
                 columns = list(zip(*(_insert_row(e) for e in state.new.values()), strict=True))
                 for r in await conn.fetch(_INSERT, *columns):
                     event = state.new[r["event_id"]]
                     state.stored[event.event_id] = replace(event, position=r["position"])
         metrics.EVENTS_APPENDED.labels(self.site_id, self.service).inc(len(state.new))
+        conflicts = sum(isinstance(d, ConcurrencyConflict) for d in decided)
+        if conflicts:
+            metrics.APPEND_CONFLICTS.labels(self.site_id, self.service).inc(conflicts)
         return [
             d
             if isinstance(d, Exception)
-            else AppendResult(tuple(state.stored[i] for i in d[0]), d[1])
+            else tuple(AppendResult(tuple(state.stored[i] for i in ids), dup) for ids, dup in d)
             for d in decided
         ]
-
-    def _decide(self, request: _Request, state: _GroupState) -> tuple[list[str], bool] | Exception:
-        """One request against the state so far: (its event ids, duplicate?) or the refusal."""
-        ids = [e.event_id for e in request.events]
-        seen = [state.stored.get(i) or state.new.get(i) for i in ids]
-        if any(seen):
-            if not all(seen) or any(e.aggregate_id != request.aggregate_id for e in seen if e):
-                return InvalidArgument(
-                    "events.event_id",
-                    "already used by a different append; event ids are never reused",
-                )
-            return ids, True  # an idempotent replay: answered with the stored events
-        current = state.versions.get(request.aggregate_id, 0)
-        if current != request.expected_version:
-            metrics.APPEND_CONFLICTS.labels(self.site_id, self.service).inc()
-            return ConcurrencyConflict(request.aggregate_id, request.expected_version, current)
-        for offset, new in enumerate(request.events, start=1):
-            event = seal(
-                new,
-                key=self._key(),
-                position=0,
-                aggregate_id=request.aggregate_id,
-                version=current + offset,
-                site_id=self.site_id,
-                recorded_at=state.recorded_at,
-                prev_hash=state.prev_hash,
-            )
-            state.new[event.event_id] = event
-            state.prev_hash = event.hash
-        state.versions[request.aggregate_id] = current + len(ids)
-        return ids, False
 
     async def _stored_by_id(
         self, conn: asyncpg.Connection, ids: list[str]
@@ -259,25 +244,13 @@ class PostgresEventStore:
 
 @dataclass(slots=True)
 class _Request:
-    aggregate_id: str
-    expected_version: int
-    events: Sequence[NewEvent]
-    result: asyncio.Future[AppendResult]
+    parts: tuple[AggregateAppend, ...]
+    key: ChainKey
+    result: asyncio.Future[tuple[AppendResult, ...]]
 
 
-def _future() -> asyncio.Future[AppendResult]:
+def _future() -> asyncio.Future[tuple[AppendResult, ...]]:
     return asyncio.get_running_loop().create_future()
-
-
-@dataclass(slots=True)
-class _GroupState:
-    """What one group transaction has seen and decided so far."""
-
-    versions: dict[str, int]
-    stored: dict[str, StoredEvent]
-    prev_hash: bytes
-    recorded_at: datetime
-    new: dict[str, StoredEvent] = field(default_factory=dict)  # sealed, in append order
 
 
 def _insert_row(e: StoredEvent) -> tuple[object, ...]:

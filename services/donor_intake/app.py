@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 
 from services.donor_intake.adapters.codec import DIN_SEQUENCE, DONOR
@@ -10,8 +11,8 @@ from services.donor_intake.domain import din_sequence, donor
 from services.donor_intake.domain.eligibility import EligibilityRules
 from services.donor_intake.domain.model import Donor, RecordCollection, RegisterDonor
 from services.kernel.isbt128 import din_check_character, din_type3_flag, make_din, validate_fin
-from shared.commands import Meta, Outcome, execute, load
-from shared.errors import ConcurrencyConflict, NotFound
+from shared.commands import Meta, Outcome, commit, execute, prepare
+from shared.errors import ConcurrencyConflict
 from shared.eventstore import EventStore
 from shared.ids import uuid7
 
@@ -57,35 +58,27 @@ class DonorIntake:
     async def record_collection(
         self, donor_id: str, command: RecordCollection, meta: Meta, expected_version: int | None
     ) -> CollectionOutcome:
-        """Check the collection against the donor first, so a refusal burns no DIN; then take
-        the next DIN of the site's sequence and record the collection with it."""
-        state, version = await load(self.store, DONOR, donor_id)
-        if not state.registered:
-            raise NotFound(f"donor {donor_id} is not registered")
-        if expected_version is not None and expected_version != version:
-            raise ConcurrencyConflict(donor_id, expected_version, version)
+        """Take the next DIN of the site's sequence and record the collection with it, in one
+        append: a refused collection burns no DIN, a DIN another collection took meanwhile is
+        taken again."""
         year = command.collected_at.year
-        provisional = make_din(self.facility_id, year, 999_999)
-        donor.decide(state, dataclasses.replace(command, din=provisional), self.rules)
-        din = await self._allocate_din(year, meta)
-        outcome = await self.handle(
-            donor_id, dataclasses.replace(command, din=din), meta, expected_version=version
-        )
-        return CollectionOutcome(outcome, din, din_check_character(din), din_type3_flag(din))
-
-    async def _allocate_din(self, year: int, meta: Meta) -> str:
         stream = din_sequence.stream_id(self.facility_id, year)
         allocate = din_sequence.AllocateDin(self.facility_id, year)
-        for _ in range(DIN_ALLOCATION_ATTEMPTS):
+        for attempt in range(1, DIN_ALLOCATION_ATTEMPTS + 1):
+            allocated = await prepare(
+                self.store, DIN_SEQUENCE, stream, lambda s: din_sequence.decide(s, allocate), meta
+            )
+            din = make_din(self.facility_id, year, allocated.state.last)
+            collection = dataclasses.replace(command, din=din)
+            decide = functools.partial(donor.decide, command=collection, rules=self.rules)
+            recorded = await prepare(
+                self.store, DONOR, donor_id, decide, meta, expected_version=expected_version
+            )
             try:
-                outcome = await execute(
-                    self.store,
-                    DIN_SEQUENCE,
-                    stream,
-                    lambda s: din_sequence.decide(s, allocate),
-                    meta,
-                )
-            except ConcurrencyConflict:
-                continue  # another collection took that number: take the next one
-            return make_din(self.facility_id, year, outcome.state.last)
-        raise ConcurrencyConflict(stream, -1, -1)
+                _, outcome = await commit(self.store, allocated, recorded)
+            except ConcurrencyConflict as exc:
+                if exc.aggregate_id == stream and attempt < DIN_ALLOCATION_ATTEMPTS:
+                    continue  # another collection took that number: take the next one
+                raise
+            return CollectionOutcome(outcome, din, din_check_character(din), din_type3_flag(din))
+        raise AssertionError("unreachable: the last attempt returns or raises")

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from typing import Protocol
 
 from services.kernel.isbt128 import validate_din
 from services.manufacturing.adapters.codec import BATCH
 from services.manufacturing.domain import batch
 from services.manufacturing.domain.model import Batch, ReleaseBatch, StartBatch
 from services.manufacturing.domain.product_types import ProductType
-from services.manufacturing.read_model import ManufacturingReadModel
 from shared.commands import Meta, Outcome, execute, load
 from shared.errors import NotFound
 from shared.eventstore import EventStore
@@ -21,13 +21,23 @@ def batch_id_for(din: str) -> str:
     return f"batch-{din}"
 
 
+class DonorFacts(Protocol):
+    """What manufacturing knows of donors and collections (its read model, or a fake)."""
+
+    async def collection_donor(self, din: str, site_id: str) -> str:
+        """The donor of a collection of this site (NotFound, PreconditionFailed if another's)."""
+        ...
+
+    async def donor_eligibility(self, donor_id: str) -> str: ...
+
+
 class Manufacturing:
     """The manufacturing application service of one site."""
 
     def __init__(
         self,
         store: EventStore,
-        read_model: ManufacturingReadModel,
+        read_model: DonorFacts,
         product_types: Mapping[str, ProductType],
         site_id: str,
     ) -> None:

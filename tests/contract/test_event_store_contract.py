@@ -13,7 +13,7 @@ from shared.bounds import MAX_ENVELOPE_BYTES
 from shared.chain_key import ChainKey
 from shared.envelope_codec import encode
 from shared.errors import ConcurrencyConflict, InvalidArgument
-from shared.eventstore import AppendResult, EventStore, InMemoryEventStore
+from shared.eventstore import AggregateAppend, AppendResult, EventStore, InMemoryEventStore
 from shared.hashchain import GENESIS
 from shared.postgres_eventstore import PostgresEventStore
 from tests.factories import aggregate_id, new_event
@@ -165,3 +165,107 @@ async def test_concurrent_appends_are_decided_as_if_one_by_one(store: EventStore
     assert [e.aggregate_version for e in await store.load(aggs[1])] == [1, 2, 3]
     assert (await store.verify_chain()).intact
     assert await store.head_position() >= 11
+
+
+async def test_append_all_writes_every_aggregate_in_one_contiguous_run(store: EventStore):
+    tank, unit = aggregate_id("tank"), aggregate_id("unit")
+    await store.append(tank, 0, [new_event(0)])
+    results = await store.append_all(
+        [
+            AggregateAppend(tank, 1, [new_event(1), new_event(2)]),
+            AggregateAppend(unit, 0, [new_event(3)]),
+        ]
+    )
+    assert [[e.aggregate_version for e in r.events] for r in results] == [[2, 3], [1]]
+    assert not any(r.duplicate for r in results)
+    positions = [e.position for r in results for e in r.events]
+    assert positions == list(range(positions[0], positions[0] + 3))
+    assert [e.event_id for e in await store.read_all(1)] == [
+        e.event_id for r in results for e in r.events
+    ]
+    assert (await store.verify_chain()).intact
+
+
+async def test_append_all_with_one_stale_aggregate_writes_nothing_and_names_it(store: EventStore):
+    tank, unit = aggregate_id("tank"), aggregate_id("unit")
+    await store.append(unit, 0, [new_event(0)])
+    head = await store.head_position()
+    with pytest.raises(ConcurrencyConflict) as err:
+        await store.append_all(
+            [AggregateAppend(tank, 0, [new_event(1)]), AggregateAppend(unit, 0, [new_event(2)])]
+        )
+    assert (err.value.aggregate_id, err.value.expected, err.value.actual) == (unit, 0, 1)
+    assert await store.head_position() == head
+    assert await store.load(tank) == []
+    assert (await store.verify_chain()).intact
+    again = await store.append_all(
+        [AggregateAppend(tank, 0, [new_event(1)]), AggregateAppend(unit, 1, [new_event(2)])]
+    )
+    assert [e.position for r in again for e in r.events] == [head + 1, head + 2]
+
+
+async def test_reappending_the_same_multi_aggregate_append_is_a_noop(store: EventStore):
+    parts = [
+        AggregateAppend(aggregate_id(), 0, [new_event(1)]),
+        AggregateAppend(aggregate_id(), 0, [new_event(2), new_event(3)]),
+    ]
+    first = await store.append_all(parts)
+    again = await store.append_all(parts)
+    assert all(r.duplicate for r in again) and not any(r.duplicate for r in first)
+    assert [r.events for r in again] == [r.events for r in first]
+    assert await store.head_position() == 3
+
+
+@pytest.mark.parametrize(
+    ("parts", "field"),
+    [
+        ([], "appends"),
+        ([AggregateAppend("a", 0, [new_event()]), AggregateAppend("a", 1, [new_event()])],
+         "appends.aggregate_id"),
+        ([AggregateAppend("a", 0, [new_event()]), AggregateAppend("b", -1, [new_event()])],
+         "expected_version"),
+        ([AggregateAppend("a", 0, [new_event()]), AggregateAppend("b", 0, [])], "events"),
+    ],
+)  # fmt: skip
+async def test_bad_multi_aggregate_append_names_the_field_and_writes_nothing(
+    store: EventStore, parts, field
+):
+    with pytest.raises(InvalidArgument) as err:
+        await store.append_all(parts)
+    assert err.value.field == field
+    assert await store.head_position() == 0
+
+
+async def test_one_event_id_in_two_parts_is_refused(store: EventStore):
+    event = new_event()
+    with pytest.raises(InvalidArgument, match="event_id"):
+        await store.append_all(
+            [
+                AggregateAppend(aggregate_id(), 0, [event]),
+                AggregateAppend(aggregate_id(), 0, [event]),
+            ]
+        )
+    assert await store.head_position() == 0
+
+
+async def test_racing_multi_aggregate_appends_on_a_shared_aggregate_let_exactly_one_win(
+    store: EventStore,
+):
+    tank = aggregate_id("tank")
+    units = [aggregate_id("unit") for _ in range(4)]
+    results = await asyncio.gather(
+        *(
+            store.append_all(
+                [AggregateAppend(tank, 0, [new_event(1)]), AggregateAppend(u, 0, [new_event(2)])]
+            )
+            for u in units
+        ),
+        return_exceptions=True,
+    )
+    winners = [i for i, r in enumerate(results) if not isinstance(r, BaseException)]
+    assert len(winners) == 1
+    losers = [r for r in results if isinstance(r, BaseException)]
+    assert all(isinstance(r, ConcurrencyConflict) and r.aggregate_id == tank for r in losers)
+    assert [len(await store.load(u)) for u in units] == [int(i in winners) for i in range(4)]
+    assert await store.head_position() == 2
+    assert (await store.verify_chain()).intact

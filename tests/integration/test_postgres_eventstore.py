@@ -9,6 +9,7 @@ import pytest
 
 from shared.chain_key import ChainKey
 from shared.errors import ConcurrencyConflict
+from shared.eventstore import AggregateAppend
 from shared.postgres_eventstore import PostgresEventStore
 from tests.factories import aggregate_id, new_event
 
@@ -61,6 +62,32 @@ async def test_concurrent_appends_to_one_aggregate_let_exactly_one_win(pool: asy
     assert len(winners) == 1
     assert all(isinstance(r, ConcurrencyConflict) for r in results if r not in winners)
     assert len(await store.load(agg)) == 1
+
+
+async def test_two_stores_racing_multi_aggregate_appends_commit_one_whole_and_nothing_else(
+    pool: asyncpg.Pool,
+):
+    """Two processes (two stores, no shared group commit) take the same tank position."""
+    key = ChainKey.generate()
+    stores = [PostgresEventStore(pool, "LON", chain_key=key) for _ in range(2)]
+    tank, units = aggregate_id("tank"), [aggregate_id("unit") for _ in range(2)]
+    results = await asyncio.gather(
+        *(
+            s.append_all(
+                [AggregateAppend(tank, 0, [new_event(1)]), AggregateAppend(u, 0, [new_event(2)])]
+            )
+            for s, u in zip(stores, units, strict=True)
+        ),
+        return_exceptions=True,
+    )
+    winners = [u for u, r in zip(units, results, strict=True) if not isinstance(r, BaseException)]
+    (loser,) = [r for r in results if isinstance(r, BaseException)]
+    assert len(winners) == 1 and isinstance(loser, ConcurrencyConflict)
+    assert loser.aggregate_id == tank
+    rows = await pool.fetch("SELECT aggregate_id, position FROM events ORDER BY position")
+    assert [r["aggregate_id"] for r in rows] == [tank, winners[0]]
+    assert [r["position"] for r in rows] == [rows[0]["position"], rows[0]["position"] + 1]
+    assert (await stores[0].verify_chain()).intact
 
 
 async def test_stored_events_cannot_be_updated_or_deleted(pool: asyncpg.Pool):

@@ -6,16 +6,11 @@ import json
 
 import asyncpg
 
-from services.donor_intake.adapters.codec import CODEC as DONOR_CODEC
-from services.donor_intake.domain import model as donor_model
 from services.manufacturing.adapters.codec import CODEC
 from services.manufacturing.domain import model
+from services.manufacturing.upstream import donor
 from shared.events import StoredEvent
 from shared.topics import DONOR_EVENTS, MANUFACTURING_EVENTS
-
-_DONOR_STATUS_TYPES = DONOR_CODEC.names(
-    donor_model.EligibilityDetermined, donor_model.CollectionRecorded
-)
 
 
 class DonorFactsProjection:
@@ -26,20 +21,20 @@ class DonorFactsProjection:
     rows_keyed_by_aggregate = True  # batched in waves on the fast path (shared.batched_apply)
 
     async def apply(self, conn: asyncpg.Connection, event: StoredEvent) -> None:
-        if event.aggregate_type != "donor" or event.event_type not in _DONOR_STATUS_TYPES:
+        if event.aggregate_type != "donor":
             return
-        e = DONOR_CODEC.decode(event.event_type, event.payload)
-        if isinstance(e, donor_model.EligibilityDetermined):
+        fact = donor.translate(event)
+        if isinstance(fact, donor.DonorEligibility):
             await conn.execute(
                 "INSERT INTO donor_status VALUES ($1, $2, $3) ON CONFLICT (donor_id) DO UPDATE"
                 " SET eligibility = $2, version = $3 WHERE donor_status.version < $3",
-                event.aggregate_id, e.status.value, event.aggregate_version,
+                event.aggregate_id, fact.status, event.aggregate_version,
             )  # fmt: skip
-        elif isinstance(e, donor_model.CollectionRecorded):
+        elif isinstance(fact, donor.Collection):
             await conn.execute(
                 "INSERT INTO known_collections VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-                e.din, event.site_id, event.aggregate_id, e.collected_at, e.eligibility.value,
-                e.urgent_physician_request,
+                fact.din, event.site_id, event.aggregate_id, fact.collected_at, fact.eligibility,
+                fact.urgent_physician_request,
             )  # fmt: skip
 
 

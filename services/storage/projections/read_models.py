@@ -4,22 +4,12 @@ from __future__ import annotations
 
 import asyncpg
 
-from services.donor_intake.adapters.codec import CODEC as DONOR_CODEC
-from services.donor_intake.domain import model as donor
-from services.manufacturing.adapters.codec import CODEC as MANUFACTURING_CODEC
-from services.manufacturing.domain import model as manufacturing
 from services.storage.adapters.codec import CODEC
 from services.storage.domain import model
 from services.storage.domain.tank import tank_of
+from services.storage.upstream import donor, manufacturing
 from shared.events import StoredEvent
 from shared.topics import DONOR_EVENTS, MANUFACTURING_EVENTS, STORAGE_EVENTS
-
-# The only events network facts read; the rest are skipped without decoding.
-_FACT_TYPES = MANUFACTURING_CODEC.names(
-    manufacturing.BatchStarted, manufacturing.BatchReleased
-) | DONOR_CODEC.names(
-    donor.HlaTyped, donor.KirGenotyped, donor.CmvSerostatusRecorded, donor.BloodGroupRecorded
-)
 
 
 class NetworkFactsProjection:
@@ -30,21 +20,20 @@ class NetworkFactsProjection:
     rows_keyed_by_aggregate = True  # batched in waves on the fast path (shared.batched_apply)
 
     async def apply(self, conn: asyncpg.Connection, event: StoredEvent) -> None:
-        if event.event_type not in _FACT_TYPES:
-            return
         if event.aggregate_type == "batch":
-            await self._batch(conn, event)
+            await self._batch(conn, event, manufacturing.translate(event))
         elif event.aggregate_type == "donor":
-            await self._donor(conn, event)
+            await self._donor(conn, event, donor.translate(event))
 
-    async def _batch(self, conn: asyncpg.Connection, event: StoredEvent) -> None:
-        e = MANUFACTURING_CODEC.decode(event.event_type, event.payload)
-        if isinstance(e, manufacturing.BatchStarted):
+    async def _batch(
+        self, conn: asyncpg.Connection, event: StoredEvent, fact: manufacturing.Fact | None
+    ) -> None:
+        if isinstance(fact, manufacturing.BatchOrigin):
             await conn.execute(
                 "INSERT INTO batch_facts VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                event.aggregate_id, e.donor_id, e.product_type,
+                event.aggregate_id, fact.donor_id, fact.product_type,
             )  # fmt: skip
-        elif isinstance(e, manufacturing.BatchReleased):
+        elif isinstance(fact, manufacturing.UnitsReleased):
             # Donor and product type come from the batch's start (same aggregate, so always
             # written before). Written without a read, so a replay batches it (a missing start
             # leaves donor_id NULL: refused by its NOT NULL, the record is dead-lettered).
@@ -59,21 +48,22 @@ class NetworkFactsProjection:
                     (u.unit_id, event.site_id, event.aggregate_id, u.din, u.product_code,
                      u.viable_nk_cells, u.cd3_cells, u.volume_ml, u.expires_on, u.segregated,
                      u.restricting_allele)
-                    for u in e.units
+                    for u in fact.units
                 ],
             )  # fmt: skip
 
-    async def _donor(self, conn: asyncpg.Connection, event: StoredEvent) -> None:
-        e = DONOR_CODEC.decode(event.event_type, event.payload)
+    async def _donor(
+        self, conn: asyncpg.Connection, event: StoredEvent, fact: donor.Fact | None
+    ) -> None:
         value: object
-        match e:
-            case donor.HlaTyped(loci):
-                column, value = "hla", [a for t in loci for a in t.alleles]
-            case donor.KirGenotyped(genes):
+        match fact:
+            case donor.HlaAlleles(alleles):
+                column, value = "hla", list(alleles)
+            case donor.KirGenes(genes):
                 column, value = "kir_genes", list(genes)
-            case donor.CmvSerostatusRecorded(status):
-                column, value = "cmv", status.value
-            case donor.BloodGroupRecorded(abo, rh):
+            case donor.CmvStatus(status):
+                column, value = "cmv", status
+            case donor.BloodGroup(abo, rh):
                 await conn.execute(
                     "INSERT INTO donor_facts (donor_id, abo, rh) VALUES ($1, $2, $3)"
                     " ON CONFLICT (donor_id) DO UPDATE SET abo = $2, rh = $3",

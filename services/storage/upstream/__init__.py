@@ -1,0 +1,1 @@
+"""Anti-corruption: other contexts' published events, translated into storage's own facts."""
