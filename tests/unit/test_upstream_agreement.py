@@ -16,7 +16,7 @@ from services.manufacturing.upstream import donor as manufacturing_sees_donor
 from services.storage.upstream import donor as storage_sees_donor
 from services.storage.upstream import manufacturing as storage_sees_manufacturing
 from shared.events import StoredEvent
-from shared.testing.strategies import dataclass_strategy
+from tests.support.strategies import dataclass_strategy
 
 T0 = datetime(2026, 6, 1, 9, tzinfo=UTC)
 
