@@ -10,6 +10,7 @@ from typing import TextIO
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from rich import box
+from rich.cells import cell_len
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -17,15 +18,13 @@ from rich.text import Text
 
 # Off a terminal a table is as wide as its rows: scripts and tests read whole lines.
 UNWRAPPED = 10_000
-# The header rule of a table off a terminal: ASCII dashes under each column.
-ASCII_HEAD = box.Box("    \n    \n -  \n    \n    \n    \n    \n    \n", ascii=True)
 
 
 def console_for(stream: TextIO) -> Console:
     """A Rich console on `stream`: colours and the terminal's width on a terminal; on a pipe, a
     file or a test's buffer plain text, never wrapped, the same on every machine."""
     if stream.isatty():
-        return Console(file=stream, highlight=False, emoji=False)
+        return Console(file=stream, highlight=False, emoji=False, markup=False)  # data, not markup
     return Console(
         file=stream, force_terminal=False, color_system=None, width=UNWRAPPED,
         highlight=False, emoji=False, markup=False, soft_wrap=True,
@@ -46,21 +45,26 @@ class Streams:
         print(line, file=self.err, flush=True)
 
     def table(self, titles: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-        """An aligned table: a Rich table on a terminal; elsewhere the same columns in plain
-        text, headed by a line of dashes, trailing blanks trimmed."""
+        """An aligned table: drawn by Rich on a terminal; elsewhere plain text, the columns two
+        spaces apart under a line of dashes, trailing blanks trimmed, as scripts read it."""
         console = console_for(self.out)
-        terminal = console.is_terminal
-        table = Table(
-            box=box.SIMPLE_HEAD if terminal else ASCII_HEAD, show_edge=False, pad_edge=False,
-            header_style="bold" if terminal else "", collapse_padding=True,
-        )  # fmt: skip
-        for title in titles:
-            table.add_column(title, no_wrap=not terminal)
-        for row in rows:
-            table.add_row(*row)
-        if terminal:
+        if console.is_terminal:
+            table = Table(box=box.SIMPLE_HEAD, show_edge=False, header_style="bold")
+            for title in titles:
+                table.add_column(title)
+            for row in rows:
+                table.add_row(*row)
             console.print(table)
             return
+        table = Table(box=None, show_edge=False, pad_edge=False, padding=(0, 2, 0, 0))
+        for title in titles:
+            table.add_column(title, no_wrap=True)
+        widths = [
+            max(cell_len(cell) for cell in (t, *(r[i] for r in rows))) for i, t in enumerate(titles)
+        ]
+        table.add_row(*("-" * width for width in widths))
+        for row in rows:
+            table.add_row(*row)
         with console.capture() as captured:
             console.print(table)
         for line in captured.get().splitlines():
