@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 import typer
+from typer._click.exceptions import UsageError  # Typer vendors click; no public name for it
 from typer.core import TyperGroup
 
 from deploy import sign_in
@@ -42,9 +43,7 @@ watch.register(app)
 app.add_typer(hla.app, name="hla", no_args_is_help=True)
 
 
-def command_listing(
-    group: typer.core.TyperGroup, prefix: str = "cellbank"
-) -> list[tuple[str, str]]:
+def command_listing(group: TyperGroup, prefix: str = "cellbank") -> list[tuple[str, str]]:
     """(`cellbank audit verify`, its one-line help) for every command, in the order of --help."""
     listing = []
     context = typer.Context(group, info_name=prefix)
@@ -79,7 +78,7 @@ def main(
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         code = cellbank_command().main(args, prog_name="cellbank", standalone_mode=False, obj=io)
-    except typer.core._click.exceptions.UsageError as exc:
+    except UsageError as exc:
         exc.show(file=io.err)
         return exc.exit_code
     except typer.Abort:
