@@ -6,22 +6,18 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROTO_SRC := $(shell find protos/cellbank -name '*.proto')
 PROTO_STAMP := protos/.generated
-CLI := $(VENV)/bin/cellbank
 
 .PHONY: test-chaos setup protos tools run test lint bench clean infra-up
 
-setup: $(STAMP) $(PROTO_STAMP) $(CLI)
+setup: $(STAMP) $(PROTO_STAMP)
 
-$(STAMP): requirements.txt deploy/requirements-dev.txt deploy/constraints.txt
+# `pip install -e .` (pyproject.toml): the dependencies, the code importable from any directory,
+# and the operator CLI as $(VENV)/bin/cellbank ([project.scripts]).
+$(STAMP): pyproject.toml requirements.txt deploy/requirements-dev.txt deploy/constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --disable-pip-version-check -q -r requirements.txt -r deploy/requirements-dev.txt -c deploy/constraints.txt
-	$(PY) -c "import site, pathlib; pathlib.Path(site.getsitepackages()[0], 'cellbank.pth').write_text('$(CURDIR)\n$(CURDIR)/protos\n')"
+	rm -f $(VENV)/lib/python*/site-packages/cellbank.pth  # what older Makefiles wrote instead
+	$(VENV)/bin/pip install --disable-pip-version-check -q -e . -r deploy/requirements-dev.txt -c deploy/constraints.txt
 	touch $(STAMP)
-
-# `cellbank …` runs deploy/cli.py from anywhere: the venv's cellbank.pth puts the repo on sys.path.
-$(CLI): $(STAMP)
-	printf '#!/bin/sh\n# Written by make setup: the CellBank operator CLI (deploy/cli.py).\nexec "%s" -m deploy.cli "$$@"\n' '$(CURDIR)/$(PY)' > $@
-	chmod +x $@
 
 protos: $(STAMP)
 	$(PY) -m deploy.protos
@@ -59,6 +55,6 @@ bench: setup
 	$(PY) -m tests.bench
 
 clean:
-	rm -rf $(VENV) .cellbank .pytest_cache .mypy_cache .ruff_cache .hypothesis $(PROTO_STAMP)
+	rm -rf $(VENV) .cellbank .pytest_cache .mypy_cache .ruff_cache .hypothesis $(PROTO_STAMP) *.egg-info
 	find protos -name '*_pb2*.py*' -delete
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

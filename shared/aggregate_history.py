@@ -38,8 +38,8 @@ EVENTS_MODULE = "{package}.{context}.v1.events_pb2"
 def event_module_names(package: str = PROTO_PACKAGE) -> list[str]:
     """`<package>.<context>.v1.events_pb2` of every context folder that has generated events.
 
-    `cellbank` is a namespace package (no __init__.py), which pkgutil.iter_modules does not
-    list, so its folders are read from the package's search locations instead.
+    The context folders are namespace packages (no __init__.py), which pkgutil.iter_modules
+    does not list, so they are read from the package's search locations instead.
     """
     spec = importlib.util.find_spec(package)
     if spec is None or spec.submodule_search_locations is None:

@@ -65,7 +65,10 @@ def test_a_domain_module_importing_io_or_wire_code_breaks_domain_purity(tree, im
     result = _lint_imports(tree, "domain-pure")
     assert result.returncode != 0
     assert "A service's domain imports no adapters" in result.stdout
-    assert f"services.storage.domain.wire -> {imported}" in result.stdout, result.stdout
+    # An installed (external) package is named by its top level: `cellbank` for the stubs.
+    assert f"services.storage.domain.wire -> {imported}" in result.stdout or (
+        f"services.storage.domain.wire -> {imported.split('.')[0]} " in result.stdout
+    ), result.stdout
 
 
 def test_shared_importing_a_service_breaks_the_platform_layer(tree):

@@ -18,20 +18,10 @@ import pytest
 from cellbank.operator.v1 import operator_service_pb2 as opb
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from deploy.cli import (
-    ChainCheck,
-    CliError,
-    Signature,
-    broken_link,
-    check_line,
-    history_lines,
-    history_records,
-    load_endpoints,
-    main,
-    parse_endpoints,
-    signatures,
-    signed_in_token,
-)
+from deploy.cli import CliError, main
+from deploy.cli.chains import ChainCheck, broken_link, check_line
+from deploy.cli.endpoints import load_endpoints, parse_endpoints, signed_in_token
+from deploy.cli.history import Signature, history_lines, history_records, signatures
 from deploy.identities import demo_realm
 from deploy.keycloak import Identity
 from deploy.network import plan
@@ -342,7 +332,7 @@ def test_a_command_that_cannot_reach_its_network_explains_why_with_exit_2(tmp_pa
 def test_cellbank_help_lists_every_command(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "deploy.cli", "--help"],
-        cwd=tmp_path,  # the repo comes from the venv's .pth, not the working directory
+        cwd=tmp_path,  # the code comes from the editable install, not the working directory
         capture_output=True,
         text=True,
         timeout=60,
@@ -353,7 +343,7 @@ def test_cellbank_help_lists_every_command(tmp_path):
 
 
 def test_the_cli_talks_to_the_files_kafka_as_the_files_principal_and_restores_the_env():
-    from deploy.cli import kafka_credentials_of
+    from deploy.cli.endpoints import kafka_credentials_of
 
     env = {"CELLBANK_KAFKA_USERNAME": "admin", "CELLBANK_KAFKA_PASSWORD": "session"}
     document = {
