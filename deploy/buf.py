@@ -1,49 +1,16 @@
-"""buf, pinned and fetched from the npm registry into .cellbank/tools: proto lint and breaking."""
+"""buf (deploy/tools.py: pinned, fetched from the npm registry): proto lint and breaking."""
 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 from deploy.processes import REPO_ROOT, InfraError
+from deploy.tools import ensure_buf
 
-# Pinned: a newer buf may add lint rules or breaking checks, which must be a deliberate bump.
-BUF_VERSION = "1.75.0"
-TOOLS_DIR = Path(os.environ.get("CELLBANK_TOOLS_DIR", REPO_ROOT / ".cellbank" / "tools"))
-# The npm package carries buf's release binary in a per-platform dependency
-# (@bufbuild/buf-linux-x64, …); its bin/buf is a small node launcher that picks the right one.
-_BUF = TOOLS_DIR / "buf" / BUF_VERSION / "node_modules" / ".bin" / "buf"
 MAIN = "main"
-
-
-def ensure_buf() -> Path:
-    """The pinned buf executable, installed once with npm (idempotent; needs node and npm)."""
-    if _BUF.exists() and _version(_BUF) == BUF_VERSION:
-        return _BUF
-    npm = shutil.which("npm")
-    if npm is None:
-        raise InfraError("buf is fetched with npm (Node.js 18+): install nodejs and npm")
-    prefix = _BUF.parents[2]
-    prefix.mkdir(parents=True, exist_ok=True)
-    print(f"[cellbank] installing buf {BUF_VERSION} into {prefix} (npm)", file=sys.stderr)
-    result = subprocess.run(
-        [npm, "install", "--prefix", str(prefix), "--no-save", "--no-audit", "--no-fund",
-         "--ignore-scripts", "--loglevel=error", f"@bufbuild/buf@{BUF_VERSION}"],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    if result.returncode != 0 or _version(_BUF) != BUF_VERSION:
-        raise InfraError(f"npm could not install buf {BUF_VERSION}:\n{result.stderr[-2000:]}")
-    return _BUF
-
-
-def _version(buf: Path) -> str:
-    if not buf.exists():
-        return ""
-    result = subprocess.run([str(buf), "--version"], capture_output=True, text=True, check=False)
-    return result.stdout.strip()
 
 
 def _git(root: Path, *args: str) -> str:

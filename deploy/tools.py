@@ -6,6 +6,7 @@ import fcntl
 import os
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,11 +18,16 @@ INSTALL_TIMEOUT_S = 900  # a cold `go install`: the module downloads and the bui
 
 @dataclass(frozen=True)
 class Tool:
-    """A tool at a pinned version and the command that installs it into `<home>/bin`."""
+    """A tool at a pinned version and the command (run in `home`) that installs it."""
 
     name: str
     version: str
     install: tuple[str, ...]
+    binary: str = ""  # the executable, relative to home (default bin/<name>)
+    needs: str = "Go 1.26 or newer, go.dev/doc/install"  # what the install command comes with
+
+    def path(self, home: Path) -> Path:
+        return home / (self.binary or f"bin/{self.name}")
 
 
 def go_tool(name: str, package: str, version: str) -> Tool:
@@ -29,7 +35,21 @@ def go_tool(name: str, package: str, version: str) -> Tool:
     return Tool(name, version, ("go", "install", f"{package}@{version}"))
 
 
+def npm_tool(name: str, package: str, version: str) -> Tool:
+    """A tool from the npm registry, installed into its own prefix under home."""
+    prefix = f"npm/{name}-{version}"
+    return Tool(
+        name, version,
+        ("npm", "install", "--prefix", prefix, "--no-save", "--no-audit", "--no-fund",
+         "--ignore-scripts", "--loglevel=error", f"{package}@{version}"),
+        binary=f"{prefix}/node_modules/.bin/{name}", needs="Node.js 18 or newer with npm",
+    )  # fmt: skip
+
+
 KUSTOMIZE = go_tool("kustomize", "sigs.k8s.io/kustomize/kustomize/v5", "v5.8.2")
+# A newer buf may add lint rules or breaking checks: a bump is deliberate. The npm package
+# carries buf's release binary in a per-platform dependency (@bufbuild/buf-linux-x64, …).
+BUF = npm_tool("buf", "@bufbuild/buf", "1.75.0")
 
 
 def go_environment(home: Path) -> dict[str, str]:
@@ -48,7 +68,7 @@ def go_environment(home: Path) -> dict[str, str]:
 
 def ensure(tool: Tool, home: Path = TOOLS_DIR) -> Path:
     """The tool's binary, installed once (a lock keeps concurrent callers to one install)."""
-    binary, stamp = home / "bin" / tool.name, home / f"{tool.name}.version"
+    binary, stamp = tool.path(home), home / f"{tool.name}.version"
 
     def installed() -> bool:
         return binary.is_file() and stamp.is_file() and stamp.read_text() == tool.version
@@ -64,9 +84,12 @@ def ensure(tool: Tool, home: Path = TOOLS_DIR) -> Path:
         if shutil.which(tool.install[0]) is None:
             raise InfraError(
                 f"{tool.name} {tool.version} is installed by `{command}`, and there is no "
-                f"`{tool.install[0]}` on PATH: install it (Go 1.26 or newer, go.dev/doc/install)"
+                f"`{tool.install[0]}` on PATH: install it ({tool.needs})"
             )
-        print(f"[cellbank] installing {tool.name} {tool.version} into {binary} (once)", flush=True)
+        print(
+            f"[cellbank] installing {tool.name} {tool.version} into {binary} (once)",
+            file=sys.stderr,
+        )
         stamp.unlink(missing_ok=True)
         try:
             done = subprocess.run(
@@ -89,6 +112,11 @@ def ensure(tool: Tool, home: Path = TOOLS_DIR) -> Path:
 def ensure_kustomize() -> Path:
     """kustomize (pinned), which renders deploy/k8s."""
     return ensure(KUSTOMIZE)
+
+
+def ensure_buf() -> Path:
+    """buf (pinned), which lints the protos and checks them for breaking changes."""
+    return ensure(BUF)
 
 
 if __name__ == "__main__":
