@@ -1,32 +1,51 @@
--- Matching reads the network inventory with storage's projections (storage/001 creates the
--- tables in this database too). The search index refreshes from rows changed since its last
--- snapshot: each row records the transaction that last wrote it.
-ALTER TABLE inventory ADD COLUMN IF NOT EXISTS changed_xid xid8 NOT NULL DEFAULT pg_current_xact_id();
-ALTER TABLE released_units ADD COLUMN IF NOT EXISTS changed_xid xid8 NOT NULL DEFAULT pg_current_xact_id();
-ALTER TABLE donor_facts ADD COLUMN IF NOT EXISTS changed_xid xid8 NOT NULL DEFAULT pg_current_xact_id();
+-- Matching's own read models, built by its projections (services/matching/projections) from
+-- the published events of every site: the network inventory the search index is fed from.
+-- The index refreshes from rows changed since its last snapshot: each row records the
+-- transaction that last wrote it (changed_xid, set by every statement that writes the row).
 
-CREATE OR REPLACE FUNCTION mark_changed_xid() RETURNS trigger AS $$
-BEGIN
-    NEW.changed_xid := pg_current_xact_id();
-    RETURN NEW;
-END;
-$$ LANGUAGE plpgsql;
+-- Every site's stocked units, as storage's unit events report them.
+CREATE TABLE IF NOT EXISTS candidate_units (
+    unit_id         text PRIMARY KEY,
+    site_id         text NOT NULL,
+    din             text NOT NULL,
+    product_type    text NOT NULL,
+    status          text NOT NULL,
+    expires_on      date NOT NULL,
+    viable_nk_cells double precision NOT NULL,
+    cd3_cells       double precision NOT NULL,
+    reserved_for    text NOT NULL DEFAULT '',
+    hold_until      timestamptz,
+    version         bigint NOT NULL,  -- the unit's aggregate version at its owning site
+    changed_xid     xid8 NOT NULL DEFAULT pg_current_xact_id()
+);
+CREATE INDEX IF NOT EXISTS candidate_units_changed_xid ON candidate_units (changed_xid);
+CREATE INDEX IF NOT EXISTS candidate_units_reserved_for ON candidate_units (reserved_for)
+    WHERE reserved_for <> '';
 
-DROP TRIGGER IF EXISTS inventory_changed ON inventory;
-CREATE TRIGGER inventory_changed BEFORE UPDATE ON inventory
-    FOR EACH ROW EXECUTE FUNCTION mark_changed_xid();
-DROP TRIGGER IF EXISTS released_units_changed ON released_units;
-CREATE TRIGGER released_units_changed BEFORE UPDATE ON released_units
-    FOR EACH ROW EXECUTE FUNCTION mark_changed_xid();
-DROP TRIGGER IF EXISTS donor_facts_changed ON donor_facts;
-CREATE TRIGGER donor_facts_changed BEFORE UPDATE ON donor_facts
-    FOR EACH ROW EXECUTE FUNCTION mark_changed_xid();
-
-CREATE INDEX IF NOT EXISTS inventory_changed_xid ON inventory (changed_xid);
-CREATE INDEX IF NOT EXISTS released_units_changed_xid ON released_units (changed_xid);
-CREATE INDEX IF NOT EXISTS released_units_donor ON released_units (donor_id);
-CREATE INDEX IF NOT EXISTS donor_facts_changed_xid ON donor_facts (changed_xid);
-CREATE INDEX IF NOT EXISTS inventory_reserved_for ON inventory (reserved_for) WHERE reserved_for <> '';
+-- A batch's donor (manufacturing's BatchStarted), for the units its release makes.
+CREATE TABLE IF NOT EXISTS candidate_batches (
+    batch_id text PRIMARY KEY,
+    donor_id text NOT NULL
+);
+-- Where a released unit comes from: its donor, and a VST's restricting allele.
+CREATE TABLE IF NOT EXISTS candidate_origins (
+    unit_id            text PRIMARY KEY,
+    donor_id           text NOT NULL,
+    restricting_allele text NOT NULL DEFAULT '',
+    changed_xid        xid8 NOT NULL DEFAULT pg_current_xact_id()
+);
+CREATE INDEX IF NOT EXISTS candidate_origins_changed_xid ON candidate_origins (changed_xid);
+CREATE INDEX IF NOT EXISTS candidate_origins_donor ON candidate_origins (donor_id);
+-- What the ranking reads of a donor (donor intake at any site).
+CREATE TABLE IF NOT EXISTS candidate_donors (
+    donor_id    text PRIMARY KEY,
+    hla         text[] NOT NULL DEFAULT '{}',
+    kir_genes   text[] NOT NULL DEFAULT '{}',
+    cmv         text NOT NULL DEFAULT 'UNKNOWN',
+    abo         text NOT NULL DEFAULT '',
+    changed_xid xid8 NOT NULL DEFAULT pg_current_xact_id()
+);
+CREATE INDEX IF NOT EXISTS candidate_donors_changed_xid ON candidate_donors (changed_xid);
 
 -- A hospital's orders, newest first, straight from the event store (read-your-writes).
 CREATE INDEX IF NOT EXISTS events_orders_by_actor ON events (actor, position)
