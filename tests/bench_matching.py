@@ -87,9 +87,9 @@ def _inventory(units: int, sites: int, rng: random.Random) -> tuple[list, list, 
         hla = [a for locus in HLA_POOL.values() for a in rng.sample(locus, 2)]
         kir = sorted(set(rng.sample(KIR_POOL, rng.randint(3, 7))))
         donors.append((f"D{d:06d}", hla, kir, rng.choice(["NEGATIVE", "POSITIVE", "UNKNOWN"]),
-                       rng.choice(["A", "B", "AB", "O"]), "POS"))  # fmt: skip
+                       rng.choice(["A", "B", "AB", "O"])))  # fmt: skip
     site_ids = [f"S{chr(65 + i // 26)}{chr(65 + i % 26)}" for i in range(sites)]
-    inventory, released = [], []
+    inventory, origins = [], []
     today = date.today()
     for u in range(units):
         unit_id, site = f"BENCH-{u:07d}", site_ids[u % sites]
@@ -97,11 +97,9 @@ def _inventory(units: int, sites: int, rng: random.Random) -> tuple[list, list, 
         viable, cd3 = rng.uniform(1e8, 3e9), rng.uniform(0, 2e7)
         expires = today + timedelta(days=rng.randint(30, 1800))
         donor = donors[u % len(donors)][0]
-        inventory.append((unit_id, site, f"G{u:012d}", "S1001-01", product, "STORED",
-                          f"{site}-T1/R1/B1/P01", f"{site}-T1", False, expires, viable, cd3, 1))  # fmt: skip
-        released.append((unit_id, site, f"batch-{u}", donor, f"G{u:012d}", "S1001-01", product,
-                         viable, cd3, 20.0, expires, False))  # fmt: skip
-    return donors, inventory, released
+        inventory.append((unit_id, site, f"G{u:012d}", product, "STORED", expires, viable, cd3, 1))
+        origins.append((unit_id, donor))
+    return donors, inventory, origins
 
 
 BASELINE_SQL = """
@@ -109,7 +107,8 @@ SELECT i.unit_id,
   (CASE WHEN d.cmv = 'NEGATIVE' THEN 15 WHEN d.cmv = 'POSITIVE' THEN -15 ELSE -5 END
    + CASE WHEN d.abo = 'A' THEN 10 WHEN d.abo = 'O' THEN 5 ELSE -10 END
    - 2 * 6.0 + 5 * greatest(0, 1 - (i.expires_on - current_date) / 1826.0)) AS score
-FROM inventory i JOIN released_units r USING (unit_id) LEFT JOIN donor_facts d USING (donor_id)
+FROM candidate_units i JOIN candidate_origins r USING (unit_id)
+LEFT JOIN candidate_donors d USING (donor_id)
 WHERE i.status = 'STORED' AND i.product_type LIKE 'NK-%' AND i.reserved_for = ''
   AND i.viable_nk_cells / 70 BETWEEN 5e6 AND 3e7 AND i.cd3_cells / 70 <= 2e5
   AND i.expires_on > current_date
@@ -124,20 +123,20 @@ async def search_latency(
     await host.start()
     try:
         assert host.pool is not None
-        donors, inventory, released = _inventory(units, sites, random.Random(7))
+        donors, inventory, origins = _inventory(units, sites, random.Random(7))
         progress(f"search: loading {units:,} units of {sites} sites into matching's read model")
         async with host.pool.acquire() as conn:
             await conn.copy_records_to_table(
-                "donor_facts",
+                "candidate_donors",
                 records=donors,
-                columns=["donor_id", "hla", "kir_genes", "cmv", "abo", "rh"],
+                columns=["donor_id", "hla", "kir_genes", "cmv", "abo"],
             )
-            await conn.copy_records_to_table("released_units", records=released, columns=[
-                "unit_id", "site_id", "batch_id", "donor_id", "din", "product_code", "product_type",
-                "viable_nk_cells", "cd3_cells", "volume_ml", "expires_on", "segregated"])  # fmt: skip
-            await conn.copy_records_to_table("inventory", records=inventory, columns=[
-                "unit_id", "site_id", "din", "product_code", "product_type", "status", "address",
-                "tank_id", "segregated", "expires_on", "viable_nk_cells", "cd3_cells", "version"])  # fmt: skip
+            await conn.copy_records_to_table(
+                "candidate_origins", records=origins, columns=["unit_id", "donor_id"]
+            )
+            await conn.copy_records_to_table("candidate_units", records=inventory, columns=[
+                "unit_id", "site_id", "din", "product_type", "status", "expires_on",
+                "viable_nk_cells", "cd3_cells", "version"])  # fmt: skip
             await conn.execute("ANALYZE")
         request = hpb.SearchInventoryRequest(
             patient=PATIENT, product_type=hpb.PRODUCT_TYPE_NK, dose_cells_per_kg_min=5e6,
@@ -380,7 +379,7 @@ async def propagation_latency(endpoints: Endpoints, samples: int) -> tuple[float
                 )
                 # Polling B's database every 2 ms is the measurement (nothing else tells).
                 while not await matching.pool.fetchval(  # noqa: ASYNC110
-                    "SELECT 1 FROM inventory WHERE unit_id = $1", unit
+                    "SELECT 1 FROM candidate_units WHERE unit_id = $1", unit
                 ):
                     await asyncio.sleep(0.002)
                 latencies.append(time.perf_counter() - started)

@@ -35,9 +35,10 @@ MAX_DIRECTORY = 4096
 
 
 class Ranking(Protocol):
-    """What ranks with the table (the matching app): it takes a new one at once."""
+    """What ranks with the table (matching's search): it takes a new one at once."""
 
-    table: Classification
+    @property
+    def table(self) -> Classification: ...
 
     def use_table(self, table: Classification) -> None: ...
 

@@ -1,17 +1,17 @@
 """Queries of matching's database: the network inventory feed (for the search index), a
-hospital's orders (from the event store), and the holds the reconciler checks."""
+hospital's orders (from the event store), and the holds the reconciler checks (the PostgreSQL
+adapters of services.matching.ports' IndexSource and ReadModel)."""
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
-from datetime import datetime
 
 import asyncpg
 
 from services.matching.domain.ranking import UnitProfile
 from services.matching.index import Availability, CandidateIndex
+from services.matching.ports import Hold
 from shared.events import StoredEvent
 from shared.postgres_eventstore import EVENT_COLUMNS, row_to_event
 
@@ -19,26 +19,26 @@ log = logging.getLogger(__name__)
 
 ORDER_PLACED = "cellbank.matching.v1.OrderPlaced"
 
-# Units whose own row, release facts or donor facts changed in a transaction at or after the
-# last refresh's snapshot xmin (every transaction not yet visible then has an xid >= xmin).
+# Units whose own row, origin or donor facts changed in a transaction at or after the last
+# refresh's snapshot xmin (every transaction not yet visible then has an xid >= xmin).
 _CHANGED_UNITS = """
 WITH changed AS (
-    SELECT unit_id FROM inventory WHERE changed_xid >= $1::xid8
-    UNION SELECT unit_id FROM released_units WHERE changed_xid >= $1::xid8
-    UNION SELECT r.unit_id FROM donor_facts d JOIN released_units r USING (donor_id)
+    SELECT unit_id FROM candidate_units WHERE changed_xid >= $1::xid8
+    UNION SELECT unit_id FROM candidate_origins WHERE changed_xid >= $1::xid8
+    UNION SELECT o.unit_id FROM candidate_donors d JOIN candidate_origins o USING (donor_id)
           WHERE d.changed_xid >= $1::xid8
 )
-SELECT i.unit_id, i.site_id, i.din, i.product_type, i.status, i.expires_on, i.viable_nk_cells,
-       i.cd3_cells, i.reserved_for, i.hold_until, i.version,
-       r.restricting_allele, r.donor_id, d.hla, d.kir_genes, d.cmv, d.abo
-FROM changed JOIN inventory i USING (unit_id)
-LEFT JOIN released_units r USING (unit_id)
-LEFT JOIN donor_facts d ON d.donor_id = r.donor_id
+SELECT u.unit_id, u.site_id, u.din, u.product_type, u.status, u.expires_on, u.viable_nk_cells,
+       u.cd3_cells, u.reserved_for, u.hold_until, u.version,
+       o.restricting_allele, o.donor_id, d.hla, d.kir_genes, d.cmv, d.abo
+FROM changed JOIN candidate_units u USING (unit_id)
+LEFT JOIN candidate_origins o USING (unit_id)
+LEFT JOIN candidate_donors d ON d.donor_id = o.donor_id
 """
 
 
 class IndexFeed:
-    """Keeps a CandidateIndex in step with the inventory tables, incrementally."""
+    """Keeps a CandidateIndex in step with the network inventory's tables, incrementally."""
 
     def __init__(self, pool: asyncpg.Pool, index: CandidateIndex) -> None:
         self.pool = pool
@@ -77,18 +77,6 @@ def _profile(r: asyncpg.Record) -> UnitProfile:
         version=r["version"],
         donor_id=r["donor_id"] or "",
     )
-
-
-@dataclass(frozen=True, slots=True)
-class Hold:
-    """A unit as the network inventory last saw it, for the orders that hold it."""
-
-    unit_id: str
-    site_id: str
-    status: str
-    reserved_for: str
-    hold_until: datetime | None
-    version: int
 
 
 class MatchingReadModel:
@@ -139,7 +127,7 @@ class MatchingReadModel:
     async def holds(self, order_prefix: str, unit_ids: list[str]) -> list[Hold]:
         """Units reserved for this site's orders, and the units its live orders hold."""
         rows = await self.pool.fetch(
-            "SELECT unit_id, site_id, status, reserved_for, hold_until, version FROM inventory"
+            "SELECT unit_id, site_id, status, reserved_for, hold_until, version FROM candidate_units"
             " WHERE (reserved_for <> '' AND starts_with(reserved_for, $1))"
             " OR unit_id = ANY($2::text[])",
             order_prefix, unit_ids,

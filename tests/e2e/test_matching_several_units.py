@@ -53,7 +53,7 @@ def freeze_inventory(site: NetworkSite) -> None:
     """Stop the site's matching from learning inventory changes, so that a unit another order
     takes still looks available to it — deterministically the race a rival saga wins between
     a search and its reservations. The owner still decides. Tests using it run last."""
-    name = f"{site.site_id}.matching.inventory"
+    name = f"{site.site_id}.matching.candidate_units"
     for task in site.matching._tasks:
         if task.get_name() == name:
             task.cancel()

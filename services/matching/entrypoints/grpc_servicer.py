@@ -11,7 +11,7 @@ import grpc
 from cellbank.hospital.v1 import hospital_pb2 as pb
 from cellbank.hospital.v1 import hospital_pb2_grpc as pb_grpc
 
-from services.matching.app import Matching, NotificationView, OrderView
+from services.matching.app import Matching
 from services.matching.domain.model import (
     AdverseEventReported,
     Cmv,
@@ -33,6 +33,7 @@ from services.matching.domain.ranking import (
     validate_needed_by,
     validate_patient,
 )
+from services.matching.views import NotificationView, OrderView
 from shared.access import (
     CLINICIAN,
     HOSPITAL_CALLERS,
@@ -186,7 +187,7 @@ class HospitalServicer(pb_grpc.HospitalServiceServicer):
     ) -> pb.SearchInventoryResponse:
         principal = caller()
         now = self.clock()
-        patient = parse_patient(request.patient, request.HasField("patient"), self.app.table)
+        patient = parse_patient(request.patient, request.HasField("patient"), self.app.search.table)
         category = parse_category(request.product_type)
         validate_dose(request.dose_cells_per_kg_min, request.dose_cells_per_kg_max)
         if not 0 <= request.limit <= MAX_LIMIT:
@@ -196,12 +197,12 @@ class HospitalServicer(pb_grpc.HospitalServiceServicer):
             patient, category, request.dose_cells_per_kg_min, request.dose_cells_per_kg_max,
             needed_on(_needed_by(request, now), now),
         )  # fmt: skip
-        result = await self.app.search(criteria, request.limit or DEFAULT_LIMIT)
+        result = await self.app.search.search(criteria, request.limit or DEFAULT_LIMIT)
         return pb.SearchInventoryResponse(
             candidates=[candidate(a) for a in result.ranked],
-            classification_version=self.app.table.version,
+            classification_version=self.app.search.table.version,
             excluded=[f"{rule}: {n}" for rule, n in sorted(result.excluded.items())],
-            notes=self.app.table.search_notes(criteria.category),
+            notes=self.app.search.table.search_notes(criteria.category),
         )
 
     async def PlaceOrder(
@@ -215,7 +216,9 @@ class HospitalServicer(pb_grpc.HospitalServiceServicer):
         placed = OrderPlaced(
             hospital_id=_hospital(principal),
             request_id=request_id,
-            patient=parse_patient(request.patient, request.HasField("patient"), self.app.table),
+            patient=parse_patient(
+                request.patient, request.HasField("patient"), self.app.search.table
+            ),
             product_type=parse_category(request.product_type),
             dose_min=request.dose_cells_per_kg_min,
             dose_max=request.dose_cells_per_kg_max,
@@ -224,21 +227,21 @@ class HospitalServicer(pb_grpc.HospitalServiceServicer):
         )
         validate_dose(placed.dose_min, placed.dose_max)
         meta = Meta(str(principal), f"order {request_id} placed by {principal.label}", now)
-        return order_message(await self.app.place(placed, meta))
+        return order_message(await self.app.handlers.place_order(placed, meta))
 
     async def GetOrder(
         self, request: pb.GetOrderRequest, context: grpc.aio.ServicerContext
     ) -> pb.Order:
         principal = caller()
         return order_message(
-            await self.app.view(required(request.order_id, "order_id"), _hospital(principal))
+            await self.app.views.view(required(request.order_id, "order_id"), _hospital(principal))
         )
 
     async def ListOrders(
         self, request: pb.ListOrdersRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListOrdersResponse:
         principal = caller()
-        views = await self.app.orders_of(_hospital(principal))
+        views = await self.app.views.orders_of(_hospital(principal))
         return pb.ListOrdersResponse(orders=[order_message(v) for v in views])
 
     async def CancelOrder(
@@ -248,7 +251,9 @@ class HospitalServicer(pb_grpc.HospitalServiceServicer):
         order_id = required(request.order_id, "order_id")
         reason = required(request.reason, "reason")
         meta = Meta(str(principal), reason, self.clock())
-        return order_message(await self.app.cancel(order_id, _hospital(principal), reason, meta))
+        return order_message(
+            await self.app.handlers.cancel_order(order_id, _hospital(principal), reason, meta)
+        )
 
     async def WatchOrder(
         self, request: pb.WatchOrderRequest, context: grpc.aio.ServicerContext
@@ -256,7 +261,7 @@ class HospitalServicer(pb_grpc.HospitalServiceServicer):
         principal = caller()
         order_id = required(request.order_id, "order_id")
         with self.watches.slot(str(principal), "WatchOrder"):
-            async for view in self.app.watch(order_id, _hospital(principal)):
+            async for view in self.app.views.watch(order_id, _hospital(principal)):
                 yield order_message(view)
 
     async def ConfirmReceipt(
@@ -271,7 +276,9 @@ class HospitalServicer(pb_grpc.HospitalServiceServicer):
         hospital = _hospital(principal)
         command = ConfirmReceipt(hospital, signature)
         meta = Meta(str(principal), f"receipt confirmed: {signature.meaning}", now)
-        return order_message(await self.app.hospital_step(order_id, hospital, command, meta))
+        return order_message(
+            await self.app.handlers.hospital_step(order_id, hospital, command, meta)
+        )
 
     async def ConfirmInfusion(
         self, request: pb.ConfirmInfusionRequest, context: grpc.aio.ServicerContext
@@ -284,11 +291,13 @@ class HospitalServicer(pb_grpc.HospitalServiceServicer):
         order_id = required(request.order_id, "order_id")
         unit_id = required(request.unit_id, "unit_id")
         hospital = _hospital(principal)
-        view = await self.app.view(order_id, hospital)
+        view = await self.app.views.view(order_id, hospital)
         since = (now - view.placed_at).total_seconds() if view.placed_at else 0.0
         command = ConfirmInfusion(hospital, unit_id, signature, since)
         meta = Meta(str(principal), f"infusion of {unit_id}: {signature.meaning}", now)
-        return order_message(await self.app.hospital_step(order_id, hospital, command, meta))
+        return order_message(
+            await self.app.handlers.hospital_step(order_id, hospital, command, meta)
+        )
 
     async def ReportAdverseEvent(
         self, request: pb.ReportAdverseEventRequest, context: grpc.aio.ServicerContext
@@ -318,7 +327,9 @@ class HospitalServicer(pb_grpc.HospitalServiceServicer):
         )
         meta = Meta(str(principal), f"adverse event reported for {unit_id}", now)
         hospital = _hospital(principal)
-        await self.app.hospital_step(order_id, hospital, ReportAdverseEvent(hospital, report), meta)
+        await self.app.handlers.hospital_step(
+            order_id, hospital, ReportAdverseEvent(hospital, report), meta
+        )
         out = pb.AdverseEventReport(report_id=report_id, order_id=order_id, unit_id=unit_id)
         out.recorded_at.FromDatetime(now)
         return out
@@ -327,7 +338,7 @@ class HospitalServicer(pb_grpc.HospitalServiceServicer):
         self, request: pb.ListNotificationsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListNotificationsResponse:
         principal = caller()
-        views = await self.app.notifications(_hospital(principal))
+        views = await self.app.views.notifications(_hospital(principal))
         if request.unacknowledged_only:
             views = [v for v in views if v.acknowledged_at is None]
         return pb.ListNotificationsResponse(notifications=[notification_message(v) for v in views])
@@ -339,7 +350,9 @@ class HospitalServicer(pb_grpc.HospitalServiceServicer):
         notification_id = required(request.notification_id, "notification_id")
         meta = Meta(str(principal), "notification acknowledged", self.clock())
         return notification_message(
-            await self.app.acknowledge(notification_id, _hospital(principal), meta)
+            await self.app.handlers.acknowledge_notification(
+                notification_id, _hospital(principal), meta
+            )
         )
 
 

@@ -535,7 +535,7 @@ UNSETTLED = {
 
 @pytest.mark.parametrize("events", SETTLED.values(), ids=SETTLED.keys())
 def test_an_order_is_settled_once_nothing_more_happens_to_it(events):
-    """WatchOrder ends at a settled order (Matching.watch)."""
+    """WatchOrder ends at a settled order (OrderViews.watch)."""
     assert given(*events).settled
 
 

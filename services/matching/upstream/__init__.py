@@ -1,0 +1,1 @@
+"""Anti-corruption layer: each upstream context's published events as matching's own facts."""
