@@ -533,7 +533,7 @@ async def replay_site(
                 pools.append(pool)
                 await migrate(
                     pool,
-                    migration_files(SHARED_MIGRATIONS, *spec.borrowed_migrations, spec.migrations),
+                    migration_files(SHARED_MIGRATIONS, spec.migrations),
                 )
                 if restore_events_from_log:
                     events = verified[name]

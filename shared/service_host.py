@@ -113,9 +113,6 @@ class ServiceSpec:
     projections: tuple[Callable[[], Projection], ...] = ()
     # Each called with the Components' app.
     policies: tuple[Callable[[Any], Projection], ...] = ()
-    # Read models it shares with another context (applied before its own), e.g. matching
-    # reads the network inventory with storage's projections.
-    borrowed_migrations: tuple[Path, ...] = ()
 
     def read_models(self) -> list[Projection]:
         """The projections, built: what the host runs beside the policies, and a replay alone."""
@@ -168,7 +165,7 @@ class ServiceHost:
         self.pool = await open_service_database(
             s,
             dbname,
-            migration_files(SHARED_MIGRATIONS, *spec.borrowed_migrations, spec.migrations),
+            migration_files(SHARED_MIGRATIONS, spec.migrations),
         )
         # Held for the service's lifetime: `cellbank replay --restore` refuses while it is.
         self._lock = await hold_service_lock(with_database(s.database_url, dbname), s.site_id, name)

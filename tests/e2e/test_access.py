@@ -26,6 +26,7 @@ from cellbank.manufacturing.v1 import manufacturing_service_pb2
 from cellbank.matching.v1 import hla_reference_service_pb2
 from cellbank.operator.v1 import operator_service_pb2 as opb
 from cellbank.storage.v1 import storage_service_pb2
+from cellbank.storage.v1.client import StorageSites
 from cryptography.hazmat.primitives.asymmetric import rsa
 from google.protobuf import symbol_database
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -38,12 +39,12 @@ from services.donor_intake.entrypoints import grpc_servicer as donor_servicer
 from services.manufacturing.entrypoints import grpc_servicer as manufacturing_servicer
 from services.matching.entrypoints import grpc_servicer as matching_servicer
 from services.matching.entrypoints import hla_reference_servicer
-from services.storage.client import StorageGateway
 from services.storage.entrypoints import grpc_servicer as storage_servicer
 from services.storage.entrypoints.main import SPEC as STORAGE_SPEC
 from shared import auth as auth_roles
 from shared import operator_servicer
 from shared.db import drop_database
+from shared.errors import SiteRefused, SiteUnavailable
 from shared.grpc_server import channel_credentials
 from shared.oidc import ClientCredentials, request_token
 from shared.service_host import ServiceHost
@@ -322,13 +323,15 @@ async def test_tls_and_mtls_between_sites(endpoints: Endpoints, certificates: Pa
         hold = datetime.now(UTC) + timedelta(hours=1)
         client = demo_realm().clients["lon-matching"]
         tokens = ClientCredentials(endpoints.identity.token_url, client.client_id, client.secret)
-        gateway = StorageGateway({"TLS": address}, tokens, credentials=mtls)
-        answered = await gateway.reserve("TLS", "no-such-unit", "ORD-X", hold, None, "test")
-        assert not answered.ok and answered.why.startswith("NOT_FOUND"), answered.why
-        await gateway.close()
-        stranger = StorageGateway({"TLS": address}, tokens, credentials=tls_only)
-        refused = await stranger.reserve("TLS", "no-such-unit", "ORD-X", hold, None, "test")
-        assert refused.why.startswith("UNAVAILABLE"), refused.why
+        sites = StorageSites({"TLS": address}, tokens, credentials=mtls)
+        with pytest.raises(SiteRefused) as answered:
+            await sites.reserve("TLS", "no-such-unit", "ORD-X", hold, None, "test")
+        assert answered.value.why.startswith("NOT_FOUND"), answered.value.why
+        await sites.close()
+        stranger = StorageSites({"TLS": address}, tokens, credentials=tls_only)
+        with pytest.raises(SiteUnavailable) as refused:
+            await stranger.reserve("TLS", "no-such-unit", "ORD-X", hold, None, "test")
+        assert refused.value.why.startswith("UNAVAILABLE"), refused.value.why
         await stranger.close()
     finally:
         await host.stop(grace=1)

@@ -45,9 +45,7 @@ async def migrated(server: str, spec: ServiceSpec) -> tuple[str, asyncpg.Pool]:
     name = f"cellbank_t_batch_{spec.name}_{uuid.uuid4().hex[:8]}"
     await ensure_database(server, name)
     pool = await create_pool(with_database(server, name), max_size=2)
-    await migrate(
-        pool, migration_files(SHARED_MIGRATIONS, *spec.borrowed_migrations, spec.migrations)
-    )
+    await migrate(pool, migration_files(SHARED_MIGRATIONS, spec.migrations))
     return name, pool
 
 

@@ -88,20 +88,6 @@ IMAGES = {service: service.replace("_", "-") for service in SERVICE_MODULES} | {
     "dashboard": "dashboard"
 }
 IMAGE_SERVICES = {image: service for service, image in IMAGES.items()}
-# A service's image holds its own package only. These imports of other services' packages are
-# being removed (issue 16: events as the published language); until then an image lacks them.
-# Empty this when they are gone.
-IMPORTS_BEING_REMOVED = {
-    "manufacturing": {"services/donor_intake"},
-    "storage": {"services/donor_intake", "services/manufacturing"},
-    "matching": {"services/storage", "services/delivery"},
-    "delivery": {
-        "services/donor_intake",
-        "services/manufacturing",
-        "services/storage",
-        "services/matching",
-    },
-}
 RUNS = {service: ["python", "-m", module] for service, module in SERVICE_MODULES.items()} | {
     "dashboard": ["python", "-m", DASHBOARD_MODULE, "--host", "0.0.0.0", "--port", "8080"]
 }
@@ -445,7 +431,8 @@ def test_each_service_image_copies_its_own_service_only(service: str) -> None:
     folders = ("shared", "services/kernel", f"services/{service}")
     needed = first_party_imports(folders) | set(folders) | {"protos"}
     missing = {path for path in needed if not in_image(path, service)}
-    assert missing <= IMPORTS_BEING_REMOVED.get(service, set()), f"not copied: {sorted(missing)}"
+    # A service's image holds its own package only: it knows the others by their contracts.
+    assert not missing, f"not copied: {sorted(missing)}"
 
 
 def test_the_dashboard_image_copies_every_package_its_code_imports() -> None:
