@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 from services.storage.coldchain.watch import (
+    EPOCH,
+    MILLISECOND,
     ColdChainRules,
     ExcursionDetected,
     Fact,
     Reading,
+    ReadingBatch,
     SensorSilent,
     TankWatch,
+    at_unix_ms,
     mark_silent,
     observe,
+    observe_batch,
     silent_tanks,
 )
 
@@ -53,10 +58,7 @@ class TankMonitor:
         self._persisted: dict[str, TankWatch] = {}
 
     def observe(self, reading: Reading, partition: int = 0) -> list[Fact]:
-        watch = self.watches.get(reading.tank_id)
-        if watch is None:
-            watch = (self._restore(reading.tank_id) if self._restore else None) or TankWatch()
-        watch, facts = observe(watch, reading, self.rules)
+        watch, facts = observe(self._watch_of(reading.tank_id), reading, self.rules)
         self.watches[reading.tank_id] = watch
         self._pending.update((f.tank_id, type(f)) for f in facts)
         self._maybe_persist(reading.tank_id, watch)
@@ -72,6 +74,63 @@ class TankMonitor:
             return facts
         self._checked_at[partition] = watermark
         return [*facts, *self.check_silence(partition)]
+
+    def observe_batch(self, batch: ReadingBatch, partition: int = 0) -> list[Fact]:
+        """The facts of observing the batch's readings one by one, in the same order with the
+        same times: the batch is judged in parts, split where the partition's silence check
+        would fall between its readings."""
+        if not batch:
+            return []
+        facts: list[Fact] = []
+        self.partition_of[batch.tank_id] = partition
+        start = 0
+        for end in self._silence_checks(batch.measured_at_ms, partition):
+            facts += self._fold(batch.part(start, end))
+            # A check falls only on a reading that moved the partition's event time.
+            self.watermarks[partition] = self._checked_at[partition] = at_unix_ms(
+                batch.measured_at_ms[end - 1]
+            )
+            facts += self.check_silence(partition)
+            start = end
+        if start < len(batch):
+            rest = batch.part(start, len(batch))
+            facts += self._fold(rest)
+            newest = max(rest.measured_at_ms)
+            watermark = self.watermarks.get(partition)
+            if watermark is None or newest > (watermark - EPOCH) // MILLISECOND:
+                self.watermarks[partition] = at_unix_ms(newest)
+        return facts
+
+    def _silence_checks(self, times_ms: Sequence[int], partition: int) -> list[int]:
+        """Where observe() would check the partition for silent sensors: after reading i - 1
+        for each i returned (integer milliseconds: a scan, not a datetime per reading)."""
+        step = SILENCE_CHECK_STEP // MILLISECOND
+        checked = self._checked_at.get(partition)
+        if checked is None:  # the partition's first reading is checked at once
+            ends, due, first = [1], times_ms[0] + step, 1
+        else:  # due once event time has moved SILENCE_CHECK_STEP past the last check
+            ends, due, first = [], -((EPOCH - checked - SILENCE_CHECK_STEP) // MILLISECOND), 0
+        if max(times_ms) < due:
+            return ends
+        for i in range(first, len(times_ms)):
+            if times_ms[i] >= due:
+                ends.append(i + 1)
+                due = times_ms[i] + step
+        return ends
+
+    def _fold(self, batch: ReadingBatch) -> list[Fact]:
+        # Kept once per part: what a restart needs is the watch after the part.
+        watch, facts = observe_batch(self._watch_of(batch.tank_id), batch, self.rules)
+        self.watches[batch.tank_id] = watch
+        self._pending.update((f.tank_id, type(f)) for f in facts)
+        self._maybe_persist(batch.tank_id, watch)
+        return facts
+
+    def _watch_of(self, tank_id: str) -> TankWatch:
+        watch = self.watches.get(tank_id)
+        if watch is None:
+            watch = (self._restore(tank_id) if self._restore else None) or TankWatch()
+        return watch
 
     def adopt(self, tank_id: str, watch: TankWatch) -> None:
         """A watch restored after a restart: the live check covers the tank even if it never
