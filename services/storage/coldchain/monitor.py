@@ -21,6 +21,7 @@ from services.storage.coldchain.watch import (
     observe,
     observe_batch,
     silent_tanks,
+    unix_ms,
 )
 
 LIVE_HORIZON = timedelta(days=1)
@@ -97,7 +98,7 @@ class TankMonitor:
             facts += self._fold(rest)
             newest = max(rest.measured_at_ms)
             watermark = self.watermarks.get(partition)
-            if watermark is None or newest > (watermark - EPOCH) // MILLISECOND:
+            if watermark is None or newest > unix_ms(watermark):
                 self.watermarks[partition] = at_unix_ms(newest)
         return facts
 

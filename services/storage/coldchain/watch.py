@@ -36,6 +36,11 @@ def at_unix_ms(ms: int) -> datetime:
     return EPOCH + timedelta(milliseconds=ms)
 
 
+def unix_ms(at: datetime) -> int:
+    """Milliseconds since the Unix epoch (floored): a batch's measurement times."""
+    return (at - EPOCH) // MILLISECOND
+
+
 @dataclass(frozen=True, slots=True)
 class ReadingBatch:
     """One sensor's readings of an interval, in measurement order: celsius[i] was measured at

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaProducer
 
 from services.storage.adapters.telemetry_codec import BATCH_HEADERS, encode_batch
-from services.storage.coldchain.watch import EPOCH, MILLISECOND, Reading
+from services.storage.coldchain.watch import Reading, unix_ms
 from shared import kafka_clients
 from shared.errors import StoreBusy
 from shared.topics import TELEMETRY
@@ -60,7 +60,7 @@ class TelemetryPublisher:
             flush = asyncio.create_task(self._flush(reading.tank_id, self._producer))
             self._flushes.add(flush)
             flush.add_done_callback(self._flushes.discard)
-        interval.readings.append(((reading.measured_at - EPOCH) // MILLISECOND, reading.celsius))
+        interval.readings.append((unix_ms(reading.measured_at), reading.celsius))
         await asyncio.shield(interval.stored)  # a caller that gives up leaves the others
 
     async def _flush(self, tank_id: str, producer: AIOKafkaProducer) -> None:

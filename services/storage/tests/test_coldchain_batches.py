@@ -12,8 +12,6 @@ from hypothesis import strategies as st
 
 from services.storage.coldchain.monitor import TankMonitor
 from services.storage.coldchain.watch import (
-    EPOCH,
-    MILLISECOND,
     ColdChainRules,
     ExcursionDetected,
     Fact,
@@ -23,6 +21,7 @@ from services.storage.coldchain.watch import (
     at_unix_ms,
     observe,
     observe_batch,
+    unix_ms,
 )
 
 RULES = ColdChainRules(max_celsius=-150.0, excursion_minutes=10.0, silence_minutes=15.0)
@@ -134,7 +133,7 @@ def as_records(partition: int, log: list[Reading], rnd: random.Random) -> list[R
     for i, r in enumerate(log):
         run.append(r)
         if i + 1 == len(log) or log[i + 1].tank_id != r.tank_id or rnd.random() < 0.3:
-            ms = [(x.measured_at - EPOCH) // MILLISECOND for x in run]
+            ms = [unix_ms(x.measured_at) for x in run]
             body = run[0] if len(run) == 1 and rnd.random() < 0.5 else _batch_of(run, ms)
             records.append(Record(partition, body))
             run = []
