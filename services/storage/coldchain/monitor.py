@@ -50,6 +50,8 @@ class TankMonitor:
         self.rules = rules
         self.watches: dict[str, TankWatch] = {}
         self.partition_of: dict[str, int] = {}
+        # The tanks of each partition, in order of arrival: a silence check looks at its own.
+        self._tanks_in: dict[int, dict[str, None]] = {}
         self.watermarks: dict[int, datetime] = {}
         self._checked_at: dict[int, datetime] = {}
         self._pending: set[tuple[str, type]] = set()  # facts emitted, not yet acknowledged
@@ -63,7 +65,7 @@ class TankMonitor:
         self.watches[reading.tank_id] = watch
         self._pending.update((f.tank_id, type(f)) for f in facts)
         self._maybe_persist(reading.tank_id, watch)
-        self.partition_of[reading.tank_id] = partition
+        self._place(reading.tank_id, partition)
         watermark = self.watermarks.get(partition)
         if watermark is None or reading.measured_at > watermark:
             self.watermarks[partition] = watermark = reading.measured_at
@@ -83,7 +85,7 @@ class TankMonitor:
         if not batch:
             return []
         facts: list[Fact] = []
-        self.partition_of[batch.tank_id] = partition
+        self._place(batch.tank_id, partition)
         start = 0
         for end in self._silence_checks(batch.measured_at_ms, partition):
             facts += self._fold(batch.part(start, end))
@@ -127,6 +129,14 @@ class TankMonitor:
         self._maybe_persist(batch.tank_id, watch)
         return facts
 
+    def _place(self, tank_id: str, partition: int) -> None:
+        before = self.partition_of.get(tank_id)
+        if before != partition:
+            if before is not None:
+                del self._tanks_in[before][tank_id]
+            self._tanks_in.setdefault(partition, {})[tank_id] = None
+            self.partition_of[tank_id] = partition
+
     def _watch_of(self, tank_id: str) -> TankWatch:
         watch = self.watches.get(tank_id)
         if watch is None:
@@ -143,7 +153,7 @@ class TankMonitor:
         watermark = self.watermarks.get(partition)
         if watermark is None:
             return []
-        tanks = ((t, w) for t, w in self.watches.items() if self.partition_of.get(t) == partition)
+        tanks = ((t, self.watches[t]) for t in self._tanks_in.get(partition, ()))
         return self._report(silent_tanks(tanks, watermark, self.rules))
 
     def check_silence_live(self, now: datetime) -> list[Fact]:
