@@ -1,7 +1,8 @@
 """Simulated LN2 tank sensors for the demo: `python -m deploy.tank_simulator LON-T1 MAN-T1 …`.
 
-Publishes one reading per tank every CELLBANK_SIMULATOR_INTERVAL_S seconds (default 5) to
-cellbank.telemetry.v1, in vapour phase around -185 °C. Stops on SIGTERM/SIGINT.
+Every CELLBANK_SIMULATOR_INTERVAL_S seconds (default 5), each tank sends one batch record to
+cellbank.telemetry.v1 with its samples of the interval (one per CELLBANK_SIMULATOR_SAMPLE_S, default
+1), in vapour phase around -185 °C. Stops on SIGTERM/SIGINT.
 """
 
 from __future__ import annotations
@@ -13,25 +14,25 @@ import signal
 import sys
 from datetime import UTC, datetime
 
-from cellbank.storage.v1 import events_pb2 as pb
-
+from services.storage.adapters.telemetry_codec import BATCH_HEADERS, encode_batch
 from shared import kafka_clients
 from shared.topics import TELEMETRY
 
 
-async def simulate(bootstrap: str, tanks: list[str], interval: float, stop: asyncio.Event) -> None:
+async def simulate(
+    bootstrap: str, tanks: list[str], interval: float, stop: asyncio.Event, sample: float = 1.0
+) -> None:
     producer = kafka_clients.producer(bootstrap, acks="all", enable_idempotence=True)
     await producer.start()
+    samples = max(1, round(interval / sample))
     try:
         while not stop.is_set():
+            now_ms = int(datetime.now(UTC).timestamp() * 1000)
+            times = [now_ms - round((samples - 1 - k) * sample * 1000) for k in range(samples)]
             for tank_id in tanks:
-                reading = pb.TemperatureReading(
-                    site_id=tank_id.split("-", 1)[0],
-                    tank_id=tank_id,
-                    celsius=round(random.gauss(-185, 2), 1),
-                )
-                reading.measured_at.FromDatetime(datetime.now(UTC))
-                await producer.send(TELEMETRY, reading.SerializeToString(), key=tank_id.encode())
+                celsius = [round(random.gauss(-185, 2), 1) for _ in times]
+                value = encode_batch(tank_id.split("-", 1)[0], tank_id, celsius, times)
+                await producer.send(TELEMETRY, value, key=tank_id.encode(), headers=BATCH_HEADERS)
             await producer.flush()
             try:
                 await asyncio.wait_for(stop.wait(), interval)
@@ -48,7 +49,11 @@ async def main(tanks: list[str]) -> None:
         loop.add_signal_handler(sig, stop.set)
     bootstrap = os.environ.get("CELLBANK_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
     await simulate(
-        bootstrap, tanks, float(os.environ.get("CELLBANK_SIMULATOR_INTERVAL_S", "5")), stop
+        bootstrap,
+        tanks,
+        float(os.environ.get("CELLBANK_SIMULATOR_INTERVAL_S", "5")),
+        stop,
+        float(os.environ.get("CELLBANK_SIMULATOR_SAMPLE_S", "1")),
     )
 
 

@@ -54,6 +54,11 @@ GRPC_REQUESTS = Counter(
     "cellbank_grpc_requests_total", "gRPC calls by method and status code", ["method", "code"]
 )
 GRPC_LATENCY = Histogram("cellbank_grpc_latency_seconds", "gRPC call latency", ["method"])
+TELEMETRY_SKIPPED = Counter(
+    "cellbank_telemetry_skipped_total",
+    "Telemetry records a monitor could not decode, skipped (the monitor keeps going)",
+    ["monitor"],
+)
 
 
 def serve_metrics(port: int, addr: str = "127.0.0.1") -> int:

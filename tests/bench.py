@@ -11,7 +11,8 @@ benchmark could not run or produced wrong results.
 The rows, in order (each module's docstring says how):
 - append, relay, projection throughput (this module), and the cost of signing (the relay with
   and without) and of verifying (the projection runner with and without; issue 15 keeps the
-  relay's under 15 %); CELLBANK_BENCH_ONLY=streams runs only the relay and projection rows.
+  relay's under 15 %); CELLBANK_BENCH_ONLY=streams runs only the relay and projection rows,
+  CELLBANK_BENCH_ONLY=coldchain only the cold-chain rows.
   Each figure the median of its rounds; the
   two sides alternate, each round on a fresh database and topic. Baselines: the same rows, batch
   shape and concurrency inserted into a plain table (no indexes, lock, hash chain or version
@@ -78,8 +79,10 @@ WARMUP_APPENDS = 3  # per writer, untimed: connections, prepared statements, cac
 PREFILL_BATCH = 50  # events per append when pre-filling the relay's store
 APPEND_TARGET = 5_000.0  # events/s per site with concurrent writers (the issue's target)
 STREAM_TARGET = 20_000.0  # events/s for the relay and for a projection
-# CELLBANK_BENCH_ONLY=streams: only the relay and projection rows (with and without signing).
+# CELLBANK_BENCH_ONLY=streams: only the relay and projection rows (with and without signing);
+# =coldchain: only the cold-chain rows (tests/bench_storage.py).
 STREAMS_ONLY = os.environ.get("CELLBANK_BENCH_ONLY", "").strip() == "streams"
+COLDCHAIN_ONLY = os.environ.get("CELLBANK_BENCH_ONLY", "").strip() == "coldchain"
 
 
 def progress(message: str) -> None:
@@ -749,8 +752,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             endpoints = infra.start()
         # The benchmarks' own clients act as the Kafka admin (they create topics).
         os.environ.update(endpoints.kafka_env(ADMIN))
-        rows += rows_of(asyncio.run(run_all(endpoints, infra, sizes, options.rounds)))
-        if not STREAMS_ONLY:
+        if COLDCHAIN_ONLY:
+            rows += guarded(
+                "storage",
+                lambda: bench_storage.run(endpoints, options.scale, ROOT / "logs", True),
+            )
+        else:
+            rows += rows_of(asyncio.run(run_all(endpoints, infra, sizes, options.rounds)))
+        if not STREAMS_ONLY and not COLDCHAIN_ONLY:
             rows += guarded(
                 "storage", lambda: bench_storage.run(endpoints, options.scale, ROOT / "logs")
             )

@@ -33,7 +33,10 @@ OWNER = {
     "delivery": "delivery",
 }
 # Messages of an events.proto that are not events: sent bare, never in an envelope.
-NOT_EVENTS = {"cellbank.storage.v1.TemperatureReading"}  # telemetry, cellbank.telemetry.v1
+NOT_EVENTS = {  # telemetry, cellbank.telemetry.v1
+    "cellbank.storage.v1.TemperatureReading",
+    "cellbank.storage.v1.TemperatureReadingBatch",
+}
 
 
 def _events_modules() -> dict[str, ModuleType]:

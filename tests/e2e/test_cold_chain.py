@@ -20,6 +20,8 @@ from deploy.demo import auth, now
 from deploy.identities import demo_realm
 from deploy.infra import Endpoints
 from deploy.processes import REPO_ROOT, stop_process
+from services.storage.adapters.telemetry_codec import BATCH_HEADERS, encode_batch
+from services.storage.coldchain.watch import unix_ms
 from shared import kafka_clients
 from shared.waits import eventually
 from tests.e2e.bank_site import BankSite, bank_site, projected
@@ -86,10 +88,12 @@ def reading(site_id: str, tank_id: str, celsius: float, at: datetime, device: st
 
 async def publish_timeline(bootstrap: str, topic: str, site_id: str, tanks: dict[str, str]) -> None:
     """40 minutes of one-a-minute readings, ending now: A warms up for good at minute 20, B
-    spikes for 5 minutes, C falls silent after minute 10."""
+    spikes for 5 minutes, C falls silent after minute 10. A's sensor sends batches (one record
+    per 5-minute interval), B's and C's single readings: the monitor takes both."""
     start = now() - timedelta(minutes=40)
     producer = kafka_clients.producer(bootstrap, acks="all", enable_idempotence=True)
     await producer.start()
+    batched: list[tuple[float, datetime]] = []
     try:
         for minute in range(41):
             at = start + timedelta(minutes=minute)
@@ -99,8 +103,17 @@ async def publish_timeline(bootstrap: str, topic: str, site_id: str, tanks: dict
                 "C": -190.0 if minute <= 10 else None,
             }
             for name, celsius in temps.items():
-                if celsius is not None:
-                    tank = tanks[name]
+                tank = tanks[name]
+                if name == "A" and celsius is not None:
+                    batched.append((celsius, at))
+                    if minute % 5 == 4 or minute == 40:
+                        value = encode_batch(
+                            site_id, tank, [c for c, _ in batched],
+                            [unix_ms(t) for _, t in batched],
+                        )  # fmt: skip
+                        await producer.send(topic, value, key=tank.encode(), headers=BATCH_HEADERS)
+                        batched = []
+                elif celsius is not None:
                     await producer.send(
                         topic, reading(site_id, tank, celsius, at), key=tank.encode()
                     )

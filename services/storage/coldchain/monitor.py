@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 from services.storage.coldchain.watch import (
+    EPOCH,
+    MILLISECOND,
     ColdChainRules,
     ExcursionDetected,
     Fact,
     Reading,
+    ReadingBatch,
     SensorSilent,
     TankWatch,
+    at_unix_ms,
     mark_silent,
     observe,
+    observe_batch,
     silent_tanks,
+    unix_ms,
 )
 
 LIVE_HORIZON = timedelta(days=1)
@@ -44,6 +50,8 @@ class TankMonitor:
         self.rules = rules
         self.watches: dict[str, TankWatch] = {}
         self.partition_of: dict[str, int] = {}
+        # The tanks of each partition, in order of arrival: a silence check looks at its own.
+        self._tanks_in: dict[int, dict[str, None]] = {}
         self.watermarks: dict[int, datetime] = {}
         self._checked_at: dict[int, datetime] = {}
         self._pending: set[tuple[str, type]] = set()  # facts emitted, not yet acknowledged
@@ -53,14 +61,11 @@ class TankMonitor:
         self._persisted: dict[str, TankWatch] = {}
 
     def observe(self, reading: Reading, partition: int = 0) -> list[Fact]:
-        watch = self.watches.get(reading.tank_id)
-        if watch is None:
-            watch = (self._restore(reading.tank_id) if self._restore else None) or TankWatch()
-        watch, facts = observe(watch, reading, self.rules)
+        watch, facts = observe(self._watch_of(reading.tank_id), reading, self.rules)
         self.watches[reading.tank_id] = watch
         self._pending.update((f.tank_id, type(f)) for f in facts)
         self._maybe_persist(reading.tank_id, watch)
-        self.partition_of[reading.tank_id] = partition
+        self._place(reading.tank_id, partition)
         watermark = self.watermarks.get(partition)
         if watermark is None or reading.measured_at > watermark:
             self.watermarks[partition] = watermark = reading.measured_at
@@ -73,6 +78,71 @@ class TankMonitor:
         self._checked_at[partition] = watermark
         return [*facts, *self.check_silence(partition)]
 
+    def observe_batch(self, batch: ReadingBatch, partition: int = 0) -> list[Fact]:
+        """The facts of observing the batch's readings one by one, in the same order with the
+        same times: the batch is judged in parts, split where the partition's silence check
+        would fall between its readings."""
+        if not batch:
+            return []
+        facts: list[Fact] = []
+        self._place(batch.tank_id, partition)
+        start = 0
+        for end in self._silence_checks(batch.measured_at_ms, partition):
+            facts += self._fold(batch.part(start, end))
+            # A check falls only on a reading that moved the partition's event time.
+            self.watermarks[partition] = self._checked_at[partition] = at_unix_ms(
+                batch.measured_at_ms[end - 1]
+            )
+            facts += self.check_silence(partition)
+            start = end
+        if start < len(batch):
+            rest = batch.part(start, len(batch))
+            facts += self._fold(rest)
+            newest = max(rest.measured_at_ms)
+            watermark = self.watermarks.get(partition)
+            if watermark is None or newest > unix_ms(watermark):
+                self.watermarks[partition] = at_unix_ms(newest)
+        return facts
+
+    def _silence_checks(self, times_ms: Sequence[int], partition: int) -> list[int]:
+        """Where observe() would check the partition for silent sensors: after reading i - 1
+        for each i returned (integer milliseconds: a scan, not a datetime per reading)."""
+        step = SILENCE_CHECK_STEP // MILLISECOND
+        checked = self._checked_at.get(partition)
+        if checked is None:  # the partition's first reading is checked at once
+            ends, due, first = [1], times_ms[0] + step, 1
+        else:  # due once event time has moved SILENCE_CHECK_STEP past the last check
+            ends, due, first = [], -((EPOCH - checked - SILENCE_CHECK_STEP) // MILLISECOND), 0
+        if max(times_ms) < due:
+            return ends
+        for i in range(first, len(times_ms)):
+            if times_ms[i] >= due:
+                ends.append(i + 1)
+                due = times_ms[i] + step
+        return ends
+
+    def _fold(self, batch: ReadingBatch) -> list[Fact]:
+        # Kept once per part: what a restart needs is the watch after the part.
+        watch, facts = observe_batch(self._watch_of(batch.tank_id), batch, self.rules)
+        self.watches[batch.tank_id] = watch
+        self._pending.update((f.tank_id, type(f)) for f in facts)
+        self._maybe_persist(batch.tank_id, watch)
+        return facts
+
+    def _place(self, tank_id: str, partition: int) -> None:
+        before = self.partition_of.get(tank_id)
+        if before != partition:
+            if before is not None:
+                del self._tanks_in[before][tank_id]
+            self._tanks_in.setdefault(partition, {})[tank_id] = None
+            self.partition_of[tank_id] = partition
+
+    def _watch_of(self, tank_id: str) -> TankWatch:
+        watch = self.watches.get(tank_id)
+        if watch is None:
+            watch = (self._restore(tank_id) if self._restore else None) or TankWatch()
+        return watch
+
     def adopt(self, tank_id: str, watch: TankWatch) -> None:
         """A watch restored after a restart: the live check covers the tank even if it never
         reports again (its partition is unknown until it does)."""
@@ -83,7 +153,7 @@ class TankMonitor:
         watermark = self.watermarks.get(partition)
         if watermark is None:
             return []
-        tanks = ((t, w) for t, w in self.watches.items() if self.partition_of.get(t) == partition)
+        tanks = ((t, self.watches[t]) for t in self._tanks_in.get(partition, ()))
         return self._report(silent_tanks(tanks, watermark, self.rules))
 
     def check_silence_live(self, now: datetime) -> list[Fact]:

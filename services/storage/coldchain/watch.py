@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from shared.errors import InvalidArgument
 
@@ -26,6 +26,52 @@ class Reading:
     tank_id: str
     celsius: float
     measured_at: datetime
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MILLISECOND = timedelta(milliseconds=1)
+
+
+def at_unix_ms(ms: int) -> datetime:
+    return EPOCH + timedelta(milliseconds=ms)
+
+
+def unix_ms(at: datetime) -> int:
+    """Milliseconds since the Unix epoch (floored): a batch's measurement times."""
+    return (at - EPOCH) // MILLISECOND
+
+
+@dataclass(frozen=True, slots=True)
+class ReadingBatch:
+    """One sensor's readings of an interval, in measurement order: celsius[i] was measured at
+    measured_at_ms[i] (Unix milliseconds). Arrays, not Readings: the usual batch is judged
+    without building an object per reading."""
+
+    site_id: str
+    tank_id: str
+    celsius: Sequence[float]
+    measured_at_ms: Sequence[int]
+
+    def __post_init__(self) -> None:
+        if len(self.celsius) != len(self.measured_at_ms):
+            raise ValueError("a batch needs one measurement time per temperature")
+
+    def __len__(self) -> int:
+        return len(self.celsius)
+
+    def part(self, start: int, end: int) -> ReadingBatch:
+        return ReadingBatch(
+            self.site_id,
+            self.tank_id,
+            self.celsius[start:end],
+            self.measured_at_ms[start:end],
+        )
+
+    def readings(self) -> list[Reading]:
+        return [
+            Reading(self.site_id, self.tank_id, celsius, at_unix_ms(ms))
+            for celsius, ms in zip(self.celsius, self.measured_at_ms, strict=True)
+        ]
 
 
 FUTURE_TOLERANCE = timedelta(minutes=5)
@@ -108,6 +154,29 @@ def observe(
             ExcursionDetected(reading.site_id, reading.tank_id, since, reading.measured_at, hottest)
         ]
     return updated, []
+
+
+def observe_batch(
+    watch: TankWatch, batch: ReadingBatch, rules: ColdChainRules
+) -> tuple[TankWatch, list[Fact]]:
+    """Fold a sensor's batch into its watch: the watch and facts of observing its readings one
+    by one. The usual batch (every reading at or below the limit) is judged at once by scans
+    of its arrays; a batch with a warm reading is folded reading by reading."""
+    if not batch.celsius:
+        return watch, []
+    # sum() is NaN if any reading is, and max() over NaNs depends on their place: such a batch
+    # takes the one-by-one path, which judges every reading as observe() does.
+    if max(batch.celsius) <= rules.max_celsius and math.isfinite(sum(batch.celsius)):
+        # Only the newest reading survives a run of cold ones (a late one changes nothing).
+        newest = at_unix_ms(max(batch.measured_at_ms))
+        if watch.last_reading_at is not None and newest <= watch.last_reading_at:
+            return watch, []
+        return TankWatch(batch.site_id, newest), []
+    facts: list[Fact] = []
+    for reading in batch.readings():
+        watch, new = observe(watch, reading, rules)
+        facts.extend(new)
+    return watch, facts
 
 
 def silent_tanks(

@@ -24,12 +24,13 @@ import faust
 import grpc
 from cellbank.delivery.v1 import delivery_service_pb2 as dlv
 from cellbank.delivery.v1 import delivery_service_pb2_grpc as dlv_grpc
-from cellbank.storage.v1 import events_pb2 as epb
 from cellbank.storage.v1 import storage_service_pb2 as spb
 from cellbank.storage.v1 import storage_service_pb2_grpc as spb_grpc
 
+from services.storage.adapters.telemetry_codec import MESSAGE_TYPE, SHIPPER, decode_telemetry
 from services.storage.coldchain.monitor import TankMonitor
 from services.storage.coldchain.watch import ColdChainRules, Fact, Reading, TankWatch
+from shared import metrics
 from shared.kafka_clients import KafkaSecurity
 from shared.oidc import ClientCredentials
 from shared.settings import parse_endpoints
@@ -46,23 +47,6 @@ def rules_from_env(env: dict[str, str] | os._Environ[str] = os.environ) -> ColdC
     )
 
 
-def decode_reading(payload: bytes) -> Reading:
-    message = epb.TemperatureReading()
-    message.ParseFromString(payload)
-    if not message.tank_id or not message.HasField("measured_at"):
-        raise ValueError("reading lacks tank_id or measured_at")
-    if message.device not in ("", "tank", "shipper"):
-        raise ValueError(f"unknown device {message.device!r}")
-    # A shipper is watched like a tank, under its own key (tank ids never contain ':').
-    device_id = f"{SHIPPER}{message.tank_id}" if message.device == "shipper" else message.tank_id
-    return Reading(
-        message.site_id,
-        device_id,
-        message.celsius,
-        message.measured_at.ToDatetime(tzinfo=UTC),
-    )
-
-
 # Worth retrying: the site is down, busy or raced. Anything else (unknown tank, refused
 # credentials, a rule) will not change by retrying and would stall the whole partition.
 RETRYABLE = frozenset(
@@ -75,9 +59,6 @@ RETRYABLE = frozenset(
         grpc.StatusCode.UNKNOWN,
     }
 )
-
-
-SHIPPER = "shipper:"
 
 
 class QuarantineDispatcher:
@@ -262,15 +243,22 @@ dispatcher = QuarantineDispatcher(
 
 @app.agent(telemetry_topic)
 async def watch_tanks(stream: Any) -> None:
-    # Batches: Faust's per-event await costs more than the watch itself at sensor volumes.
+    # Batches of records: Faust's per-event await costs more than the watch itself at sensor
+    # volumes; a record is one reading or (from a batching sensor) many.
     async for events in stream.take_events(1000, within=0.05):
         for event in events:
             try:
-                reading = decode_reading(event.value)
-            except Exception as exc:  # a poison reading never stops the monitor
-                log.error("undecodable reading skipped", extra={"error": repr(exc)})
+                record = decode_telemetry(event.value, event.headers.get(MESSAGE_TYPE))
+            except Exception as exc:  # a poison record never stops the monitor
+                metrics.TELEMETRY_SKIPPED.labels("coldchain").inc()
+                log.error("undecodable telemetry record skipped", extra={"error": repr(exc)})
                 continue
-            for fact in monitor.observe(reading, event.message.partition):
+            partition = event.message.partition
+            if isinstance(record, Reading):
+                facts = monitor.observe(record, partition)
+            else:
+                facts = monitor.observe_batch(record, partition)
+            for fact in facts:
                 await dispatcher.dispatch(fact)
                 monitor.acknowledge(fact)
 
