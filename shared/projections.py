@@ -214,7 +214,7 @@ class ProjectionRunner:
         verdicts = await self._judge(records)
         # Fast path: one transaction, no savepoints. A failing apply rolls it back and the
         # batch is redone with a savepoint per record, so only the poison record is refused.
-        with tracing.consuming(self.name, tp.topic, verdicts.trusted.values()):
+        with tracing.consuming(self.group_id, tp.topic, verdicts.trusted.values()):
             try:
                 await self._process_batch(tp, records, verdicts, careful=False)
             except _RetryCarefully:

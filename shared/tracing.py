@@ -174,6 +174,14 @@ def current_traceparent() -> str:
     return carrier.get("traceparent", "")
 
 
+def trace_id_of(traceparent: str) -> str:
+    """The trace id (32 hex digits) in a traceparent; '' when there is none."""
+    context = producing_context(traceparent)
+    if context is None:
+        return ""
+    return f"{trace.get_current_span(context).get_span_context().trace_id:032x}"
+
+
 def producing_context(traceparent: str) -> Context | None:
     """The context of the span that appended an event, from its envelope's traceparent (None
     when it has none or it is malformed)."""
@@ -212,7 +220,7 @@ def _end(span: Span, done: asyncio.Future[Any]) -> None:
 
 
 @contextmanager
-def consuming(consumer: str, topic: str, events: Iterable[StoredEvent]) -> Iterator[None]:
+def consuming(group: str, topic: str, events: Iterable[StoredEvent]) -> Iterator[None]:
     """Spans of a consumer applying a batch: one CONSUMER span for the batch (current while it
     runs, linked to the spans that produced its events), and one per traced event, a child of
     the span that appended it, so each event's trace continues across Kafka."""
@@ -224,20 +232,20 @@ def consuming(consumer: str, topic: str, events: Iterable[StoredEvent]) -> Itera
     links = [Link(trace.get_current_span(c).get_span_context()) for _, c in traced[:MAX_LINKS]]
     attributes: dict[str, str | int] = {
         "messaging.destination.name": topic,
-        "messaging.consumer.group.name": consumer,
+        "messaging.consumer.group.name": group,
         "messaging.batch.message_count": len(traced),
     }
-    name = f"{consumer} process"
+    name = f"{group} process"
     with tracer.start_as_current_span(
         name, kind=SpanKind.CONSUMER, links=links, attributes=attributes
     ) as batch:
         applied = [
             tracer.start_span(
-                f"{consumer} apply {event.event_type}",
+                f"{group} apply {event.event_type}",
                 context=context,
                 kind=SpanKind.CONSUMER,
                 links=[Link(batch.get_span_context())],
-                attributes=_event_attributes(topic, event),
+                attributes={**_event_attributes(topic, event), **attributes},
             )
             for event, context in traced
         ]

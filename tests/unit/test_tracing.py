@@ -70,6 +70,8 @@ def test_the_envelope_carries_the_traceparent_under_the_signature() -> None:
     traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
     event = replace(stored_event(), traceparent=traceparent)
     assert decode(encode(event)).traceparent == traceparent
+    assert tracing.trace_id_of(traceparent) == "0af7651916cd43dd8448eb211c80319c"
+    assert tracing.trace_id_of("") == tracing.trace_id_of("00-not-a-traceparent") == ""
     signed = sign_event(signer, event)
     assert verify_envelope(trust_list, signed).traceparent == traceparent
     forged = signed.replace(b"b7ad6b7169203331", b"b7ad6b7169203332")
