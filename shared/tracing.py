@@ -80,7 +80,7 @@ def configure_tracing(service: str, site: str, environ: Mapping[str, str] = os.e
         raise ValueError(f"OTEL_TRACES_EXPORTER={kind!r}: this build exports otlp or console")
     resource = Resource.create(
         {
-            "service.name": f"cellbank.{service}",
+            "service.name": environ.get("OTEL_SERVICE_NAME") or f"cellbank.{service}",
             "service.namespace": "cellbank",
             "cellbank.site": site,
         }

@@ -33,6 +33,27 @@ def test_tracing_is_off_unless_otel_variables_ask_for_export() -> None:
     assert not tracing.configure_tracing("storage", "LON", {})
 
 
+def test_configured_tracing_names_the_service_and_site_of_its_spans() -> None:
+    assert tracing.configure_tracing("storage", "LON", {"OTEL_TRACES_EXPORTER": "console"})
+    provider = tracing._state.provider
+    try:
+        assert provider is not None and tracing.server_interceptors()
+        attributes = provider.resource.attributes
+        assert (attributes["service.name"], attributes["cellbank.site"]) == (
+            "cellbank.storage",
+            "LON",
+        )
+        # A second service in the same process keeps the first one's provider.
+        assert tracing.configure_tracing("matching", "MAN", {"OTEL_TRACES_EXPORTER": "otlp"})
+        assert tracing._state.provider is provider
+    finally:
+        tracing.activate(None)
+        if provider is not None:
+            provider.shutdown()
+    with pytest.raises(ValueError, match="OTEL_TRACES_EXPORTER"):
+        tracing.configure_tracing("storage", "LON", {"OTEL_TRACES_EXPORTER": "zipkin"})
+
+
 async def test_off_nothing_is_installed_and_nothing_is_stored() -> None:
     assert not tracing.enabled()
     assert tracing.server_interceptors() == [] and tracing.client_interceptors() == []
