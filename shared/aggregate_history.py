@@ -28,6 +28,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from shared.errors import NotFound
 from shared.events import StoredEvent
 from shared.redaction import redact_event
+from shared.tracing import trace_id_of
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,7 @@ def history_entry(event: StoredEvent, roles: frozenset[str] | None = None) -> pb
         payload_json=payload,
         event_id=event.event_id,
         correlation_id=event.correlation_id,
+        trace_id=trace_id_of(event.traceparent),
     )
 
 

@@ -40,6 +40,7 @@ def to_envelope(event: StoredEvent) -> envelope_pb2.EventEnvelope:
         prev_hash=event.prev_hash,
         hash=event.hash,
         position=event.position,
+        traceparent=event.traceparent,
     )
 
 
@@ -62,6 +63,7 @@ def from_envelope(env: envelope_pb2.EventEnvelope) -> StoredEvent:
         payload=env.payload,
         prev_hash=env.prev_hash,
         hash=env.hash,
+        traceparent=env.traceparent,
     )
 
 

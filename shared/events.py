@@ -45,3 +45,6 @@ class StoredEvent:
     payload: bytes
     prev_hash: bytes
     hash: bytes
+    # W3C traceparent of the span that appended it ('' when untraced): observability only,
+    # outside the hash chain (README, "Tracing"); the envelope's signature covers it.
+    traceparent: str = ""

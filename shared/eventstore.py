@@ -15,6 +15,7 @@ from shared.envelope_codec import to_envelope
 from shared.errors import ConcurrencyConflict, InvalidArgument
 from shared.events import NewEvent, StoredEvent
 from shared.hashchain import GENESIS, ChainReport, event_hash, verify_chain
+from shared.tracing import TRACEPARENT_BYTES, current_traceparent
 
 Clock = Callable[[], datetime]
 
@@ -162,7 +163,7 @@ def validate_appends(
 def envelope_bytes(new: NewEvent, aggregate_id: str, site_id: str) -> int:
     """The size of the event's envelope once stored, as the relay publishes it (the store's
     position, version and hashes taken at their largest, so never an underestimate but for a
-    few bytes of timestamp)."""
+    few bytes of timestamp; a traceparent counted whether or not one will be stored)."""
     largest = 2**63 - 1
     stored = StoredEvent(
         position=largest, event_id=new.event_id, event_type=new.event_type,
@@ -170,7 +171,7 @@ def envelope_bytes(new: NewEvent, aggregate_id: str, site_id: str) -> int:
         aggregate_id=aggregate_id, aggregate_version=largest, site_id=site_id,
         occurred_at=new.occurred_at, recorded_at=new.occurred_at, actor=new.actor,
         reason=new.reason, correlation_id=new.correlation_id, causation_id=new.causation_id,
-        payload=new.payload, prev_hash=GENESIS, hash=GENESIS,
+        payload=new.payload, prev_hash=GENESIS, hash=GENESIS, traceparent="0" * TRACEPARENT_BYTES,
     )  # fmt: skip
     return int(to_envelope(stored).ByteSize())
 
@@ -185,6 +186,7 @@ def seal(
     site_id: str,
     recorded_at: datetime,
     prev_hash: bytes,
+    traceparent: str = "",
 ) -> StoredEvent:
     """Turn a NewEvent into the StoredEvent the store will write, its keyed hash included."""
     unsealed = StoredEvent(
@@ -205,6 +207,7 @@ def seal(
         payload=new.payload,
         prev_hash=prev_hash,
         hash=b"",
+        traceparent=traceparent,
     )
     return replace(unsealed, hash=event_hash(key, prev_hash, unsealed))
 
@@ -224,10 +227,16 @@ Decided = list[tuple[list[str], bool]]  # per part: its event ids, and whether a
 
 
 def decide_appends(
-    appends: Sequence[AggregateAppend], state: AppendState, *, key: ChainKey, site_id: str
+    appends: Sequence[AggregateAppend],
+    state: AppendState,
+    *,
+    key: ChainKey,
+    site_id: str,
+    traceparent: str = "",
 ) -> Decided | Exception:
     """One (validated) append against the state so far: its parts' event ids, or the refusal.
-    Every part is checked before any is sealed, so a refusal leaves the state untouched."""
+    Every part is checked before any is sealed, so a refusal leaves the state untouched.
+    `traceparent`: the appending span's, stored with the events (shared.tracing)."""
     seen = [[state.stored.get(e.event_id) or state.new.get(e.event_id) for e in part.events]
             for part in appends]  # fmt: skip
     if any(any(s) for s in seen):
@@ -254,6 +263,7 @@ def decide_appends(
                 site_id=site_id,
                 recorded_at=state.recorded_at,
                 prev_hash=state.prev_hash,
+                traceparent=traceparent,
             )
             state.new[event.event_id] = event
             state.prev_hash = event.hash
@@ -299,7 +309,10 @@ class InMemoryEventStore:
                 prev_hash=self._events[-1].hash if self._events else GENESIS,
                 recorded_at=self._clock(),
             )  # fmt: skip
-            decided = decide_appends(appends, state, key=self.chain_key, site_id=self.site_id)
+            decided = decide_appends(
+                appends, state, key=self.chain_key, site_id=self.site_id,
+                traceparent=current_traceparent(),
+            )  # fmt: skip
             if isinstance(decided, Exception):
                 raise decided
             for new in state.new.values():

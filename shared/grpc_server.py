@@ -17,7 +17,7 @@ from google.protobuf.message import Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from shared import bounds, metrics
+from shared import bounds, metrics, tracing
 from shared.access import AccessTable, check
 from shared.auth import Principal, current_principal
 from shared.errors import (
@@ -303,7 +303,10 @@ async def start_server(
     over bounds.MAX_MESSAGE_BYTES and calls beyond `maximum_concurrent_rpcs` are refused
     RESOURCE_EXHAUSTED."""
     server = grpc.aio.server(
-        interceptors=[GuardInterceptor(authenticator, {b.name: b.access for b in bindings})],
+        interceptors=[
+            *tracing.server_interceptors(),  # outermost: a refused call is traced too
+            GuardInterceptor(authenticator, {b.name: b.access for b in bindings}),
+        ],
         options=[
             ("grpc.max_receive_message_length", bounds.MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", bounds.MAX_MESSAGE_BYTES),

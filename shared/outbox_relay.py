@@ -18,7 +18,7 @@ from aiokafka.errors import (
     RecordListTooLargeError,
 )
 
-from shared import metrics
+from shared import metrics, tracing
 from shared.events import StoredEvent
 from shared.kafka_clients import reliable_producer
 from shared.postgres_eventstore import (
@@ -253,6 +253,7 @@ class OutboxRelay:
                 ("site_id", event.site_id.encode()),
             ],
         )
+        tracing.track_publish(self.topic, event, future)
         return future
 
     async def _park(self, event: StoredEvent, exc: BaseException) -> None:

@@ -24,6 +24,7 @@ from shared.eventstore import (
     validate_appends,
 )
 from shared.hashchain import GENESIS, ChainReport, verify_chain
+from shared.tracing import current_traceparent
 
 EVENTS_CHANNEL = "cellbank_events"  # a wake-up hint for tailers; never a source of order
 
@@ -56,10 +57,10 @@ SELECT
 _INSERT = """
 INSERT INTO events (event_id, aggregate_id, aggregate_version, aggregate_type, event_type,
     schema_version, site_id, occurred_at, recorded_at, actor, reason, correlation_id,
-    causation_id, payload, prev_hash, hash)
+    causation_id, payload, prev_hash, hash, traceparent)
 SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::int[],
     $7::text[], $8::timestamptz[], $9::timestamptz[], $10::text[], $11::text[], $12::text[],
-    $13::text[], $14::bytea[], $15::bytea[], $16::bytea[])
+    $13::text[], $14::bytea[], $15::bytea[], $16::bytea[], $17::text[])
 RETURNING event_id::text, position
 """
 
@@ -106,7 +107,9 @@ class PostgresEventStore:
     async def append_all(self, appends: Sequence[AggregateAppend]) -> tuple[AppendResult, ...]:
         key = self._key()
         validate_appends(appends, site_id=self.site_id, max_envelope_bytes=self.max_envelope_bytes)
-        request = _Request(tuple(appends), key, _future())
+        # The caller's span (a gRPC call, a consumer's record) is current here, not in the
+        # group's transaction, which may run in another caller's task.
+        request = _Request(tuple(appends), key, _future(), current_traceparent())
         self._queue.append(request)
         # Group commit: appends that arrive while a transaction runs are written together in
         # the next one, decided in arrival order exactly as if they ran one by one. The table
@@ -154,7 +157,10 @@ class PostgresEventStore:
                 recorded_at=self._clock(),
             )
             decided = [
-                decide_appends(r.parts, state, key=r.key, site_id=self.site_id) for r in group
+                decide_appends(
+                    r.parts, state, key=r.key, site_id=self.site_id, traceparent=r.traceparent
+                )
+                for r in group
             ]
             if state.new:
                 columns = list(zip(*(_insert_row(e) for e in state.new.values()), strict=True))
@@ -247,6 +253,7 @@ class _Request:
     parts: tuple[AggregateAppend, ...]
     key: ChainKey
     result: asyncio.Future[tuple[AppendResult, ...]]
+    traceparent: str
 
 
 def _future() -> asyncio.Future[tuple[AppendResult, ...]]:
@@ -271,4 +278,5 @@ def _insert_row(e: StoredEvent) -> tuple[object, ...]:
         e.payload,
         e.prev_hash,
         e.hash,
+        e.traceparent,
     )

@@ -13,7 +13,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord
 from aiokafka.structs import TopicPartition
 
-from shared import kafka_clients, metrics
+from shared import kafka_clients, metrics, tracing
 from shared.batched_apply import apply_in_waves
 from shared.db import TRANSIENT_DB_ERRORS
 from shared.events import StoredEvent
@@ -214,10 +214,11 @@ class ProjectionRunner:
         verdicts = await self._judge(records)
         # Fast path: one transaction, no savepoints. A failing apply rolls it back and the
         # batch is redone with a savepoint per record, so only the poison record is refused.
-        try:
-            await self._process_batch(tp, records, verdicts, careful=False)
-        except _RetryCarefully:
-            await self._process_batch(tp, records, verdicts, careful=True)
+        with tracing.consuming(self.group_id, tp.topic, verdicts.trusted.values()):
+            try:
+                await self._process_batch(tp, records, verdicts, careful=False)
+            except _RetryCarefully:
+                await self._process_batch(tp, records, verdicts, careful=True)
 
     async def _judge(self, records: list[ConsumerRecord]) -> Verdicts:
         if len(records) < VERIFY_IN_THREADS_FROM:

@@ -16,6 +16,7 @@ from shared.service_host import open_service_database
 from shared.service_lock import hold_service_lock
 from shared.settings import Settings
 from shared.topics import SERVICE_TOPICS
+from shared.tracing import configure_tracing
 from shared.trust_settings import site_signer
 
 
@@ -26,6 +27,7 @@ async def main() -> None:
     if topic is None:
         raise InvalidArgument("CELLBANK_SERVICE", f"must be one of {', '.join(SERVICE_TOPICS)}")
     signer = site_signer(settings)  # no key, no relay: the error names the setting
+    configure_tracing(f"{settings.service}.relay", settings.site_id)
     dbname = settings.database_name or database_name(settings.site_id, settings.service)
     if settings.metrics_port:
         serve_metrics(settings.metrics_port, settings.metrics_host)

@@ -241,7 +241,8 @@ async def restore_events(
     rows = [
         (e.position, e.event_id, e.aggregate_id, e.aggregate_version, e.aggregate_type,
          e.event_type, e.schema_version, e.site_id, e.occurred_at, e.recorded_at, e.actor,
-         e.reason, e.correlation_id, e.causation_id, e.payload, e.prev_hash, e.hash)
+         e.reason, e.correlation_id, e.causation_id, e.payload, e.prev_hash, e.hash,
+         e.traceparent)
         for e in events
     ]  # fmt: skip
     head = events[-1].position if events else 0
@@ -255,6 +256,7 @@ async def restore_events(
                 "position", "event_id", "aggregate_id", "aggregate_version", "aggregate_type",
                 "event_type", "schema_version", "site_id", "occurred_at", "recorded_at", "actor",
                 "reason", "correlation_id", "causation_id", "payload", "prev_hash", "hash",
+                "traceparent",
             ],
         )  # fmt: skip
         await conn.execute(

@@ -41,6 +41,7 @@ from shared.projections import Projection, ProjectionRunner
 from shared.service_lock import hold_service_lock
 from shared.settings import Settings
 from shared.topics import SERVICE_TOPICS
+from shared.tracing import configure_tracing
 from shared.trust_settings import site_signer, trust_list
 
 log = logging.getLogger(__name__)
@@ -160,6 +161,7 @@ class ServiceHost:
         # Refuse to start without the site's key or the trust list (the error names the
         # setting): a relay must not publish unsigned, nor a consumer apply unverified.
         signer, trust = site_signer(s), trust_list(s)
+        configure_tracing(name, s.site_id)  # before the server and channels: they are traced
         dbname = s.database_name or database_name(s.site_id, name)
         spec = self.spec
         self.pool = await open_service_database(

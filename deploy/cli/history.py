@@ -98,6 +98,18 @@ def history_lines(history: opb.AggregateHistory) -> Iterator[str]:
                     f"        signer id {signature.subject or '-'}; signed record "
                     f"{signature.event_id or '-'} sha256 {signature.content_hash or '-'}"
                 )
+    yield from trace_lines(history)
+
+
+def trace_lines(history: opb.AggregateHistory) -> Iterator[str]:
+    """The traces the events were appended in, each with its events: the id to search for in
+    the tracing UI (README, "Tracing"), where the request shows across sites."""
+    traced: dict[str, list[str]] = {}
+    for entry in history.entries:
+        if entry.trace_id:
+            traced.setdefault(entry.trace_id, []).append(short_type(entry.event_type))
+    for trace_id, types in traced.items():
+        yield f"  trace {trace_id}: {', '.join(types)}"
 
 
 def history_records(history: opb.AggregateHistory) -> Iterator[dict[str, Any]]:
@@ -118,6 +130,7 @@ def history_records(history: opb.AggregateHistory) -> Iterator[dict[str, Any]]:
             "actor": entry.actor,
             "reason": entry.reason,
             "correlation_id": entry.correlation_id,
+            "trace_id": entry.trace_id,
             "payload": payload,
             "signatures": [dataclasses.asdict(s) for s in signatures(payload)],
         }

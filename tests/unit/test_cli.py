@@ -310,6 +310,29 @@ def test_a_history_prints_one_row_per_event_and_a_line_per_signature():
     assert records[1]["payload"] == payload and records[0]["occurred_at"].endswith("Z")
 
 
+def test_history_names_the_traces_its_events_were_appended_in():
+    traced, other = "4bf92f3577b34da6a3ce929d0e0e4736", "0af7651916cd43dd8448eb211c80319c"
+    history = opb.AggregateHistory(
+        aggregate_id="ORD-MAN-1", aggregate_type="order", site_id="MAN", service="matching",
+        entries=[
+            opb.HistoryEntry(position=1, version=1, event_type="cellbank.matching.v1.OrderPlaced",
+                             actor="hospital:h1", reason="order", trace_id=traced),
+            opb.HistoryEntry(position=2, version=2, event_type="cellbank.matching.v1.UnitsAllocated",
+                             actor="matching", reason="allocated", trace_id=traced),
+            opb.HistoryEntry(position=5, version=3, event_type="cellbank.matching.v1.OrderCancelled",
+                             actor="hospital:h1", reason="cancel", trace_id=other),
+            opb.HistoryEntry(position=6, version=4, event_type="cellbank.matching.v1.Untraced",
+                             actor="matching", reason="before tracing"),
+        ],
+    )  # fmt: skip
+    lines = list(history_lines(history))
+    assert lines[-2:] == [
+        f"  trace {traced}: OrderPlaced, UnitsAllocated",
+        f"  trace {other}: OrderCancelled",
+    ]
+    assert [r["trace_id"] for r in history_records(history)] == [traced, traced, other, ""]
+
+
 def test_a_part_11_signature_shows_its_signer_id_and_the_record_it_signs():
     payload = {"signature": {"signer_name": "Clara Hughes", "meaning": "Received intact",
                              "signed_at": "2026-11-26T14:05:07Z", "signer_subject": "sub-1",

@@ -18,6 +18,7 @@ import grpc
 from cellbank.storage.v1 import storage_service_pb2 as spb
 from cellbank.storage.v1 import storage_service_pb2_grpc as spb_grpc
 
+from shared import tracing
 from shared.errors import SiteRefused, SiteUnavailable, Unauthenticated
 from shared.oidc import ClientCredentials
 
@@ -55,10 +56,12 @@ class StorageSites:
             target = self.endpoints.get(site_id)
             if target is None:
                 raise SiteUnavailable(site_id, "no storage endpoint configured for the site")
+            # Traced calls carry the caller's trace context to the owner (shared.tracing).
+            interceptors = tracing.client_interceptors()
             channel = (
-                grpc.aio.secure_channel(target, self.credentials)
+                grpc.aio.secure_channel(target, self.credentials, interceptors=interceptors)
                 if self.credentials is not None
-                else grpc.aio.insecure_channel(target)
+                else grpc.aio.insecure_channel(target, interceptors=interceptors)
             )
             self._channels.append(channel)
             self._stubs[site_id] = spb_grpc.StorageServiceStub(channel)
