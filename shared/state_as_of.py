@@ -109,7 +109,7 @@ async def fold_as_of(
         else:
             reached = await conn.fetchrow(_REACHED["head"])
         position = int(reached["position"]) if reached else 0
-        folding = _Folding(by_type)
+        folding = Folding(by_type)
         if position:
             args: list[object] = [position, list(by_type), bound.as_of]
             only = ""
@@ -129,7 +129,7 @@ async def fold_as_of(
     )
 
 
-class _Folding:
+class Folding:
     """Every aggregate's state so far: [state, version, updated_at] by (type, id)."""
 
     def __init__(self, by_type: Mapping[str, Folded]) -> None:
