@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from datetime import UTC, datetime
 
 import grpc
 from cellbank.operator.v1 import operator_service_pb2 as pb
 from cellbank.operator.v1 import operator_service_pb2_grpc as pb_grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from shared.access import (
     OPERATOR,
@@ -164,25 +166,37 @@ def watched_message(watched: Watched) -> pb.WatchedEvent:
     return out
 
 
-def state_messages(found: StatesAsOf, site_id: str, service: str) -> list[pb.StateAsOf]:
+def state_messages(found: StatesAsOf, site_id: str, service: str) -> Iterator[pb.StateAsOf]:
     """The states in messages of STATES_PER_MESSAGE, each with the position reached; one
-    message (no states) when none."""
-    messages = []
+    message (no states) when none. Lazily: a stream yields to other calls between chunks."""
     for start in range(0, max(len(found.states), 1), STATES_PER_MESSAGE):
         message = pb.StateAsOf(
             site_id=site_id, service=service, position=found.position,
             head_position=found.head_position,
         )  # fmt: skip
         if found.recorded_at is not None:
-            message.recorded_at.FromDatetime(found.recorded_at)
-        for state in found.states[start : start + STATES_PER_MESSAGE]:
-            out = message.states.add(
-                aggregate_type=state.aggregate_type, aggregate_id=state.aggregate_id,
-                version=state.version, state_json=json.dumps(state.record),
-            )  # fmt: skip
-            out.updated_at.FromDatetime(state.updated_at)
-        messages.append(message)
-    return messages
+            message.recorded_at.CopyFrom(_stamp(found.recorded_at))
+        message.states.extend(
+            pb.AggregateState(
+                aggregate_type=state.aggregate_type,
+                aggregate_id=state.aggregate_id,
+                version=state.version,
+                updated_at=_stamp(state.updated_at),
+                state_json=_json(state.record),
+            )
+            for state in found.states[start : start + STATES_PER_MESSAGE]
+        )
+        yield message
+
+
+_json = json.JSONEncoder(separators=(",", ":")).encode
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _stamp(moment: datetime) -> Timestamp:
+    """Timestamp.FromDatetime without its generic conversions (one per state streamed)."""
+    since = moment - _EPOCH
+    return Timestamp(seconds=since.days * 86_400 + since.seconds, nanos=since.microseconds * 1_000)
 
 
 # Who may call which RPC (README, "Roles"): the event streams (patients' and donors' data)

@@ -124,9 +124,8 @@ async def fold_as_of(
                     await asyncio.to_thread(folding.fold, rows)
                 finally:
                     rows = await following
-    return StatesAsOf(
-        position, reached["recorded_at"] if reached else None, int(head), folding.states()
-    )
+    states = await asyncio.to_thread(folding.states)  # every record, off the event loop too
+    return StatesAsOf(position, reached["recorded_at"] if reached else None, int(head), states)
 
 
 class Folding:

@@ -21,6 +21,8 @@ The rows, in order (each module's docstring says how):
 - SearchInventory at 100,000 units, PlaceOrder -> ALLOCATED, cross-site propagation
   (tests/bench_matching.py);
 - replay of a site with >= 1,000,000 events (tests/bench_replay.py);
+- a site's inventory as of a moment from a storage store of 1,000,000 events
+  (tests/bench_as_of.py; CELLBANK_BENCH_ONLY=as-of runs it alone);
 - memory per service, caught up on that log (tests/bench_memory.py).
 """
 
@@ -63,7 +65,7 @@ from shared.topics import FOREVER, TopicSpec
 from shared.trust import sign_event
 from shared.untrusted import Verdicts
 from shared.waits import eventually
-from tests import bench_matching, bench_memory, bench_replay, bench_storage
+from tests import bench_as_of, bench_matching, bench_memory, bench_replay, bench_storage
 from tests.bench_report import Row, render
 from tests.factories import new_event
 from tests.support.trust import signer, trust_list
@@ -78,8 +80,11 @@ WARMUP_APPENDS = 3  # per writer, untimed: connections, prepared statements, cac
 PREFILL_BATCH = 50  # events per append when pre-filling the relay's store
 APPEND_TARGET = 5_000.0  # events/s per site with concurrent writers (the issue's target)
 STREAM_TARGET = 20_000.0  # events/s for the relay and for a projection
-# CELLBANK_BENCH_ONLY=streams: only the relay and projection rows (with and without signing).
-STREAMS_ONLY = os.environ.get("CELLBANK_BENCH_ONLY", "").strip() == "streams"
+# CELLBANK_BENCH_ONLY=streams: only the relay and projection rows (with and without signing);
+# =as-of: only the as-of inventory row.
+ONLY = os.environ.get("CELLBANK_BENCH_ONLY", "").strip()
+STREAMS_ONLY = ONLY == "streams"
+AS_OF_ONLY = ONLY == "as-of"
 
 
 def progress(message: str) -> None:
@@ -749,8 +754,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             endpoints = infra.start()
         # The benchmarks' own clients act as the Kafka admin (they create topics).
         os.environ.update(endpoints.kafka_env(ADMIN))
-        rows += rows_of(asyncio.run(run_all(endpoints, infra, sizes, options.rounds)))
-        if not STREAMS_ONLY:
+        if AS_OF_ONLY:
+            rows += guarded("as-of", lambda: bench_as_of.run(endpoints, options.scale))
+        else:
+            rows += rows_of(asyncio.run(run_all(endpoints, infra, sizes, options.rounds)))
+        if not STREAMS_ONLY and not AS_OF_ONLY:
             rows += guarded(
                 "storage", lambda: bench_storage.run(endpoints, options.scale, ROOT / "logs")
             )
@@ -758,6 +766,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             # Last: the replay leaves a million-event log on the topics, which the memory
             # figure's services then catch up on (every other benchmark would have to read it).
             rows += guarded("replay", lambda: bench_replay.run(endpoints, options.scale))
+            rows += guarded("as-of", lambda: bench_as_of.run(endpoints, options.scale))
             rows += guarded("memory", lambda: bench_memory.run(endpoints))
     finally:
         progress("stopping infrastructure")

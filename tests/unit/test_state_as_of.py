@@ -99,10 +99,13 @@ def test_the_answer_is_chunked_and_every_chunk_carries_the_position_reached():
         AsOfState("unit", f"U{n:05d}", 1, NOW, {"unit_id": f"U{n:05d}"})
         for n in range(STATES_PER_MESSAGE * 2 + 1)
     ]
-    chunks = state_messages(StatesAsOf(42, NOW, 50, states), "LON", "storage")
+    chunks = list(state_messages(StatesAsOf(42, NOW, 50, states), "LON", "storage"))
     assert [len(c.states) for c in chunks] == [STATES_PER_MESSAGE, STATES_PER_MESSAGE, 1]
     assert {(c.position, c.head_position, c.site_id) for c in chunks} == {(42, 50, "LON")}
-    assert json.loads(chunks[-1].states[0].state_json) == {"unit_id": states[-1].aggregate_id}
+    last = chunks[-1].states[0]
+    assert json.loads(last.state_json) == {"unit_id": states[-1].aggregate_id}
+    assert last.updated_at.ToDatetime(tzinfo=UTC) == NOW
+    assert chunks[0].recorded_at.ToDatetime(tzinfo=UTC) == NOW
     (empty,) = state_messages(StatesAsOf(0, None, 0, []), "LON", "storage")
     assert not empty.states and not empty.HasField("recorded_at")
 
