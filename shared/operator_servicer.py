@@ -1,14 +1,17 @@
-"""OperatorService: the store's head, the relay's progress, the audit-chain check and an
-aggregate's history (who did what, when and why)."""
+"""OperatorService: the store's head, the relay's progress, the audit-chain check, an
+aggregate's history (who did what, when and why) and the store's state as of a moment."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from datetime import UTC, datetime
 
 import grpc
 from cellbank.operator.v1 import operator_service_pb2 as pb
 from cellbank.operator.v1 import operator_service_pb2_grpc as pb_grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from shared.access import (
     OPERATOR,
@@ -20,10 +23,12 @@ from shared.aggregate_history import aggregate_history
 from shared.caller_streams import CallerStreams
 from shared.errors import InvalidArgument, PreconditionFailed
 from shared.event_watch import EventFilter, Watched, watch_events
-from shared.grpc_requests import caller
+from shared.eventstore import Clock, utc_now
+from shared.grpc_requests import caller, moment_of
 from shared.grpc_server import ServiceBinding
 from shared.postgres_eventstore import PostgresEventStore
 from shared.redaction import redact_watched
+from shared.state_as_of import Bound, Folded, StatesAsOf, fold_as_of
 from shared.trust import TrustList
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["OperatorService"].full_name
@@ -31,6 +36,7 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["OperatorService"].full_name
 
 NetworkStatusSource = Callable[[], Awaitable[pb.NetworkStatus]]
 MAX_HASHES_AT = 64  # positions one VerifyAuditChain may ask the hashes of
+STATES_PER_MESSAGE = 500  # aggregates per GetStateAsOf message (well under the message limit)
 
 
 class OperatorServicer(pb_grpc.OperatorServiceServicer):
@@ -43,6 +49,8 @@ class OperatorServicer(pb_grpc.OperatorServiceServicer):
         trust: TrustList,
         bootstrap: str = "",
         network_status: NetworkStatusSource | None = None,
+        folds: Sequence[Folded] = (),
+        clock: Clock = utc_now,
     ) -> None:
         self.store = store
         self.trust = trust
@@ -50,6 +58,8 @@ class OperatorServicer(pb_grpc.OperatorServiceServicer):
         self.relay_name = relay_name
         self.bootstrap = bootstrap
         self.network_status = network_status
+        self.folds = tuple(folds)
+        self.clock = clock
         self.watches = CallerStreams()
 
     async def GetStoreStatus(
@@ -130,6 +140,18 @@ class OperatorServicer(pb_grpc.OperatorServiceServicer):
             )
         return await self.network_status()
 
+    async def GetStateAsOf(
+        self, request: pb.GetStateAsOfRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.StateAsOf]:
+        bound = Bound(
+            request.at_position,
+            moment_of(request.as_of, "as_of") if request.HasField("as_of") else None,
+            request.aggregate_type.strip(), request.aggregate_id.strip(),
+        )  # fmt: skip
+        found = await fold_as_of(self.store.pool, self.folds, bound, self.clock())
+        for chunk in state_messages(found, self.store.site_id, self.service):
+            yield chunk
+
 
 def watched_message(watched: Watched) -> pb.WatchedEvent:
     e = watched.event
@@ -144,6 +166,39 @@ def watched_message(watched: Watched) -> pb.WatchedEvent:
     return out
 
 
+def state_messages(found: StatesAsOf, site_id: str, service: str) -> Iterator[pb.StateAsOf]:
+    """The states in messages of STATES_PER_MESSAGE, each with the position reached; one
+    message (no states) when none. Lazily: a stream yields to other calls between chunks."""
+    for start in range(0, max(len(found.states), 1), STATES_PER_MESSAGE):
+        message = pb.StateAsOf(
+            site_id=site_id, service=service, position=found.position,
+            head_position=found.head_position,
+        )  # fmt: skip
+        if found.recorded_at is not None:
+            message.recorded_at.CopyFrom(_stamp(found.recorded_at))
+        message.states.extend(
+            pb.AggregateState(
+                aggregate_type=state.aggregate_type,
+                aggregate_id=state.aggregate_id,
+                version=state.version,
+                updated_at=_stamp(state.updated_at),
+                state_json=_json(state.record),
+            )
+            for state in found.states[start : start + STATES_PER_MESSAGE]
+        )
+        yield message
+
+
+_json = json.JSONEncoder(separators=(",", ":")).encode
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _stamp(moment: datetime) -> Timestamp:
+    """Timestamp.FromDatetime without its generic conversions (one per state streamed)."""
+    since = moment - _EPOCH
+    return Timestamp(seconds=since.days * 86_400 + since.seconds, nanos=since.microseconds * 1_000)
+
+
 # Who may call which RPC (README, "Roles"): the event streams (patients' and donors' data)
 # are for operators; QA reads audits and status.
 ACCESS: AccessTable = {
@@ -152,6 +207,8 @@ ACCESS: AccessTable = {
     "GetAggregateHistory": STAFF,
     "WatchEvents": roles(OPERATOR),
     "GetNetworkStatus": STAFF,
+    # Read like a history (QA decides on the record too): what a store held at a moment.
+    "GetStateAsOf": STAFF,
 }
 
 

@@ -40,6 +40,7 @@ from shared.postgres_eventstore import PostgresEventStore
 from shared.projections import Projection, ProjectionRunner
 from shared.service_lock import hold_service_lock
 from shared.settings import Settings
+from shared.state_as_of import Folded
 from shared.topics import SERVICE_TOPICS
 from shared.tracing import configure_tracing
 from shared.trust_settings import site_signer, trust_list
@@ -114,6 +115,8 @@ class ServiceSpec:
     projections: tuple[Callable[[], Projection], ...] = ()
     # Each called with the Components' app.
     policies: tuple[Callable[[Any], Projection], ...] = ()
+    # The aggregates OperatorService.GetStateAsOf folds from the store as of a moment.
+    folds: tuple[Folded, ...] = ()
 
     def read_models(self) -> list[Projection]:
         """The projections, built: what the host runs beside the policies, and a replay alone."""
@@ -213,7 +216,7 @@ class ServiceHost:
             self._tasks.append(asyncio.create_task(worker(self._stop), name=f"{name}.worker"))
         operator = OperatorServicer(
             store, service=name, relay_name=relay_name, trust=trust, bootstrap=s.kafka_bootstrap,
-            network_status=components.network_status,
+            network_status=components.network_status, folds=spec.folds, clock=self.clock,
         )  # fmt: skip
         credentials = (
             server_credentials(s.tls_cert_file, s.tls_key_file, s.tls_client_ca_file)

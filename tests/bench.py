@@ -22,6 +22,8 @@ The rows, in order (each module's docstring says how):
 - SearchInventory at 100,000 units, PlaceOrder -> ALLOCATED, cross-site propagation
   (tests/bench_matching.py);
 - replay of a site with >= 1,000,000 events (tests/bench_replay.py);
+- a site's inventory as of a moment from a storage store of 1,000,000 events
+  (tests/bench_as_of.py; CELLBANK_BENCH_ONLY=as-of runs it alone);
 - memory per service, caught up on that log (tests/bench_memory.py).
 """
 
@@ -64,7 +66,7 @@ from shared.topics import FOREVER, TopicSpec
 from shared.trust import sign_event
 from shared.untrusted import Verdicts
 from shared.waits import eventually
-from tests import bench_matching, bench_memory, bench_replay, bench_storage
+from tests import bench_as_of, bench_matching, bench_memory, bench_replay, bench_storage
 from tests.bench_report import Row, render
 from tests.factories import new_event
 from tests.support.trust import signer, trust_list
@@ -80,9 +82,11 @@ PREFILL_BATCH = 50  # events per append when pre-filling the relay's store
 APPEND_TARGET = 5_000.0  # events/s per site with concurrent writers (the issue's target)
 STREAM_TARGET = 20_000.0  # events/s for the relay and for a projection
 # CELLBANK_BENCH_ONLY=streams: only the relay and projection rows (with and without signing);
-# =coldchain: only the cold-chain rows (tests/bench_storage.py).
-STREAMS_ONLY = os.environ.get("CELLBANK_BENCH_ONLY", "").strip() == "streams"
-COLDCHAIN_ONLY = os.environ.get("CELLBANK_BENCH_ONLY", "").strip() == "coldchain"
+# =coldchain: only the cold-chain rows (tests/bench_storage.py); =as-of: only the as-of row.
+ONLY = os.environ.get("CELLBANK_BENCH_ONLY", "").strip()
+STREAMS_ONLY = ONLY == "streams"
+COLDCHAIN_ONLY = ONLY == "coldchain"
+AS_OF_ONLY = ONLY == "as-of"
 
 
 def progress(message: str) -> None:
@@ -757,9 +761,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "storage",
                 lambda: bench_storage.run(endpoints, options.scale, ROOT / "logs", True),
             )
+        elif AS_OF_ONLY:
+            rows += guarded("as-of", lambda: bench_as_of.run(endpoints, options.scale))
         else:
             rows += rows_of(asyncio.run(run_all(endpoints, infra, sizes, options.rounds)))
-        if not STREAMS_ONLY and not COLDCHAIN_ONLY:
+        if not (STREAMS_ONLY or COLDCHAIN_ONLY or AS_OF_ONLY):
             rows += guarded(
                 "storage", lambda: bench_storage.run(endpoints, options.scale, ROOT / "logs")
             )
@@ -767,6 +773,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             # Last: the replay leaves a million-event log on the topics, which the memory
             # figure's services then catch up on (every other benchmark would have to read it).
             rows += guarded("replay", lambda: bench_replay.run(endpoints, options.scale))
+            rows += guarded("as-of", lambda: bench_as_of.run(endpoints, options.scale))
             rows += guarded("memory", lambda: bench_memory.run(endpoints))
     finally:
         progress("stopping infrastructure")

@@ -11,12 +11,12 @@ from typer._click.exceptions import UsageError  # Typer vendors click; no public
 from typer.core import TyperGroup
 
 from deploy import sign_in
-from deploy.cli import audit, hla, login, replay, trace, watch
+from deploy.cli import audit, hla, inventory, login, replay, trace, watch
 from deploy.cli.console import Streams
 from deploy.cli.errors import CliError
 
 # `cellbank --help` lists the commands in the order an operator meets them.
-ORDER = ("login", "logout", "audit", "trace", "replay", "watch", "hla")
+ORDER = ("login", "logout", "audit", "inventory", "trace", "replay", "watch", "hla")
 
 
 class CellbankGroup(TyperGroup):
@@ -37,6 +37,7 @@ app = typer.Typer(
 )
 login.register(app)
 app.add_typer(audit.app, name="audit", no_args_is_help=True)
+inventory.register(app)
 trace.register(app)
 replay.register(app)
 watch.register(app)

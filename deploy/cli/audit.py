@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from deploy.cli.as_of import AsOf, parse_time
 from deploy.cli.calls import DEFAULT_TIMEOUT
 from deploy.cli.chains import audit_verify
 from deploy.cli.history import audit_log
@@ -43,7 +44,9 @@ def verify(
     "log",
     short_help="who did what, when and why to one aggregate",
     help="Every event of the aggregate from each service that holds it: time, actor, event "
-    "type, reason, and any e-signature. Exit 1 if no service knows it.",
+    "type, reason, and any e-signature. With --as-of TIME: its state then (folded by the "
+    "service's domain where the service folds it, e.g. storage's units) and its events up to "
+    "then. Exit 1 if no service knows it (by then).",
 )
 def log(
     ctx: typer.Context,
@@ -56,6 +59,8 @@ def log(
         str | None,
         typer.Option(metavar="SITE", help="only this site (default: every site in the file)"),
     ] = None,
-    as_json: Annotated[bool, json_flag("one JSON object per event")] = False,
+    as_json: Annotated[bool, json_flag("one JSON object per state and per event")] = False,
+    as_of: AsOf = None,
 ) -> int:
-    return audit_log(streams(ctx), endpoints, aggregate, site, as_json, timeout)
+    moment = parse_time(as_of) if as_of is not None else None
+    return audit_log(streams(ctx), endpoints, aggregate, site, as_json, timeout, moment)

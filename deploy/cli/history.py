@@ -6,11 +6,13 @@ import dataclasses
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
 from cellbank.operator.v1 import operator_service_pb2 as opb
 
+from deploy.cli.as_of import StatesFound, fetch_states, reached, state_request
 from deploy.cli.calls import bearer, call_problem, operator_call, rpc_code
 from deploy.cli.console import Streams, json_moment, moment
 from deploy.cli.endpoints import load_endpoints, signed_in_token
@@ -136,6 +138,27 @@ def history_records(history: opb.AggregateHistory) -> Iterator[dict[str, Any]]:
         }
 
 
+def state_output(found: StatesFound | None, as_of: datetime, as_json: bool) -> Iterator[str]:
+    """The folded state as of the moment: `key: value` lines under a header, or one JSON
+    object (its `state` beside the version and position); nothing where the service folds no aggregate."""
+    if found is None:
+        return
+    at = f"{as_of:%Y-%m-%dT%H:%M:%SZ}"
+    for state in found.states:
+        if as_json:
+            yield json.dumps(
+                {"site_id": found.site_id, "service": found.service, "as_of": at,
+                 "position": found.position, **state}
+            )  # fmt: skip
+            continue
+        yield (
+            f"{found.site_id} {found.service}: {state['aggregate_type']} "
+            f"{state['aggregate_id']} as of {at} (version {state['version']}, {reached(found)})"
+        )
+        for key, value in state["state"].items():
+            yield f"  {key}: {', '.join(map(str, value)) if isinstance(value, list) else value}"
+
+
 def fetch_history(
     site: str, service: str, address: str, aggregate_id: str, token: str, timeout: float
 ) -> opb.AggregateHistory | None:
@@ -153,6 +176,29 @@ def fetch_history(
     return history
 
 
+def history_until(history: opb.AggregateHistory, as_of: datetime) -> opb.AggregateHistory:
+    """The history's events recorded at or before `as_of` (entries are in version order)."""
+    until = opb.AggregateHistory()
+    until.CopyFrom(history)
+    del until.entries[:]
+    until.entries.extend(
+        e for e in history.entries if e.recorded_at.ToDatetime(tzinfo=UTC) <= as_of
+    )
+    return until
+
+
+def state_then(
+    history: opb.AggregateHistory, address: str, as_of: datetime, token: str, timeout: float
+) -> StatesFound | None:
+    """The aggregate's state as of the moment, folded by its service; None where the service
+    folds no aggregate (its history up to then is all there is)."""
+    request = state_request(as_of, None, aggregate_id=history.aggregate_id)
+    return fetch_states(
+        history.site_id, history.service, address, request, token, timeout,
+        refused=lambda err: rpc_code(err) is grpc.StatusCode.FAILED_PRECONDITION,
+    )  # fmt: skip
+
+
 def audit_log(
     io: Streams,
     endpoints_file: str | None,
@@ -160,9 +206,12 @@ def audit_log(
     site: str | None,
     as_json: bool,
     timeout: float,
+    as_of: datetime | None = None,
 ) -> int:
     """Ask every service of the site(s): an id may name aggregates in more than one store (a
-    unit is made by manufacturing and kept by storage), and each store tells its part."""
+    unit is made by manufacturing and kept by storage), and each store tells its part. With
+    `as_of`, each part is its state then (where the service folds it) and its events up to
+    then."""
     endpoints = load_endpoints(endpoints_file)
     token = signed_in_token(endpoints)
     sites = endpoints.site_names(site)
@@ -171,20 +220,27 @@ def audit_log(
         for service, address in endpoints.services_of(name):
             try:
                 found = fetch_history(name, service, address, aggregate, token, timeout)
+                if found is not None and as_of is not None:
+                    found = history_until(found, as_of)
+                    if not found.entries:
+                        continue  # not yet known there then
+                    then = state_then(found, address, as_of, token, timeout)
+                    for line in state_output(then, as_of, as_json):
+                        io.print(line)
             except CliError as exc:
                 failures.append(str(exc))
                 continue
             if found is not None:
                 histories.append(found)
-    for history in histories:
-        lines = map(json.dumps, history_records(history)) if as_json else history_lines(history)
-        for line in lines:
-            io.print(line)
+                lines = map(json.dumps, history_records(found)) if as_json else history_lines(found)
+                for line in lines:
+                    io.print(line)
     if failures and not histories:
         raise CliError("; ".join(failures))
     for failure in failures:  # found elsewhere, but part of the story may be missing
         io.warn(f"warning: {failure}")
     if not histories:
-        io.warn(f"aggregate {aggregate!r} not found at any service of {', '.join(sites)}")
+        by = f" by {as_of:%Y-%m-%dT%H:%M:%SZ}" if as_of is not None else ""
+        io.warn(f"aggregate {aggregate!r} not found at any service of {', '.join(sites)}{by}")
         return 1
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+from services.storage.adapters.as_of import FOLDS
 from services.storage.app import Storage
 from services.storage.entrypoints.grpc_servicer import StorageServicer, storage_binding
 from services.storage.entrypoints.scheduler import DeadlineScheduler
@@ -30,8 +31,9 @@ def build(ctx: ServiceContext) -> Components:
 
 
 SPEC = ServiceSpec(
-    "storage", MIGRATIONS, build, projections=(NetworkFactsProjection, InventoryProjection)
-)
+    "storage", MIGRATIONS, build, projections=(NetworkFactsProjection, InventoryProjection),
+    folds=FOLDS,
+)  # fmt: skip
 
 if __name__ == "__main__":
     run(SPEC)
