@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.processes import InfraError
+from deploy.processes import REPO_ROOT, InfraError
 from deploy.tools import (
     KUSTOMIZE,
     UPLOT,
@@ -131,3 +131,13 @@ def test_the_pinned_uplot_is_the_one_installed_and_served() -> None:
     assert set(files) == {"uPlot.iife.min.js", "uPlot.min.css"}
     assert f"uplot-{UPLOT.version}" in UPLOT.path(Path()).as_posix()
     assert b"uPlot" in files["uPlot.iife.min.js"]
+
+
+def test_the_dashboard_image_fetches_the_pinned_uplot_as_the_tools_do() -> None:
+    dockerfile = (REPO_ROOT / "deploy" / "docker" / "Dockerfile").read_text()
+    # the same install in the image's own tools folder, so the dashboard finds it installed
+    # (and checks the pinned digests) instead of needing npm at run time
+    assert f"RUN {' '.join(UPLOT.install)} \\\n    && printf {UPLOT.version} > uplot.version" in (
+        dockerfile
+    )
+    assert "COPY --from=chart-library /app/.cellbank/tools/ .cellbank/tools/" in dockerfile
