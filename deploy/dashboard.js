@@ -64,12 +64,12 @@ window.dashboardCharts = charts;
 let chartWindow = [0, 1];  // [first, last] unix second shown: every chart the same minutes
 
 function chartWidth(box) { return Math.max(200, box.clientWidth); }
-function plot(box, title, series) {
+function plot(box, title, series, legend = false) {
   return new uPlot({
     title, width: chartWidth(box), height: CHART_HEIGHT,
     scales: { x: { time: true, range: () => chartWindow }, y: { range: (u, min, max) => [0, Math.max(1, max)] } },
     series: [{}, ...series],
-    legend: { show: series.length > 1 },
+    legend: { show: legend },
   }, [[], ...series.map(() => [])], box);
 }
 function line(label, i) {
@@ -112,7 +112,7 @@ function drawCharts(series, statusBySite) {
     const products = s.inventory.products.join(",");
     if (c.products !== products) {  // a new product: new series, so a new chart
       if (c.inventory) c.inventory.destroy();
-      c.inventory = plot(c.boxes[2], "available by product", s.inventory.products.map(line));
+      c.inventory = plot(c.boxes[2], "available by product", s.inventory.products.map(line), true);
       c.products = products;
     }
     c.inventory.setData(s.inventory.data);
