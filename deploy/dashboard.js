@@ -69,7 +69,7 @@ function plot(box, title, series, legend = false) {
     title, width: chartWidth(box), height: CHART_HEIGHT,
     scales: { x: { time: true, range: () => chartWindow }, y: { range: (u, min, max) => [0, Math.max(1, max)] } },
     series: [{}, ...series],
-    legend: { show: legend },
+    legend: { show: legend, live: false },  // the products named, not values under the cursor
   }, [[], ...series.map(() => [])], box);
 }
 function line(label, i) {

@@ -4,10 +4,12 @@ One page, live: the network's events as they happen (server-sent events from one
 reader), every site's inventory by status and available stock by product type, open orders,
 per-site charts of events/s, consumer lag and available stock over the last minutes
 (deploy/dashboard_charts.py, drawn with uPlot served from here), shipments in transit with their
-SLA countdown, active excursions (quarantined units, compromised shipments) and recalls. Operators sign in at the network's OIDC issuer (deploy/dashboard_login.py); every
-route but /healthz and the sign-in steps needs a session of a person with the `operator` role
-(the page redirects to sign-in, the API answers 401 JSON, anyone else gets 403). Events are
-redacted by role (deploy/dashboard_events.py). Each site's delivery service is asked
+SLA countdown, active excursions (quarantined units, compromised shipments) and recalls.
+Operators sign in at the network's OIDC issuer (deploy/dashboard_login.py); every route but
+/healthz and the sign-in steps (the page's script and chart library too) needs a session of a
+person with the `operator` role (the page redirects to sign-in, the API answers 401 JSON,
+anyone else gets 403); every response carries a strict CSP. Events are redacted by role
+(deploy/dashboard_events.py). Each site's delivery service is asked
 (OperatorService.GetNetworkStatus, DeliveryService.ListShipments / ListRecalls) with the
 signed-in operator's own access token; the dashboard writes nothing and holds no token of its own.
 """
@@ -545,8 +547,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"dashboard: the chart library: {exc}\n")
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(config, library=library), host=args.host, port=args.port, log_level="warning",
-            timeout_graceful_shutdown=2,
+            create_app(config, library=library), host=args.host, port=args.port,
+            log_level="warning", timeout_graceful_shutdown=2,
         )
     )  # fmt: skip
     with contextlib.suppress(KeyboardInterrupt):

@@ -59,9 +59,9 @@ class Timeline:
             samples.append(sample)
 
     def series(self) -> dict[str, Any]:
-        """Per site, uPlot's data: `events` [[seconds…], [count…]] for every whole second of the
-        window; `lag` [[seconds…], [lag…]]; `inventory` {"products": […], "data": [[seconds…],
-        [units…] per product]} (a product absent from a sample had none available)."""
+        """Per site, uPlot's data: `events` [[seconds…], [count…]] for every whole second of
+        the window; `lag` [[seconds…], [lag…]]; `inventory` {"products": […],
+        "data": [[seconds…], [units…] per product]} (a product absent from a sample: none)."""
         now = int(self._clock())
         first = now - self.window_s + 1
         seconds = list(range(first, now))  # the current second is still counting
