@@ -303,7 +303,7 @@ async def test_the_page_draws_each_sites_charts_and_counts_down_a_shipments_sla(
                     ".length === 3 && c.lag.data[0].length > 0 && c.inventory.data.length > 1"
                     " && c.inventory.data[1].length > 0",
                 )
-                await page.wait_for(drawn, timeout=60, what=f"{site.site_id}'s three charts")
+                await page.wait_for(drawn, timeout=120, what=f"{site.site_id}'s three charts")
             busy_site = a.site_id  # the simulated activity: its events/s above zero
             await page.wait_for(
                 chart(busy_site, "c.events.data[1].some(n => n > 0)"), timeout=60,
@@ -316,7 +316,7 @@ async def test_the_page_draws_each_sites_charts_and_counts_down_a_shipments_sla(
             ))  # fmt: skip
             assert 0 < first <= 4 * 3600  # promised four hours after it was created
             await page.wait_for(
-                f"Number({countdown}.dataset.leftS) < {first}", timeout=10,
+                f"Number({countdown}.dataset.leftS) < {first}", timeout=30,
                 what="the countdown going down",
             )  # fmt: skip
             shot = ARTIFACTS / "dashboard-charts.png"
