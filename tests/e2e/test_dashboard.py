@@ -290,6 +290,7 @@ async def test_the_page_draws_each_sites_charts_and_counts_down_a_shipments_sla(
         dpb.DispatchShipmentRequest(shipment_id=shipment.shipment_id, reason="courier here"),
         metadata=OP,
     )
+    await b.stock(1, 9.61e8)  # after the order (it must come from A): every site has stock
     stop = asyncio.Event()
     busy = asyncio.create_task(keep_busy(a, stop))
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
