@@ -2,11 +2,14 @@
 
 One page, live: the network's events as they happen (server-sent events from one shared Kafka
 reader), every site's inventory by status and available stock by product type, open orders,
-shipments with their SLA status, active excursions (quarantined units, compromised shipments)
-and recalls. Operators sign in at the network's OIDC issuer (deploy/dashboard_login.py); every
-route but /healthz and the sign-in steps needs a session of a person with the `operator` role
-(the page redirects to sign-in, the API answers 401 JSON, anyone else gets 403). Events are
-redacted by role (deploy/dashboard_events.py). Each site's delivery service is asked
+per-site charts of events/s, consumer lag and available stock over the last minutes
+(deploy/dashboard_charts.py, drawn with uPlot served from here), shipments in transit with their
+SLA countdown, active excursions (quarantined units, compromised shipments) and recalls.
+Operators sign in at the network's OIDC issuer (deploy/dashboard_login.py); every route but
+/healthz and the sign-in steps (the page's script and chart library too) needs a session of a
+person with the `operator` role (the page redirects to sign-in, the API answers 401 JSON,
+anyone else gets 403); every response carries a strict CSP. Events are redacted by role
+(deploy/dashboard_events.py). Each site's delivery service is asked
 (OperatorService.GetNetworkStatus, DeliveryService.ListShipments / ListRecalls) with the
 signed-in operator's own access token; the dashboard writes nothing and holds no token of its own.
 """
@@ -34,6 +37,7 @@ from cellbank.operator.v1 import operator_service_pb2 as opb
 from cellbank.operator.v1 import operator_service_pb2_grpc as opb_grpc
 from google.protobuf.json_format import MessageToDict
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import (
     HTMLResponse,
@@ -43,7 +47,9 @@ from starlette.responses import (
     StreamingResponse,
 )
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from deploy.dashboard_charts import Timeline
 from deploy.dashboard_events import EventHub, TooManyStreams, redacted
 from deploy.dashboard_login import (
     LOGIN_COOKIE,
@@ -54,6 +60,8 @@ from deploy.dashboard_login import (
     Session,
 )
 from deploy.keycloak import AUDIENCE, DASHBOARD_CLIENT_ID, REALM_FILE
+from deploy.processes import InfraError
+from deploy.tools import ensure_uplot
 from shared.auth import OPERATOR
 from shared.errors import InvalidArgument, Unauthenticated
 from shared.event_watch import EventFilter, watch_events
@@ -63,7 +71,9 @@ from shared.trust import TRUST_LIST_ENV, TrustList
 
 log = logging.getLogger(__name__)
 PAGE = Path(__file__).with_name("dashboard.html")
+OWN_FILES = ("dashboard.js", "dashboard.css")  # beside the page; the library's come from tools
 KEEPALIVE_S = 15.0
+CONTENT_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +152,21 @@ def _dict(message: Any) -> dict[str, Any]:
 Handler = Callable[[Request, Session], Awaitable[Response]]
 
 
-def create_app(config: DashboardConfig, hub: EventHub | None = None) -> Starlette:
+def create_app(
+    config: DashboardConfig,
+    hub: EventHub | None = None,
+    *,
+    library: Mapping[str, bytes] | None = None,
+    timeline: Timeline | None = None,
+) -> Starlette:
+    """The dashboard. `library`: the chart library's files by name (default: the pinned uPlot,
+    installed if need be); `hub`: the event stream (default: one Kafka reader whose events the
+    `timeline` counts)."""
+    static = {
+        **{name: PAGE.with_name(name).read_bytes() for name in OWN_FILES},
+        **(library if library is not None else ensure_uplot()),
+    }
+    charts = timeline or Timeline()
     network = Network(
         config.sites,
         channel_credentials(
@@ -155,6 +179,7 @@ def create_app(config: DashboardConfig, hub: EventHub | None = None) -> Starlett
         hub = EventHub(
             lambda: watch_events(config.kafka, EventFilter(), trust=trust, tail=20),
             max_streams=config.max_streams, max_streams_per_user=config.max_streams_per_user,
+            on_event=lambda w: charts.count_event(w.event.site_id, w.event.occurred_at.timestamp()),
         )  # fmt: skip
     events_hub = hub
 
@@ -246,7 +271,21 @@ def create_app(config: DashboardConfig, hub: EventHub | None = None) -> Starlett
         )
 
     async def status(request: Request, session: Session) -> Response:
-        return JSONResponse(await network.status(session.metadata))
+        answer = await network.status(session.metadata)
+        charts.sample_status(answer["sites"])
+        return JSONResponse(answer)
+
+    async def chart_series(request: Request, session: Session) -> Response:
+        return JSONResponse(charts.series())
+
+    async def static_file(request: Request, session: Session) -> Response:
+        name = request.path_params["name"]
+        if name not in static:
+            return JSONResponse({"error": f"no file {name}"}, status_code=404)
+        return Response(
+            static[name], media_type=CONTENT_TYPES[Path(name).suffix],
+            headers={"Cache-Control": "no-cache"},
+        )  # fmt: skip
 
     async def events(request: Request, session: Session) -> Response:
         q = request.query_params
@@ -308,16 +347,55 @@ def create_app(config: DashboardConfig, hub: EventHub | None = None) -> Starlett
     return Starlette(
         routes=[
             Route("/", operator_only(page, api=False)),
+            Route("/static/{name}", operator_only(static_file, api=True)),
             Route("/login", begin_login),
             Route("/callback", callback),
             Route("/logout", logout, methods=["POST"]),  # not GET: no sign-out by a link elsewhere
             Route("/api/me", operator_only(me, api=True)),
             Route("/api/status", operator_only(status, api=True)),
+            Route("/api/charts", operator_only(chart_series, api=True)),
             Route("/api/events", operator_only(events, api=True)),
             Route("/healthz", health),
         ],
         lifespan=lifespan,
+        middleware=[
+            Middleware(SecurityHeaders, policy=content_security_policy(config.oidc.issuer))
+        ],
     )
+
+
+def content_security_policy(issuer: str) -> str:
+    """Scripts, styles and fetches from the dashboard only (no inline script, no CDN); forms
+    post here, and sign-out's redirect goes on to the issuer's logout page."""
+    split = urllib.parse.urlsplit(issuer)
+    return (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+        f"connect-src 'self'; form-action 'self' {split.scheme}://{split.netloc}; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    )
+
+
+class SecurityHeaders:
+    """The content security policy (and no MIME sniffing) on every HTTP response."""
+
+    def __init__(self, app: ASGIApp, policy: str) -> None:
+        self.app = app
+        self.extra = [
+            (b"content-security-policy", policy.encode()),
+            (b"x-content-type-options", b"nosniff"),
+        ]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *self.extra]}
+            await send(message)
+
+        await self.app(scope, receive, sending)
 
 
 def _escape(text: str) -> str:
@@ -463,10 +541,14 @@ def main(argv: list[str] | None = None) -> int:
             config = config_from(document, os.environ, local_run=True)
     except (ValueError, InvalidArgument) as exc:
         parser.exit(2, f"dashboard: {exc}\n")
+    try:
+        library = ensure_uplot()  # the charts' library, pinned: fetched once, served from here
+    except InfraError as exc:
+        parser.exit(2, f"dashboard: the chart library: {exc}\n")
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(config), host=args.host, port=args.port, log_level="warning",
-            timeout_graceful_shutdown=2,
+            create_app(config, library=library), host=args.host, port=args.port,
+            log_level="warning", timeout_graceful_shutdown=2,
         )
     )  # fmt: skip
     with contextlib.suppress(KeyboardInterrupt):

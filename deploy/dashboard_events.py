@@ -70,8 +70,10 @@ class EventHub:
         queue_size: int = 256,
         backlog: int = 50,
         retry_s: float = 2.0,
+        on_event: Callable[[Watched], None] | None = None,
     ) -> None:
         self._source = source
+        self._on_event = on_event  # sees every event the reader reads (the charts count them)
         self.max_streams = max_streams
         self.max_streams_per_user = max_streams_per_user
         self.queue_size = queue_size
@@ -116,6 +118,8 @@ class EventHub:
             )
 
     def publish(self, watched: Watched) -> None:
+        if self._on_event is not None:
+            self._on_event(watched)
         self._backlog.append(watched)
         for subscriber in tuple(self._subscribers):
             subscriber.offer(watched)

@@ -1,12 +1,14 @@
 """The operator dashboard over real Keycloak and a working network: nothing without a session
 (sign-in redirect / 401 on every route), 403 for anyone but an operator, the page in headless
 Chromium after signing in at Keycloak's form, live events with patients' and donors' fields
-redacted by role, streams capped, and one Kafka reader however many streams are open. The
-screenshot is kept as an artifact (.cellbank/test-artifacts/dashboard.png)."""
+redacted by role, streams capped, and one Kafka reader however many streams are open; each
+site's charts drawn (uPlot, served by the dashboard under a strict CSP) and a shipment's SLA
+counting down. The screenshots are kept as artifacts (.cellbank/test-artifacts/dashboard*.png)."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import html
 import json
 import re
@@ -17,14 +19,17 @@ from typing import Any
 
 import aiohttp
 import pytest_asyncio
+from cellbank.delivery.v1 import delivery_service_pb2 as dpb
 
 from deploy.demo import DEMO_KIR, now
 from deploy.identities import demo_realm
 from deploy.infra import Endpoints
 from deploy.network import dashboard_process
 from deploy.processes import REPO_ROOT, free_port
+from deploy.tools import UPLOT
 from shared.waits import eventually
-from tests.e2e.network import NetworkSite, network
+from tests.e2e.network import OP, NetworkSite, network
+from tests.e2e.test_delivery import allocated, shipment_for
 from tests.e2e.test_matching import H1, PATIENT, order
 from tests.support.browser import open_page
 
@@ -253,3 +258,71 @@ async def test_streams_are_capped_and_share_one_kafka_reader(dashboard, endpoint
         async with bob.get(dashboard + "api/me") as me:
             assert me.status == 200
         assert (await health(dashboard))["kafka_readers_opened"] == 1
+
+
+async def test_the_page_and_its_chart_library_come_from_the_dashboard_only(
+    dashboard, endpoints
+) -> None:
+    async with signed_in(dashboard, endpoints, "bob") as bob:
+        async with bob.get(dashboard) as page:
+            csp = page.headers["Content-Security-Policy"]
+            assert "script-src 'self';" in csp and "<script>" not in await page.text()
+        for path, digest in UPLOT.sha256:  # the very bytes pinned in deploy/tools.py
+            async with bob.get(dashboard + "static/" + path.rsplit("/", 1)[-1]) as served:
+                assert served.status == 200
+                assert hashlib.sha256(await served.read()).hexdigest() == digest
+    async with aiohttp.ClientSession() as anyone:
+        async with anyone.get(dashboard + "static/dashboard.js") as refused:
+            assert refused.status == 401
+
+
+def chart(site: str, expression: str) -> str:
+    return f"(() => {{ const c = window.dashboardCharts && dashboardCharts[{json.dumps(site)}]; return !!c && ({expression}); }})()"
+
+
+async def test_the_page_draws_each_sites_charts_and_counts_down_a_shipments_sla(
+    sites, dashboard
+) -> None:
+    a, b = sites
+    *_, placed = await allocated(a, b, 9.6e8)
+    shipment = await shipment_for(a, placed.order_id)
+    await a.delivery.DispatchShipment(
+        dpb.DispatchShipmentRequest(shipment_id=shipment.shipment_id, reason="courier here"),
+        metadata=OP,
+    )
+    await b.stock(1, 9.61e8)  # after the order (it must come from A): every site has stock
+    stop = asyncio.Event()
+    busy = asyncio.create_task(keep_busy(a, stop))
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    try:
+        async with open_page(dashboard, height=1200) as page:
+            await page.sign_in("bob", demo_realm().users["bob"].password)
+            for site in sites:
+                drawn = chart(
+                    site.site_id,
+                    "[...c.row.querySelectorAll('canvas')].filter(k => k.width > 0 && k.height > 0)"
+                    ".length === 3 && c.lag.data[0].length > 0 && c.inventory.data.length > 1"
+                    " && c.inventory.data[1].length > 0",
+                )
+                await page.wait_for(drawn, timeout=120, what=f"{site.site_id}'s three charts")
+            busy_site = a.site_id  # the simulated activity: its events/s above zero
+            await page.wait_for(
+                chart(busy_site, "c.events.data[1].some(n => n > 0)"), timeout=60,
+                what=f"{busy_site}'s events/s",
+            )  # fmt: skip
+            countdown = f"document.querySelector('tr[data-shipment=\"{shipment.shipment_id}\"] td.countdown')"
+            first = int(await page.wait_for(
+                f"{countdown} && {countdown}.dataset.leftS", timeout=60,
+                what="the shipment's SLA countdown",
+            ))  # fmt: skip
+            assert 0 < first <= 4 * 3600  # promised four hours after it was created
+            await page.wait_for(
+                f"Number({countdown}.dataset.leftS) < {first}", timeout=30,
+                what="the countdown going down",
+            )  # fmt: skip
+            shot = ARTIFACTS / "dashboard-charts.png"
+            await page.screenshot(shot)
+        assert shot.stat().st_size > 10_000
+    finally:
+        stop.set()
+        await busy

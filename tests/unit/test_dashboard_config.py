@@ -1,12 +1,19 @@
 """The dashboard's configuration: the network from its environment or the local run's endpoints
 file, the OIDC client from the environment (the demo client only for a local run), or it says
-what is wrong. No token of its own anywhere."""
+what is wrong. No token of its own anywhere. Its content security policy allows nothing from
+elsewhere."""
 
 from __future__ import annotations
 
 import pytest
+from starlette.types import Message, Receive, Scope, Send
 
-from deploy.dashboard import config_from, document_from_env
+from deploy.dashboard import (
+    SecurityHeaders,
+    config_from,
+    content_security_policy,
+    document_from_env,
+)
 from deploy.keycloak import DASHBOARD_CLIENT_ID
 from shared.errors import InvalidArgument
 
@@ -108,3 +115,22 @@ def test_stream_caps_are_configurable() -> None:
     with pytest.raises(ValueError, match="CELLBANK_DASHBOARD_MAX_STREAMS"):
         bad = env | {"CELLBANK_DASHBOARD_MAX_STREAMS": "0"}
         config_from(document_from_env(bad), bad, local_run=False)
+
+
+async def test_every_response_allows_scripts_and_styles_from_the_dashboard_only() -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    policy = content_security_policy(ENV["CELLBANK_OIDC_ISSUER"])
+    await SecurityHeaders(app, policy)({"type": "http"}, None, send)  # type: ignore[arg-type]
+    headers = dict(sent[0]["headers"])
+    csp = headers[b"content-security-policy"].decode()
+    assert "script-src 'self';" in csp and "style-src 'self';" in csp  # no inline, no CDN
+    assert "default-src 'none'" in csp
+    assert "form-action 'self' https://id.example.org;" in csp  # sign-out goes on to the issuer
+    assert headers[b"x-content-type-options"] == b"nosniff"

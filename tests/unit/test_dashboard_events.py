@@ -168,3 +168,20 @@ async def test_streams_are_capped_in_total_and_per_person() -> None:
             assert hub.streams == 1  # slots come back when a stream ends
     finally:
         await hub.stop()
+
+
+async def test_every_event_read_is_seen_by_the_charts_whoever_reads_it() -> None:
+    events = [watched(storage.UnitMoved(to_address=f"P{i}"), offset=i) for i in range(5)]
+    seen: list[int] = []
+    hub = EventHub(
+        lambda: fake_source(events, []), queue_size=2, on_event=lambda w: seen.append(w.offset)
+    )
+    try:
+        with hub.subscribe("alice", EventFilter(event_type="HlaTyped")):  # shown none of them
+            await eventually(
+                lambda: asyncio.sleep(0, len(seen)), until=lambda n: n == 5, timeout=5,
+                what="the events counted",
+            )  # fmt: skip
+        assert seen == [0, 1, 2, 3, 4]
+    finally:
+        await hub.stop()

@@ -323,7 +323,7 @@ def image_copies(service: str) -> set[str]:
         if keyword != "COPY":
             continue
         *sources, destination = args.split()
-        if sources[0].startswith("--from=build"):
+        if sources[0].startswith("--from="):  # from a stage: build's code, chart-library's files
             found |= {s.removeprefix("/app/") for s in sources[1:] if s.startswith("/app/")}
             continue
         for source in sources:

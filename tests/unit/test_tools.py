@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 import threading
@@ -9,8 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from deploy.processes import InfraError
-from deploy.tools import KUSTOMIZE, Tool, ensure, ensure_kustomize, go_environment
+from deploy.processes import REPO_ROOT, InfraError
+from deploy.tools import (
+    KUSTOMIZE,
+    UPLOT,
+    Tool,
+    ensure,
+    ensure_kustomize,
+    ensure_uplot,
+    go_environment,
+    pinned_files,
+)
 
 # Stands in for `go install`: puts a binary into GOBIN and counts its runs in the working folder.
 FAKE_INSTALL = """
@@ -79,3 +89,55 @@ def test_the_pinned_kustomize_is_the_one_installed() -> None:
         [ensure_kustomize(), "version"], capture_output=True, text=True, timeout=30, check=True
     )
     assert version.stdout.strip() == KUSTOMIZE.version
+
+
+LIBRARY = b"window.lib = 1;\n"
+# Stands in for `npm install`: writes the library's file under the prefix, counting its runs.
+FAKE_NPM = """
+import pathlib, sys
+target = pathlib.Path("npm/lib/dist/lib.js")
+target.parent.mkdir(parents=True, exist_ok=True)
+target.write_bytes(sys.argv[1].encode())
+with open("installs", "a") as runs:
+    runs.write("1")
+"""
+
+
+def fake_library(gives: bytes, pinned: bytes = LIBRARY) -> Tool:
+    digest = hashlib.sha256(pinned).hexdigest()
+    return Tool(
+        "lib", "1.0", (sys.executable, "-c", FAKE_NPM, gives.decode()),
+        binary="npm/lib/dist/lib.js", sha256=(("npm/lib/dist/lib.js", digest),),
+    )  # fmt: skip
+
+
+def test_a_pinned_file_with_other_bytes_is_refused_and_not_marked_installed(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(InfraError, match=r"not the pinned one: npm/lib/dist/lib\.js"):
+        ensure(fake_library(b"window.lib = 'changed';\n"), tmp_path)
+    assert not (tmp_path / "lib.version").exists()
+
+
+def test_a_pinned_file_changed_in_the_cache_is_installed_again(tmp_path: Path) -> None:
+    assert pinned_files(fake_library(LIBRARY), tmp_path) == {"lib.js": LIBRARY}
+    (tmp_path / "npm/lib/dist/lib.js").write_bytes(b"tampered")
+    assert pinned_files(fake_library(LIBRARY), tmp_path) == {"lib.js": LIBRARY}
+    assert installs(tmp_path) == 2
+
+
+def test_the_pinned_uplot_is_the_one_installed_and_served() -> None:
+    files = ensure_uplot()
+    assert set(files) == {"uPlot.iife.min.js", "uPlot.min.css"}
+    assert f"uplot-{UPLOT.version}" in UPLOT.path(Path()).as_posix()
+    assert b"uPlot" in files["uPlot.iife.min.js"]
+
+
+def test_the_dashboard_image_fetches_the_pinned_uplot_as_the_tools_do() -> None:
+    dockerfile = (REPO_ROOT / "deploy" / "docker" / "Dockerfile").read_text()
+    # the same install in the image's own tools folder, so the dashboard finds it installed
+    # (and checks the pinned digests) instead of needing npm at run time
+    assert f"RUN {' '.join(UPLOT.install)} \\\n    && printf {UPLOT.version} > uplot.version" in (
+        dockerfile
+    )
+    assert "COPY --from=chart-library /app/.cellbank/tools/ .cellbank/tools/" in dockerfile
