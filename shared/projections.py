@@ -62,6 +62,14 @@ class BatchProjection(Projection, Protocol):
     ) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class _Judged:
+    """A poll's records (per partition, assigned when fetched) and the verdicts on them."""
+
+    polled: dict[TopicPartition, list[ConsumerRecord]]
+    verdicts: dict[TopicPartition, Verdicts]
+
+
 class _RetryCarefully(Exception):
     """The fast path hit a failing record: redo the batch with a savepoint per record."""
 
@@ -134,8 +142,10 @@ class ProjectionRunner:
             await consumer.start()
             stack.push_async_callback(consumer.stop)
             backoff = 0.2
+            ready: _Judged | None = None  # a poll judged while the one before was written
             while not stop.is_set():
                 if self._must_seek:
+                    ready = None  # fetched before the positions were reset: fetched again
                     # The positions are not to be trusted (a batch failed, or an assignment
                     # came while the database was down): nothing is fetched until the consumer
                     # is back at the stored checkpoints — a record is never skipped.
@@ -148,9 +158,16 @@ class ProjectionRunner:
                         continue
                     self._must_seek = False
                     consumer.resume(*consumer.assignment())
-                batches = await consumer.getmany(timeout_ms=200, max_records=self.max_records)
+                # A pipeline of two: the next poll is judged (worker threads) while the judged
+                # one is written. With one waiting, only records already fetched are taken, so
+                # it is written without delay.
+                batches = await consumer.getmany(
+                    timeout_ms=0 if ready else 200, max_records=self.max_records
+                )
+                judging = asyncio.ensure_future(self._judge_poll(consumer, batches))
                 try:
-                    await self._process_all(consumer, batches)
+                    if ready is not None:
+                        await self._write(consumer, ready)
                     backoff = 0.2
                 except TRANSIENT_DB_ERRORS as exc:
                     log.warning(
@@ -158,19 +175,33 @@ class ProjectionRunner:
                         extra={"projection": self.name, "error": repr(exc), "backoff_s": backoff},
                     )
                     self.hold_until_seek(consumer)
+                    await judging  # its records are fetched again after the seek
+                    ready = None
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), backoff)
                     backoff = min(backoff * 2, 5.0)
+                    continue
+                except BaseException:
+                    judging.cancel()
+                    raise
+                ready = await judging
         self._consumer = None
 
-    async def _process_all(
+    async def _judge_poll(
         self, consumer: AIOKafkaConsumer, batches: dict[TopicPartition, list[ConsumerRecord]]
-    ) -> None:
+    ) -> _Judged | None:
+        polled = {tp: rs for tp, rs in batches.items() if rs and tp in consumer.assignment()}
+        if not polled:
+            return None
+        judged = await asyncio.gather(*(self._judge(records) for records in polled.values()))
+        return _Judged(polled, dict(zip(polled, judged, strict=True)))
+
+    async def _write(self, consumer: AIOKafkaConsumer, judged: _Judged) -> None:
         async with self._lock:
             # Revoked meanwhile: its new owner resumes from the checkpoint.
-            polled = {tp: rs for tp, rs in batches.items() if rs and tp in consumer.assignment()}
+            polled = {tp: rs for tp, rs in judged.polled.items() if tp in consumer.assignment()}
             if polled:
-                await self._process(polled)
+                await self._process(polled, judged.verdicts)
         for tp, records in polled.items():
             self._uncommitted[tp] = records[-1].offset + 1
             highwater = consumer.highwater(tp)
@@ -216,9 +247,11 @@ class ProjectionRunner:
                 self.projection, aggregate_id, skip_poison=skip_poison
             )
 
-    async def _process(self, polled: dict[TopicPartition, list[ConsumerRecord]]) -> None:
-        judged = await asyncio.gather(*(self._judge(records) for records in polled.values()))
-        verdicts = dict(zip(polled, judged, strict=True))
+    async def _process(
+        self,
+        polled: dict[TopicPartition, list[ConsumerRecord]],
+        verdicts: dict[TopicPartition, Verdicts],
+    ) -> None:
         # Fast path: one transaction, no savepoints. A failing apply rolls it back and the
         # batch is redone with a savepoint per record, so only the poison record is refused.
         try:
@@ -343,8 +376,10 @@ WITH done AS MATERIALIZED (
 ), fresh AS (
     INSERT INTO processed_events (projection, event_id)
     SELECT $1, c.event_id
-    FROM unnest($5::text[], $6::text[], $7::int[], $8::bigint[]) AS c(event_id, topic, partition, off)
-    LEFT JOIN done d ON d.topic = c.topic AND d.partition = c.partition
+    FROM unnest($2::text[], $3::int[], $5::int[]) WITH ORDINALITY AS p(topic, partition, upto, k)
+    JOIN unnest($6::text[], $7::bigint[]) WITH ORDINALITY AS c(event_id, off, i)
+        ON c.i > coalesce($5[p.k - 1], 0) AND c.i <= p.upto
+    LEFT JOIN done d ON d.topic = p.topic AND d.partition = p.partition
     WHERE d."offset" IS NULL OR c.off > d."offset"
     ON CONFLICT DO NOTHING RETURNING event_id
 ), moved AS (
@@ -358,7 +393,7 @@ WITH done AS MATERIALIZED (
 )
 SELECT 'done' AS kind, topic, partition, "offset", NULL AS event_id FROM done
 UNION ALL SELECT 'fresh', NULL, NULL, NULL, event_id FROM fresh
-UNION ALL SELECT 'fresh', NULL, NULL, NULL, h.event_id FROM unnest($9::text[]) AS h(event_id)
+UNION ALL SELECT 'fresh', NULL, NULL, NULL, h.event_id FROM unnest($8::text[]) AS h(event_id)
     WHERE NOT EXISTS (
         SELECT FROM processed_events p WHERE p.projection = $1 AND p.event_id = h.event_id
     )
@@ -388,24 +423,29 @@ async def claim_batch(
     parked: frozenset[str],
 ) -> _Claim:
     """Lock and move the checkpoints, claim the new events' ids (see _CLAIM_BATCH)."""
-    claimed: tuple[list[str], list[str], list[int], list[int]] = ([], [], [], [])
+    # Per event only its id and offset (every array element costs asyncpg type checks); the
+    # events are listed partition by partition, `upto` says where each partition's end.
+    ids: list[str] = []
+    offsets: list[int] = []
+    upto: list[int] = []
     held: list[str] = []  # events of parked aggregates: only read, they are not applied now
     for tp in polled:
         for offset, event in verdicts[tp].trusted.items():
             if event.aggregate_id in parked:
                 held.append(event.event_id)
-                continue
-            claimed[0].append(event.event_id)
-            claimed[1].append(tp.topic)
-            claimed[2].append(tp.partition)
-            claimed[3].append(offset)
+            else:
+                ids.append(event.event_id)
+                offsets.append(offset)
+        upto.append(len(ids))
     rows = await conn.fetch(
         _CLAIM_BATCH,
         projection,
         [tp.topic for tp in polled],
         [tp.partition for tp in polled],
         [records[-1].offset for records in polled.values()],
-        *claimed,
+        upto,
+        ids,
+        offsets,
         held,
     )
     done_upto: dict[TopicPartition, int] = {}
