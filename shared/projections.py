@@ -368,6 +368,10 @@ class ProjectionRunner:
 # last offsets — never backwards (a stale owner after a rebalance cannot rewind them). All in
 # the batch's transaction: rows, claims and checkpoints commit together or not at all.
 # `done` is materialised before `moved` reads it, so the checkpoints are read before they move.
+# Every event handled is claimed, whether or not its apply writes a row (claiming first is what
+# saves the round trip); only events parked in the batch are unclaimed again (the runner).
+# $6/$7 (ids, offsets) list the events partition by partition; $5[k] is the index of partition
+# k's last one.
 _CLAIM_BATCH = """
 WITH done AS MATERIALIZED (
     SELECT topic, partition, "offset" FROM projection_checkpoints
