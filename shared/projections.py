@@ -184,6 +184,7 @@ class ProjectionRunner:
                 except BaseException:
                     judging.cancel()
                     raise
+                await self._commit_to_kafka(consumer)
                 ready = await judging
         self._consumer = None
 
@@ -209,6 +210,8 @@ class ProjectionRunner:
                 metrics.PROJECTION_LAG.labels(
                     self.projection.name, tp.topic, str(tp.partition)
                 ).set(max(0, highwater - records[-1].offset - 1))
+
+    async def _commit_to_kafka(self, consumer: AIOKafkaConsumer) -> None:
         if self._uncommitted and time.monotonic() - self._committed_at > KAFKA_COMMIT_INTERVAL_S:
             # Kafka's copy is informational (lag tools), so at most once a second; the
             # database checkpoint is the one the runner resumes from.
