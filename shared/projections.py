@@ -27,8 +27,9 @@ from shared.untrusted import Refused, Verdicts, count, judge, record_refusal
 log = logging.getLogger(__name__)
 
 KAFKA_COMMIT_INTERVAL_S = 1.0
-# Below this many records a batch is verified on the event loop; above, in two worker threads
-# (Ed25519 verification releases the GIL).
+# Below this many records a partition's batch is verified on the event loop; above, in a worker
+# thread, while the event loop writes the poll before (the verification is mostly Python: a
+# second thread would not run beside it, only race it to verify the same batch signatures).
 VERIFY_IN_THREADS_FROM = 64
 
 
@@ -194,8 +195,10 @@ class ProjectionRunner:
         polled = {tp: rs for tp, rs in batches.items() if rs and tp in consumer.assignment()}
         if not polled:
             return None
-        judged = await asyncio.gather(*(self._judge(records) for records in polled.values()))
-        return _Judged(polled, dict(zip(polled, judged, strict=True)))
+        # One partition after another: the envelopes of one signed batch are spread over the
+        # partitions, and judged at once they raced to verify its signature (the trust list
+        # remembers it only once verified).
+        return _Judged(polled, {tp: await self._judge(records) for tp, records in polled.items()})
 
     async def _write(self, consumer: AIOKafkaConsumer, judged: _Judged) -> None:
         async with self._lock:
@@ -265,14 +268,7 @@ class ProjectionRunner:
     async def _judge(self, records: list[ConsumerRecord]) -> Verdicts:
         if len(records) < VERIFY_IN_THREADS_FROM:
             return judge(self.trust, records)
-        half = (len(records) + 1) // 2
-        first, second = await asyncio.gather(
-            asyncio.to_thread(judge, self.trust, records[:half]),
-            asyncio.to_thread(judge, self.trust, records[half:]),
-        )
-        first.trusted.update(second.trusted)
-        first.refused.update(second.refused)
-        return first
+        return await asyncio.to_thread(judge, self.trust, records)
 
     async def _process_batch(
         self,
