@@ -7,6 +7,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import asyncpg
@@ -19,15 +20,16 @@ from shared.db import TRANSIENT_DB_ERRORS
 from shared.events import StoredEvent
 from shared.kafka_admin import end_offsets
 from shared.kafka_clients import reliable_producer
-from shared.parking import ParkingLot, Poison, mark_processed
+from shared.parking import ParkingLot, Poison
 from shared.trust import TrustList
 from shared.untrusted import Refused, Verdicts, count, judge, record_refusal
 
 log = logging.getLogger(__name__)
 
 KAFKA_COMMIT_INTERVAL_S = 1.0
-# Below this many records a batch is verified on the event loop; above, in two worker threads
-# (Ed25519 verification releases the GIL).
+# Below this many records a partition's batch is verified on the event loop; above, in a worker
+# thread, while the event loop writes the poll before (the verification is mostly Python: a
+# second thread would not run beside it, only race it to verify the same batch signatures).
 VERIFY_IN_THREADS_FROM = 64
 
 
@@ -61,6 +63,14 @@ class BatchProjection(Projection, Protocol):
     ) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class _Judged:
+    """A poll's records (per partition, assigned when fetched) and the verdicts on them."""
+
+    polled: dict[TopicPartition, list[ConsumerRecord]]
+    verdicts: dict[TopicPartition, Verdicts]
+
+
 class _RetryCarefully(Exception):
     """The fast path hit a failing record: redo the batch with a savepoint per record."""
 
@@ -76,6 +86,10 @@ class ProjectionRunner:
     and its aggregate is parked (later records of it wait in parked_records) while others
     flow on.
     A failure of the database itself is not poison: the batch is retried after a pause.
+
+    A poll (every partition in it) is one transaction of few round trips: one statement locks,
+    reads and moves the checkpoints and claims the new events' ids (the dedupe), then the
+    projection's writes (one executemany, or waves of them), then the commit.
     """
 
     def __init__(
@@ -129,8 +143,10 @@ class ProjectionRunner:
             await consumer.start()
             stack.push_async_callback(consumer.stop)
             backoff = 0.2
+            ready: _Judged | None = None  # a poll judged while the one before was written
             while not stop.is_set():
                 if self._must_seek:
+                    ready = None  # fetched before the positions were reset: fetched again
                     # The positions are not to be trusted (a batch failed, or an assignment
                     # came while the database was down): nothing is fetched until the consumer
                     # is back at the stored checkpoints — a record is never skipped.
@@ -143,9 +159,16 @@ class ProjectionRunner:
                         continue
                     self._must_seek = False
                     consumer.resume(*consumer.assignment())
-                batches = await consumer.getmany(timeout_ms=200, max_records=self.max_records)
+                # A pipeline of two: the next poll is judged (worker threads) while the judged
+                # one is written. With one waiting, only records already fetched are taken, so
+                # it is written without delay.
+                batches = await consumer.getmany(
+                    timeout_ms=0 if ready else 200, max_records=self.max_records
+                )
+                judging = asyncio.ensure_future(self._judge_poll(consumer, batches))
                 try:
-                    await self._process_all(consumer, batches)
+                    if ready is not None:
+                        await self._write(consumer, ready)
                     backoff = 0.2
                 except TRANSIENT_DB_ERRORS as exc:
                     log.warning(
@@ -153,25 +176,45 @@ class ProjectionRunner:
                         extra={"projection": self.name, "error": repr(exc), "backoff_s": backoff},
                     )
                     self.hold_until_seek(consumer)
+                    await judging  # its records are fetched again after the seek
+                    ready = None
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), backoff)
                     backoff = min(backoff * 2, 5.0)
+                    continue
+                except BaseException:
+                    judging.cancel()
+                    raise
+                await self._commit_to_kafka(consumer)
+                ready = await judging
         self._consumer = None
 
-    async def _process_all(
+    async def _judge_poll(
         self, consumer: AIOKafkaConsumer, batches: dict[TopicPartition, list[ConsumerRecord]]
-    ) -> None:
-        for tp, records in batches.items():
-            async with self._lock:
-                if not records or tp not in consumer.assignment():
-                    continue  # revoked meanwhile: its new owner resumes from the checkpoint
-                await self._process(tp, records)
+    ) -> _Judged | None:
+        polled = {tp: rs for tp, rs in batches.items() if rs and tp in consumer.assignment()}
+        if not polled:
+            return None
+        # One partition after another: the envelopes of one signed batch are spread over the
+        # partitions, and judged at once they raced to verify its signature (the trust list
+        # remembers it only once verified).
+        return _Judged(polled, {tp: await self._judge(records) for tp, records in polled.items()})
+
+    async def _write(self, consumer: AIOKafkaConsumer, judged: _Judged) -> None:
+        async with self._lock:
+            # Revoked meanwhile: its new owner resumes from the checkpoint.
+            polled = {tp: rs for tp, rs in judged.polled.items() if tp in consumer.assignment()}
+            if polled:
+                await self._process(polled, judged.verdicts)
+        for tp, records in polled.items():
             self._uncommitted[tp] = records[-1].offset + 1
             highwater = consumer.highwater(tp)
             if highwater is not None:
                 metrics.PROJECTION_LAG.labels(
                     self.projection.name, tp.topic, str(tp.partition)
                 ).set(max(0, highwater - records[-1].offset - 1))
+
+    async def _commit_to_kafka(self, consumer: AIOKafkaConsumer) -> None:
         if self._uncommitted and time.monotonic() - self._committed_at > KAFKA_COMMIT_INTERVAL_S:
             # Kafka's copy is informational (lag tools), so at most once a second; the
             # database checkpoint is the one the runner resumes from.
@@ -210,94 +253,92 @@ class ProjectionRunner:
                 self.projection, aggregate_id, skip_poison=skip_poison
             )
 
-    async def _process(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
-        verdicts = await self._judge(records)
+    async def _process(
+        self,
+        polled: dict[TopicPartition, list[ConsumerRecord]],
+        verdicts: dict[TopicPartition, Verdicts],
+    ) -> None:
         # Fast path: one transaction, no savepoints. A failing apply rolls it back and the
         # batch is redone with a savepoint per record, so only the poison record is refused.
-        with tracing.consuming(self.group_id, tp.topic, verdicts.trusted.values()):
+        topics = ",".join(sorted({tp.topic for tp in polled}))
+        events = [e for judged in verdicts.values() for e in judged.trusted.values()]
+        with tracing.consuming(self.group_id, topics, events):
             try:
-                await self._process_batch(tp, records, verdicts, careful=False)
+                await self._process_batch(polled, verdicts, careful=False)
             except _RetryCarefully:
-                await self._process_batch(tp, records, verdicts, careful=True)
+                await self._process_batch(polled, verdicts, careful=True)
 
     async def _judge(self, records: list[ConsumerRecord]) -> Verdicts:
         if len(records) < VERIFY_IN_THREADS_FROM:
             return judge(self.trust, records)
-        half = (len(records) + 1) // 2
-        first, second = await asyncio.gather(
-            asyncio.to_thread(judge, self.trust, records[:half]),
-            asyncio.to_thread(judge, self.trust, records[half:]),
-        )
-        first.trusted.update(second.trusted)
-        first.refused.update(second.refused)
-        return first
+        return await asyncio.to_thread(judge, self.trust, records)
 
     async def _process_batch(
         self,
-        tp: TopicPartition,
-        records: list[ConsumerRecord],
-        verdicts: Verdicts,
+        polled: dict[TopicPartition, list[ConsumerRecord]],
+        verdicts: dict[TopicPartition, Verdicts],
         *,
         careful: bool,
     ) -> None:
-        decoded = verdicts.trusted
-        parked = set(self.parking.aggregates)
+        held = frozenset(self.parking.aggregates)  # parked before this batch
+        parked = set(held)
         async with self.pool.acquire() as conn, conn.transaction():
-            # Offsets at or below the checkpoint were handled already (a rebalance or a retry
-            # can deliver them again); the row lock serialises two owners of one partition.
-            done_upto = await conn.fetchval(
-                'SELECT "offset" FROM projection_checkpoints'
-                " WHERE projection = $1 AND topic = $2 AND partition = $3 FOR UPDATE",
-                self.name,
-                tp.topic,
-                tp.partition,
-            )
-            records = [r for r in records if done_upto is None or r.offset > done_upto]
-            if not records:
-                return
-            seen = await self._already_processed(conn, [e.event_id for e in decoded.values()])
+            claim = await claim_batch(conn, self.name, polled, verdicts, held)
             applied: list[str] = []
+            unmark: list[str] = []  # claimed, then parked in this batch: not applied after all
             refusals: list[tuple[ConsumerRecord, Refused]] = []
             batch: list[StoredEvent] = []  # fast path: applied together after the loop
             duplicates = 0
-            for record in records:
-                key = _key(record)
-                refused = verdicts.refused.get(record.offset)
-                if refused is not None:  # never applied, never parks (see the class)
-                    refusals.append((record, refused))
-                    continue
-                event = decoded[record.offset]
-                if event.event_id in seen:  # applied before: a redelivered copy
-                    duplicates += 1
-                    continue
-                if key in parked:
-                    await self.parking.park(conn, record, key)
-                    continue
-                seen.add(event.event_id)
-                if not careful:
-                    batch.append(event)
-                    continue
-                try:
-                    async with conn.transaction():
-                        await self.projection.apply(conn, event)
-                except TRANSIENT_DB_ERRORS:
-                    raise
-                except Exception as exc:
-                    await self.parking.deadletter(
-                        conn, self._dlq, Poison(record, key, f"{type(exc).__name__}: {exc}")
-                    )
-                    parked.add(key)
-                    continue
-                applied.append(event.event_id)
-            marked = list(applied)  # what a redelivery must not apply again
+            for tp, records in polled.items():
+                done_upto = claim.done_upto.get(tp)
+                decoded, refused_here = verdicts[tp].trusted, verdicts[tp].refused
+                for record in records:
+                    if done_upto is not None and record.offset <= done_upto:
+                        continue  # handled already (a rebalance or a retry delivered it again)
+                    refused = refused_here.get(record.offset)
+                    if refused is not None:  # never applied, never parks (see the class)
+                        refusals.append((record, refused))
+                        continue
+                    event = decoded[record.offset]
+                    key = _key(record)
+                    if not claim.take(event.event_id):  # applied before: a redelivered copy
+                        duplicates += 1
+                        continue
+                    if key in parked:
+                        await self.parking.park(conn, record, key)
+                        if key not in held:
+                            unmark.append(event.event_id)
+                        continue
+                    if not careful:
+                        batch.append(event)
+                        continue
+                    try:
+                        async with conn.transaction():
+                            await self.projection.apply(conn, event)
+                    except TRANSIENT_DB_ERRORS:
+                        raise
+                    except Exception as exc:
+                        await self.parking.deadletter(
+                            conn, self._dlq, Poison(record, key, f"{type(exc).__name__}: {exc}")
+                        )
+                        parked.add(key)
+                        unmark.append(event.event_id)
+                        continue
+                    applied.append(event.event_id)
             if batch:
                 try:
-                    marked += await self._apply_fast(conn, batch)
+                    await self._apply_fast(conn, batch)
                 except TRANSIENT_DB_ERRORS:
                     raise
                 except Exception as exc:
                     raise _RetryCarefully from exc
                 applied.extend(e.event_id for e in batch)
+            if unmark:  # parked, not applied: resolving applies them later
+                await conn.execute(
+                    "DELETE FROM processed_events WHERE projection = $1 AND event_id = ANY($2)",
+                    self.name,
+                    unmark,
+                )
             # Dead letters of the refused once the batch holds (a fast path that falls back
             # sends none), before the commit: a crash may repeat one, never lose one.
             for record, refused in refusals:
@@ -305,44 +346,122 @@ class ProjectionRunner:
                     conn, self._dlq, record, refused,
                     consumer=self.name, group_id=self.group_id,
                 )  # fmt: skip
-            await mark_processed(conn, self.name, marked)
-            # Never moves backwards (a stale owner after a rebalance cannot rewind it).
-            await conn.execute(
-                'INSERT INTO projection_checkpoints (projection, topic, partition, "offset")'
-                " VALUES ($1, $2, $3, $4) ON CONFLICT (projection, topic, partition)"
-                ' DO UPDATE SET "offset" = excluded."offset"'
-                ' WHERE projection_checkpoints."offset" < excluded."offset"',
-                self.name,
-                tp.topic,
-                tp.partition,
-                records[-1].offset,
-            )
         self.parking.aggregates |= parked
         for _, refused in refusals:
             count(self.name, refused)
         metrics.PROJECTION_APPLIED.labels(self.name).inc(len(applied))
         metrics.PROJECTION_DUPLICATES.labels(self.name).inc(duplicates)
 
-    async def _already_processed(self, conn: asyncpg.Connection, ids: list[str]) -> set[str]:
-        rows = await conn.fetch(
-            "SELECT event_id FROM processed_events"
-            " WHERE projection = $1 AND event_id = ANY($2::text[])",
-            self.name,
-            ids,
-        )
-        return {r["event_id"] for r in rows}
-
-    async def _apply_fast(self, conn: asyncpg.Connection, events: list[StoredEvent]) -> list[str]:
-        """Apply the batch; the ids of the events that changed something (the others were
-        no-ops by construction, so applying a redelivered copy changes nothing either)."""
+    async def _apply_fast(self, conn: asyncpg.Connection, events: list[StoredEvent]) -> None:
+        """Apply the batch in as few round trips as the projection allows."""
         if isinstance(self.projection, BatchProjection):
             await self.projection.apply_batch(conn, events)
-            return [e.event_id for e in events]
-        if getattr(self.projection, "rows_keyed_by_aggregate", False):
-            return await apply_in_waves(conn, self.projection.apply, events)
-        for event in events:
-            await self.projection.apply(conn, event)
-        return [e.event_id for e in events]
+        elif getattr(self.projection, "rows_keyed_by_aggregate", False):
+            await apply_in_waves(conn, self.projection.apply, events)
+        else:
+            for event in events:
+                await self.projection.apply(conn, event)
+
+
+# One round trip opens a batch's bookkeeping: it locks and reads the checkpoints of the polled
+# partitions (the row lock serialises two owners of one partition), claims the ids of the
+# events past them (the dedupe: an id claimed before is a redelivered copy), reads which
+# events of parked aggregates were applied already, and moves the checkpoints to the batch's
+# last offsets — never backwards (a stale owner after a rebalance cannot rewind them). All in
+# the batch's transaction: rows, claims and checkpoints commit together or not at all.
+# `done` is materialised before `moved` reads it, so the checkpoints are read before they move.
+# Every event handled is claimed, whether or not its apply writes a row (claiming first is what
+# saves the round trip); only events parked in the batch are unclaimed again (the runner).
+# $6/$7 (ids, offsets) list the events partition by partition; $5[k] is the index of partition
+# k's last one.
+_CLAIM_BATCH = """
+WITH done AS MATERIALIZED (
+    SELECT topic, partition, "offset" FROM projection_checkpoints
+    WHERE projection = $1 AND (topic, partition) IN (SELECT * FROM unnest($2::text[], $3::int[]))
+    FOR UPDATE
+), fresh AS (
+    INSERT INTO processed_events (projection, event_id)
+    SELECT $1, c.event_id
+    FROM unnest($2::text[], $3::int[], $5::int[]) WITH ORDINALITY AS p(topic, partition, upto, k)
+    JOIN unnest($6::text[], $7::bigint[]) WITH ORDINALITY AS c(event_id, off, i)
+        ON c.i > coalesce($5[p.k - 1], 0) AND c.i <= p.upto
+    LEFT JOIN done d ON d.topic = p.topic AND d.partition = p.partition
+    WHERE d."offset" IS NULL OR c.off > d."offset"
+    ON CONFLICT DO NOTHING RETURNING event_id
+), moved AS (
+    INSERT INTO projection_checkpoints (projection, topic, partition, "offset")
+    SELECT $1, n.topic, n.partition, n.off
+    FROM unnest($2::text[], $3::int[], $4::bigint[]) AS n(topic, partition, off)
+    LEFT JOIN done d ON d.topic = n.topic AND d.partition = n.partition
+    WHERE d."offset" IS NULL OR n.off > d."offset"
+    ON CONFLICT (projection, topic, partition) DO UPDATE SET "offset" = excluded."offset"
+    WHERE projection_checkpoints."offset" < excluded."offset"
+)
+SELECT 'done' AS kind, topic, partition, "offset", NULL AS event_id FROM done
+UNION ALL SELECT 'fresh', NULL, NULL, NULL, event_id FROM fresh
+UNION ALL SELECT 'fresh', NULL, NULL, NULL, h.event_id FROM unnest($8::text[]) AS h(event_id)
+    WHERE NOT EXISTS (
+        SELECT FROM processed_events p WHERE p.projection = $1 AND p.event_id = h.event_id
+    )
+"""
+
+
+@dataclass(slots=True)
+class _Claim:
+    """What the batch's opening statement found: the checkpoints, the events not seen before."""
+
+    done_upto: dict[TopicPartition, int]
+    fresh: set[str]
+
+    def take(self, event_id: str) -> bool:
+        """True the first time for an event not applied before (False for every copy)."""
+        if event_id in self.fresh:
+            self.fresh.discard(event_id)
+            return True
+        return False
+
+
+async def claim_batch(
+    conn: asyncpg.Connection,
+    projection: str,
+    polled: Mapping[TopicPartition, Sequence[ConsumerRecord]],
+    verdicts: Mapping[TopicPartition, Verdicts],
+    parked: frozenset[str],
+) -> _Claim:
+    """Lock and move the checkpoints, claim the new events' ids (see _CLAIM_BATCH)."""
+    # Per event only its id and offset (every array element costs asyncpg type checks); the
+    # events are listed partition by partition, `upto` says where each partition's end.
+    ids: list[str] = []
+    offsets: list[int] = []
+    upto: list[int] = []
+    held: list[str] = []  # events of parked aggregates: only read, they are not applied now
+    for tp in polled:
+        for offset, event in verdicts[tp].trusted.items():
+            if event.aggregate_id in parked:
+                held.append(event.event_id)
+            else:
+                ids.append(event.event_id)
+                offsets.append(offset)
+        upto.append(len(ids))
+    rows = await conn.fetch(
+        _CLAIM_BATCH,
+        projection,
+        [tp.topic for tp in polled],
+        [tp.partition for tp in polled],
+        [records[-1].offset for records in polled.values()],
+        upto,
+        ids,
+        offsets,
+        held,
+    )
+    done_upto: dict[TopicPartition, int] = {}
+    fresh: set[str] = set()
+    for row in rows:
+        if row["kind"] == "done":
+            done_upto[TopicPartition(row["topic"], row["partition"])] = row["offset"]
+        else:
+            fresh.add(row["event_id"])
+    return _Claim(done_upto, fresh)
 
 
 class _SeekToCheckpoint(ConsumerRebalanceListener):

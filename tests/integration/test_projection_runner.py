@@ -7,14 +7,17 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 import asyncpg
+from aiokafka import ConsumerRecord
+from aiokafka.structs import TopicPartition
 
 from deploy.infra import Endpoints
 from shared import kafka_clients
 from shared.events import StoredEvent
 from shared.eventstore import InMemoryEventStore
-from shared.projections import ProjectionRunner, wait_caught_up
+from shared.projections import ProjectionRunner, claim_batch, wait_caught_up
 from shared.topics import DEADLETTER
 from shared.trust import sign_event
+from shared.untrusted import Verdicts
 from tests.factories import aggregate_id, new_event
 from tests.integration.thing_projection import (
     BatchThingProjection,
@@ -336,3 +339,66 @@ async def test_database_failures_are_retried_not_dead_lettered(
     assert runner.parked_aggregates() == frozenset()
     assert await pool.fetchval("SELECT count(*) FROM parked_records") == 0
     assert await projected_digest(pool) == expected_digest(events)
+
+
+def as_records(tp: TopicPartition, events: list[StoredEvent], first: int) -> list[ConsumerRecord]:
+    return [
+        ConsumerRecord(tp.topic, tp.partition, first + i, 0, 0, e.aggregate_id.encode(), b"", None, 0, 0, [])
+        for i, e in enumerate(events)
+    ]  # fmt: skip
+
+
+async def claim(
+    pool: asyncpg.Pool, polled: dict[TopicPartition, list[ConsumerRecord]],
+    events: dict[tuple[TopicPartition, int], StoredEvent], parked: frozenset[str] = frozenset(),
+) -> tuple[dict[TopicPartition, int], set[str]]:  # fmt: skip
+    verdicts = {
+        tp: Verdicts(trusted={r.offset: events[tp, r.offset] for r in records})
+        for tp, records in polled.items()
+    }
+    async with pool.acquire() as conn, conn.transaction():
+        found = await claim_batch(conn, "things", polled, verdicts, parked)
+    return found.done_upto, found.fresh
+
+
+async def test_a_batch_claims_only_new_events_past_its_checkpoints_and_never_rewinds_them(
+    pool: asyncpg.Pool,
+):
+    one, two = TopicPartition("t", 0), TopicPartition("t", 1)
+    a, b, sick = aggregate_id(), aggregate_id(), aggregate_id("parked")
+    events = await stored_events((a, [b"1", b"2", b"3", b"4"]), (b, [b"x"]), (sick, [b"p"]))
+    first = {one: as_records(one, events[:2], 0)}
+    by_offset = {(one, i): e for i, e in enumerate(events[:4])} | {
+        (two, 7): events[4],
+        (two, 8): events[5],
+    }
+    assert await claim(pool, first, by_offset) == ({}, {e.event_id for e in events[:2]})
+    # A redelivery overlapping the checkpoint (offsets 0-1 handled) and a copy of event 2
+    # already applied: only offsets 2-3 are new; partition two has no checkpoint yet, and the
+    # event of a parked aggregate is reported as not applied but not claimed (it is parked).
+    await pool.execute(
+        "INSERT INTO processed_events (projection, event_id) VALUES ('things', $1)",
+        events[2].event_id,
+    )
+    second = {one: as_records(one, events[:4], 0), two: as_records(two, events[4:6], 7)}
+    done, fresh = await claim(pool, second, by_offset, frozenset({sick}))
+    assert done == {one: 1}
+    assert fresh == {events[3].event_id, events[4].event_id, events[5].event_id}
+    checkpoints = await pool.fetch(
+        'SELECT partition, "offset" FROM projection_checkpoints WHERE projection = $1'
+        " ORDER BY partition",
+        "things",
+    )
+    assert [(r["partition"], r["offset"]) for r in checkpoints] == [(0, 3), (1, 8)]
+    assert not await pool.fetchval(
+        "SELECT count(*) FROM processed_events WHERE event_id = $1", events[5].event_id
+    )
+    # A stale owner's batch (offsets 0-1 again) neither claims nor moves anything back.
+    assert await claim(pool, first, by_offset) == ({one: 3}, set())
+    assert (
+        await pool.fetchval(
+            'SELECT "offset" FROM projection_checkpoints WHERE projection = $1 AND partition = 0',
+            "things",
+        )
+        == 3
+    )
