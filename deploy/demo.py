@@ -20,6 +20,7 @@ from cellbank.storage.v1 import storage_service_pb2_grpc as spb_grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from deploy import identities
+from deploy.demo_population import DonorProfile
 from services.donor_intake.domain.eligibility import DEFAULT_MARKERS
 from shared.waits import eventually
 
@@ -96,10 +97,17 @@ class BankClient:
         today: date,
         hla: Mapping[str, Sequence[str]] | None = None,
         kir: Sequence[str] = DEMO_KIR,
+        profile: DonorProfile | None = None,
     ) -> str:
         """Register → consent → screen → questionnaire → type → ELIGIBLE; the donor id.
-        `hla` replaces loci of the demo typing (e.g. {"C": ["C*05:01", "C*04:01"]})."""
+        `hla` replaces loci of the demo typing (e.g. {"C": ["C*05:01", "C*04:01"]}); a
+        `profile` (deploy/demo_population.py) replaces the whole typing, ABO/Rh and CMV."""
         op = auth("op-alice")
+        typing: Mapping[str, Sequence[str]] = {**HLA, **(hla or {})}
+        abo, rh, cmv = "O", "POS", "POSITIVE"
+        if profile is not None:
+            typing, kir = profile.hla, profile.kir
+            abo, rh, cmv = profile.abo, profile.rh, profile.cmv
         donor = await self.donors.RegisterDonor(
             dpb.RegisterDonorRequest(
                 donor_ref=f"DR-{uuid.uuid4().hex[:10]}", reason="walk-in donor"
@@ -115,7 +123,7 @@ class BankClient:
         )
         specimen = (today - timedelta(days=2)).isoformat()
         for marker in (*DEFAULT_MARKERS, "CMV"):
-            result = "POSITIVE" if marker == "CMV" else "NEGATIVE"  # CMV is an attribute only
+            result = cmv if marker == "CMV" else "NEGATIVE"  # CMV is an attribute only
             await self.donors.RecordScreeningResult(
                 dpb.RecordScreeningResultRequest(
                     donor_id=donor_id,
@@ -134,11 +142,11 @@ class BankClient:
             dpb.RecordTypingRequest(
                 donor_id=donor_id,
                 reason="typing lab",
-                hla=[dpb.HlaLocus(locus=k, alleles=v) for k, v in {**HLA, **(hla or {})}.items()],
+                hla=[dpb.HlaLocus(locus=k, alleles=v) for k, v in typing.items()],
                 kir_genes=list(kir),
-                abo="O",
-                rh="POS",
-                cmv="POSITIVE",
+                abo=abo,
+                rh=rh,
+                cmv=cmv,
             ),
             metadata=op,
         )
@@ -223,9 +231,12 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-async def released_batch(client: BankClient) -> mpb.ReleaseBatchReply:
-    """The whole flow once: an eligible donor, a collection, a batch, QC, a QA release."""
-    donor_id = await client.eligible_donor(now().date())
+async def released_batch(
+    client: BankClient, donor: DonorProfile | None = None
+) -> mpb.ReleaseBatchReply:
+    """The whole flow once: an eligible donor (typed as `donor`, else the fixed demo typing), a
+    collection, a batch, QC, a QA release."""
+    donor_id = await client.eligible_donor(now().date(), profile=donor)
     din = (await client.collect(donor_id, now())).din
     batch_id = await client.start_batch(din)
     await client.process(batch_id, now())
