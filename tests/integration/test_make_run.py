@@ -76,6 +76,7 @@ def _running(
             lines.append(line)
             if "press Ctrl-C" in line:
                 break
+        assert "press Ctrl-C" in "".join(lines), f"make run did not come up:\n{''.join(lines)}"
         yield proc, lines
     finally:
         if proc.poll() is None:
@@ -158,7 +159,7 @@ def test_make_run_again_on_the_same_data_resumes_and_serves_orders(
     assert first.returncode == 0, first.stdout + first.stderr
     assert "stored in LON-T1" in first.stdout
     with _running(cmd, env) as (proc, lines):
-        assert "network is up" in "".join(lines), "".join(lines)
+        assert "network is up" in "".join(lines)
         order = _order_from_the_demo_stock("".join(lines), tmp_path / "endpoints.json")
         _ctrl_c(proc, lines)
     output = "".join(lines)
