@@ -20,6 +20,7 @@ from cellbank.storage.v1 import storage_service_pb2_grpc as spb_grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from deploy import identities
+from deploy.demo_population import DonorProfile
 from services.donor_intake.domain.eligibility import DEFAULT_MARKERS
 from shared.waits import eventually
 
@@ -96,10 +97,17 @@ class BankClient:
         today: date,
         hla: Mapping[str, Sequence[str]] | None = None,
         kir: Sequence[str] = DEMO_KIR,
+        profile: DonorProfile | None = None,
     ) -> str:
         """Register → consent → screen → questionnaire → type → ELIGIBLE; the donor id.
-        `hla` replaces loci of the demo typing (e.g. {"C": ["C*05:01", "C*04:01"]})."""
+        `hla` replaces loci of the demo typing (e.g. {"C": ["C*05:01", "C*04:01"]}); a
+        `profile` (deploy/demo_population.py) replaces the whole typing, ABO/Rh and CMV."""
         op = auth("op-alice")
+        typing: Mapping[str, Sequence[str]] = {**HLA, **(hla or {})}
+        abo, rh, cmv = "O", "POS", "POSITIVE"
+        if profile is not None:
+            typing, kir = profile.hla, profile.kir
+            abo, rh, cmv = profile.abo, profile.rh, profile.cmv
         donor = await self.donors.RegisterDonor(
             dpb.RegisterDonorRequest(
                 donor_ref=f"DR-{uuid.uuid4().hex[:10]}", reason="walk-in donor"
@@ -115,7 +123,7 @@ class BankClient:
         )
         specimen = (today - timedelta(days=2)).isoformat()
         for marker in (*DEFAULT_MARKERS, "CMV"):
-            result = "POSITIVE" if marker == "CMV" else "NEGATIVE"  # CMV is an attribute only
+            result = cmv if marker == "CMV" else "NEGATIVE"  # CMV is an attribute only
             await self.donors.RecordScreeningResult(
                 dpb.RecordScreeningResultRequest(
                     donor_id=donor_id,
@@ -134,11 +142,11 @@ class BankClient:
             dpb.RecordTypingRequest(
                 donor_id=donor_id,
                 reason="typing lab",
-                hla=[dpb.HlaLocus(locus=k, alleles=v) for k, v in {**HLA, **(hla or {})}.items()],
+                hla=[dpb.HlaLocus(locus=k, alleles=v) for k, v in typing.items()],
                 kir_genes=list(kir),
-                abo="O",
-                rh="POS",
-                cmv="POSITIVE",
+                abo=abo,
+                rh=rh,
+                cmv=cmv,
             ),
             metadata=op,
         )
@@ -223,9 +231,12 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-async def released_batch(client: BankClient) -> mpb.ReleaseBatchReply:
-    """The whole flow once: an eligible donor, a collection, a batch, QC, a QA release."""
-    donor_id = await client.eligible_donor(now().date())
+async def released_batch(
+    client: BankClient, donor: DonorProfile | None = None
+) -> mpb.ReleaseBatchReply:
+    """The whole flow once: an eligible donor (typed as `donor`, else the fixed demo typing), a
+    collection, a batch, QC, a QA release."""
+    donor_id = await client.eligible_donor(now().date(), profile=donor)
     din = (await client.collect(donor_id, now())).din
     batch_id = await client.start_batch(din)
     await client.process(batch_id, now())
@@ -233,11 +244,17 @@ async def released_batch(client: BankClient) -> mpb.ReleaseBatchReply:
     return await client.release(batch_id)
 
 
+DEMO_TANK_LAYOUT = (2, 2, 10)  # racks, boxes per rack, positions per box
+DEMO_SEGREGATED_BOX = "R2/B2"
+IN_POSITION = frozenset({"STORED", "QUARANTINED"})  # statuses that hold a tank position
+
+
 async def register_demo_tank(storage: spb_grpc.StorageServiceStub, tank_id: str) -> None:
     """A small tank with one segregated box (for urgent-need units); already there is fine."""
+    racks, boxes, positions = DEMO_TANK_LAYOUT
     request = spb.RegisterTankRequest(
-        tank_id=tank_id, racks=2, boxes_per_rack=2, positions_per_box=10,
-        segregated_boxes=["R2/B2"], reason="demo tank commissioned",
+        tank_id=tank_id, racks=racks, boxes_per_rack=boxes, positions_per_box=positions,
+        segregated_boxes=[DEMO_SEGREGATED_BOX], reason="demo tank commissioned",
     )  # fmt: skip
     try:
         await storage.RegisterTank(request, metadata=auth("op-alice"))
@@ -264,3 +281,45 @@ async def store_when_known(
         return True
 
     await eventually(attempt, what=f"storage to know unit {unit_id}", timeout=60)
+
+
+async def tank_stock(storage: spb_grpc.StorageServiceStub, tank_id: str) -> list[spb.InventoryUnit]:
+    """Every unit the site's inventory places in the tank (any status)."""
+    reply = await storage.ListInventory(
+        spb.ListInventoryRequest(tank_id=tank_id), metadata=auth("op-alice")
+    )
+    return list(reply.units)
+
+
+def free_demo_positions(tank_id: str, stock: Sequence[spb.InventoryUnit]) -> list[str]:
+    """The demo tank's ordinary (not segregated) positions no unit of `stock` holds, in order."""
+    racks, boxes, positions = DEMO_TANK_LAYOUT
+    held = {u.address for u in stock if u.status in IN_POSITION}
+    return [
+        address
+        for r in range(1, racks + 1)
+        for b in range(1, boxes + 1)
+        if f"R{r}/B{b}" != DEMO_SEGREGATED_BOX
+        for p in range(1, positions + 1)
+        if (address := f"{tank_id}/R{r}/B{b}/P{p:02d}") not in held
+    ]
+
+
+async def store_in_free_position(
+    storage: spb_grpc.StorageServiceStub, unit_id: str, free: list[str]
+) -> str | None:
+    """Store the unit in the first of the `free` positions that is still free (taking the
+    positions it tries off the list); its address, or None when none is left."""
+    while free:
+        address = free.pop(0)
+        try:
+            await store_when_known(storage, unit_id, address)
+        except grpc.aio.AioRpcError as err:
+            # Filled after the stock was read (the inventory is a projection): try the next.
+            if err.code() == grpc.StatusCode.FAILED_PRECONDITION and "position occupied" in (
+                err.details() or ""
+            ):
+                continue
+            raise
+        return address
+    return None

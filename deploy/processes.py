@@ -148,6 +148,8 @@ def reap_abandoned(parent: Path, pattern: str, *, remove: bool = True) -> list[P
         if psutil.pid_exists(owner):
             continue
         for proc in psutil.process_iter(["pid", "cmdline"]):
+            if proc.pid == os.getpid():  # a new owner naming the folder (`make run --root DIR`)
+                continue
             if any(str(folder) in part for part in proc.info["cmdline"] or ()):
                 print(
                     f"[cellbank] stopping server abandoned in {folder} (pid {proc.pid})", flush=True

@@ -20,7 +20,15 @@ from typing import Any
 import grpc
 from cellbank.storage.v1 import storage_service_pb2_grpc as spb_grpc
 
-from deploy.demo import BankClient, register_demo_tank, released_batch, store_when_known
+from deploy.demo import (
+    BankClient,
+    free_demo_positions,
+    register_demo_tank,
+    released_batch,
+    store_in_free_position,
+    tank_stock,
+)
+from deploy.demo_population import demo_donor
 from deploy.identities import DemoRealm, demo_realm
 from deploy.infra import DEFAULT_SITES, Endpoints, Infrastructure, ensure_site_databases
 from deploy.kafka_principals import DASHBOARD, OPERATOR
@@ -121,10 +129,17 @@ async def _all_serving(services: list[ServiceProcess]) -> None:
     await asyncio.gather(*(s.wait_serving() for s in services))
 
 
+DEMO_STOCK = 2  # available units the demo keeps in the first site's tank
+
+
 async def seed_demo(services: list[ServiceProcess], sites: list[str]) -> str:
-    """A tank at every site; one donor at the first site through to released units, stored."""
+    """A tank at every site; at the first site, if its tank holds fewer than DEMO_STOCK
+    available units (a first run, or an earlier run's units were ordered), one more demo donor
+    through to released units, stored in free positions. So a run on an earlier run's data
+    resumes: it seeds only what is missing."""
     by = {(s.site, s.service): s for s in services}
     first = sites[0]
+    tank = f"{first}-T1"
     for site in sites:
         async with grpc.aio.insecure_channel(by[(site, "storage")].address) as channel:
             await register_demo_tank(spb_grpc.StorageServiceStub(channel), f"{site}-T1")
@@ -133,12 +148,38 @@ async def seed_demo(services: list[ServiceProcess], sites: list[str]) -> str:
         grpc.aio.insecure_channel(by[(first, "manufacturing")].address) as m,
         grpc.aio.insecure_channel(by[(first, "storage")].address) as st,
     ):
-        released = await released_batch(BankClient.over(d, m))
         storage = spb_grpc.StorageServiceStub(st)
-        for position, unit in enumerate(released.units, start=1):
-            await store_when_known(storage, unit.unit_id, f"{first}-T1/R1/B1/P{position:02d}")
+        stock = await tank_stock(storage, tank)
+        available = [u.unit_id for u in stock if u.status == "STORED" and not u.reserved_for]
+        if len(available) >= DEMO_STOCK:
+            return f"{first}: {len(available)} units in {tank} from an earlier run, nothing to seed"
+        free = free_demo_positions(tank, stock)
+        if not free:
+            return f"{first}: {tank} is full, no new demo batch"
+        # The n-th demo batch of a site always comes from the n-th demo donor (one DIN each).
+        donor = demo_donor(first, len({u.din for u in stock}))
+        released = await released_batch(BankClient.over(d, m), donor)
+        stored = [
+            unit.unit_id
+            for unit in released.units
+            if await store_in_free_position(storage, unit.unit_id, free) is not None
+        ]
     units = ", ".join(u.unit_id for u in released.units)
-    return f"{first}: batch {released.batch_id} released into {units}, stored in {first}-T1"
+    full = "" if len(stored) == len(released.units) else f" ({len(stored)} of them: tank full)"
+    return f"{first}: batch {released.batch_id} released into {units}, stored in {tank}{full}"
+
+
+async def seed_demo_or_explain(services: list[ServiceProcess], sites: list[str]) -> str:
+    """seed_demo, with a refusal or a timeout of the services as one line (InfraError)."""
+    try:
+        return await seed_demo(services, sites)
+    except grpc.aio.AioRpcError as err:
+        raise InfraError(
+            f"seeding the demo data failed: {err.code().name}: {err.details()}"
+            " (the services' logs say more; --no-demo starts without it)"
+        ) from err
+    except TimeoutError as err:
+        raise InfraError(f"seeding the demo data failed: {err}") from err
 
 
 def endpoints_document(
@@ -337,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
                 chain_keys=str(args.root / "chain-keys"),
             ),
         )
-        demo = "" if args.no_demo else run_async(lambda: seed_demo(services, sites))
+        demo = "" if args.no_demo else run_async(lambda: seed_demo_or_explain(services, sites))
         extras = cold_chain(endpoints, services, [f"{site}-T1" for site in sites], args.root, trust)
         extras.append(
             dashboard_process(endpoints_file, dashboard_port, endpoints.kafka_env(DASHBOARD), trust)

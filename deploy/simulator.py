@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import random
 import signal
 import sys
 from collections.abc import Sequence
@@ -38,6 +39,7 @@ from cellbank.storage.v1 import storage_service_pb2_grpc as spb_grpc
 
 from deploy import identities
 from deploy.demo import BankClient, auth, released_batch, store_when_known
+from deploy.demo_population import draw_donor
 from deploy.keycloak import CLI_CLIENT_ID, Identity
 
 log = logging.getLogger("cellbank.simulator")
@@ -96,6 +98,10 @@ class Site:
     tank_id: str = ""
     next_position: itertools.count[int] = field(default_factory=lambda: itertools.count(0))
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    donors: random.Random = field(init=False)  # the site's demo population, a seeded draw
+
+    def __post_init__(self) -> None:
+        self.donors = random.Random(f"cellbank-simulator/{self.site_id}")
 
     def position(self) -> str | None:
         n = next(self.next_position)
@@ -123,7 +129,7 @@ async def register_tank(site: Site) -> None:
 async def one_donor(site: Site) -> int:
     """A donor through to released, stored units; the number stored."""
     async with site.lock:  # one flow at a time per site keeps DINs and positions simple
-        released = await released_batch(site.client)
+        released = await released_batch(site.client, draw_donor(site.donors))
         stored = 0
         for unit in released.units:
             while (address := site.position()) is not None:

@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
+import os
+import shutil
 import signal
 import subprocess
 import sys
+import uuid
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import asyncpg
 import grpc
 import psutil
+import pytest
 from cellbank.hospital.v1 import hospital_pb2 as hpb
 from cellbank.hospital.v1 import hospital_pb2_grpc as hpb_grpc
 
 from deploy import cli
+from deploy.infra import Endpoints
 from deploy.network import SERVICE_MODULES
 from deploy.processes import REPO_ROOT, free_port, free_port_block, wait_until
 from shared.oidc import request_token
@@ -34,16 +41,33 @@ async def _service_sessions(server: str) -> set[tuple[str, str]]:
     return {(r["application_name"], r["usename"]) for r in rows}
 
 
-def test_make_run_starts_and_stops_cleanly_on_ctrl_c(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))  # the CLI's sign-ins
-    cmd = [
-        sys.executable, "-m", "deploy.run", "--root", str(tmp_path / "run"), "--sites", "LON",
+@pytest.fixture
+def run_root() -> Iterator[Path]:
+    """A data folder for `make run` under .cellbank/ (not the shared /tmp/pytest-of-*, whose
+    permissions a concurrent pytest resets, shutting PostgreSQL's service user out)."""
+    root = REPO_ROOT / ".cellbank" / f"test-make-run-{uuid.uuid4().hex[:8]}"
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def _make_run(root: Path, endpoints_file: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "deploy.run", "--root", str(root), "--sites", "LON",
+        "--endpoints-file", str(endpoints_file),
         "--kafka-port", str(free_port()), "--postgres-port", str(free_port()),
         "--grpc-base-port", str(free_port_block(10)),
-        "--metrics-base-port", str(free_port_block(10, start=25000)),
+        "--metrics-base-port", str(free_port_block(10, start=25000)), *extra,
     ]  # fmt: skip
+
+
+@contextlib.contextmanager
+def _running(
+    cmd: list[str], env: Mapping[str, str] | None = None
+) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
+    """`make run` until it says "press Ctrl-C" (its output so far in the list); whatever is
+    left running when the block ends is killed."""
     proc = subprocess.Popen(
-        cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
     )
     lines: list[str] = []
     try:
@@ -52,6 +76,27 @@ def test_make_run_starts_and_stops_cleanly_on_ctrl_c(tmp_path, monkeypatch):
             lines.append(line)
             if "press Ctrl-C" in line:
                 break
+        assert "press Ctrl-C" in "".join(lines), f"make run did not come up:\n{''.join(lines)}"
+        yield proc, lines
+    finally:
+        if proc.poll() is None:
+            parent = psutil.Process(proc.pid)
+            for child in [*parent.children(recursive=True), parent]:  # servers have own sessions
+                child.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def _ctrl_c(proc: subprocess.Popen[str], lines: list[str]) -> None:
+    proc.send_signal(signal.SIGINT)
+    rest, _ = proc.communicate(timeout=60)
+    lines.append(rest)
+
+
+def test_make_run_starts_and_stops_cleanly_on_ctrl_c(tmp_path, monkeypatch, run_root):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))  # the CLI's sign-ins
+    with _running(_make_run(run_root, tmp_path / "endpoints.json")) as (proc, lines):
         expected = (
             "kafka.Kafka", "coldchain_worker", "tank_simulator", "sla_worker",
             *SERVICE_MODULES.values(),
@@ -78,17 +123,7 @@ def test_make_run_starts_and_stops_cleanly_on_ctrl_c(tmp_path, monkeypatch):
             (f"cellbank-service LON {s}", "cellbank_runtime") for s in SERVICE_MODULES
         }
         children = psutil.Process(proc.pid).children(recursive=True)
-        proc.send_signal(signal.SIGINT)
-        rest, _ = proc.communicate(timeout=60)
-        lines.append(rest)
-    finally:
-        if proc.poll() is None:
-            parent = psutil.Process(proc.pid)
-            for child in [*parent.children(recursive=True), parent]:  # servers have own sessions
-                child.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
+        _ctrl_c(proc, lines)
     output = "".join(lines)
     assert proc.returncode == 0, output
     assert "(5 site/service databases)" in output
@@ -106,6 +141,33 @@ def test_make_run_starts_and_stops_cleanly_on_ctrl_c(tmp_path, monkeypatch):
     assert '"Released for clinical use"' in str(audit["log"])
     assert audit["home_sites"] == {"LON"}  # one site: every demo hospital is at home there
     assert not (tmp_path / "endpoints.json").exists()  # removed once nothing is reachable
+
+
+def test_make_run_again_on_the_same_data_resumes_and_serves_orders(
+    tmp_path: Path, run_root: Path, endpoints: Endpoints
+) -> None:
+    """Run, stop, run again on the same data: the second run finds the demo stock the first
+    one stored (it seeds nothing into filled positions) and a hospital orders from it. Kafka
+    and PostgreSQL are the runs' own (their data is what restarts); the identity provider is
+    the session's, which holds the demo realm (a Keycloak start per run buys nothing here)."""
+    env = {**os.environ, "CELLBANK_OIDC_ISSUER": endpoints.identity.issuer}
+    cmd = _make_run(run_root, tmp_path / "endpoints.json", "--no-simulator")  # same ports twice
+    first = subprocess.run(
+        [*cmd, "--exit-when-ready"], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+        timeout=600,
+    )  # fmt: skip
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "stored in LON-T1" in first.stdout
+    with _running(cmd, env) as (proc, lines):
+        assert "network is up" in "".join(lines)
+        order = _order_from_the_demo_stock("".join(lines), tmp_path / "endpoints.json")
+        _ctrl_c(proc, lines)
+    output = "".join(lines)
+    assert proc.returncode == 0, output
+    assert "LON: 2 units in LON-T1 from an earlier run, nothing to seed" in output
+    assert "Traceback" not in output
+    assert order.status == hpb.ORDER_STATUS_ALLOCATED, order.status_reason
+    assert "nothing left running" in output
 
 
 def _audit_of_the_demo_batch(endpoints_file: Path, output: str) -> dict[str, object]:
