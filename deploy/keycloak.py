@@ -130,8 +130,9 @@ class LocalKeycloak:
     def identity(self) -> Identity:
         return Identity(f"http://127.0.0.1:{self.port}/realms/{REALM}")
 
-    def start(self, timeout: float = 180.0) -> None:
-        """Start the server and return once the realm's discovery document is served."""
+    def start(self, timeout: float = 300.0) -> None:
+        """Start the server and return once the realm's discovery document is served (≈35 s
+        on an idle 2-core machine; a loaded one has been seen to need over 180 s)."""
         home = keycloak_home()
         imports = home / "data" / "import"
         imports.mkdir(parents=True, exist_ok=True)
