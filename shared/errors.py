@@ -69,6 +69,11 @@ class SiteRefused(PreconditionFailed):
         self.why = why
 
 
+class UnknownAtSite(SiteRefused):
+    """The other site answered that it does not know the addressed record (e.g. a unit it never
+    stored): the one refusal that says something about the record's whereabouts."""
+
+
 class SiteUnavailable(CellBankError):
     """The other site could not be asked (unreachable, timed out, no endpoint configured, no
     access token): nothing is known of its decision; the caller may retry later."""

@@ -41,6 +41,7 @@ from shared.errors import (
     SiteRefused,
     SiteUnavailable,
     StoreBusy,
+    UnknownAtSite,
 )
 from shared.eventstore import Clock, EventStore
 
@@ -234,17 +235,13 @@ class Delivery:
 
     async def _hold(self, site: str, unit_id: str, recall_id: str, reason: str) -> str | None:
         """The unit's status at its site once held back for the recall (NOT_IN_STORAGE: the
-        site never stored it, e.g. released but never stored); None if it could not be asked."""
+        site does not know it, e.g. released but never stored); None if the site could not be
+        asked or refused for another reason (a write racing ours there): asked again later."""
         try:
-            try:
-                return await self.sites.recall(site, unit_id, recall_id, reason)
-            except SiteRefused:
-                # Asked once more: a write racing ours at the owner (a stale version) is
-                # reported as a refusal too, and must not pass for "never stored".
-                return await self.sites.recall(site, unit_id, recall_id, reason)
-        except SiteRefused:
+            return await self.sites.recall(site, unit_id, recall_id, reason)
+        except UnknownAtSite:
             return "NOT_IN_STORAGE"
-        except SiteUnavailable as err:
+        except (SiteRefused, SiteUnavailable) as err:
             log.warning(
                 "recall hold failed; will retry",
                 extra={"recall_id": recall_id, "unit_id": unit_id, "site": site, "error": err.why},

@@ -14,7 +14,13 @@ from services.delivery.domain.model import RecallNotice, ShipmentStatus, Shipper
 from services.delivery.ports import OrderFacts
 from services.delivery.read_model import SHIPMENT_CREATED
 from shared.commands import Meta
-from shared.errors import PreconditionFailed, SiteRefused, SiteUnavailable, StoreBusy
+from shared.errors import (
+    PreconditionFailed,
+    SiteRefused,
+    SiteUnavailable,
+    StoreBusy,
+    UnknownAtSite,
+)
 from shared.eventstore import InMemoryEventStore
 
 NOW = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)
@@ -70,6 +76,7 @@ class FakeStorageSites:
         self.calls: list[tuple[str, str, str, str]] = []  # (call, site, unit, order or recall)
         self.unavailable: set[str] = set()
         self.refusals: dict[str, int] = {}  # unit → how many calls refuse it still
+        self.unknown: set[str] = set()  # units the site answers it does not know
         self.status_after_recall: dict[str, str] = {}
         self.recalled = asyncio.Event()
 
@@ -77,9 +84,11 @@ class FakeStorageSites:
         self.calls.append((call, site_id, unit_id, subject))
         if site_id in self.unavailable:
             raise SiteUnavailable(site_id, "UNAVAILABLE: connection refused")
+        if unit_id in self.unknown:
+            raise UnknownAtSite(site_id, f"NOT_FOUND: {unit_id} is not in storage here")
         if self.refusals.get(unit_id, 0) > 0:
             self.refusals[unit_id] -= 1
-            raise SiteRefused(site_id, f"NOT_FOUND: {unit_id} is not in storage here")
+            raise SiteRefused(site_id, f"ABORTED: {unit_id} moved on meanwhile")
 
     async def pick(self, site_id: str, unit_id: str, order_id: str, reason: str) -> int:
         self._answer("pick", site_id, unit_id, order_id)
@@ -249,7 +258,7 @@ async def test_the_recall_worker_completes_what_an_unavailable_site_left_pending
 
 async def test_a_unit_the_site_never_stored_is_recorded_not_in_stock(app, records, sites):
     recall_units(records, {"U-6": "PAR"}, "A4")
-    sites.refusals["U-6"] = 2  # refused, and refused again when asked once more
+    sites.unknown.add("U-6")
     recall_id = await raise_recall(app, "A4", "event-4")
     state = next(s for rid, s, _ in await app.recalls() if rid == recall_id)
     assert [(h.unit_id, h.outcome) for h in state.held] == [("U-6", "NOT_IN_STOCK")]
@@ -259,6 +268,16 @@ async def test_one_refusal_then_a_hold_is_recorded_recalled(app, records, sites)
     recall_units(records, {"U-7": "PAR"}, "A5")
     sites.refusals["U-7"] = 1  # e.g. a write racing the recall at the owner
     recall_id = await raise_recall(app, "A5", "event-5")
+    state = next(s for rid, s, _ in await app.recalls() if rid == recall_id)
+    # Refused for another reason than "unknown here": not taken for "never stored"; pending.
+    assert state.held == () or list(state.held) == []
+    assert "U-7" in state.pending_units
+    sites.recalled.clear()
+    stop = asyncio.Event()
+    worker = asyncio.create_task(app.run_recalls(stop))
+    await asyncio.wait_for(sites.recalled.wait(), 5)
+    stop.set()
+    await asyncio.wait_for(worker, 5)
     state = next(s for rid, s, _ in await app.recalls() if rid == recall_id)
     assert [(h.unit_id, h.outcome) for h in state.held] == [("U-7", "RECALLED")]
     assert [c[0] for c in sites.calls] == ["recall", "recall"]

@@ -33,7 +33,6 @@ class PositiveAfterCollection:
 DonorFact = DonorRegistered | Collected | PositiveAfterCollection
 
 translate: Translator[DonorFact] = Translator(
-    pb.DESCRIPTOR,
     {
         pb.DonorRegistered: lambda m: DonorRegistered(),
         pb.CollectionRecorded: lambda m: Collected(m.din, timestamp_to_datetime(m.collected_at)),

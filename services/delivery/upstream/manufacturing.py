@@ -37,7 +37,6 @@ class SterilityFailed:
 BatchFact = BatchStarted | BatchReleased | SterilityFailed
 
 translate: Translator[BatchFact] = Translator(
-    pb.DESCRIPTOR,
     {
         pb.BatchStarted: lambda m: BatchStarted(m.din, m.donor_id, m.product_type),
         pb.BatchReleased: lambda m: BatchReleased(

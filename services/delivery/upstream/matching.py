@@ -79,7 +79,6 @@ MatchingFact = (
 
 
 translate: Translator[MatchingFact] = Translator(
-    pb.DESCRIPTOR,
     {
         pb.OrderPlaced: lambda m: OrderPlaced(m.hospital_id, m.patient.patient_ref),
         pb.OrderAllocated: lambda m: OrderProgressed(

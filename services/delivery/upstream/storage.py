@@ -34,7 +34,6 @@ class UnitChanged:
 _LEFT_STOCK = {"address": "", "reserved_for": ""}
 
 translate: Translator[UnitChanged] = Translator(
-    pb.DESCRIPTOR,
     {
         pb.UnitStored: lambda m: UnitChanged(Stock.STORED, address=m.address),
         pb.UnitMoved: lambda m: UnitChanged(address=m.to_address),

@@ -91,8 +91,20 @@ def delivery_fact(event: StoredEvent) -> DeliveryFact | None:
             return OrderShipmentCompromised(shipment_id, cause)
         case "ShipmentDispositioned":
             decision = pb.ShipmentDispositioned.FromString(payload).decision
-            return OrderShipmentDispositioned(shipment_id, decision)
+            return OrderShipmentDispositioned(shipment_id, _one_of(decision, DECISIONS, "decision"))
         case "ShipmentReturned":
             outcome = pb.ShipmentReturned.FromString(payload).outcome
-            return OrderShipmentReturned(shipment_id, outcome)
+            return OrderShipmentReturned(shipment_id, _one_of(outcome, OUTCOMES, "outcome"))
     return None
+
+
+# The values delivery publishes (protos/cellbank/delivery/v1/events.proto): anything else is a
+# bad record — dead-lettered, never written into matching's own store by the policy.
+DECISIONS = frozenset({"ACCEPT", "REJECT"})
+OUTCOMES = frozenset({"RETURNED", "DISCARDED"})
+
+
+def _one_of(value: str, allowed: frozenset[str], field: str) -> str:
+    if value not in allowed:
+        raise ValueError(f"{field}: {value!r} is not one of {sorted(allowed)}")
+    return value

@@ -19,7 +19,7 @@ from cellbank.storage.v1 import storage_service_pb2 as spb
 from cellbank.storage.v1 import storage_service_pb2_grpc as spb_grpc
 
 from shared import tracing
-from shared.errors import SiteRefused, SiteUnavailable, Unauthenticated
+from shared.errors import SiteRefused, SiteUnavailable, Unauthenticated, UnknownAtSite
 from shared.oidc import ClientCredentials
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,8 @@ class StorageSites:
             if settled is not None and err.code() is settled:
                 return None
             why = f"{err.code().name}: {err.details()}"
+            if err.code() is grpc.StatusCode.NOT_FOUND:
+                raise UnknownAtSite(site_id, why) from None
             if err.code() in REFUSALS:
                 raise SiteRefused(site_id, why) from None
             log.warning(
