@@ -11,7 +11,8 @@ benchmark could not run or produced wrong results.
 The rows, in order (each module's docstring says how):
 - append, relay, projection throughput (this module), and the cost of signing (the relay with
   and without) and of verifying (the projection runner with and without; issue 15 keeps the
-  relay's under 15 %); CELLBANK_BENCH_ONLY=streams runs only the relay and projection rows.
+  relay's under 15 %); CELLBANK_BENCH_ONLY=streams runs only the relay and projection rows,
+  =replay only the replay rows.
   Each figure the median of its rounds; the
   two sides alternate, each round on a fresh database and topic. Baselines: the same rows, batch
   shape and concurrency inserted into a plain table (no indexes, lock, hash chain or version
@@ -78,8 +79,11 @@ WARMUP_APPENDS = 3  # per writer, untimed: connections, prepared statements, cac
 PREFILL_BATCH = 50  # events per append when pre-filling the relay's store
 APPEND_TARGET = 5_000.0  # events/s per site with concurrent writers (the issue's target)
 STREAM_TARGET = 20_000.0  # events/s for the relay and for a projection
-# CELLBANK_BENCH_ONLY=streams: only the relay and projection rows (with and without signing).
-STREAMS_ONLY = os.environ.get("CELLBANK_BENCH_ONLY", "").strip() == "streams"
+# CELLBANK_BENCH_ONLY=streams: only the relay and projection rows (with and without signing);
+# =replay: only the replay rows (bulk replay and its baseline).
+ONLY = os.environ.get("CELLBANK_BENCH_ONLY", "").strip()
+STREAMS_ONLY = ONLY == "streams"
+REPLAY_ONLY = ONLY == "replay"
 
 
 def progress(message: str) -> None:
@@ -749,8 +753,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             endpoints = infra.start()
         # The benchmarks' own clients act as the Kafka admin (they create topics).
         os.environ.update(endpoints.kafka_env(ADMIN))
-        rows += rows_of(asyncio.run(run_all(endpoints, infra, sizes, options.rounds)))
-        if not STREAMS_ONLY:
+        if REPLAY_ONLY:
+            rows += guarded("replay", lambda: bench_replay.run(endpoints, options.scale))
+        else:
+            rows += rows_of(asyncio.run(run_all(endpoints, infra, sizes, options.rounds)))
+        if not (STREAMS_ONLY or REPLAY_ONLY):
             rows += guarded(
                 "storage", lambda: bench_storage.run(endpoints, options.scale, ROOT / "logs")
             )
