@@ -32,7 +32,7 @@ from shared.untrusted import Refused, count, judge, record_refusal
 # Columns the database sets itself (transaction ids): never COPYed, reset on every update.
 VOLATILE_COLUMNS = ("changed_xid",)
 FETCH_RECORDS = 10_000  # records a poll takes
-FLUSH_RECORDS = 40_000  # records folded between two writes (one transaction each)
+FLUSH_RECORDS = 20_000  # records folded between two writes (one transaction each)
 
 Row = dict[str, Any]
 
@@ -280,8 +280,7 @@ class BulkReplay:
             return
         consumer = kafka_clients.consumer(
             bootstrap=self.bootstrap, enable_auto_commit=False, auto_offset_reset="earliest",
-            max_poll_records=FETCH_RECORDS, fetch_max_bytes=64 * 1024 * 1024,
-            max_partition_fetch_bytes=8 * 1024 * 1024,
+            max_poll_records=FETCH_RECORDS,
         )  # fmt: skip
         await consumer.start()
         writing: asyncio.Task[None] | None = None
