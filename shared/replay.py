@@ -26,14 +26,16 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 from aiokafka import TopicPartition
 
 from shared import kafka_clients
+from shared.bulk_replay import VOLATILE_COLUMNS, BulkProjection, BulkReplay, tables_empty
 from shared.chain_key import ChainKey
 from shared.db import (
     SHARED_MIGRATIONS,
@@ -66,7 +68,7 @@ NOT_STATE = frozenset(
         "shipment_orders",  # matching's delivery policy's own lookup (policies are not replayed)
     }
 )  # fmt: skip
-VOLATILE_COLUMNS = ("changed_xid",)  # transaction ids differ by construction
+# VOLATILE_COLUMNS (shared.bulk_replay): transaction ids differ by construction
 Progress = Callable[[str], None]
 # A replay assigns no DINs (it runs no commands); donor intake's build still wants a valid FIN.
 REPLAY_FIN = "R0000"
@@ -320,14 +322,15 @@ async def start_projections(
     goals: Goals | None = None,
     *,
     trust: TrustList,
+    projections: Sequence[Projection] | None = None,
 ) -> list[_Replay]:
-    """Start the service's projections (not its policies) from offset 0, each aiming at its
-    goal (by default the log's end as it is now). Records the trust list does not vouch for
-    are skipped and kept in the rebuilt database's untrusted_records (not dead-lettered again:
-    the live consumers did that)."""
+    """Start the service's projections (not its policies; or the `projections` given) from
+    offset 0, each aiming at its goal (by default the log's end as it is now). Records the
+    trust list does not vouch for are skipped and kept in the rebuilt database's
+    untrusted_records (not dead-lettered again: the live consumers did that)."""
     goals = goals if goals is not None else await projection_goals(spec, settings)
     started = []
-    for projection in service_projections(spec):
+    for projection in service_projections(spec) if projections is None else projections:
         goal = goals[projection.name]
         group = f"replay.{settings.site_id}.{spec.name}.{projection.name}.{uuid.uuid4().hex[:8]}"
         runner = ProjectionRunner(
@@ -573,7 +576,9 @@ async def _untrusted(pool: asyncpg.Pool) -> dict[str, int]:
 
 
 async def _replay_one_service(args: argparse.Namespace, specs: Specs) -> None:
-    """A worker: replay one service's projections to the goals it was given, then stop."""
+    """A worker: replay one service's projections to the goals it was given, then stop. Read
+    models with a fold (BulkProjection) are rebuilt in bulk when they are still empty (one
+    consumer for all their topics, rows COPYed in); the others by live runners."""
     spec = specs()[args.service]
     server_url = os.environ[REPLAY_SERVER_ENV]
     settings = Settings(
@@ -583,12 +588,25 @@ async def _replay_one_service(args: argparse.Namespace, specs: Specs) -> None:
     trust = TrustList.from_env()
     pool = await create_pool(with_database(server_url, args.database), min_size=2, max_size=8)
     try:
+        goals = _goals_from_json(args.goals)
+        projections = service_projections(spec)
+        bulk = [p for p in projections if isinstance(p, BulkProjection)]
+        if bulk and not await tables_empty(pool, bulk):
+            bulk = []  # not a rebuild from nothing: the live runners' way
         replays = await start_projections(
-            spec, pool, settings, _goals_from_json(args.goals), trust=trust
-        )
-        finishing = asyncio.ensure_future(
+            spec, pool, settings, goals, trust=trust,
+            projections=[p for p in projections if p not in bulk],
+        )  # fmt: skip
+        work: list[Coroutine[Any, Any, object]] = [
             finish_projections(replays, lambda _line: None, timeout=float("inf"))
-        )
+        ]
+        if bulk:
+            group = f"replay.{settings.site_id}.{spec.name}.bulk"
+            rebuild = BulkReplay(
+                pool, bulk, goals, trust=trust, bootstrap=settings.kafka_bootstrap, group_id=group
+            )
+            work.append(rebuild.run())
+        finishing = asyncio.ensure_future(_all(work))
         orphaned = asyncio.ensure_future(_parent_gone(args.parent_pid))
         await asyncio.wait({finishing, orphaned}, return_when=asyncio.FIRST_COMPLETED)
         if not finishing.done():  # nobody waits for this replay any more: stop it
@@ -600,6 +618,10 @@ async def _replay_one_service(args: argparse.Namespace, specs: Specs) -> None:
         finishing.result()
     finally:
         await pool.close()
+
+
+async def _all(work: Sequence[Coroutine[Any, Any, object]]) -> None:
+    await asyncio.gather(*work)
 
 
 async def _parent_gone(parent: int) -> None:

@@ -12,7 +12,8 @@ The rows, in order (each module's docstring says how):
 - append, relay, projection throughput (this module), and the cost of signing (the relay with
   and without) and of verifying (the projection runner with and without; issue 15 keeps the
   relay's under 15 %); CELLBANK_BENCH_ONLY=streams runs only the relay and projection rows,
-  CELLBANK_BENCH_ONLY=coldchain only the cold-chain rows.
+  CELLBANK_BENCH_ONLY=coldchain only the cold-chain rows, =as-of only the as-of row,
+  =replay only the replay rows.
   Each figure the median of its rounds; the
   two sides alternate, each round on a fresh database and topic. Baselines: the same rows, batch
   shape and concurrency inserted into a plain table (no indexes, lock, hash chain or version
@@ -82,11 +83,13 @@ PREFILL_BATCH = 50  # events per append when pre-filling the relay's store
 APPEND_TARGET = 5_000.0  # events/s per site with concurrent writers (the issue's target)
 STREAM_TARGET = 20_000.0  # events/s for the relay and for a projection
 # CELLBANK_BENCH_ONLY=streams: only the relay and projection rows (with and without signing);
-# =coldchain: only the cold-chain rows (tests/bench_storage.py); =as-of: only the as-of row.
+# =coldchain: only the cold-chain rows (tests/bench_storage.py); =as-of: only the as-of row;
+# =replay: only the replay rows (bulk replay and its baseline).
 ONLY = os.environ.get("CELLBANK_BENCH_ONLY", "").strip()
 STREAMS_ONLY = ONLY == "streams"
 COLDCHAIN_ONLY = ONLY == "coldchain"
 AS_OF_ONLY = ONLY == "as-of"
+REPLAY_ONLY = ONLY == "replay"
 
 
 def progress(message: str) -> None:
@@ -763,9 +766,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         elif AS_OF_ONLY:
             rows += guarded("as-of", lambda: bench_as_of.run(endpoints, options.scale))
+        elif REPLAY_ONLY:
+            rows += guarded("replay", lambda: bench_replay.run(endpoints, options.scale))
         else:
             rows += rows_of(asyncio.run(run_all(endpoints, infra, sizes, options.rounds)))
-        if not (STREAMS_ONLY or COLDCHAIN_ONLY or AS_OF_ONLY):
+        if not (STREAMS_ONLY or COLDCHAIN_ONLY or AS_OF_ONLY or REPLAY_ONLY):
             rows += guarded(
                 "storage", lambda: bench_storage.run(endpoints, options.scale, ROOT / "logs")
             )

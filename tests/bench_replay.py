@@ -6,7 +6,8 @@ and storage in the platform's envelopes, as a site's relays publish them — 43 
 every one applied by the read models that read it.
 
 The replay is deploy.replay.replay_site — what `cellbank replay --site` runs — into fresh
-databases. Baseline: the same consumers (one per replayed projection, the same topics) reading
+databases (so in bulk: shared/bulk_replay.py; issue 17's goal is >= 100,000 records/s and
+>= 0.8 x the baseline). Baseline: the same consumers (one per replayed projection, the same topics) reading
 and decoding every envelope, no database.
 """
 
@@ -100,7 +101,8 @@ async def consume_baseline(bootstrap: str, projections: list[tuple[str, tuple[st
         )  # fmt: skip
         await consumer.start()
         try:
-            seen, deadline = 0, time.monotonic() + max(120.0, goal / 5_000)
+            # A hang guard, not a timing check: generous (a loaded machine reads slowly).
+            seen, deadline = 0, time.monotonic() + max(900.0, goal / 500)
             while seen < goal:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"baseline consumer read {seen:,} of {goal:,} records")
@@ -139,7 +141,7 @@ async def run(endpoints: Endpoints, scale: float) -> list[Row]:
     bare = "bare consumers + decode + verify, no database"
     return [
         Row(f"replay of a site: {records:,} records into {len(projections)} read models",
-            "records/s", records / seconds, records / baseline_s, bare, target=50_000),
+            "records/s", records / seconds, records / baseline_s, bare, target=100_000),
         Row(f"replay of a site: the same, per event of its {published:,}-event log",
             "events/s", published / seconds, published / baseline_s, bare, target=50_000),
     ]  # fmt: skip

@@ -31,7 +31,9 @@ from shared.topics import DONOR_EVENTS, MANUFACTURING_EVENTS, MATCHING_EVENTS, S
 SITE = "RPL"
 EVENTS_PER_DONOR = 43
 MARKERS = ("HIV-1/2", "HIV-1 NAT", "HBsAg", "anti-HBc", "HCV", "HCV NAT", "HTLV-I/II", "Syphilis")
-T0 = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
+# Now (at import), not a fixed date: the session's site keys are valid from their making (less
+# an hour's clock slack), and a record recorded before its key was valid does not verify.
+T0 = datetime.now(UTC).replace(microsecond=0)
 SERVICES = ("donor_intake", "manufacturing", "storage", "matching")  # whose events it holds
 
 

@@ -1,6 +1,7 @@
 """Every projection that opts into the batched fast path (rows_keyed_by_aggregate) leaves the
-same rows applied in waves of executemany as applied one event at a time — on the real
-PostgreSQL, with the real domain events of a site's log."""
+same rows applied in waves of executemany as applied one event at a time, and every read model's
+bulk fold (a replay's) the same rows as its apply — on the real PostgreSQL, with the real domain
+events of a site's log."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 from deploy.infra import Endpoints
 from deploy.replay import specs
 from shared.batched_apply import apply_in_waves
+from shared.bulk_replay import BulkProjection, load_tables, write_tables
 from shared.db import (
     SHARED_MIGRATIONS,
     create_pool,
@@ -94,3 +96,40 @@ async def test_waves_leave_the_same_rows_as_one_event_at_a_time(
     if service == "delivery":  # lookback: every kind of aggregate of the log went through waves
         assert {"lb_donors", "lb_collections", "lb_batches", "lb_units", "lb_orders",
                 "lb_notifications"} <= filled  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "service", ["donor_intake", "manufacturing", "storage", "matching", "delivery"]
+)
+async def test_bulk_fold_leaves_the_same_rows_as_live_apply(
+    endpoints: Endpoints, pools: list[tuple[str, asyncpg.Pool]], service: str
+) -> None:
+    """A replay's bulk path (shared.bulk_replay): each read model's fold, written in batches of
+    every size (rows new in a batch COPYed, rows of earlier batches merged), leaves the rows
+    its live apply leaves."""
+    spec = specs()[service]
+    log = interleaved_log(12)
+    (live_db, live), (bulk_db, bulk) = [await migrated(endpoints.database_url, spec) for _ in "ab"]
+    pools.extend([(live_db, live), (bulk_db, bulk)])
+    folded = [p for p in spec.read_models() if isinstance(p, BulkProjection)]
+    assert len(folded) == len(spec.read_models()), f"a read model of {service} has no fold"
+    for projection in folded:
+        events = [e for topic, e in log if topic in projection.topics]
+        async with live.acquire() as conn, conn.transaction():
+            for e in events:
+                await projection.apply(conn, e)
+        async with bulk.acquire() as conn:
+            tables = await load_tables(conn, projection.bulk_tables)
+        sizes = itertools.cycle([1, 7, 64, 500])
+        rest = events
+        while rest:
+            n = next(sizes)
+            chunk, rest = rest[:n], rest[n:]
+            for e in chunk:
+                projection.fold(tables, e)
+            async with bulk.acquire() as conn, conn.transaction():
+                await write_tables(conn, [t.take() for t in tables.values()])
+    live_rows = await database_digests(endpoints.database_url, live_db, with_events=False)
+    bulk_rows = await database_digests(endpoints.database_url, bulk_db, with_events=False)
+    assert {t for t in live_rows if live_rows[t] != bulk_rows.get(t)} == set()
+    assert {t for t, d in live_rows.items() if d != rows_digest([])}, "the log wrote no rows"

@@ -8,6 +8,7 @@ import asyncpg
 
 from services.donor_intake.adapters.codec import CODEC
 from services.donor_intake.domain import model
+from shared.bulk_replay import Tables
 from shared.events import StoredEvent
 from shared.topics import DONOR_EVENTS
 
@@ -16,6 +17,7 @@ class DonorsProjection:
     name = "donors"
     topics = (DONOR_EVENTS,)
     rows_keyed_by_aggregate = True  # batched in waves on the fast path (shared.batched_apply)
+    bulk_tables = ("donors", "collections")  # fold: a replay's bulk path (shared.bulk_replay)
 
     async def apply(self, conn: asyncpg.Connection, event: StoredEvent) -> None:
         if event.aggregate_type != "donor":
@@ -46,6 +48,36 @@ class DonorsProjection:
             f"UPDATE donors SET {', '.join(parts)} WHERE donor_id = ${n + 1}",
             *(value for _, _, value in changes),
             donor_id, event.aggregate_version, event.recorded_at, event.actor,
+        )  # fmt: skip
+
+    def fold(self, tables: Tables, event: StoredEvent) -> None:
+        """apply's rows, in memory (a replay into an empty database)."""
+        if event.aggregate_type != "donor":
+            return
+        e = CODEC.decode(event.event_type, event.payload)
+        donor_id, donors = event.aggregate_id, tables["donors"]
+        if isinstance(e, model.DonorRegistered):
+            donors.insert(
+                donor_id=donor_id, donor_ref=e.donor_ref, version=event.aggregate_version,
+                updated_at=event.recorded_at, updated_by=event.actor,
+            )  # fmt: skip
+            return
+        if isinstance(e, model.CollectionRecorded):
+            tables["collections"].insert(
+                din=e.din, donor_id=donor_id, collected_at=e.collected_at, volume_ml=e.volume_ml,
+                nk_cells=e.nk_cells, cd3_cells=e.cd3_cells, eligibility=e.eligibility.value,
+                urgent_physician_request=e.urgent_physician_request,
+            )  # fmt: skip
+        row = donors.get(donor_id)
+        if row is None:
+            return
+        sets = {
+            column: [*row[column], value] if expr.startswith("array_append") else value
+            for column, expr, value in _changes(e)
+        }
+        donors.update(
+            donor_id, **sets, version=event.aggregate_version, updated_at=event.recorded_at,
+            updated_by=event.actor,
         )  # fmt: skip
 
 

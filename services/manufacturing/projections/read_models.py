@@ -9,6 +9,7 @@ import asyncpg
 from services.manufacturing.adapters.codec import CODEC
 from services.manufacturing.domain import model
 from services.manufacturing.upstream import donor
+from shared.bulk_replay import Tables
 from shared.events import StoredEvent
 from shared.topics import DONOR_EVENTS, MANUFACTURING_EVENTS
 
@@ -19,6 +20,7 @@ class DonorFactsProjection:
     name = "donor_facts"
     topics = (DONOR_EVENTS,)
     rows_keyed_by_aggregate = True  # batched in waves on the fast path (shared.batched_apply)
+    bulk_tables = ("donor_status", "known_collections")  # fold: shared.bulk_replay
 
     async def apply(self, conn: asyncpg.Connection, event: StoredEvent) -> None:
         if event.aggregate_type != "donor":
@@ -37,11 +39,31 @@ class DonorFactsProjection:
                 fact.urgent_physician_request,
             )  # fmt: skip
 
+    def fold(self, tables: Tables, event: StoredEvent) -> None:
+        """apply's rows, in memory (a replay into an empty database)."""
+        if event.aggregate_type != "donor":
+            return
+        fact = donor.translate(event)
+        if isinstance(fact, donor.DonorEligibility):
+            status, version = tables["donor_status"], event.aggregate_version
+            row = status.get(event.aggregate_id)
+            if row is None:
+                status.insert(donor_id=event.aggregate_id, eligibility=fact.status, version=version)
+            elif row["version"] < version:
+                status.update(event.aggregate_id, eligibility=fact.status, version=version)
+        elif isinstance(fact, donor.Collection):
+            tables["known_collections"].insert(
+                din=fact.din, site_id=event.site_id, donor_id=event.aggregate_id,
+                collected_at=fact.collected_at, eligibility=fact.eligibility,
+                urgent_physician_request=fact.urgent_physician_request,
+            )  # fmt: skip
+
 
 class BatchesProjection:
     name = "batches"
     topics = (MANUFACTURING_EVENTS,)
     rows_keyed_by_aggregate = True  # batched in waves on the fast path (shared.batched_apply)
+    bulk_tables = ("batches", "units")  # fold: shared.bulk_replay
 
     async def apply(self, conn: asyncpg.Connection, event: StoredEvent) -> None:
         e = CODEC.decode(event.event_type, event.payload)
@@ -80,3 +102,38 @@ class BatchesProjection:
                 )  # fmt: skip
                 return
         await conn.execute("UPDATE batches SET version = $2 WHERE batch_id = $1", batch_id, version)
+
+    def fold(self, tables: Tables, event: StoredEvent) -> None:
+        """apply's rows, in memory (a replay into an empty database)."""
+        e = CODEC.decode(event.event_type, event.payload)
+        batch_id, version, batches = event.aggregate_id, event.aggregate_version, tables["batches"]
+        match e:
+            case model.BatchStarted():
+                batches.insert(
+                    batch_id=batch_id, din=e.din, donor_id=e.donor_id,
+                    product_type=e.product_type, status="IN_PROCESS", version=version,
+                )  # fmt: skip
+                return
+            case model.QcResultRecorded():
+                row = batches.get(batch_id)
+                if row is not None:
+                    shown = f"{e.value:g}" if e.value is not None else e.text
+                    qc = {**json.loads(row["qc"]), e.test: {"result": shown, "passed": e.passed}}
+                    batches.update(batch_id, qc=json.dumps(qc), version=version)
+                return
+            case model.BatchReleased():
+                batches.update(
+                    batch_id, status="RELEASED", released_by=e.signature.name, version=version
+                )
+                units = tables["units"]
+                for u in e.units:
+                    units.insert(
+                        unit_id=u.unit_id, batch_id=batch_id, din=u.din,
+                        product_code=u.product_code, division=u.division,
+                        viable_nk_cells=u.viable_nk_cells, cd3_cells=u.cd3_cells,
+                        volume_ml=u.volume_ml, expires_on=u.expires_on, status=u.status,
+                        segregated=u.segregated, labels=list(u.labels),
+                        restricting_allele=u.restricting_allele,
+                    )  # fmt: skip
+                return
+        batches.update(batch_id, version=version)

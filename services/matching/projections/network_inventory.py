@@ -23,6 +23,7 @@ from services.matching.upstream.storage import (
     UnitStocked,
     unit_fact,
 )
+from shared.bulk_replay import NotNullViolation, Tables
 from shared.events import StoredEvent
 from shared.topics import DONOR_EVENTS, MANUFACTURING_EVENTS, STORAGE_EVENTS
 
@@ -35,6 +36,7 @@ class CandidateUnitsProjection:
     name = "candidate_units"
     topics = (STORAGE_EVENTS,)
     rows_keyed_by_aggregate = True  # batched in waves on the fast path (shared.batched_apply)
+    bulk_tables = ("candidate_units",)  # fold: shared.bulk_replay
 
     async def apply(self, conn: asyncpg.Connection, event: StoredEvent) -> None:
         fact = unit_fact(event)
@@ -57,6 +59,40 @@ class CandidateUnitsProjection:
             f"UPDATE candidate_units SET {assignments} WHERE unit_id = ${n + 1}",
             *values, unit_id, version,
         )  # fmt: skip
+
+    def fold(self, tables: Tables, event: StoredEvent) -> None:
+        """apply's rows, in memory (a replay into an empty database)."""
+        fact = unit_fact(event)
+        if fact is None:
+            return
+        unit_id, version, units = (
+            event.aggregate_id,
+            event.aggregate_version,
+            tables["candidate_units"],
+        )
+        if isinstance(fact, UnitStocked):
+            units.insert(
+                unit_id=unit_id, site_id=event.site_id, din=fact.din,
+                product_type=fact.product_type, status="STORED", expires_on=fact.expires_on,
+                viable_nk_cells=fact.viable_nk_cells, cd3_cells=fact.cd3_cells, version=version,
+            )  # fmt: skip
+            return
+        units.update(unit_id, **_folded(fact), version=version)
+
+
+def _folded(fact: UnitFact) -> dict[str, object]:
+    """_changes's assignments as values (the bulk fold)."""
+    released: dict[str, object] = {"reserved_for": "", "hold_until": None}
+    match fact:
+        case UnitHeld(order_id, hold_until):
+            return {"reserved_for": order_id, "hold_until": hold_until}
+        case UnitHoldEnded():
+            return released
+        case UnitStatusChanged(status, hold_ended):
+            return {"status": status, **(released if hold_ended else {})}
+        case UnitRevised():
+            return {}
+    raise AssertionError(f"unexpected unit fact {fact!r}")
 
 
 def _changes(fact: UnitFact) -> tuple[list[str], list[object]]:
@@ -81,6 +117,7 @@ class CandidateOriginsProjection:
     name = "candidate_origins"
     topics = (MANUFACTURING_EVENTS, DONOR_EVENTS)
     rows_keyed_by_aggregate = True  # batched in waves on the fast path (shared.batched_apply)
+    bulk_tables = ("candidate_batches", "candidate_origins", "candidate_donors")  # bulk_replay
 
     async def apply(self, conn: asyncpg.Connection, event: StoredEvent) -> None:
         if event.aggregate_type == "donor":
@@ -122,3 +159,34 @@ class CandidateOriginsProjection:
             f" ON CONFLICT (donor_id) DO UPDATE SET {column} = $2, {_TOUCHED}",
             event.aggregate_id, value,
         )  # fmt: skip
+
+    def fold(self, tables: Tables, event: StoredEvent) -> None:
+        """apply's rows, in memory (a replay into an empty database)."""
+        if event.aggregate_type == "donor":
+            value: object
+            match donor_fact(event):
+                case DonorHlaTyped(alleles):
+                    column, value = "hla", list(alleles)
+                case DonorKirGenotyped(genes):
+                    column, value = "kir_genes", list(genes)
+                case DonorCmvTested(status):
+                    column, value = "cmv", status.value
+                case DonorBloodGrouped(abo):
+                    column, value = "abo", abo
+                case _:
+                    return
+            tables["candidate_donors"].upsert(donor_id=event.aggregate_id, **{column: value})
+            return
+        fact = batch_fact(event)
+        batches = tables["candidate_batches"]
+        if isinstance(fact, BatchOfDonor):
+            batches.insert(batch_id=event.aggregate_id, donor_id=fact.donor_id)
+        elif isinstance(fact, BatchUnitsReleased):
+            batch = batches.get(event.aggregate_id)
+            if batch is None:  # as apply's join: donor_id NULL
+                raise NotNullViolation(f"no candidate_batches row for {event.aggregate_id}")
+            for u in fact.units:
+                tables["candidate_origins"].insert(
+                    unit_id=u.unit_id, donor_id=batch["donor_id"],
+                    restricting_allele=u.restricting_allele,
+                )  # fmt: skip
