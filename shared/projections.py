@@ -260,13 +260,24 @@ class ProjectionRunner:
     ) -> None:
         # Fast path: one transaction, no savepoints. A failing apply rolls it back and the
         # batch is redone with a savepoint per record, so only the poison record is refused.
+        if not tracing.enabled():  # nothing built for spans when tracing is off
+            await self._apply_poll(polled, verdicts)
+            return
         topics = ",".join(sorted({tp.topic for tp in polled}))
-        events = [e for judged in verdicts.values() for e in judged.trusted.values()]
+        # The poll's own partitions (a judged poll may hold more): one span per event it brings.
+        events = (e for tp in polled for e in verdicts[tp].trusted.values())
         with tracing.consuming(self.group_id, topics, events):
-            try:
-                await self._process_batch(polled, verdicts, careful=False)
-            except _RetryCarefully:
-                await self._process_batch(polled, verdicts, careful=True)
+            await self._apply_poll(polled, verdicts)
+
+    async def _apply_poll(
+        self,
+        polled: dict[TopicPartition, list[ConsumerRecord]],
+        verdicts: dict[TopicPartition, Verdicts],
+    ) -> None:
+        try:
+            await self._process_batch(polled, verdicts, careful=False)
+        except _RetryCarefully:
+            await self._process_batch(polled, verdicts, careful=True)
 
     async def _judge(self, records: list[ConsumerRecord]) -> Verdicts:
         if len(records) < VERIFY_IN_THREADS_FROM:
