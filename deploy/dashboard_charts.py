@@ -35,11 +35,16 @@ class Timeline:
         self.window_s = window_s
         self._clock = clock
         self._sites: dict[str, _Site] = defaultdict(_Site)
+        self._pruned_at = 0  # the second count_event last forgot the seconds before the window
 
     def count_event(self, site_id: str, occurred_at: float) -> None:
         """One event of `site_id`, counted in the second it happened (a late one in its own
         second, one from the future now, one from before the window not at all)."""
         now = int(self._clock())
+        if now != self._pruned_at:  # a new second: forgotten with no page open too
+            self._pruned_at = now
+            for site in self._sites.values():
+                _forget_events_before(site, now - self.window_s + 1)
         second = min(int(occurred_at), now)
         if second > now - self.window_s:
             self._sites[site_id].events[second] += 1
@@ -67,8 +72,7 @@ class Timeline:
         seconds = list(range(first, now))  # the current second is still counting
         out: dict[str, Any] = {}
         for site_id, site in sorted(self._sites.items()):
-            for second in [s for s in site.events if s < first]:
-                del site.events[second]
+            _forget_events_before(site, first)
             while site.samples and site.samples[0].at < first:
                 site.samples.popleft()
             at = [s.at for s in site.samples]
@@ -82,3 +86,8 @@ class Timeline:
                 },
             }
         return {"window_s": self.window_s, "now": now, "sites": out}
+
+
+def _forget_events_before(site: _Site, first: int) -> None:
+    for second in [s for s in site.events if s < first]:
+        del site.events[second]

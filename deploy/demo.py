@@ -291,6 +291,17 @@ async def tank_stock(storage: spb_grpc.StorageServiceStub, tank_id: str) -> list
     return list(reply.units)
 
 
+def available_units(stock: Sequence[spb.InventoryUnit], now: datetime) -> list[str]:
+    """The units of `stock` an order could take now, by the system's rule: stored, not
+    reserved or its hold lapsed, and not expired (usable to its day's end)."""
+    return [
+        u.unit_id for u in stock
+        if u.status == "STORED"
+        and (not u.reserved_for or u.hold_until.ToDatetime(tzinfo=UTC) <= now)
+        and date.fromisoformat(u.expires_on) >= now.date()
+    ]  # fmt: skip
+
+
 def free_demo_positions(tank_id: str, stock: Sequence[spb.InventoryUnit]) -> list[str]:
     """The demo tank's ordinary (not segregated) positions no unit of `stock` holds, in order."""
     racks, boxes, positions = DEMO_TANK_LAYOUT

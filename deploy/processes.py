@@ -138,6 +138,9 @@ def reap_abandoned(parent: Path, pattern: str, *, remove: bool = True) -> list[P
 
     import psutil
 
+    # Never this process nor its ancestors: a new owner naming the folder (`make run --root
+    # DIR`) and whatever started it.
+    spared = {os.getpid(), *(p.pid for p in psutil.Process().parents())}
     reaped = []
     for folder in parent.glob(pattern):
         owner_file = folder / OWNER_FILE
@@ -148,9 +151,9 @@ def reap_abandoned(parent: Path, pattern: str, *, remove: bool = True) -> list[P
         if psutil.pid_exists(owner):
             continue
         for proc in psutil.process_iter(["pid", "cmdline"]):
-            if proc.pid == os.getpid():  # a new owner naming the folder (`make run --root DIR`)
+            if proc.pid in spared:
                 continue
-            if any(str(folder) in part for part in proc.info["cmdline"] or ()):
+            if any(names_folder(part, folder) for part in proc.info["cmdline"] or ()):
                 print(
                     f"[cellbank] stopping server abandoned in {folder} (pid {proc.pid})", flush=True
                 )
@@ -159,3 +162,17 @@ def reap_abandoned(parent: Path, pattern: str, *, remove: bool = True) -> list[P
             shutil.rmtree(folder, ignore_errors=True)
         reaped.append(folder)
     return reaped
+
+
+def names_folder(part: str, folder: Path) -> bool:
+    """Whether a command-line argument names the folder or a path inside it, also as an
+    option's value (`-Dlogs=DIR/kafka`): whole path components, so `/x/.cellbank` names
+    neither `/x/.cellbank-old` nor `/y/x/.cellbank`."""
+    text = str(folder)
+    start = part.find(text)
+    while start != -1:
+        end = start + len(text)
+        if (end == len(part) or part[end] == os.sep) and (start == 0 or part[start - 1] in "=:,"):
+            return True
+        start = part.find(text, start + 1)
+    return False

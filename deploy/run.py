@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from cellbank.storage.v1 import storage_service_pb2_grpc as spb_grpc
 
 from deploy.demo import (
     BankClient,
+    available_units,
     free_demo_positions,
     register_demo_tank,
     released_batch,
@@ -150,7 +152,7 @@ async def seed_demo(services: list[ServiceProcess], sites: list[str]) -> str:
     ):
         storage = spb_grpc.StorageServiceStub(st)
         stock = await tank_stock(storage, tank)
-        available = [u.unit_id for u in stock if u.status == "STORED" and not u.reserved_for]
+        available = available_units(stock, datetime.now(UTC))
         if len(available) >= DEMO_STOCK:
             return f"{first}: {len(available)} units in {tank} from an earlier run, nothing to seed"
         free = free_demo_positions(tank, stock)

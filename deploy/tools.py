@@ -29,6 +29,9 @@ class Tool:
     # Files (relative to home) held to pinned sha256 digests: an install that gives other bytes
     # fails, and a cache whose bytes changed since is installed again.
     sha256: tuple[tuple[str, str], ...] = ()
+    # The folder (relative to home) the install fills: removed before installing again over
+    # pinned files that changed (npm leaves a package it finds installed as it is).
+    prefix: str = ""
 
     def path(self, home: Path) -> Path:
         return home / (self.binary or f"bin/{self.name}")
@@ -47,6 +50,7 @@ def npm_tool(name: str, package: str, version: str) -> Tool:
         ("npm", "install", "--prefix", prefix, "--no-save", "--no-audit", "--no-fund",
          "--ignore-scripts", "--loglevel=error", f"{package}@{version}"),
         binary=f"{prefix}/node_modules/.bin/{name}", needs="Node.js 18 or newer with npm",
+        prefix=prefix,
     )  # fmt: skip
 
 
@@ -113,6 +117,8 @@ def ensure(tool: Tool, home: Path = TOOLS_DIR) -> Path:
             file=sys.stderr,
         )
         stamp.unlink(missing_ok=True)
+        if tool.prefix and _unpinned(tool, home):
+            shutil.rmtree(home / tool.prefix, ignore_errors=True)
         try:
             done = subprocess.run(
                 tool.install,

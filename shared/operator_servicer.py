@@ -3,6 +3,7 @@ aggregate's history (who did what, when and why) and the store's state as of a m
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
@@ -21,7 +22,7 @@ from shared.access import (
 )  # fmt: skip
 from shared.aggregate_history import aggregate_history
 from shared.caller_streams import CallerStreams
-from shared.errors import InvalidArgument, PreconditionFailed
+from shared.errors import InvalidArgument, PreconditionFailed, ResourceExhausted
 from shared.event_watch import EventFilter, Watched, watch_events
 from shared.eventstore import Clock, utc_now
 from shared.grpc_requests import caller, moment_of
@@ -37,6 +38,9 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["OperatorService"].full_name
 NetworkStatusSource = Callable[[], Awaitable[pb.NetworkStatus]]
 MAX_HASHES_AT = 64  # positions one VerifyAuditChain may ask the hashes of
 STATES_PER_MESSAGE = 500  # aggregates per GetStateAsOf message (well under the message limit)
+# GetStateAsOf calls folding at once, servicer-wide: each holds one of the service's own
+# connections (and the states it folds) for the whole fold.
+STATES_AS_OF_AT_ONCE = 2
 
 
 class OperatorServicer(pb_grpc.OperatorServiceServicer):
@@ -61,6 +65,7 @@ class OperatorServicer(pb_grpc.OperatorServiceServicer):
         self.folds = tuple(folds)
         self.clock = clock
         self.watches = CallerStreams()
+        self.folding = asyncio.Semaphore(STATES_AS_OF_AT_ONCE)
 
     async def GetStoreStatus(
         self, request: pb.GetStoreStatusRequest, context: grpc.aio.ServicerContext
@@ -148,7 +153,13 @@ class OperatorServicer(pb_grpc.OperatorServiceServicer):
             moment_of(request.as_of, "as_of") if request.HasField("as_of") else None,
             request.aggregate_type.strip(), request.aggregate_id.strip(),
         )  # fmt: skip
-        found = await fold_as_of(self.store.pool, self.folds, bound, self.clock())
+        if self.folding.locked():
+            raise ResourceExhausted(
+                f"{STATES_AS_OF_AT_ONCE} GetStateAsOf calls are already folding this store;"
+                " retry when one is done"
+            )
+        async with self.folding:
+            found = await fold_as_of(self.store.pool, self.folds, bound, self.clock())
         for chunk in state_messages(found, self.store.site_id, self.service):
             yield chunk
 

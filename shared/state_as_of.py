@@ -14,6 +14,7 @@ from shared.commands import Aggregate
 from shared.errors import InvalidArgument, PreconditionFailed
 
 BATCH = 5_000  # events per fetch: one round trip each, folded while the next one is read
+STATEMENT_TIMEOUT_S = 60  # per statement of a fold: a runaway fold gives its connection back
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +98,7 @@ async def fold_as_of(
     chosen = bound.checked(folds, now)
     by_type = {f.aggregate.aggregate_type: f for f in chosen}
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        await conn.execute(f"SET LOCAL statement_timeout = '{STATEMENT_TIMEOUT_S}s'")
         head = await conn.fetchval("SELECT coalesce(max(position), 0) FROM events")
         if bound.at_position > head:
             raise InvalidArgument(

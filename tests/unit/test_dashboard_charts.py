@@ -61,3 +61,15 @@ def test_history_older_than_the_window_is_forgotten() -> None:
     assert sum(lon["events"][1]) == 0 and len(lon["events"][0]) == 59
     assert lon["lag"] == [[], []]
     assert lon["inventory"] == {"products": [], "data": [[]]}
+
+
+def test_counting_forgets_seconds_before_the_window_with_no_page_open() -> None:
+    clock = Clock(100.0)
+    timeline = Timeline(window_s=60, clock=clock)
+    for second in range(100, 1_000):  # hours of events; nobody asks for the series
+        clock.now = second + 0.5
+        timeline.count_event("LON", second)
+        timeline.count_event("MAN", second)
+    assert {site: sorted(s.events) for site, s in timeline._sites.items()} == {
+        "LON": list(range(940, 1_000)), "MAN": list(range(940, 1_000)),
+    }  # fmt: skip

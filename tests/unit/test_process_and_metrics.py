@@ -6,8 +6,11 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
-from deploy.processes import stop_process
+import pytest
+
+from deploy.processes import names_folder, stop_process
 from shared import metrics
 
 STUBBORN = "import signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(60)"
@@ -32,3 +35,42 @@ def test_metrics_endpoint_serves_platform_counters():
         body = response.read().decode()
     assert 'cellbank_events_appended_total{service="storage",site="LON"}' in body
     assert "cellbank_relay_published_total" in body
+
+
+@pytest.mark.parametrize(
+    ("part", "named"),
+    [
+        ("/x/.cellbank", True),
+        ("/x/.cellbank/pg", True),
+        ("-Dkafka.logs.dir=/x/.cellbank/kafka/logs", True),
+        ("file:/x/.cellbank/log4j.properties", True),
+        ("/x/.cellbank-old/pg", False),  # a sibling whose name begins the same
+        ("/x/.cellbank-old", False),
+        ("/y/x/.cellbank/pg", False),  # another folder ending the same
+        ("--root=/x/.cellbankish", False),
+    ],
+)
+def test_a_server_is_reaped_only_if_an_argument_names_the_folder_or_a_path_inside(part, named):
+    assert names_folder(part, Path("/x/.cellbank")) is named
+
+
+REAPS_IN_A_CHILD = """
+import subprocess, sys
+reap = "from pathlib import Path; from deploy.processes import reap_abandoned; "
+reap += f"print(reap_abandoned(Path({sys.argv[2]!r}), '.cellbank', remove=False))"
+subprocess.run([sys.executable, "-c", reap], check=True)
+print("alive", flush=True)
+"""
+
+
+def test_the_reaper_spares_its_ancestors_though_they_name_the_folder(tmp_path):
+    folder = tmp_path / ".cellbank"
+    folder.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (folder / "owner.pid").write_text(str(dead.pid))  # an owner gone without cleaning up
+    out = subprocess.run(
+        [sys.executable, "-c", REAPS_IN_A_CHILD, str(folder), str(tmp_path)],
+        capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    assert out.stdout.splitlines() == [f"[{folder!r}]", "alive"]

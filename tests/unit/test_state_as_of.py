@@ -4,9 +4,11 @@ anyone, and the answer is chunked with the position reached on every message."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import pytest
 
@@ -153,3 +155,35 @@ def test_the_cli_refuses_bad_input_before_reading_the_endpoints_file(argv, why, 
     code = main([*argv, "--endpoints", str(tmp_path / "none.json")], out, err)
     assert code == 2 and not out.getvalue()
     assert why in err.getvalue() and "no endpoints file" not in err.getvalue()
+
+
+async def test_get_state_as_of_refuses_at_once_while_the_servicer_is_already_folding(monkeypatch):
+    from cellbank.operator.v1 import operator_service_pb2 as opb
+
+    from shared import operator_servicer
+    from shared.errors import ResourceExhausted
+
+    started, release = asyncio.Semaphore(0), asyncio.Event()
+
+    async def slow_fold(pool, folds, bound, now):
+        started.release()
+        await release.wait()
+        return StatesAsOf(0, None, 0, [])
+
+    monkeypatch.setattr(operator_servicer, "fold_as_of", slow_fold)
+    store = SimpleNamespace(pool=None, site_id="LON")
+    servicer = operator_servicer.OperatorServicer(
+        store, service="storage", relay_name="r", trust=None, clock=lambda: NOW
+    )
+
+    async def call() -> list[object]:
+        return [m async for m in servicer.GetStateAsOf(opb.GetStateAsOfRequest(), None)]
+
+    folding = [asyncio.create_task(call()) for _ in range(operator_servicer.STATES_AS_OF_AT_ONCE)]
+    for _ in folding:
+        await started.acquire()
+    with pytest.raises(ResourceExhausted, match="GetStateAsOf"):
+        await call()
+    release.set()
+    await asyncio.gather(*folding)
+    assert await call()  # free again once the folds are done

@@ -92,12 +92,14 @@ def test_the_pinned_kustomize_is_the_one_installed() -> None:
 
 
 LIBRARY = b"window.lib = 1;\n"
-# Stands in for `npm install`: writes the library's file under the prefix, counting its runs.
+# Stands in for `npm install`: writes the library's file under the prefix, counting its runs;
+# like npm, it leaves a package it finds installed as it is.
 FAKE_NPM = """
 import pathlib, sys
 target = pathlib.Path("npm/lib/dist/lib.js")
 target.parent.mkdir(parents=True, exist_ok=True)
-target.write_bytes(sys.argv[1].encode())
+if not target.exists():
+    target.write_bytes(sys.argv[1].encode())
 with open("installs", "a") as runs:
     runs.write("1")
 """
@@ -107,7 +109,7 @@ def fake_library(gives: bytes, pinned: bytes = LIBRARY) -> Tool:
     digest = hashlib.sha256(pinned).hexdigest()
     return Tool(
         "lib", "1.0", (sys.executable, "-c", FAKE_NPM, gives.decode()),
-        binary="npm/lib/dist/lib.js", sha256=(("npm/lib/dist/lib.js", digest),),
+        binary="npm/lib/dist/lib.js", sha256=(("npm/lib/dist/lib.js", digest),), prefix="npm/lib",
     )  # fmt: skip
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC
+from datetime import UTC, datetime
 
 from cellbank.storage.v1 import events_pb2 as pb
 from google.protobuf.message import DecodeError
 
-from services.storage.coldchain.watch import Reading, ReadingBatch
+from services.storage.coldchain.watch import Reading, ReadingBatch, validate_batch, validate_reading
+from shared.errors import InvalidArgument
 
 # The record header naming the message a telemetry record carries. Sensors that predate
 # batches send no header: a record without one is a single TemperatureReading.
@@ -47,16 +48,21 @@ def encode_batch(
     ).SerializeToString()
 
 
-def decode_telemetry(value: bytes, message_type: bytes | None) -> Reading | ReadingBatch:
+def decode_telemetry(
+    value: bytes, message_type: bytes | None, now: datetime
+) -> Reading | ReadingBatch:
     """A telemetry record as the monitor watches it (`message_type`: the record's header);
-    ValueError if it is not a reading the monitor can judge."""
+    ValueError if it is not a reading the monitor can judge: undecodable, or refused by the
+    rules readings are validated by at ingest (a physical temperature, a time up to `now`)."""
     try:
         if message_type == BATCH_TYPE:
-            return _batch(value)
+            return validate_batch(_batch(value), now)
         if message_type is None or message_type == READING_TYPE:
-            return _reading(value)
+            return validate_reading(_reading(value), now)
     except DecodeError as exc:
         raise ValueError(f"undecodable telemetry record: {exc}") from exc
+    except InvalidArgument as exc:
+        raise ValueError(f"invalid telemetry record: {exc}") from exc
     raise ValueError(f"unknown telemetry message type {message_type!r}")
 
 

@@ -85,10 +85,9 @@ class TankMonitor:
         if not batch:
             return []
         facts: list[Fact] = []
-        self._place(batch.tank_id, partition)
         start = 0
         for end in self._silence_checks(batch.measured_at_ms, partition):
-            facts += self._fold(batch.part(start, end))
+            facts += self._fold(batch.part(start, end), partition)
             # A check falls only on a reading that moved the partition's event time.
             self.watermarks[partition] = self._checked_at[partition] = at_unix_ms(
                 batch.measured_at_ms[end - 1]
@@ -97,7 +96,7 @@ class TankMonitor:
             start = end
         if start < len(batch):
             rest = batch.part(start, len(batch))
-            facts += self._fold(rest)
+            facts += self._fold(rest, partition)
             newest = max(rest.measured_at_ms)
             watermark = self.watermarks.get(partition)
             if watermark is None or newest > unix_ms(watermark):
@@ -121,12 +120,14 @@ class TankMonitor:
                 due = times_ms[i] + step
         return ends
 
-    def _fold(self, batch: ReadingBatch) -> list[Fact]:
+    def _fold(self, batch: ReadingBatch, partition: int) -> list[Fact]:
         # Kept once per part: what a restart needs is the watch after the part.
         watch, facts = observe_batch(self._watch_of(batch.tank_id), batch, self.rules)
         self.watches[batch.tank_id] = watch
         self._pending.update((f.tank_id, type(f)) for f in facts)
         self._maybe_persist(batch.tank_id, watch)
+        # Placed once watched: a partition's silence check finds a watch for each of its tanks.
+        self._place(batch.tank_id, partition)
         return facts
 
     def _place(self, tank_id: str, partition: int) -> None:

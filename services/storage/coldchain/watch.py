@@ -83,11 +83,27 @@ def validate_reading(reading: Reading, now: datetime) -> Reading:
     A sensor clock far ahead would advance its partition's event time and make the other
     tanks look silent, so such readings are refused at ingest.
     """
-    if not math.isfinite(reading.celsius) or not -273.15 <= reading.celsius <= 100:
+    if not _physical(reading.celsius):
         raise InvalidArgument("celsius", "must be a temperature between -273.15 and 100 °C")
     if reading.measured_at > now + FUTURE_TOLERANCE:
         raise InvalidArgument("measured_at", "is in the future (check the sensor's clock)")
     return reading
+
+
+def validate_batch(batch: ReadingBatch, now: datetime) -> ReadingBatch:
+    """A batch every reading of which validate_reading accepts (times before 1970 are refused
+    too: a batch's times are Unix milliseconds)."""
+    if not all(map(_physical, batch.celsius)):
+        raise InvalidArgument("celsius", "must be a temperature between -273.15 and 100 °C")
+    if batch and max(batch.measured_at_ms) > unix_ms(now + FUTURE_TOLERANCE):
+        raise InvalidArgument("measured_at", "is in the future (check the sensor's clock)")
+    if batch and min(batch.measured_at_ms) < 0:
+        raise InvalidArgument("measured_at", "is before 1970 (check the sensor's clock)")
+    return batch
+
+
+def _physical(celsius: float) -> bool:
+    return math.isfinite(celsius) and -273.15 <= celsius <= 100
 
 
 @dataclass(frozen=True, slots=True)

@@ -246,18 +246,24 @@ async def watch_tanks(stream: Any) -> None:
     # Batches of records: Faust's per-event await costs more than the watch itself at sensor
     # volumes; a record is one reading or (from a batching sensor) many.
     async for events in stream.take_events(1000, within=0.05):
+        now = datetime.now(UTC)
         for event in events:
             try:
-                record = decode_telemetry(event.value, event.headers.get(MESSAGE_TYPE))
+                record = decode_telemetry(event.value, event.headers.get(MESSAGE_TYPE), now)
             except Exception as exc:  # a poison record never stops the monitor
                 metrics.TELEMETRY_SKIPPED.labels("coldchain").inc()
                 log.error("undecodable telemetry record skipped", extra={"error": repr(exc)})
                 continue
             partition = event.message.partition
-            if isinstance(record, Reading):
-                facts = monitor.observe(record, partition)
-            else:
-                facts = monitor.observe_batch(record, partition)
+            try:
+                if isinstance(record, Reading):
+                    facts = monitor.observe(record, partition)
+                else:
+                    facts = monitor.observe_batch(record, partition)
+            except Exception as exc:  # nor does one the monitor fails to judge
+                metrics.TELEMETRY_SKIPPED.labels("coldchain").inc()
+                log.error("unjudgeable telemetry record skipped", extra={"error": repr(exc)})
+                continue
             for fact in facts:
                 await dispatcher.dispatch(fact)
                 monitor.acknowledge(fact)

@@ -7,6 +7,7 @@ import itertools
 import random
 from dataclasses import dataclass
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -17,6 +18,7 @@ from services.storage.coldchain.watch import (
     Fact,
     Reading,
     ReadingBatch,
+    SensorSilent,
     TankWatch,
     at_unix_ms,
     observe,
@@ -195,3 +197,18 @@ def test_an_empty_batch_changes_nothing():
     monitor = TankMonitor(RULES)
     assert monitor.observe_batch(batch("LON-T1", [])) == []
     assert monitor.watches == {} and monitor.watermarks == {}
+
+
+def test_a_batch_the_monitor_fails_on_leaves_the_partitions_silence_checks_working():
+    # decode_telemetry refuses such a batch; should one still fail, the worker skips it and
+    # the monitor goes on judging the partition.
+    monitor = TankMonitor(RULES)
+    monitor.observe(Reading("LON", "LON-T1", COLD, at_unix_ms(T0_MS)))
+    with pytest.raises(OverflowError):
+        monitor.observe_batch(batch("LON-T2", [(T0_MS, COLD), (10**15, COLD)]))
+    assert "LON-T2" not in monitor.partition_of
+    late = T0_MS + 16 * 60_000
+    assert monitor.observe_batch(batch("LON-T3", [(late, COLD)])) == [
+        SensorSilent("LON", "LON-T1", at_unix_ms(T0_MS), at_unix_ms(late))
+    ]
+    assert monitor.check_silence(0) == []

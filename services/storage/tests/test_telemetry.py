@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -23,17 +24,18 @@ from shared.topics import TELEMETRY
 
 AT = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 AT_MS = 1_795_770_000_000  # AT in Unix milliseconds
+NOW = AT + timedelta(minutes=1)  # when the monitor reads the records
 
 
 def test_a_record_without_a_message_type_is_a_single_reading_as_sensors_sent_before_batches():
     reading = Reading("LON", "LON-T1", -190.5, AT)
-    assert decode_telemetry(encode_reading(reading), None) == reading
-    assert decode_telemetry(encode_reading(reading), READING.encode()) == reading
+    assert decode_telemetry(encode_reading(reading), None, NOW) == reading
+    assert decode_telemetry(encode_reading(reading), READING.encode(), NOW) == reading
 
 
 def test_a_batch_record_decodes_to_one_batch_of_the_sensors_readings():
     value = encode_batch("LON", "LON-T1", [-190.0, -189.5], [AT_MS, AT_MS + 1000])
-    assert decode_telemetry(value, dict(BATCH_HEADERS)[MESSAGE_TYPE]) == ReadingBatch(
+    assert decode_telemetry(value, dict(BATCH_HEADERS)[MESSAGE_TYPE], NOW) == ReadingBatch(
         "LON", "LON-T1", [-190.0, -189.5], [AT_MS, AT_MS + 1000]
     )
     assert at_unix_ms(AT_MS) == AT
@@ -42,8 +44,8 @@ def test_a_batch_record_decodes_to_one_batch_of_the_sensors_readings():
 def test_a_shippers_logger_is_watched_under_its_own_key_single_or_batched():
     single = encode_reading(Reading("LON", "DS-04", -100.0, AT), device="shipper")
     batch = encode_batch("LON", "DS-04", [-100.0], [AT_MS], device="shipper")
-    assert decode_telemetry(single, None).tank_id == "shipper:DS-04"
-    assert decode_telemetry(batch, BATCH.encode()).tank_id == "shipper:DS-04"
+    assert decode_telemetry(single, None, NOW).tank_id == "shipper:DS-04"
+    assert decode_telemetry(batch, BATCH.encode(), NOW).tank_id == "shipper:DS-04"
 
 
 @pytest.mark.parametrize(
@@ -60,11 +62,19 @@ def test_a_shippers_logger_is_watched_under_its_own_key_single_or_batched():
             BATCH.encode(),
         ),  # a temperature without its time
         (encode_batch("LON", "LON-T1", [-190.0], [AT_MS]), b"cellbank.storage.v1.Unknown"),
+        # the rules readings are validated by at ingest hold for every reading of a batch
+        (encode_batch("LON", "LON-T1", [-190.0, math.nan], [AT_MS] * 2), BATCH.encode()),
+        (encode_batch("LON", "LON-T1", [-190.0, math.inf], [AT_MS] * 2), BATCH.encode()),
+        (encode_batch("LON", "LON-T1", [-190.0, -300.0], [AT_MS] * 2), BATCH.encode()),
+        (encode_batch("LON", "LON-T1", [-190.0] * 2, [AT_MS, 10**15]), BATCH.encode()),
+        (encode_batch("LON", "LON-T1", [-190.0] * 2, [AT_MS, -(10**15)]), BATCH.encode()),
+        (encode_reading(Reading("LON", "LON-T1", math.nan, AT)), None),
+        (encode_reading(Reading("LON", "LON-T1", -190.0, NOW + timedelta(hours=1))), None),
     ],
 )
 def test_a_record_the_monitor_cannot_judge_is_refused(value, message_type):
     with pytest.raises(ValueError):
-        decode_telemetry(value, message_type)
+        decode_telemetry(value, message_type, NOW)
 
 
 class FakeProducer:
@@ -96,7 +106,7 @@ async def test_readings_of_a_tank_arriving_together_leave_as_one_batch_in_measur
     ]
     await asyncio.gather(*(publisher.publish(r) for r in readings))
     batches = {
-        key: decode_telemetry(value, dict(headers)[MESSAGE_TYPE])
+        key: decode_telemetry(value, dict(headers)[MESSAGE_TYPE], NOW)
         for topic, value, key, headers in producer.sent
         if topic == TELEMETRY
     }
