@@ -71,7 +71,9 @@ async def visible(site: NetworkSite, viable: float, count: int) -> hpb.SearchInv
         lambda: site.hospital.SearchInventory(search(viable), metadata=H1),
         until=lambda r: len(r.candidates) == count,
         what=f"{count} units of {viable:g} viable cells at {site.site_id}'s matching",
-        timeout=60,
+        # Late in a full session a site's matching catches up on every earlier test's
+        # inventory first: a loaded CI machine was seen to need more than 60 s.
+        timeout=120,
     )
 
 
