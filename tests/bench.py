@@ -50,7 +50,7 @@ from typing import Any, TypeVar
 import asyncpg
 from aiokafka import ConsumerRecord
 
-from deploy.infra import Endpoints, Infrastructure
+from deploy.infra import DEFAULT_SITES, Endpoints, Infrastructure
 from deploy.kafka_principals import ADMIN
 from deploy.processes import REPO_ROOT
 from shared import kafka_clients
@@ -751,7 +751,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if ROOT.exists():
         progress(f"removing leftovers of an earlier run in {ROOT}")
         shutil.rmtree(ROOT, ignore_errors=True)
-    infra = Infrastructure(ROOT)
+    # The memory figure runs a site of its own (bench_memory.SITE): its principals too.
+    infra = Infrastructure(ROOT, sites=(*DEFAULT_SITES, bench_memory.SITE))
     rows: list[Row] = []
     try:
         progress("starting infrastructure")

@@ -83,7 +83,12 @@ async def _caught_up(pool: asyncpg.Pool, goals: Goals) -> bool:
 
 async def run(endpoints: Endpoints, timeout: float = 900.0) -> list[Row]:
     goals = await _projection_goals(endpoints)
-    databases = await ensure_site_databases(endpoints.database_url, [SITE])
+    # As make run provisions them: owned by the owner role the services migrate as (the
+    # administrator's databases refuse that role CREATE on their public schema).
+    logins = endpoints.database_logins
+    databases = await ensure_site_databases(
+        endpoints.database_url, [SITE], roles=logins.roles if logins else None
+    )
     try:
         return await _measure(endpoints, goals, timeout)
     finally:
