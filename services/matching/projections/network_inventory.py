@@ -142,18 +142,9 @@ class CandidateOriginsProjection:
             )  # fmt: skip
 
     async def _donor(self, conn: asyncpg.Connection, event: StoredEvent) -> None:
-        value: object
-        match donor_fact(event):
-            case DonorHlaTyped(alleles):
-                column, value = "hla", list(alleles)
-            case DonorKirGenotyped(genes):
-                column, value = "kir_genes", list(genes)
-            case DonorCmvTested(status):
-                column, value = "cmv", status.value
-            case DonorBloodGrouped(abo):
-                column, value = "abo", abo
-            case _:
-                return
+        if (written := _donor_column(event)) is None:
+            return
+        column, value = written
         await conn.execute(
             f"INSERT INTO candidate_donors (donor_id, {column}) VALUES ($1, $2)"
             f" ON CONFLICT (donor_id) DO UPDATE SET {column} = $2, {_TOUCHED}",
@@ -163,19 +154,9 @@ class CandidateOriginsProjection:
     def fold(self, tables: Tables, event: StoredEvent) -> None:
         """apply's rows, in memory (a replay into an empty database)."""
         if event.aggregate_type == "donor":
-            value: object
-            match donor_fact(event):
-                case DonorHlaTyped(alleles):
-                    column, value = "hla", list(alleles)
-                case DonorKirGenotyped(genes):
-                    column, value = "kir_genes", list(genes)
-                case DonorCmvTested(status):
-                    column, value = "cmv", status.value
-                case DonorBloodGrouped(abo):
-                    column, value = "abo", abo
-                case _:
-                    return
-            tables["candidate_donors"].upsert(donor_id=event.aggregate_id, **{column: value})
+            if (written := _donor_column(event)) is not None:
+                column, value = written
+                tables["candidate_donors"].upsert(donor_id=event.aggregate_id, **{column: value})
             return
         fact = batch_fact(event)
         batches = tables["candidate_batches"]
@@ -190,3 +171,18 @@ class CandidateOriginsProjection:
                     unit_id=u.unit_id, donor_id=batch["donor_id"],
                     restricting_allele=u.restricting_allele,
                 )  # fmt: skip
+
+
+def _donor_column(event: StoredEvent) -> tuple[str, object] | None:
+    """The candidate_donors column a donor event writes and its value (None: none), for the
+    live apply and the bulk fold alike."""
+    match donor_fact(event):
+        case DonorHlaTyped(alleles):
+            return "hla", list(alleles)
+        case DonorKirGenotyped(genes):
+            return "kir_genes", list(genes)
+        case DonorCmvTested(status):
+            return "cmv", status.value
+        case DonorBloodGrouped(abo):
+            return "abo", abo
+    return None
