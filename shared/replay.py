@@ -65,6 +65,7 @@ NOT_STATE = frozenset(
         "events", "relay_checkpoints", "projection_checkpoints", "processed_events",
         "parked_records", "schema_migrations",
         "untrusted_records",  # what each consumer refused, and when (the log's forgeries)
+        "state_snapshot_marks", "state_snapshots",  # as-of snapshots: derived, taken when due
         "shipment_orders",  # matching's delivery policy's own lookup (policies are not replayed)
     }
 )  # fmt: skip
@@ -79,6 +80,11 @@ REPLAY_SERVER_ENV = "CELLBANK_REPLAY_SERVER_URL"  # a worker's PostgreSQL server
 
 
 Specs = Callable[[], Mapping[str, ServiceSpec]]  # name → spec, imported on demand (heavy)
+
+
+# Verified batch signatures and tree nodes a replay worker remembers (shared.trust).
+REPLAY_VERIFIED = 1 << 16
+REPLAY_NODES = 1 << 17
 
 
 @dataclass(frozen=True, slots=True)
@@ -586,6 +592,9 @@ async def _replay_one_service(args: argparse.Namespace, specs: Specs) -> None:
         database_url=server_url, database_name=args.database, facility_id=args.facility,
     )  # fmt: skip
     trust = TrustList.from_env()
+    # A rebuild reads whole topics at once, partitions and topics at their own pace: a batch's
+    # members can be far apart, so it remembers more verified batches than a live consumer.
+    trust.verified_cache_size, trust.verified_nodes_size = REPLAY_VERIFIED, REPLAY_NODES
     pool = await create_pool(with_database(server_url, args.database), min_size=2, max_size=8)
     try:
         goals = _goals_from_json(args.goals)

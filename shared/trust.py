@@ -63,6 +63,10 @@ MAX_BATCH_LEAVES = 1 << 16  # what a verifier accepts (a proof of at most 16 has
 # What the site key signs for a batch: this, the batch size (4 bytes, big endian), the root.
 BATCH_DOMAIN = b"cellbank.envelope-batch.v1\x00"
 VERIFIED_CACHE_SIZE = 8192  # batch signatures a TrustList remembers as verified
+# Tree nodes of verified batches it remembers (verify_leaf; about 300 bytes each): a window of
+# some 500 batches for a live consumer. A replay reads far more at once (shared/replay.py
+# raises both for its workers).
+VERIFIED_NODES_SIZE = 1 << 14
 # Fields 19-22 as deterministic serialization writes them after the canonical bytes (numbers in
 # order; 19-22 are the last fields): tags of signature (19, bytes), batch_index (20, varint),
 # batch_size (21, varint), batch_proof (22, bytes, each entry tagged).
@@ -216,6 +220,10 @@ class TrustList:
         self._verified: OrderedDict[tuple[str, bytes, bytes], None] = OrderedDict()
         self._verified_lock = threading.Lock()
         self.verified_cache_size = VERIFIED_CACHE_SIZE
+        # Tree nodes of verified batches: node → (key id, size, signature, fn, sn, the rest of
+        # the audit path above it). See verify_leaf.
+        self._nodes: dict[bytes, tuple[str, int, bytes, int, int, tuple[bytes, ...]]] = {}
+        self.verified_nodes_size = VERIFIED_NODES_SIZE
 
     def __repr__(self) -> str:
         return f"TrustList(version={self.version}, keys={len(self.keys)})"
@@ -259,7 +267,17 @@ class TrustList:
         """Raises Untrusted unless key_id is a key of site_id valid at `at` (checked every time)
         and `signature` is its signature of the batch (size, root). A signature that verified
         is remembered (bounded LRU), so each batch's is verified once; failures never are."""
-        public = self.vouch(site_id, key_id, at)
+        self._verify_root(self.vouch(site_id, key_id, at), site_id, key_id, size, root, signature)
+
+    def _verify_root(
+        self,
+        public: Ed25519PublicKey,
+        site_id: str,
+        key_id: str,
+        size: int,
+        root: bytes,
+        signature: bytes,
+    ) -> None:
         message = batch_message(size, root)
         entry = (key_id, message, signature)
         with self._verified_lock:
@@ -274,6 +292,61 @@ class TrustList:
             self._verified[entry] = None
             while len(self._verified) > self.verified_cache_size:
                 self._verified.popitem(last=False)
+
+    def verify_leaf(
+        self,
+        public: Ed25519PublicKey,
+        site_id: str,
+        key_id: str,
+        leaf: bytes,
+        index: int,
+        size: int,
+        proof: Sequence[bytes],
+        signature: bytes,
+    ) -> None:
+        """Raises Untrusted unless `proof` leads `leaf` (index `index` of a batch of `size`) to
+        a root that `public` (vouched for by the caller) signed with `signature`: fold_proof,
+        then verify_batch_root's check, with the same verdict on every input.
+
+        A consumer sees every member of a batch, and their audit paths meet: a fold stops at the
+        first node already verified as part of the same batch (key id, size, signature) at the
+        same place (fn, sn) with the same rest of the path above it. From there the fold would
+        repeat, step for step, one that reached the verified root, so the verdict is the same
+        (a changed index, size, sibling or path length makes one of those differ: folded out).
+        About 2 hashes a member instead of log2(size). Only successes are remembered."""
+        if not 0 <= index < size or len(proof) > 64:
+            raise Untrusted("malformed proof", site_id=site_id, key_id=key_id)
+        nodes = self._nodes
+        fn, sn, node = index, size - 1, leaf
+        walked: list[tuple[bytes, int, int, int]] = []  # (node, fn, sn, step) folded here
+        known = False
+        for step, sibling in enumerate(proof):
+            if sn == 0 or len(sibling) != HASH_BYTES:
+                raise Untrusted("malformed proof", site_id=site_id, key_id=key_id)
+            if fn & 1 or fn == sn:
+                node = sha256(_NODE + sibling + node).digest()
+                while not fn & 1 and fn:
+                    fn >>= 1
+                    sn >>= 1
+            else:
+                node = sha256(_NODE + node + sibling).digest()
+            fn >>= 1
+            sn >>= 1
+            seen = nodes.get(node)
+            if seen is not None and seen == (
+                key_id, size, signature, fn, sn, tuple(proof[step + 1 :])
+            ):  # fmt: skip
+                known = True
+                break
+            walked.append((node, fn, sn, step))
+        if not known:
+            if sn != 0:
+                raise Untrusted("malformed proof", site_id=site_id, key_id=key_id)
+            self._verify_root(public, site_id, key_id, size, node, signature)
+        if len(nodes) + len(walked) > self.verified_nodes_size:
+            nodes.clear()
+        for at, f, s, step in walked:
+            nodes[at] = (key_id, size, signature, f, s, tuple(proof[step + 1 :]))
 
     # --- changes (each a new version) ---
 
@@ -456,7 +529,7 @@ def verify_envelope(trust: TrustList, data: bytes) -> StoredEvent:
         raise Untrusted("unsigned", site_id=site_id)
     if len(signature) != SIGNATURE_BYTES:
         raise Untrusted("malformed signature", site_id=site_id, key_id=key_id)
-    trust.vouch(site_id, key_id, event.recorded_at)  # the cheap refusals first
+    public = trust.vouch(site_id, key_id, event.recorded_at)  # the cheap refusals first
     index, size, proof = env.batch_index, env.batch_size, env.batch_proof
     if not 0 < size <= MAX_BATCH_LEAVES:
         raise Untrusted("malformed proof", site_id=site_id, key_id=key_id)
@@ -470,10 +543,7 @@ def verify_envelope(trust: TrustList, data: bytes) -> StoredEvent:
         unsigned.CopyFrom(env)
         _clear_batch_fields(unsigned)
         body = unsigned.SerializeToString(deterministic=True)
-    root = fold_proof(leaf_hash(body), index, size, proof)
-    if root is None:
-        raise Untrusted("malformed proof", site_id=site_id, key_id=key_id)
-    trust.verify_batch_root(site_id, key_id, size, root, signature, event.recorded_at)
+    trust.verify_leaf(public, site_id, key_id, leaf_hash(body), index, size, proof, signature)
     return event
 
 

@@ -25,7 +25,7 @@ from shared import kafka_clients
 from shared.db import drop_database
 from shared.events import StoredEvent
 from shared.kafka_admin import end_offsets, ensure_topics
-from shared.replay import service_projections
+from shared.replay import REPLAY_NODES, REPLAY_VERIFIED, service_projections
 from shared.topics import TOPICS
 from shared.trust import sign_bodies, signing_body, verify_envelope
 from tests.bench_report import Row
@@ -68,15 +68,22 @@ async def publish_site_log(bootstrap: str, events: int) -> int:
 
 
 async def _signed(chunk: list[tuple[str, StoredEvent]]) -> list[bytes]:
-    """The site's relays' signed envelopes (two threads: signing releases the GIL)."""
+    """The site's relays' signed envelopes, in the chunk's order: as each service's relay
+    signs its own topic's events (a signed batch never spans two topics), in threads
+    (signing releases the GIL)."""
     key = signer(SITE)
-    bodies = [signing_body(key, event) for _, event in chunk]
-    half = (len(bodies) + 1) // 2
-    parts = await asyncio.gather(
-        asyncio.to_thread(sign_bodies, key, bodies[:half]),
-        asyncio.to_thread(sign_bodies, key, bodies[half:]),
-    )
-    return [value for part in parts for value in part]
+    by_topic: dict[str, list[int]] = {}
+    for i, (topic, _) in enumerate(chunk):
+        by_topic.setdefault(topic, []).append(i)
+    order = [i for indexes in by_topic.values() for i in indexes]
+    parts = await asyncio.gather(*(
+        asyncio.to_thread(sign_bodies, key, [signing_body(key, chunk[i][1]) for i in indexes])
+        for indexes in by_topic.values()
+    ))  # fmt: skip
+    values: list[bytes] = [b""] * len(chunk)
+    for i, value in zip(order, (v for part in parts for v in part), strict=True):
+        values[i] = value
+    return values
 
 
 def _replayed_projections() -> list[tuple[str, tuple[str, ...]]]:
@@ -92,6 +99,8 @@ async def consume_baseline(bootstrap: str, projections: list[tuple[str, tuple[st
     """Every replayed projection's topics read, decoded and verified from offset 0,
     concurrently."""
     trust = trust_list()
+    # Remembering as many verified batches as the replay's workers do.
+    trust.verified_cache_size, trust.verified_nodes_size = REPLAY_VERIFIED, REPLAY_NODES
 
     async def one(topics: tuple[str, ...]) -> int:
         goal = sum((await end_offsets(bootstrap, list(topics))).values())

@@ -290,3 +290,49 @@ def test_the_cache_is_bounded() -> None:
     for salt in range(10):
         verify_envelope(shared, batch(LON, events(3, salt=salt))[0])
     assert len(shared._verified) == 4
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(2, 130), st.data())
+def test_remembered_nodes_never_change_a_verdict(n: int, data: st.DataObject) -> None:
+    """verify_leaf stops at a node of the batch verified before; a list that has seen every
+    member must judge any edit of one exactly as a fresh list does (accept or refuse alike)."""
+    signed = batch(LON, events(n, salt=n))
+    warm = trust()
+    for member in signed:
+        verify_envelope(warm, member)  # every node of the tree remembered
+    assert warm._nodes
+    i = data.draw(st.integers(0, n - 1))
+    genuine = signed[i]
+    proof = list(envelope_pb2.EventEnvelope.FromString(genuine).batch_proof)
+    # Siblings a forger can find: every node on the members' paths (all remembered as known).
+    nodes = sorted({node for m in signed for node in envelope_pb2.EventEnvelope.FromString(m)
+                    .batch_proof})  # fmt: skip
+    some_node = st.sampled_from(nodes)
+    k = data.draw(st.integers(0, max(0, len(proof) - 1)))
+    j = data.draw(st.integers(0, 2 * n))
+    change: dict[str, object] = data.draw(
+        st.sampled_from(
+            [
+                {"batch_index": j},
+                {"batch_size": data.draw(st.integers(1, 2 * n + 2))},
+                {"batch_index": j, "batch_size": j + data.draw(st.integers(1, n))},
+                {"batch_proof": proof[:k]},
+                {"batch_proof": [*proof, data.draw(some_node)]},
+                {"batch_proof": [*proof[:k], data.draw(some_node), *proof[k + 1 :]]},
+                {"batch_proof": [*proof[: k + 1], data.draw(some_node), *proof[k + 1 :]]},
+                {"batch_index": j, "batch_proof": proof[:k]},
+            ]
+        )
+    )
+    forged = edited(genuine, **change)
+    assert refused(warm, forged) == refused(trust(), forged), change
+
+
+def test_remembered_nodes_are_bounded() -> None:
+    shared = trust()
+    shared.verified_nodes_size = 10
+    for salt in range(5):
+        for member in batch(LON, events(16, salt=salt)):
+            verify_envelope(shared, member)
+    assert len(shared._nodes) <= 10
