@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from services.storage.adapters.codec import TANK, UNIT
-from services.storage.domain.model import StoredUnit, Tank
+from services.storage.domain.model import StoredUnit, Tank, UnitStatus
 from shared.state_as_of import Folded
+
+_STATUS = {s: s.value for s in UnitStatus}  # Enum's .value is a slow descriptor (a hot path)
 
 
 def unit_record(unit_id: str, unit: StoredUnit) -> dict[str, object]:
@@ -12,7 +14,7 @@ def unit_record(unit_id: str, unit: StoredUnit) -> dict[str, object]:
     facts, held = unit.facts, unit.reservation
     return {
         "unit_id": unit_id,
-        "status": unit.status.value,
+        "status": _STATUS[unit.status],
         "address": unit.address,
         "tank_id": unit.address.partition("/")[0],  # as the read model splits it
         "din": facts.din if facts else "",

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from datetime import datetime
 
 from services.kernel.isbt128 import expired
+from services.kernel.records import replacer
 from services.storage.domain.model import (
     DiscardUnit,
     Disposition,
@@ -195,9 +195,12 @@ def _release_reservation(state: StoredUnit, why: str) -> list[UnitEvent]:
     return [ReservationReleased(state.reservation.order_id, why)]
 
 
+_replace = replacer(StoredUnit)  # dataclasses.replace without its per-call field inspection
+
+
 def evolve(state: StoredUnit, event: UnitEvent) -> StoredUnit:
     """Apply one event; total over every event type (replay must never fail)."""
-    replace = dataclasses.replace
+    replace = _replace
     match event:
         case UnitStored(address, facts):
             return replace(state, status=UnitStatus.STORED, address=address, facts=facts)
