@@ -29,7 +29,7 @@ from shared.grpc_requests import caller, moment_of
 from shared.grpc_server import ServiceBinding
 from shared.postgres_eventstore import PostgresEventStore
 from shared.redaction import redact_watched
-from shared.state_as_of import Bound, Folded, StatesAsOf, fold_as_of
+from shared.state_as_of import Bound, Folded, StatesAsOf, cyclic_gc_paused, fold_as_of
 from shared.trust import TrustList
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["OperatorService"].full_name
@@ -181,23 +181,29 @@ def state_messages(found: StatesAsOf, site_id: str, service: str) -> Iterator[pb
     """The states in messages of STATES_PER_MESSAGE, each with the position reached; one
     message (no states) when none. Lazily: a stream yields to other calls between chunks."""
     for start in range(0, max(len(found.states), 1), STATES_PER_MESSAGE):
-        message = pb.StateAsOf(
-            site_id=site_id, service=service, position=found.position,
-            head_position=found.head_position,
-        )  # fmt: skip
-        if found.recorded_at is not None:
-            message.recorded_at.CopyFrom(_stamp(found.recorded_at))
-        message.states.extend(
-            pb.AggregateState(
-                aggregate_type=state.aggregate_type,
-                aggregate_id=state.aggregate_id,
-                version=state.version,
-                updated_at=_stamp(state.updated_at),
-                state_json=_json(state.record),
-            )
-            for state in found.states[start : start + STATES_PER_MESSAGE]
-        )
+        with cyclic_gc_paused():  # a chunk at a time: never held while the stream waits
+            message = _state_message(found, start, site_id, service)
         yield message
+
+
+def _state_message(found: StatesAsOf, start: int, site_id: str, service: str) -> pb.StateAsOf:
+    message = pb.StateAsOf(
+        site_id=site_id, service=service, position=found.position,
+        head_position=found.head_position,
+    )  # fmt: skip
+    if found.recorded_at is not None:
+        message.recorded_at.CopyFrom(_stamp(found.recorded_at))
+    message.states.extend(
+        pb.AggregateState(
+            aggregate_type=state.aggregate_type,
+            aggregate_id=state.aggregate_id,
+            version=state.version,
+            updated_at=_stamp(state.updated_at),
+            state_json=_json(state.record),
+        )
+        for state in found.states[start : start + STATES_PER_MESSAGE]
+    )
+    return message
 
 
 _json = json.JSONEncoder(separators=(",", ":")).encode

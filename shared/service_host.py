@@ -40,7 +40,7 @@ from shared.postgres_eventstore import PostgresEventStore
 from shared.projections import Projection, ProjectionRunner
 from shared.service_lock import hold_service_lock
 from shared.settings import Settings
-from shared.state_as_of import Folded
+from shared.state_as_of import Folded, Snapshots, snapshot_worker
 from shared.topics import SERVICE_TOPICS
 from shared.tracing import configure_tracing
 from shared.trust_settings import site_signer, trust_list
@@ -214,6 +214,13 @@ class ServiceHost:
             self._tasks.append(asyncio.create_task(runner.run(self._stop), name=group))
         for worker in components.workers:
             self._tasks.append(asyncio.create_task(worker(self._stop), name=f"{name}.worker"))
+        if spec.folds:  # state as of a moment starts from the newest snapshot of the states
+            Snapshots.of(spec.folds)  # a state type without a snapshot form fails the start
+            snapshots = snapshot_worker(
+                self.pool, spec.folds, self._stop, every=s.snapshot_every_events,
+                interval=s.snapshot_interval_seconds,
+            )  # fmt: skip
+            self._tasks.append(asyncio.create_task(snapshots, name=f"{name}.snapshots"))
         operator = OperatorServicer(
             store, service=name, relay_name=relay_name, trust=trust, bootstrap=s.kafka_bootstrap,
             network_status=components.network_status, folds=spec.folds, clock=self.clock,

@@ -7,7 +7,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from shared.bounds import MAX_CONCURRENT_RPCS, MAX_ENVELOPE_BYTES
+from shared.bounds import MAX_CONCURRENT_RPCS, MAX_ENVELOPE_BYTES, SNAPSHOT_EVERY
 from shared.chain_key import ChainKey, chain_key_from_env
 from shared.errors import InvalidArgument
 
@@ -85,6 +85,10 @@ class Settings:
     signing_key_file: str = ""
     signing_key_id: str = ""
     trust_list_file: str = ""
+    # State as of a moment (shared/state_as_of.py): a service that folds aggregates snapshots
+    # their states every this many events of its store, checking this often.
+    snapshot_every_events: int = SNAPSHOT_EVERY
+    snapshot_interval_seconds: float = 30.0
 
     @property
     def token_url(self) -> str:
@@ -149,6 +153,8 @@ class Settings:
             signing_key_file=env.get("CELLBANK_SIGNING_KEY_FILE", "").strip(),
             signing_key_id=env.get("CELLBANK_SIGNING_KEY_ID", "").strip(),
             trust_list_file=env.get("CELLBANK_TRUST_LIST_FILE", "").strip(),
+            snapshot_every_events=_count(env, "CELLBANK_SNAPSHOT_EVERY_EVENTS", SNAPSHOT_EVERY),
+            snapshot_interval_seconds=_seconds(env, "CELLBANK_SNAPSHOT_INTERVAL_SECONDS", 30.0),
             **_tls(env),
         )
 

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+import contextlib
+import gc
+import hashlib
+import logging
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -12,6 +17,9 @@ import asyncpg
 
 from shared.commands import Aggregate
 from shared.errors import InvalidArgument, PreconditionFailed
+from shared.state_codec import codec_for
+
+log = logging.getLogger(__name__)
 
 BATCH = 5_000  # events per fetch: one round trip each, folded while the next one is read
 STATEMENT_TIMEOUT_S = 60  # per statement of a fold: a runaway fold gives its connection back
@@ -82,10 +90,24 @@ _REACHED = {  # the newest event the bound takes in, and when it was recorded
 }
 _EVENTS = (
     "SELECT aggregate_type, aggregate_id, event_type, payload, recorded_at FROM events"
-    " WHERE position <= $1 AND aggregate_type = ANY($2::text[])"
+    " WHERE position > $1 AND position <= $2 AND aggregate_type = ANY($3::text[])"
     # recorded_at comes from each appender's clock, taken before the append lock: positions
     # are commit-ordered but the times need not be, so a time bound filters, never stops.
-    " AND ($3::timestamptz IS NULL OR recorded_at <= $3){only} ORDER BY position"
+    " AND ($4::timestamptz IS NULL OR recorded_at <= $4){only} ORDER BY position"
+)
+# The newest snapshot a bound may start from: written with today's state types, at or before
+# the position reached and, for a time bound, with every event up to it recorded by then (a
+# time bound filters events by recorded_at, and a snapshot has folded all of them).
+_SNAPSHOT_BEFORE = (
+    "SELECT position FROM state_snapshot_marks WHERE shape = $1 AND position <= $2"
+    " AND ($3::timestamptz IS NULL OR max_recorded_at <= $3) ORDER BY position DESC LIMIT 1"
+)
+# Each aggregate's newest snapshot state at or before a snapshot's position.
+_SNAPSHOT_STATES = (
+    "SELECT DISTINCT ON (aggregate_type, aggregate_id) aggregate_type, aggregate_id, version,"
+    " updated_at, state FROM state_snapshots WHERE position <= $1"
+    " AND aggregate_type = ANY($2::text[]){only}"
+    " ORDER BY aggregate_type, aggregate_id, position DESC"
 )
 
 
@@ -93,10 +115,13 @@ async def fold_as_of(
     pool: asyncpg.Pool, folds: Sequence[Folded], bound: Bound, now: datetime
 ) -> StatesAsOf:
     """Fold the store's events up to the bound, in position order, with each aggregate type's
-    domain evolve, in one read-only snapshot (nothing is written). Events are read with a
-    server-side cursor in batches; each batch is folded off the event loop."""
+    domain evolve, in one read-only snapshot of the database (nothing is written). It starts
+    from the newest state snapshot the bound allows (take_snapshot) and folds the events after
+    it: the same states as folding from the first event. Rows are read with server-side
+    cursors in batches; each batch is decoded and folded off the event loop."""
     chosen = bound.checked(folds, now)
     by_type = {f.aggregate.aggregate_type: f for f in chosen}
+    snapshots = Snapshots.of(folds)
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
         await conn.execute(f"SET LOCAL statement_timeout = '{STATEMENT_TIMEOUT_S}s'")
         head = await conn.fetchval("SELECT coalesce(max(position), 0) FROM events")
@@ -112,22 +137,185 @@ async def fold_as_of(
             reached = await conn.fetchrow(_REACHED["head"])
         position = int(reached["position"]) if reached else 0
         folding = Folding(by_type)
-        if position:
-            args: list[object] = [position, list(by_type), bound.as_of]
-            only = ""
-            if bound.aggregate_id:
-                args.append(bound.aggregate_id)
-                only = " AND aggregate_id = $4"
-            cursor = await conn.cursor(_EVENTS.format(only=only), *args)
-            rows = await cursor.fetch(BATCH)
-            while rows:
-                following = asyncio.ensure_future(cursor.fetch(BATCH))
-                try:
-                    await asyncio.to_thread(folding.fold, rows)
-                finally:
-                    rows = await following
-    states = await asyncio.to_thread(folding.states)  # every record, off the event loop too
+        with cyclic_gc_paused():
+            if position:
+                start = await conn.fetchval(
+                    _SNAPSHOT_BEFORE, snapshots.shape, position, bound.as_of
+                )
+                only, extra = "", []
+                if bound.aggregate_id:
+                    only, extra = " AND aggregate_id = $3", [bound.aggregate_id]
+                if start:
+                    await _stream(
+                        conn, _SNAPSHOT_STATES.format(only=only), [start, list(by_type), *extra],
+                        lambda rows: folding.restore(rows, snapshots),
+                    )  # fmt: skip
+                only = " AND aggregate_id = $5" if bound.aggregate_id else ""
+                await _stream(
+                    conn, _EVENTS.format(only=only),
+                    [start or 0, position, list(by_type), bound.as_of, *extra], folding.fold,
+                )  # fmt: skip
+    with cyclic_gc_paused():
+        states = await asyncio.to_thread(folding.states)  # every record, off the event loop too
     return StatesAsOf(position, reached["recorded_at"] if reached else None, int(head), states)
+
+
+async def _stream(
+    conn: asyncpg.Connection,
+    query: str,
+    args: Sequence[object],
+    handle: Callable[[Sequence[asyncpg.Record]], None],
+) -> None:
+    """Each batch of the query's rows handled in a worker thread while the next is read."""
+    cursor = await conn.cursor(query, *args)
+    rows = await cursor.fetch(BATCH)
+    while rows:
+        following = asyncio.ensure_future(cursor.fetch(BATCH))
+        try:
+            await asyncio.to_thread(handle, rows)
+        finally:
+            rows = await following
+
+
+# ---- snapshots -----------------------------------------------------------------------------
+
+# One snapshot writer a database at a time (every replica of a service may run one).
+_SNAPSHOT_LOCK = 0x636273_6E6170  # "cbsnap"
+
+
+class Snapshots:
+    """How the folded aggregates' states are written in snapshots: a codec per type, and the
+    shape (fingerprint) of them all — snapshots of another shape are never read."""
+
+    def __init__(self, folds: Sequence[Folded]) -> None:
+        self.codecs = {
+            f.aggregate.aggregate_type: codec_for(type(f.aggregate.initial)) for f in folds
+        }
+        self.shape = hashlib.sha256(
+            "\n".join(f"{kind} {c.shape}" for kind, c in sorted(self.codecs.items())).encode()
+        ).hexdigest()
+
+    @classmethod
+    def of(cls, folds: Sequence[Folded]) -> Snapshots:
+        """Built once per set of folds (a service declares them once)."""
+        key = tuple(id(f) for f in folds)
+        found = _SNAPSHOTS.get(key)
+        if found is None or found[0] != tuple(folds):
+            found = _SNAPSHOTS[key] = (tuple(folds), cls(folds))
+        return found[1]
+
+
+_SNAPSHOTS: dict[tuple[int, ...], tuple[tuple[Folded, ...], Snapshots]] = {}
+
+
+async def take_snapshot(pool: asyncpg.Pool, folds: Sequence[Folded], *, every: int) -> int:
+    """Write the next snapshot when the store has `every` events past the newest one (the
+    states after position newest + every, of the aggregates changed since): its position, or
+    0 when there is nothing to write yet (or another writer holds the lock). Snapshots written
+    with other state types are deleted first (they are never read)."""
+    if not folds:
+        return 0
+    snapshots = Snapshots.of(folds)
+    kinds = list(snapshots.codecs)
+    async with pool.acquire() as conn, conn.transaction():
+        if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _SNAPSHOT_LOCK):
+            return 0
+        await conn.execute("DELETE FROM state_snapshot_marks WHERE shape <> $1", snapshots.shape)
+        last = await conn.fetchrow(
+            "SELECT position, max_recorded_at FROM state_snapshot_marks"
+            " ORDER BY position DESC LIMIT 1"
+        )
+        since = int(last["position"]) if last else 0
+        target = since + every
+        if await conn.fetchval("SELECT coalesce(max(position), 0) FROM events") < target:
+            return 0
+        # The aggregates the next `every` events change, as the newest snapshot left them.
+        touched = await conn.fetch(
+            "SELECT DISTINCT aggregate_type, aggregate_id FROM events WHERE position > $1"
+            " AND position <= $2 AND aggregate_type = ANY($3::text[])",
+            since, target, kinds,
+        )  # fmt: skip
+        folding = Folding({f.aggregate.aggregate_type: f for f in folds})
+        with cyclic_gc_paused():
+            if since:
+                await _stream(
+                    conn,
+                    "SELECT DISTINCT ON (s.aggregate_type, s.aggregate_id) s.aggregate_type,"
+                    " s.aggregate_id, s.version, s.updated_at, s.state FROM state_snapshots s"
+                    " JOIN unnest($2::text[], $3::text[]) AS t(aggregate_type, aggregate_id)"
+                    " USING (aggregate_type, aggregate_id) WHERE s.position <= $1"
+                    " ORDER BY s.aggregate_type, s.aggregate_id, s.position DESC",
+                    [since, [r[0] for r in touched], [r[1] for r in touched]],
+                    lambda rows: folding.restore(rows, snapshots),
+                )
+            await _stream(conn, _EVENTS.format(only=""), [since, target, kinds, None], folding.fold)
+            rows = await asyncio.to_thread(folding.snapshot_rows, target, snapshots)
+        newest = await conn.fetchval(
+            "SELECT max(recorded_at) FROM events WHERE position > $1 AND position <= $2",
+            since, target,
+        )  # fmt: skip
+        before = last["max_recorded_at"] if last else None
+        if before is not None and (newest is None or before > newest):
+            newest = before
+        await conn.execute(
+            "INSERT INTO state_snapshot_marks (position, shape, max_recorded_at)"
+            " VALUES ($1, $2, $3)",
+            target, snapshots.shape, newest,
+        )  # fmt: skip
+        await conn.copy_records_to_table(
+            "state_snapshots",
+            records=rows,
+            columns=["position", "aggregate_type", "aggregate_id", "version", "updated_at",
+                     "state"],
+        )  # fmt: skip
+    return target
+
+
+async def snapshot_worker(
+    pool: asyncpg.Pool,
+    folds: Sequence[Folded],
+    stop: asyncio.Event,
+    *,
+    every: int,
+    interval: float,
+) -> None:
+    """A service's background writer of snapshots: catches up (one snapshot at a time), then
+    looks again every `interval` seconds, until `stop`. A failure is logged and retried."""
+    while not stop.is_set():
+        try:
+            while not stop.is_set() and (position := await take_snapshot(pool, folds, every=every)):
+                log.info("state snapshot written", extra={"position": position})
+        except Exception as exc:  # the database away, a statement timed out: next time
+            log.warning("state snapshot not written", extra={"error": repr(exc)})
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
+
+
+# The cyclic garbage collector, paused while a fold runs (reference counting still frees
+# everything that is not a cycle). A fold allocates a state per aggregate and keeps them all:
+# each full collection then walks every one of them, and at a million events the collections
+# took a third of the fold's time (issue 17's as-of profile). Counted: the collector resumes
+# when the last fold ends, and only if it was running when the first began.
+_pauses = 0
+_resume = False
+_pauses_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def cyclic_gc_paused() -> Iterator[None]:
+    global _pauses, _resume
+    with _pauses_lock:
+        if _pauses == 0:
+            _resume = gc.isenabled()
+            gc.disable()
+        _pauses += 1
+    try:
+        yield
+    finally:
+        with _pauses_lock:
+            _pauses -= 1
+            if _pauses == 0 and _resume:
+                gc.enable()
 
 
 class Folding:
@@ -136,18 +324,41 @@ class Folding:
     def __init__(self, by_type: Mapping[str, Folded]) -> None:
         self.by_type = by_type
         self.found: dict[tuple[str, str], list[Any]] = {}
+        self._steps = {  # looked up once, not once an event
+            kind: (f.aggregate.initial, f.aggregate.evolve, f.aggregate.codec.decode)
+            for kind, f in by_type.items()
+        }
 
     def fold(self, rows: Sequence[asyncpg.Record]) -> None:
-        found, by_type = self.found, self.by_type
+        found, steps = self.found, self._steps
         for aggregate_type, aggregate_id, event_type, payload, recorded_at in rows:
-            aggregate = by_type[aggregate_type].aggregate
+            initial, evolve, decode = steps[aggregate_type]
             key = (aggregate_type, aggregate_id)
             entry = found.get(key)
             if entry is None:
-                entry = found[key] = [aggregate.initial, 0, recorded_at]
-            entry[0] = aggregate.evolve(entry[0], aggregate.codec.decode(event_type, payload))
+                entry = found[key] = [initial, 0, recorded_at]
+            entry[0] = evolve(entry[0], decode(event_type, payload))
             entry[1] += 1
             entry[2] = recorded_at
+
+    def restore(self, rows: Sequence[asyncpg.Record], snapshots: Snapshots) -> None:
+        """Start from snapshot states: rows of aggregate_type, aggregate_id, version,
+        updated_at, state (the codec's bytes)."""
+        found, codecs = self.found, snapshots.codecs
+        for aggregate_type, aggregate_id, version, updated_at, state in rows:
+            found[(aggregate_type, aggregate_id)] = [
+                codecs[aggregate_type].decode(state),
+                version,
+                updated_at,
+            ]
+
+    def snapshot_rows(self, position: int, snapshots: Snapshots) -> list[tuple[object, ...]]:
+        """Every state so far as a row of state_snapshots at `position`."""
+        codecs = snapshots.codecs
+        return [
+            (position, kind, aggregate_id, version, at, codecs[kind].encode(state))
+            for (kind, aggregate_id), (state, version, at) in self.found.items()
+        ]
 
     def states(self) -> list[AsOfState]:
         return [

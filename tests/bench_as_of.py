@@ -18,7 +18,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
@@ -26,10 +26,11 @@ import asyncpg
 from deploy.infra import Endpoints
 from services.storage.adapters.as_of import FOLDS
 from services.storage.domain import model as storage
+from shared.bounds import SNAPSHOT_EVERY
 from shared.db import create_pool, drop_database, ensure_database, migrate, with_database
 from shared.events import StoredEvent
 from shared.operator_servicer import state_messages
-from shared.state_as_of import BATCH, Bound, fold_as_of
+from shared.state_as_of import BATCH, Bound, fold_as_of, take_snapshot
 from tests.bench_report import Row
 from tests.site_log import SITE, T0, Store
 
@@ -97,26 +98,55 @@ async def run(endpoints: Endpoints, scale: float) -> list[Row]:
         try:
             progress("as-of: baseline, the same cursor, nothing decoded")
             baseline_s = await bare_read(pool)
-            progress("as-of: the site's inventory at the head, folded")
-            started, cpu = time.perf_counter(), time.process_time()
-            found = await fold_as_of(pool, FOLDS, Bound(aggregate_type="unit"), datetime.now(UTC))
-            chunks = list(state_messages(found, SITE, "storage"))
-            seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+            progress("as-of: the site's inventory at the head, every event folded")
+            full = await inventory(pool, events)
+            # What the storage service's snapshot worker writes as its store grows.
+            progress(f"as-of: snapshots every {SNAPSHOT_EVERY:,} events (untimed)")
+            snapshot_s, snapshots = time.perf_counter(), 0
+            while await take_snapshot(pool, FOLDS, every=SNAPSHOT_EVERY):
+                snapshots += 1
+            snapshot_s = time.perf_counter() - snapshot_s
+            progress(f"as-of: {snapshots} snapshots written in {snapshot_s:.1f} s")
+            progress("as-of: the site's inventory at the head, from the newest snapshot")
+            fast = await inventory(pool, events)
         finally:
             await pool.close()
     finally:
         await drop_database(endpoints.database_url, name)
+    if fast.units != full.units:
+        raise AssertionError(f"{fast.units} units from snapshots, {full.units} folding them all")
+    bare = "the same cursor reading the events, no decode or fold"
+    return [
+        # The CPU seconds beside the wall time: on a shared machine the wall time is the load's.
+        Row(f"as-of inventory ({events:,} events, {fast.units:,} units, from the newest of"
+            f" {snapshots} snapshots; {fast.cpu:.1f} s CPU in the service's process)", "s",
+            fast.seconds, baseline_s, bare, target=TARGET_S, higher_is_better=False),
+        Row(f"as-of inventory, every event folded (no snapshot; {full.cpu:.1f} s CPU)", "s",
+            full.seconds, baseline_s, bare, higher_is_better=False),
+        Row(f"as-of snapshots: {snapshots} written, one every {SNAPSHOT_EVERY:,} events",
+            "s", snapshot_s, None, "(the storage service writes them in the background)",
+            higher_is_better=False),
+    ]  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Inventory:
+    units: int
+    seconds: float
+    cpu: float
+
+
+async def inventory(pool: asyncpg.Pool, events: int) -> Inventory:
+    """`cellbank inventory --site S` at the head, as the storage service answers it."""
+    started, cpu = time.perf_counter(), time.process_time()
+    found = await fold_as_of(pool, FOLDS, Bound(aggregate_type="unit"), datetime.now(UTC))
+    chunks = list(state_messages(found, SITE, "storage"))
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     if found.position != events:
         raise AssertionError(f"folded up to position {found.position}, not {events}")
     units = sum(len(c.states) for c in chunks)
     progress(f"as-of: {units:,} units from {events:,} events in {seconds:.1f} s ({cpu:.1f} s CPU)")
-    return [
-        # The CPU seconds beside the wall time: on a shared machine the wall time is the load's.
-        Row(f"as-of inventory ({events:,} events, {units:,} units; {cpu:.1f} s CPU in the "
-            "service's process)", "s", seconds, baseline_s,
-            "the same cursor reading the events, no decode or fold", target=TARGET_S,
-            higher_is_better=False),
-    ]  # fmt: skip
+    return Inventory(units, seconds, cpu)
 
 
 async def bare_read(pool: asyncpg.Pool) -> float:

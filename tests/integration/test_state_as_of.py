@@ -30,10 +30,12 @@ from shared.db import (
 )
 from shared.postgres_eventstore import PostgresEventStore
 from shared.topics import STORAGE_EVENTS
+from shared.waits import eventually
 from tests.e2e.bank_site import BankSite, bank_site
 from tests.integration.test_audit_cli import cellbank, login, write_endpoints
 
 OP = auth("op-alice")
+SNAPSHOT_EVERY = 3
 COMPARED = (
     "unit_id", "status", "address", "tank_id", "din", "product_code", "product_type",
     "expires_on", "segregated", "reserved_for", "hold_until", "quarantine_causes",
@@ -77,7 +79,12 @@ async def operator(history: History) -> None:
 async def history(
     endpoints: Endpoints, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[History]:
-    async with bank_site(endpoints, with_storage=True) as site:
+    # Storage snapshots its states every 3 events (checked every 0.2 s): the answers below come
+    # from the newest snapshot before their bound plus the events after it.
+    async with bank_site(
+        endpoints, with_storage=True, snapshot_every_events=SNAPSHOT_EVERY,
+        snapshot_interval_seconds=0.2,
+    ) as site:  # fmt: skip
         storage = site.storage
         assert storage is not None
         tank = f"{site.site_id}-T1"
@@ -104,6 +111,14 @@ async def history(
             spb.QuarantineUnitRequest(unit_id=second, cause="qa:finding-1", reason="QA"),
             metadata=OP,
         )
+        storage_pool = site.hosts[2].pool
+        assert storage_pool is not None
+        due = await head(site) // SNAPSHOT_EVERY * SNAPSHOT_EVERY
+        await eventually(
+            lambda: storage_pool.fetchval("SELECT max(position) FROM state_snapshot_marks"),
+            until=lambda newest: newest == due, timeout=60,
+            what=f"storage's snapshot worker to write its snapshot at position {due}",
+        )  # fmt: skip
         path = tmp_path_factory.mktemp("as-of") / "endpoints.json"
         services = {host.spec.name: f"127.0.0.1:{host.port}" for host in site.hosts}
         write_endpoints(path, site.site_id, services, endpoints.identity.as_json())
