@@ -89,8 +89,3 @@ def _over(field: FieldDescriptor, where: str, item: Any) -> str:
         unit = "characters" if isinstance(item, str) else "bytes"
         return f"{where}: at most {max_chars(field)} {unit} (got {len(item)})"
     return ""
-
-
-# State as of a moment (shared/state_as_of.py): events between two snapshots of the states a
-# service folds (CELLBANK_SNAPSHOT_EVERY_EVENTS).
-SNAPSHOT_EVERY = 100_000

@@ -62,6 +62,10 @@ class ProtoEventCodec:
     def event_types(self) -> list[str]:
         return sorted(self._by_name)
 
+    def pairs(self) -> list[tuple[type, type[Message]]]:
+        """Each domain event class with the message it is written as."""
+        return list(self._by_class.items())
+
     def names(self, *classes: type) -> frozenset[str]:
         """The event types of these classes: a projection skips the others without decoding."""
         return frozenset(self._by_class[c].DESCRIPTOR.full_name for c in classes)

@@ -84,7 +84,7 @@ Specs = Callable[[], Mapping[str, ServiceSpec]]  # name → spec, imported on de
 
 # Verified batch signatures and tree nodes a replay worker remembers (shared.trust).
 REPLAY_VERIFIED = 1 << 16
-REPLAY_NODES = 1 << 17
+REPLAY_NODES = 1 << 16  # some 30 MB
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,11 +7,16 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from shared.bounds import MAX_CONCURRENT_RPCS, MAX_ENVELOPE_BYTES, SNAPSHOT_EVERY
+from shared.bounds import MAX_CONCURRENT_RPCS, MAX_ENVELOPE_BYTES
 from shared.chain_key import ChainKey, chain_key_from_env
 from shared.errors import InvalidArgument
 
 _SITE = re.compile(r"^[A-Z]{3}$")
+
+
+# State as of a moment (shared/state_as_of.py): events between two snapshots of the states a
+# service folds (CELLBANK_SNAPSHOT_EVERY_EVENTS).
+SNAPSHOT_EVERY = 100_000
 
 
 @dataclass(frozen=True, slots=True)

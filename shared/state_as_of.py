@@ -6,20 +6,24 @@ import asyncio
 import contextlib
 import gc
 import hashlib
+import inspect
 import logging
+import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 
 from shared.commands import Aggregate
 from shared.errors import InvalidArgument, PreconditionFailed
+from shared.proto_mapping import from_proto
 from shared.state_codec import codec_for
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 BATCH = 5_000  # events per fetch: one round trip each, folded while the next one is read
 STATEMENT_TIMEOUT_S = 60  # per statement of a fold: a runaway fold gives its connection back
@@ -95,18 +99,21 @@ _EVENTS = (
     # are commit-ordered but the times need not be, so a time bound filters, never stops.
     " AND ($4::timestamptz IS NULL OR recorded_at <= $4){only} ORDER BY position"
 )
-# The newest snapshot a bound may start from: written with today's state types, at or before
-# the position reached and, for a time bound, with every event up to it recorded by then (a
-# time bound filters events by recorded_at, and a snapshot has folded all of them).
+# The newest snapshot a bound may start from: of today's shape, at or before the position
+# reached and, for a time bound, with every event up to it recorded by then (a time bound
+# filters events by recorded_at, and a snapshot has folded all of them); with the number of
+# marks of its chain up to it (whole when it equals its ordinal).
 _SNAPSHOT_BEFORE = (
-    "SELECT position FROM state_snapshot_marks WHERE shape = $1 AND position <= $2"
-    " AND ($3::timestamptz IS NULL OR max_recorded_at <= $3) ORDER BY position DESC LIMIT 1"
+    "SELECT m.position, m.ordinal, (SELECT count(*) FROM state_snapshot_marks c"
+    " WHERE c.shape = m.shape AND c.position <= m.position) AS present"
+    " FROM state_snapshot_marks m WHERE m.shape = $1 AND m.position <= $2"
+    " AND ($3::timestamptz IS NULL OR m.max_recorded_at <= $3) ORDER BY m.position DESC LIMIT 1"
 )
-# Each aggregate's newest snapshot state at or before a snapshot's position.
+# Each aggregate's newest state in a chain at or before one of its snapshots.
 _SNAPSHOT_STATES = (
     "SELECT DISTINCT ON (aggregate_type, aggregate_id) aggregate_type, aggregate_id, version,"
-    " updated_at, state FROM state_snapshots WHERE position <= $1"
-    " AND aggregate_type = ANY($2::text[]){only}"
+    " updated_at, state FROM state_snapshots WHERE shape = $1 AND position <= $2"
+    " AND aggregate_type = ANY($3::text[]){only}"
     " ORDER BY aggregate_type, aggregate_id, position DESC"
 )
 
@@ -137,26 +144,32 @@ async def fold_as_of(
             reached = await conn.fetchrow(_REACHED["head"])
         position = int(reached["position"]) if reached else 0
         folding = Folding(by_type)
-        with cyclic_gc_paused():
-            if position:
-                start = await conn.fetchval(
-                    _SNAPSHOT_BEFORE, snapshots.shape, position, bound.as_of
-                )
-                only, extra = "", []
-                if bound.aggregate_id:
-                    only, extra = " AND aggregate_id = $3", [bound.aggregate_id]
-                if start:
-                    await _stream(
-                        conn, _SNAPSHOT_STATES.format(only=only), [start, list(by_type), *extra],
-                        lambda rows: folding.restore(rows, snapshots),
-                    )  # fmt: skip
-                only = " AND aggregate_id = $5" if bound.aggregate_id else ""
-                await _stream(
-                    conn, _EVENTS.format(only=only),
-                    [start or 0, position, list(by_type), bound.as_of, *extra], folding.fold,
+        if position:
+            start = 0
+            mark = await conn.fetchrow(_SNAPSHOT_BEFORE, snapshots.shape, position, bound.as_of)
+            if mark is not None and mark["present"] == mark["ordinal"]:
+                start = int(mark["position"])
+            elif mark is not None:  # a mark of the chain deleted: its states are missing
+                log.warning(
+                    "state snapshots incomplete; folding from the first event",
+                    extra={"position": mark["position"], "ordinal": mark["ordinal"],
+                           "present": mark["present"]},
                 )  # fmt: skip
-    with cyclic_gc_paused():
-        states = await asyncio.to_thread(folding.states)  # every record, off the event loop too
+            only, extra = "", []
+            if bound.aggregate_id:
+                only, extra = " AND aggregate_id = $4", [bound.aggregate_id]
+            if start:
+                await _stream(
+                    conn, _SNAPSHOT_STATES.format(only=only),
+                    [snapshots.shape, start, list(by_type), *extra],
+                    lambda rows: folding.restore(rows, snapshots),
+                )  # fmt: skip
+            only = " AND aggregate_id = $5" if bound.aggregate_id else ""
+            await _stream(
+                conn, _EVENTS.format(only=only),
+                [start, position, list(by_type), bound.as_of, *extra], folding.fold,
+            )  # fmt: skip
+    states = await _in_thread(folding.states)  # every record, off the event loop too
     return StatesAsOf(position, reached["recorded_at"] if reached else None, int(head), states)
 
 
@@ -172,28 +185,46 @@ async def _stream(
     while rows:
         following = asyncio.ensure_future(cursor.fetch(BATCH))
         try:
-            await asyncio.to_thread(handle, rows)
+            await _in_thread(handle, rows)
         finally:
             rows = await following
+
+
+async def _in_thread(work: Callable[..., T], *args: Any) -> T:
+    """work(*args) in a worker thread, the cyclic collector paused for just that long."""
+
+    def paused() -> T:
+        with cyclic_gc_paused():
+            return work(*args)
+
+    return await asyncio.to_thread(paused)
 
 
 # ---- snapshots -----------------------------------------------------------------------------
 
 # One snapshot writer a database at a time (every replica of a service may run one).
 _SNAPSHOT_LOCK = 0x636273_6E6170  # "cbsnap"
+# A chain of another shape (written by another version of the service) is kept while that
+# version may still be running (a rolling deploy), then deleted.
+OTHER_SHAPES_KEPT = "1 day"
 
 
 class Snapshots:
     """How the folded aggregates' states are written in snapshots: a codec per type, and the
-    shape (fingerprint) of them all — snapshots of another shape are never read."""
+    shape — a fingerprint of the state types and of the code that folds them (the modules of
+    the state types, of evolve and of the decoding, and the event messages' definitions). A
+    version whose snapshots could hold other states has another shape, and its snapshots are
+    never read: conservative (a change to those modules' comments changes it too), since
+    writing them again costs a background fold, and a stale one would be a wrong answer."""
 
     def __init__(self, folds: Sequence[Folded]) -> None:
         self.codecs = {
             f.aggregate.aggregate_type: codec_for(type(f.aggregate.initial)) for f in folds
         }
-        self.shape = hashlib.sha256(
-            "\n".join(f"{kind} {c.shape}" for kind, c in sorted(self.codecs.items())).encode()
-        ).hexdigest()
+        parts = [f"{kind} {c.shape}" for kind, c in sorted(self.codecs.items())]
+        for f in sorted(folds, key=lambda f: f.aggregate.aggregate_type):
+            parts.append(_code_of(f.aggregate))
+        self.shape = hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
     @classmethod
     def of(cls, folds: Sequence[Folded]) -> Snapshots:
@@ -208,48 +239,83 @@ class Snapshots:
 _SNAPSHOTS: dict[tuple[int, ...], tuple[tuple[Folded, ...], Snapshots]] = {}
 
 
+def _code_of(aggregate: Aggregate[Any]) -> str:
+    """What an aggregate's folding depends on, as text: the source of the modules that define
+    its state, evolve and decoding, and its event messages' proto definitions."""
+    pairs = aggregate.codec.pairs()
+    modules = {
+        type(aggregate.initial).__module__, aggregate.evolve.__module__,
+        type(aggregate.codec).__module__, from_proto.__module__,
+        *(event.__module__ for event, _ in pairs),
+    }  # fmt: skip
+    texts = [_module_source(name) for name in sorted(modules)]
+    files = {m.DESCRIPTOR.file.name: m.DESCRIPTOR.file.serialized_pb for _, m in pairs}
+    texts += [f"{name} {hashlib.sha256(pb).hexdigest()}" for name, pb in sorted(files.items())]
+    return "\n".join(texts)
+
+
+def _module_source(name: str) -> str:
+    module = sys.modules.get(name)
+    try:
+        return inspect.getsource(module) if module is not None else name
+    except (OSError, TypeError):  # no source (a frozen or compiled module): its name only
+        return name
+
+
 async def take_snapshot(pool: asyncpg.Pool, folds: Sequence[Folded], *, every: int) -> int:
-    """Write the next snapshot when the store has `every` events past the newest one (the
-    states after position newest + every, of the aggregates changed since): its position, or
-    0 when there is nothing to write yet (or another writer holds the lock). Snapshots written
-    with other state types are deleted first (they are never read)."""
+    """Write the next snapshot when the store has `every` positions past this shape's newest
+    (the states after position newest + every, of the aggregates changed since): its position,
+    or 0 when there is nothing to write yet (or another writer holds the lock). A chain of
+    this shape missing a mark is written again from the first event; chains of other shapes
+    are deleted once none was written for OTHER_SHAPES_KEPT."""
     if not folds:
         return 0
     snapshots = Snapshots.of(folds)
-    kinds = list(snapshots.codecs)
+    shape, kinds = snapshots.shape, list(snapshots.codecs)
     async with pool.acquire() as conn, conn.transaction():
         if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _SNAPSHOT_LOCK):
             return 0
-        await conn.execute("DELETE FROM state_snapshot_marks WHERE shape <> $1", snapshots.shape)
-        last = await conn.fetchrow(
-            "SELECT position, max_recorded_at FROM state_snapshot_marks"
-            " ORDER BY position DESC LIMIT 1"
+        await conn.execute(f"SET LOCAL statement_timeout = '{STATEMENT_TIMEOUT_S}s'")
+        await conn.execute(
+            "DELETE FROM state_snapshot_marks WHERE shape IN (SELECT shape FROM"
+            " state_snapshot_marks WHERE shape <> $1 GROUP BY shape"
+            f" HAVING max(taken_at) < now() - interval '{OTHER_SHAPES_KEPT}')",
+            shape,
         )
+        last = await conn.fetchrow(
+            "SELECT position, ordinal, max_recorded_at, (SELECT count(*) FROM"
+            " state_snapshot_marks c WHERE c.shape = $1) AS present FROM state_snapshot_marks"
+            " WHERE shape = $1 ORDER BY position DESC LIMIT 1",
+            shape,
+        )
+        if last is not None and last["present"] != last["ordinal"]:
+            log.warning("state snapshots incomplete; writing them again", extra={"shape": shape})
+            await conn.execute("DELETE FROM state_snapshot_marks WHERE shape = $1", shape)
+            last = None
         since = int(last["position"]) if last else 0
         target = since + every
         if await conn.fetchval("SELECT coalesce(max(position), 0) FROM events") < target:
             return 0
-        # The aggregates the next `every` events change, as the newest snapshot left them.
+        # The aggregates the next `every` positions change, as the newest snapshot left them.
         touched = await conn.fetch(
             "SELECT DISTINCT aggregate_type, aggregate_id FROM events WHERE position > $1"
             " AND position <= $2 AND aggregate_type = ANY($3::text[])",
             since, target, kinds,
         )  # fmt: skip
         folding = Folding({f.aggregate.aggregate_type: f for f in folds})
-        with cyclic_gc_paused():
-            if since:
-                await _stream(
-                    conn,
-                    "SELECT DISTINCT ON (s.aggregate_type, s.aggregate_id) s.aggregate_type,"
-                    " s.aggregate_id, s.version, s.updated_at, s.state FROM state_snapshots s"
-                    " JOIN unnest($2::text[], $3::text[]) AS t(aggregate_type, aggregate_id)"
-                    " USING (aggregate_type, aggregate_id) WHERE s.position <= $1"
-                    " ORDER BY s.aggregate_type, s.aggregate_id, s.position DESC",
-                    [since, [r[0] for r in touched], [r[1] for r in touched]],
-                    lambda rows: folding.restore(rows, snapshots),
-                )
-            await _stream(conn, _EVENTS.format(only=""), [since, target, kinds, None], folding.fold)
-            rows = await asyncio.to_thread(folding.snapshot_rows, target, snapshots)
+        if since:
+            await _stream(
+                conn,
+                "SELECT DISTINCT ON (s.aggregate_type, s.aggregate_id) s.aggregate_type,"
+                " s.aggregate_id, s.version, s.updated_at, s.state FROM state_snapshots s"
+                " JOIN unnest($3::text[], $4::text[]) AS t(aggregate_type, aggregate_id)"
+                " USING (aggregate_type, aggregate_id) WHERE s.shape = $1 AND s.position <= $2"
+                " ORDER BY s.aggregate_type, s.aggregate_id, s.position DESC",
+                [shape, since, [r[0] for r in touched], [r[1] for r in touched]],
+                lambda rows: folding.restore(rows, snapshots),
+            )
+        await _stream(conn, _EVENTS.format(only=""), [since, target, kinds, None], folding.fold)
+        rows = await _in_thread(folding.snapshot_rows, shape, target, snapshots)
         newest = await conn.fetchval(
             "SELECT max(recorded_at) FROM events WHERE position > $1 AND position <= $2",
             since, target,
@@ -258,15 +324,15 @@ async def take_snapshot(pool: asyncpg.Pool, folds: Sequence[Folded], *, every: i
         if before is not None and (newest is None or before > newest):
             newest = before
         await conn.execute(
-            "INSERT INTO state_snapshot_marks (position, shape, max_recorded_at)"
-            " VALUES ($1, $2, $3)",
-            target, snapshots.shape, newest,
+            "INSERT INTO state_snapshot_marks (shape, position, ordinal, max_recorded_at)"
+            " VALUES ($1, $2, $3, $4)",
+            shape, target, (int(last["ordinal"]) if last else 0) + 1, newest,
         )  # fmt: skip
         await conn.copy_records_to_table(
             "state_snapshots",
             records=rows,
-            columns=["position", "aggregate_type", "aggregate_id", "version", "updated_at",
-                     "state"],
+            columns=["shape", "position", "aggregate_type", "aggregate_id", "version",
+                     "updated_at", "state"],
         )  # fmt: skip
     return target
 
@@ -291,11 +357,13 @@ async def snapshot_worker(
             await asyncio.wait_for(stop.wait(), interval)
 
 
-# The cyclic garbage collector, paused while a fold runs (reference counting still frees
+# The cyclic garbage collector, paused while a batch is folded (reference counting still frees
 # everything that is not a cycle). A fold allocates a state per aggregate and keeps them all:
 # each full collection then walks every one of them, and at a million events the collections
 # took a third of the fold's time (issue 17's as-of profile). Counted: the collector resumes
-# when the last fold ends, and only if it was running when the first began.
+# when the last fold ends, and only if it was running when the first began. Held only around
+# work in a worker thread (never across an await), so the rest of the process is never long
+# without it.
 _pauses = 0
 _resume = False
 _pauses_lock = threading.Lock()
@@ -352,11 +420,13 @@ class Folding:
                 updated_at,
             ]
 
-    def snapshot_rows(self, position: int, snapshots: Snapshots) -> list[tuple[object, ...]]:
+    def snapshot_rows(
+        self, shape: str, position: int, snapshots: Snapshots
+    ) -> list[tuple[object, ...]]:
         """Every state so far as a row of state_snapshots at `position`."""
         codecs = snapshots.codecs
         return [
-            (position, kind, aggregate_id, version, at, codecs[kind].encode(state))
+            (shape, position, kind, aggregate_id, version, at, codecs[kind].encode(state))
             for (kind, aggregate_id), (state, version, at) in self.found.items()
         ]
 

@@ -85,9 +85,18 @@ def _converters(tp: Any, described: list[str], seen: set[Any]) -> tuple[Convert,
             lambda v: {key_in(k): value_in(x) for k, x in v},
         )
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        described.append(f"enum {tp.__qualname__} {sorted(str(m.value) for m in tp)}")
+        if not all(type(m.value) in (str, int, float, bool) for m in tp):
+            raise TypeError(
+                f"{tp.__qualname__}: only str, int, float or bool values have a JSON form"
+            )
+        described.append(f"enum {tp.__qualname__} {sorted(repr(m.value) for m in tp)}")
         members = tp._value2member_map_
-        return (lambda v: v.value), (lambda v: members.get(v) or tp(v))
+
+        def member(value: Any) -> Any:
+            found = members.get(value)
+            return tp(value) if found is None else found  # an unknown value raises as tp does
+
+        return (lambda v: v.value), member
     if tp is datetime:
         described.append("datetime")
         return (lambda v: v.isoformat()), datetime.fromisoformat
@@ -125,7 +134,7 @@ def _dataclass_converters(
         plain = out is _same
         namespace[f"out_{i}"], namespace[f"in_{i}"] = out, into
         outs.append(f"o.{name}" if plain else f"out_{i}(o.{name})")
-        ins.append(f"v[{i}]" if plain else f"in_{i}(v[{i}])")
+        ins.append(f"{name}=v[{i}]" if plain else f"{name}=in_{i}(v[{i}])")  # kw_only too
     count = len(plans)
     source = (
         f"def out(o):\n    return [{', '.join(outs)}]\n"

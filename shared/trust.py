@@ -63,7 +63,7 @@ MAX_BATCH_LEAVES = 1 << 16  # what a verifier accepts (a proof of at most 16 has
 # What the site key signs for a batch: this, the batch size (4 bytes, big endian), the root.
 BATCH_DOMAIN = b"cellbank.envelope-batch.v1\x00"
 VERIFIED_CACHE_SIZE = 8192  # batch signatures a TrustList remembers as verified
-# Tree nodes of verified batches it remembers (verify_leaf; about 300 bytes each): a window of
+# Tree nodes of verified batches it remembers (_verify_leaf; 300-500 bytes each): a window of
 # some 500 batches for a live consumer. A replay reads far more at once (shared/replay.py
 # raises both for its workers).
 VERIFIED_NODES_SIZE = 1 << 14
@@ -220,9 +220,9 @@ class TrustList:
         self._verified: OrderedDict[tuple[str, bytes, bytes], None] = OrderedDict()
         self._verified_lock = threading.Lock()
         self.verified_cache_size = VERIFIED_CACHE_SIZE
-        # Tree nodes of verified batches: node → (key id, size, signature, fn, sn, the rest of
-        # the audit path above it). See verify_leaf.
-        self._nodes: dict[bytes, tuple[str, int, bytes, int, int, tuple[bytes, ...]]] = {}
+        # Tree nodes of verified batches: node → ((key id, size, signature), fn, sn, the rest
+        # of the audit path above it). See _verify_leaf.
+        self._nodes: dict[bytes, tuple[tuple[str, int, bytes], int, int, tuple[bytes, ...]]] = {}
         self.verified_nodes_size = VERIFIED_NODES_SIZE
 
     def __repr__(self) -> str:
@@ -293,9 +293,8 @@ class TrustList:
             while len(self._verified) > self.verified_cache_size:
                 self._verified.popitem(last=False)
 
-    def verify_leaf(
+    def _verify_leaf(
         self,
-        public: Ed25519PublicKey,
         site_id: str,
         key_id: str,
         leaf: bytes,
@@ -305,8 +304,9 @@ class TrustList:
         signature: bytes,
     ) -> None:
         """Raises Untrusted unless `proof` leads `leaf` (index `index` of a batch of `size`) to
-        a root that `public` (vouched for by the caller) signed with `signature`: fold_proof,
-        then verify_batch_root's check, with the same verdict on every input.
+        a root that key `key_id` signed with `signature`: fold_proof, then verify_batch_root's
+        check, with the same verdict on every input. The caller has vouched for the key (of
+        the envelope's site, valid when it was recorded): verify_envelope.
 
         A consumer sees every member of a batch, and their audit paths meet: a fold stops at the
         first node already verified as part of the same batch (key id, size, signature) at the
@@ -316,7 +316,7 @@ class TrustList:
         About 2 hashes a member instead of log2(size). Only successes are remembered."""
         if not 0 <= index < size or len(proof) > 64:
             raise Untrusted("malformed proof", site_id=site_id, key_id=key_id)
-        nodes = self._nodes
+        nodes, batch = self._nodes, (key_id, size, signature)
         fn, sn, node = index, size - 1, leaf
         walked: list[tuple[bytes, int, int, int]] = []  # (node, fn, sn, step) folded here
         known = False
@@ -333,20 +333,18 @@ class TrustList:
             fn >>= 1
             sn >>= 1
             seen = nodes.get(node)
-            if seen is not None and seen == (
-                key_id, size, signature, fn, sn, tuple(proof[step + 1 :])
-            ):  # fmt: skip
+            if seen is not None and seen == (batch, fn, sn, tuple(proof[step + 1 :])):
                 known = True
                 break
             walked.append((node, fn, sn, step))
         if not known:
             if sn != 0:
                 raise Untrusted("malformed proof", site_id=site_id, key_id=key_id)
-            self._verify_root(public, site_id, key_id, size, node, signature)
+            self._verify_root(self._by_id[key_id][1], site_id, key_id, size, node, signature)
         if len(nodes) + len(walked) > self.verified_nodes_size:
             nodes.clear()
         for at, f, s, step in walked:
-            nodes[at] = (key_id, size, signature, f, s, tuple(proof[step + 1 :]))
+            nodes[at] = (batch, f, s, tuple(proof[step + 1 :]))
 
     # --- changes (each a new version) ---
 
@@ -529,7 +527,7 @@ def verify_envelope(trust: TrustList, data: bytes) -> StoredEvent:
         raise Untrusted("unsigned", site_id=site_id)
     if len(signature) != SIGNATURE_BYTES:
         raise Untrusted("malformed signature", site_id=site_id, key_id=key_id)
-    public = trust.vouch(site_id, key_id, event.recorded_at)  # the cheap refusals first
+    trust.vouch(site_id, key_id, event.recorded_at)  # the cheap refusals first
     index, size, proof = env.batch_index, env.batch_size, env.batch_proof
     if not 0 < size <= MAX_BATCH_LEAVES:
         raise Untrusted("malformed proof", site_id=site_id, key_id=key_id)
@@ -543,7 +541,7 @@ def verify_envelope(trust: TrustList, data: bytes) -> StoredEvent:
         unsigned.CopyFrom(env)
         _clear_batch_fields(unsigned)
         body = unsigned.SerializeToString(deterministic=True)
-    trust.verify_leaf(public, site_id, key_id, leaf_hash(body), index, size, proof, signature)
+    trust._verify_leaf(site_id, key_id, leaf_hash(body), index, size, proof, signature)
     return event
 
 

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 _UNSET: Any = object()
+_OWN_NAMES = frozenset({"_replacer_obj", "_replacer_cls", "_replacer_unset"})  # the code's own
 
 
 def replacer(cls: type[T]) -> Callable[..., T]:
@@ -24,10 +25,12 @@ def replacer(cls: type[T]) -> Callable[..., T]:
     if any(not f.init for f in fields):
         raise TypeError(f"{cls.__name__}: replacer needs every field to be an init field")
     names = [f.name for f in fields]
-    params = ", ".join(f"{n}=_UNSET" for n in names)
-    args = ", ".join(f"{n}=obj.{n} if {n} is _UNSET else {n}" for n in names)
-    source = f"def replace(obj, /, *, {params}):\n    return cls({args})\n"
-    namespace: dict[str, Any] = {"cls": cls, "_UNSET": _UNSET}
+    if taken := sorted(set(names) & _OWN_NAMES):
+        raise TypeError(f"{cls.__name__}: replacer cannot take a field named {taken[0]}")
+    params = ", ".join(f"{n}=_replacer_unset" for n in names)
+    args = ", ".join(f"{n}=_replacer_obj.{n} if {n} is _replacer_unset else {n}" for n in names)
+    source = f"def replace(_replacer_obj, /, *, {params}):\n    return _replacer_cls({args})\n"
+    namespace: dict[str, Any] = {"_replacer_cls": cls, "_replacer_unset": _UNSET}
     exec(source, namespace)  # code built from the class's own field names
     replace: Callable[..., T] = namespace["replace"]
     replace.__qualname__ = f"replacer({cls.__name__})"

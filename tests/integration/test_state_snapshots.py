@@ -1,7 +1,7 @@
 """State snapshots (shared/state_as_of.py) against a real PostgreSQL: folding from the newest
 snapshot a bound allows gives exactly the states of folding every event from the first — at any
 position, at any time (recorded times out of position order included), for one aggregate or
-all — and snapshots written with other state types are never read."""
+all — and a chain written by another version, or missing a snapshot, is never read."""
 
 from __future__ import annotations
 
@@ -84,22 +84,45 @@ async def test_folding_from_snapshots_equals_folding_every_event(
         assert plain(found.states) == states, bound
 
 
-async def test_snapshots_of_other_state_types_are_never_read_and_are_written_again(
+async def test_a_chain_of_another_shape_is_never_read_and_deleted_once_left_behind(
     pool: asyncpg.Pool, runtime_pool: asyncpg.Pool
 ):
     await fill(pool)
     now = datetime.now(UTC) + timedelta(days=1)
     truth = plain((await fold_as_of(runtime_pool, FOLDS, Bound(), now)).states)
     await every_snapshot(runtime_pool)
-    # As if written by an older version whose states had other fields: garbage to today's.
-    await pool.execute("UPDATE state_snapshot_marks SET shape = 'older'")
+    # As if written by another version (other state types, another evolve): garbage to today's.
+    await pool.execute("UPDATE state_snapshot_marks SET shape = 'other'")
     await pool.execute("UPDATE state_snapshots SET state = '\\x5b5d'::bytea")  # []
     assert plain((await fold_as_of(runtime_pool, FOLDS, Bound(), now)).states) == truth
-    assert await every_snapshot(runtime_pool) == [500, 1000, 1500, 2000]
-    assert (
-        await pool.fetchval("SELECT count(*) FROM state_snapshot_marks WHERE shape = 'older'") == 0
-    )
+    assert await every_snapshot(runtime_pool) == [500, 1000, 1500, 2000]  # today's own chain
     assert plain((await fold_as_of(runtime_pool, FOLDS, Bound(), now)).states) == truth
+    others = "SELECT count(*) FROM state_snapshot_marks WHERE shape = 'other'"
+    assert await pool.fetchval(others) == 4  # the other version may still be running
+    await pool.execute(
+        "UPDATE state_snapshot_marks SET taken_at = now() - interval '2 days' WHERE shape = 'other'"
+    )
+    assert await take_snapshot(runtime_pool, FOLDS, every=EVERY) == 0
+    assert await pool.fetchval(others) == 0
+    assert await pool.fetchval("SELECT count(*) FROM state_snapshots WHERE shape = 'other'") == 0
+
+
+async def test_a_chain_missing_a_snapshot_is_not_read_and_is_written_again(
+    pool: asyncpg.Pool, runtime_pool: asyncpg.Pool
+):
+    await fill(pool)
+    now = datetime.now(UTC) + timedelta(days=1)
+    truth = [
+        plain((await fold_as_of(runtime_pool, FOLDS, b, now)).states)
+        for b in (Bound(), Bound(at_position=1700))
+    ]
+    await every_snapshot(runtime_pool)
+    await pool.execute("DELETE FROM state_snapshot_marks WHERE position = 1000")  # and its states
+    for bound, states in zip((Bound(), Bound(at_position=1700)), truth, strict=True):
+        assert plain((await fold_as_of(runtime_pool, FOLDS, bound, now)).states) == states
+    assert await every_snapshot(runtime_pool) == [500, 1000, 1500, 2000]
+    for bound, states in zip((Bound(), Bound(at_position=1700)), truth, strict=True):
+        assert plain((await fold_as_of(runtime_pool, FOLDS, bound, now)).states) == states
 
 
 async def test_two_writers_at_once_write_each_snapshot_once(

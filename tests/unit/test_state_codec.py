@@ -96,3 +96,35 @@ def test_a_type_without_a_json_form_is_refused_when_the_codec_is_built(declared:
     holder: Any = dataclass(frozen=True)(type("Holder", (), {"__annotations__": {"x": declared}}))
     with pytest.raises(TypeError):
         codec_for(holder)
+
+
+class Level(enum.IntEnum):
+    NONE = 0
+    SOME = 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class Keyed:
+    level: Level
+    name: str = ""
+
+
+class Pair(enum.Enum):
+    A = (1, 2)
+
+
+@dataclass(frozen=True)
+class PairHolder:
+    pair: Pair
+
+
+def test_keyword_only_fields_and_falsy_enum_members_round_trip() -> None:
+    codec = codec_for(Keyed)
+    value = Keyed(level=Level.NONE, name="x")
+    back = codec.decode(codec.encode(value))
+    assert back == value and back.level is Level.NONE
+
+
+def test_an_enum_whose_values_have_no_json_form_is_refused_when_the_codec_is_built() -> None:
+    with pytest.raises(TypeError, match="only str, int, float or bool values"):
+        codec_for(PairHolder)

@@ -48,3 +48,19 @@ def test_a_field_outside_init_is_refused_when_the_replacer_is_built():
 
     with pytest.raises(TypeError, match="init field"):
         replacer(Derived)
+
+
+def test_fields_named_like_the_generated_codes_own_names_work_or_are_refused():
+    @dataclass(frozen=True)
+    class Odd:
+        cls: str = ""
+        obj: int = 0
+
+    assert replacer(Odd)(Odd("a", 1), cls="b") == Odd("b", 1)
+
+    @dataclass(frozen=True)
+    class Clash:
+        _replacer_obj: int = 0
+
+    with pytest.raises(TypeError, match="cannot take a field named _replacer_obj"):
+        replacer(Clash)
