@@ -114,7 +114,7 @@ async def _processing_seconds(bootstrap: str, changelog: str) -> float | None:
     """Once every sentinel's excursion is reported: seconds from the worker's first persisted
     watch to the last sentinel's report (the changelog's record times, the worker's clock), so
     the worker's start-up and group join are not counted; None before."""
-    records = await records_so_far(bootstrap, changelog, timeout_ms=500)
+    records = await records_so_far(bootstrap, changelog, timeout_ms=15_000)
     reported: dict[str, int] = {}
     for r in records:
         if r.value and json.loads(r.value)["excursion_reported"]:
