@@ -38,7 +38,7 @@ import re
 import secrets
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from hashlib import sha256
@@ -314,29 +314,19 @@ class TrustList:
         repeat, step for step, one that reached the verified root, so the verdict is the same
         (a changed index, size, sibling or path length makes one of those differ: folded out).
         About 2 hashes a member instead of log2(size). Only successes are remembered."""
-        if not 0 <= index < size or len(proof) > 64:
-            raise Untrusted("malformed proof", site_id=site_id, key_id=key_id)
         nodes, batch = self._nodes, (key_id, size, signature)
-        fn, sn, node = index, size - 1, leaf
+        node, sn = leaf, size - 1
         walked: list[tuple[bytes, int, int, int]] = []  # (node, fn, sn, step) folded here
         known = False
-        for step, sibling in enumerate(proof):
-            if sn == 0 or len(sibling) != HASH_BYTES:
-                raise Untrusted("malformed proof", site_id=site_id, key_id=key_id)
-            if fn & 1 or fn == sn:
-                node = sha256(_NODE + sibling + node).digest()
-                while not fn & 1 and fn:
-                    fn >>= 1
-                    sn >>= 1
-            else:
-                node = sha256(_NODE + node + sibling).digest()
-            fn >>= 1
-            sn >>= 1
-            seen = nodes.get(node)
-            if seen is not None and seen == (batch, fn, sn, tuple(proof[step + 1 :])):
-                known = True
-                break
-            walked.append((node, fn, sn, step))
+        try:
+            for step, (node, fn, sn) in enumerate(_fold_steps(leaf, index, size, proof)):
+                seen = nodes.get(node)
+                if seen is not None and seen == (batch, fn, sn, tuple(proof[step + 1 :])):
+                    known = True
+                    break
+                walked.append((node, fn, sn, step))
+        except ValueError:
+            raise Untrusted("malformed proof", site_id=site_id, key_id=key_id) from None
         if not known:
             if sn != 0:
                 raise Untrusted("malformed proof", site_id=site_id, key_id=key_id)
@@ -443,12 +433,27 @@ def merkle_tree(leaves: Sequence[bytes]) -> tuple[bytes, list[list[bytes]]]:
 def fold_proof(leaf: bytes, index: int, size: int, proof: Sequence[bytes]) -> bytes | None:
     """The root that `proof` (leaf to root) leads to from leaf `index` of a tree of `size`
     leaves (RFC 9162 2.1.3.2), or None if it is no audit path of (index, size)."""
-    if not 0 <= index < size or len(proof) > 64:
+    node, sn = leaf, size - 1
+    try:
+        for reached in _fold_steps(leaf, index, size, proof):
+            node, _, sn = reached
+    except ValueError:
         return None
+    return node if sn == 0 else None
+
+
+def _fold_steps(
+    leaf: bytes, index: int, size: int, proof: Sequence[bytes]
+) -> Iterator[tuple[bytes, int, int]]:
+    """RFC 9162 2.1.3.2's fold, a step at a time: after each sibling, the node reached and
+    (fn, sn) then. ValueError as soon as `proof` cannot be an audit path of (index, size); the
+    path was exactly long enough when sn is 0 after the last step."""
+    if not 0 <= index < size or len(proof) > 64:
+        raise ValueError("index, size or proof length out of range")
     fn, sn, node = index, size - 1, leaf
     for sibling in proof:
         if sn == 0 or len(sibling) != HASH_BYTES:
-            return None
+            raise ValueError("a sibling too many, or not a hash")
         if fn & 1 or fn == sn:
             node = sha256(_NODE + sibling + node).digest()
             while not fn & 1 and fn:
@@ -458,7 +463,7 @@ def fold_proof(leaf: bytes, index: int, size: int, proof: Sequence[bytes]) -> by
             node = sha256(_NODE + node + sibling).digest()
         fn >>= 1
         sn >>= 1
-    return node if sn == 0 else None
+        yield node, fn, sn
 
 
 def seal(

@@ -25,14 +25,13 @@ import asyncpg
 
 from deploy.infra import Endpoints
 from services.storage.adapters.as_of import FOLDS
-from services.storage.domain import model as storage
 from shared.db import create_pool, drop_database, ensure_database, migrate, with_database
 from shared.events import StoredEvent
 from shared.operator_servicer import state_messages
 from shared.settings import SNAPSHOT_EVERY
 from shared.state_as_of import BATCH, AsOfState, Bound, fold_as_of, take_snapshot
 from tests.bench_report import Row
-from tests.site_log import SITE, T0, Store
+from tests.site_log import SITE, T0, Store, unit_life
 
 EVENTS = 1_000_000
 TARGET_S = 10.0  # "a site's whole inventory in seconds at a million events"
@@ -49,19 +48,7 @@ def storage_store(events: int) -> Iterator[StoredEvent]:
         at = T0 + timedelta(minutes=n)
         for k in range(4):
             unit_id = f"U-{SITE}-{n:08d}-{k}"
-            here, there = f"{SITE}-T1/R{n % 10 + 1}/B{k + 1}/P01", f"{SITE}-T2/R1/B{k + 1}/P01"
-            facts = storage.UnitFacts(
-                f"DIN{n:08d}", "S1001", "NK-ALLO", 7e8, 2e5, 20.0, expires, False
-            )
-            order, hold = f"ORD-{SITE}-{n:08d}", at + timedelta(hours=24)
-            life: list[object] = [
-                storage.UnitStored(here, facts),
-                storage.UnitMoved(here, there),
-                storage.UnitReserved(order, hold),
-                storage.ReservationReleased(order, "cancelled"),
-                storage.UnitReserved(order + "-2", hold),
-                storage.UnitPicked(order + "-2", there),
-            ][: 6 - (n + k) % 4]
+            life = unit_life(n, k, f"DIN{n:08d}", at, expires)[: 6 - (n + k) % 4]
             for version, event in enumerate(life, start=1):
                 if store.position == events:
                     return

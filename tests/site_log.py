@@ -117,18 +117,7 @@ def donor_life(n: int, stores: dict[str, Store]) -> Iterator[tuple[str, StoredEv
     yield MANUFACTURING_EVENTS, m.event("batch", batch_id, 2, released, at)
     s = stores["storage"]
     for k, u in enumerate(units):
-        here, there = f"{SITE}-T1/R{n % 10 + 1}/B{k + 1}/P01", f"{SITE}-T2/R1/B{k + 1}/P01"
-        facts = storage.UnitFacts(din, "S1001", "NK-ALLO", 7e8, 2e5, 20.0, expires, False)
-        order, hold = f"ORD-{SITE}-{n:08d}", at + timedelta(hours=24)
-        unit_events: list[object] = [
-            storage.UnitStored(here, facts),
-            storage.UnitMoved(here, there),
-            storage.UnitReserved(order, hold),
-            storage.ReservationReleased(order, "cancelled"),
-            storage.UnitReserved(order + "-2", hold),
-            storage.UnitPicked(order + "-2", there),
-        ]
-        for version, e in enumerate(unit_events, start=1):
+        for version, e in enumerate(unit_life(n, k, din, at, expires), start=1):
             yield STORAGE_EVENTS, s.event("unit", u.unit_id, version, e, at)
 
 
@@ -173,3 +162,19 @@ def order_life(n: int, stores: dict[str, Store]) -> Iterator[tuple[str, StoredEv
     yield MATCHING_EVENTS, m.event("notification", notice, 1, issued, at)
     acknowledged = matching.NotificationAcknowledged("H1 nurse")
     yield MATCHING_EVENTS, m.event("notification", notice, 2, acknowledged, at)
+
+
+def unit_life(n: int, k: int, din: str, at: datetime, expires: date) -> list[object]:
+    """Storage's events of donor n's unit k: stored, moved, reserved, released, reserved again,
+    picked."""
+    here, there = f"{SITE}-T1/R{n % 10 + 1}/B{k + 1}/P01", f"{SITE}-T2/R1/B{k + 1}/P01"
+    facts = storage.UnitFacts(din, "S1001", "NK-ALLO", 7e8, 2e5, 20.0, expires, False)
+    order, hold = f"ORD-{SITE}-{n:08d}", at + timedelta(hours=24)
+    return [
+        storage.UnitStored(here, facts),
+        storage.UnitMoved(here, there),
+        storage.UnitReserved(order, hold),
+        storage.ReservationReleased(order, "cancelled"),
+        storage.UnitReserved(order + "-2", hold),
+        storage.UnitPicked(order + "-2", there),
+    ]

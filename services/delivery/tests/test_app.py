@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from services.delivery.app import Delivery
-from services.delivery.domain.model import RecallNotice, ShipmentStatus, Shipper, Trigger
+from services.delivery.domain.model import Recall, RecallNotice, ShipmentStatus, Shipper, Trigger
 from services.delivery.ports import OrderFacts
 from services.delivery.read_model import SHIPMENT_CREATED
 from shared.commands import Meta
@@ -239,6 +239,20 @@ async def test_an_unavailable_site_keeps_the_recall_pending_until_a_later_run(ap
     assert [h.outcome for h in (await app.hold_units(recall_id)).held] == ["RECALLED"] * 2
 
 
+async def recall_worker_until_a_site_recalls(app: Delivery, sites: FakeStorageSites) -> None:
+    """The recall worker runs until a site recalls a unit, then stops."""
+    sites.recalled.clear()
+    stop = asyncio.Event()
+    worker = asyncio.create_task(app.run_recalls(stop))
+    await asyncio.wait_for(sites.recalled.wait(), 5)
+    stop.set()
+    await asyncio.wait_for(worker, 5)
+
+
+async def recall_state(app: Delivery, recall_id: str) -> Recall:
+    return next(s for rid, s, _ in await app.recalls() if rid == recall_id)
+
+
 async def test_the_recall_worker_completes_what_an_unavailable_site_left_pending(
     app, records, sites
 ):
@@ -246,13 +260,8 @@ async def test_the_recall_worker_completes_what_an_unavailable_site_left_pending
     sites.unavailable.add("PAR")
     recall_id = await raise_recall(app, "A3", "event-3")
     sites.unavailable.clear()
-    sites.recalled.clear()
-    stop = asyncio.Event()
-    worker = asyncio.create_task(app.run_recalls(stop))
-    await asyncio.wait_for(sites.recalled.wait(), 5)
-    stop.set()
-    await asyncio.wait_for(worker, 5)
-    state = next(s for rid, s, _ in await app.recalls() if rid == recall_id)
+    await recall_worker_until_a_site_recalls(app, sites)
+    state = await recall_state(app, recall_id)
     assert [(h.unit_id, h.outcome) for h in state.held] == [("U-5", "RECALLED")]
 
 
@@ -260,7 +269,7 @@ async def test_a_unit_the_site_never_stored_is_recorded_not_in_stock(app, record
     recall_units(records, {"U-6": "PAR"}, "A4")
     sites.unknown.add("U-6")
     recall_id = await raise_recall(app, "A4", "event-4")
-    state = next(s for rid, s, _ in await app.recalls() if rid == recall_id)
+    state = await recall_state(app, recall_id)
     assert [(h.unit_id, h.outcome) for h in state.held] == [("U-6", "NOT_IN_STOCK")]
 
 
@@ -268,17 +277,12 @@ async def test_one_refusal_then_a_hold_is_recorded_recalled(app, records, sites)
     recall_units(records, {"U-7": "PAR"}, "A5")
     sites.refusals["U-7"] = 1  # e.g. a write racing the recall at the owner
     recall_id = await raise_recall(app, "A5", "event-5")
-    state = next(s for rid, s, _ in await app.recalls() if rid == recall_id)
+    state = await recall_state(app, recall_id)
     # Refused for another reason than "unknown here": not taken for "never stored"; pending.
     assert state.held == () or list(state.held) == []
     assert "U-7" in state.pending_units
-    sites.recalled.clear()
-    stop = asyncio.Event()
-    worker = asyncio.create_task(app.run_recalls(stop))
-    await asyncio.wait_for(sites.recalled.wait(), 5)
-    stop.set()
-    await asyncio.wait_for(worker, 5)
-    state = next(s for rid, s, _ in await app.recalls() if rid == recall_id)
+    await recall_worker_until_a_site_recalls(app, sites)
+    state = await recall_state(app, recall_id)
     assert [(h.unit_id, h.outcome) for h in state.held] == [("U-7", "RECALLED")]
     assert [c[0] for c in sites.calls] == ["recall", "recall"]
 
