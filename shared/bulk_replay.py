@@ -24,6 +24,7 @@ from aiokafka import ConsumerRecord, TopicPartition
 
 from shared import kafka_clients
 from shared.events import StoredEvent
+from shared.gc_pause import cyclic_gc_paused
 from shared.parking import ParkingLot, Poison
 from shared.projections import Projection
 from shared.trust import TrustList
@@ -323,6 +324,10 @@ class BulkReplay:
     def _fold(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
         if not records:
             return
+        with cyclic_gc_paused():  # synchronous: the rows it builds are kept (shared.gc_pause)
+            self._fold_records(tp, records)
+
+    def _fold_records(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
         targets = [t for t in self._targets if tp in t.goal]
         verdicts = judge(self.trust, records)
         seen = self._seen

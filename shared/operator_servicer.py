@@ -25,11 +25,12 @@ from shared.caller_streams import CallerStreams
 from shared.errors import InvalidArgument, PreconditionFailed, ResourceExhausted
 from shared.event_watch import EventFilter, Watched, watch_events
 from shared.eventstore import Clock, utc_now
+from shared.gc_pause import cyclic_gc_paused
 from shared.grpc_requests import caller, moment_of
 from shared.grpc_server import ServiceBinding
 from shared.postgres_eventstore import PostgresEventStore
 from shared.redaction import redact_watched
-from shared.state_as_of import Bound, Folded, StatesAsOf, cyclic_gc_paused, fold_as_of
+from shared.state_as_of import Bound, Folded, StatesAsOf, fold_as_of
 from shared.trust import TrustList
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["OperatorService"].full_name

@@ -135,9 +135,10 @@ def timestamp_to_datetime(ts: Timestamp) -> datetime:
     Like it, refuses a timestamp out of the valid range with ValueError (so a bad record is
     poison, dead-lettered, never a crash); with nanos in 0..999,999,999, // rounds toward zero
     as protobuf does."""
-    if not _MIN_SECONDS <= ts.seconds <= _MAX_SECONDS or not 0 <= ts.nanos <= 999_999_999:
-        raise ValueError(f"timestamp out of range: seconds={ts.seconds} nanos={ts.nanos}")
-    return _EPOCH + timedelta(seconds=ts.seconds, microseconds=ts.nanos // 1000)
+    seconds, nanos = ts.seconds, ts.nanos  # each read of a field builds a new int
+    if not _MIN_SECONDS <= seconds <= _MAX_SECONDS or not 0 <= nanos <= 999_999_999:
+        raise ValueError(f"timestamp out of range: seconds={seconds} nanos={nanos}")
+    return _EPOCH + timedelta(0, seconds, nanos // 1000)  # positional: no keyword parsing
 
 
 def _plan(cls: Any) -> tuple[tuple[str, Reader], ...]:

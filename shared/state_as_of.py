@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import hashlib
 import inspect
 import logging
 import sys
-import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -19,6 +17,7 @@ import asyncpg
 
 from shared.commands import Aggregate
 from shared.errors import InvalidArgument, PreconditionFailed
+from shared.gc_pause import cyclic_gc_paused
 from shared.proto_mapping import from_proto
 from shared.state_codec import codec_for
 
@@ -355,35 +354,6 @@ async def snapshot_worker(
             log.warning("state snapshot not written", extra={"error": repr(exc)})
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval)
-
-
-# The cyclic garbage collector, paused while a batch is folded (reference counting still frees
-# everything that is not a cycle). A fold allocates a state per aggregate and keeps them all:
-# each full collection then walks every one of them, and at a million events the collections
-# took a third of the fold's time (issue 17's as-of profile). Counted: the collector resumes
-# when the last fold ends, and only if it was running when the first began. Held only around
-# work in a worker thread (never across an await), so the rest of the process is never long
-# without it.
-_pauses = 0
-_resume = False
-_pauses_lock = threading.Lock()
-
-
-@contextlib.contextmanager
-def cyclic_gc_paused() -> Iterator[None]:
-    global _pauses, _resume
-    with _pauses_lock:
-        if _pauses == 0:
-            _resume = gc.isenabled()
-            gc.disable()
-        _pauses += 1
-    try:
-        yield
-    finally:
-        with _pauses_lock:
-            _pauses -= 1
-            if _pauses == 0 and _resume:
-                gc.enable()
 
 
 class Folding:

@@ -314,14 +314,14 @@ class TrustList:
         repeat, step for step, one that reached the verified root, so the verdict is the same
         (a changed index, size, sibling or path length makes one of those differ: folded out).
         About 2 hashes a member instead of log2(size). Only successes are remembered."""
-        nodes, batch = self._nodes, (key_id, size, signature)
+        nodes, batch, path = self._nodes, (key_id, size, signature), tuple(proof)
         node, sn = leaf, size - 1
         walked: list[tuple[bytes, int, int, int]] = []  # (node, fn, sn, step) folded here
         known = False
         try:
             for step, (node, fn, sn) in enumerate(_fold_steps(leaf, index, size, proof)):
                 seen = nodes.get(node)
-                if seen is not None and seen == (batch, fn, sn, tuple(proof[step + 1 :])):
+                if seen is not None and seen == (batch, fn, sn, path[step + 1 :]):
                     known = True
                     break
                 walked.append((node, fn, sn, step))
@@ -334,7 +334,7 @@ class TrustList:
         if len(nodes) + len(walked) > self.verified_nodes_size:
             nodes.clear()
         for at, f, s, step in walked:
-            nodes[at] = (batch, f, s, tuple(proof[step + 1 :]))
+            nodes[at] = (batch, f, s, path[step + 1 :])
 
     # --- changes (each a new version) ---
 
@@ -533,7 +533,7 @@ def verify_envelope(trust: TrustList, data: bytes) -> StoredEvent:
     if len(signature) != SIGNATURE_BYTES:
         raise Untrusted("malformed signature", site_id=site_id, key_id=key_id)
     trust.vouch(site_id, key_id, event.recorded_at)  # the cheap refusals first
-    index, size, proof = env.batch_index, env.batch_size, env.batch_proof
+    index, size, proof = env.batch_index, env.batch_size, tuple(env.batch_proof)  # read once
     if not 0 < size <= MAX_BATCH_LEAVES:
         raise Untrusted("malformed proof", site_id=site_id, key_id=key_id)
     tail = _tail(signature, index, size, proof)
@@ -571,6 +571,14 @@ def _tail(signature: bytes, index: int, size: int, proof: Sequence[bytes]) -> by
         parts += (_INDEX_TAG, _varint(index))
     if size:
         parts += (_SIZE_TAG, _varint(size))
+    if not proof:
+        return b"".join(parts)
+    joined = _PROOF_TAG.join(proof)
+    if len(joined) == len(proof) * (len(_PROOF_TAG) + HASH_BYTES) - len(_PROOF_TAG):
+        # The usual case, every node a hash: one join. (Nodes of other lengths that add up
+        # to as much give a tail no signer writes; their proof is refused as malformed anyway.)
+        parts += (_PROOF_TAG, joined)
+        return b"".join(parts)
     for node in proof:
         if len(node) == HASH_BYTES:
             parts += (_PROOF_TAG, node)

@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaProducer, ConsumerRecord
 from shared import metrics
 from shared.envelope_codec import parse
 from shared.events import StoredEvent
+from shared.gc_pause import cyclic_gc_paused
 from shared.topics import DEADLETTER
 from shared.trust import TrustList, Untrusted, envelope_signer, verify_envelope
 
@@ -95,14 +96,17 @@ class Verdicts:
 
 
 def judge(trust: TrustList, records: Sequence[ConsumerRecord]) -> Verdicts:
-    """Verify every record (pure; safe in a worker thread: verifying releases the GIL)."""
+    """Verify every record (pure; safe in a worker thread: verifying releases the GIL). The
+    cyclic collector is paused meanwhile (shared.gc_pause: a batch allocates its events)."""
     out = Verdicts()
-    for record in records:
-        verdict = judge_one(trust, record)
-        if isinstance(verdict, Refused):
-            out.refused[record.offset] = verdict
-        else:
-            out.trusted[record.offset] = verdict
+    trusted, refused = out.trusted, out.refused
+    with cyclic_gc_paused():
+        for record in records:
+            verdict = judge_one(trust, record)
+            if isinstance(verdict, Refused):
+                refused[record.offset] = verdict
+            else:
+                trusted[record.offset] = verdict
     return out
 
 

@@ -5,7 +5,6 @@ anyone, and the answer is chunked with the position reached on every message."""
 from __future__ import annotations
 
 import asyncio
-import gc
 import io
 import json
 from datetime import UTC, datetime, timedelta
@@ -21,7 +20,7 @@ from services.storage.domain import model
 from shared.errors import InvalidArgument, PreconditionFailed
 from shared.events import StoredEvent
 from shared.operator_servicer import STATES_PER_MESSAGE, state_messages
-from shared.state_as_of import AsOfState, Bound, Folding, StatesAsOf, cyclic_gc_paused
+from shared.state_as_of import AsOfState, Bound, Folding, StatesAsOf
 from shared.topics import STORAGE_EVENTS
 from tests.site_log import site_log
 
@@ -188,20 +187,3 @@ async def test_get_state_as_of_refuses_at_once_while_the_servicer_is_already_fol
     release.set()
     await asyncio.gather(*folding)
     assert await call()  # free again once the folds are done
-
-
-def test_the_collector_is_paused_while_any_fold_runs_and_resumed_after_the_last():
-    assert gc.isenabled()
-    with cyclic_gc_paused():
-        assert not gc.isenabled()
-        with cyclic_gc_paused():  # a second fold at once
-            assert not gc.isenabled()
-        assert not gc.isenabled()  # the first still runs
-    assert gc.isenabled()
-    gc.disable()  # paused by someone else: not resumed by a fold
-    try:
-        with cyclic_gc_paused():
-            pass
-        assert not gc.isenabled()
-    finally:
-        gc.enable()
