@@ -25,7 +25,7 @@ def dataclass_strategy(cls: type[T], **overrides: st.SearchStrategy[Any]) -> st.
     """
     hints = typing.get_type_hints(cls)
     fields = {
-        f.name: overrides.get(f.name) or value_strategy(hints[f.name])
+        f.name: overrides[f.name] if f.name in overrides else value_strategy(hints[f.name])
         for f in dataclasses.fields(cls)  # type: ignore[arg-type]
     }
     return st.builds(cls, **fields)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from datetime import UTC, datetime
 
@@ -13,13 +14,15 @@ from hypothesis import strategies as st
 from shared.auth import Principal, require
 from shared.chain_key import ChainKey
 from shared.db import TRANSIENT_DB_ERRORS
-from shared.envelope_codec import decode, encode
+from shared.envelope_codec import decode, encode, from_envelope, to_envelope
 from shared.errors import ConcurrencyConflict, InvalidArgument, PermissionDenied, Unauthenticated
+from shared.events import StoredEvent
 from shared.eventstore import InMemoryEventStore
 from shared.hashchain import GENESIS, verify_chain
 from shared.ids import uuid7
 from shared.settings import Settings
 from tests.factories import new_event
+from tests.support.strategies import dataclass_strategy
 
 ENV = {
     "CELLBANK_SITE_ID": "LON",
@@ -35,6 +38,29 @@ def test_uuid7_has_version_7_and_sorts_by_time():
     assert str(a) < str(b)
     with pytest.raises(ValueError):
         uuid7(-1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    event=dataclass_strategy(
+        StoredEvent,
+        payload=st.binary(max_size=64),
+        prev_hash=st.binary(max_size=32),
+        hash=st.binary(max_size=32),
+        position=st.integers(0, 2**64 - 1),  # the envelope's uint64 and uint32 fields
+        aggregate_version=st.integers(0, 2**64 - 1),
+        schema_version=st.integers(0, 2**32 - 1),
+    )
+)
+def test_decoding_builds_the_event_the_constructor_builds(event: StoredEvent) -> None:
+    # from_envelope sets StoredEvent's slots directly (shared.envelope_codec): the result must
+    # be indistinguishable from StoredEvent(...) with the same fields, frozen and hashable.
+    decoded = from_envelope(to_envelope(event))
+    assert decoded == event and hash(decoded) == hash(event)
+    assert type(decoded) is StoredEvent
+    assert dataclasses.asdict(decoded) == dataclasses.asdict(event)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        decoded.event_id = "changed"  # type: ignore[misc]
 
 
 async def test_envelope_round_trips_every_field():
