@@ -573,11 +573,8 @@ def _tail(signature: bytes, index: int, size: int, proof: Sequence[bytes]) -> by
         parts += (_SIZE_TAG, _varint(size))
     if not proof:
         return b"".join(parts)
-    joined = _PROOF_TAG.join(proof)
-    if len(joined) == len(proof) * (len(_PROOF_TAG) + HASH_BYTES) - len(_PROOF_TAG):
-        # The usual case, every node a hash: one join. (Nodes of other lengths that add up
-        # to as much give a tail no signer writes; their proof is refused as malformed anyway.)
-        parts += (_PROOF_TAG, joined)
+    if all(len(node) == HASH_BYTES for node in proof):  # the usual case: one join
+        parts += (_PROOF_TAG, _PROOF_TAG.join(proof))
         return b"".join(parts)
     for node in proof:
         if len(node) == HASH_BYTES:

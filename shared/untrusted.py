@@ -14,7 +14,6 @@ from aiokafka import AIOKafkaProducer, ConsumerRecord
 from shared import metrics
 from shared.envelope_codec import parse
 from shared.events import StoredEvent
-from shared.gc_pause import cyclic_gc_paused
 from shared.topics import DEADLETTER
 from shared.trust import TrustList, Untrusted, envelope_signer, verify_envelope
 
@@ -96,17 +95,15 @@ class Verdicts:
 
 
 def judge(trust: TrustList, records: Sequence[ConsumerRecord]) -> Verdicts:
-    """Verify every record (pure; safe in a worker thread: verifying releases the GIL). The
-    cyclic collector is paused meanwhile (shared.gc_pause: a batch allocates its events)."""
+    """Verify every record (pure; safe in a worker thread: verifying releases the GIL)."""
     out = Verdicts()
     trusted, refused = out.trusted, out.refused
-    with cyclic_gc_paused():
-        for record in records:
-            verdict = judge_one(trust, record)
-            if isinstance(verdict, Refused):
-                refused[record.offset] = verdict
-            else:
-                trusted[record.offset] = verdict
+    for record in records:
+        verdict = judge_one(trust, record)
+        if isinstance(verdict, Refused):
+            refused[record.offset] = verdict
+        else:
+            trusted[record.offset] = verdict
     return out
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import pickle
 import uuid
 from datetime import UTC, datetime
 
@@ -59,6 +60,8 @@ def test_decoding_builds_the_event_the_constructor_builds(event: StoredEvent) ->
     assert decoded == event and hash(decoded) == hash(event)
     assert type(decoded) is StoredEvent
     assert dataclasses.asdict(decoded) == dataclasses.asdict(event)
+    assert pickle.loads(pickle.dumps(decoded)) == event
+    assert dataclasses.replace(decoded) == StoredEvent(**dataclasses.asdict(event))
     with pytest.raises(dataclasses.FrozenInstanceError):
         decoded.event_id = "changed"  # type: ignore[misc]
 
