@@ -92,21 +92,51 @@ _BUILDERS: dict[Any, Callable[[Message], Any]] = {}
 
 def _builder(cls: Any) -> Callable[[Message], Any]:
     """The plan of cls as one function, written once per class: a plain field is read as an
-    attribute, the others by their readers (a decoded event costs one call, not one a field)."""
+    attribute, the others by their readers (a decoded event costs one call, not one a field).
+
+    A slotted dataclass built by the __init__ dataclass wrote (_sets_slots) gets its slots set
+    directly: that __init__ of a frozen class sets each field through object.__setattr__, half
+    the cost of decoding an envelope (issue 17's profiles). The converted values are read first,
+    so one that raises leaves no half-built instance about; the result equals cls(...)."""
     plan = _plan(cls)
     hints = _hints(cls)
-    namespace: dict[str, Any] = {"cls": cls}
-    args = []
+    namespace: dict[str, Any] = {"cls": cls, "new": object.__new__}
+    reads: list[tuple[str, str, bool]] = []  # field, how it is read, read as the attribute
     for i, (name, read) in enumerate(plan):
         if _is_plain(hints[name]) and name.isidentifier() and not keyword.iskeyword(name):
-            args.append(f"{name}=m.{name}")
+            reads.append((name, f"m.{name}", True))
         else:
             namespace[f"read_{i}"] = read
-            args.append(f"{name}=read_{i}(m)")
-    source = f"def build(m):\n    return cls({', '.join(args)})\n"
-    exec(source, namespace)  # code built from the dataclass's own field names
+            reads.append((name, f"read_{i}(m)", False))
+    if _sets_slots(cls):
+        lines = [f"    v{i} = {how}" for i, (_, how, plain) in enumerate(reads) if not plain]
+        lines.append("    obj = new(cls)")
+        for i, (name, how, plain) in enumerate(reads):
+            namespace[f"set_{i}"] = getattr(cls, name).__set__  # the slot's own descriptor
+            lines.append(f"    set_{i}(obj, {how if plain else f'v{i}'})")
+        lines.append("    return obj")
+    else:
+        lines = [f"    return cls({', '.join(f'{name}={how}' for name, how, _ in reads)})"]
+    body = "\n".join(lines)
+    exec(f"def build(m):\n{body}\n", namespace)  # code built from the dataclass's own fields
     build: Callable[[Message], Any] = namespace["build"]
     return build
+
+
+def _sets_slots(cls: Any) -> bool:
+    """True when setting cls's slots builds what calling cls does: a slotted dataclass whose
+    __init__ is the one dataclass wrote (not the class's own code), every field an init field
+    and a slot, and no __post_init__ to run."""
+    init = cls.__init__
+    return (
+        not hasattr(cls, "__post_init__")
+        and getattr(init, "__qualname__", "") == f"{cls.__qualname__}.__init__"
+        and getattr(getattr(init, "__code__", None), "co_filename", "") == "<string>"
+        and all(
+            f.init and isinstance(getattr(cls, f.name, None), types.MemberDescriptorType)
+            for f in dataclasses.fields(cls)
+        )
+    )
 
 
 def _is_plain(declared: Any) -> bool:
