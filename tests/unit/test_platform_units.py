@@ -54,7 +54,7 @@ def test_uuid7_has_version_7_and_sorts_by_time():
     )
 )
 def test_decoding_builds_the_event_the_constructor_builds(event: StoredEvent) -> None:
-    # from_envelope sets StoredEvent's slots directly (shared.envelope_codec): the result must
+    # from_envelope (from_proto) sets StoredEvent's slots directly (shared.proto_mapping): it must
     # be indistinguishable from StoredEvent(...) with the same fields, frozen and hashable.
     decoded = from_envelope(to_envelope(event))
     assert decoded == event and hash(decoded) == hash(event)
